@@ -1,0 +1,79 @@
+"""One factory per stage: backends are registered under a name and created by name.
+
+    from pipelines.registry import create
+    segmenter = create("segmentation", "embedded")
+
+Backends register themselves with the `register` decorator in their module; `create` imports the
+stage's backend modules lazily so that an uninstalled optional backend (hub) never breaks the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# stage -> backend name -> module that defines it (imported on first use)
+_BACKEND_MODULES: dict[str, dict[str, str]] = {
+    "segmentation": {"embedded": "pipelines.segmentation.embedded"},
+    "keypoints": {"embedded": "pipelines.keypoints.embedded"},
+    "camera": {"embedded": "pipelines.camera.embedded"},
+    "hmr": {"embedded": "pipelines.hmr.embedded"},
+    "body": {"anny": "pipelines.body.anny_model"},
+    "depth": {},
+}
+_FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend is unknown, or its packages or model files are missing (the message says which)."""
+
+
+def register(stage: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Class decorator: make `cls` the backend `name` of `stage`."""
+
+    def wrap(cls: Callable[..., Any]) -> Callable[..., Any]:
+        _FACTORIES[(stage, name)] = cls
+        return cls
+
+    return wrap
+
+
+def stages() -> list[str]:
+    return list(_BACKEND_MODULES)
+
+
+def backend_names(stage: str) -> list[str]:
+    return list(_BACKEND_MODULES.get(stage, {}))
+
+
+def availability(stage: str) -> dict[str, str | None]:
+    """Backend name -> None when it can be used here, else the reason in plain words."""
+    out: dict[str, str | None] = {}
+    for name in backend_names(stage):
+        try:
+            _factory(stage, name)
+            out[name] = None
+        except BackendUnavailable as err:
+            out[name] = str(err)
+    return out
+
+
+def _factory(stage: str, name: str) -> Callable[..., Any]:
+    if stage not in _BACKEND_MODULES:
+        raise BackendUnavailable(f"unknown stage {stage!r}; stages: {', '.join(stages())}")
+    if (stage, name) not in _FACTORIES:
+        module = _BACKEND_MODULES[stage].get(name)
+        if module is None:
+            known = ", ".join(backend_names(stage)) or "none"
+            raise BackendUnavailable(f"no {stage} backend named {name!r}; available: {known}")
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise BackendUnavailable(f"{stage} backend {name!r} needs a package that is missing: {err}") from err
+    return _FACTORIES[(stage, name)]
+
+
+def create(stage: str, name: str, **kwargs: Any) -> Any:
+    """Instantiate the backend `name` of `stage` (models load lazily, on first use)."""
+    return _factory(stage, name)(**kwargs)
