@@ -1,0 +1,290 @@
+"""The Anny body model (Apache-2.0 code, CC0 data): 13,718 vertices, 104 bones incl. fingers, metres.
+
+Anny's own frame is Z-up with the body facing -Y and +X on the person's left. Posed results are given
+in whatever frame the caller's root rotation maps to (the fitting maps straight into the OpenCV
+camera frame). The first build of the model writes ~790 MB into ANNY_CACHE_DIR (default
+~/.cache/anny) and takes about a minute; later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.registry import BackendUnavailable, register
+
+# Phenotypes the fit may change (Anny's defaults, all in [0, 1], 0.5 = average adult); age stays fixed.
+FIT_PHENOTYPES: list[str] = ["gender", "muscle", "weight", "height", "proportions"]
+
+
+@dataclass
+class RestState:
+    """The body at rest for one phenotype, in Anny's frame (metres)."""
+
+    pheno_p: np.ndarray
+    """Phenotype values, in the order of AnnyBody.phenotype_labels."""
+    coeffs_n: np.ndarray
+    """Blendshape coefficients."""
+    heads_j3: np.ndarray
+    """Rest bone head positions (J, 3)."""
+    rot_j33: np.ndarray
+    """Rest bone orientations (J, 3, 3): columns are the bone's axes (y along the bone)."""
+
+
+@dataclass
+class PointSet:
+    """Points attached to the skin (keypoints, surface samples) as linear maps of the rest state.
+
+    A point is a weighted sum of vertices; skinning makes it a sum over (point, bone) pairs of
+    bone_transform @ (weighted rest position), and the rest positions are linear in the
+    blendshape coefficients, so everything the fit needs is precomputed here once.
+    """
+
+    names: list[str]
+    pair_point: np.ndarray
+    """(P,) point index of each (point, bone) pair."""
+    pair_bone: np.ndarray
+    """(P,) bone index of each pair."""
+    pair_w: np.ndarray
+    """(P,) total skinning weight of the pair (sums to 1 per point)."""
+    pair_a0_p3: np.ndarray
+    """(P, 3) weighted rest position at blendshape coefficients 0 (the template)."""
+    pair_da_np3: np.ndarray
+    """(N, P, 3) derivative of the weighted rest position per blendshape coefficient."""
+
+    def rest_positions(self, coeffs_n: np.ndarray) -> np.ndarray:
+        return self.pair_a0_p3 + np.einsum("n,npc->pc", coeffs_n, self.pair_da_np3)
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@register("body", "anny")
+class AnnyBody:
+    """Anny wrapper: rest states, point sets for fitting and posed meshes (numpy, float64)."""
+
+    name = "anny"
+
+    def __init__(self) -> None:
+        self._model = None
+
+    @property
+    def model(self):  # noqa: ANN201 - anny.Anny
+        """The torch model, built on first use (thread-safe)."""
+        if self._model is None:
+            with _LOAD_LOCK:
+                if self._model is None:
+                    try:
+                        import anny
+                    except ImportError as err:
+                        raise BackendUnavailable(f"the Anny body model needs the 'anny' package: {err}") from err
+                    os.environ.setdefault("ANNY_CACHE_DIR", os.path.expanduser("~/.cache/anny"))
+                    self._model = anny.Anny(skinning_method="lbs")
+        return self._model
+
+    @cached_property
+    def bone_labels(self) -> list[str]:
+        return list(self.model.bone_labels)
+
+    @cached_property
+    def bone_parents(self) -> np.ndarray:
+        return np.asarray(self.model.bone_parents, dtype=np.int64)
+
+    @cached_property
+    def phenotype_labels(self) -> list[str]:
+        return list(self.model.phenotype_labels)
+
+    @cached_property
+    def faces_f3(self) -> np.ndarray:
+        return self.model.get_triangular_faces().cpu().numpy().astype(np.int32)
+
+    @cached_property
+    def template_v3(self) -> np.ndarray:
+        return self.model.template_vertices.cpu().numpy()
+
+    @cached_property
+    def _blendshapes_nv3(self) -> np.ndarray:
+        return self.model.blendshapes.cpu().numpy()
+
+    @cached_property
+    def _skin_weights_vj(self) -> sp.csr_matrix:
+        w_v9 = self.model.vertex_bone_weights.cpu().numpy()
+        idx_v9 = self.model.vertex_bone_indices.cpu().numpy()
+        n_v = w_v9.shape[0]
+        rows = np.repeat(np.arange(n_v), w_v9.shape[1])
+        mat = sp.csr_matrix((w_v9.ravel(), (rows, idx_v9.ravel())), shape=(n_v, len(self.bone_labels)))
+        mat.sum_duplicates()
+        mat.eliminate_zeros()
+        return mat
+
+    def default_pheno(self) -> np.ndarray:
+        return np.full(len(self.phenotype_labels), 0.5)
+
+    @cached_property
+    def _coeff_tables(self) -> tuple[list[tuple[int, np.ndarray, int]], np.ndarray, np.ndarray | None]:
+        """What Anny's phenotype -> blendshape-coefficient map needs, as numpy arrays."""
+        from anny.models.model_data import PHENOTYPE_VARIATIONS
+
+        m = self.model
+        features = []  # (position in phens, anchors, phenotype index or -1 for the 0.5 default)
+        pos = 0
+        for feature, variations in PHENOTYPE_VARIATIONS.items():
+            if feature != "race":
+                start = -1 / 3 if feature == "age" else 0.0
+                anchors = np.linspace(start, 1.0, len(variations))
+                idx = self.phenotype_labels.index(feature) if feature in self.phenotype_labels else -1
+                features.append((pos, anchors, idx))
+            pos += len(variations)
+        mask = m.stacked_phenotype_blend_shapes_mask.cpu().numpy().astype(bool)
+        proj = m.phenotype_blendshape_projection
+        return features, mask, None if proj is None else proj.cpu().numpy()
+
+    def coeffs(self, pheno_p: np.ndarray) -> np.ndarray:
+        """Blendshape coefficients for phenotype values: Anny's piecewise-linear map, in numpy
+        (the same numbers as Anny's torch code, ~100x faster for one body)."""
+        features, mask, proj = self._coeff_tables
+        phens = np.empty(mask.shape[1])
+        phens[:3] = 1.0 / 3.0  # race weights, all at their default
+        for pos, anchors, idx in features:
+            value = float(np.clip(pheno_p[idx], anchors[0], anchors[-1])) if idx >= 0 else 0.5
+            i = int(np.clip(np.searchsorted(anchors, value, side="left"), 1, len(anchors) - 1))
+            alpha = (value - anchors[i - 1]) / (anchors[i] - anchors[i - 1])
+            phens[pos : pos + len(anchors)] = 0.0
+            phens[pos + i - 1] = 1.0 - alpha
+            phens[pos + i] = alpha
+        wi = np.prod(np.where(mask, phens[None, :], 1.0), axis=1)
+        return wi @ proj if proj is not None else wi
+
+    def coeffs_jacobian(self, pheno_p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+        """(N, P) derivative of the blendshape coefficients per phenotype value (central differences;
+        the map is piecewise linear, so this is exact away from the interpolation anchors)."""
+        cols = []
+        for i in range(len(pheno_p)):
+            step = np.zeros(len(pheno_p))
+            step[i] = eps
+            cols.append((self.coeffs(pheno_p + step) - self.coeffs(pheno_p - step)) / (2 * eps))
+        return np.stack(cols, axis=1)
+
+    def rest_heads(self, pheno_p: np.ndarray) -> RestState:
+        """A RestState without bone orientations (all the fit needs; rot_j33 is left empty)."""
+        coeffs_n = self.coeffs(pheno_p)
+        heads0, dheads = self.heads_basis
+        heads = heads0 + np.einsum("n,njc->jc", coeffs_n, dheads)
+        return RestState(np.asarray(pheno_p, dtype=np.float64), coeffs_n, heads, np.empty((0, 3, 3)))
+
+    def rest_vertices(self, coeffs_n: np.ndarray) -> np.ndarray:
+        """Rest-pose vertices (V, 3) in Anny's frame (Z up)."""
+        return self.template_v3 + np.einsum("n,nvc->vc", coeffs_n, self._blendshapes_nv3)
+
+    def rest_state(self, pheno_p: np.ndarray) -> RestState:
+        import torch
+
+        coeffs_n = self.coeffs(pheno_p)
+        with torch.no_grad():
+            rest = self.model.get_rest_model(torch.as_tensor(coeffs_n[None], dtype=self.model.dtype))
+        poses = rest["rest_bone_poses"][0].cpu().numpy()
+        return RestState(
+            pheno_p=np.asarray(pheno_p, dtype=np.float64),
+            coeffs_n=coeffs_n,
+            heads_j3=poses[:, :3, 3].copy(),
+            rot_j33=poses[:, :3, :3].copy(),
+        )
+
+    @cached_property
+    def heads_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rest bone heads as (template (J, 3), per-coefficient derivative (N, J, 3))."""
+        return (
+            self.model.template_bone_heads.cpu().numpy(),
+            self.model.bone_heads_blendshapes.cpu().numpy(),
+        )
+
+    def point_set(self, names: list[str], vertex_weights: sp.csr_matrix) -> PointSet:
+        """Precompute a PointSet for points given as (K, V) weights over the vertices."""
+        pair_mat = vertex_weights.tocsr()
+        # (K*J) rows: weight of vertex v in pair (k, b) = r_kv * w_vb
+        n_k, n_j = pair_mat.shape[0], len(self.bone_labels)
+        skin = self._skin_weights_vj.tocsc()
+        rows, cols, vals = [], [], []
+        for k in range(n_k):
+            start, end = pair_mat.indptr[k], pair_mat.indptr[k + 1]
+            v_idx, r = pair_mat.indices[start:end], pair_mat.data[start:end]
+            sub = sp.csr_matrix(skin[v_idx].multiply(r[:, None]))  # (nv, J)
+            coo = sub.tocoo()
+            rows.append(k * n_j + coo.col)
+            cols.append(v_idx[coo.row])
+            vals.append(coo.data)
+        mat = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_k * n_j, self.template_v3.shape[0]),
+        )
+        mat.sum_duplicates()
+        used = np.flatnonzero(np.diff(mat.indptr) > 0)
+        mat = mat[used]
+        pair_w = np.asarray(mat.sum(axis=1)).ravel()
+        a0 = mat @ self.template_v3
+        bs = self._blendshapes_nv3
+        da = (mat @ bs.transpose(1, 0, 2).reshape(bs.shape[1], -1)).reshape(len(used), bs.shape[0], 3)
+        return PointSet(
+            names=list(names),
+            pair_point=used // n_j,
+            pair_bone=used % n_j,
+            pair_w=pair_w,
+            pair_a0_p3=a0,
+            pair_da_np3=da.transpose(1, 0, 2).copy(),
+        )
+
+    @cached_property
+    def _skin_sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-vertex bone indices and weights (V, 9)."""
+        return (self.model.vertex_bone_indices.cpu().numpy(), self.model.vertex_bone_weights.cpu().numpy())
+
+    def skin(self, coeffs_n: np.ndarray, heads_j3: np.ndarray, G_j33: np.ndarray, o_j3: np.ndarray) -> np.ndarray:
+        """Linear blend skinning in numpy: vertices (V, 3) for bone rotations G and posed heads o
+        (the same result as Anny's forward in 'world-orient', without torch)."""
+        idx_v9, w_v9 = self._skin_sparse
+        rest_v3 = self.rest_vertices(coeffs_n)
+        t_j3 = o_j3 - np.einsum("jab,jb->ja", G_j33, heads_j3)
+        A_v33 = np.einsum("vk,vkab->vab", w_v9, G_j33[idx_v9])
+        t_v3 = np.einsum("vk,vka->va", w_v9, t_j3[idx_v9])
+        return np.einsum("vab,vb->va", A_v33, rest_v3) + t_v3
+
+    def posed_vertices(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
+        """Skinned vertices (V, 3) for bone world rotations G (relative to rest) and the root head's
+        position, in the frame G and root_pos are expressed in."""
+        import torch
+
+        m = self.model
+        D = np.einsum("jab,jbc->jac", G_j33, rest.rot_j33)
+        delta = np.tile(np.eye(4), (len(D), 1, 1))
+        delta[:, :3, :3] = D
+        delta[0, :3, 3] = root_pos_3
+        with torch.no_grad():
+            out = m(
+                torch.as_tensor(delta[None], dtype=m.dtype),
+                torch.as_tensor(rest.pheno_p[None], dtype=m.dtype),
+                pose_parameterization="world-orient",
+            )
+        return out["vertices"][0].cpu().numpy()
+
+    def native_pose(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
+        """The same pose in Anny's default 'local-ref' parameterization, (J, 4, 4), for saving."""
+        import torch
+
+        m = self.model
+        D = np.einsum("jab,jbc->jac", G_j33, rest.rot_j33)
+        delta = np.tile(np.eye(4), (len(D), 1, 1))
+        delta[:, :3, :3] = D
+        delta[0, :3, 3] = root_pos_3
+        with torch.no_grad():
+            out = m(
+                torch.as_tensor(delta[None], dtype=m.dtype),
+                torch.as_tensor(rest.pheno_p[None], dtype=m.dtype),
+                pose_parameterization="world-orient",
+            )
+            local = m.get_pose_parameterization(out, "local-ref")
+        return local[0].cpu().numpy()

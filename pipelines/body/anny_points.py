@@ -1,0 +1,137 @@
+"""Where the detector's keypoints sit on the Anny body: BlazePose and hand names -> Anny points.
+
+Body joints use Anny's own COCO regressor (weights over vertices); hand joints use finger bone heads
+and fingertip vertices. The mapping is by name, so a prompt or a detection with any of these names
+constrains the fit.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.body.anny_model import AnnyBody, PointSet
+from pipelines.keypoints.names import HAND_NAMES
+
+# BlazePose name -> Anny COCO-regressor label
+BLAZEPOSE_TO_ANNY_COCO: dict[str, str] = {
+    "nose": "nose", "left_eye": "left_eye", "right_eye": "right_eye", "left_ear": "left_ear",
+    "right_ear": "right_ear", "left_shoulder": "left_shoulder", "right_shoulder": "right_shoulder",
+    "left_elbow": "left_elbow", "right_elbow": "right_elbow", "left_wrist": "left_wrist",
+    "right_wrist": "right_wrist", "left_hip": "left_hip", "right_hip": "right_hip",
+    "left_knee": "left_knee", "right_knee": "right_knee", "left_ankle": "left_ankle",
+    "right_ankle": "right_ankle", "left_heel": "left_heel", "right_heel": "right_heel",
+    "left_foot_index": "left_big_toe", "right_foot_index": "right_big_toe",
+}  # fmt: skip
+
+# BlazePose's coarse hand points -> Anny bone whose head they mark (side suffix added)
+BLAZEPOSE_HAND_BONES: dict[str, str] = {"pinky": "finger5-1", "index": "finger2-1", "thumb": "finger1-2"}
+
+# MediaPipe hand keypoint -> (Anny bone, 'head' | 'tip'); side suffix added
+_HAND_BONES: dict[str, tuple[str, str]] = {
+    "wrist": ("wrist", "head"), "thumb_cmc": ("finger1-1", "head"), "thumb_mcp": ("finger1-2", "head"),
+    "thumb_ip": ("finger1-3", "head"), "thumb_tip": ("finger1-3", "tip"),
+}  # fmt: skip
+for _i, _finger in enumerate(["index_finger", "middle_finger", "ring_finger", "pinky"], start=2):
+    _HAND_BONES[f"{_finger}_mcp"] = (f"finger{_i}-1", "head")
+    _HAND_BONES[f"{_finger}_pip"] = (f"finger{_i}-2", "head")
+    _HAND_BONES[f"{_finger}_dip"] = (f"finger{_i}-3", "head")
+    _HAND_BONES[f"{_finger}_tip"] = (f"finger{_i}-3", "tip")
+
+# The 17 COCO joints plus feet, reported as joints3d_cam (Anny regressor names)
+OUTPUT_JOINT_NAMES: list[str] = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle", "left_big_toe", "right_big_toe", "left_small_toe",
+    "right_small_toe", "left_heel", "right_heel",
+]  # fmt: skip
+
+
+def _coco_regressor(body: AnnyBody) -> dict[str, np.ndarray]:
+    import torch
+    from anny.paths import get_anny_root_dir
+
+    data = torch.load(get_anny_root_dir() / "data" / "keypoints" / "coco.pth", weights_only=True)
+    idx = body.model.base_mesh_vertex_indices.cpu().numpy()
+    return {label: w.cpu().numpy()[idx].astype(np.float64) for label, w in data.items()}
+
+
+def _tip_vertex(body: AnnyBody, bone: str) -> int:
+    """The vertex mostly skinned to `bone` that lies farthest along the bone (a fingertip)."""
+    j = body.bone_labels.index(bone)
+    w_v = np.asarray(body._skin_weights_vj[:, j].todense()).ravel()
+    cand = np.flatnonzero(w_v > 0.5)
+    heads0, _ = body.heads_basis
+    head = heads0[j]
+    parent_head = heads0[body.bone_parents[j]]
+    axis = head - parent_head
+    axis /= np.linalg.norm(axis)
+    return int(cand[np.argmax((body.template_v3[cand] - head) @ axis)])
+
+
+@lru_cache(maxsize=4)
+def _vertex_rows(body: AnnyBody) -> dict[str, np.ndarray]:
+    """Name -> dense (V,) vertex weights for every vertex-based point."""
+    coco = _coco_regressor(body)
+    rows: dict[str, np.ndarray] = {}
+    for name, label in BLAZEPOSE_TO_ANNY_COCO.items():
+        rows[name] = coco[label]
+    for label in OUTPUT_JOINT_NAMES:
+        rows[f"anny:{label}"] = coco[label]
+    n_v = body.template_v3.shape[0]
+    for side, suffix in (("left", ".L"), ("right", ".R")):
+        for hand_name, (bone, kind) in _HAND_BONES.items():
+            if kind == "tip":
+                row = np.zeros(n_v)
+                row[_tip_vertex(body, bone + suffix)] = 1.0
+                rows[f"{side}_hand_{hand_name}"] = row
+    return rows
+
+
+def _bone_heads(body: AnnyBody) -> dict[str, str]:
+    """Name -> Anny bone label for every point that is a bone head."""
+    heads: dict[str, str] = {}
+    for side, suffix in (("left", ".L"), ("right", ".R")):
+        for short, bone in BLAZEPOSE_HAND_BONES.items():
+            heads[f"{side}_{short}"] = bone + suffix
+        for hand_name, (bone, kind) in _HAND_BONES.items():
+            if kind == "head":
+                heads[f"{side}_hand_{hand_name}"] = bone + suffix
+    return heads
+
+
+def known_point_names(body: AnnyBody) -> set[str]:
+    return set(_vertex_rows(body)) | set(_bone_heads(body))
+
+
+def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
+    """A PointSet with one point per name (names must be in known_point_names)."""
+    rows = _vertex_rows(body)
+    heads = _bone_heads(body)
+    n_v = body.template_v3.shape[0]
+    vertex_names = [n for n in names if n in rows]
+    mat = sp.csr_matrix(np.stack([rows[n] for n in vertex_names])) if vertex_names else sp.csr_matrix((0, n_v))
+    vert_set = body.point_set(vertex_names, mat)
+    # Bone heads ride on their bone's transform: one pair each, weight 1.
+    head_names = [n for n in names if n in heads and n not in rows]
+    heads0, dheads = body.heads_basis
+    bones = np.array([body.bone_labels.index(heads[n]) for n in head_names], dtype=np.int64)
+    order = {n: i for i, n in enumerate(names)}
+    pair_point = np.concatenate([[order[vertex_names[k]] for k in vert_set.pair_point], [order[n] for n in head_names]])
+    return PointSet(
+        names=list(names),
+        pair_point=pair_point.astype(np.int64),
+        pair_bone=np.concatenate([vert_set.pair_bone, bones]).astype(np.int64),
+        pair_w=np.concatenate([vert_set.pair_w, np.ones(len(bones))]),
+        pair_a0_p3=np.concatenate([vert_set.pair_a0_p3, heads0[bones]]),
+        pair_da_np3=np.concatenate([vert_set.pair_da_np3, dheads[:, bones]], axis=1),
+    )
+
+
+def output_joints(body: AnnyBody, verts_v3: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The reported joints (17 COCO names + feet) regressed from posed vertices (same frame, metres)."""
+    rows = _vertex_rows(body)
+    mat = np.stack([rows[f"anny:{n}"] for n in OUTPUT_JOINT_NAMES])
+    return list(OUTPUT_JOINT_NAMES), mat @ verts_v3

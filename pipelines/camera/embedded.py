@@ -1,0 +1,64 @@
+"""The camera before any body is fitted: the user's focal, else EXIF's, else a prior.
+
+The prior is a 60 degree diagonal field of view (a 37.5 mm lens in 35 mm terms). Why 60:
+phone main cameras are ~26 mm equivalent (79 degrees diagonal) but phone portraits are often
+taken with the 2x-3x lens or cropped, and photos from other cameras and the web cluster around
+35-50 mm (63-47 degrees). 60 degrees sits between them in log-focal space; the log-normal prior
+of `focal_prior_px` (sigma 0.35, i.e. x0.70 to x1.42 at one sigma = 26 to 53 mm) covers both ends.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pipelines.camera.exif import plausible_focal_range_px
+from pipelines.errors import BadPromptError
+from pipelines.registry import register
+from pipelines.types import Camera
+
+PRIOR_DIAGONAL_FOV_DEG = 60.0
+PRIOR_SIGMA_LOG = 0.35
+
+
+def default_focal_px(width: int, height: int) -> float:
+    """Focal length in pixels giving the prior's diagonal field of view for this image size."""
+    return 0.5 * math.hypot(width, height) / math.tan(math.radians(PRIOR_DIAGONAL_FOV_DEG) / 2)
+
+
+def focal_prior_px(width: int, height: int) -> tuple[float, float]:
+    """Log-normal prior on the focal length: (median focal in pixels, sigma of log(focal))."""
+    return default_focal_px(width, height), PRIOR_SIGMA_LOG
+
+
+def check_user_focal(focal_px: float, width: int, height: int) -> float:
+    """Return the focal as float, or raise BadPromptError when it cannot be this image's."""
+    lo, hi = plausible_focal_range_px(width, height)
+    try:
+        value = float(focal_px)
+    except (TypeError, ValueError) as err:
+        raise BadPromptError(f"The focal length {focal_px!r} is not a number.") from err
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise BadPromptError(
+            f"A focal length of {value:g} px is implausible for a {width}x{height} image "
+            f"(expected {lo:.0f}-{hi:.0f} px)."
+        )
+    return value
+
+
+@register("camera", "embedded")
+class EmbeddedCamera:
+    """Camera intrinsics from the user, EXIF or the prior; no model needed."""
+
+    def initial(
+        self, width: int, height: int, exif_focal_px: float | None, user_focal_px: float | None
+    ) -> Camera:
+        """The camera before any body is fitted: user value > EXIF > prior (source 'default')."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width}x{height}")
+        if user_focal_px is not None:
+            return Camera.from_focal(check_user_focal(user_focal_px, width, height), width, height, "user")
+        if exif_focal_px is not None:
+            lo, hi = plausible_focal_range_px(width, height)
+            if math.isfinite(exif_focal_px) and lo <= exif_focal_px <= hi:
+                return Camera.from_focal(float(exif_focal_px), width, height, "exif")
+        return Camera.from_focal(default_focal_px(width, height), width, height, "default")

@@ -1,0 +1,324 @@
+"""SMPLify-style fitting of Anny to keypoints, 3D landmarks, prompts and a mask (Levenberg-Marquardt).
+
+Terms (each a block of residuals; all in the OpenCV camera frame, metres, pixels):
+- 2D reprojection of the detected keypoints, confidence-weighted, Huber-robust;
+- 2D keypoint prompts ("this joint is here"): the same with a much smaller sigma (strong);
+- the detector's metric 3D landmarks, hip-centred, compared up to a rotation (Procrustes);
+- the person mask: projected surface samples are pulled inside the mask (distance transform);
+- a pose prior per bone (twist / swing / hinge, see prior.py) and a shape prior toward the average;
+- optionally a log-normal prior on the focal length when the focal is estimated with the body.
+Pose, translation, phenotype (shape) and focal length are solved together; shape and focal are
+switched on after a few pose-only iterations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.body.anny_model import FIT_PHENOTYPES, AnnyBody, RestState
+from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotvec_to_matrix
+from pipelines.hmr.prior import PriorTerms, body_bone_priors, finger_bone_priors
+
+
+@dataclass
+class FitTargets:
+    """What the fit must explain, for one person."""
+
+    names: list[str]
+    """Keypoint names (a subset of the Anny point names)."""
+    xy_k2: np.ndarray
+    """Detected pixel positions (K, 2)."""
+    conf_k: np.ndarray
+    """Confidences in [0, 1]; 0 = unused."""
+    hip3d_k3: np.ndarray | None = None
+    """Metric 3D landmarks (K, 3), hip-centred, camera-aligned axes; NaN rows are unused."""
+    prompts: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Keypoint prompts: name -> pixel position; strong constraints."""
+    mask_hw: np.ndarray | None = None
+    """Person mask in [0, 1] at image resolution (silhouette term), or None."""
+
+
+@dataclass
+class FitState:
+    """A body pose in the camera frame: the fit's variables."""
+
+    local_j33: np.ndarray
+    """Bone rotations relative to the parent (root: world rotation), Anny 'world-orient' convention."""
+    root_pos_3: np.ndarray
+    """Root bone head in the camera frame (metres)."""
+    pheno_p: np.ndarray
+    """Anny phenotype values (AnnyBody.phenotype_labels order)."""
+    focal_px: float
+
+    def copy(self) -> FitState:
+        return FitState(self.local_j33.copy(), self.root_pos_3.copy(), self.pheno_p.copy(), float(self.focal_px))
+
+
+@dataclass
+class FitOptions:
+    pose_iters: int = 6
+    """LM iterations on pose and translation only."""
+    shape_iters: int = 4
+    """Further iterations with shape (and focal, if estimated) free too."""
+    fit_shape: bool = True
+    fit_focal: bool = False
+    focal_prior_px: float | None = None
+    focal_sigma_log: float = 0.35
+    sigma_px: float | None = None
+    """2D sigma in pixels; None = 0.4% of the person's height in the image (at least 1.5 px)."""
+    sigma_prompt_px: float = 0.5
+    sigma_3d_m: float = 0.06
+    sigma_shape: float = 0.3
+    sigma_mask_px: float = 6.0
+    mask_samples: int = 300
+    huber_k: float = 2.5
+
+
+@dataclass
+class FitReport:
+    state: FitState
+    rest: RestState
+    G_j33: np.ndarray
+    o_j3: np.ndarray
+    xy_pred_k2: np.ndarray
+    """Projection of every target keypoint after the fit."""
+    err_px_k: np.ndarray
+    """2D error per target keypoint (NaN where unused)."""
+    iterations: int
+    cost: float
+
+
+def camera_intrinsics(K_33: np.ndarray) -> tuple[float, np.ndarray]:
+    return float(K_33[0, 0]), K_33[:2, 2].copy()
+
+
+class _Problem:
+    """Residuals and Jacobians of one fit, for a fixed set of targets."""
+
+    def __init__(self, body: AnnyBody, skel: Skeleton, pm: PointModel, targets: FitTargets, K_33: np.ndarray,
+                 opts: FitOptions, surface: PointModel | None) -> None:  # fmt: skip
+        self.body, self.skel, self.pm, self.t, self.opts = body, skel, pm, targets, opts
+        self.cxy = K_33[:2, 2].copy()
+        self.surface = surface
+        names = targets.names
+        # Effective 2D observations: prompts replace detections of the same name.
+        xy = targets.xy_k2.astype(np.float64).copy()
+        w2d = np.clip(targets.conf_k.astype(np.float64), 0, 1).copy()
+        w2d[w2d < 0.2] = 0.0
+        sig = np.full(len(names), 1.0)
+        vis = w2d > 0
+        if opts.sigma_px is not None:
+            base_sigma = opts.sigma_px
+        elif vis.sum() >= 2:
+            base_sigma = max(1.5, 0.004 * float(np.ptp(xy[vis, 1])) / 0.8)
+        else:
+            base_sigma = 3.0
+        sig[:] = base_sigma
+        for name, (px, py) in targets.prompts.items():
+            k = names.index(name)
+            xy[k] = (px, py)
+            w2d[k] = 1.0
+            sig[k] = opts.sigma_prompt_px
+        self.xy_obs, self.sqrt_w2d, self.sig2d = xy, np.sqrt(w2d), sig
+        self.base_sigma = base_sigma
+        self.hip_idx = [names.index("left_hip"), names.index("right_hip")]
+        h3 = targets.hip3d_k3
+        self.use3d = h3 is not None and np.isfinite(h3).all(axis=1).sum() >= 6
+        if self.use3d:
+            valid = np.isfinite(h3).all(axis=1) & (targets.conf_k > 0.3)
+            self.h3_valid = valid
+            self.h3 = np.where(valid[:, None], h3 - h3[self.hip_idx].mean(0), 0.0)
+            self.w3 = np.sqrt(np.where(valid, np.clip(targets.conf_k, 0, 1), 0.0))
+        if targets.mask_hw is not None and surface is not None:
+            self._prepare_mask(targets.mask_hw)
+        else:
+            self.dt = None
+
+    def _prepare_mask(self, mask_hw: np.ndarray) -> None:
+        import cv2
+
+        # Distance (px) to the mask, on a crop around it: outside the crop the distance is extrapolated
+        # by clamping, which still points back toward the person.
+        inside = mask_hw >= 0.5
+        ys, xs = np.nonzero(inside)
+        if len(ys) == 0:
+            self.dt = None
+            return
+        h, w = mask_hw.shape
+        pad = int(0.15 * max(np.ptp(ys), np.ptp(xs))) + 8
+        y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + pad + 1)
+        x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + pad + 1)
+        outside = (~inside[y0:y1, x0:x1]).astype(np.uint8)
+        dt = cv2.distanceTransform(outside, cv2.DIST_L2, 3).astype(np.float32)
+        self.dt = dt
+        self.dt_gx = cv2.Sobel(dt, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        self.dt_gy = cv2.Sobel(dt, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        self.dt_origin = np.array([x0, y0], dtype=np.float64)
+
+    @staticmethod
+    def _bilinear(img: np.ndarray, xy_n2: np.ndarray) -> np.ndarray:
+        h, w = img.shape
+        x = np.clip(xy_n2[:, 0] - 0.5, 0, w - 1.001)
+        y = np.clip(xy_n2[:, 1] - 0.5, 0, h - 1.001)
+        x0, y0 = x.astype(int), y.astype(int)
+        fx, fy = x - x0, y - y0
+        return (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x0 + 1] * fx * (1 - fy)
+                + img[y0 + 1, x0] * (1 - fx) * fy + img[y0 + 1, x0 + 1] * fx * fy)  # fmt: skip
+
+    def project(self, x_k3: np.ndarray, focal: float) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (K, 2) and d pixel / d x (K, 2, 3)."""
+        z = np.clip(x_k3[:, 2], 1e-3, None)
+        uv = focal * x_k3[:, :2] / z[:, None] + self.cxy
+        d = np.zeros((len(z), 2, 3))
+        d[:, 0, 0] = focal / z
+        d[:, 1, 1] = focal / z
+        d[:, :, 2] = -focal * x_k3[:, :2] / z[:, None] ** 2
+        return uv, d
+
+    def build(self, state: FitState, rest: RestState, active: np.ndarray, sub_aj: np.ndarray, prior: PriorTerms,
+              free_shape: bool, free_focal: bool, want_jac: bool):  # fmt: skip
+        """Stacked residuals, and the Jacobian if asked: columns [3A rotations, 3 translation, S shape, 1 focal]."""
+        o_opts = self.opts
+        G, o = forward(self.skel, rest.heads_j3, state.local_j33, state.root_pos_3)
+        offs = self.pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
+        x, contrib = self.pm.evaluate(offs, G, o)
+        f = state.focal_px
+        uv, duv_dx = self.project(x, f)
+        n_a = len(active)
+        n_s = len(FIT_PHENOTYPES) if free_shape else 0
+        n_cols = 3 * n_a + 3 + n_s + (1 if free_focal else 0)
+        res, jacs = [], []
+
+        dx_dtheta = None
+        if want_jac:
+            Jr = self.pm.rotation_jacobian(contrib, o, sub_aj, active).reshape(len(x), 3, 3 * n_a)
+            dx_dtheta = np.concatenate([Jr, np.broadcast_to(np.eye(3), (len(x), 3, 3))], axis=2)
+            if free_shape:
+                dx_dtheta = np.concatenate([dx_dtheta, self._shape_jac(rest, G, self.pm)], axis=2)
+
+        # 2D keypoints and prompts (Huber via IRLS weights)
+        e = (uv - self.xy_obs) / self.sig2d[:, None]
+        norm = np.linalg.norm(e, axis=1)
+        huber = np.where(norm > o_opts.huber_k, np.sqrt(o_opts.huber_k / np.maximum(norm, 1e-9)), 1.0)
+        wk = (self.sqrt_w2d * huber)[:, None]
+        res.append((e * wk).ravel())
+        if want_jac:
+            j2 = np.einsum("kab,kbn->kan", duv_dx, dx_dtheta) / self.sig2d[:, None, None] * wk[:, :, None]
+            if free_focal:
+                j2 = np.concatenate([j2, ((uv - self.cxy) / self.sig2d[:, None] * wk)[:, :, None]], axis=2)
+            jacs.append(j2.reshape(-1, n_cols))
+
+        # Metric 3D landmarks, hip-centred, up to a rotation
+        if self.use3d:
+            hip_mid = x[self.hip_idx].mean(0)
+            rel = x - hip_mid
+            v = self.h3_valid
+            H = (self.h3[v] * self.w3[v, None] ** 2).T @ rel[v]
+            U, _, Vt = np.linalg.svd(H)
+            R = (U @ Vt).T
+            if np.linalg.det(R) < 0:
+                U[:, -1] *= -1
+                R = (U @ Vt).T
+            target = self.h3 @ R.T
+            r3 = (rel - target) / o_opts.sigma_3d_m * self.w3[:, None]
+            res.append(r3.ravel())
+            if want_jac:
+                d_rel = dx_dtheta - dx_dtheta[self.hip_idx].mean(0, keepdims=True)
+                j3 = d_rel / o_opts.sigma_3d_m * self.w3[:, None, None]
+                if free_focal:
+                    j3 = np.concatenate([j3, np.zeros((len(x), 3, 1))], axis=2)
+                jacs.append(j3.reshape(-1, n_cols))
+
+        # Silhouette: surface samples pulled inside the mask
+        if self.dt is not None and self.surface is not None:
+            xs, cs = self.surface.evaluate(self.surface.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
+            uvs, duvs = self.project(xs, f)
+            uvc = uvs - self.dt_origin
+            d = self._bilinear(self.dt, uvc)
+            rs = d / o_opts.sigma_mask_px / np.sqrt(len(xs) / 50.0)
+            res.append(rs)
+            if want_jac:
+                g = np.stack([self._bilinear(self.dt_gx, uvc), self._bilinear(self.dt_gy, uvc)], axis=1)
+                Jrs = self.surface.rotation_jacobian(cs, o, sub_aj, active).reshape(len(xs), 3, 3 * n_a)
+                dxs = np.concatenate([Jrs, np.broadcast_to(np.eye(3), (len(xs), 3, 3))], axis=2)
+                if free_shape:
+                    dxs = np.concatenate([dxs, self._shape_jac(rest, G, self.surface)], axis=2)
+                js = np.einsum("ka,kab,kbn->kn", g, duvs, dxs)
+                if free_focal:
+                    js = np.concatenate([js, np.einsum("ka,ka->k", g, uvs - self.cxy)[:, None]], axis=1)
+                jacs.append(js / o_opts.sigma_mask_px / np.sqrt(len(xs) / 50.0))
+
+        # Pose prior
+        rp, Jp = prior.residuals(state.local_j33, G, self.skel.parents)
+        res.append(rp.ravel())
+        if want_jac:
+            jp = np.zeros((rp.shape[0], rp.shape[1], n_cols))
+            pos = {int(b): i for i, b in enumerate(active)}
+            for i, b in enumerate(prior.bones):
+                a = pos[int(b)]
+                jp[i, :, 3 * a : 3 * a + 3] = Jp[i]
+            jacs.append(jp.reshape(-1, n_cols))
+
+        # Shape prior
+        if free_shape:
+            idx = self._shape_idx()
+            res.append((state.pheno_p[idx] - 0.5) / o_opts.sigma_shape)
+            if want_jac:
+                js = np.zeros((n_s, n_cols))
+                js[:, 3 * n_a + 3 : 3 * n_a + 3 + n_s] = np.eye(n_s) / o_opts.sigma_shape
+                jacs.append(js)
+        # Focal prior
+        if free_focal and o_opts.focal_prior_px:
+            res.append(np.array([np.log(f / o_opts.focal_prior_px) / o_opts.focal_sigma_log]))
+            if want_jac:
+                jf = np.zeros((1, n_cols))
+                jf[0, -1] = 1.0 / o_opts.focal_sigma_log
+                jacs.append(jf)
+
+        r = np.concatenate(res)
+        J = np.concatenate(jacs, axis=0) if want_jac else None
+        return r, J, (x, uv, G, o)
+
+    def _shape_idx(self) -> list[int]:
+        return [self.body.phenotype_labels.index(n) for n in FIT_PHENOTYPES]
+
+    def _shape_jac(self, rest: RestState, G: np.ndarray, pm: PointModel) -> np.ndarray:
+        if getattr(self, "_dc_cache_key", None) is not rest:
+            dc = self.body.coeffs_jacobian(rest.pheno_p)[:, self._shape_idx()]
+            self._dc, self._dc_cache_key = dc, rest
+        _, dheads = self.body.heads_basis
+        return pm.shape_jacobian(self._dc, dheads, G)
+
+
+def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.ndarray, step: np.ndarray,
+                 shape_idx: list[int], free_shape: bool, free_focal: bool) -> FitState:  # fmt: skip
+    """New state after an LM step: world-axis rotations of each active bone's subtree (parents first)."""
+    n_a = len(active)
+    new = state.copy()
+    deltas = step[: 3 * n_a].reshape(n_a, 3)
+    E = rotvec_to_matrix(deltas)
+    # Parents are applied first (active is in depth order), each child in the rotated world.
+    G_new = G_j33.copy()
+    pos = {int(b): i for i, b in enumerate(active)}
+    for b in skel.order:
+        p = skel.parents[b]
+        Gp_new = G_new[p] if p >= 0 else None
+        if b == 0:
+            G_new[0] = E[pos[0]] @ G_j33[0] if 0 in pos else G_j33[0]
+            new.local_j33[0] = G_new[0]
+            continue
+        if b in pos:
+            L = Gp_new.T @ E[pos[b]] @ Gp_new @ state.local_j33[b]
+            new.local_j33[b] = L
+        G_new[b] = Gp_new @ new.local_j33[b]
+    new.root_pos_3 = state.root_pos_3 + step[3 * n_a : 3 * n_a + 3]
+    k = 3 * n_a + 3
+    if free_shape:
+        new.pheno_p = state.pheno_p.copy()
+        new.pheno_p[shape_idx] = np.clip(state.pheno_p[shape_idx] + step[k : k + len(shape_idx)], 0.0, 1.0)
+        k += len(shape_idx)
+    if free_focal:
+        new.focal_px = float(state.focal_px * np.exp(np.clip(step[k], -0.5, 0.5)))
+    return new

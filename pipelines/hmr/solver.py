@@ -1,0 +1,126 @@
+"""The fitting loop: initialise (analytic or warm start), then damped Gauss-Newton (LM) steps."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.body.anny_model import FIT_PHENOTYPES, AnnyBody, RestState
+from pipelines.body.anny_points import build_point_set
+from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem, apply_update
+from pipelines.hmr.init import analytic_init
+from pipelines.hmr.kinematics import PointModel, Skeleton
+from pipelines.hmr.prior import PriorTerms, body_bone_priors, finger_bone_priors
+
+
+class BodyFitter:
+    """Fits one body model to one person's targets; reusable across people and frames."""
+
+    def __init__(self, body: AnnyBody) -> None:
+        self.body = body
+        self._skel: Skeleton | None = None
+        self._surface: PointModel | None = None
+
+    @property
+    def skel(self) -> Skeleton:
+        if self._skel is None:
+            self._skel = Skeleton(self.body.bone_parents)
+        return self._skel
+
+    @lru_cache(maxsize=16)  # noqa: B019 - one fitter per process, keyed by name tuples
+    def point_model(self, names: tuple[str, ...]) -> PointModel:
+        return PointModel(build_point_set(self.body, list(names)), self.skel, len(self.body.bone_labels))
+
+    def surface_model(self, n_samples: int) -> PointModel:
+        """Surface samples for the silhouette term: vertices spread over the body (no fingers/face detail)."""
+        if self._surface is None or len(self._surface.points.names) != n_samples:
+            v = self.body.template_v3
+            rng = np.random.default_rng(0)
+            idx = np.sort(rng.choice(len(v), size=n_samples, replace=False))
+            mat = sp.csr_matrix((np.ones(n_samples), (np.arange(n_samples), idx)), shape=(n_samples, len(v)))
+            ps = self.body.point_set([f"v{i}" for i in idx], mat)
+            self._surface = PointModel(ps, self.skel, len(self.body.bone_labels))
+        return self._surface
+
+    def _active(self, names: list[str]) -> tuple[np.ndarray, dict]:
+        labels = self.body.bone_labels
+        priors = body_bone_priors()
+        for side, short in (("left", "L"), ("right", "R")):
+            if sum(n.startswith(f"{side}_hand_") for n in names) >= 5:
+                priors.update(finger_bone_priors(short))
+        bones = {0} | {labels.index(n) for n in priors}
+        order = [b for b in self.skel.order if b in bones]
+        return np.array(order), priors
+
+    def fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None = None) -> FitReport:
+        body = self.body
+        names = list(targets.names)
+        pm = self.point_model(tuple(names))
+        active, priors = self._active([n for n, c in zip(names, targets.conf_k) if c > 0.2])
+        sub_aj = self.skel.subtree_matrix(active)
+        focal = float(K_33[0, 0]) if warm is None or not opts.fit_focal else warm.focal_px
+        surface = self.surface_model(opts.mask_samples) if targets.mask_hw is not None else None
+        problem = _Problem(body, self.skel, pm, targets, K_33, opts, surface)
+
+        pheno = warm.pheno_p.copy() if warm is not None else body.default_pheno()
+        rest = body.rest_heads(pheno)
+        children = {}
+        for j in self.skel.order[::-1]:
+            if self.skel.parents[j] >= 0:
+                children[int(self.skel.parents[j])] = int(j)
+        # Children of interest: the bone that continues the chain (e.g. the elbow for the upper arm).
+        for j, lab in enumerate(body.bone_labels):
+            for a, b in (("upperarm01", "lowerarm01"), ("upperleg01", "lowerleg01"), ("lowerarm01", "wrist"),
+                         ("lowerleg01", "foot")):  # fmt: skip
+                if lab.startswith(a):
+                    children[j] = body.bone_labels.index(b + lab[len(a) :])
+        prior = PriorTerms.build(priors, body.bone_labels, rest.heads_j3, self.skel.parents, children)
+
+        if warm is not None:
+            state = warm.copy()
+            state.focal_px = focal
+        else:
+            local, root = analytic_init(self.skel, body.bone_labels, pm, rest, names, targets.xy_k2,
+                                        targets.conf_k, targets.hip3d_k3, focal, K_33[:2, 2])  # fmt: skip
+            state = FitState(local, root, pheno, focal)
+
+        shape_idx = [body.phenotype_labels.index(n) for n in FIT_PHENOTYPES]
+        lam = 1e-3
+        n_iter = opts.pose_iters + (opts.shape_iters if (opts.fit_shape or opts.fit_focal) else 0)
+        cost = np.inf
+        it = 0
+        for it in range(n_iter):
+            late = it >= opts.pose_iters
+            free_shape, free_focal = opts.fit_shape and late, opts.fit_focal and late
+            r, J, (_, _, G, _) = problem.build(state, rest, active, sub_aj, prior, free_shape, free_focal, True)
+            cost = float(r @ r)
+            JtJ = J.T @ J
+            g = J.T @ r
+            diag = np.diag(JtJ).copy() + 1e-9
+            for _ in range(5):
+                step = np.linalg.solve(JtJ + lam * np.diag(diag), -g)
+                cand = apply_update(self.skel, state, G, active, step, shape_idx, free_shape, free_focal)
+                cand_rest = body.rest_heads(cand.pheno_p) if free_shape else rest
+                r_new, _, _ = problem.build(cand, cand_rest, active, sub_aj, prior, free_shape, free_focal, False)
+                if r_new @ r_new < cost:
+                    state, rest, cost = cand, cand_rest, float(r_new @ r_new)
+                    lam = max(lam / 3, 1e-7)
+                    break
+                lam *= 6
+            else:
+                break
+        r, _, (x, uv, G, o) = problem.build(state, rest, active, sub_aj, prior, False, False, False)
+        used = problem.sqrt_w2d > 0
+        err = np.where(used, np.linalg.norm(uv - problem.xy_obs, axis=1), np.nan)
+        return FitReport(state, rest, G, o, uv, err, it + 1, float(r @ r))
+
+
+def warm_start_ok(report: FitReport, max_mean_px: float = 25.0) -> bool:
+    """Whether a previous fit is close enough to warm-start the next one."""
+    e = report.err_px_k[np.isfinite(report.err_px_k)]
+    return len(e) > 0 and float(e.mean()) < max_mean_px
+
+
+__all__ = ["BodyFitter", "FitOptions", "FitState", "FitTargets", "FitReport", "RestState", "warm_start_ok"]

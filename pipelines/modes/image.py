@@ -1,0 +1,201 @@
+"""Single-image mode: one photo -> people with metric bodies in the OpenCV camera frame.
+
+Stages: detection + segmentation (with click prompts) -> hand keypoints -> camera (field of view)
+-> body fit (keypoint prompts, focal estimated with the body when unknown). An `ImageSession`
+caches what a prompt edit does not change, so a new click re-runs only the stages it affects and
+warm-starts the fit. `on_stage` receives the partial result after each stage (for streaming).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.camera.embedded import focal_prior_px
+from pipelines.hmr.fit import FitState
+from pipelines.io.image_io import LoadedImage
+from pipelines.registry import create
+from pipelines.segmentation.embedded import validate_prompts
+from pipelines.types import Camera, FrameResult, PersonDetection, PersonResult, Prompts
+
+StageCallback = Callable[[str, FrameResult], None]
+ProgressCallback = Callable[[float, str], None]
+
+MIN_KEYPOINTS_TO_FIT = 6
+
+
+@dataclass
+class PipelineConfig:
+    """Backend name per stage (see pipelines.registry)."""
+
+    segmentation: str = "embedded"
+    keypoints: str = "embedded"
+    camera: str = "embedded"
+    hmr: str = "embedded"
+    body: str = "anny"
+
+
+@dataclass
+class ImageSession:
+    """What one image's runs share: detections (prompt-independent) and the last fits (warm start)."""
+
+    image_key: str = ""
+    detections: list[PersonDetection] | None = None
+    fits: dict[int, FitState] = field(default_factory=dict)
+    focal_px: float | None = None
+    """The focal found for this image when it was estimated (reused by prompt edits)."""
+    last: FrameResult | None = None
+
+
+def image_key(rgb_hw3: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(rgb_hw3[::7, ::7]).tobytes()).hexdigest() + str(rgb_hw3.shape)
+
+
+def assign_keypoint_prompts(people: list[PersonDetection], prompts: Prompts, selected: int | None
+                            ) -> dict[int, dict[str, tuple[float, float]]]:  # fmt: skip
+    """Keypoint prompts per person index: the selected person if any, else the one whose box holds the
+    prompt (nearest box centre otherwise)."""
+    out: dict[int, dict[str, tuple[float, float]]] = {}
+    for name, (x, y) in prompts.keypoints.items():
+        if not people:
+            break
+        if selected is not None:
+            i = selected
+        else:
+            d = []
+            for p in people:
+                x0, y0, x1, y1 = p.bbox_xyxy
+                inside = x0 <= x <= x1 and y0 <= y <= y1
+                d.append((0 if inside else 1, np.hypot(x - (x0 + x1) / 2, y - (y0 + y1) / 2)))
+            i = int(min(range(len(people)), key=lambda k: d[k]))
+        out.setdefault(i, {})[name] = (float(x), float(y))
+    return out
+
+
+class ImagePipeline:
+    """The single-image pipeline; backends are created on first use and reused."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self._backends: dict[str, object] = {}
+
+    def _get(self, stage: str):  # noqa: ANN202 - one of the stage protocols
+        if stage not in self._backends:
+            if stage == "hmr":
+                self._backends[stage] = create("hmr", self.config.hmr, body=self.config.body)
+            else:
+                self._backends[stage] = create(stage, getattr(self.config, stage))
+        return self._backends[stage]
+
+    @property
+    def hmr(self):  # noqa: ANN201
+        return self._get("hmr")
+
+    def warmup(self) -> None:
+        """Load every model once (MediaPipe graphs, Anny) and run them on a blank image."""
+        blank = np.full((256, 256, 3), 127, dtype=np.uint8)
+        self._get("segmentation").detect(blank)
+        self._get("keypoints").add_keypoints(blank, [])
+        self.hmr.warmup()
+
+    def run_array(self, rgb_hw3: np.ndarray, focal_px: float | None = None, prompts: Prompts | None = None
+                  ) -> FrameResult:  # fmt: skip
+        return self.run(LoadedImage(rgb_hw3=rgb_hw3, path=None, exif_focal_px=None, exif_note=None, warnings=[]),
+                        prompts=prompts, focal_px=focal_px)  # fmt: skip
+
+    def run(self, image: LoadedImage, prompts: Prompts | None = None, focal_px: float | None = None,
+            session: ImageSession | None = None, on_stage: StageCallback | None = None,
+            progress: ProgressCallback | None = None) -> FrameResult:  # fmt: skip
+        """Run every stage on one decoded image (EXIF-upright RGB). Raises UserFacingError subclasses
+        for bad prompts; 'nobody found' is a result with zero people and a warning."""
+        prompts = prompts or Prompts()
+        rgb = image.rgb_hw3
+        h, w = rgb.shape[:2]
+        validate_prompts(prompts, w, h)
+        timings: dict[str, float] = {}
+        warnings = list(image.warnings)
+
+        def report(frac: float, msg: str) -> None:
+            if progress is not None:
+                progress(frac, msg)
+
+        # Camera before the bodies: user > EXIF > prior
+        t = time.perf_counter()
+        camera: Camera = self._get("camera").initial(w, h, image.exif_focal_px, focal_px)
+        key = image_key(rgb)
+        if session is not None and session.image_key != key:
+            session.image_key, session.detections, session.fits, session.focal_px = key, None, {}, None
+        if camera.source == "default" and session is not None and session.focal_px is not None:
+            camera = Camera.from_focal(session.focal_px, w, h, "estimated")
+        timings["camera"] = time.perf_counter() - t
+        frame = FrameResult(image_rgb_hw3=rgb, camera=camera, people=[], timings_s=timings, warnings=warnings)
+        if on_stage:
+            on_stage("image", frame)
+
+        # Detection + segmentation + hand keypoints (cached per image)
+        report(0.05, "finding people")
+        if session is not None and session.detections is not None:
+            detections = session.detections
+        else:
+            t = time.perf_counter()
+            detections = self._get("segmentation").detect(rgb)
+            timings["detect"] = time.perf_counter() - t
+            t = time.perf_counter()
+            detections = self._get("keypoints").add_keypoints(rgb, detections)
+            timings["keypoints"] = time.perf_counter() - t
+            if session is not None:
+                session.detections = detections
+        t = time.perf_counter()
+        people = self._get("segmentation").apply_prompts(rgb, detections, prompts)
+        timings["prompts"] = time.perf_counter() - t
+        selected = self._selected(people, prompts)
+        frame.people = [PersonResult(id=i, detection=p) for i, p in enumerate(people)]
+        if not people:
+            warnings.append("No person was found in the image.")
+        if on_stage:
+            on_stage("detections", frame)
+
+        # Body fits
+        report(0.5, "fitting bodies")
+        t = time.perf_counter()
+        kp_prompts = assign_keypoint_prompts(people, prompts, selected)
+        estimate = camera.source == "default"
+        prior_f, _ = focal_prior_px(w, h)
+        for person in frame.people:
+            n_ok = int((person.detection.keypoints2d.conf_k > 0.5).sum()) + len(kp_prompts.get(person.id, {}))
+            if n_ok < MIN_KEYPOINTS_TO_FIT:
+                warnings.append(f"Person {person.id}: too few visible keypoints to fit a body.")
+                continue
+            warm = session.fits.get(person.id) if session is not None else None
+            fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
+                               estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None)  # fmt: skip
+            if estimate:
+                # The first (best) person sets the focal; the others are fitted with it.
+                camera = Camera.from_focal(fit.state.focal_px, w, h, "estimated")
+                frame.camera = camera
+                estimate = False
+                if session is not None:
+                    session.focal_px = fit.state.focal_px
+            person.body = fit.body
+            if session is not None:
+                session.fits[person.id] = fit.state
+        timings["fit"] = time.perf_counter() - t
+        report(1.0, "done")
+        if on_stage:
+            on_stage("bodies", frame)
+        if session is not None:
+            session.last = frame
+        return frame
+
+    @staticmethod
+    def _selected(people: list[PersonDetection], prompts: Prompts) -> int | None:
+        from pipelines.segmentation.embedded import select_person
+
+        pts = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
+        if not len(pts) and prompts.box_xyxy is None:
+            return None
+        return select_person(people, pts[pts[:, 2] == 1, :2], pts[pts[:, 2] == 0, :2], prompts.box_xyxy)

@@ -1,0 +1,143 @@
+"""Initial camera: priority user > EXIF > prior, validation of the user's focal, the focal prior."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipelines.camera.embedded import (
+    PRIOR_DIAGONAL_FOV_DEG,
+    EmbeddedCamera,
+    check_user_focal,
+    default_focal_px,
+    focal_prior_px,
+)
+from pipelines.camera.exif import (
+    TAG_EXIF_IMAGE_WIDTH,
+    TAG_FOCAL_35MM,
+    TAG_FOCAL_LENGTH,
+    TAG_FOCAL_PLANE_UNIT,
+    TAG_FOCAL_PLANE_XRES,
+    focal_from_tags,
+)
+from pipelines.errors import BadPromptError, UserFacingError
+from pipelines.registry import create
+
+
+def _diag_fov_deg(focal_px: float, width: int, height: int) -> float:
+    return math.degrees(2 * math.atan(0.5 * math.hypot(width, height) / focal_px))
+
+
+def test_registry_creates_embedded() -> None:
+    solver = create("camera", "embedded")
+    assert isinstance(solver, EmbeddedCamera)
+
+
+def test_priority_user_over_exif_over_default() -> None:
+    solver = EmbeddedCamera()
+    cam = solver.initial(801, 1200, exif_focal_px=1500.0, user_focal_px=900.0)
+    assert cam.source == "user" and cam.focal_px == 900.0
+    cam = solver.initial(801, 1200, exif_focal_px=1500.0, user_focal_px=None)
+    assert cam.source == "exif" and cam.focal_px == 1500.0
+    cam = solver.initial(801, 1200, exif_focal_px=None, user_focal_px=None)
+    assert cam.source == "default"
+    assert _diag_fov_deg(cam.focal_px, 801, 1200) == pytest.approx(PRIOR_DIAGONAL_FOV_DEG)
+
+
+def test_camera_layout() -> None:
+    cam = EmbeddedCamera().initial(801, 1200, None, None)
+    assert cam.width == 801 and cam.height == 1200
+    assert np.allclose(cam.K_33[:2, 2], [400.5, 600.0])
+    assert cam.K_33[0, 0] == cam.K_33[1, 1]
+    assert np.allclose(cam.world_T_cam, np.eye(4))
+
+
+def test_implausible_exif_falls_back_to_default() -> None:
+    cam = EmbeddedCamera().initial(801, 1200, exif_focal_px=3.0, user_focal_px=None)
+    assert cam.source == "default"
+    cam = EmbeddedCamera().initial(801, 1200, exif_focal_px=float("nan"), user_focal_px=None)
+    assert cam.source == "default"
+
+
+@pytest.mark.parametrize("bad", [5.0, 1e9, float("nan"), float("inf"), -100.0, 0.0])
+def test_user_focal_validated(bad: float) -> None:
+    with pytest.raises(BadPromptError) as err:
+        EmbeddedCamera().initial(801, 1200, exif_focal_px=None, user_focal_px=bad)
+    msg = str(err.value)
+    assert isinstance(err.value, UserFacingError)
+    assert "implausible for a 801x1200 image" in msg and "px" in msg and "\n" not in msg
+
+
+def test_user_focal_error_message() -> None:
+    with pytest.raises(
+        BadPromptError, match=r"5 px is implausible for a 801x1200 image \(expected 144-28856 px\)"
+    ):
+        check_user_focal(5, 801, 1200)
+
+
+def test_user_focal_not_a_number() -> None:
+    with pytest.raises(BadPromptError, match="not a number"):
+        check_user_focal("wide", 801, 1200)  # type: ignore[arg-type]
+
+
+def test_focal_prior() -> None:
+    mean_px, sigma_log = focal_prior_px(1920, 1080)
+    assert mean_px == pytest.approx(default_focal_px(1920, 1080))
+    assert 0.2 < sigma_log < 0.5
+    # one sigma covers a phone main camera (26 mm) to a 50 mm lens, both in 35 mm terms
+    f35_lo = mean_px * math.exp(-sigma_log) * math.hypot(36, 24) / math.hypot(1920, 1080)
+    f35_hi = mean_px * math.exp(sigma_log) * math.hypot(36, 24) / math.hypot(1920, 1080)
+    assert f35_lo < 28 and f35_hi > 50
+
+
+def test_bad_size() -> None:
+    with pytest.raises(ValueError):
+        EmbeddedCamera().initial(0, 100, None, None)
+
+
+# ------------------------------------------------------------------------------------ EXIF tags
+
+
+def test_exif_35mm_preferred() -> None:
+    tags = {TAG_FOCAL_35MM: 50, TAG_FOCAL_LENGTH: 4.0, TAG_FOCAL_PLANE_XRES: 1000.0, TAG_FOCAL_PLANE_UNIT: 4}
+    out = focal_from_tags(tags, 3000, 2000)
+    assert out.focal_px == pytest.approx(50 * math.hypot(3000, 2000) / math.hypot(36, 24))
+    # on a 3:2 image the diagonal rule equals the width rule: 50 mm -> 50/36 of the width
+    assert out.focal_px == pytest.approx(50 / 36 * 3000)
+
+
+@pytest.mark.parametrize(
+    ("unit", "xres", "expected"), [(2, 2540.0, 400.0), (3, 1000.0, 400.0), (4, 100.0, 400.0)]
+)
+def test_exif_focal_plane_units(unit: int, xres: float, expected: float) -> None:
+    tags = {TAG_FOCAL_LENGTH: 4.0, TAG_FOCAL_PLANE_XRES: xres, TAG_FOCAL_PLANE_UNIT: unit}
+    assert focal_from_tags(tags, 640, 480).focal_px == pytest.approx(expected)
+
+
+def test_exif_focal_plane_rescaled_to_image_size() -> None:
+    tags = {
+        TAG_FOCAL_LENGTH: 4.0,
+        TAG_FOCAL_PLANE_XRES: 1000.0,
+        TAG_FOCAL_PLANE_UNIT: 4,
+        TAG_EXIF_IMAGE_WIDTH: 4000,
+    }
+    assert focal_from_tags(tags, 1000, 750).focal_px == pytest.approx(1000.0)
+
+
+def test_exif_without_sensor_size() -> None:
+    out = focal_from_tags({TAG_FOCAL_LENGTH: 4.0}, 640, 480)
+    assert out.focal_px is None and out.note and "sensor" in out.note
+    out = focal_from_tags(
+        {TAG_FOCAL_LENGTH: 4.0, TAG_FOCAL_PLANE_XRES: 10.0, TAG_FOCAL_PLANE_UNIT: 1}, 640, 480
+    )
+    assert out.focal_px is None
+    assert focal_from_tags({}, 640, 480).focal_px is None
+
+
+def test_exif_implausible_ignored() -> None:
+    out = focal_from_tags(
+        {TAG_FOCAL_LENGTH: 4.0, TAG_FOCAL_PLANE_XRES: 1e6, TAG_FOCAL_PLANE_UNIT: 4}, 640, 480
+    )
+    assert out.focal_px is None and out.note and "implausible" in out.note

@@ -1,0 +1,255 @@
+"""Multi-view: Qualisys calibration, video frames, robust triangulation, and the 3D metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from pipelines.errors import UserFacingError
+from pipelines.keypoints.names import BLAZEPOSE_NAMES
+from pipelines.metrics import mpjpe, pa_mpjpe, procrustes, root_distance_error, root_relative_mpjpe
+from pipelines.multiview.calibration import (
+    CalibratedCamera,
+    distort_points,
+    load_qualisys_calibration,
+    undistort_points,
+)
+from pipelines.multiview.triangulate import triangulate_points
+from pipelines.multiview.video import read_frames
+
+DATA = Path("/work/shared/data/multiview/pose2sim_single")
+CALIB = DATA / "Calib.qca.txt"
+needs_data = pytest.mark.skipif(not CALIB.is_file(), reason="the Pose2Sim demo data is not on this machine")
+
+
+@pytest.fixture(scope="module")
+def cams() -> list[CalibratedCamera]:
+    return load_qualisys_calibration(CALIB)
+
+
+def _synthetic_points(n: int, seed: int = 0) -> np.ndarray:
+    """Points in the volume where the person stands (world metres, z up)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform([-0.5, -0.5, 0.0], [0.5, 0.5, 1.8], size=(n, 3))
+
+
+def _observe(cams: list[CalibratedCamera], xyz_n3: np.ndarray) -> np.ndarray:
+    """Raw (distorted) pixels (views, N, 2) of world points in every camera."""
+    return np.stack([distort_points(cam.project_world(xyz_n3), cam) for cam in cams])
+
+
+# ---------------------------------------------------------------------------------------- calibration
+
+
+@needs_data
+def test_calibration_loads_four_plausible_cameras(cams: list[CalibratedCamera]) -> None:
+    assert [c.name for c in cams] == ["cam01", "cam02", "cam03", "cam04"]
+    for cam in cams:
+        K_33 = cam.camera.K_33
+        # The README quotes f ~ 1675-1682 px; cam02 is 1673.7 px (107118.7 / 64), hence the margin.
+        assert 1670 < K_33[0, 0] < 1685 and 1670 < K_33[1, 1] < 1685
+        assert 510 < K_33[0, 2] < 545 and 945 < K_33[1, 2] < 967
+        assert (cam.camera.width, cam.camera.height) == (1088, 1920)
+        assert cam.camera.source == "user" and cam.camera.name == cam.name
+        R_33 = cam.cam_T_world_44[:3, :3]
+        np.testing.assert_allclose(R_33 @ R_33.T, np.eye(3), atol=1e-6)
+        assert np.linalg.det(R_33) == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose(cam.camera.world_T_cam @ cam.cam_T_world_44, np.eye(4), atol=1e-9)
+        assert 2.5 < np.linalg.norm(cam.centre_world_3) < 6.0
+        assert cam.centre_world_3[2] > 1.0  # cameras on tripods, world z up
+        # Every camera looks at the origin: in front of it and inside the image.
+        origin_cam = cam.cam_T_world_44 @ np.array([0.0, 0.0, 0.0, 1.0])
+        assert origin_cam[2] > 2.0
+        u, v = cam.project_world(np.zeros((1, 3)))[0]
+        assert 0 < u < cam.camera.width and 0 < v < cam.camera.height
+        assert cam.dist_k.shape == (5,) and cam.dist_k[0] < 0 < cam.dist_k[1]  # k1, k2 first (OpenCV)
+
+
+@needs_data
+def test_undistort_inverts_distort(cams: list[CalibratedCamera]) -> None:
+    rng = np.random.default_rng(3)
+    xy_n2 = rng.uniform([50, 50], [1030, 1870], size=(20, 2))
+    for cam in cams:
+        distorted_n2 = distort_points(xy_n2, cam)
+        assert np.abs(distorted_n2 - xy_n2).max() > 1.0  # the lens does something near the borders
+        np.testing.assert_allclose(undistort_points(distorted_n2, cam), xy_n2, atol=1e-3)
+
+
+def _write_calibration(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
+    text = CALIB.read_text()
+    if replace is not None:
+        assert replace[0] in text
+        text = text.replace(replace[0], replace[1], 1)
+    path = tmp_path / "bad.qca.txt"
+    path.write_text(text)
+    return path
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (("r11=", "q11="), r"has no 'r11' for camera cam01"),
+        (('r11="0.5536380477336265"', 'r11="1.5"'), r"rotation matrix for camera cam01 that is not orth"),
+        (('focalLengthU="107599.671875"', 'focalLengthU="-107599.6"'), r"focal length that is not positive"),
+        (('x="1460.2323709212087"', 'x="far"'), r"non-numeric 'x'"),
+        (("<intrinsic ", "<intrinsics "), r"has no <intrinsic> element for camera cam01"),
+    ],
+)
+def test_bad_calibration_fields_are_user_facing(
+    tmp_path: Path, replace: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(UserFacingError, match=message) as info:
+        load_qualisys_calibration(_write_calibration(tmp_path, replace))
+    assert str(info.value).startswith("The calibration file bad.qca.txt ")
+
+
+def test_bad_calibration_files_are_user_facing(tmp_path: Path) -> None:
+    with pytest.raises(UserFacingError, match="does not exist"):
+        load_qualisys_calibration(tmp_path / "missing.qca.txt")
+    not_xml = tmp_path / "notes.txt"
+    not_xml.write_text("cam01 f=1680 cx=540 cy=960\n")
+    with pytest.raises(UserFacingError, match="is not a valid Qualisys XML file"):
+        load_qualisys_calibration(not_xml)
+    empty = tmp_path / "empty.qca.txt"
+    empty.write_text("<calibration><cameras/></calibration>")
+    with pytest.raises(UserFacingError, match="describes no camera"):
+        load_qualisys_calibration(empty)
+
+
+# -------------------------------------------------------------------------------------- triangulation
+
+
+@needs_data
+def test_triangulation_recovers_synthetic_points(cams: list[CalibratedCamera]) -> None:
+    xyz_n3 = _synthetic_points(30)
+    conf_vn = np.random.default_rng(1).uniform(0.5, 1.0, size=(len(cams), len(xyz_n3)))
+    result = triangulate_points(_observe(cams, xyz_n3), conf_vn, cams)
+    assert np.abs(result.xyz_n3 - xyz_n3).max() < 1e-6
+    assert result.used_vn.all()
+    assert np.nanmax(result.reproj_px_vn) < 1e-3
+    # Without the non-linear refinement the DLT alone is exact on noise-free data too.
+    linear = triangulate_points(_observe(cams, xyz_n3), conf_vn, cams, refine=False)
+    assert np.abs(linear.xyz_n3 - xyz_n3).max() < 1e-6
+
+
+@needs_data
+def test_triangulation_ignores_one_corrupted_view(cams: list[CalibratedCamera]) -> None:
+    xyz_n3 = _synthetic_points(40, seed=2)
+    xy_vn2 = _observe(cams, xyz_n3)
+    rng = np.random.default_rng(4)
+    bad_view_n = rng.integers(0, len(cams), size=len(xyz_n3))  # a different view is wrong per point
+    xy_vn2[bad_view_n, np.arange(len(xyz_n3))] += rng.uniform(150, 400, size=(len(xyz_n3), 2))
+    conf_vn = np.ones((len(cams), len(xyz_n3)))
+    result = triangulate_points(xy_vn2, conf_vn, cams)
+    assert np.abs(result.xyz_n3 - xyz_n3).max() < 1e-6
+    assert not result.used_vn[bad_view_n, np.arange(len(xyz_n3))].any()
+    assert result.used_vn.sum() == 3 * len(xyz_n3)
+    assert (result.reproj_px_vn[bad_view_n, np.arange(len(xyz_n3))] > 100).all()
+    # The plain least-squares solution is pulled away by the corrupted views.
+    naive = triangulate_points(xy_vn2, conf_vn, cams, outlier_px=np.inf)
+    assert np.abs(naive.xyz_n3 - xyz_n3).max() > 0.01
+
+
+@needs_data
+def test_triangulation_needs_two_views(cams: list[CalibratedCamera]) -> None:
+    xyz_n3 = _synthetic_points(3, seed=5)
+    xy_vn2 = _observe(cams, xyz_n3)
+    conf_vn = np.ones((len(cams), 3))
+    xy_vn2[:3, 0] = np.nan  # point 0: seen by one view only
+    conf_vn[1:, 1] = 0.0  # point 1: confident in one view only
+    result = triangulate_points(xy_vn2, conf_vn, cams)
+    assert result.valid_n.tolist() == [False, False, True]
+    assert np.isnan(result.xyz_n3[:2]).all() and not result.used_vn[:, :2].any()
+    with pytest.raises(ValueError, match="shapes disagree"):
+        triangulate_points(xy_vn2[:2], conf_vn, cams)
+
+
+@pytest.fixture(scope="module")
+def first_frame_people(cams: list[CalibratedCamera]) -> tuple[np.ndarray, np.ndarray]:
+    """BlazePose 2D keypoints (views, 33, 2) and confidences (views, 33) on frame 0 of every video."""
+    from pipelines.registry import BackendUnavailable, create
+
+    try:
+        segmenter = create("segmentation", "embedded")
+    except BackendUnavailable as err:
+        pytest.skip(f"segmentation backend unavailable: {err}")
+    xy_vn2 = np.full((len(cams), len(BLAZEPOSE_NAMES), 2), np.nan)
+    conf_vn = np.zeros((len(cams), len(BLAZEPOSE_NAMES)))
+    for v, cam in enumerate(cams):
+        [(_, rgb_hw3)] = list(read_frames(DATA / f"{cam.name}.mp4", [0]))
+        people = segmenter.detect(rgb_hw3)
+        assert people, f"nobody found in {cam.name}"
+        kp2d = people[0].keypoints2d
+        index = [kp2d.names.index(n) for n in BLAZEPOSE_NAMES]
+        xy_vn2[v], conf_vn[v] = kp2d.xy_k2[index], kp2d.conf_k[index]
+    return xy_vn2, conf_vn
+
+
+@needs_data
+def test_real_person_triangulates_plausibly(
+    cams: list[CalibratedCamera], first_frame_people: tuple[np.ndarray, np.ndarray]
+) -> None:
+    xy_vn2, conf_vn = first_frame_people
+    result = triangulate_points(xy_vn2, conf_vn, cams)
+    assert result.median_reproj_px() < 25.0
+    joint = {n: result.xyz_n3[i] for i, n in enumerate(BLAZEPOSE_NAMES)}
+    body = ["left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee"]
+    assert all(np.isfinite(joint[n]).all() for n in body)
+    mid_hip_3 = (joint["left_hip"] + joint["right_hip"]) / 2
+    for cam in cams:
+        assert 2.5 < np.linalg.norm(mid_hip_3 - cam.centre_world_3) < 4.5, cam.name
+        xyz_cam_n3 = result.xyz_n3[result.valid_n] @ cam.cam_T_world_44[:3, :3].T + cam.cam_T_world_44[:3, 3]
+        assert (xyz_cam_n3[:, 2] > 2.0).all(), cam.name  # in front of every camera
+    assert 0.25 < np.linalg.norm(joint["left_shoulder"] - joint["right_shoulder"]) < 0.55
+    assert joint["nose"][2] > joint["left_knee"][2] > joint["left_ankle"][2]  # world z is up
+
+
+# -------------------------------------------------------------------------------------------- video
+
+
+@needs_data
+def test_read_frames_decodes_only_wanted_frames() -> None:
+    frames = list(read_frames(DATA / "cam03.mp4", [2, 0]))
+    assert [i for i, _ in frames] == [0, 2]
+    rgb_hw3 = frames[0][1]
+    assert rgb_hw3.dtype == np.uint8 and rgb_hw3.shape == (1920, 1088, 3)
+    assert not np.array_equal(frames[0][1], frames[1][1])
+
+
+def test_read_frames_rejects_bad_videos(tmp_path: Path) -> None:
+    with pytest.raises(UserFacingError, match="does not exist"):
+        next(read_frames(tmp_path / "missing.mp4"))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(UserFacingError, match="junk.mp4"):
+        next(read_frames(junk))
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def test_pa_mpjpe_ignores_similarity_transforms() -> None:
+    ref_k3 = np.random.default_rng(0).normal(size=(12, 3)) * 0.3
+    R_33 = Rotation.from_euler("xyz", [30, -50, 100], degrees=True).as_matrix()
+    pred_k3 = 1.7 * ref_k3 @ R_33.T + np.array([0.5, -1.0, 3.0])
+    assert pa_mpjpe(pred_k3, ref_k3) < 1e-9
+    similarity = procrustes(pred_k3, ref_k3)
+    assert similarity.scale == pytest.approx(1 / 1.7)
+    np.testing.assert_allclose(similarity.apply(pred_k3), ref_k3, atol=1e-9)
+    # Without scale, a scaled copy keeps an error; a mirror image is not a rotation.
+    assert pa_mpjpe(pred_k3, ref_k3, with_scale=False) > 0.05
+    assert pa_mpjpe(ref_k3 * np.array([-1.0, 1.0, 1.0]), ref_k3) > 0.01
+
+
+def test_mpjpe_and_root_metrics() -> None:
+    ref_k3 = np.random.default_rng(1).normal(size=(12, 3))
+    offset_3 = np.array([0.03, -0.04, 0.0])  # 50 mm
+    assert mpjpe(ref_k3 + offset_3, ref_k3) == pytest.approx(0.05)
+    assert root_relative_mpjpe(ref_k3 + offset_3, ref_k3, [6, 7]) == pytest.approx(0.0, abs=1e-12)
+    root_3 = np.array([0.0, 0.3, 4.0])
+    assert root_distance_error(root_3 * 1.1, root_3) == pytest.approx(0.1)
+    assert root_distance_error(root_3 * 0.8, root_3) == pytest.approx(-0.2)

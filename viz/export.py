@@ -1,0 +1,205 @@
+"""Files for other tools: meshes (GLB, OBJ), body parameters (NPZ), JSON, and a 2D overlay.
+
+Meshes arrive in the OpenCV camera frame (x right, y down, z forward; metres). glTF and most
+mesh viewers expect y up and the camera looking down -z, so both GLB and OBJ exports rotate the
+mesh 180 degrees about the camera's x axis: (x, y, z) -> (x, -y, -z). It is a proper rotation
+(winding and handedness are kept), the units stay metres, and the origin stays at the camera
+centre, so the person stands upright in front of a viewer's default camera at -z.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipelines.types import Camera, PersonResult
+
+GLTF_T_CAM_33 = np.diag([1.0, -1.0, -1.0])
+"""Rotation from the OpenCV camera frame to glTF's axes (y up, looking down -z)."""
+
+_PALETTE_RGB: list[tuple[int, int, int]] = [
+    (66, 135, 245), (245, 130, 48), (60, 180, 75), (230, 25, 75), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
+]  # fmt: skip
+
+
+def person_color(person_id: int) -> tuple[int, int, int]:
+    """A stable RGB colour (0..255) per person id, shared by the overlay and the Rerun logging."""
+    return _PALETTE_RGB[person_id % len(_PALETTE_RGB)]
+
+
+# ----------------------------------------------------------------------------------------- meshes
+
+
+def _gltf_mesh(verts_v3: np.ndarray, faces_f3: np.ndarray, color_rgb: Sequence[int]) -> Any:
+    import trimesh
+
+    verts_gltf_v3 = np.asarray(verts_v3, dtype=np.float64) @ GLTF_T_CAM_33.T
+    faces = np.asarray(faces_f3, dtype=np.int64)
+    rgba = np.array([*[int(c) for c in color_rgb[:3]], 255], dtype=np.uint8)
+    colors_v4 = np.broadcast_to(rgba, (len(verts_gltf_v3), 4)).copy()
+    return trimesh.Trimesh(vertices=verts_gltf_v3, faces=faces, vertex_colors=colors_v4, process=False)
+
+
+def export_mesh_glb(
+    path: str | Path, verts_v3: np.ndarray, faces_f3: np.ndarray, color_rgb: Sequence[int] = (200, 200, 200)
+) -> Path:
+    """Write a binary glTF of a camera-frame mesh, converted to glTF axes (see the module docstring)."""
+    path = Path(path)
+    mesh = _gltf_mesh(verts_v3, faces_f3, color_rgb)
+    path.write_bytes(mesh.export(file_type="glb"))
+    return path
+
+
+def export_mesh_obj(
+    path: str | Path, verts_v3: np.ndarray, faces_f3: np.ndarray, color_rgb: Sequence[int] = (200, 200, 200)
+) -> Path:
+    """Write a Wavefront OBJ (with vertex colours) in the same y-up axes as the GLB export."""
+    path = Path(path)
+    mesh = _gltf_mesh(verts_v3, faces_f3, color_rgb)
+    text = mesh.export(file_type="obj", include_normals=True, include_color=True, include_texture=False)
+    header = "# hmr-playground mesh: metres; axes x right, y up, z towards the viewer (camera at origin)\n"
+    path.write_text(header + text)
+    return path
+
+
+# ------------------------------------------------------------------------------------ data files
+
+
+def save_params_npz(path: str | Path, params: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Save body parameters as arrays plus `meta` as a JSON string under the key 'meta_json'.
+
+    Read back with: d = np.load(path); params = {k: d[k] for k in d.files if k != 'meta_json'};
+    meta = json.loads(str(d['meta_json'])).
+    """
+    path = Path(path)
+    if "meta_json" in params:
+        raise ValueError("'meta_json' is reserved for the metadata")
+    arrays = {k: np.asarray(v) for k, v in params.items()}
+    arrays["meta_json"] = np.array(json.dumps(to_jsonable(meta)))
+    with path.open("wb") as fh:  # a file handle keeps numpy from appending '.npz' to the name
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths, tuples and sets to JSON types; NaN and inf become null."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write strict JSON (numpy-safe, NaN -> null) via a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------- overlay
+
+
+def _face_normals(tri_f33: np.ndarray) -> np.ndarray:
+    n_f3 = np.cross(tri_f33[:, 1] - tri_f33[:, 0], tri_f33[:, 2] - tri_f33[:, 0])
+    return n_f3 / np.maximum(np.linalg.norm(n_f3, axis=1, keepdims=True), 1e-12)
+
+
+def _outward_sign(verts_v3: np.ndarray, faces_f3: np.ndarray) -> float:
+    """+1 or -1 to make face normals point outwards for a closed mesh; 0 for an open one (no culling)."""
+    centred_v3 = verts_v3 - verts_v3.mean(axis=0)
+    tri = centred_v3[faces_f3]
+    volume = float(np.einsum("fi,fi->", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))) / 6.0
+    extent = np.ptp(verts_v3, axis=0)
+    box_volume = float(np.prod(np.maximum(extent, 1e-9)))
+    if abs(volume) < 0.02 * box_volume:  # a surface, not a solid: draw both sides
+        return 0.0
+    return 1.0 if volume > 0 else -1.0
+
+
+def render_overlay(
+    image_rgb_hw3: np.ndarray,
+    camera: Camera,
+    people: Sequence[PersonResult],
+    *,
+    alpha: float = 0.6,
+    min_keypoint_conf: float = 0.3,
+) -> np.ndarray:
+    """The photo with each person's mesh (Lambert-shaded, person colour, `alpha` blend) and 2D keypoints.
+
+    Rasterisation is a painter's algorithm at full resolution: faces of all people, sorted far to
+    near by mean depth, are drawn one by one with cv2.fillConvexPoly into a face-index buffer (the
+    index is the 'colour'), then shaded in one vectorised lookup. Back faces of closed meshes are
+    culled. Exact for meshes whose triangles do not intersect; ~30 ms for 27k faces at 1080p.
+    """
+    out_hw3 = np.ascontiguousarray(image_rgb_hw3, dtype=np.uint8).copy()
+    h, w = out_hw3.shape[:2]
+    tris: list[np.ndarray] = []
+    rgb: list[np.ndarray] = []
+    for person in people:
+        if person.body is None or len(person.body.faces_f3) == 0:
+            continue
+        verts_v3 = np.asarray(person.body.verts_cam_v3, dtype=np.float64)
+        faces_f3 = np.asarray(person.body.faces_f3, dtype=np.int64)
+        tri_f33 = verts_v3[faces_f3]
+        keep = np.all(tri_f33[:, :, 2] > 1e-3, axis=1)  # drop faces touching or behind the camera
+        normal_f3 = _face_normals(tri_f33)
+        ray_f3 = tri_f33.mean(axis=1)
+        ray_f3 /= np.maximum(np.linalg.norm(ray_f3, axis=1, keepdims=True), 1e-12)
+        cos_f = np.einsum("fi,fi->f", normal_f3, ray_f3)
+        sign = _outward_sign(verts_v3, faces_f3)
+        if sign != 0.0:
+            keep &= sign * cos_f < 0  # outward normal must point back towards the camera
+        shade_f = 0.25 + 0.75 * np.abs(cos_f)
+        color = np.array(person_color(person.id), dtype=np.float32)
+        tris.append(tri_f33[keep])
+        rgb.append(shade_f[keep, None].astype(np.float32) * color)
+    if tris:
+        tri_f33 = np.concatenate(tris)
+        face_rgb_f3 = np.concatenate(rgb)
+        order = np.argsort(-tri_f33[:, :, 2].mean(axis=1), kind="stable")  # far to near
+        uv_f32 = camera.project(tri_f33.reshape(-1, 3)).reshape(-1, 3, 2) - 0.5  # cv2: centres at integers
+        limit = 8.0 * max(w, h)
+        uv_f32 = np.clip(uv_f32, -limit, limit)
+        pts_f32 = np.rint(uv_f32 * 16.0).astype(np.int32)  # 4 fractional bits (shift=4)
+        index_hw = np.full((h, w), -1, dtype=np.int32)
+        for f in order.tolist():
+            cv2.fillConvexPoly(index_hw, pts_f32[f], f, cv2.LINE_8, 4)
+        covered = index_hw >= 0
+        mesh_rgb_n3 = face_rgb_f3[index_hw[covered]]
+        blended = out_hw3[covered].astype(np.float32) * (1.0 - alpha) + mesh_rgb_n3 * alpha
+        out_hw3[covered] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    radius = max(2, round(max(h, w) / 400))
+    for person in people:
+        kp = person.detection.keypoints2d
+        color = person_color(person.id)
+        for (x, y), conf in zip(np.asarray(kp.xy_k2), np.asarray(kp.conf_k), strict=True):
+            if conf < min_keypoint_conf or not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            centre = (int(round((x - 0.5) * 16)), int(round((y - 0.5) * 16)))
+            cv2.circle(out_hw3, centre, radius * 16 + 16, (0, 0, 0), -1, cv2.LINE_AA, 4)
+            cv2.circle(out_hw3, centre, radius * 16, color, -1, cv2.LINE_AA, 4)
+    return out_hw3

@@ -1,0 +1,154 @@
+"""Write every output of one frame into a folder, atomically: readers see the old folder or the new one.
+
+Layout of `out_dir`:
+    result.json        image, camera, people (keypoints, joints, height, fit quality), timings, warnings
+    result.rrd         the Rerun recording with the default blueprint
+    overlay.png        the photo with the meshes and 2D keypoints drawn over it
+    person_<id>.glb    mesh per fitted person (glTF axes: y up, see viz.export)
+    person_<id>.obj    the same mesh as OBJ
+    person_<id>.npz    the body model parameters plus 'meta_json'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from pipelines.types import FrameResult, PersonResult
+from viz import export
+from viz.rerun_log import save_rrd
+
+CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
+MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
+
+
+def _person_entry(person: PersonResult, files: dict[str, str] | None) -> dict[str, Any]:
+    det = person.detection
+    entry: dict[str, Any] = {
+        "id": person.id,
+        "bbox_xyxy": [float(v) for v in det.bbox_xyxy],
+        "score": float(det.score),
+        "keypoints2d": det.keypoints2d.as_dict(),
+        "joints3d_cam": {},
+        "height_m": None,
+        "body": None,
+        "fit": None,
+    }
+    body = person.body
+    if body is not None:
+        entry["joints3d_cam"] = {
+            n: [float(v) for v in xyz]
+            for n, xyz in zip(body.joints3d_cam.names, body.joints3d_cam.xyz_k3, strict=True)
+        }
+        entry["height_m"] = float(body.height_m)
+        entry["body"] = {"model": body.model, "mesh_axes": MESH_AXES, **(files or {})}
+        entry["fit"] = {
+            "reprojection_px_mean": float(body.reprojection_px_mean),
+            "reprojection_px_max": float(body.reprojection_px_max),
+            "per_keypoint_px": {k: float(v) for k, v in body.per_keypoint_px.items()},
+        }
+    return entry
+
+
+def result_dict(
+    frame: FrameResult, image_path: str | Path | None, person_files: dict[int, dict[str, str]]
+) -> dict[str, Any]:
+    """The content of result.json (see the module docstring)."""
+    cam = frame.camera
+    height, width = frame.image_rgb_hw3.shape[:2]
+    return {
+        "image": {"path": None if image_path is None else str(image_path), "width": width, "height": height},
+        "camera": {
+            "K_33": cam.K_33.tolist(),
+            "focal_px": cam.focal_px,
+            "source": cam.source,
+            "hfov_deg": cam.hfov_deg,
+            "world_T_cam": cam.world_T_cam.tolist(),
+            "convention": CAMERA_CONVENTION,
+        },
+        "people": [_person_entry(p, person_files.get(p.id)) for p in frame.people],
+        "timings_s": dict(frame.timings_s),
+        "warnings": list(frame.warnings),
+    }
+
+
+def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:
+    names: list[str] = []
+    person_files: dict[int, dict[str, str]] = {}
+    for person in frame.people:
+        body = person.body
+        if body is None:
+            continue
+        color = export.person_color(person.id)
+        files = {
+            "params_file": f"person_{person.id}.npz",
+            "mesh_glb": f"person_{person.id}.glb",
+            "mesh_obj": f"person_{person.id}.obj",
+        }
+        meta = {
+            "person_id": person.id,
+            "model": body.model,
+            "height_m": body.height_m,
+            "camera_K_33": frame.camera.K_33,
+            "image_size_wh": [frame.camera.width, frame.camera.height],
+            "convention": CAMERA_CONVENTION,
+        }
+        export.save_params_npz(tmp / files["params_file"], body.params, meta)
+        export.export_mesh_glb(tmp / files["mesh_glb"], body.verts_cam_v3, body.faces_f3, color)
+        export.export_mesh_obj(tmp / files["mesh_obj"], body.verts_cam_v3, body.faces_f3, color)
+        names += [files["params_file"], files["mesh_glb"], files["mesh_obj"]]
+        person_files[person.id] = files
+
+    overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
+    if not cv2.imwrite(str(tmp / "overlay.png"), cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {tmp / 'overlay.png'}")
+    names.append("overlay.png")
+    if write_rrd:
+        save_rrd(frame, tmp / "result.rrd")
+        names.append("result.rrd")
+    export.write_json(tmp / "result.json", result_dict(frame, image_path, person_files))
+    names.append("result.json")
+    return names
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move `tmp` to `out_dir`; an existing `out_dir` is kept until the new one is in place."""
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    backup = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(out_dir, backup)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(backup, out_dir)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_outputs(
+    out_dir: str | Path, frame: FrameResult, *, image_path: str | Path | None = None, write_rrd: bool = True
+) -> list[Path]:
+    """Write all outputs of `frame` to `out_dir` (replaced as a whole); return the written files.
+
+    The files are written to a hidden sibling folder first and renamed into place at the end. If
+    anything fails, the temporary folder is removed and an existing `out_dir` is left untouched.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        names = _write_all(tmp, frame, image_path, write_rrd)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out_dir / n for n in names]
