@@ -30,7 +30,8 @@ def _floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
     except ValueError:
         values = []
     if len(values) not in n or not all(np.isfinite(values)):
-        raise argparse.ArgumentTypeError(f"{what} {text!r}: expected {' or '.join(map(str, n))} comma-separated numbers")
+        expected = " or ".join(map(str, n))
+        raise argparse.ArgumentTypeError(f"{what} {text!r}: expected {expected} comma-separated numbers")
     return values
 
 
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="box prompt around the person to select (and refine)")
     img.add_argument("--keypoint", type=parse_keypoint, action="append", default=[], metavar="NAME=X,Y",
                      help="keypoint prompt: joint NAME is really at X,Y (strong constraint on the fit); names are "
-                          "BlazePose names (left_wrist, right_knee, nose, ...) or hand names (left_hand_index_finger_tip)"
-                     )  # fmt: skip
+                          "BlazePose names (left_wrist, right_knee, nose, ...) or hand names "
+                          "(left_hand_index_finger_tip)")  # fmt: skip
     img.add_argument("--focal-px", type=float, metavar="F",
                      help="focal length in pixels; default: from EXIF, else estimated with the body")
     img.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
@@ -131,7 +132,8 @@ def run_image(args: argparse.Namespace) -> int:
           f"({result.camera.source}); wrote {args.out}")  # fmt: skip
     for p in fitted:
         b = p.body
-        print(f"  person {p.id}: height {b.height_m:.2f} m, distance {np.linalg.norm(b.joints3d_cam.xyz_k3.mean(0)):.2f} m, "
+        dist = np.linalg.norm(b.joints3d_cam.xyz_k3.mean(0))
+        print(f"  person {p.id}: height {b.height_m:.2f} m, distance {dist:.2f} m, "
               f"reprojection {b.reprojection_px_mean:.1f} px mean / {b.reprojection_px_max:.1f} px max")  # fmt: skip
     for w in result.warnings:
         print(f"  note: {w}")

@@ -81,7 +81,8 @@ class Keypoints2D:
     """Confidence in [0, 1] per keypoint (visibility x presence for BlazePose)."""
 
     def as_dict(self) -> dict[str, list[float]]:
-        return {n: [float(x), float(y), float(c)] for n, (x, y), c in zip(self.names, self.xy_k2, self.conf_k)}
+        rows = zip(self.names, self.xy_k2, self.conf_k, strict=True)
+        return {n: [float(x), float(y), float(c)] for n, (x, y), c in rows}
 
 
 @dataclass

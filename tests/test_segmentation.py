@@ -14,7 +14,7 @@ from pipelines.errors import BadPromptError
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.mediapipe_models import pose_bundle_path
 from pipelines.registry import create
-from pipelines.segmentation.embedded import EmbeddedSegmenter
+from pipelines.segmentation.embedded import EmbeddedSegmenter, select_person
 from pipelines.types import PersonDetection, Prompts
 
 IMAGES = Path("/work/shared/data/images")
@@ -180,11 +180,13 @@ def test_two_people_found_and_box_selects_the_right_one(
         box = np.clip(box, 0, [pair_rgb.shape[1], pair_rgb.shape[0]] * 2)
         out = segmenter.apply_prompts(pair_rgb, people, Prompts(box_xyxy=box))
         assert len(out) == 2
-        assert _iou(out[0].mask_hw, people[target].mask_hw) > 0.85  # the selected person comes first
-        assert out[1] is people[1 - target]  # the other is unchanged
+        assert select_person(out, np.zeros((0, 2)), np.zeros((0, 2)), box) == target
+        refined = out[target]  # refined in place: the order (person ids) is kept
+        assert refined is not people[target] and _iou(refined.mask_hw, people[target].mask_hw) > 0.85
+        assert out[1 - target] is people[1 - target]  # the other is unchanged
         outside = np.ones(pair_rgb.shape[:2], dtype=bool)
         outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
-        assert out[0].mask_hw[outside].max() == 0.0  # nothing of the mask outside the box
+        assert refined.mask_hw[outside].max() == 0.0  # nothing of the mask outside the box
 
 
 def test_negative_click_removes_and_positive_click_adds(
@@ -224,8 +226,8 @@ def test_positive_click_on_nobody_makes_a_new_person(
 ) -> None:
     plate = np.array([130.0, 670.0])  # the barbell's left plate, far outside the man's box
     out = segmenter.apply_prompts(lunge_rgb, lunge_people, Prompts(points_n3=np.array([[*plate, 1]])))
-    assert len(out) == 2 and out[1] is lunge_people[0]
-    new = out[0]
+    assert len(out) == 2 and out[0] is lunge_people[0]
+    new = out[1]  # appended
     assert new.mask_hw[int(plate[1]), int(plate[0])] > 0.5
     assert new.keypoints2d.names == BLAZEPOSE_NAMES and not new.keypoints2d.conf_k.any()
     x0, y0, x1, y1 = new.bbox_xyxy

@@ -20,6 +20,7 @@ from typing import Any
 
 import cv2
 
+from pipelines.errors import UserFacingError
 from pipelines.types import FrameResult, PersonResult
 from viz import export
 from viz.rerun_log import save_rrd
@@ -142,12 +143,22 @@ def write_outputs(
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"{out_dir} exists and is not a folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        raise UserFacingError(f"The output path {out_dir} exists and is not a folder.")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as err:
+        raise UserFacingError(f"Cannot write into {out_dir.parent}: {err.strerror or err}.") from err
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         names = _write_all(tmp, frame, image_path, write_rrd)
         _replace_dir(tmp, out_dir)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserFacingError(f"Writing the outputs to {out_dir} failed ({err.strerror or err}); "
+                              "nothing was changed there.") from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

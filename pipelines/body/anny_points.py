@@ -13,7 +13,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipelines.body.anny_model import AnnyBody, PointSet
-from pipelines.keypoints.names import HAND_NAMES
 
 # BlazePose name -> Anny COCO-regressor label
 BLAZEPOSE_TO_ANNY_COCO: dict[str, str] = {
@@ -25,6 +24,26 @@ BLAZEPOSE_TO_ANNY_COCO: dict[str, str] = {
     "right_ankle": "right_ankle", "left_heel": "left_heel", "right_heel": "right_heel",
     "left_foot_index": "left_big_toe", "right_foot_index": "right_big_toe",
 }  # fmt: skip
+
+# MediaPipe's face landmarks are not where Anny's COCO points are: its ears sit ~2 cm more medial
+# (its own metric landmarks agree: ear-to-ear 0.117-0.155 m against Anny's 0.149 m). Each BlazePose
+# face point is Anny's point plus a rigid offset in the head's rest frame (metres; Anny axes: x = the
+# person's left, y = back, z = up; x is mirrored for the right side). The offsets are the median
+# image-plane gap between detected and fitted points over lunge.jpg and 12 frames of the 4-camera set,
+# expressed in the head frame (two rounds of measure-and-apply; bench/bench_image.py shows the effect).
+BLAZEPOSE_FACE_OFFSETS: dict[str, np.ndarray] = {
+    "left_ear": np.array([-0.023, -0.008, 0.0]),
+    "left_eye": np.array([-0.006, 0.0, -0.002]),
+}
+
+
+def _face_offset(name: str) -> np.ndarray | None:
+    side = "left" if name.startswith("left_") else "right" if name.startswith("right_") else None
+    base = BLAZEPOSE_FACE_OFFSETS.get(f"left_{name[len(side) + 1:]}" if side else name)
+    if base is None:
+        return None
+    return base * np.array([-1.0 if side == "right" else 1.0, 1.0, 1.0])
+
 
 # BlazePose's coarse hand points -> Anny bone whose head they mark (side suffix added)
 BLAZEPOSE_HAND_BONES: dict[str, str] = {"pinky": "finger5-1", "index": "finger2-1", "thumb": "finger1-2"}
@@ -112,6 +131,8 @@ def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
     heads = _bone_heads(body)
     n_v = body.template_v3.shape[0]
     vertex_names = [n for n in names if n in rows]
+    # Rigid offsets: a pair of weight 0 on a bone adds G_bone @ offset to the point.
+    offsets = [(n, _face_offset(n)) for n in names if _face_offset(n) is not None]
     mat = sp.csr_matrix(np.stack([rows[n] for n in vertex_names])) if vertex_names else sp.csr_matrix((0, n_v))
     vert_set = body.point_set(vertex_names, mat)
     # Bone heads ride on their bone's transform: one pair each, weight 1.
@@ -119,14 +140,18 @@ def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
     heads0, dheads = body.heads_basis
     bones = np.array([body.bone_labels.index(heads[n]) for n in head_names], dtype=np.int64)
     order = {n: i for i, n in enumerate(names)}
-    pair_point = np.concatenate([[order[vertex_names[k]] for k in vert_set.pair_point], [order[n] for n in head_names]])
+    head_bone = body.bone_labels.index("head")
+    pair_point = np.concatenate([[order[vertex_names[k]] for k in vert_set.pair_point], [order[n] for n in head_names],
+                                 [order[n] for n, _ in offsets]])  # fmt: skip
+    n_off = len(offsets)
     return PointSet(
         names=list(names),
         pair_point=pair_point.astype(np.int64),
-        pair_bone=np.concatenate([vert_set.pair_bone, bones]).astype(np.int64),
-        pair_w=np.concatenate([vert_set.pair_w, np.ones(len(bones))]),
-        pair_a0_p3=np.concatenate([vert_set.pair_a0_p3, heads0[bones]]),
-        pair_da_np3=np.concatenate([vert_set.pair_da_np3, dheads[:, bones]], axis=1),
+        pair_bone=np.concatenate([vert_set.pair_bone, bones, np.full(n_off, head_bone)]).astype(np.int64),
+        pair_w=np.concatenate([vert_set.pair_w, np.ones(len(bones)), np.zeros(n_off)]),
+        pair_a0_p3=np.concatenate([vert_set.pair_a0_p3, heads0[bones], np.array([o for _, o in offsets]).reshape(-1, 3)]),
+        pair_da_np3=np.concatenate([vert_set.pair_da_np3, dheads[:, bones], np.zeros((dheads.shape[0], n_off, 3))],
+                                   axis=1),
     )
 
 

@@ -14,7 +14,7 @@ from pipelines.hmr.solver import BodyFitter, FitReport
 from pipelines.registry import create, register
 from pipelines.types import BodyFit, Camera, Keypoints3D, PersonDetection
 
-# BlazePose's coarse hand points count less once the hand landmarker has found that hand.
+# BlazePose's coarse hand points are superseded once the hand landmarker has found that hand.
 _COARSE_HAND = ("pinky", "index", "thumb")
 
 
@@ -56,13 +56,13 @@ class EmbeddedHMR:
             if any(n.startswith(f"{side}_hand_") for n in names):
                 for short in _COARSE_HAND:
                     if f"{side}_{short}" in names:
-                        conf[names.index(f"{side}_{short}")] *= 0.3
+                        conf[names.index(f"{side}_{short}")] = 0.0
         for name in prompts:
             if name not in names:
                 names.append(name)
                 xy = np.vstack([xy, [0.0, 0.0]])
                 conf = np.append(conf, 0.0)
-        world = dict(zip(person.keypoints3d_hip.names, person.keypoints3d_hip.xyz_k3))
+        world = dict(zip(person.keypoints3d_hip.names, person.keypoints3d_hip.xyz_k3, strict=True))
         hip3d = np.array([world.get(n, (np.nan, np.nan, np.nan)) for n in names], dtype=np.float64)
         mask = person.mask_hw if use_mask else None
         return FitTargets(names, xy, conf, hip3d, dict(prompts), mask)
@@ -90,7 +90,7 @@ class EmbeddedHMR:
         rest_v = body.rest_vertices(report.rest.coeffs_n)
         err = report.err_px_k
         used = np.isfinite(err)
-        per_kp = {n: float(e) for n, e in zip(targets.names, err) if np.isfinite(e)}
+        per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}
         params = {
             "phenotype": st.pheno_p.copy(),
             "phenotype_labels": np.array(body.phenotype_labels),

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipelines.body.anny_model import FIT_PHENOTYPES, AnnyBody, RestState
 from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotvec_to_matrix
-from pipelines.hmr.prior import PriorTerms, body_bone_priors, finger_bone_priors
+from pipelines.hmr.prior import PriorTerms
 
 
 @dataclass

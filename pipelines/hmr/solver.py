@@ -58,7 +58,7 @@ class BodyFitter:
         body = self.body
         names = list(targets.names)
         pm = self.point_model(tuple(names))
-        active, priors = self._active([n for n, c in zip(names, targets.conf_k) if c > 0.2])
+        active, priors = self._active([n for n, c in zip(names, targets.conf_k, strict=True) if c > 0.2])
         sub_aj = self.skel.subtree_matrix(active)
         focal = float(K_33[0, 0]) if warm is None or not opts.fit_focal else warm.focal_px
         surface = self.surface_model(opts.mask_samples) if targets.mask_hw is not None else None

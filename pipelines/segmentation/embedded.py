@@ -226,11 +226,12 @@ class EmbeddedSegmenter:
         """Select and refine one person with clicks and a box; returns a new list.
 
         The selected person is the one the box overlaps most, else the one most positive clicks fall
-        on (mask, else box), else (negative clicks only) the one whose mask they carve. Their mask is
-        refined with GrabCut and they are moved to the front of the list; the others are unchanged.
-        A positive click or box on nobody makes a new person from GrabCut alone: score 1 (the user
-        said so), no landmarks (all confidences 0), first in the list. Keypoint prompts are only
-        validated here (the body fit uses them). Empty prompts return the people unchanged.
+        on (mask, else box), else (negative clicks only) the one whose mask they carve; `select_person`
+        on the returned list finds them again. Their mask is refined with GrabCut in place (the order
+        of the list, hence person ids, does not change); the others are the same objects. A positive
+        click or box on nobody makes a new person from GrabCut alone, appended at the end: score 1 (the
+        user said so), no landmarks (all confidences 0), so later stages skip it. Keypoint prompts are
+        only validated here (the body fit uses them). Empty prompts return the people unchanged.
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
@@ -257,7 +258,7 @@ class EmbeddedSegmenter:
                 keypoints2d=kp2d,
                 keypoints3d_hip=kp3d,
             )
-            return [new, *people]
+            return [*people, new]
 
         person = people[chosen]
         mask_hw = refine_mask_grabcut(image, person.mask_hw, pos_n2, neg_n2, box, self.grabcut)
@@ -265,5 +266,6 @@ class EmbeddedSegmenter:
         bbox = person.bbox_xyxy
         if len(xs):
             bbox = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-        refined = replace(person, mask_hw=mask_hw, bbox_xyxy=bbox)
-        return [refined, *(p for i, p in enumerate(people) if i != chosen)]
+        out = list(people)
+        out[chosen] = replace(person, mask_hw=mask_hw, bbox_xyxy=bbox)
+        return out

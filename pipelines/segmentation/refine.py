@@ -13,6 +13,7 @@ Points are pixels (x, y) with the origin at the top-left image corner.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import cv2
@@ -155,7 +156,7 @@ def refine_mask_grabcut(
     small_rgb = cv2.resize(crop_rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
     small_rgb = np.ascontiguousarray(small_rgb[..., :3], dtype=np.uint8)
 
-    # Seeds: probable fg/bg from the prior (or from the box / the clicks' square when there is none).
+    # Seeds: probable fg/bg from the prior (without one: from the box, or from discs around the clicks).
     labels_hw = np.full((small_h, small_w), cv2.GC_PR_BGD, dtype=np.uint8)
     full_radius = max(3, round(settings.disc_frac * max(h, w)))
     radius = max(2, round(full_radius * min(sx, sy)))
@@ -211,7 +212,9 @@ def refine_mask_grabcut(
         bgd_model = np.zeros((1, 65), np.float64)
         fgd_model = np.zeros((1, 65), np.float64)
         mode = cv2.GC_INIT_WITH_MASK
-        cv2.grabCut(small_rgb, labels_hw, None, bgd_model, fgd_model, settings.iterations, mode)
+        # With too few pixels of one kind for its colour model GrabCut fails: the seeds then stand.
+        with contextlib.suppress(cv2.error):
+            cv2.grabCut(small_rgb, labels_hw, None, bgd_model, fgd_model, settings.iterations, mode)
         fg_small = ((labels_hw == cv2.GC_FGD) | (labels_hw == cv2.GC_PR_FGD)).astype(np.float32)
 
     fg_crop = cv2.resize(fg_small, (crop_w, crop_h), interpolation=cv2.INTER_LINEAR)

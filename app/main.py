@@ -1,0 +1,53 @@
+"""Start the playground: `python -m app.main` serves the page on http://127.0.0.1:7860.
+
+The models are warmed up (loaded and run once on an example) before the server opens, so the first
+photo a user uploads gets its result fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from app.ui import handlers as H
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+QUEUE_MAX_SIZE = 64
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app.main", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    parser.add_argument("--no-warmup", action="store_true", help="skip loading the models before serving")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from app.ui.page import CSS, build_demo
+
+    engine = H.default_engine()
+    if not args.no_warmup:
+        print("Warming up the models (loading them and running one example)...", flush=True)
+        t = time.perf_counter()
+        try:
+            engine.warmup()
+        except Exception as err:  # noqa: BLE001 - serve anyway; the first run will show the error
+            print(f"Warm-up failed ({type(err).__name__}: {err}); the first run will load the models.", flush=True)
+        else:
+            print(f"Warm-up done in {time.perf_counter() - t:.1f} s.", flush=True)
+    demo = build_demo(engine)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
+    host_for_url = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"HMR playground: http://{host_for_url}:{args.port}", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                inbrowser=False, ssr_mode=False, css=CSS)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Gradio playground: per-session state, click prompts, callbacks (handlers) and the page."""

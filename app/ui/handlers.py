@@ -1,0 +1,375 @@
+"""The playground's callbacks as plain functions: plain values in, plain values out.
+
+The Gradio page (app.ui.page) only wires these to components, so tests and the benchmark call the
+very same code in-process. Errors a user can cause raise `gr.Error` with one plain sentence;
+notes that do not stop anything go through `gr.Warning` (a toast on the page, a Python warning
+outside Gradio). Images are RGB uint8 arrays; click coordinates arrive in pixels of the displayed
+(possibly downscaled) canvas and are converted to pixels of the full image here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gradio as gr
+import numpy as np
+
+from app.ui import prompts as P
+from app.ui.state import UISession
+from pipelines.errors import UserFacingError
+from pipelines.io.image_io import decode_image_bytes
+from pipelines.modes.image import ImagePipeline, ImageSession, PipelineConfig
+from pipelines.registry import availability
+from pipelines.types import FrameResult
+from viz.outputs import write_outputs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+EXAMPLE_NAMES: list[str] = ["lunge.jpg", "astronaut.png", "grace_hopper.jpg"]
+CANVAS_MAX_SIDE = 1024
+"""The click canvas shows the photo downscaled to this many pixels at most (fast round trips)."""
+CONFIG_STAGES: tuple[str, ...] = ("segmentation", "keypoints", "camera", "hmr", "body")
+"""PipelineConfig fields the page offers as selectors (stage name in pipelines.registry)."""
+FOV_RANGE_DEG = (5.0, 175.0)
+
+ProgressFn = Callable[..., Any]
+
+
+class RunUpdate(NamedTuple):
+    """One step of a streamed run."""
+
+    chunk: bytes | None
+    """A self-contained rrd chunk with what this stage logged (None: nothing new for the viewer)."""
+    status: str
+    """Markdown for the status box."""
+    stage: str
+    """'image', 'detections', 'bodies' (the pipeline's stages) or 'done'."""
+
+
+# ------------------------------------------------------------------------------------ the engine
+
+
+class Engine:
+    """The shared pipelines, one per backend choice, used by one heavy job at a time."""
+
+    def __init__(self) -> None:
+        self._pipelines: dict[tuple[str, ...], ImagePipeline] = {}
+        self.lock = threading.Lock()
+        """Held while a pipeline runs: the models are shared by every session."""
+        self.warm = False
+
+    def pipeline(self, config: PipelineConfig) -> ImagePipeline:
+        key = config_key(config)
+        if key not in self._pipelines:
+            self._pipelines[key] = ImagePipeline(config)
+        return self._pipelines[key]
+
+    def warmup(self, example: str | Path | None = None) -> float:
+        """Load the default models and run one example end to end through the handlers; seconds taken."""
+        t = time.perf_counter()
+        with self.lock:
+            self.pipeline(PipelineConfig()).warmup()
+        session = UISession(session_id="warmup")
+        try:
+            on_upload(session, str(example or EXAMPLES_DIR / EXAMPLE_NAMES[0]))
+            for _ in on_run(session, engine=self):
+                pass
+            session.history = P.add_click(session.history, "positive", *_centre(session), *_size(session))
+            for _ in on_run(session, engine=self):
+                pass
+            on_downloads(session)
+        finally:
+            session.cleanup()
+        self.warm = True
+        return time.perf_counter() - t
+
+
+@functools.cache
+def default_engine() -> Engine:
+    """The process-wide engine (created on first use; models load lazily)."""
+    return Engine()
+
+
+def config_key(config: PipelineConfig) -> tuple[str, ...]:
+    return tuple(str(getattr(config, s)) for s in CONFIG_STAGES)
+
+
+def backend_choices() -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Per selectable stage: the usable backend names, and name -> why not for the others."""
+    out: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for stage in CONFIG_STAGES:
+        avail = availability(stage)
+        out[stage] = ([n for n, why in avail.items() if why is None],
+                      {n: why for n, why in avail.items() if why is not None})  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------- small helpers
+
+
+def _size(state: UISession) -> tuple[int, int]:
+    assert state.image is not None
+    return state.image.width, state.image.height
+
+
+def _centre(state: UISession) -> tuple[float, float]:
+    w, h = _size(state)
+    return w / 2, h / 2
+
+
+def _require_image(state: UISession) -> None:
+    if state.image is None:
+        raise gr.Error("Upload a photo (or pick an example) first.")
+
+
+def canvas(state: UISession) -> np.ndarray | None:
+    """The click canvas: the display copy of the photo with the prompts drawn on it."""
+    if state.display_rgb_hw3 is None:
+        return None
+    return P.draw_prompts(state.display_rgb_hw3, state.history, state.display_scale)
+
+
+def _prompt_status(state: UISession, extra: str = "") -> str:
+    lines = []
+    if state.image is not None:
+        w, h = _size(state)
+        lines.append(f"**{state.image_name}** ({w}x{h}). {P.describe(state.history)}.")
+    if extra:
+        lines.append(extra)
+    return "\n\n".join(lines)
+
+
+def focal_from_fov(fov_deg: float | None, width: int) -> float | None:
+    """Focal length in pixels for a horizontal field of view in degrees (None or 0: automatic)."""
+    if fov_deg is None or (isinstance(fov_deg, float) and math.isnan(fov_deg)) or fov_deg == 0:
+        return None
+    lo, hi = FOV_RANGE_DEG
+    if not lo <= float(fov_deg) <= hi:
+        raise gr.Error(
+            f"The field of view must be between {lo:g} and {hi:g} degrees (or empty for automatic); got {fov_deg:g}."
+        )
+    return (width / 2) / math.tan(math.radians(float(fov_deg)) / 2)
+
+
+# ------------------------------------------------------------------------------ photo and prompts
+
+
+def load_photo(state: UISession, path: str | Path | None, name: str | None = None) -> tuple[np.ndarray | None, str]:
+    """Decode a photo into the session. Returns (canvas, status); raises gr.Error if unreadable."""
+    if path is None:
+        return canvas(state), _prompt_status(state, "Upload a photo or pick an example.")
+    path = Path(path)
+    name = name or path.name
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise gr.Error(f"The upload {name} could not be read ({err.strerror or err}).") from err
+    try:
+        image = decode_image_bytes(data, name)
+    except UserFacingError as err:
+        raise gr.Error(str(err)) from err
+    display, scale = P.display_image(image.rgb_hw3, CANVAS_MAX_SIDE)
+    state.set_image(image, name, display, scale)
+    for note in image.warnings:
+        gr.Warning(note)
+    return canvas(state), _prompt_status(state, "Click on the photo to add prompts, then **Run**.")
+
+
+def on_upload(state: UISession, path: str | Path | None) -> tuple[np.ndarray | None, str]:
+    """A file was uploaded (Gradio gives its temporary path)."""
+    return load_photo(state, path)
+
+
+def on_example(state: UISession, index: int) -> tuple[np.ndarray | None, str]:
+    """An example of assets/examples was picked (by its index in EXAMPLE_NAMES)."""
+    if not 0 <= int(index) < len(EXAMPLE_NAMES):
+        raise gr.Error(f"There is no example number {index}.")
+    return load_photo(state, EXAMPLES_DIR / EXAMPLE_NAMES[int(index)])
+
+
+def on_click(
+    state: UISession, mode: str, joint: str | None, x_display: float, y_display: float
+) -> tuple[np.ndarray | None, str]:
+    """A click on the canvas at display pixel (x, y): add a prompt of `mode` (see prompts.MODES)."""
+    _require_image(state)
+    x, y = float(x_display) / state.display_scale, float(y_display) / state.display_scale
+    w, h = _size(state)
+    try:
+        state.history = P.add_click(state.history, mode, x, y, w, h, joint=joint)  # type: ignore[arg-type]
+    except UserFacingError as err:
+        raise gr.Error(str(err)) from err
+    return canvas(state), _prompt_status(state)
+
+
+def on_undo(state: UISession) -> tuple[np.ndarray | None, str]:
+    state.history = P.undo(state.history)
+    return canvas(state), _prompt_status(state)
+
+
+def on_clear(state: UISession) -> tuple[np.ndarray | None, str]:
+    state.history = P.clear()
+    return canvas(state), _prompt_status(state)
+
+
+def wants_rerun(state: UISession) -> bool:
+    """After a click: re-run when a run already happened on this photo, no box is half drawn and the
+    prompts differ from those of the last run."""
+    return (
+        state.image is not None and state.runs > 0 and not state.history.pending and state.history != state.ran_history
+    )
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def _camera_line(frame: FrameResult) -> str:
+    cam = frame.camera
+    source = {"exif": "from EXIF", "user": "set by you", "estimated": "estimated with the body",
+              "default": "prior guess"}.get(cam.source, cam.source)  # fmt: skip
+    return f"Camera: focal {cam.focal_px:.0f} px, horizontal field of view {cam.hfov_deg:.0f}° ({source})."
+
+
+def _people_lines(frame: FrameResult) -> list[str]:
+    lines = []
+    for p in frame.people:
+        if p.body is None:
+            lines.append(f"- person {p.id}: found (score {p.detection.score:.2f}), no body fitted")
+            continue
+        b = p.body
+        dist = float(np.median(np.asarray(b.verts_cam_v3)[:, 2]))
+        lines.append(
+            f"- person {p.id}: {b.height_m:.2f} m tall, {dist:.1f} m from the camera, "
+            f"keypoint error {b.reprojection_px_mean:.1f} px (mean)"
+        )
+    return lines
+
+
+def _stage_status(stage: str, frame: FrameResult, elapsed_s: float) -> str:
+    lines = [f"**{stage}** after {1000 * elapsed_s:.0f} ms"]
+    if stage == "image":
+        lines.append(_camera_line(frame))
+    elif stage == "detections":
+        n = len(frame.people)
+        lines.append(f"Found {n} {'person' if n == 1 else 'people'}; fitting bodies...")
+    else:
+        lines.append(_camera_line(frame))
+        lines += _people_lines(frame)
+    return "\n\n".join(lines[:1] + ["\n".join(lines[1:])])
+
+
+def _final_status(state: UISession, frame: FrameResult, elapsed_s: float) -> str:
+    n_body = sum(p.body is not None for p in frame.people)
+    head = f"**Done** in {1000 * elapsed_s:.0f} ms: {n_body} of {len(frame.people)} people with a body."
+    timings = " · ".join(f"{k} {1000 * v:.0f} ms" for k, v in frame.timings_s.items() if v >= 0.0005)
+    parts = [head, _camera_line(frame), "\n".join(_people_lines(frame)), P.describe(state.history) + "."]
+    if timings:
+        parts.append(f"Stages: {timings}.")
+    if frame.warnings:
+        parts.append("\n".join(f"⚠ {w}" for w in frame.warnings))
+    return "\n\n".join(p for p in parts if p)
+
+
+def on_run(
+    state: UISession,
+    fov_deg: float | None = None,
+    backends: Mapping[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    engine: Engine | None = None,
+) -> Iterator[RunUpdate]:
+    """Run the pipeline on the session's photo with its prompts, streaming each stage to the viewer.
+
+    Yields one RunUpdate per pipeline stage (image + camera, detections, bodies) as soon as it is
+    logged, then a final 'done' update. Detections and fits are cached in the session, so a run
+    after a prompt edit only re-runs the prompt-dependent stages (warm-started fit).
+    """
+    _require_image(state)
+    assert state.image is not None
+    engine = engine or default_engine()
+    config = PipelineConfig(**{k: v for k, v in (backends or {}).items() if k in CONFIG_STAGES and v})
+    key = config_key(config)
+    if state.config_key != key:
+        state.image_session, state.config_key = ImageSession(), key
+    focal_px = focal_from_fov(fov_deg, state.image.width)
+    pipeline = engine.pipeline(config)
+    prompts = P.to_prompts(state.history)
+    state.ran_history = state.history
+    image, session, recording, img_key = state.image, state.image_session, state.recording, state.image_key
+    t0 = time.perf_counter()
+    events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+
+    def on_stage(stage: str, frame: FrameResult) -> None:
+        if stage == "image":
+            recording.log_image(img_key, frame)
+        elif stage == "detections":
+            recording.log_detections(frame)
+        elif stage == "bodies":
+            recording.log_image(img_key, frame)  # the focal may have been estimated with the bodies
+            recording.log_detections(frame)
+            recording.log_bodies(frame)
+        events.put(("stage", stage, recording.read(), _stage_status(stage, frame, time.perf_counter() - t0)))
+
+    def work() -> None:
+        try:
+            with engine.lock:
+                frame = pipeline.run(
+                    image, prompts=prompts, focal_px=focal_px, session=session, on_stage=on_stage,
+                    progress=lambda frac, msg: events.put(("progress", frac, msg)),
+                )  # fmt: skip
+            events.put(("done", frame))
+        except BaseException as err:  # noqa: BLE001 - handed to the generator, which re-raises
+            events.put(("error", err))
+
+    threading.Thread(target=work, name=f"run-{state.session_id[:8]}", daemon=True).start()
+    while True:
+        event = events.get()
+        kind = event[0]
+        if kind == "progress":
+            if progress is not None:
+                progress(float(event[1]), desc=str(event[2]))
+        elif kind == "stage":
+            yield RunUpdate(chunk=event[2], status=event[3], stage=event[1])
+        elif kind == "error":
+            err = event[1]
+            if isinstance(err, UserFacingError):
+                raise gr.Error(str(err)) from err
+            raise err
+        else:
+            frame: FrameResult = event[1]
+            break
+    if state.image_session is not session:
+        return  # a new photo was loaded meanwhile: this result is stale
+    state.last_frame = frame
+    state.runs += 1
+    for note in frame.warnings:
+        if note.startswith("No person"):
+            gr.Warning("No person was found in the image. Try a photo where a whole person is visible, "
+                       "or click on the person (positive point) or draw a box around them.")  # fmt: skip
+        else:
+            gr.Warning(note)
+    yield RunUpdate(chunk=None, status=_final_status(state, frame, time.perf_counter() - t0), stage="done")
+
+
+def on_downloads(state: UISession) -> list[str] | None:
+    """Write the last run's files (GLB, OBJ, NPZ per person, result.json, result.rrd, overlay.png)
+    into the session's temporary folder; their paths, or None when there is no new run since the last call."""
+    frame = state.last_frame
+    if frame is None or state.downloads_run == state.runs:
+        return None
+    state.downloads_run = state.runs
+    out_dir = state.tmp_dir / "result"
+    paths = write_outputs(out_dir, frame, image_path=state.image_name or None)
+    order = {".glb": 0, ".obj": 1, ".npz": 2, ".json": 3, ".rrd": 4, ".png": 5}
+    return [str(p) for p in sorted(paths, key=lambda p: (order.get(p.suffix, 9), p.name))]
+
+
+def unavailable_note(choices: Mapping[str, tuple[list[str], dict[str, str]]]) -> str:
+    """Markdown listing the backends that cannot be selected here, and why."""
+    lines = [f"- {stage} **{name}**: {why}" for stage, (_, missing) in choices.items() for name, why in missing.items()]
+    return ("Not available here:\n" + "\n".join(lines)) if lines else "Every installed backend is available."

@@ -1,0 +1,211 @@
+"""Per-browser-session state of the playground: image, prompts, cached pipeline work, recording, files.
+
+Each session owns one Rerun recording (streamed to its viewer as rrd chunks) and one temporary folder
+(its downloads); `cleanup()` releases both. `SessionRegistry` maps Gradio session ids to sessions
+so the page can clean up when a tab closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rerun as rr
+
+from app.ui.prompts import PromptHistory
+from pipelines.io.image_io import LoadedImage
+from pipelines.modes.image import ImageSession, image_key
+from pipelines.types import Camera, FrameResult, PersonResult
+from viz.blueprint import default_blueprint
+from viz.rerun_log import APPLICATION_ID, RerunLogger
+
+TMP_PREFIX = "hmr-playground-"
+
+
+def _camera_signature(camera: Camera) -> bytes:
+    return np.asarray(camera.K_33, dtype=np.float64).tobytes() + np.asarray(camera.world_T_cam).tobytes()
+
+
+def _detections_signature(people: list[PersonResult]) -> str:
+    """Changes when a mask, box or 2D keypoint of any person changes (cheap: subsampled masks)."""
+    h = hashlib.sha1()
+    for p in people:
+        det = p.detection
+        h.update(str(p.id).encode())
+        h.update(np.asarray(det.bbox_xyxy, dtype=np.float64).tobytes())
+        h.update((np.asarray(det.mask_hw)[::4, ::4] >= 0.5).tobytes())
+        h.update(np.asarray(det.keypoints2d.xy_k2, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+class SessionRecording:
+    """One Rerun recording streamed as rrd chunks; re-logs the image and masks only when they changed."""
+
+    def __init__(self, recording_id: str) -> None:
+        self.recording_id = recording_id
+        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id)
+        self.stream = self.rec.binary_stream()
+        self.rec.send_blueprint(default_blueprint())
+        self.logger = RerunLogger(self.rec)
+        self.logger.log_setup()
+        self._image_key: str | None = None
+        self._camera: bytes | None = None
+        self._detections: str | None = None
+
+    def read(self) -> bytes | None:
+        """Everything logged since the last read, as one self-contained rrd chunk (None if nothing)."""
+        data = self.stream.read(flush=True)
+        return data or None
+
+    def log_image(self, image_key: str, frame: FrameResult) -> bool:
+        """Log the photo and camera unless this exact image and camera are already logged."""
+        cam = _camera_signature(frame.camera)
+        new_image = image_key != self._image_key
+        if not new_image and cam == self._camera:
+            return False
+        self.logger.log_image(frame.frame_index, frame.image_rgb_hw3, frame.camera)
+        self._image_key, self._camera = image_key, cam
+        if new_image:
+            self._detections = None
+        return True
+
+    def log_detections(self, frame: FrameResult) -> bool:
+        sig = _detections_signature(frame.people)
+        if sig == self._detections:
+            return False
+        self.logger.set_frame(frame.frame_index)
+        self.logger.log_detections(frame.people)
+        self._detections = sig
+        return True
+
+    def log_bodies(self, frame: FrameResult) -> None:
+        self.logger.set_frame(frame.frame_index)
+        self.logger.log_bodies(frame.people)
+
+    def forget_image(self) -> None:
+        """A new photo: the next run logs image and masks again."""
+        self._image_key = self._camera = self._detections = None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing must never fail the cleanup
+            self.rec.disconnect()
+
+
+@dataclass
+class UISession:
+    """Everything one browser session keeps between events."""
+
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Gradio's session hash (or a random id in tests); also the Rerun recording id."""
+    image: LoadedImage | None = None
+    """The current photo, decoded and upright."""
+    image_name: str = ""
+    """File name shown to the user."""
+    image_key: str = ""
+    """Content hash of the photo (the pipeline's cache key)."""
+    display_rgb_hw3: np.ndarray | None = None
+    """The downscaled copy shown in the click canvas."""
+    display_scale: float = 1.0
+    """Display pixels per image pixel (clicks arrive in display pixels)."""
+    history: PromptHistory = field(default_factory=PromptHistory)
+    image_session: ImageSession = field(default_factory=ImageSession)
+    """Detections and fits cached by the pipeline for this photo (warm start of prompt edits)."""
+    config_key: tuple[str, ...] | None = None
+    """Backends the cached work was computed with (changing them drops the cache)."""
+    runs: int = 0
+    """How many runs finished on the current photo (a click after the first one re-runs)."""
+    last_frame: FrameResult | None = None
+    ran_history: PromptHistory | None = None
+    """The prompts of the last run started on this photo (a click that changes nothing is not re-run)."""
+    downloads_run: int = -1
+    """Value of `runs` when the downloads were last written."""
+    _tmp_dir: Path | None = None
+    _recording: SessionRecording | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    closed: bool = False
+
+    @property
+    def tmp_dir(self) -> Path:
+        """This session's own temporary folder (created on first use, removed by cleanup)."""
+        with self._lock:
+            if self._tmp_dir is None:
+                self._tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+            return self._tmp_dir
+
+    @property
+    def recording(self) -> SessionRecording:
+        """This session's Rerun recording (created on first use)."""
+        with self._lock:
+            if self._recording is None:
+                self._recording = SessionRecording(self.session_id)
+            return self._recording
+
+    def set_image(self, image: LoadedImage, name: str, display_rgb_hw3: np.ndarray, scale: float) -> None:
+        """A new photo: prompts, cached detections and fits are dropped."""
+        self.image, self.image_name, self.image_key = image, name, image_key(image.rgb_hw3)
+        self.display_rgb_hw3, self.display_scale = display_rgb_hw3, scale
+        self.history = PromptHistory()
+        self.image_session = ImageSession()
+        self.runs = 0
+        self.last_frame = None
+        self.ran_history = None
+        self.downloads_run = -1
+        if self._recording is not None:
+            self._recording.forget_image()
+
+    def cleanup(self) -> None:
+        """Close the recording and delete the temporary folder; safe to call twice."""
+        with self._lock:
+            self.closed = True
+            if self._recording is not None:
+                self._recording.close()
+                self._recording = None
+            if self._tmp_dir is not None:
+                shutil.rmtree(self._tmp_dir, ignore_errors=True)
+                self._tmp_dir = None
+        self.image_session = ImageSession()
+        self.last_frame = None
+
+
+class SessionRegistry:
+    """Gradio session id -> UISession, so that closing a tab can clean up its session."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, UISession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str | None) -> UISession:
+        """The session for this id (created on first use; a random id when Gradio gives none)."""
+        key = session_id or uuid.uuid4().hex
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None or session.closed:
+                session = self._sessions[key] = UISession(session_id=key)
+            return session
+
+    def close(self, session_id: str | None) -> bool:
+        """Clean up and forget one session; False when it was unknown."""
+        if session_id is None:
+            return False
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.cleanup()
+        return True
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.cleanup()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
