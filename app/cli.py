@@ -10,6 +10,7 @@ Coordinates are pixels of the upright photo (EXIF rotation applied), origin at t
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -91,11 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.lru_cache(maxsize=1)
+def _pipeline():  # noqa: ANN202 - pipelines.modes.image.ImagePipeline, created on first use
+    from pipelines.modes.image import ImagePipeline
+
+    return ImagePipeline()
+
+
 def run_image(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipelines.io.image_io import load_image
-    from pipelines.modes.image import ImagePipeline
     from viz.outputs import write_outputs
 
     prompts = Prompts(
@@ -105,28 +112,30 @@ def run_image(args: argparse.Namespace) -> int:
     )
     if len(prompts.keypoints) != len(args.keypoint):
         raise BadPromptError("the same joint was given twice with --keypoint")
-    bar = tqdm(total=100, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr)
+    t0 = time.perf_counter()
+    image = load_image(args.photo)  # bad files fail here, before any progress bar
+    t_load = time.perf_counter() - t0
+    bar = tqdm(total=100, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
 
     def progress(frac: float, msg: str) -> None:
         bar.set_description(msg)
         bar.update(int(frac * 90) - bar.n)
 
-    t0 = time.perf_counter()
-    progress(0.0, "loading models")
-    pipeline = ImagePipeline()
-    image = load_image(args.photo)
-    t_load = time.perf_counter() - t0
-    result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
-    result.timings_s["load"] = t_load
-    progress(0.92, "writing outputs")
-    t = time.perf_counter()
-    for person in result.people:
-        if person.body is not None:
-            pipeline.hmr.add_native_pose(person.body)
-    write_outputs(args.out, result, image_path=args.photo, write_rrd=not args.no_rrd)
-    result.timings_s["write"] = time.perf_counter() - t
-    bar.update(100 - bar.n)
-    bar.close()
+    try:
+        progress(0.0, "loading models")
+        pipeline = _pipeline()
+        result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
+        result.timings_s["load"] = t_load
+        progress(0.92, "writing outputs")
+        t = time.perf_counter()
+        for person in result.people:
+            if person.body is not None:
+                pipeline.hmr.add_native_pose(person.body)
+        write_outputs(args.out, result, image_path=args.photo, write_rrd=not args.no_rrd)
+        result.timings_s["write"] = time.perf_counter() - t
+        bar.update(100 - bar.n)
+    finally:
+        bar.close()
     fitted = [p for p in result.people if p.body is not None]
     print(f"{len(result.people)} person(s) found, {len(fitted)} fitted; camera focal {result.camera.focal_px:.0f} px "
           f"({result.camera.source}); wrote {args.out}")  # fmt: skip

@@ -107,7 +107,9 @@ def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, wri
         person_files[person.id] = files
 
     overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
-    if not cv2.imwrite(str(tmp / "overlay.png"), cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(
+        str(tmp / "overlay.png"), cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ):
         raise OSError(f"could not write {tmp / 'overlay.png'}")
     names.append("overlay.png")
     if write_rrd:

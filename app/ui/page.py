@@ -142,65 +142,85 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         with gr.Tabs(), gr.Tab("Image"), gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
                 with gr.Row():
-                    upload_file = gr.File(label="Photo", file_count="single", type="filepath",
-                                              height=120, elem_id="upload", scale=1)  # fmt: skip
+                    upload_file = gr.File(
+                        label="Photo", file_count="single", type="filepath", height=120, elem_id="upload"
+                    )
                     examples = gr.Gallery(
-                            value=[(str(H.EXAMPLES_DIR / n), n) for n in H.EXAMPLE_NAMES],
-                            label="Examples (click one)", columns=3, height=120, allow_preview=False,
-                            interactive=False, elem_id="examples", scale=1,
-                        )  # fmt: skip
-                canvas = gr.Image(label="Click to add prompts", interactive=False, format="jpeg",
-                                      height=520, elem_id="canvas", buttons=[])  # fmt: skip
+                        value=[(str(H.EXAMPLES_DIR / n), n) for n in H.EXAMPLE_NAMES],
+                        label="Examples (click one)",
+                        columns=3,
+                        height=120,
+                        allow_preview=False,
+                        interactive=False,
+                        elem_id="examples",
+                    )
+                canvas = gr.Image(
+                    label="Click to add prompts",
+                    interactive=False,
+                    format="jpeg",
+                    height=520,
+                    elem_id="canvas",
+                    buttons=[],
+                )
                 mode = gr.Radio(MODE_CHOICES, value="positive", label="Click adds", elem_id="mode")
-                joint = gr.Dropdown(PROMPTABLE_NAMES, value=None, label="Joint", visible=False,
-                                        elem_id="joint")  # fmt: skip
+                joint = gr.Dropdown(PROMPTABLE_NAMES, value=None, label="Joint", visible=False, elem_id="joint")
                 with gr.Row():
                     undo_btn = gr.Button("Undo", elem_id="undo")
                     clear_btn = gr.Button("Clear prompts", elem_id="clear")
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                 auto = gr.Checkbox(True, label="Update automatically (on upload and after each click)")
                 with gr.Accordion("Camera and models", open=False):
-                    fov = gr.Number(None, label="Horizontal field of view (degrees)", minimum=0,
-                                        maximum=H.FOV_RANGE_DEG[1],
-                                        info="Empty: from the photo's EXIF, else estimated with the body.")  # fmt: skip
+                    fov = gr.Number(
+                        None,
+                        label="Horizontal field of view (degrees)",
+                        minimum=0,
+                        maximum=H.FOV_RANGE_DEG[1],
+                        info="Empty: from the photo's EXIF, else estimated with the body.",
+                    )
                     selectors = []
                     for stage in H.CONFIG_STAGES:
                         names, _ = choices[stage]
-                        selector = gr.Dropdown(names, value=names[0] if names else None,
-                                                   label=STAGE_LABELS[stage], interactive=len(names) > 1)  # fmt: skip
-                        selectors.append(selector)
+                        selectors.append(
+                            gr.Dropdown(
+                                names,
+                                value=names[0] if names else None,
+                                label=STAGE_LABELS[stage],
+                                interactive=len(names) > 1,
+                            )
+                        )
                     gr.Markdown(H.unavailable_note(choices))
             with gr.Column(scale=3, min_width=480):
                 viewer = Rerun(streaming=True, height=720, label="3D viewer", elem_id="viewer")
                 status = gr.Markdown("Upload a photo or pick an example.", elem_id="status")
-                files = gr.File(label="Downloads: mesh (GLB, OBJ), parameters (NPZ), result.json, "
-                                          "recording (.rrd)", file_count="multiple", interactive=False,
-                                    elem_id="downloads")  # fmt: skip
+                files = gr.File(
+                    label="Downloads: meshes (GLB, OBJ), parameters (NPZ), result.json, recording (.rrd)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
 
         # --------------------------------------------------------------------------------- wiring
         light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
         heavy: dict[str, Any] = {"concurrency_id": "pipeline", "concurrency_limit": 1}
-        files_kw: dict[str, Any] = {"concurrency_id": "downloads", "concurrency_limit": 2,
-                                    "show_progress": "hidden"}  # fmt: skip
-        run_inputs = [state, fov, *selectors]
-        auto_inputs = [state, auto, fov, *selectors]
+        files_kw: dict[str, Any] = {"concurrency_id": "downloads", "concurrency_limit": 2, "show_progress": "hidden"}
+        run_inputs = [state, auto, fov, *selectors]
+        run_outputs = [viewer, status]
         photo_out = [state, canvas, status]
 
-        for event in (
-            upload_file.upload(upload, [state, upload_file], photo_out, **light),
-            examples.select(example, [state], photo_out, **light),
-        ):
-            event.success(auto_after_upload, auto_inputs, [viewer, status], **heavy).success(
+        def then_run(event: Any, when: str, **kw: Any) -> None:
+            event.success(make_run(when), run_inputs, run_outputs, **heavy, **kw).success(
                 downloads, [state], [files], **files_kw
             )
-        canvas.select(click, [state, mode, joint], photo_out, trigger_mode="multiple", **light).success(
-            auto_after_click, auto_inputs, [viewer, status], trigger_mode="multiple", **heavy
-        ).success(downloads, [state], [files], **files_kw)
-        for btn, fn in ((undo_btn, undo), (clear_btn, clear)):
-            btn.click(fn, [state], photo_out, **light).success(
-                auto_after_click, auto_inputs, [viewer, status], **heavy
-            ).success(downloads, [state], [files], **files_kw)
-        run_btn.click(run, run_inputs, [viewer, status], **heavy).success(downloads, [state], [files], **files_kw)
+
+        then_run(upload_file.upload(upload, [state, upload_file], photo_out, **light), "upload")
+        then_run(examples.select(example, [state], photo_out, **light), "upload")
+        clicked = canvas.select(click, [state, mode, joint], photo_out, trigger_mode="multiple", **light)
+        then_run(clicked, "click", trigger_mode="multiple")
+        then_run(undo_btn.click(undo, [state], photo_out, **light), "click")
+        then_run(clear_btn.click(clear, [state], photo_out, **light), "click")
+        run_btn.click(make_run("always"), run_inputs, run_outputs, **heavy).success(
+            downloads, [state], [files], **files_kw
+        )
         mode.change(show_joint, [mode], [joint], **light)
         demo.unload(unload)
     return demo

@@ -147,7 +147,7 @@ class EmbeddedSegmenter:
     def __init__(
         self,
         max_people: int = 4,
-        min_detection_confidence: float = 0.5,
+        min_detection_confidence: float = 0.3,
         min_presence_confidence: float = 0.5,
         grabcut: GrabCutSettings | None = None,
     ) -> None:

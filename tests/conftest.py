@@ -1,0 +1,35 @@
+"""Shared fixtures: the real data in ../shared/data and one warm pipeline per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ.setdefault("ANNY_CACHE_DIR", str(Path.home() / ".cache" / "anny"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"the real test data is missing: expected {DATA}")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def lunge_path() -> Path:
+    return DATA / "images" / "lunge.jpg"
+
+
+@pytest.fixture(scope="session")
+def pipeline():  # noqa: ANN201 - pipelines.modes.image.ImagePipeline
+    from pipelines.modes.image import ImagePipeline
+
+    pipe = ImagePipeline()
+    pipe.warmup()
+    return pipe

@@ -1,0 +1,202 @@
+"""Body model and fitting: exactness of the fast kinematics, recovery of a known pose, real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.body.anny_model import AnnyBody
+from pipelines.body.anny_points import output_joints
+from pipelines.hmr.fit import FitOptions, FitTargets
+from pipelines.hmr.init import ANNY_TO_CAM_FACING_33
+from pipelines.hmr.kinematics import forward, rotvec_to_matrix
+from pipelines.hmr.solver import BodyFitter
+from pipelines.io.image_io import load_image
+from pipelines.keypoints.names import BLAZEPOSE_NAMES, COCO17_NAMES
+from pipelines.types import Prompts
+
+FIT_NAMES = [n for n in BLAZEPOSE_NAMES if not any(s in n for s in ("mouth", "inner", "outer"))]
+
+
+@pytest.fixture(scope="module")
+def fitter() -> BodyFitter:
+    return BodyFitter(AnnyBody())
+
+
+def _pose(body: AnnyBody, rotations: dict[str, list[float]], root_turn: float) -> np.ndarray:
+    local = np.tile(np.eye(3), (len(body.bone_labels), 1, 1))
+    for name, r in rotations.items():
+        local[body.bone_labels.index(name)] = rotvec_to_matrix(np.array([r]))[0]
+    local[0] = rotvec_to_matrix(np.array([[0.0, root_turn, 0.0]]))[0] @ ANNY_TO_CAM_FACING_33
+    return local
+
+
+def test_fast_skinning_and_points_match_anny(fitter: BodyFitter) -> None:
+    """Our numpy kinematics give Anny's own vertices, and the skin points equal regressed vertices."""
+    body = fitter.body
+    rng = np.random.default_rng(0)
+    local = rotvec_to_matrix(rng.normal(0, 0.3, (len(body.bone_labels), 3)))
+    pheno = np.array([0.2, 0.5, 0.7, 0.4, 0.8, 0.3])
+    rest = body.rest_state(pheno)
+    root = np.array([0.1, -0.2, 2.5])
+    G, o = forward(fitter.skel, rest.heads_j3, local, root)
+    verts_anny = body.posed_vertices(rest, G, root)
+    verts_np = body.skin(rest.coeffs_n, rest.heads_j3, G, o)
+    assert verts_np.shape == (13718, 3)
+    assert np.abs(verts_anny - verts_np).max() < 1e-6
+    pm = fitter.point_model(("left_wrist", "right_knee", "left_hand_index_finger_tip"))
+    x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
+    names, joints = output_joints(body, verts_np)
+    assert np.abs(x[0] - joints[names.index("left_wrist")]).max() < 1e-9
+    assert np.abs(x[1] - joints[names.index("right_knee")]).max() < 1e-9
+
+
+def test_rotation_jacobian_matches_finite_differences(fitter: BodyFitter) -> None:
+    body = fitter.body
+    rest = body.rest_heads(body.default_pheno())
+    local = rotvec_to_matrix(np.random.default_rng(1).normal(0, 0.2, (len(body.bone_labels), 3)))
+    root = np.array([0.0, 0.0, 3.0])
+    pm = fitter.point_model(tuple(FIT_NAMES))
+    offs = pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
+    G, o = forward(fitter.skel, rest.heads_j3, local, root)
+    x, contrib = pm.evaluate(offs, G, o)
+    active = np.array([0, body.bone_labels.index("upperarm01.L"), body.bone_labels.index("lowerleg01.R")])
+    J = pm.rotation_jacobian(contrib, o, fitter.skel.subtree_matrix(active), active)
+    eps = 1e-6
+    for a, bone in enumerate(active):
+        for c in range(3):
+            step = np.zeros((1, 3))
+            step[0, c] = eps
+            moved = local.copy()
+            if bone == 0:
+                moved[0] = rotvec_to_matrix(step)[0] @ local[0]
+            else:
+                Gp = G[fitter.skel.parents[bone]]
+                moved[bone] = Gp.T @ rotvec_to_matrix(step)[0] @ Gp @ local[bone]
+            G2, o2 = forward(fitter.skel, rest.heads_j3, moved, root)
+            x2, _ = pm.evaluate(offs, G2, o2)
+            assert np.abs((x2 - x) / eps - J[:, :, a, c]).max() < 1e-4
+
+
+def test_fit_recovers_a_known_pose_shape_and_distance(fitter: BodyFitter) -> None:
+    """Keypoints rendered from a known body (1080x1920, f = 1400 px) are fitted back to mm accuracy."""
+    body = fitter.body
+    local_true = _pose(body, {
+        "upperarm01.L": [0.3, 0.2, -0.6], "upperarm01.R": [0.2, -0.3, 0.7], "lowerarm01.L": [-0.9, 0, 0],
+        "lowerarm01.R": [-0.6, 0, 0], "upperleg01.L": [-0.5, 0.1, 0.0], "lowerleg01.L": [0.8, 0, 0],
+        "spine03": [0.1, 0.05, 0.1], "neck01": [0.1, 0, 0.2]}, root_turn=0.4)  # fmt: skip
+    pheno_true = np.array([0.3, 0.5, 0.6, 0.45, 0.7, 0.5])
+    rest = body.rest_heads(pheno_true)
+    root_true = np.array([0.1, 0.2, 3.5])
+    G, o = forward(fitter.skel, rest.heads_j3, local_true, root_true)
+    pm = fitter.point_model(tuple(FIT_NAMES))
+    x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
+    K = np.array([[1400.0, 0, 540], [0, 1400.0, 960], [0, 0, 1]])
+    uv = x[:, :2] / x[:, 2:] * 1400.0 + K[:2, 2]
+    hips = [FIT_NAMES.index("left_hip"), FIT_NAMES.index("right_hip")]
+    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x - x[hips].mean(0))
+    report = fitter.fit(targets, K, FitOptions())
+    assert np.nanmean(report.err_px_k) < 0.5
+    assert np.nanmax(report.err_px_k) < 2.0
+    v_true = body.skin(rest.coeffs_n, rest.heads_j3, G, o)
+    v_fit = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3)
+    _, j_true = output_joints(body, v_true)
+    _, j_fit = output_joints(body, v_fit)
+    assert np.linalg.norm(j_true - j_fit, axis=1).mean() < 0.015  # metres
+    assert np.linalg.norm(report.state.root_pos_3 - root_true) < 0.03
+    height_true = np.ptp(body.rest_vertices(rest.coeffs_n)[:, 2])
+    assert abs(np.ptp(body.rest_vertices(report.rest.coeffs_n)[:, 2]) - height_true) < 0.03
+
+
+def test_lunge_photo_gives_a_plausible_metric_body(pipeline, lunge_path) -> None:  # noqa: ANN001
+    result = pipeline.run(load_image(lunge_path))
+    assert len(result.people) == 1
+    assert result.camera.source == "estimated"
+    body = result.people[0].body
+    assert body is not None
+    assert body.verts_cam_v3.shape == (13718, 3)
+    assert 1.4 <= body.height_m <= 2.1
+    assert body.reprojection_px_mean <= 3.5
+    assert body.reprojection_px_max <= 25.0
+    joints = dict(zip(body.joints3d_cam.names, body.joints3d_cam.xyz_k3, strict=True))
+    assert set(COCO17_NAMES) <= set(joints)
+    assert 1.5 < joints["left_hip"][2] < 6.0  # metres in front of the camera
+    # OpenCV frame: y down, so the ankles are below (larger y than) the hips, the head above them.
+    assert joints["left_ankle"][1] > joints["left_hip"][1] > joints["nose"][1]
+    # The mesh projects onto the person: most projected vertices fall inside the person's mask.
+    K = result.camera.K_33
+    uv = body.verts_cam_v3[:, :2] / body.verts_cam_v3[:, 2:] * K[0, 0] + K[:2, 2]
+    mask = result.people[0].detection.mask_hw
+    rows = np.clip(uv[:, 1].astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip(uv[:, 0].astype(int), 0, mask.shape[1] - 1)
+    inside = mask[rows, cols]
+    assert (inside > 0.5).mean() > 0.8
+
+
+def test_keypoint_prompt_pins_the_joint(pipeline, lunge_path) -> None:  # noqa: ANN001
+    image = load_image(lunge_path)
+    first = pipeline.run(image)
+    kp = first.people[0].detection.keypoints2d
+    wrist = kp.xy_k2[kp.names.index("left_knee")]
+    target = (float(wrist[0] + 30), float(wrist[1] - 20))
+    result = pipeline.run(image, prompts=Prompts(keypoints={"left_knee": target}))
+    body = result.people[0].body
+    assert body.per_keypoint_px["left_knee"] < 3.0
+    # ... and the knee moved toward the prompt in 3D as well, not only the error bookkeeping.
+    j = dict(zip(body.joints3d_cam.names, body.joints3d_cam.xyz_k3, strict=True))["left_knee"]
+    K = result.camera.K_33
+    uv = j[:2] / j[2] * K[0, 0] + K[:2, 2]
+    assert np.hypot(uv[0] - target[0], uv[1] - target[1]) < 15.0
+
+
+def test_focal_length_sources(pipeline, lunge_path) -> None:  # noqa: ANN001
+    image = load_image(lunge_path)
+    near = pipeline.run(image, focal_px=800.0)
+    far = pipeline.run(image, focal_px=1600.0)
+    assert near.camera.source == "user" and near.camera.focal_px == 800.0
+    z_near = near.people[0].body.joints3d_cam.xyz_k3[:, 2].mean()
+    z_far = far.people[0].body.joints3d_cam.xyz_k3[:, 2].mean()
+    # Same image, twice the focal length: the same-sized person must stand about twice as far.
+    assert 1.6 < z_far / z_near < 2.4
+
+
+def test_prompt_edit_reuses_detections_and_warm_starts(pipeline, lunge_path) -> None:  # noqa: ANN001
+    from pipelines.modes.image import ImageSession
+
+    image = load_image(lunge_path)
+    session = ImageSession()
+    first = pipeline.run(image, session=session)
+    assert "detect" in first.timings_s
+    kp = first.people[0].detection.keypoints2d
+    knee = kp.xy_k2[kp.names.index("right_knee")]
+    second = pipeline.run(image, prompts=Prompts(keypoints={"right_knee": (float(knee[0]) + 10, float(knee[1]))}),
+                          session=session)  # fmt: skip
+    assert "detect" not in second.timings_s
+    assert second.camera.focal_px == pytest.approx(first.camera.focal_px)
+    assert second.people[0].body.per_keypoint_px["right_knee"] < 3.0
+
+
+def test_no_person_gives_zero_people_and_a_warning(pipeline) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    noise = (rng.random((480, 640, 3)) * 40 + 100).astype(np.uint8)
+    result = pipeline.run_array(noise)
+    assert result.people == []
+    assert any("No person" in w for w in result.warnings)
+
+
+def test_two_people_each_get_a_body(pipeline, lunge_path, data_dir) -> None:  # noqa: ANN001
+    import cv2
+
+    from pipelines.multiview.video import read_frames
+
+    a = load_image(lunge_path).rgb_hw3
+    _, b = next(read_frames(data_dir / "multiview" / "pose2sim_single" / "cam04.mp4", [0]))
+    b = cv2.resize(b, (round(b.shape[1] * a.shape[0] / b.shape[0]), a.shape[0]))
+    both = np.ascontiguousarray(np.hstack([a, b]))
+    result = pipeline.run_array(both)
+    fitted = [p for p in result.people if p.body is not None]
+    assert len(fitted) >= 2
+    centres = sorted(float(p.detection.bbox_xyxy[[0, 2]].mean()) for p in fitted)
+    assert centres[0] < a.shape[1] < centres[-1]
+    for p in fitted:
+        assert 1.4 <= p.body.height_m <= 2.1
