@@ -144,12 +144,13 @@ def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
     pair_point = np.concatenate([[order[vertex_names[k]] for k in vert_set.pair_point], [order[n] for n in head_names],
                                  [order[n] for n, _ in offsets]])  # fmt: skip
     n_off = len(offsets)
+    offset_a_o3 = np.array([o for _, o in offsets]).reshape(-1, 3)
     return PointSet(
         names=list(names),
         pair_point=pair_point.astype(np.int64),
         pair_bone=np.concatenate([vert_set.pair_bone, bones, np.full(n_off, head_bone)]).astype(np.int64),
         pair_w=np.concatenate([vert_set.pair_w, np.ones(len(bones)), np.zeros(n_off)]),
-        pair_a0_p3=np.concatenate([vert_set.pair_a0_p3, heads0[bones], np.array([o for _, o in offsets]).reshape(-1, 3)]),
+        pair_a0_p3=np.concatenate([vert_set.pair_a0_p3, heads0[bones], offset_a_o3]),
         pair_da_np3=np.concatenate([vert_set.pair_da_np3, dheads[:, bones], np.zeros((dheads.shape[0], n_off, 3))],
                                    axis=1),
     )
