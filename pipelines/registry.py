@@ -22,6 +22,14 @@ _BACKEND_MODULES: dict[str, dict[str, str]] = {
     "body": {"anny": "pipelines.body.anny_model"},
     "depth": {},
 }
+# Backends that are designed for but not shipped yet: shown in selectors with the reason.
+_PLANNED: dict[str, dict[str, str]] = {
+    "segmentation": {"hub": "SAM2 (hub backend): not available yet in this release"},
+    "camera": {"hub": "MoGe-2 field of view (hub backend): not available yet in this release"},
+    "hmr": {"hub": "SAM 3D Body (hub backend, gated): not available yet in this release"},
+    "body": {"smplx": "SMPL-X (needs your own model files): not available yet in this release"},
+    "depth": {"hub": "MoGe-2 metric depth (hub backend): not available yet in this release"},
+}
 _FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
@@ -48,7 +56,7 @@ def backend_names(stage: str) -> list[str]:
 
 
 def availability(stage: str) -> dict[str, str | None]:
-    """Backend name -> None when it can be used here, else the reason in plain words."""
+    """Backend name -> None when it can be used here, else the reason in plain words (planned ones too)."""
     out: dict[str, str | None] = {}
     for name in backend_names(stage):
         try:
@@ -56,6 +64,8 @@ def availability(stage: str) -> dict[str, str | None]:
             out[name] = None
         except BackendUnavailable as err:
             out[name] = str(err)
+    for name, reason in _PLANNED.get(stage, {}).items():
+        out.setdefault(name, reason)
     return out
 
 
@@ -64,6 +74,8 @@ def _factory(stage: str, name: str) -> Callable[..., Any]:
         raise BackendUnavailable(f"unknown stage {stage!r}; stages: {', '.join(stages())}")
     if (stage, name) not in _FACTORIES:
         module = _BACKEND_MODULES[stage].get(name)
+        if module is None and name in _PLANNED.get(stage, {}):
+            raise BackendUnavailable(_PLANNED[stage][name])
         if module is None:
             known = ", ".join(backend_names(stage)) or "none"
             raise BackendUnavailable(f"no {stage} backend named {name!r}; available: {known}")

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,24 @@ def result_dict(
     }
 
 
+def _write_overlay(path: Path, frame: FrameResult) -> None:
+    overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
+    bgr = cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise OSError(f"could not write {path}")
+
+
 def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:
+    # The overlay (rasterising and PNG encoding release the GIL) is made in a worker thread while the
+    # meshes, the recording and the JSON are written here.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        overlay = pool.submit(_write_overlay, tmp / "overlay.png", frame)
+        names = _write_rest(tmp, frame, image_path, write_rrd)
+        overlay.result()
+    return [*names, "overlay.png"]
+
+
+def _write_rest(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:
     names: list[str] = []
     person_files: dict[int, dict[str, str]] = {}
     for person in frame.people:
@@ -106,12 +124,6 @@ def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, wri
         names += [files["params_file"], files["mesh_glb"], files["mesh_obj"]]
         person_files[person.id] = files
 
-    overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
-    if not cv2.imwrite(
-        str(tmp / "overlay.png"), cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ):
-        raise OSError(f"could not write {tmp / 'overlay.png'}")
-    names.append("overlay.png")
     if write_rrd:
         save_rrd(frame, tmp / "result.rrd")
         names.append("result.rrd")

@@ -8,7 +8,7 @@ camera frame). The first build of the model writes ~790 MB into ANNY_CACHE_DIR (
 
 from __future__ import annotations
 
-import os
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -83,7 +83,12 @@ class AnnyBody:
                         import anny
                     except ImportError as err:
                         raise BackendUnavailable(f"the Anny body model needs the 'anny' package: {err}") from err
-                    os.environ.setdefault("ANNY_CACHE_DIR", os.path.expanduser("~/.cache/anny"))
+                    from anny.paths import get_anny_cache_path
+
+                    cache = get_anny_cache_path()
+                    if not cache.is_dir() or not any(cache.iterdir()):
+                        print(f"Building the Anny body model cache in {cache} (first run only: about a minute "
+                              "and 790 MB; set ANNY_CACHE_DIR to put it elsewhere)...", file=sys.stderr, flush=True)
                     self._model = anny.Anny(skinning_method="lbs")
         return self._model
 
