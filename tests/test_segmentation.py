@@ -262,3 +262,16 @@ def test_bad_prompts_raise_plain_errors(
 ) -> None:
     with pytest.raises(BadPromptError, match=message.replace("(", r"\(").replace(")", r"\)")):
         segmenter.apply_prompts(lunge_rgb, lunge_people, prompts)
+
+
+def test_the_same_person_found_twice_is_reported_once(segmenter, lunge_rgb) -> None:  # noqa: ANN001
+    """A padded landscape frame made MediaPipe return one man three times: duplicates are suppressed."""
+    import cv2
+
+    h = 1080
+    small = cv2.resize(lunge_rgb, (round(lunge_rgb.shape[1] * h / lunge_rgb.shape[0]), h))
+    frame = np.full((h, 1920, 3), 127, dtype=np.uint8)
+    x0 = (1920 - small.shape[1]) // 2
+    frame[:, x0 : x0 + small.shape[1]] = small
+    people = segmenter.detect(frame)
+    assert len(people) == 1

@@ -9,7 +9,15 @@ def default_blueprint(camera_path: str = "world/camera") -> rrb.Blueprint:
     """A 3D view of `world` (camera frustum, meshes, skeletons) and a 2D view of the camera image."""
     return rrb.Blueprint(
         rrb.Horizontal(
-            rrb.Spatial3DView(name="3D", origin="world"),
+            rrb.Spatial3DView(
+                name="3D",
+                origin="world",
+                # World = first camera (OpenCV: y down, z forward): start above and to the left of the
+                # camera, looking between it and where people usually stand (about 3 m ahead), the right way up, so the
+                # frustum, its image and the people in front of it are all in view.
+                eye_controls=rrb.EyeControls3D(position=(-3.2, -1.8, -0.6), look_target=(0.0, 0.3, 1.8),
+                                               eye_up=(0.0, -1.0, 0.0)),  # fmt: skip
+            ),
             rrb.Spatial2DView(name="Image", origin=f"{camera_path}/image"),
             column_shares=[3, 2],
         ),

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import rerun as rr
 
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.keypoints import names
 from pipelines.types import Camera, FrameResult, PersonResult
 from viz.blueprint import default_blueprint
@@ -108,6 +109,10 @@ def _to_world(world_T_cam_44: np.ndarray, pts_cam_n3: np.ndarray) -> np.ndarray:
     return (pts_cam_n3 @ world_T_cam_44[:3, :3].T + world_T_cam_44[:3, 3]).astype(np.float32)
 
 
+PRE_REGISTERED_PEOPLE = 16
+"""Person ids 0..15 have their annotation classes from the start."""
+
+
 class RerunLogger:
     """Streams one camera's frames into a recording, stage by stage or all at once."""
 
@@ -115,9 +120,12 @@ class RerunLogger:
         """`jpeg_quality` None logs raw pixels (exact, ~10x larger) instead of a JPEG."""
         self.rec = recording
         self.jpeg_quality = jpeg_quality
-        self.vocab_3d = JointVocabulary()
+        # Everything the contexts may need is registered up front: the viewer stops honouring the
+        # transparent background class when a static AnnotationContext is logged again mid-stream,
+        # so it is re-logged only for a person id or joint name beyond these (rare).
+        self.vocab_3d = JointVocabulary([*names.PROMPTABLE_NAMES, *OUTPUT_JOINT_NAMES])
         self._vocab_2d = JointVocabulary()
-        self._known_ids: set[int] = set()
+        self._known_ids: set[int] = set(range(PRE_REGISTERED_PEOPLE))
         self._det_ids: set[int] = set()
         self._body_ids: set[int] = set()
         self._world_T_cam_44 = np.eye(4)
@@ -163,7 +171,7 @@ class RerunLogger:
             image_from_camera=np.asarray(camera.K_33, dtype=np.float32),
             resolution=[camera.width, camera.height],
             camera_xyz=rr.ViewCoordinates.RDF,
-            image_plane_distance=1.0,
+            image_plane_distance=0.5,
         )
         self.rec.log(CAMERA_PATH, pinhole)
         if self.jpeg_quality is None:
@@ -211,6 +219,7 @@ class RerunLogger:
                     class_ids=np.full(int(ok_k.sum()), cls, dtype=np.uint16),
                     keypoint_ids=self._vocab_2d.ids(ok_names),
                     radii=-3.0,  # negative radius = screen pixels (ui points)
+                    show_labels=False,
                 ),
             )
             self.rec.log(f"{base}/keypoints", rr.AnyValues(confidence=conf_k[ok_k]))
@@ -248,6 +257,7 @@ class RerunLogger:
                     class_ids=np.full(len(xyz_k3), person.id + 1, dtype=np.uint16),
                     keypoint_ids=self.vocab_3d.ids(joints.names),
                     radii=0.015,
+                    show_labels=False,
                 ),
             )
 

@@ -59,8 +59,9 @@ class RunUpdate(NamedTuple):
 class Engine:
     """The shared pipelines, one per backend choice, used by one heavy job at a time."""
 
-    def __init__(self) -> None:
-        self._pipelines: dict[tuple[str, ...], ImagePipeline] = {}
+    def __init__(self, *pipelines: ImagePipeline) -> None:
+        """`pipelines`: already built pipelines to reuse (e.g. a warm one shared with tests)."""
+        self._pipelines: dict[tuple[str, ...], ImagePipeline] = {config_key(p.config): p for p in pipelines}
         self.lock = threading.Lock()
         """Held while a pipeline runs: the models are shared by every session."""
         self.warm = False
@@ -265,8 +266,9 @@ def _stage_status(stage: str, frame: FrameResult, elapsed_s: float) -> str:
 
 
 def _final_status(state: UISession, frame: FrameResult, elapsed_s: float) -> str:
-    n_body = sum(p.body is not None for p in frame.people)
-    head = f"**Done** in {1000 * elapsed_s:.0f} ms: {n_body} of {len(frame.people)} people with a body."
+    n_body, n = sum(p.body is not None for p in frame.people), len(frame.people)
+    found = "nobody found" if n == 0 else f"{n_body} of {n} {'person' if n == 1 else 'people'} with a body"
+    head = f"**Done** in {1000 * elapsed_s:.0f} ms: {found}."
     timings = " · ".join(f"{k} {1000 * v:.0f} ms" for k, v in frame.timings_s.items() if v >= 0.0005)
     parts = [head, _camera_line(frame), "\n".join(_people_lines(frame)), P.describe(state.history) + "."]
     if timings:
@@ -325,7 +327,10 @@ def on_run(
             events.put(("done", frame))
         except BaseException as err:  # noqa: BLE001 - handed to the generator, which re-raises
             events.put(("error", err))
+        finally:
+            state.run_finished()
 
+    state.run_started()  # the worker calls run_finished
     threading.Thread(target=work, name=f"run-{state.session_id[:8]}", daemon=True).start()
     while True:
         event = events.get()

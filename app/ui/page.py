@@ -8,6 +8,7 @@ cleaned up when the tab closes (demo.unload) or when Gradio expires the session 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,6 +34,8 @@ STAGE_LABELS = {
     "body": "Body model",
 }
 SESSION_STATE_TTL_S = 6 * 3600
+DOWNLOADS_DELAY_S = 0.6
+"""Quiet time after a run before its downloads are written (a quick next click goes first)."""
 PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 CSS = """
@@ -120,7 +123,14 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         return fn
 
     def downloads(state: UISession | None) -> Any:
-        files = H.on_downloads(state) if state is not None else None
+        """Write the downloads once the clicks pause: writing them competes with the next fit for the CPU."""
+        if state is None:
+            return gr.skip()
+        runs = state.runs
+        time.sleep(DOWNLOADS_DELAY_S)
+        if state.runs != runs or state.active_runs:
+            return gr.skip()  # a newer run is under way; its own chain writes them
+        files = H.on_downloads(state)
         return gr.skip() if files is None else files
 
     def show_joint(mode: str) -> Any:
@@ -142,8 +152,8 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         with gr.Tabs(), gr.Tab("Image"), gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
                 with gr.Row():
-                    upload_file = gr.File(
-                        label="Photo", file_count="single", type="filepath", height=120, elem_id="upload"
+                    upload_file = gr.UploadButton(
+                        "Upload a photo", file_count="single", type="filepath", elem_id="upload", scale=1
                     )
                     examples = gr.Gallery(
                         value=[(str(H.EXAMPLES_DIR / n), n) for n in H.EXAMPLE_NAMES],
@@ -153,6 +163,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
                         allow_preview=False,
                         interactive=False,
                         elem_id="examples",
+                        scale=2,
                     )
                 canvas = gr.Image(
                     label="Click to add prompts",

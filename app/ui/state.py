@@ -126,6 +126,8 @@ class UISession:
     """The prompts of the last run started on this photo (a click that changes nothing is not re-run)."""
     downloads_run: int = -1
     """Value of `runs` when the downloads were last written."""
+    active_runs: int = 0
+    """Pipeline runs of this session in progress (downloads wait for a quiet moment)."""
     _tmp_dir: Path | None = None
     _recording: SessionRecording | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -146,6 +148,14 @@ class UISession:
             if self._recording is None:
                 self._recording = SessionRecording(self.session_id)
             return self._recording
+
+    def run_started(self) -> None:
+        with self._lock:
+            self.active_runs += 1
+
+    def run_finished(self) -> None:
+        with self._lock:
+            self.active_runs -= 1
 
     def set_image(self, image: LoadedImage, name: str, display_rgb_hw3: np.ndarray, scale: float) -> None:
         """A new photo: prompts, cached detections and fits are dropped."""

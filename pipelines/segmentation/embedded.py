@@ -110,6 +110,31 @@ def _person_under_point(people: list[PersonDetection], x: float, y: float) -> in
     return best
 
 
+def box_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> float:
+    inter = max(0.0, min(a_xyxy[2], b_xyxy[2]) - max(a_xyxy[0], b_xyxy[0])) * max(
+        0.0, min(a_xyxy[3], b_xyxy[3]) - max(a_xyxy[1], b_xyxy[1])
+    )
+    area = (a_xyxy[2] - a_xyxy[0]) * (a_xyxy[3] - a_xyxy[1]) + (b_xyxy[2] - b_xyxy[0]) * (b_xyxy[3] - b_xyxy[1])
+    return float(inter / (area - inter)) if area - inter > 0 else 0.0
+
+
+def mask_iou(a_hw: np.ndarray, b_hw: np.ndarray, threshold: float = 0.5) -> float:
+    a, b = a_hw >= threshold, b_hw >= threshold
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def suppress_duplicates(people: list[PersonDetection], iou: float = 0.6) -> list[PersonDetection]:
+    """Drop detections of a person already found (people sorted best first): the same box region and
+    the same mask (IoU above `iou`). MediaPipe can return one person several times, the copies with
+    garbled landmarks; two real people who overlap have different masks and are both kept."""
+    kept: list[PersonDetection] = []
+    for p in people:
+        if not any(box_iou(p.bbox_xyxy, q.bbox_xyxy) >= iou and mask_iou(p.mask_hw, q.mask_hw) >= iou for q in kept):
+            kept.append(p)
+    return kept
+
+
 def _person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
     """The person whose box overlaps the prompt box most (IoU above `min_iou`)."""
     best, best_iou = None, min_iou
@@ -199,7 +224,7 @@ class EmbeddedSegmenter:
                 mask_hw = np.zeros((h, w), dtype=np.float32)
             people.append(self._person(landmarks, world, np.clip(mask_hw, 0.0, 1.0), w, h))
         people.sort(key=lambda p: -p.score)
-        return people
+        return suppress_duplicates(people)
 
     @staticmethod
     def _person(landmarks: Any, world: Any, mask_hw: np.ndarray, w: int, h: int) -> PersonDetection:
