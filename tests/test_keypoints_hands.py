@@ -135,3 +135,22 @@ def test_assignment_is_geometric_one_to_one_and_gated() -> None:
     second = _cand(122, 112)
     out = assign_hands([near, second], slots)
     assert out[0] is near and out[2] is second
+
+
+def test_a_hand_that_disagrees_with_the_body_is_rejected() -> None:
+    """A hand whose index knuckle is far (in hand lengths) from BlazePose's index point is not used."""
+    from pipelines.keypoints.embedded import agrees_with_body
+    from pipelines.keypoints.names import BLAZEPOSE_NAMES
+    from pipelines.types import Keypoints2D
+
+    xy_h2 = np.zeros((21, 2))
+    xy_h2[0] = (100, 100)  # wrist
+    xy_h2[9] = (100, 140)  # middle knuckle: hand length 40 px
+    xy_h2[5] = (90, 138)  # index knuckle
+    body_xy = np.zeros((len(BLAZEPOSE_NAMES), 2))
+    conf = np.ones(len(BLAZEPOSE_NAMES))
+    body_xy[BLAZEPOSE_NAMES.index("left_index")] = (92, 140)
+    body = Keypoints2D(list(BLAZEPOSE_NAMES), body_xy, conf)
+    assert agrees_with_body(xy_h2, body, "left")
+    body_xy[BLAZEPOSE_NAMES.index("left_index")] = (92, 190)  # 52 px away: 1.3 hand lengths (> 0.9)
+    assert not agrees_with_body(xy_h2, Keypoints2D(list(BLAZEPOSE_NAMES), body_xy, conf), "left")

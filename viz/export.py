@@ -61,19 +61,18 @@ def export_mesh_glb(
 def export_mesh_obj(
     path: str | Path, verts_v3: np.ndarray, faces_f3: np.ndarray, color_rgb: Sequence[int] = (200, 200, 200)
 ) -> Path:
-    """Write a Wavefront OBJ (with vertex colours) in the same y-up axes as the GLB export."""
+    """Write a Wavefront OBJ (vertex colours, no normals) in the same y-up axes as the GLB export."""
     path = Path(path)
     mesh = _gltf_mesh(verts_v3, faces_f3, color_rgb)
     v = np.asarray(mesh.vertices, dtype=np.float64)
-    n = np.asarray(mesh.vertex_normals, dtype=np.float64)
     rgb = np.broadcast_to(np.asarray(color_rgb, dtype=np.float64)[:3] / 255.0, v.shape)
     f1 = np.asarray(mesh.faces, dtype=np.int64) + 1
-    # One %-format call per block: ~10x faster than trimesh's exporter for a 13k-vertex body.
+    # One %-format call per block: ~10x faster than trimesh's exporter for a 13k-vertex body. No
+    # normals: loaders compute smooth ones from the shared vertices (the GLB carries them).
     parts = [
         "# hmr-playground mesh: metres; axes x right, y up, z towards the viewer (camera at origin)\n",
         ("v %.6f %.6f %.6f %.4f %.4f %.4f\n" * len(v)) % tuple(np.hstack([v, rgb]).ravel()),
-        ("vn %.5f %.5f %.5f\n" * len(n)) % tuple(n.ravel()),
-        ("f %d//%d %d//%d %d//%d\n" * len(f1)) % tuple(np.repeat(f1, 2, axis=1).ravel()),
+        ("f %d %d %d\n" * len(f1)) % tuple(f1.ravel()),
     ]
     path.write_text("".join(parts))
     return path

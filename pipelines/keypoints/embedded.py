@@ -92,6 +92,19 @@ def _dedupe(candidates: list[HandCandidate]) -> list[HandCandidate]:
     return kept
 
 
+def agrees_with_body(xy_h2: np.ndarray, body_kp: Keypoints2D, side: str, max_ratio: float = 0.9) -> bool:
+    """Whether a found hand agrees with the body's own coarse hand point: its index knuckle must lie
+    within `max_ratio` hand lengths (wrist to middle knuckle) of BlazePose's index point, when that
+    point is confident. Blurred hands can give a hand-shaped but misplaced set of landmarks (on the
+    4-camera set, agreeing hands sit at 0.15-0.8 hand lengths, a misplaced one at 1.06)."""
+    name = f"{side}_index"
+    if name not in body_kp.names or body_kp.conf_k[body_kp.names.index(name)] < 0.5:
+        return True
+    hand_len = float(np.linalg.norm(xy_h2[9] - xy_h2[0]))  # wrist -> middle_finger_mcp
+    gap = float(np.linalg.norm(xy_h2[5] - body_kp.xy_k2[body_kp.names.index(name)]))  # index_finger_mcp
+    return gap <= max_ratio * max(hand_len, 1.0)
+
+
 def assign_hands(candidates: list[HandCandidate], slots: list[HandSlot]) -> dict[int, HandCandidate]:
     """Slot index -> hand: nearest (BlazePose wrist, hand wrist) pairs first, each used once."""
     pairs = []
@@ -174,7 +187,7 @@ class EmbeddedHandKeypoints:
             xy_parts, conf_parts = [kp.xy_k2[keep_k]], [kp.conf_k[keep_k]]
             for side in _SIDES:
                 hand = hands.get((pi, side))
-                if hand is not None:
+                if hand is not None and agrees_with_body(hand.xy_h2, kp, side):
                     names += hand_names(side)
                     xy_parts.append(hand.xy_h2)
                     conf_parts.append(hand.conf_h)
