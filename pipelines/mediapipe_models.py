@@ -17,7 +17,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,28 @@ def create_hand_landmarker(
         return vision.HandLandmarker.create_from_options(options)
     except RuntimeError as err:
         raise BackendUnavailable(f"mediapipe could not load the hand model: {err}") from err
+
+
+class LazyTask:
+    """A MediaPipe task created on first use, guarded by a lock (a task is not safe to call from two
+    threads at once), and freed by close() (a later call creates it again)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._task: Any = None
+        self.lock = threading.Lock()
+
+    def get(self) -> Any:
+        """The task; call with `lock` held."""
+        if self._task is None:
+            self._task = self._factory()
+        return self._task
+
+    def close(self) -> None:
+        with self.lock:
+            if self._task is not None:
+                self._task.close()
+                self._task = None
 
 
 def to_mp_image(image_rgb_hw3: np.ndarray) -> Any:

@@ -258,9 +258,9 @@ class AnnyBody:
         t_v3 = np.einsum("vk,vka->va", w_v9, t_j3[idx_v9])
         return np.einsum("vab,vb->va", A_v33, rest_v3) + t_v3
 
-    def posed_vertices(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
-        """Skinned vertices (V, 3) for bone world rotations G (relative to rest) and the root head's
-        position, in the frame G and root_pos are expressed in."""
+    def _forward_world_orient(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray):  # noqa: ANN202
+        """Anny's own forward pass for bone world rotations G (relative to rest) and the root head's
+        position ('world-orient' deltas: D = G R_rest); returns (output dict, model)."""
         import torch
 
         m = self.model
@@ -274,22 +274,17 @@ class AnnyBody:
                 torch.as_tensor(rest.pheno_p[None], dtype=m.dtype),
                 pose_parameterization="world-orient",
             )
+        return out, m
+
+    def posed_vertices(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
+        """Skinned vertices (V, 3) by Anny itself (torch), in the frame G and root_pos are expressed in."""
+        out, _ = self._forward_world_orient(rest, G_j33, root_pos_3)
         return out["vertices"][0].cpu().numpy()
 
     def native_pose(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
         """The same pose in Anny's default 'local-ref' parameterization, (J, 4, 4), for saving."""
         import torch
 
-        m = self.model
-        D = np.einsum("jab,jbc->jac", G_j33, rest.rot_j33)
-        delta = np.tile(np.eye(4), (len(D), 1, 1))
-        delta[:, :3, :3] = D
-        delta[0, :3, 3] = root_pos_3
+        out, m = self._forward_world_orient(rest, G_j33, root_pos_3)
         with torch.no_grad():
-            out = m(
-                torch.as_tensor(delta[None], dtype=m.dtype),
-                torch.as_tensor(rest.pheno_p[None], dtype=m.dtype),
-                pose_parameterization="world-orient",
-            )
-            local = m.get_pose_parameterization(out, "local-ref")
-        return local[0].cpu().numpy()
+            return m.get_pose_parameterization(out, "local-ref")[0].cpu().numpy()

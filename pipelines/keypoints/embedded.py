@@ -15,14 +15,12 @@ per-landmark visibility or presence for hands; a hand is only returned when its 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from pipelines.keypoints.names import ALL_HAND_NAMES, BLAZEPOSE_NAMES, hand_names
-from pipelines.mediapipe_models import as_rgb_uint8, check_model_files, create_hand_landmarker, to_mp_image
+from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_hand_landmarker, to_mp_image
 from pipelines.registry import register
 from pipelines.types import Keypoints2D, PersonDetection
 
@@ -130,30 +128,23 @@ class EmbeddedHandKeypoints:
         check_model_files()
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
-        self._landmarker: Any = None
-        self._lock = threading.Lock()  # a MediaPipe task is not safe to call from two threads at once
-
-    def _hand_landmarker(self) -> Any:
-        if self._landmarker is None:
-            self._landmarker = create_hand_landmarker(
+        self._task = LazyTask(
+            lambda: create_hand_landmarker(
                 num_hands=2,
                 min_detection_confidence=self.min_detection_confidence,
                 min_presence_confidence=self.min_presence_confidence,
             )
-        return self._landmarker
+        )
 
     def close(self) -> None:
         """Free the MediaPipe graph (a later call creates it again)."""
-        with self._lock:
-            if self._landmarker is not None:
-                self._landmarker.close()
-                self._landmarker = None
+        self._task.close()
 
     def _detect_in_crop(self, image: np.ndarray, crop_xyxy: tuple[int, int, int, int]) -> list[HandCandidate]:
         x0, y0, x1, y1 = crop_xyxy
         crop_w, crop_h = x1 - x0, y1 - y0
-        with self._lock:
-            result = self._hand_landmarker().detect(to_mp_image(image[y0:y1, x0:x1]))
+        with self._task.lock:
+            result = self._task.get().detect(to_mp_image(image[y0:y1, x0:x1]))
         found = []
         for landmarks, handedness in zip(result.hand_landmarks, result.handedness, strict=True):
             uv_h2 = np.array([[lm.x, lm.y] for lm in landmarks], dtype=np.float64)

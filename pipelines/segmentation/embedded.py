@@ -12,7 +12,6 @@ the camera: his nose has z = +0.29 m (beyond the hips), his heels z = -0.09 m (n
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from pipelines.errors import BadPromptError
 from pipelines.keypoints.names import BLAZEPOSE_NAMES, PROMPTABLE_NAMES
-from pipelines.mediapipe_models import as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
+from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
@@ -181,25 +180,18 @@ class EmbeddedSegmenter:
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
         self.grabcut = grabcut or GrabCutSettings()
-        self._landmarker: Any = None
-        self._lock = threading.Lock()  # a MediaPipe task is not safe to call from two threads at once
-
-    def _pose_landmarker(self) -> Any:
-        if self._landmarker is None:
-            self._landmarker = create_pose_landmarker(
+        self._task = LazyTask(
+            lambda: create_pose_landmarker(
                 num_poses=self.max_people,
                 min_detection_confidence=self.min_detection_confidence,
                 min_presence_confidence=self.min_presence_confidence,
                 segmentation=True,
             )
-        return self._landmarker
+        )
 
     def close(self) -> None:
         """Free the MediaPipe graph (a later call creates it again)."""
-        with self._lock:
-            if self._landmarker is not None:
-                self._landmarker.close()
-                self._landmarker = None
+        self._task.close()
 
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """All people in the image, best score first; [] when there is nobody."""
@@ -210,8 +202,8 @@ class EmbeddedSegmenter:
         if scale < 1.0:
             size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
             fed = cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
-        with self._lock:
-            result = self._pose_landmarker().detect(to_mp_image(fed))
+        with self._task.lock:
+            result = self._task.get().detect(to_mp_image(fed))
         masks = result.segmentation_masks or []
         people = []
         found = zip(result.pose_landmarks, result.pose_world_landmarks, strict=True)
