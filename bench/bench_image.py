@@ -47,7 +47,7 @@ def visible_errors(result, conf_min: float = 0.5) -> np.ndarray:  # noqa: ANN001
     return np.array([e for n, e in person.body.per_keypoint_px.items() if conf.get(n, 0) > conf_min])
 
 
-def speed_table(repeats: int) -> list[list[str]]:
+def speed_table(repeats: int, t_import: float) -> list[list[str]]:
     from pipelines.hmr.fit import FitOptions
     from pipelines.io.image_io import LoadedImage, load_image
     from pipelines.modes.image import ImagePipeline
@@ -64,7 +64,7 @@ def speed_table(repeats: int) -> list[list[str]]:
     t_first = time.perf_counter() - t0
     rows = []
     stage_times: dict[str, list[float]] = {}
-    totals, fits, errs = [], [], []
+    totals, errs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             t0 = time.perf_counter()
@@ -101,8 +101,7 @@ def speed_table(repeats: int) -> list[list[str]]:
             hmr.options = saved
             e.append(fit.body.reprojection_px_mean)
         rows.append([label, f"{statistics.median(times) * 1000:.0f} ms", f"{np.mean(e):.2f} px"])
-        fits.append(times)
-    rows.append(["cold: process start -> models loaded (Anny cache built)", f"{(t_models + (t0_import)) :.2f} s", ""])
+    rows.append(["cold: process start -> models loaded (Anny cache built)", f"{t_import + t_models:.2f} s", ""])
     rows.append(["cold: first photo after loading", f"{t_first:.2f} s", ""])
     return rows
 
@@ -136,19 +135,15 @@ def quality_table(frames: list[int]) -> list[list[str]]:
     return rows
 
 
-t0_import = 0.0
-
-
 def main() -> int:
-    global t0_import
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--frames", default="0,50,99", help="frames of the 4-camera set for the quality table")
     args = parser.parse_args()
-    t0_import = time.perf_counter() - T_PROCESS
+    t_import = time.perf_counter() - T_PROCESS
     print(f"Machine: {machine_description()}\n")
     print("## Speed (lunge.jpg resized to 1280x1920, one person, models warm; medians)\n")
-    print(markdown_table(["what", "time", "mean 2D error"], speed_table(args.repeats)))
+    print(markdown_table(["what", "time", "mean 2D error"], speed_table(args.repeats, t_import)))
     print("\n## Fit quality (visible keypoints, confidence > 0.5)\n")
     frames = [int(f) for f in args.frames.split(",")]
     print(markdown_table(["image", "mean px", "max px", "worst keypoint (px)", "height m"], quality_table(frames)))

@@ -183,13 +183,16 @@ class RerunLogger:
                 raise RuntimeError("JPEG encoding of the frame failed")
             self.rec.log(IMAGE_PATH, rr.EncodedImage(contents=buf.tobytes(), media_type="image/jpeg"))
 
+    def _clear_gone(self, root: str, before: set[int], current: set[int]) -> set[int]:
+        """Clear the people under `root` that were logged before but are gone now; return `current`."""
+        for gone in before - current:
+            self.rec.log(f"{root}/{gone}", rr.Clear(recursive=True))
+        return current
+
     def log_detections(self, people: Sequence[PersonResult]) -> None:
         """Masks, boxes and 2D keypoints of the current frame; clears people no longer present."""
         self._register(people)
-        current = {p.id for p in people}
-        for gone in self._det_ids - current:
-            self.rec.log(f"{PEOPLE_2D_PATH}/{gone}", rr.Clear(recursive=True))
-        self._det_ids = current
+        self._det_ids = self._clear_gone(PEOPLE_2D_PATH, self._det_ids, {p.id for p in people})
         for person in people:
             det = person.detection
             base = f"{PEOPLE_2D_PATH}/{person.id}"
@@ -228,10 +231,7 @@ class RerunLogger:
         """Meshes and 3D skeletons of the people with a body fit; clears those that lost theirs."""
         with_body = [p for p in people if p.body is not None]
         self._register(with_body)
-        current = {p.id for p in with_body}
-        for gone in self._body_ids - current:
-            self.rec.log(f"{PEOPLE_3D_PATH}/{gone}", rr.Clear(recursive=True))
-        self._body_ids = current
+        self._body_ids = self._clear_gone(PEOPLE_3D_PATH, self._body_ids, {p.id for p in with_body})
         for person in with_body:
             body = person.body
             assert body is not None

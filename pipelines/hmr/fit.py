@@ -90,16 +90,14 @@ class FitReport:
     cost: float
 
 
-def camera_intrinsics(K_33: np.ndarray) -> tuple[float, np.ndarray]:
-    return float(K_33[0, 0]), K_33[:2, 2].copy()
-
-
 class _Problem:
     """Residuals and Jacobians of one fit, for a fixed set of targets."""
 
     def __init__(self, body: AnnyBody, skel: Skeleton, pm: PointModel, targets: FitTargets, K_33: np.ndarray,
                  opts: FitOptions, surface: PointModel | None) -> None:  # fmt: skip
-        self.body, self.skel, self.pm, self.t, self.opts = body, skel, pm, targets, opts
+        self.body, self.skel, self.pm, self.opts = body, skel, pm, opts
+        self._dc: np.ndarray | None = None
+        self._dc_rest: RestState | None = None
         self.cxy = K_33[:2, 2].copy()
         self.surface = surface
         names = targets.names
@@ -122,7 +120,6 @@ class _Problem:
             w2d[k] = 1.0
             sig[k] = opts.sigma_prompt_px
         self.xy_obs, self.sqrt_w2d, self.sig2d = xy, np.sqrt(w2d), sig
-        self.base_sigma = base_sigma
         self.hip_idx = [names.index("left_hip"), names.index("right_hip")]
         h3 = targets.hip3d_k3
         self.use3d = h3 is not None and np.isfinite(h3).all(axis=1).sum() >= 6
@@ -285,9 +282,9 @@ class _Problem:
         return [self.body.phenotype_labels.index(n) for n in FIT_PHENOTYPES]
 
     def _shape_jac(self, rest: RestState, G: np.ndarray, pm: PointModel) -> np.ndarray:
-        if getattr(self, "_dc_cache_key", None) is not rest:
-            dc = self.body.coeffs_jacobian(rest.pheno_p)[:, self._shape_idx()]
-            self._dc, self._dc_cache_key = dc, rest
+        if self._dc_rest is not rest:  # the phenotype Jacobian changes only with the rest state
+            self._dc = self.body.coeffs_jacobian(rest.pheno_p)[:, self._shape_idx()]
+            self._dc_rest = rest
         _, dheads = self.body.heads_basis
         return pm.shape_jacobian(self._dc, dheads, G)
 

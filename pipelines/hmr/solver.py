@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -54,6 +54,22 @@ class BodyFitter:
         order = [b for b in self.skel.order if b in bones]
         return np.array(order), priors
 
+    @cached_property
+    def chain_children(self) -> dict[int, int]:
+        """Bone -> the child that continues its chain (e.g. the forearm for the upper arm), used for the
+        prior's bone axes; depends on the rig only."""
+        labels = self.body.bone_labels
+        children: dict[int, int] = {}
+        for j in self.skel.order[::-1]:
+            if self.skel.parents[j] >= 0:
+                children[int(self.skel.parents[j])] = int(j)
+        for j, lab in enumerate(labels):
+            for a, b in (("upperarm01", "lowerarm01"), ("upperleg01", "lowerleg01"), ("lowerarm01", "wrist"),
+                         ("lowerleg01", "foot")):  # fmt: skip
+                if lab.startswith(a):
+                    children[j] = labels.index(b + lab[len(a) :])
+        return children
+
     def fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None = None) -> FitReport:
         body = self.body
         names = list(targets.names)
@@ -66,17 +82,7 @@ class BodyFitter:
 
         pheno = warm.pheno_p.copy() if warm is not None else body.default_pheno()
         rest = body.rest_heads(pheno)
-        children = {}
-        for j in self.skel.order[::-1]:
-            if self.skel.parents[j] >= 0:
-                children[int(self.skel.parents[j])] = int(j)
-        # Children of interest: the bone that continues the chain (e.g. the elbow for the upper arm).
-        for j, lab in enumerate(body.bone_labels):
-            for a, b in (("upperarm01", "lowerarm01"), ("upperleg01", "lowerleg01"), ("lowerarm01", "wrist"),
-                         ("lowerleg01", "foot")):  # fmt: skip
-                if lab.startswith(a):
-                    children[j] = body.bone_labels.index(b + lab[len(a) :])
-        prior = PriorTerms.build(priors, body.bone_labels, rest.heads_j3, self.skel.parents, children)
+        prior = PriorTerms.build(priors, body.bone_labels, rest.heads_j3, self.skel.parents, self.chain_children)
 
         if warm is not None:
             state = warm.copy()
@@ -117,10 +123,4 @@ class BodyFitter:
         return FitReport(state, rest, G, o, uv, err, it + 1, float(r @ r))
 
 
-def warm_start_ok(report: FitReport, max_mean_px: float = 25.0) -> bool:
-    """Whether a previous fit is close enough to warm-start the next one."""
-    e = report.err_px_k[np.isfinite(report.err_px_k)]
-    return len(e) > 0 and float(e.mean()) < max_mean_px
-
-
-__all__ = ["BodyFitter", "FitOptions", "FitState", "FitTargets", "FitReport", "RestState", "warm_start_ok"]
+__all__ = ["BodyFitter", "FitOptions", "FitState", "FitTargets", "FitReport", "RestState"]

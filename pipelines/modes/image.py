@@ -48,7 +48,6 @@ class ImageSession:
     fits: dict[int, FitState] = field(default_factory=dict)
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
-    last: FrameResult | None = None
 
 
 def image_key(rgb_hw3: np.ndarray) -> str:
@@ -187,8 +186,6 @@ class ImagePipeline:
         report(1.0, "done")
         if on_stage:
             on_stage("bodies", frame)
-        if session is not None:
-            session.last = frame
         return frame
 
     @staticmethod
