@@ -30,6 +30,7 @@ from tqdm import tqdm
 from bench.common import (
     BODY12_NAMES,
     COCO17_NAMES,
+    DATA_DIR,
     ROOT_NAMES,
     machine_description,
     markdown_table,
@@ -46,7 +47,7 @@ from pipelines.multiview.video import frame_count, read_frames
 from pipelines.registry import BackendUnavailable, create
 from pipelines.types import Camera, PersonDetection
 
-DEFAULT_DATA = Path("/work/shared/data/multiview/pose2sim_single")
+DEFAULT_DATA = DATA_DIR / "multiview" / "pose2sim_single"
 
 Joints = dict[str, np.ndarray]
 """Joint name -> xyz (3,) in metres, in the camera's OpenCV frame."""

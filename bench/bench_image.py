@@ -24,9 +24,9 @@ T_PROCESS = time.perf_counter()
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_description, markdown_table  # noqa: E402
+from bench.common import DATA_DIR, machine_description, markdown_table  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_DIR
 LUNGE = DATA / "images" / "lunge.jpg"
 MULTIVIEW = DATA / "multiview" / "pose2sim_single"
 

@@ -19,7 +19,11 @@ from pipelines.metrics import (
     root_relative_mpjpe,
 )
 
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The real data: ../shared/data beside the checkout (see its README)."""
+
 __all__ = [
+    "DATA_DIR",
     "BODY12_NAMES",
     "COCO17_NAMES",
     "ROOT_NAMES",

@@ -17,8 +17,6 @@ from PIL import Image, ImageFile
 from pipelines.errors import BadImageError, UserFacingError
 from pipelines.io.image_io import decode_image_bytes, load_image
 
-LUNGE = Path("/work/shared/data/images/lunge.jpg")
-
 
 def _encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
@@ -91,9 +89,8 @@ def test_truncated_file(tmp_path: Path, fmt: str) -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-@pytest.mark.skipif(not LUNGE.exists(), reason="shared sample photo missing")
-def test_truncated_real_photo(tmp_path: Path) -> None:
-    data = LUNGE.read_bytes()
+def test_truncated_real_photo(tmp_path: Path, lunge_path: Path) -> None:
+    data = lunge_path.read_bytes()
     path = tmp_path / "lunge_half.jpg"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(BadImageError, match="truncated"):
@@ -237,8 +234,7 @@ def test_no_exif() -> None:
     assert out.path == "plain.png" and out.width == 80 and out.height == 64
 
 
-@pytest.mark.skipif(not LUNGE.exists(), reason="shared sample photo missing")
-def test_real_photo() -> None:
-    out = load_image(LUNGE)
+def test_real_photo(lunge_path: Path) -> None:
+    out = load_image(lunge_path)
     assert out.rgb_hw3.shape == (1200, 801, 3) and out.rgb_hw3.dtype == np.uint8
-    assert out.path == str(LUNGE)
+    assert out.path == str(lunge_path)

@@ -15,13 +15,10 @@ from pipelines.registry import create
 from pipelines.segmentation.embedded import EmbeddedSegmenter
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection
 
-LUNGE = Path("/work/shared/data/images/lunge.jpg")
-pytestmark = pytest.mark.skipif(not LUNGE.is_file(), reason="test photo not present")
-
 
 @pytest.fixture(scope="module")
-def lunge_rgb() -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(LUNGE), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+def lunge_rgb(lunge_path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(lunge_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,16 @@ from pipelines.multiview.calibration import (
 from pipelines.multiview.triangulate import triangulate_points
 from pipelines.multiview.video import read_frames
 
-DATA = Path("/work/shared/data/multiview/pose2sim_single")
-CALIB = DATA / "Calib.qca.txt"
-needs_data = pytest.mark.skipif(not CALIB.is_file(), reason="the Pose2Sim demo data is not on this machine")
+
+@pytest.fixture(scope="module")
+def single_dir(data_dir: Path) -> Path:
+    """The one-person 4-camera capture (videos and Calib.qca.txt)."""
+    return data_dir / "multiview" / "pose2sim_single"
 
 
 @pytest.fixture(scope="module")
-def cams() -> list[CalibratedCamera]:
-    return load_qualisys_calibration(CALIB)
+def cams(single_dir: Path) -> list[CalibratedCamera]:
+    return load_qualisys_calibration(single_dir / "Calib.qca.txt")
 
 
 def _synthetic_points(n: int, seed: int = 0) -> np.ndarray:
@@ -44,7 +46,6 @@ def _observe(cams: list[CalibratedCamera], xyz_n3: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- calibration
 
 
-@needs_data
 def test_calibration_loads_four_plausible_cameras(cams: list[CalibratedCamera]) -> None:
     assert [c.name for c in cams] == ["cam01", "cam02", "cam03", "cam04"]
     for cam in cams:
@@ -68,7 +69,6 @@ def test_calibration_loads_four_plausible_cameras(cams: list[CalibratedCamera]) 
         assert cam.dist_k.shape == (5,) and cam.dist_k[0] < 0 < cam.dist_k[1]  # k1, k2 first (OpenCV)
 
 
-@needs_data
 def test_undistort_inverts_distort(cams: list[CalibratedCamera]) -> None:
     rng = np.random.default_rng(3)
     xy_n2 = rng.uniform([50, 50], [1030, 1870], size=(20, 2))
@@ -78,8 +78,8 @@ def test_undistort_inverts_distort(cams: list[CalibratedCamera]) -> None:
         np.testing.assert_allclose(undistort_points(distorted_n2, cam), xy_n2, atol=1e-3)
 
 
-def _write_calibration(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
-    text = CALIB.read_text()
+def _write_calibration(tmp_path: Path, calib: Path, replace: tuple[str, str] | None = None) -> Path:
+    text = calib.read_text()
     if replace is not None:
         assert replace[0] in text
         text = text.replace(replace[0], replace[1], 1)
@@ -88,7 +88,6 @@ def _write_calibration(tmp_path: Path, replace: tuple[str, str] | None = None) -
     return path
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("replace", "message"),
     [
@@ -100,10 +99,10 @@ def _write_calibration(tmp_path: Path, replace: tuple[str, str] | None = None) -
     ],
 )
 def test_bad_calibration_fields_are_user_facing(
-    tmp_path: Path, replace: tuple[str, str], message: str
+    tmp_path: Path, single_dir: Path, replace: tuple[str, str], message: str
 ) -> None:
     with pytest.raises(UserFacingError, match=message) as info:
-        load_qualisys_calibration(_write_calibration(tmp_path, replace))
+        load_qualisys_calibration(_write_calibration(tmp_path, single_dir / "Calib.qca.txt", replace))
     assert str(info.value).startswith("The calibration file bad.qca.txt ")
 
 
@@ -123,7 +122,6 @@ def test_bad_calibration_files_are_user_facing(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------- triangulation
 
 
-@needs_data
 def test_triangulation_recovers_synthetic_points(cams: list[CalibratedCamera]) -> None:
     xyz_n3 = _synthetic_points(30)
     conf_vn = np.random.default_rng(1).uniform(0.5, 1.0, size=(len(cams), len(xyz_n3)))
@@ -136,7 +134,6 @@ def test_triangulation_recovers_synthetic_points(cams: list[CalibratedCamera]) -
     assert np.abs(linear.xyz_n3 - xyz_n3).max() < 1e-6
 
 
-@needs_data
 def test_triangulation_ignores_one_corrupted_view(cams: list[CalibratedCamera]) -> None:
     xyz_n3 = _synthetic_points(40, seed=2)
     xy_vn2 = _observe(cams, xyz_n3)
@@ -154,7 +151,6 @@ def test_triangulation_ignores_one_corrupted_view(cams: list[CalibratedCamera]) 
     assert np.abs(naive.xyz_n3 - xyz_n3).max() > 0.01
 
 
-@needs_data
 def test_triangulation_needs_two_views(cams: list[CalibratedCamera]) -> None:
     xyz_n3 = _synthetic_points(3, seed=5)
     xy_vn2 = _observe(cams, xyz_n3)
@@ -169,7 +165,7 @@ def test_triangulation_needs_two_views(cams: list[CalibratedCamera]) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_frame_people(cams: list[CalibratedCamera]) -> tuple[np.ndarray, np.ndarray]:
+def first_frame_people(cams: list[CalibratedCamera], single_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """BlazePose 2D keypoints (views, 33, 2) and confidences (views, 33) on frame 0 of every video."""
     from pipelines.registry import BackendUnavailable, create
 
@@ -180,7 +176,7 @@ def first_frame_people(cams: list[CalibratedCamera]) -> tuple[np.ndarray, np.nda
     xy_vn2 = np.full((len(cams), len(BLAZEPOSE_NAMES), 2), np.nan)
     conf_vn = np.zeros((len(cams), len(BLAZEPOSE_NAMES)))
     for v, cam in enumerate(cams):
-        [(_, rgb_hw3)] = list(read_frames(DATA / f"{cam.name}.mp4", [0]))
+        [(_, rgb_hw3)] = list(read_frames(single_dir / f"{cam.name}.mp4", [0]))
         people = segmenter.detect(rgb_hw3)
         assert people, f"nobody found in {cam.name}"
         kp2d = people[0].keypoints2d
@@ -189,7 +185,6 @@ def first_frame_people(cams: list[CalibratedCamera]) -> tuple[np.ndarray, np.nda
     return xy_vn2, conf_vn
 
 
-@needs_data
 def test_real_person_triangulates_plausibly(
     cams: list[CalibratedCamera], first_frame_people: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -211,9 +206,8 @@ def test_real_person_triangulates_plausibly(
 # -------------------------------------------------------------------------------------------- video
 
 
-@needs_data
-def test_read_frames_decodes_only_wanted_frames() -> None:
-    frames = list(read_frames(DATA / "cam03.mp4", [2, 0]))
+def test_read_frames_decodes_only_wanted_frames(single_dir: Path) -> None:
+    frames = list(read_frames(single_dir / "cam03.mp4", [2, 0]))
     assert [i for i, _ in frames] == [0, 2]
     rgb_hw3 = frames[0][1]
     assert rgb_hw3.dtype == np.uint8 and rgb_hw3.shape == (1920, 1088, 3)

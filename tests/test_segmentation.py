@@ -17,10 +17,6 @@ from pipelines.registry import create
 from pipelines.segmentation.embedded import EmbeddedSegmenter, select_person
 from pipelines.types import PersonDetection, Prompts
 
-IMAGES = Path("/work/shared/data/images")
-VIDEO = Path("/work/shared/data/multiview/pose2sim_single/cam01.mp4")
-pytestmark = pytest.mark.skipif(not (IMAGES / "lunge.jpg").is_file(), reason="test photos not present")
-
 
 def _read_rgb(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -45,8 +41,8 @@ def segmenter() -> Iterator[EmbeddedSegmenter]:
 
 
 @pytest.fixture(scope="module")
-def lunge_rgb() -> np.ndarray:
-    return _read_rgb(IMAGES / "lunge.jpg")
+def lunge_rgb(lunge_path: Path) -> np.ndarray:
+    return _read_rgb(lunge_path)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +51,13 @@ def lunge_people(segmenter: EmbeddedSegmenter, lunge_rgb: np.ndarray) -> list[Pe
 
 
 @pytest.fixture(scope="module")
-def pair_rgb(lunge_rgb: np.ndarray) -> np.ndarray:
+def pair_rgb(lunge_rgb: np.ndarray, data_dir: Path) -> np.ndarray:
     """Two different people side by side: lunge.jpg (left) and the man of the video's first frame."""
-    cap = cv2.VideoCapture(str(VIDEO))
+    video = data_dir / "multiview" / "pose2sim_single" / "cam01.mp4"
+    cap = cv2.VideoCapture(str(video))
     ok, frame_bgr = cap.read()
     cap.release()
-    if not ok:
-        pytest.skip("video not readable")
+    assert ok, f"{video} is not readable"
     man = cv2.cvtColor(frame_bgr[250:1250, 100:800], cv2.COLOR_BGR2RGB)  # 1080x1920 frame, man only
     man = cv2.resize(man, (840, 1200), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(np.concatenate([lunge_rgb, man], axis=1))
