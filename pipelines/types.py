@@ -159,3 +159,5 @@ class FrameResult:
     """Plain-language notes for the user (e.g. 'no hands visible', 'image downscaled')."""
     frame_index: int = 0
     """Index of the frame in its stream (0 for a single image)."""
+    prompts: Prompts = field(default_factory=Prompts)
+    """The user's prompts this result was computed with (pixels of the image)."""

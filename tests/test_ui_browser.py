@@ -1,10 +1,13 @@
 """One real browser session: Debian's chromium (headless, WebGL through SwiftShader) drives the page.
 
-It starts the app (`python -m app.main`) on a free port, uploads a real photo, clicks a prompt on
-the person, presses Run, waits for the viewer, and checks the screenshot: the 3D view shows the
-mesh (many pixels of the person's colour, lit) and the page shows no error. The screenshot is kept
-in tests/artifacts/playground.png; with UPDATE_README_SCREENSHOT=1 the full page is also saved as
-assets/screenshot_playground.png. Nothing is downloaded: chromium comes from apt-get.
+It starts the app (`python -m app.main`) on a free port, uploads a real photo, and right after the
+first result clicks three positive points 150 ms apart and presses Undo, as a quick user does. Every
+click must count exactly once, with no retry: the prompt status, the overlay, the shown mesh's status
+and the downloaded result.json all say 2 positive points. Then Run re-runs, the viewer is checked on
+its screenshot (the 3D view shows the mesh: many pixels of the person's colour, lit) and the page
+shows no error. The screenshot is kept in tests/artifacts/playground.png; with
+UPDATE_README_SCREENSHOT=1 the full page is also saved as assets/screenshot_playground.png. Nothing is
+downloaded: chromium comes from apt-get.
 """
 
 from __future__ import annotations
@@ -108,60 +111,33 @@ def largest_blob(mask_hw: np.ndarray) -> int:
     return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
 
 
-def click_on_image(page, selector: str, u: float, v: float) -> None:  # noqa: ANN001 - playwright Page
-    """Click at fraction (u, v) of the displayed image (object-fit: contain, as Gradio shows it)."""
-    # The <img> exists before its pixels are decoded (naturalWidth 0 would put the click at NaN).
-    page.wait_for_function(
-        "(sel) => { const img = document.querySelector(sel); return img && img.complete && img.naturalWidth > 0 &&"
-        " img.getBoundingClientRect().width > 0; }",
-        arg=selector,
-        timeout=RUN_TIMEOUT_MS,
-    )
-    box = page.evaluate(
-        """(sel) => { const img = document.querySelector(sel); const r = img.getBoundingClientRect();
-        const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
-        return [r.left + (r.width - img.naturalWidth * s) / 2, r.top + (r.height - img.naturalHeight * s) / 2,
-                img.naturalWidth * s, img.naturalHeight * s]; }""",
-        selector,
-    )
-    x0, y0, w, h = box
-    assert all(np.isfinite(box)) and w > 0 and h > 0, f"image not laid out: {box}"
-    page.mouse.click(x0 + u * w, y0 + v * h)
+def click_on_photo(page, u: float, v: float) -> None:  # noqa: ANN001 - playwright Page
+    """Click at fraction (u, v) of the photo in the canvas (its box has the photo's aspect ratio).
+
+    Playwright waits until the canvas really receives the click: while the page still loads its
+    components (the Rerun viewer's wasm), Gradio lays a translucent loading cover over the whole page."""
+    canvas = page.locator("#canvas .pc")
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] > 0 and box["height"] > 0, f"canvas not laid out: {box}"
+    canvas.click(position={"x": u * box["width"], "y": v * box["height"]}, timeout=RUN_TIMEOUT_MS)
 
 
-def click_positive(page, u: float, v: float, attempts: int = 3) -> None:  # noqa: ANN001
-    """Click the photo until the page acknowledges one positive point. A click issued while the
-    previous run's events are settling is occasionally dropped by the page (a known race); the status
-    says 'Prompts: none' then, and the click is repeated. A registered click is never repeated."""
-    for _ in range(attempts):
-        click_on_image(page, "#canvas img", u, v)
-        try:
-            page.wait_for_function(
-                "() => (document.querySelector('#status')?.innerText ?? '').includes('1 positive')", timeout=10_000
-            )
-            return
-        except sync_api.TimeoutError:
-            if "positive" in page.locator("#status").inner_text():
-                return
-    pytest.fail(f"the page never registered a click on the photo ({attempts} tries)")
-
-
-def wait_status(page, *needles: str, changed_from: str | None = None) -> str:  # noqa: ANN001
-    """Wait until the status box holds every needle (and differs from `changed_from`); return the
-    text that matched (the status keeps streaming, so it is not read again afterwards)."""
+def wait_status(page, *needles: str, changed_from: str | None = None, box: str = "#status") -> str:  # noqa: ANN001
+    """Wait until the status box `box` holds every needle (and differs from `changed_from`); return the
+    text that matched (the run status keeps streaming, so it is not read again afterwards)."""
     try:
         handle = page.wait_for_function(
-            "([needles, old]) => { const t = document.querySelector('#status')?.innerText ?? '';"
+            "([needles, old, sel]) => { const t = document.querySelector(sel)?.innerText ?? '';"
             " return t !== old && needles.every(n => t.includes(n)) ? t : null; }",
-            arg=[list(needles), changed_from],
+            arg=[list(needles), changed_from, box],
             timeout=RUN_TIMEOUT_MS,
         )
         return str(handle.json_value())
     except sync_api.TimeoutError:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "playground-timeout.png"), full_page=True)
-        status = page.locator("#status").inner_text()
-        pytest.fail(f"status never showed {needles}; it says {status!r}; see {ARTIFACTS / 'playground-timeout.png'}")
+        status = page.locator(box).inner_text()
+        pytest.fail(f"{box} never showed {needles}; it says {status!r}; see {ARTIFACTS / 'playground-timeout.png'}")
 
 
 def test_upload_click_run_shows_the_mesh(app_url: str, tmp_path: Path) -> None:
@@ -183,16 +159,44 @@ def test_upload_click_run_shows_the_mesh(app_url: str, tmp_path: Path) -> None:
 
             # Upload a real photo: the page runs it at once (first result).
             page.locator(UPLOAD_INPUT).set_input_files(str(PHOTO))
-            page.wait_for_selector("#canvas img", timeout=RUN_TIMEOUT_MS)
+            page.wait_for_selector("#canvas .pc", timeout=RUN_TIMEOUT_MS)
             wait_status(page, "Done", "m tall")
 
-            # A positive point on the person's back (fraction of the photo), then Run.
-            click_positive(page, 0.60, 0.64)
-            before = wait_status(page, "Done", "1 positive")
+            # Right after it, three quick positive points on the person's back (150 ms apart), then Undo.
+            rev0 = int(page.locator("#canvas .pc").get_attribute("data-rev"))
+            for u, v in ((0.60, 0.64), (0.57, 0.58), (0.62, 0.70)):
+                click_on_photo(page, u, v)
+                page.wait_for_timeout(150)
+            page.locator("#undo").click()
+            # Each edit counts once (4 edits: 4 revisions), and the result shown is the one of the last edit.
+            try:
+                page.wait_for_function(
+                    "(rev) => document.querySelector(`#status .shown-rev.rev-${rev}`) !== null",
+                    arg=rev0 + 4,
+                    timeout=RUN_TIMEOUT_MS,
+                )
+            except sync_api.TimeoutError:
+                page.screenshot(path=str(ARTIFACTS / "playground-timeout.png"), full_page=True)
+                pytest.fail(
+                    f"no result for revision {rev0 + 4}: canvas at revision "
+                    f"{page.locator('#canvas .pc').get_attribute('data-rev')}, prompt status "
+                    f"{page.locator('#prompt-status').inner_text()!r}, "
+                    f"run status {page.locator('#status').inner_html()!r}"
+                )
+            assert page.locator("#canvas .pc").get_attribute("data-rev") == str(rev0 + 4)
+            assert "Prompts: 2 positive." in page.locator("#prompt-status").inner_text()
+            assert page.locator("#canvas circle.pos").count() == 2
+            before = page.locator("#status").inner_text()
+            assert "Prompts used: 2 positive." in before and "with a body" in before and "newer" not in before
+            page.wait_for_selector("#downloads a", timeout=RUN_TIMEOUT_MS)
+            hrefs = page.eval_on_selector_all("#downloads a", "els => els.map(a => a.href)")
+            [result_url] = [h for h in hrefs if h.split("?")[0].endswith("result.json")]
+            result = page.request.get(result_url).json()
+            assert len(result["prompts"]["points"]) == 2 and result["people"][0]["height_m"] > 1.0
+
+            # Run again with the same prompts (e.g. after changing the camera): a new result streams in.
             page.locator("#run").click()
-            status = wait_status(page, "Done", "1 positive", "m tall", changed_from=before)
-            assert "with a body" in status
-            page.wait_for_selector("#downloads a, #downloads .file-preview", timeout=RUN_TIMEOUT_MS)
+            wait_status(page, "Done", "Prompts used: 2 positive.", "m tall", changed_from=before)
 
             # The viewer renders in software: poll until the mesh is on screen.
             viewer = page.locator("#viewer")

@@ -8,7 +8,11 @@ and per-session cleanup.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -116,20 +120,31 @@ def test_prompt_errors_are_plain() -> None:
         P.add_click(P.add_click(h, "box", 10, 10, 100, 80), "box", 11, 11, 100, 80)
 
 
-def test_draw_prompts_colours_and_positions() -> None:
-    base = np.full((200, 300, 3), 128, np.uint8)
+def _svg_shapes(svg: str) -> dict[str, list[dict[str, str]]]:
+    """class -> attributes of each SVG element of that class in the canvas overlay."""
+    root = ET.fromstring(f'<svg xmlns="http://www.w3.org/2000/svg">{svg}</svg>')
+    out: dict[str, list[dict[str, str]]] = {}
+    for el in root:
+        out.setdefault(el.get("class", ""), []).append(dict(el.attrib))
+    return out
+
+
+def test_prompt_overlay_shapes_and_positions() -> None:
     h = P.PromptHistory()
     for mode, x, y, joint in (("positive", 40, 50, None), ("negative", 120, 50, None),
                               ("keypoint", 200, 150, "right_knee")):  # fmt: skip
         h = P.add_click(h, mode, x * 2, y * 2, 600, 400, joint=joint)  # image is 2x the display
     h = P.add_click(P.add_click(h, "box", 20, 300, 600, 400), "box", 560, 380, 600, 400)
-    out = P.draw_prompts(base, h, scale=0.5)
-    assert out.shape == base.shape and (base == 128).all()  # the input is not modified
-    assert tuple(out[50, 40]) == P.POSITIVE_RGB
-    assert (out[46:55, 116:125] == P.NEGATIVE_RGB).all(axis=2).any()  # red, with a white cross at its centre
-    assert tuple(out[150, 200]) == P.KEYPOINT_RGB
-    assert (out[150:190, 10] == P.BOX_RGB).all(axis=1).any()  # left edge of the box at x = 10
-    assert (out[140:150, 210:290] != 128).any()  # the joint name is written beside it
+    shapes = _svg_shapes(P.prompts_svg(h, 0.5, (300, 200)))
+    [pos], [neg], [box] = shapes["pos"], shapes["neg"], shapes["box"]
+    assert (float(pos["cx"]), float(pos["cy"])) == (40, 50) and pos["fill"] == "#28c83c"
+    assert (float(neg["cx"]), float(neg["cy"])) == (120, 50) and neg["fill"] == "#e62828"
+    assert [float(box[k]) for k in ("x", "y", "width", "height")] == [10, 150, 270, 40]
+    assert len(shapes["kp"]) == 1 and "M200.0," in shapes["kp"][0]["d"]
+    assert "right_knee" in P.prompts_svg(h, 0.5, (300, 200))  # the joint name is written beside it
+    pending = P.add_click(h, "box", 100, 100, 600, 400)
+    assert len(_svg_shapes(P.prompts_svg(pending, 0.5, (300, 200)))["corner"]) == 1
+    assert P.prompts_svg(P.PromptHistory(), 0.5, (300, 200)) == ""
 
 
 # ------------------------------------------------------------------------------ upload and clicks
@@ -138,18 +153,22 @@ def test_draw_prompts_colours_and_positions() -> None:
 def test_upload_and_click_in_display_pixels(state: UISession) -> None:
     canvas, status = H.on_upload(state, LUNGE)
     assert state.image is not None and state.image.rgb_hw3.shape == (1200, 801, 3)
-    assert max(canvas.shape[:2]) <= H.CANVAS_MAX_SIDE and "lunge.jpg" in status
+    assert max(canvas["w"], canvas["h"]) <= H.CANVAS_MAX_SIDE and "lunge.jpg" in status
+    assert canvas["src"].startswith("data:image/jpeg;base64,") and canvas["svg"] == ""
     s = state.display_scale
     canvas2, status = H.on_click(state, "positive", None, 400 * s, 600 * s)
     np.testing.assert_allclose(P.to_prompts(state.history).points_n3, [[400, 600, 1]], atol=1e-6)
-    assert "1 positive" in status and not np.array_equal(canvas, canvas2)
+    assert "1 positive" in status and canvas2["rev"] == canvas["rev"] + 1
+    assert canvas2["src"] == canvas["src"]  # the photo under the mouse never changes, only the overlay
+    [dot] = _svg_shapes(canvas2["svg"])["pos"]
+    assert float(dot["cx"]) == pytest.approx(400 * s, abs=0.1) and float(dot["cy"]) == pytest.approx(600 * s, abs=0.1)
     H.on_click(state, "keypoint", "left_ankle", 300 * s, 1100 * s)
     assert P.to_prompts(state.history).keypoints["left_ankle"] == pytest.approx((300, 1100))
     _, status = H.on_undo(state)
     assert not P.to_prompts(state.history).keypoints and "1 positive" in status
     canvas3, status = H.on_clear(state)
     assert P.to_prompts(state.history).is_empty() and "none" in status
-    assert np.array_equal(canvas3, canvas)
+    assert canvas3["svg"] == canvas["svg"] == ""
 
 
 def test_examples_load(state: UISession) -> None:
@@ -191,9 +210,9 @@ def test_run_streams_valid_rerun_chunks(ran: tuple[UISession, list[H.RunUpdate]]
 def test_click_after_run_reruns_only_the_fit(engine: H.Engine, state: UISession, tmp_path: Path) -> None:
     H.on_upload(state, LUNGE)
     first = run_all(state, engine)
-    assert not H.wants_rerun(state) and state.active_runs == 0  # nothing changed since the run
+    assert not H.needs_run(state) and state.active_runs == 0  # nothing changed since the run
     H.on_click(state, "positive", None, *person_centre_display(state))
-    assert H.wants_rerun(state)
+    assert H.needs_run(state)
     updates = run_all(state, engine)
     by_stage = {u.stage: u for u in updates}
     assert by_stage["image"].chunk is None  # same photo, same camera: nothing re-sent
@@ -204,9 +223,77 @@ def test_click_after_run_reruns_only_the_fit(engine: H.Engine, state: UISession,
     assert len(by_stage["bodies"].chunk) < sum(len(u.chunk) for u in first if u.chunk)
 
     H.on_click(state, "box", None, 1, 1)  # half a box: no re-run yet
-    assert not H.wants_rerun(state)
+    assert not H.needs_run(state)
     H.on_undo(state)
-    assert not H.wants_rerun(state)  # back to the prompts of the last run
+    assert not H.needs_run(state)  # back to the prompts of the last run
+
+
+def test_an_edit_during_a_run_is_kept_for_the_next_run(engine: H.Engine, state: UISession) -> None:
+    H.on_upload(state, LUNGE)
+    run_all(state, engine)
+    xy = person_centre_display(state)
+    H.on_click(state, "positive", None, *xy)
+    run = H.on_run(state, engine=engine)
+    next(run)  # the run has taken its snapshot and streams its first stage
+    H.on_click(state, "negative", None, 2, 2)  # arrives while it runs
+    done = [u for u in run if u.stage == "done"][-1]
+    assert "Prompts used: 1 positive." in done.status and "newer prompts are not in it yet" in done.status
+    assert P.summary(state.history) == "1 positive, 1 negative"  # nothing was lost
+    assert state.shown.snapshot.revision < state.revision and H.needs_run(state)
+    updates = list(H.run_latest(state, engine=engine))
+    assert updates[0].files == [] and [u.stage for u in updates].count("done") == 1  # downloads cleared, then
+    final = updates[-1]  # the status and the downloads of the new result arrive together
+    assert final.stage == "done" and "Prompts used: 1 positive, 1 negative." in final.status
+    assert "newer" not in final.status and any(f.endswith("result.json") for f in final.files)
+    assert not H.needs_run(state)
+
+
+def test_a_click_and_its_undo_need_no_new_run(engine: H.Engine, state: UISession) -> None:
+    H.on_upload(state, LUNGE)
+    list(H.run_latest(state, engine=engine))
+    frame = state.last_frame
+    H.on_click(state, "positive", None, 5, 5)
+    H.on_undo(state)  # back to the prompts of the shown result, two revisions later
+    assert not H.needs_run(state)
+    [update] = list(H.run_latest(state, engine=engine))
+    assert update.stage == "done" and update.files and state.last_frame is frame  # nothing re-ran
+    assert f"rev-{state.revision}" in update.status and "newer" not in update.status
+    assert list(H.run_latest(state, engine=engine)) == []  # then there is nothing left to do
+
+
+def test_quick_clicks_during_runs_end_in_one_consistent_result(engine: H.Engine, state: UISession) -> None:
+    """Clicks from another thread while runs go (as the page's light events arrive): none is lost, the
+    last run uses all of them, and its status, its mesh and its downloads agree."""
+    H.on_upload(state, LUNGE)
+    run_all(state, engine)
+    cx, cy = person_centre_display(state)
+    offsets = [(-6, 0), (0, -6), (6, 0), (0, 6)]
+
+    def clicker() -> None:
+        for dx, dy in offsets:
+            H.on_click(state, "positive", None, cx + dx, cy + dy)
+            time.sleep(0.05)
+        H.on_undo(state)
+
+    H.on_click(state, "positive", None, cx, cy)
+    thread = threading.Thread(target=clicker)
+    thread.start()
+    updates = list(H.run_latest(state, engine=engine))
+    thread.join()
+    updates += list(H.run_latest(state, engine=engine))  # the page's deferred trigger (trigger_mode always_last)
+
+    assert P.summary(state.history) == "4 positive"  # 1 + 4 clicks, 1 undo: every edit applied once, in order
+    assert state.shown.snapshot.revision == state.revision and not H.needs_run(state)
+    final = updates[-1]
+    assert final.stage == "done" and "Prompts used: 4 positive." in final.status and "newer" not in final.status
+    runs = [u for u in updates if u.stage == "image"]
+    assert len(runs) <= 1 + len(offsets) + 1  # runs coalesce: never more runs than edits
+    files = [Path(f) for f in final.files]
+    result = json.loads(next(f for f in files if f.name == "result.json").read_text())
+    np.testing.assert_allclose(result["prompts"]["points"], P.to_prompts(state.history).points_n3)
+    body = state.last_frame.people[0].body
+    joints = result["people"][0]["joints3d_cam"]
+    np.testing.assert_allclose([joints[n] for n in body.joints3d_cam.names], body.joints3d_cam.xyz_k3, atol=1e-9)
 
 
 def test_keypoint_prompt_moves_the_joint(engine: H.Engine, state: UISession) -> None:
@@ -226,12 +313,13 @@ def test_keypoint_prompt_moves_the_joint(engine: H.Engine, state: UISession) -> 
 
 def test_downloads(ran: tuple[UISession, list[H.RunUpdate]]) -> None:
     state, _ = ran
-    state.downloads_run = -1
     files = [Path(f) for f in H.on_downloads(state)]
     names = {f.name for f in files}
     assert {"person_0.glb", "person_0.obj", "person_0.npz", "result.json", "result.rrd"} <= names
     assert all(f.is_file() and f.stat().st_size > 0 and state.tmp_dir in f.parents for f in files)
-    assert H.on_downloads(state) is None  # nothing new since
+    mtime = (state.tmp_dir / "result" / "result.json").stat().st_mtime_ns
+    assert [Path(f) for f in H.on_downloads(state)] == files  # written once per result
+    assert (state.tmp_dir / "result" / "result.json").stat().st_mtime_ns == mtime
 
 
 def test_fov_override(engine: H.Engine, state: UISession) -> None:

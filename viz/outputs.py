@@ -1,7 +1,7 @@
 """Write every output of one frame into a folder, atomically: readers see the old folder or the new one.
 
 Layout of `out_dir`:
-    result.json        image, camera, people (keypoints, joints, height, fit quality), timings, warnings
+    result.json        image, camera, prompts used, people (keypoints, joints, height, fit quality), timings, warnings
     result.rrd         the Rerun recording with the default blueprint
     overlay.png        the photo with the meshes and 2D keypoints drawn over it
     person_<id>.glb    mesh per fitted person (glTF axes: y up, see viz.export)
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from pipelines.errors import UserFacingError
-from pipelines.types import FrameResult, PersonResult
+from pipelines.types import FrameResult, PersonResult, Prompts
 from viz import export
 from viz.rerun_log import save_rrd
 
@@ -58,6 +59,16 @@ def _person_entry(person: PersonResult, files: dict[str, str] | None) -> dict[st
     return entry
 
 
+def _prompts_entry(prompts: Prompts) -> dict[str, Any]:
+    """The prompts a result was computed with, in image pixels."""
+    points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
+    return {
+        "points": [[float(x), float(y), int(label)] for x, y, label in points_n3],
+        "box_xyxy": None if prompts.box_xyxy is None else [float(v) for v in np.reshape(prompts.box_xyxy, -1)],
+        "keypoints": {name: [float(x), float(y)] for name, (x, y) in prompts.keypoints.items()},
+    }
+
+
 def result_dict(
     frame: FrameResult, image_path: str | Path | None, person_files: dict[int, dict[str, str]]
 ) -> dict[str, Any]:
@@ -74,6 +85,7 @@ def result_dict(
             "world_T_cam": cam.world_T_cam.tolist(),
             "convention": CAMERA_CONVENTION,
         },
+        "prompts": _prompts_entry(frame.prompts),
         "people": [_person_entry(p, person_files.get(p.id)) for p in frame.people],
         "timings_s": dict(frame.timings_s),
         "warnings": list(frame.warnings),

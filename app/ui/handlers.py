@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import gradio as gr
 import numpy as np
 
+from app.ui import canvas as C
 from app.ui import prompts as P
-from app.ui.state import UISession
+from app.ui.state import PromptSnapshot, UISession
 from pipelines.errors import UserFacingError
 from pipelines.io.image_io import decode_image_bytes
 from pipelines.modes.image import ImagePipeline, ImageSession, PipelineConfig
@@ -47,10 +48,13 @@ class RunUpdate(NamedTuple):
 
     chunk: bytes | None
     """A self-contained rrd chunk with what this stage logged (None: nothing new for the viewer)."""
-    status: str
-    """Markdown for the status box."""
+    status: str | None
+    """Markdown for the run status box (None: unchanged)."""
     stage: str
-    """'image', 'detections', 'bodies' (the pipeline's stages) or 'done'."""
+    """'image', 'detections', 'bodies' (the pipeline's stages), 'done' (the result is recorded) or
+    'files' (the downloads of the shown result are written)."""
+    files: list[str] | None = None
+    """'files' only: paths of the downloads."""
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -80,12 +84,12 @@ class Engine:
         session = UISession(session_id="warmup")
         try:
             on_upload(session, str(example or EXAMPLES_DIR / EXAMPLE_NAMES[0]))
-            for _ in on_run(session, engine=self):
+            for _ in run_latest(session, engine=self):
                 pass
-            session.history = P.add_click(session.history, "positive", *_centre(session), *_size(session))
-            for _ in on_run(session, engine=self):
+            x, y = _centre(session)
+            on_click(session, "positive", None, x * session.display_scale, y * session.display_scale)
+            for _ in run_latest(session, engine=self):
                 pass
-            on_downloads(session)
         finally:
             session.cleanup()
         self.warm = True
@@ -130,18 +134,22 @@ def _require_image(state: UISession) -> None:
         raise gr.Error("Upload a photo (or pick an example) first.")
 
 
-def canvas(state: UISession) -> np.ndarray | None:
-    """The click canvas: the display copy of the photo with the prompts drawn on it."""
-    if state.display_rgb_hw3 is None:
+def canvas(state: UISession, snapshot: PromptSnapshot | None = None) -> dict[str, Any] | None:
+    """The click canvas's value (app.ui.canvas): the photo once, the prompts of `snapshot` as an overlay."""
+    snap = snapshot or state.snapshot()
+    if state.display_rgb_hw3 is None or snap.image is None:
         return None
-    return P.draw_prompts(state.display_rgb_hw3, state.history, state.display_scale)
+    h, w = state.display_rgb_hw3.shape[:2]
+    svg = P.prompts_svg(snap.history, state.display_scale, (w, h))
+    return C.canvas_value(state.display_src, (w, h), svg, snap.revision)
 
 
-def _prompt_status(state: UISession, extra: str = "") -> str:
+def _prompt_status(snapshot: PromptSnapshot, extra: str = "") -> str:
+    """The prompt status box: the photo and its current prompts (the run status says what the mesh used)."""
     lines = []
-    if state.image is not None:
-        w, h = _size(state)
-        lines.append(f"**{state.image_name}** ({w}x{h}). {P.describe(state.history)}.")
+    if snapshot.image is not None:
+        w, h = snapshot.image.width, snapshot.image.height
+        lines.append(f"**{snapshot.image_name}** ({w}x{h}). {P.describe(snapshot.history)}.")
     if extra:
         lines.append(extra)
     return "\n\n".join(lines)
@@ -162,10 +170,11 @@ def focal_from_fov(fov_deg: float | None, width: int) -> float | None:
 # ------------------------------------------------------------------------------ photo and prompts
 
 
-def load_photo(state: UISession, path: str | Path | None, name: str | None = None) -> tuple[np.ndarray | None, str]:
-    """Decode a photo into the session. Returns (canvas, status); raises gr.Error if unreadable."""
+def load_photo(state: UISession, path: str | Path | None, name: str | None = None
+               ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
+    """Decode a photo into the session. Returns (canvas, prompt status); raises gr.Error if unreadable."""
     if path is None:
-        return canvas(state), _prompt_status(state, "Upload a photo or pick an example.")
+        return canvas(state), _prompt_status(state.snapshot(), "Upload a photo or pick an example.")
     path = Path(path)
     name = name or path.name
     try:
@@ -177,54 +186,57 @@ def load_photo(state: UISession, path: str | Path | None, name: str | None = Non
     except UserFacingError as err:
         raise gr.Error(str(err)) from err
     display, scale = P.display_image(image.rgb_hw3, CANVAS_MAX_SIDE)
-    state.set_image(image, name, display, scale)
+    snap = state.set_image(image, name, display, C.data_url(display), scale)
     for note in image.warnings:
         gr.Warning(note)
-    return canvas(state), _prompt_status(state, "Click on the photo to add prompts, then **Run**.")
+    return canvas(state, snap), _prompt_status(snap, "Click on the photo to add prompts.")
 
 
-def on_upload(state: UISession, path: str | Path | None) -> tuple[np.ndarray | None, str]:
+def on_upload(state: UISession, path: str | Path | None) -> tuple[dict[str, Any] | None, str]:
     """A file was uploaded (Gradio gives its temporary path)."""
     return load_photo(state, path)
 
 
-def on_example(state: UISession, index: int) -> tuple[np.ndarray | None, str]:
+def on_example(state: UISession, index: int) -> tuple[dict[str, Any] | None, str]:
     """An example of assets/examples was picked (by its index in EXAMPLE_NAMES)."""
     if not 0 <= int(index) < len(EXAMPLE_NAMES):
         raise gr.Error(f"There is no example number {index}.")
     return load_photo(state, EXAMPLES_DIR / EXAMPLE_NAMES[int(index)])
 
 
+def _edit(state: UISession, edit: Callable[[P.PromptHistory], P.PromptHistory]) -> tuple[dict[str, Any] | None, str]:
+    try:
+        snap = state.edit_prompts(edit)
+    except UserFacingError as err:
+        raise gr.Error(str(err)) from err
+    return canvas(state, snap), _prompt_status(snap)
+
+
 def on_click(
     state: UISession, mode: str, joint: str | None, x_display: float, y_display: float
-) -> tuple[np.ndarray | None, str]:
+) -> tuple[dict[str, Any] | None, str]:
     """A click on the canvas at display pixel (x, y): add a prompt of `mode` (see prompts.MODES)."""
     _require_image(state)
     x, y = float(x_display) / state.display_scale, float(y_display) / state.display_scale
     w, h = _size(state)
-    try:
-        state.history = P.add_click(state.history, mode, x, y, w, h, joint=joint)  # type: ignore[arg-type]
-    except UserFacingError as err:
-        raise gr.Error(str(err)) from err
-    return canvas(state), _prompt_status(state)
+    return _edit(state, lambda history: P.add_click(history, mode, x, y, w, h, joint=joint))  # type: ignore[arg-type]
 
 
-def on_undo(state: UISession) -> tuple[np.ndarray | None, str]:
-    state.history = P.undo(state.history)
-    return canvas(state), _prompt_status(state)
+def on_undo(state: UISession) -> tuple[dict[str, Any] | None, str]:
+    return _edit(state, P.undo)
 
 
-def on_clear(state: UISession) -> tuple[np.ndarray | None, str]:
-    state.history = P.clear()
-    return canvas(state), _prompt_status(state)
+def on_clear(state: UISession) -> tuple[dict[str, Any] | None, str]:
+    return _edit(state, P.clear)
 
 
-def wants_rerun(state: UISession) -> bool:
-    """After a click: re-run when a run already happened on this photo, no box is half drawn and the
-    prompts differ from those of the last run."""
-    return (
-        state.image is not None and state.runs > 0 and not state.history.pending and state.history != state.ran_history
-    )
+def needs_run(state: UISession) -> bool:
+    """True when the photo and prompts differ from those of the last run started on this photo (a click
+    that changes nothing, or half a box, is not run)."""
+    snap, ran = state.snapshot(), state.ran
+    if snap.image is None or snap.history.pending:
+        return False
+    return ran is None or ran.image is not snap.image or ran.history.actions != snap.history.actions
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -265,16 +277,21 @@ def _stage_status(stage: str, frame: FrameResult, elapsed_s: float) -> str:
     return "\n\n".join(lines[:1] + ["\n".join(lines[1:])])
 
 
-def _final_status(state: UISession, frame: FrameResult, elapsed_s: float) -> str:
+def _final_status(snapshot: PromptSnapshot, frame: FrameResult, elapsed_s: float, latest: bool) -> str:
     n_body, n = sum(p.body is not None for p in frame.people), len(frame.people)
     found = "nobody found" if n == 0 else f"{n_body} of {n} {'person' if n == 1 else 'people'} with a body"
     head = f"**Done** in {1000 * elapsed_s:.0f} ms: {found}."
     timings = " · ".join(f"{k} {1000 * v:.0f} ms" for k, v in frame.timings_s.items() if v >= 0.0005)
-    parts = [head, _camera_line(frame), "\n".join(_people_lines(frame)), P.describe(state.history) + "."]
+    used = f"Prompts used: {P.summary(snapshot.history)}."
+    if not latest:
+        used += " Your newer prompts are not in it yet."
+    parts = [head, _camera_line(frame), "\n".join(_people_lines(frame)), used]
     if timings:
         parts.append(f"Stages: {timings}.")
     if frame.warnings:
         parts.append("\n".join(f"⚠ {w}" for w in frame.warnings))
+    # The revision of the prompts this result used, for scripts and tests (the canvas carries the current one).
+    parts.append(f'<span class="shown-rev rev-{snapshot.revision}"></span>')
     return "\n\n".join(p for p in parts if p)
 
 
@@ -285,34 +302,37 @@ def on_run(
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
 ) -> Iterator[RunUpdate]:
-    """Run the pipeline on the session's photo with its prompts, streaming each stage to the viewer.
+    """Run the pipeline once on a snapshot of the session's photo and prompts, streaming each stage.
 
     Yields one RunUpdate per pipeline stage (image + camera, detections, bodies) as soon as it is
-    logged, then a final 'done' update. Detections and fits are cached in the session, so a run
-    after a prompt edit only re-runs the prompt-dependent stages (warm-started fit).
+    logged, then 'done' once the result is recorded as the shown one (nothing is recorded when a new
+    photo came meanwhile). Edits made during the run do not change what it computes; its final status
+    says which prompts it used. Detections and fits are cached in the session, so a run after a prompt
+    edit only re-runs the prompt-dependent stages (warm-started fit).
     """
     _require_image(state)
-    assert state.image is not None
+    snap = state.snapshot()
+    assert snap.image is not None
     engine = engine or default_engine()
     config = PipelineConfig(**{k: v for k, v in (backends or {}).items() if k in CONFIG_STAGES and v})
     key = config_key(config)
     if state.config_key != key:
         state.image_session, state.config_key = ImageSession(), key
-    focal_px = focal_from_fov(fov_deg, state.image.width)
+    focal_px = focal_from_fov(fov_deg, snap.image.width)
     pipeline = engine.pipeline(config)
-    prompts = P.to_prompts(state.history)
-    state.ran_history = state.history
-    image, session, recording, img_key = state.image, state.image_session, state.recording, state.image_key
+    prompts = P.to_prompts(snap.history)
+    state.ran = snap
+    session, recording = state.image_session, state.recording
     t0 = time.perf_counter()
     events: queue.Queue[tuple[Any, ...]] = queue.Queue()
 
     def on_stage(stage: str, frame: FrameResult) -> None:
         if stage == "image":
-            recording.log_image(img_key, frame)
+            recording.log_image(snap.image_key, frame)
         elif stage == "detections":
             recording.log_detections(frame)
         elif stage == "bodies":
-            recording.log_image(img_key, frame)  # the focal may have been estimated with the bodies
+            recording.log_image(snap.image_key, frame)  # the focal may have been estimated with the bodies
             recording.log_detections(frame)
             recording.log_bodies(frame)
         events.put(("stage", stage, recording.read(), _stage_status(stage, frame, time.perf_counter() - t0)))
@@ -321,7 +341,7 @@ def on_run(
         try:
             with engine.lock:
                 frame = pipeline.run(
-                    image, prompts=prompts, focal_px=focal_px, session=session, on_stage=on_stage,
+                    snap.image, prompts=prompts, focal_px=focal_px, session=session, on_stage=on_stage,
                     progress=lambda frac, msg: events.put(("progress", frac, msg)),
                 )  # fmt: skip
             events.put(("done", frame))
@@ -348,30 +368,65 @@ def on_run(
         else:
             frame: FrameResult = event[1]
             break
-    if state.image_session is not session:
+    elapsed_s = time.perf_counter() - t0
+    if state.record_result(snap, frame, elapsed_s) is None:
         return  # a new photo was loaded meanwhile: this result is stale
-    state.last_frame = frame
-    state.runs += 1
     for note in frame.warnings:
         if note.startswith("No person"):
             gr.Warning("No person was found in the image. Try a photo where a whole person is visible, "
                        "or click on the person (positive point) or draw a box around them.")  # fmt: skip
         else:
             gr.Warning(note)
-    yield RunUpdate(chunk=None, status=_final_status(state, frame, time.perf_counter() - t0), stage="done")
+    status = _final_status(snap, frame, elapsed_s, latest=state.is_latest(snap))
+    yield RunUpdate(chunk=None, status=status, stage="done")
+
+
+def run_latest(
+    state: UISession,
+    fov_deg: float | None = None,
+    backends: Mapping[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    engine: Engine | None = None,
+    force: bool = False,
+) -> Iterator[RunUpdate]:
+    """Run until the shown result belongs to the latest photo and prompts, then write its downloads.
+
+    However many edits arrive during a run, the next run takes the state as it is then: many quick
+    clicks give few runs, and the last one always uses every click. `force` runs once even when nothing
+    changed (the Run button: the camera or the backends may have). Yields the runs' stage updates (the
+    first one clears the downloads, files=[]: they would not match the mesh being streamed), then one
+    'done' update with the final status and the downloads of the shown result together; nothing at all
+    when there was nothing to do. Edits that came back to the shown result's prompts (a click, then
+    Undo) need no run: the shown result is relabelled as the latest.
+    """
+    cleared = False
+    while force or needs_run(state):
+        force = False
+        for update in on_run(state, fov_deg, backends, progress=progress, engine=engine):
+            if update.stage == "done":
+                continue  # the final status goes out with the downloads, below
+            yield update if cleared else update._replace(files=[])
+            cleared = True
+    adopted = state.adopt_latest()
+    shown = state.shown
+    if shown is None or not (cleared or adopted):
+        return
+    status = _final_status(shown.snapshot, shown.frame, shown.elapsed_s, latest=state.is_latest(shown.snapshot))
+    yield RunUpdate(chunk=None, status=status, stage="done", files=on_downloads(state))
 
 
 def on_downloads(state: UISession) -> list[str] | None:
-    """Write the last run's files (GLB, OBJ, NPZ per person, result.json, result.rrd, overlay.png)
-    into the session's temporary folder; their paths, or None when there is no new run since the last call."""
-    frame = state.last_frame
-    if frame is None or state.downloads_run == state.runs:
+    """Write the shown result's files (GLB, OBJ, NPZ per person, result.json, result.rrd, overlay.png)
+    into the session's temporary folder, once per result; their paths (None before the first result)."""
+    shown = state.shown
+    if shown is None:
         return None
-    state.downloads_run = state.runs
-    out_dir = state.tmp_dir / "result"
-    paths = write_outputs(out_dir, frame, image_path=state.image_name or None)
-    order = {".glb": 0, ".obj": 1, ".npz": 2, ".json": 3, ".rrd": 4, ".png": 5}
-    return [str(p) for p in sorted(paths, key=lambda p: (order.get(p.suffix, 9), p.name))]
+    if shown.downloads is None:
+        out_dir = state.tmp_dir / "result"
+        paths = write_outputs(out_dir, shown.frame, image_path=shown.snapshot.image_name or None)
+        order = {".glb": 0, ".obj": 1, ".npz": 2, ".json": 3, ".rrd": 4, ".png": 5}
+        shown.downloads = [str(p) for p in sorted(paths, key=lambda p: (order.get(p.suffix, 9), p.name))]
+    return shown.downloads
 
 
 def unavailable_note(choices: Mapping[str, tuple[list[str], dict[str, str]]]) -> str:

@@ -1,20 +1,24 @@
 """The Gradio page: layout and wiring only; every callback is a function of app.ui.handlers.
 
-Heavy jobs (pipeline runs) share one queue slot ("pipeline", one at a time across all sessions);
-writing downloads has its own small slot; prompt clicks, undo and clear are light and never wait.
-Each browser session gets its own UISession (recording, temporary folder) from a SessionRegistry,
-cleaned up when the tab closes (demo.unload) or when Gradio expires the session state.
+Edits (upload, example, click, undo, clear) are light: each applies at once, in order, to the session
+(app.ui.state) and answers with the canvas overlay and the prompt status. Each is followed by the
+automatic run, a heavy job in one queue slot shared by all sessions ("pipeline"), in trigger mode
+"always_last": a run that is triggered while one is going is deferred, never dropped, and every run
+works until the shown result uses the latest prompts (handlers.run_latest), then writes its downloads.
+Writers never cross: only edits write the prompt status and the canvas, only runs write the viewer,
+the run status and the downloads. Each browser session gets its own UISession (recording, temporary
+folder) from a SessionRegistry, cleaned up when the tab closes (demo.unload) or when Gradio expires it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 from gradio_rerun import Rerun
 
+from app.ui import canvas as C
 from app.ui import handlers as H
 from app.ui.state import SessionRegistry, UISession
 from pipelines.keypoints.names import PROMPTABLE_NAMES
@@ -34,13 +38,10 @@ STAGE_LABELS = {
     "body": "Body model",
 }
 SESSION_STATE_TTL_S = 6 * 3600
-DOWNLOADS_DELAY_S = 0.6
-"""Quiet time after a run before its downloads are written (a quick next click goes first)."""
 PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 CSS = """
 #status {min-height: 6em}
-#canvas img {cursor: crosshair}
 """
 
 INTRO = (
@@ -73,10 +74,13 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         state = session(state, request)
         return (state, *H.on_example(state, int(evt.index)))
 
-    def click(state: UISession | None, mode: str, joint: str | None, evt: gr.SelectData,
+    def click(state: UISession | None, mode: str, joint: str | None, evt: gr.EventData,
               request: gr.Request) -> tuple:  # fmt: skip
         state = session(state, request)
-        x, y = evt.index
+        try:
+            x, y = C.click_xy(evt)
+        except ValueError as err:
+            raise gr.Error(f"The click could not be read ({err}); click on the photo again.") from err
         return (state, *H.on_click(state, mode, joint, x, y))
 
     def undo(state: UISession | None, request: gr.Request) -> tuple:
@@ -87,9 +91,10 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         state = session(state, request)
         return (state, *H.on_clear(state))
 
-    def make_run(when: str) -> Callable[..., Iterator[tuple]]:
-        """A streamed run: 'always' (the Run button), 'upload' (auto, first run of a photo) or 'click'
-        (auto, after a prompt edit). Gradio finds the progress tracker among the positional parameters."""
+    def make_run(force: bool) -> Callable[..., Iterator[tuple]]:
+        """A streamed run: `force` for the Run button (runs even when nothing changed), else the automatic
+        run after an edit (only when 'Update automatically' is on and something changed). Gradio finds
+        the progress tracker among the positional parameters."""
 
         def fn(
             state: UISession | None,
@@ -102,36 +107,24 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
             body: str | None,
             progress: gr.Progress = PROGRESS,
         ) -> Iterator[tuple]:
-            if when == "always":
-                if state is None or state.image is None:
-                    raise gr.Error("Upload a photo (or pick an example) first.")
-            elif (
-                not auto
-                or state is None
-                or state.image is None
-                or (when == "upload" and state.runs > 0)
-                or (when == "click" and not H.wants_rerun(state))
-            ):
-                yield gr.skip(), gr.skip()
+            if force and (state is None or state.image is None):
+                raise gr.Error("Upload a photo (or pick an example) first.")
+            nothing = (None, gr.skip(), gr.skip())  # the streaming viewer takes None as "no new chunk"
+            if state is None or not (force or auto):
+                yield nothing
                 return
             values = {"segmentation": segmentation, "keypoints": keypoints, "camera": camera, "hmr": hmr,
                       "body": body}  # fmt: skip
             backends = {k: v for k, v in values.items() if v}
-            for update in H.on_run(state, fov, backends, progress=progress, engine=engine):
-                yield update.chunk, update.status
+            sent = False
+            for u in H.run_latest(state, fov, backends, progress=progress, engine=engine, force=force):
+                sent = True
+                yield (u.chunk, gr.skip() if u.status is None else u.status,
+                       gr.skip() if u.files is None else (u.files or None))  # fmt: skip
+            if not sent:
+                yield nothing
 
         return fn
-
-    def downloads(state: UISession | None) -> Any:
-        """Write the downloads once the clicks pause: writing them competes with the next fit for the CPU."""
-        if state is None:
-            return gr.skip()
-        runs = state.runs
-        time.sleep(DOWNLOADS_DELAY_S)
-        if state.runs != runs or state.active_runs:
-            return gr.skip()  # a newer run is under way; its own chain writes them
-        files = H.on_downloads(state)
-        return gr.skip() if files is None else files
 
     def show_joint(mode: str) -> Any:
         return gr.update(visible=mode == "keypoint")
@@ -165,14 +158,15 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
                         elem_id="examples",
                         scale=2,
                     )
-                canvas = gr.Image(
-                    label="Click to add prompts",
-                    interactive=False,
-                    format="jpeg",
-                    height=520,
+                canvas = gr.HTML(
+                    None,
+                    html_template=C.TEMPLATE,
+                    css_template=C.CSS,
+                    js_on_load=C.JS_ON_LOAD,
                     elem_id="canvas",
-                    buttons=[],
+                    label="Click to add prompts",
                 )
+                prompt_status = gr.Markdown("Upload a photo or pick an example.", elem_id="prompt-status")
                 mode = gr.Radio(MODE_CHOICES, value="positive", label="Click adds", elem_id="mode")
                 joint = gr.Dropdown(PROMPTABLE_NAMES, value=None, label="Joint", visible=False, elem_id="joint")
                 with gr.Row():
@@ -202,7 +196,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
                     gr.Markdown(H.unavailable_note(choices))
             with gr.Column(scale=3, min_width=480):
                 viewer = Rerun(streaming=True, height=720, label="3D viewer", elem_id="viewer")
-                status = gr.Markdown("Upload a photo or pick an example.", elem_id="status")
+                status = gr.Markdown("", elem_id="status")
                 files = gr.File(
                     label="Downloads: meshes (GLB, OBJ), parameters (NPZ), result.json, recording (.rrd)",
                     file_count="multiple",
@@ -211,27 +205,22 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
                 )
 
         # --------------------------------------------------------------------------------- wiring
-        light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
+        light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden", "trigger_mode": "multiple"}
         heavy: dict[str, Any] = {"concurrency_id": "pipeline", "concurrency_limit": 1}
-        files_kw: dict[str, Any] = {"concurrency_id": "downloads", "concurrency_limit": 2, "show_progress": "hidden"}
         run_inputs = [state, auto, fov, *selectors]
-        run_outputs = [viewer, status]
-        photo_out = [state, canvas, status]
+        run_outputs = [viewer, status, files]
+        edit_out = [state, canvas, prompt_status]
+        auto_run = make_run(force=False)
 
-        def then_run(event: Any, when: str, **kw: Any) -> None:
-            event.success(make_run(when), run_inputs, run_outputs, **heavy, **kw).success(
-                downloads, [state], [files], **files_kw
-            )
-
-        then_run(upload_file.upload(upload, [state, upload_file], photo_out, **light), "upload")
-        then_run(examples.select(example, [state], photo_out, **light), "upload")
-        clicked = canvas.select(click, [state, mode, joint], photo_out, trigger_mode="multiple", **light)
-        then_run(clicked, "click", trigger_mode="multiple")
-        then_run(undo_btn.click(undo, [state], photo_out, **light), "click")
-        then_run(clear_btn.click(clear, [state], photo_out, **light), "click")
-        run_btn.click(make_run("always"), run_inputs, run_outputs, **heavy).success(
-            downloads, [state], [files], **files_kw
-        )
+        for event in (
+            upload_file.upload(upload, [state, upload_file], edit_out, **light),
+            examples.select(example, [state], edit_out, **light),
+            canvas.click(click, [state, mode, joint], edit_out, **light),
+            undo_btn.click(undo, [state], edit_out, **light),
+            clear_btn.click(clear, [state], edit_out, **light),
+        ):
+            event.success(auto_run, run_inputs, run_outputs, trigger_mode="always_last", **heavy)
+        run_btn.click(make_run(force=True), run_inputs, run_outputs, trigger_mode="always_last", **heavy)
         mode.change(show_joint, [mode], [joint], **light)
         demo.unload(unload)
     return demo

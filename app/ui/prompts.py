@@ -1,12 +1,13 @@
-"""Click prompts of the playground: add a click by mode, undo, clear, draw them on the photo.
+"""Click prompts of the playground: add a click by mode, undo, clear, draw them over the photo (SVG).
 
 Pure functions on an immutable `PromptHistory`: every edit returns a new history, so undo is
 "drop the last action". Coordinates are pixels of the full-resolution upright image (origin at
-the top-left corner, as in pipelines.types); drawing happens on a downscaled display copy.
+the top-left corner, as in pipelines.types); drawing happens in pixels of a downscaled display copy.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -145,59 +146,67 @@ def display_image(rgb_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray
     return cv2.resize(rgb_hw3, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _label(canvas: np.ndarray, text: str, x: int, y: int, font_scale: float, thickness: int) -> None:
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-    h, w = canvas.shape[:2]
-    x = int(min(max(x, 0), max(w - tw - 4, 0)))
-    y = int(min(max(y, th + 4), h - base - 2))
-    cv2.rectangle(canvas, (x, y - th - 4), (x + tw + 4, y + base), (0, 0, 0), -1)
-    cv2.putText(canvas, text, (x + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, OUTLINE_RGB, thickness,
-                cv2.LINE_AA)  # fmt: skip
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def draw_prompts(display_rgb_hw3: np.ndarray, history: PromptHistory, scale: float = 1.0) -> np.ndarray:
-    """Draw the prompts on a copy of the display image (`scale` = display px per image px).
+def _el(tag: str, text: str = "", **attrs: float | str) -> str:
+    """One SVG element; attribute names with '_' are written with '-' (stroke_width -> stroke-width)."""
+    parts = [f'{k.rstrip("_").replace("_", "-")}="{round(v, 1) if isinstance(v, float) else html.escape(str(v))}"'
+             for k, v in attrs.items()]  # fmt: skip
+    return f"<{tag} {' '.join(parts)}>{html.escape(text)}</{tag}>"
 
-    Positive points green, negative points red (with a cross), the box yellow, a pending box corner as
-    a yellow cross, keypoint prompts as magenta diamonds labelled with the joint name. Only the prompts
-    the pipeline uses are drawn (the last box, the last position of each joint).
+
+def _path(points: list[tuple[float, float]], close: bool = False) -> str:
+    """SVG path data through `points` (pairs of points make separate strokes when close is False)."""
+    if close:
+        return "M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in points) + "Z"
+    pairs = zip(points[::2], points[1::2], strict=True)
+    return "".join(f"M{a[0]:.1f},{a[1]:.1f}L{b[0]:.1f},{b[1]:.1f}" for a, b in pairs)
+
+
+def prompts_svg(history: PromptHistory, scale: float, size_wh: tuple[int, int]) -> str:
+    """SVG shapes of the prompts, in display pixels (`scale` = display px per image px; the canvas's
+    viewBox is the display copy's `size_wh`). Drawn over the photo, which itself never changes.
+
+    Positive points green, negative points red with a white cross, the box yellow, a pending box corner
+    as a yellow cross, keypoint prompts as magenta diamonds labelled with the joint name. Only the prompts
+    the pipeline uses are drawn (the last box, the last position of each joint). Each shape has a class
+    (`pos`, `neg`, `box`, `corner`, `kp`) so the page and its tests can count them.
     """
-    canvas = np.ascontiguousarray(display_rgb_hw3).copy()
-    h, w = canvas.shape[:2]
-    r = max(4, round(0.012 * max(h, w)))
-    t = max(1, r // 3)
-    font = max(0.35, 0.0009 * max(h, w))
-
-    def px(x: float, y: float) -> tuple[int, int]:
-        return round(x * scale), round(y * scale)
-
+    r = max(4.0, 0.012 * max(size_wh))
+    t = max(1.0, r / 3)
+    white, out = _hex(OUTLINE_RGB), []
     prompts = to_prompts(history)
     if prompts.box_xyxy is not None:
-        x0, y0, x1, y1 = prompts.box_xyxy
-        cv2.rectangle(canvas, px(x0, y0), px(x1, y1), BOX_RGB, t + 1, cv2.LINE_AA)
+        x0, y0, x1, y1 = (float(v) * scale for v in prompts.box_xyxy)
+        out.append(_el("rect", class_="box", x=x0, y=y0, width=x1 - x0, height=y1 - y0, fill="none",
+                       stroke=_hex(BOX_RGB), stroke_width=t + 1))  # fmt: skip
     for x, y, label in prompts.points_n3:
-        c = px(x, y)
-        cv2.circle(canvas, c, r + t, OUTLINE_RGB, -1, cv2.LINE_AA)
-        cv2.circle(canvas, c, r, POSITIVE_RGB if label == 1 else NEGATIVE_RGB, -1, cv2.LINE_AA)
+        cx, cy = float(x) * scale, float(y) * scale
+        kind, colour = ("pos", POSITIVE_RGB) if label == 1 else ("neg", NEGATIVE_RGB)
+        out.append(_el("circle", class_=kind, cx=cx, cy=cy, r=r, fill=_hex(colour), stroke=white, stroke_width=t))
         if label == 0:
-            d = max(2, round(r * 0.6))
-            cv2.line(canvas, (c[0] - d, c[1] - d), (c[0] + d, c[1] + d), OUTLINE_RGB, t, cv2.LINE_AA)
-            cv2.line(canvas, (c[0] - d, c[1] + d), (c[0] + d, c[1] - d), OUTLINE_RGB, t, cv2.LINE_AA)
+            d = 0.6 * r
+            cross = [(cx - d, cy - d), (cx + d, cy + d), (cx - d, cy + d), (cx + d, cy - d)]
+            out.append(_el("path", d=_path(cross), stroke=white, stroke_width=t))
     for name, (x, y) in prompts.keypoints.items():
-        cx, cy = px(x, y)
-        diamond = np.array([(cx, cy - r - t), (cx + r + t, cy), (cx, cy + r + t), (cx - r - t, cy)], np.int32)
-        cv2.fillPoly(canvas, [diamond], OUTLINE_RGB, cv2.LINE_AA)
-        cv2.fillPoly(canvas, [(diamond - np.sign(diamond - [cx, cy]) * t).astype(np.int32)], KEYPOINT_RGB,
-                     cv2.LINE_AA)  # fmt: skip
-        _label(canvas, name, cx + r + 2 * t, cy - r, font, max(1, t // 2))
+        cx, cy, d = float(x) * scale, float(y) * scale, r + t
+        diamond = [(cx, cy - d), (cx + d, cy), (cx, cy + d), (cx - d, cy)]
+        out.append(_el("path", class_="kp", d=_path(diamond, close=True), fill=_hex(KEYPOINT_RGB), stroke=white,
+                       stroke_width=t))  # fmt: skip
+        out.append(_el("text", name, x=cx + d + t, y=cy - r, font_size=2.2 * r, fill=white, stroke="#000",
+                       stroke_width=t / 2, paint_order="stroke"))  # fmt: skip
     if history.box_corner is not None:
-        cx, cy = px(*history.box_corner)
-        cv2.drawMarker(canvas, (cx, cy), BOX_RGB, cv2.MARKER_CROSS, 3 * r, t + 1, cv2.LINE_AA)
-    return canvas
+        cx, cy, d = history.box_corner[0] * scale, history.box_corner[1] * scale, 1.5 * r
+        cross = [(cx - d, cy), (cx + d, cy), (cx, cy - d), (cx, cy + d)]
+        out.append(_el("path", class_="corner", d=_path(cross), stroke=_hex(BOX_RGB), stroke_width=t + 1))
+    return "".join(out)
 
 
-def describe(history: PromptHistory) -> str:
-    """One line for the status: how many prompts of each kind."""
+def summary(history: PromptHistory) -> str:
+    """The prompts the pipeline uses, in words: e.g. '2 positive, a box' or 'none' (a half-drawn box is
+    not a prompt yet)."""
     prompts = to_prompts(history)
     pts = np.asarray(prompts.points_n3).reshape(-1, 3)
     parts = []
@@ -209,6 +218,12 @@ def describe(history: PromptHistory) -> str:
         parts.append("a box")
     if prompts.keypoints:
         parts.append(f"{len(prompts.keypoints)} keypoint{'s' if len(prompts.keypoints) > 1 else ''}")
+    return ", ".join(parts) if parts else "none"
+
+
+def describe(history: PromptHistory) -> str:
+    """One line for the prompt status: how many prompts of each kind, and a box waiting for its corner."""
+    text = "Prompts: " + summary(history)
     if history.box_corner is not None:
-        parts.append("box: click its second corner")
-    return "Prompts: " + (", ".join(parts) if parts else "none")
+        text += ("; " if text != "Prompts: none" else " yet; ") + "box: click its second corner"
+    return text

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,9 +99,39 @@ class SessionRecording:
             self.rec.disconnect()
 
 
+@dataclass(frozen=True)
+class PromptSnapshot:
+    """The session's photo and prompts at one revision: what a run works on, whatever happens meanwhile."""
+
+    revision: int
+    """Counts every edit of the session (photo or prompts), in the order the edits were applied."""
+    image: LoadedImage | None
+    image_key: str
+    image_name: str
+    history: PromptHistory
+
+
+@dataclass
+class ShownResult:
+    """The result the page currently shows, and the snapshot it was computed from."""
+
+    snapshot: PromptSnapshot
+    frame: FrameResult
+    elapsed_s: float = 0.0
+    """How long the run took."""
+    downloads: list[str] | None = None
+    """The files written for this result (None until written)."""
+
+
 @dataclass
 class UISession:
-    """Everything one browser session keeps between events."""
+    """Everything one browser session keeps between events.
+
+    Edits (a new photo, a click, undo, clear) and runs happen on different threads. Every edit goes
+    through `edit_prompts` / `set_image`, which apply it under the session lock and bump `revision`;
+    a run works on a `snapshot()` and its result is recorded with that snapshot, so the page can tell
+    whether what it shows is the latest state.
+    """
 
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Gradio's session hash (or a random id in tests); also the Rerun recording id."""
@@ -112,26 +143,35 @@ class UISession:
     """Content hash of the photo (the pipeline's cache key)."""
     display_rgb_hw3: np.ndarray | None = None
     """The downscaled copy shown in the click canvas."""
+    display_src: str = ""
+    """The display copy as a data: URL (sent to the canvas once per photo)."""
     display_scale: float = 1.0
     """Display pixels per image pixel (clicks arrive in display pixels)."""
     history: PromptHistory = field(default_factory=PromptHistory)
+    revision: int = 0
+    """Incremented by every edit (photo or prompts); see PromptSnapshot."""
     image_session: ImageSession = field(default_factory=ImageSession)
     """Detections and fits cached by the pipeline for this photo (warm start of prompt edits)."""
     config_key: tuple[str, ...] | None = None
     """Backends the cached work was computed with (changing them drops the cache)."""
     runs: int = 0
-    """How many runs finished on the current photo (a click after the first one re-runs)."""
-    last_frame: FrameResult | None = None
-    ran_history: PromptHistory | None = None
-    """The prompts of the last run started on this photo (a click that changes nothing is not re-run)."""
-    downloads_run: int = -1
-    """Value of `runs` when the downloads were last written."""
+    """How many runs finished on the current photo."""
+    ran: PromptSnapshot | None = None
+    """The snapshot of the last run started on the current photo."""
+    shown: ShownResult | None = None
+    """The last finished run on the current photo (what the viewer shows)."""
     active_runs: int = 0
-    """Pipeline runs of this session in progress (downloads wait for a quiet moment)."""
+    """Pipeline runs of this session in progress."""
     _tmp_dir: Path | None = None
     _recording: SessionRecording | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     closed: bool = False
+
+    @property
+    def last_frame(self) -> FrameResult | None:
+        """The frame of the shown result (None before the first run on this photo)."""
+        shown = self.shown
+        return None if shown is None else shown.frame
 
     @property
     def tmp_dir(self) -> Path:
@@ -149,6 +189,21 @@ class UISession:
                 self._recording = SessionRecording(self.session_id)
             return self._recording
 
+    def snapshot(self) -> PromptSnapshot:
+        """The photo and prompts as of now (consistent: taken under the lock)."""
+        with self._lock:
+            return PromptSnapshot(self.revision, self.image, self.image_key, self.image_name, self.history)
+
+    def edit_prompts(self, edit: Callable[[PromptHistory], PromptHistory]) -> PromptSnapshot:
+        """Apply one prompt edit atomically (edits of concurrent events are applied one after the other);
+        the revision grows only when the prompts changed. Exceptions of `edit` leave the session as it was."""
+        with self._lock:
+            new = edit(self.history)
+            if new != self.history:
+                self.history = new
+                self.revision += 1
+            return self.snapshot()
+
     def run_started(self) -> None:
         with self._lock:
             self.active_runs += 1
@@ -157,18 +212,48 @@ class UISession:
         with self._lock:
             self.active_runs -= 1
 
-    def set_image(self, image: LoadedImage, name: str, display_rgb_hw3: np.ndarray, scale: float) -> None:
+    def set_image(self, image: LoadedImage, name: str, display_rgb_hw3: np.ndarray, display_src: str,
+                  scale: float) -> PromptSnapshot:  # fmt: skip
         """A new photo: prompts, cached detections and fits are dropped."""
-        self.image, self.image_name, self.image_key = image, name, image_key(image.rgb_hw3)
-        self.display_rgb_hw3, self.display_scale = display_rgb_hw3, scale
-        self.history = PromptHistory()
-        self.image_session = ImageSession()
-        self.runs = 0
-        self.last_frame = None
-        self.ran_history = None
-        self.downloads_run = -1
-        if self._recording is not None:
-            self._recording.forget_image()
+        key = image_key(image.rgb_hw3)
+        with self._lock:
+            self.image, self.image_name, self.image_key = image, name, key
+            self.display_rgb_hw3, self.display_src, self.display_scale = display_rgb_hw3, display_src, scale
+            self.history = PromptHistory()
+            self.revision += 1
+            self.image_session = ImageSession()
+            self.runs = 0
+            self.ran = self.shown = None
+            if self._recording is not None:
+                self._recording.forget_image()
+            return self.snapshot()
+
+    def record_result(self, snapshot: PromptSnapshot, frame: FrameResult, elapsed_s: float) -> ShownResult | None:
+        """Keep the result of a run on `snapshot` as the shown one; None (nothing kept) when the photo
+        changed since the snapshot was taken."""
+        with self._lock:
+            if snapshot.image_key != self.image_key or snapshot.image is not self.image:
+                return None
+            self.shown = ShownResult(snapshot=snapshot, frame=frame, elapsed_s=elapsed_s)
+            self.runs += 1
+            return self.shown
+
+    def adopt_latest(self) -> ShownResult | None:
+        """Edits that came back to the prompts of the shown result (a click, then Undo) make it the result
+        of the latest revision again; that result, or None when there was nothing to adopt."""
+        with self._lock:
+            shown = self.shown
+            if shown is None or shown.snapshot.revision == self.revision or self.history.pending:
+                return None
+            if shown.snapshot.image is not self.image or shown.snapshot.history.actions != self.history.actions:
+                return None
+            shown.snapshot = self.snapshot()
+            return shown
+
+    def is_latest(self, snapshot: PromptSnapshot) -> bool:
+        """True when no edit happened since `snapshot` was taken."""
+        with self._lock:
+            return snapshot.revision == self.revision
 
     def cleanup(self) -> None:
         """Close the recording and delete the temporary folder; safe to call twice."""
@@ -180,8 +265,8 @@ class UISession:
             if self._tmp_dir is not None:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)
                 self._tmp_dir = None
-        self.image_session = ImageSession()
-        self.last_frame = None
+            self.image_session = ImageSession()
+            self.shown = None
 
 
 class SessionRegistry:

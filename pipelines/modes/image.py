@@ -131,7 +131,8 @@ class ImagePipeline:
         if camera.source == "default" and session is not None and session.focal_px is not None:
             camera = Camera.from_focal(session.focal_px, w, h, "estimated")
         timings["camera"] = time.perf_counter() - t
-        frame = FrameResult(image_rgb_hw3=rgb, camera=camera, people=[], timings_s=timings, warnings=warnings)
+        frame = FrameResult(image_rgb_hw3=rgb, camera=camera, people=[], timings_s=timings, warnings=warnings,
+                            prompts=prompts)  # fmt: skip
         if on_stage:
             on_stage("image", frame)
 
