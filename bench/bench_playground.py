@@ -8,6 +8,10 @@ Scenarios, on a 1080p-class photo of one person (lunge.jpg, upscaled; see IMAGES
 - prompt click -> updated mesh: after a first run, each click (positive point on the person, or a
   keypoint prompt) is handled as the page does (on_click, then the automatic re-run) until the chunk
   with the new mesh is yielded;
+- click -> final status and downloads: the same, until the run's last update (status and downloads
+  arrive together, after the files are written);
+- burst: three clicks 150 ms apart on another thread (as the page's events arrive during a run); time
+  from the first click to the final status of a result that uses all three (runs coalesce);
 - baseline in the same run: the same clicks without the session cache (detection, keypoints and a cold
   fit each time), i.e. what a click would cost if every prompt re-ran the whole pipeline.
 Times include Rerun logging and encoding of the streamed chunks, not the browser's rendering. The image
@@ -20,6 +24,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +34,7 @@ import cv2
 import numpy as np
 
 from app.ui import handlers as H
+from app.ui import prompts as P
 from app.ui.state import UISession
 from bench.common import machine_description, markdown_table
 from pipelines.modes.image import ImageSession
@@ -40,6 +46,9 @@ IMAGES = {
 }
 BUDGET_CLICK_S = 0.3
 BUDGET_FIRST_S = 1.0
+BURST = 3
+BURST_GAP_S = 0.15
+"""A quick user: three clicks 150 ms apart (the issue's scenario)."""
 
 
 def make_images(folder: Path) -> dict[str, Path]:
@@ -59,9 +68,10 @@ def make_images(folder: Path) -> dict[str, Path]:
 
 
 def run_until(state: UISession, engine: H.Engine, stages: set[str], t0: float) -> dict[str, float]:
-    """Consume one streamed run; seconds from t0 to each stage's update."""
+    """Consume one automatic run as the page does (runs until the latest prompts, then the downloads);
+    seconds from t0 to each stage's first update ('done' = final status and downloads)."""
     seen: dict[str, float] = {}
-    for update in H.on_run(state, engine=engine):
+    for update in H.run_latest(state, engine=engine):
         seen.setdefault(update.stage, time.perf_counter() - t0)
     missing = stages - set(seen)
     if missing:
@@ -91,17 +101,46 @@ def keypoint_clicks(state: UISession, n: int) -> list[tuple[str, float, float]]:
     return out
 
 
-def time_clicks(state: UISession, engine: H.Engine, clicks: list[Callable[[], None]], cold: bool) -> list[float]:
-    """Seconds from each click to the yielded mesh chunk (the page's click handler + automatic re-run)."""
+def time_clicks(state: UISession, engine: H.Engine, clicks: list[Callable[[], None]], cold: bool,
+                stage: str = "bodies") -> list[float]:  # fmt: skip
+    """Seconds from each click to the run's `stage` update (the page's click handler + automatic re-run)."""
     out = []
     for click in clicks:
         if cold:
             state.image_session = ImageSession()  # no cached detections, no warm start
         t0 = time.perf_counter()
         click()
-        if not H.wants_rerun(state):
+        if not H.needs_run(state):
             raise RuntimeError("the click did not ask for a re-run")
-        out.append(run_until(state, engine, {"bodies"}, t0)["bodies"])
+        out.append(run_until(state, engine, {stage}, t0)[stage])
+    return out
+
+
+def time_bursts(state: UISession, engine: H.Engine, points: list[tuple[float, float]], burst: int,
+                gap_s: float) -> list[float]:  # fmt: skip
+    """Seconds from the first click of a burst (`burst` clicks `gap_s` apart, on another thread, as the
+    page's light events arrive) to the final status of a result that uses every click of it."""
+    out = []
+    for start in range(0, len(points) - burst + 1, burst):
+        H.on_clear(state)
+        run_until(state, engine, set(), time.perf_counter())
+        chunk = points[start : start + burst]
+
+        def clicker(xys: list[tuple[float, float]] = chunk) -> None:
+            for xy in xys[1:]:
+                time.sleep(gap_s)
+                H.on_click(state, "positive", None, *xy)
+
+        t0 = time.perf_counter()
+        H.on_click(state, "positive", None, *chunk[0])
+        thread = threading.Thread(target=clicker)
+        thread.start()
+        run_until(state, engine, {"done"}, t0)
+        thread.join()
+        run_until(state, engine, set(), t0)  # the page's deferred trigger for clicks after the last run began
+        if P.summary(state.history) != f"{burst} positive" or not state.is_latest(state.shown.snapshot):
+            raise RuntimeError(f"a burst ended with {P.summary(state.history)!r}, not {burst} positive")
+        out.append(time.perf_counter() - t0)
     return out
 
 
@@ -158,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             clicks = [point_click(xy) for xy in points[: args.clicks]]
             rows.append(stats_row("click: positive point -> updated mesh", image_name,
                                   time_clicks(state, engine, clicks, cold=False), BUDGET_CLICK_S))  # fmt: skip
+            H.on_clear(state)
+            run_until(state, engine, set(), time.perf_counter())
+            clicks = [point_click(xy) for xy in points[args.clicks :]]
+            rows.append(stats_row("click: positive point -> final status + downloads", image_name,
+                                  time_clicks(state, engine, clicks, cold=False, stage="done"), None))  # fmt: skip
+            bursts = time_bursts(state, engine, points, BURST, BURST_GAP_S)
+            label = f"burst: {BURST} clicks {1000 * BURST_GAP_S:.0f} ms apart -> result with all of them"
+            rows.append(stats_row(label, image_name, bursts, None))
             H.on_clear(state)
             run_until(state, engine, {"bodies"}, time.perf_counter())
             clicks = [kp_click(k) for k in keypoints]
