@@ -43,8 +43,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 MESH_RGB = (66, 135, 245)  # viz.export.person_color(0)
-START_TIMEOUT_S = 60
-RUN_TIMEOUT_MS = 90_000  # generous: SwiftShader shares the 2 cores with the pipeline
+START_TIMEOUT_S = 240  # the app warms its models up before it serves; slow when the machine is busy
+RUN_TIMEOUT_MS = 180_000  # generous: SwiftShader shares the 2 cores with the pipeline
 UPLOAD_INPUT = 'input[type=file][data-testid$="upload-button"]'  # the hidden input of the upload button
 
 if not CHROMIUM.exists():
@@ -117,7 +117,7 @@ def click_on_photo(page, u: float, v: float) -> None:  # noqa: ANN001 - playwrig
     Playwright waits until the canvas really receives the click: while the page still loads its
     components (the Rerun viewer's wasm), Gradio lays a translucent loading cover over the whole page."""
     canvas = page.locator("#canvas .pc")
-    box = canvas.bounding_box()
+    box = canvas.bounding_box(timeout=RUN_TIMEOUT_MS)
     assert box is not None and box["width"] > 0 and box["height"] > 0, f"canvas not laid out: {box}"
     canvas.click(position={"x": u * box["width"], "y": v * box["height"]}, timeout=RUN_TIMEOUT_MS)
 
@@ -151,10 +151,11 @@ def test_upload_click_run_shows_the_mesh(app_url: str, tmp_path: Path) -> None:
             args=CHROMIUM_ARGS,
             viewport={"width": 1600, "height": 1250},
         )
+        context.set_default_timeout(RUN_TIMEOUT_MS)  # every wait: the page may share a busy CPU
         try:
             page = context.new_page()
             page.goto(app_url, wait_until="domcontentloaded")
-            page.wait_for_selector(UPLOAD_INPUT, state="attached", timeout=30_000)
+            page.wait_for_selector(UPLOAD_INPUT, state="attached", timeout=RUN_TIMEOUT_MS)
             page.wait_for_timeout(1500)  # let the Rerun viewer's wasm start
 
             # Upload a real photo: the page runs it at once (first result).
