@@ -51,10 +51,10 @@ class RunUpdate(NamedTuple):
     status: str | None
     """Markdown for the run status box (None: unchanged)."""
     stage: str
-    """'image', 'detections', 'bodies' (the pipeline's stages), 'done' (the result is recorded) or
-    'files' (the downloads of the shown result are written)."""
+    """'image', 'detections', 'bodies' (the pipeline's stages) or 'done' (the result is recorded)."""
     files: list[str] | None = None
-    """'files' only: paths of the downloads."""
+    """Paths of the downloads (run_latest: [] on its first update, to clear them; the shown result's
+    files on its 'done'); None: unchanged."""
 
 
 # ------------------------------------------------------------------------------------ the engine
