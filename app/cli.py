@@ -175,14 +175,20 @@ def _prompts(args: argparse.Namespace) -> Prompts:
     return prompts
 
 
-def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, progress=None):  # noqa: ANN001, ANN201
-    """Load, run and write one photo; raises UserFacingError for a bad photo or prompt. Returns the
-    FrameResult."""
+def load_photo(photo: Path):  # noqa: ANN201 - pipelines.io.image_io.LoadedImage
+    """Decode a photo (EXIF-upright RGB); a bad file raises BadImageError naming it."""
     from pipelines.io.image_io import load_image
+
+    return load_image(photo)
+
+
+def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, image=None, progress=None):  # noqa: ANN001, ANN201
+    """Load (unless `image` is given), run and write one photo; raises UserFacingError for a bad photo or
+    prompt. Returns the FrameResult."""
     from viz.outputs import write_outputs
 
     t0 = time.perf_counter()
-    image = load_image(job.photo)  # bad files fail here, before any model loads
+    image = image if image is not None else load_photo(job.photo)  # bad files fail here, before any model loads
     t_load = time.perf_counter() - t0
     report = progress or (lambda frac, msg: None)
     report(0.0, "loading models")
@@ -215,6 +221,9 @@ def _summary(result, out_dir: Path) -> list[str]:  # noqa: ANN001 - FrameResult
 def run_single(job: Job, args: argparse.Namespace, prompts: Prompts) -> int:
     from tqdm import tqdm
 
+    t0 = time.perf_counter()
+    image = load_photo(job.photo)  # a bad file fails here, before any progress bar
+    t_load = time.perf_counter() - t0
     bar = tqdm(total=100, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
 
     def progress(frac: float, msg: str) -> None:
@@ -222,7 +231,8 @@ def run_single(job: Job, args: argparse.Namespace, prompts: Prompts) -> int:
         bar.update(int(frac * 90) - bar.n)
 
     try:
-        result = process_photo(job, args, prompts, progress)
+        result = process_photo(job, args, prompts, image=image, progress=progress)
+        result.timings_s["load"] = t_load
         bar.update(100 - bar.n)
     finally:
         bar.close()
