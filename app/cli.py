@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 # Before numpy loads: the fit's linear algebra is small (~170 x 170 solves), and on two shared cores
@@ -27,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from app.batch import Job, plan_jobs
 from app.native_logs import native_logs_hidden
 from pipelines.errors import BadPromptError, UserFacingError
 from pipelines.types import Prompts
@@ -35,9 +35,6 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_SOME_FAILED = 3
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
-"""Files taken from a folder given as input (case-insensitive); other files there are skipped."""
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  every photo was processed and its outputs written
@@ -149,45 +146,6 @@ def _prefetch_writers(rrd: bool) -> None:
     """Import the output writers (trimesh, rerun: ~1.5 s) in a thread while the first photo runs (once per
     process): MediaPipe releases the GIL in its C++ graph, so on two cores part of it comes for free."""
     threading.Thread(target=_import_writers, args=(rrd,), name="import-writers", daemon=True).start()
-
-
-@dataclass
-class Job:
-    """One photo to process and the folder its outputs go to."""
-
-    photo: Path
-    out_dir: Path
-
-
-def _folder_photos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def plan_jobs(inputs: list[Path], out: Path) -> tuple[list[Job], list[str]]:
-    """The photos to process and their output folders, plus one message per input that gives none.
-    A single photo writes into `out` itself; otherwise each photo gets out/<stem> (out/<stem>-2, ...
-    when two photos share a stem)."""
-    photos: list[Path] = []
-    problems: list[str] = []
-    for path in inputs:
-        if path.is_dir():
-            found = _folder_photos(path)
-            if not found:
-                problems.append(f"{path}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-            photos += found
-        else:
-            photos.append(path)  # a missing or bad file is reported when it is loaded
-    if len(inputs) == 1 and not inputs[0].is_dir():
-        return [Job(inputs[0], out)], problems
-    jobs: list[Job] = []
-    used: set[str] = set()
-    for photo in photos:
-        name, k = photo.stem or "photo", 2
-        while name in used:
-            name, k = f"{photo.stem}-{k}", k + 1
-        used.add(name)
-        jobs.append(Job(photo, out / name))
-    return jobs, problems
 
 
 def _prompts(args: argparse.Namespace) -> Prompts:
