@@ -36,7 +36,11 @@ def native_logs_hidden(hide: bool = True) -> Iterator[None]:
         os.environ.setdefault(name, value)
     with contextlib.suppress(Exception):
         sys.stderr.flush()
-    saved_fd = os.dup(2)
+    try:
+        saved_fd = os.dup(2)
+    except OSError:  # no fd 2 at all (stderr closed): nothing to hide
+        yield
+        return
     python_stderr = sys.stderr
     if _writes_to_fd2(python_stderr):
         sys.stderr = io.TextIOWrapper(

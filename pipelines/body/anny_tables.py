@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -153,7 +154,7 @@ def load(path: Path, key: str) -> AnnyTables | None:
                     values[f.name] = bool(arr)
                 else:
                     values[f.name] = arr
-    except (OSError, KeyError, ValueError, EOFError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
     return AnnyTables(**values)
 
@@ -167,6 +168,9 @@ def load_or_build(build_model: Callable[[], Any]) -> AnnyTables:
         tables = load(path, key)
         if tables is not None:
             return tables
+    if cache_enabled():
+        print(f"Caching the body model tables in {path} (once per anny version: a few seconds)...",
+              file=sys.stderr, flush=True)  # fmt: skip
     tables = build(build_model(), key)
     if cache_enabled():
         try:
