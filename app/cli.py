@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _import_writers(rrd: bool) -> None:
     with contextlib.suppress(Exception):  # a failure shows where the writers are used, not here
+        from pipelines.body import anny_tables
+
+        anny_tables.load_cached()  # the body model tables, read ahead of the first fit
+
         import trimesh  # noqa: F401
 
         import viz.outputs  # noqa: F401
@@ -143,8 +147,9 @@ def _pipeline():  # noqa: ANN202 - pipelines.modes.image.ImagePipeline, created 
 
 @functools.lru_cache(maxsize=2)
 def _prefetch_writers(rrd: bool) -> None:
-    """Import the output writers (trimesh, rerun: ~1.5 s) in a thread while the first photo runs (once per
-    process): MediaPipe releases the GIL in its C++ graph, so on two cores part of it comes for free."""
+    """Read the body model tables and import the output writers (trimesh, rerun: ~1.5 s) in a thread while
+    the first photo runs (once per process): MediaPipe releases the GIL in its C++ graph, so on two cores
+    part of it comes for free."""
     threading.Thread(target=_import_writers, args=(rrd,), name="import-writers", daemon=True).start()
 
 

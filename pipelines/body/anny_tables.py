@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -159,15 +160,48 @@ def load(path: Path, key: str) -> AnnyTables | None:
     return AnnyTables(**values)
 
 
+_LOADED: dict[tuple[Path, int, int, int], AnnyTables] = {}
+"""Tables already read in this process, by file and its (inode, size, mtime): one copy however many
+AnnyBody objects ask, and a file replaced on disk is read again."""
+_LOADED_LOCK = threading.Lock()
+
+
+def _file_id(path: Path) -> tuple[Path, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return path, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def load_cached() -> AnnyTables | None:
+    """The cached tables of the current key if the file is there (read once per process), else None;
+    never builds. Safe to call from a background thread to have the file read ahead of the first fit."""
+    if not cache_enabled():
+        return None
+    key = version_key()
+    path = cache_path(key)
+    with _LOADED_LOCK:
+        file_id = _file_id(path)
+        if file_id is None:
+            return None
+        if file_id not in _LOADED:
+            tables = load(path, key)
+            if tables is None:
+                return None
+            _LOADED.clear()  # keep one version in memory
+            _LOADED[file_id] = tables
+        return _LOADED[file_id]
+
+
 def load_or_build(build_model: Callable[[], Any]) -> AnnyTables:
     """The cached tables; on a miss (or with HMR_BODY_CACHE=off) build them from Anny's torch model
     (`build_model()`), and save them unless the cache is off."""
+    tables = load_cached()
+    if tables is not None:
+        return tables
     key = version_key()
     path = cache_path(key)
-    if cache_enabled():
-        tables = load(path, key)
-        if tables is not None:
-            return tables
     if cache_enabled():
         print(f"Caching the body model tables in {path} (once per anny version: a few seconds)...",
               file=sys.stderr, flush=True)  # fmt: skip
