@@ -1,7 +1,8 @@
-"""Command line: one photo in, metric 3D people out.
+"""Command line: photos in, metric 3D people out.
 
     python -m app.cli image PHOTO --out DIR [--point x,y[,1|0]]... [--box x0,y0,x1,y1]
                                   [--keypoint NAME=x,y]... [--focal-px F]
+    python -m app.cli image PHOTO_OR_FOLDER... --out DIR     # one folder per photo: DIR/<photo stem>/
 
 Coordinates are pixels of the upright photo (EXIF rotation applied), origin at the top-left corner.
 3D outputs are in metres in the OpenCV camera frame (x right, y down, z forward).
@@ -10,19 +11,36 @@ Coordinates are pixels of the upright photo (EXIF rotation applied), origin at t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
+# Before numpy loads: the fit's linear algebra is small (~170 x 170 solves), and on two shared cores
+# OpenBLAS's threads mostly wait for each other (measured under load: first fit 1.4 s with 2 threads,
+# 0.37 s with 1).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
+from app.batch import Job, plan_jobs
+from app.native_logs import native_logs_hidden
 from pipelines.errors import BadPromptError, UserFacingError
 from pipelines.types import Prompts
 
-EXIT_BAD_INPUT = 2
+EXIT_OK = 0
 EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 3
+
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}  every photo was processed and its outputs written
+  {EXIT_INTERNAL}  internal error (rerun with --debug for the traceback)
+  {EXIT_BAD_INPUT}  bad input or usage: nothing was written (a single photo that failed, or every photo failed)
+  {EXIT_SOME_FAILED}  several photos: some failed (one 'error: NAME: ...' line each), the others were written"""
 
 
 def _floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
@@ -59,52 +77,83 @@ def parse_keypoint(text: str) -> tuple[str, tuple[float, float]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app.cli",
-        description="hmr-playground: turn a photo of people into metric 3D bodies (embedded CPU backends).",
+        description="hmr-playground: turn photos of people into metric 3D bodies (embedded CPU backends).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     img = sub.add_parser(
         "image",
-        help="process one photo",
+        help="process one photo, or several photos and folders in one go",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Detect every person in PHOTO, fit a metric Anny body to each, and write result.json, "
-            "result.rrd (open with `rerun result.rrd`), person_<id>.glb/.obj/.npz and overlay.png into --out. "
-            "Pixel coordinates refer to the upright photo, origin at its top-left corner. 3D results are in "
+            "Detect every person in PHOTO, fit a metric Anny body to each, and write result.json,\n"
+            "result.rrd (open with `rerun result.rrd`), person_<id>.glb/.obj/.npz and overlay.png into --out.\n"
+            "With several photos or a folder, each photo gets its own folder DIR/<photo stem>/ (models load\n"
+            "once; a photo that fails is reported on one line and the others are still written).\n"
+            "Pixel coordinates refer to the upright photo, origin at its top-left corner. 3D results are in\n"
             "metres in the OpenCV camera frame (x right, y down, z forward)."
         ),
+        epilog=EXIT_CODES_HELP,
     )
-    img.add_argument("photo", type=Path, help="the photo (JPEG, PNG, WebP, TIFF, ...; EXIF rotation is applied)")
-    img.add_argument("--out", type=Path, required=True,
-                     help="output folder; written atomically (an existing folder is replaced only on success)")
+    img.add_argument("photos", type=Path, nargs="+", metavar="PHOTO",
+                     help="a photo (JPEG, PNG, WebP, TIFF, ...; EXIF rotation is applied), or a folder: its image "
+                          "files, in name order (not its subfolders); several may be given")  # fmt: skip
+    img.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="output folder (one photo), or the folder that receives one <photo stem>/ folder per "
+                          "photo; each photo's folder is written atomically (an existing one is replaced only on "
+                          "success)")  # fmt: skip
     img.add_argument("--point", type=parse_point, action="append", default=[], metavar="X,Y[,1|0]",
                      help="click prompt: 1 (default) = this is the person, 0 = this is not; selects and refines the "
-                          "person's mask; repeatable")  # fmt: skip
+                          "person's mask; repeatable (one photo only)")  # fmt: skip
     img.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1",
-                     help="box prompt around the person to select (and refine)")
+                     help="box prompt around the person to select (and refine) (one photo only)")
     img.add_argument("--keypoint", type=parse_keypoint, action="append", default=[], metavar="NAME=X,Y",
                      help="keypoint prompt: joint NAME is really at X,Y (strong constraint on the fit); names are "
                           "BlazePose names (left_wrist, right_knee, nose, ...) or hand names "
-                          "(left_hand_index_finger_tip)")  # fmt: skip
+                          "(left_hand_index_finger_tip) (one photo only)")  # fmt: skip
     img.add_argument("--focal-px", type=float, metavar="F",
-                     help="focal length in pixels; default: from EXIF, else estimated with the body")
+                     help="focal length in pixels (for every photo); default: from EXIF, else estimated with the body")
     img.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
     img.add_argument("--quiet", action="store_true", help="no progress bar")
+    img.add_argument("--verbose", action="store_true",
+                     help="let MediaPipe / TFLite print their own log lines (hidden by default)")
     img.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     return parser
 
 
+def _import_writers(rrd: bool) -> None:
+    with contextlib.suppress(Exception):  # a failure shows where the writers are used, not here
+        from pipelines.body import anny_tables
+
+        anny_tables.load_cached()  # the body model tables, read ahead of the first fit
+
+        import trimesh  # noqa: F401
+
+        import viz.outputs  # noqa: F401
+
+        if rrd:
+            import pandas  # noqa: F401 - pyarrow imports it on rerun's first conversion anyway
+
+            import viz.rerun_log  # noqa: F401
+
+
 @functools.lru_cache(maxsize=1)
 def _pipeline():  # noqa: ANN202 - pipelines.modes.image.ImagePipeline, created on first use
+    from app.lazy_modules import import_mediapipe_lazily
     from pipelines.modes.image import ImagePipeline
 
+    import_mediapipe_lazily()  # without its drawing utilities and matplotlib (~0.5-1 s)
     return ImagePipeline()
 
 
-def run_image(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+@functools.lru_cache(maxsize=2)
+def _prefetch_writers(rrd: bool) -> None:
+    """Read the body model tables and import the output writers (trimesh, rerun: ~1.5 s) in a thread while
+    the first photo runs (once per process): MediaPipe releases the GIL in its C++ graph, so on two cores
+    part of it comes for free."""
+    threading.Thread(target=_import_writers, args=(rrd,), name="import-writers", daemon=True).start()
 
-    from pipelines.io.image_io import load_image
-    from viz.outputs import write_outputs
 
+def _prompts(args: argparse.Namespace) -> Prompts:
     prompts = Prompts(
         points_n3=np.asarray(args.point, dtype=np.float64).reshape(-1, 3),
         box_xyxy=np.asarray(args.box, dtype=np.float64) if args.box else None,
@@ -112,8 +161,58 @@ def run_image(args: argparse.Namespace) -> int:
     )
     if len(prompts.keypoints) != len(args.keypoint):
         raise BadPromptError("the same joint was given twice with --keypoint")
+    return prompts
+
+
+def load_photo(photo: Path):  # noqa: ANN201 - pipelines.io.image_io.LoadedImage
+    """Decode a photo (EXIF-upright RGB); a bad file raises BadImageError naming it."""
+    from pipelines.io.image_io import load_image
+
+    return load_image(photo)
+
+
+def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, image=None, progress=None):  # noqa: ANN001, ANN201
+    """Load (unless `image` is given), run and write one photo; raises UserFacingError for a bad photo or
+    prompt. Returns the FrameResult."""
+    from viz.outputs import write_outputs
+
     t0 = time.perf_counter()
-    image = load_image(args.photo)  # bad files fail here, before any progress bar
+    image = image if image is not None else load_photo(job.photo)  # bad files fail here, before any model loads
+    t_load = time.perf_counter() - t0
+    report = progress or (lambda frac, msg: None)
+    report(0.0, "loading models")
+    pipeline = _pipeline()
+    _prefetch_writers(not args.no_rrd)
+    result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
+    result.timings_s["load"] = t_load
+    report(0.92, "writing outputs")
+    t = time.perf_counter()
+    for person in result.people:
+        if person.body is not None:
+            pipeline.hmr.add_native_pose(person.body)
+    write_outputs(job.out_dir, result, image_path=job.photo, write_rrd=not args.no_rrd)
+    result.timings_s["write"] = time.perf_counter() - t
+    return result
+
+
+def _summary(result, out_dir: Path) -> list[str]:  # noqa: ANN001 - FrameResult
+    fitted = [p for p in result.people if p.body is not None]
+    lines = [f"{len(result.people)} person(s) found, {len(fitted)} fitted; camera focal "
+             f"{result.camera.focal_px:.0f} px ({result.camera.source}); wrote {out_dir}"]  # fmt: skip
+    for p in fitted:
+        b = p.body
+        dist = np.linalg.norm(b.joints3d_cam.xyz_k3.mean(0))
+        err = f"{b.reprojection_px_mean:.1f} px mean / {b.reprojection_px_max:.1f} px max"
+        lines.append(f"  person {p.id}: height {b.height_m:.2f} m, distance {dist:.2f} m, reprojection {err}")
+    lines += [f"  note: {w}" for w in result.warnings]
+    return lines
+
+
+def run_single(job: Job, args: argparse.Namespace, prompts: Prompts) -> int:
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    image = load_photo(job.photo)  # a bad file fails here, before any progress bar
     t_load = time.perf_counter() - t0
     bar = tqdm(total=100, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr, leave=False)
 
@@ -122,51 +221,87 @@ def run_image(args: argparse.Namespace) -> int:
         bar.update(int(frac * 90) - bar.n)
 
     try:
-        progress(0.0, "loading models")
-        pipeline = _pipeline()
-        result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
+        result = process_photo(job, args, prompts, image=image, progress=progress)
         result.timings_s["load"] = t_load
-        progress(0.92, "writing outputs")
-        t = time.perf_counter()
-        for person in result.people:
-            if person.body is not None:
-                pipeline.hmr.add_native_pose(person.body)
-        write_outputs(args.out, result, image_path=args.photo, write_rrd=not args.no_rrd)
-        result.timings_s["write"] = time.perf_counter() - t
         bar.update(100 - bar.n)
     finally:
         bar.close()
-    fitted = [p for p in result.people if p.body is not None]
-    print(f"{len(result.people)} person(s) found, {len(fitted)} fitted; camera focal {result.camera.focal_px:.0f} px "
-          f"({result.camera.source}); wrote {args.out}")  # fmt: skip
-    for p in fitted:
-        b = p.body
-        dist = np.linalg.norm(b.joints3d_cam.xyz_k3.mean(0))
-        print(f"  person {p.id}: height {b.height_m:.2f} m, distance {dist:.2f} m, "
-              f"reprojection {b.reprojection_px_mean:.1f} px mean / {b.reprojection_px_max:.1f} px max")  # fmt: skip
-    for w in result.warnings:
-        print(f"  note: {w}")
-    return 0
+    print("\n".join(_summary(result, job.out_dir)))
+    return EXIT_OK
+
+
+def _error_line(photo: Path, err: BaseException) -> str:
+    text = str(err)
+    return f"error: {text}" if photo.name in text else f"error: {photo}: {text}"
+
+
+def run_batch(jobs: list[Job], problems: list[str], args: argparse.Namespace, prompts: Prompts) -> int:
+    """Every photo in one process, one progress bar; a failing photo is one line and the rest go on."""
+    from tqdm import tqdm
+
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    failed, written = len(problems), 0
+    with tqdm(jobs, disable=args.quiet, unit="photo", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        for job in bar:
+            bar.set_description(job.photo.name)
+            try:
+                result = process_photo(job, args, prompts)
+            except UserFacingError as err:
+                failed += 1
+                bar.write(_error_line(job.photo, err), file=sys.stderr)
+                continue
+            except Exception as err:  # noqa: BLE001 - one photo's internal error does not stop the batch
+                if args.debug:
+                    raise
+                failed += 1
+                why = RuntimeError(f"internal error ({type(err).__name__}: {err}); rerun with --debug for details")
+                bar.write(_error_line(job.photo, why), file=sys.stderr)
+                continue
+            written += 1
+            fitted = sum(p.body is not None for p in result.people)
+            bar.write(f"{job.photo}: {len(result.people)} person(s) found, {fitted} fitted -> {job.out_dir}",
+                      file=sys.stdout)  # fmt: skip
+    total = written + failed
+    print(f"{written} of {total} photo(s) written under {args.out}" + (f"; {failed} failed" if failed else ""))
+    if failed == 0:
+        return EXIT_OK
+    return EXIT_SOME_FAILED if written else EXIT_BAD_INPUT
+
+
+def run_image(args: argparse.Namespace) -> int:
+    prompts = _prompts(args)
+    jobs, problems = plan_jobs(list(args.photos), args.out)
+    batch = len(args.photos) > 1 or args.photos[0].is_dir()
+    if batch and (prompts.keypoints or prompts.box_xyxy is not None or len(prompts.points_n3)):
+        raise BadPromptError("--point, --box and --keypoint apply to one photo; give a single PHOTO with them")
+    if not batch:
+        return run_single(jobs[0], args, prompts)
+    if not jobs:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_batch(jobs, problems, args, prompts)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        if args.command == "image":
-            return run_image(args)
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback unless asked
-        if args.debug:
-            raise
-        print(f"error: internal error ({type(err).__name__}: {err}); rerun with --debug for details", file=sys.stderr)
-        return EXIT_INTERNAL
+    with native_logs_hidden(not getattr(args, "verbose", False)):
+        try:
+            if args.command == "image":
+                return run_image(args)
+        except UserFacingError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("error: interrupted; the photo being processed was not written", file=sys.stderr)
+            return 130
+        except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback unless asked
+            if args.debug:
+                raise
+            print(f"error: internal error ({type(err).__name__}: {err}); rerun with --debug for details",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_INTERNAL
     return EXIT_BAD_INPUT
 
 

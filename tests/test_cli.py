@@ -29,9 +29,11 @@ def error_lines(err: str) -> list[str]:
 
 def test_help_explains_every_flag() -> None:
     text = build_parser()._subparsers._group_actions[0].choices["image"].format_help()
-    for flag in ("--out", "--point", "--box", "--keypoint", "--focal-px", "--no-rrd", "--quiet", "--debug"):
+    for flag in ("--out", "--point", "--box", "--keypoint", "--focal-px", "--no-rrd", "--quiet", "--verbose",
+                 "--debug"):  # fmt: skip
         assert flag in text
     assert "metres" in text and "OpenCV" in text
+    assert "exit codes" in text and "some failed" in text
 
 
 def test_photo_to_outputs(tmp_path: Path, lunge_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,13 +90,13 @@ def test_prompts_on_the_command_line(tmp_path: Path, lunge_path: Path, capsys: p
     assert person["fit"]["per_keypoint_px"]["left_knee"] < 3.0
 
 
-def _bad_files(tmp: Path) -> dict[str, Path]:
+def _bad_files(tmp: Path, data_dir: Path) -> dict[str, Path]:
     files = {}
     (tmp / "empty.jpg").write_bytes(b"")
     files["empty"] = tmp / "empty.jpg"
     (tmp / "text.jpg").write_text("this is not an image\n")
     files["not an image"] = tmp / "text.jpg"
-    data = (REPO.parent / "shared" / "data" / "images" / "lunge.jpg").read_bytes()
+    data = (data_dir / "images" / "lunge.jpg").read_bytes()
     (tmp / "truncated.jpg").write_bytes(data[: len(data) // 2])
     files["truncated"] = tmp / "truncated.jpg"
     Image.new("RGB", (1, 1)).save(tmp / "dot.png")
@@ -107,9 +109,9 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("case", ["empty", "not an image", "truncated", "1x1", "20000x20000", "missing"])
 def test_bad_image_is_one_line_and_nothing_written(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    photo = _bad_files(tmp_path)[case]
+    photo = _bad_files(tmp_path, data_dir)[case]
     out = tmp_path / "out"
     code, stdout, err = run_cli(["image", photo, "--out", out, "--quiet"], capsys)
     assert code == 2
@@ -199,3 +201,68 @@ def test_cli_process_exit_code_and_message(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- batches
+
+
+def _photo_folder(tmp: Path, data_dir: Path) -> Path:
+    """Two photos with one person each, plus a file that is not an image and a non-image file type."""
+    folder = tmp / "photos"
+    folder.mkdir()
+    shutil.copy(data_dir / "images" / "lunge.jpg", folder / "a_lunge.jpg")
+    Image.open(data_dir / "images" / "lunge.jpg").resize((534, 800)).save(folder / "c_small.png")
+    (folder / "b_broken.jpg").write_text("this is not an image\n")
+    (folder / "notes.txt").write_text("not a photo: skipped\n")
+    return folder
+
+
+def test_batch_folder_one_folder_per_photo_survives_a_bad_file(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _photo_folder(tmp_path, data_dir)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["image", folder, "--out", out, "--quiet"], capsys)
+    assert code == 3  # some failed, the others were written
+    lines = error_lines(err)
+    assert len(lines) == 1 and "b_broken.jpg" in lines[0] and "not an image" in lines[0]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_lunge", "c_small"]  # nothing for the bad file
+    for name in ("a_lunge", "c_small"):
+        result = json.loads((out / name / "result.json").read_text())
+        assert len(result["people"]) == 1 and result["people"][0]["height_m"] > 1.4
+        assert (out / name / "person_0.glb").stat().st_size > 0
+    assert "2 of 3 photo(s) written" in stdout and "1 failed" in stdout
+
+
+def test_batch_of_files_and_shared_stems(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    shutil.copy(data_dir / "images" / "lunge.jpg", tmp_path / "x" / "person.jpg")
+    shutil.copy(data_dir / "images" / "lunge.jpg", tmp_path / "y" / "person.jpg")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["image", tmp_path / "x" / "person.jpg", tmp_path / "y" / "person.jpg", "--out", out,
+                            "--quiet", "--no-rrd"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["person", "person-2"]
+    assert (out / "person-2" / "result.json").is_file() and not (out / "person-2" / "result.rrd").exists()
+
+
+def test_batch_where_every_photo_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.jpg").write_text("nope")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["image", tmp_path / "a.jpg", tmp_path / "empty", "--out", tmp_path / "out", "--quiet"],
+                           capsys)  # fmt: skip
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 2 and any("a.jpg" in line for line in lines) and any("empty" in line for line in lines)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_prompts_need_a_single_photo(tmp_path: Path, lunge_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["image", lunge_path, lunge_path, "--out", tmp_path / "out", "--quiet",
+                            "--point", "450,800"], capsys)  # fmt: skip
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and "one photo" in lines[0]
+    assert not (tmp_path / "out").exists()

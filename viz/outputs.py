@@ -25,7 +25,6 @@ import numpy as np
 from pipelines.errors import UserFacingError
 from pipelines.types import FrameResult, PersonResult, Prompts
 from viz import export
-from viz.rerun_log import save_rrd
 
 CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
 MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
@@ -139,6 +138,8 @@ def _write_rest(tmp: Path, frame: FrameResult, image_path: str | Path | None, wr
         person_files[person.id] = files
 
     if write_rrd:
+        from viz.rerun_log import save_rrd  # rerun (~0.5 s to import) only when a recording is written
+
         save_rrd(frame, tmp / "result.rrd")
         names.append("result.rrd")
     export.write_json(tmp / "result.json", result_dict(frame, image_path, person_files))

@@ -3,7 +3,8 @@
 Anny's own frame is Z-up with the body facing -Y and +X on the person's left. Posed results are given
 in whatever frame the caller's root rotation maps to (the fitting maps straight into the OpenCV
 camera frame). The first build of the model writes ~790 MB into ANNY_CACHE_DIR (default
-~/.cache/anny) and takes about a minute; later loads take well under a second.
+~/.cache/anny) and takes about a minute. What the fit and the exports need is then cached as numpy
+arrays (pipelines/body/anny_tables.py): later processes import neither torch nor anny.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from pipelines.body import anny_pose, anny_tables
+from pipelines.body.anny_tables import AnnyTables
 from pipelines.registry import BackendUnavailable, register
 
 # Phenotypes the fit may change (Anny's defaults, all in [0, 1], 0.5 = average adult); age stays fixed.
@@ -61,7 +64,7 @@ class PointSet:
         return self.pair_a0_p3 + np.einsum("n,npc->pc", coeffs_n, self.pair_da_np3)
 
 
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()  # tables -> model: re-entered by the same thread
 
 
 @register("body", "anny")
@@ -72,6 +75,7 @@ class AnnyBody:
 
     def __init__(self) -> None:
         self._model = None
+        self._tables: AnnyTables | None = None
 
     @property
     def model(self):  # noqa: ANN201 - anny.Anny
@@ -92,34 +96,44 @@ class AnnyBody:
                     self._model = anny.Anny(skinning_method="lbs")
         return self._model
 
+    @property
+    def tables(self) -> AnnyTables:
+        """Rig, mesh and linear maps as numpy arrays: from the cached .npz when present (no torch, no
+        Anny build), else read out of the model once and cached (see pipelines.body.anny_tables)."""
+        if self._tables is None:
+            with _LOAD_LOCK:
+                if self._tables is None:
+                    self._tables = anny_tables.load_or_build(lambda: self.model)
+        return self._tables
+
     @cached_property
     def bone_labels(self) -> list[str]:
-        return list(self.model.bone_labels)
+        return list(self.tables.bone_labels)
 
     @cached_property
     def bone_parents(self) -> np.ndarray:
-        return np.asarray(self.model.bone_parents, dtype=np.int64)
+        return np.asarray(self.tables.bone_parents, dtype=np.int64)
 
     @cached_property
     def phenotype_labels(self) -> list[str]:
-        return list(self.model.phenotype_labels)
+        return list(self.tables.phenotype_labels)
 
     @cached_property
     def faces_f3(self) -> np.ndarray:
-        return self.model.get_triangular_faces().cpu().numpy().astype(np.int32)
+        return self.tables.faces_f3
 
     @cached_property
     def template_v3(self) -> np.ndarray:
-        return self.model.template_vertices.cpu().numpy()
+        return self.tables.template_v3
 
     @cached_property
     def _blendshapes_nv3(self) -> np.ndarray:
-        return self.model.blendshapes.cpu().numpy()
+        return self.tables.blendshapes_nv3
 
     @cached_property
     def _skin_weights_vj(self) -> sp.csr_matrix:
-        w_v9 = self.model.vertex_bone_weights.cpu().numpy()
-        idx_v9 = self.model.vertex_bone_indices.cpu().numpy()
+        w_v9 = self.tables.skin_w_v9
+        idx_v9 = self.tables.skin_idx_v9
         n_v = w_v9.shape[0]
         rows = np.repeat(np.arange(n_v), w_v9.shape[1])
         mat = sp.csr_matrix((w_v9.ravel(), (rows, idx_v9.ravel())), shape=(n_v, len(self.bone_labels)))
@@ -133,21 +147,12 @@ class AnnyBody:
     @cached_property
     def _coeff_tables(self) -> tuple[list[tuple[int, np.ndarray, int]], np.ndarray, np.ndarray | None]:
         """What Anny's phenotype -> blendshape-coefficient map needs, as numpy arrays."""
-        from anny.models.model_data import PHENOTYPE_VARIATIONS
-
-        m = self.model
-        features = []  # (position in phens, anchors, phenotype index or -1 for the 0.5 default)
-        pos = 0
-        for feature, variations in PHENOTYPE_VARIATIONS.items():
-            if feature != "race":
-                start = -1 / 3 if feature == "age" else 0.0
-                anchors = np.linspace(start, 1.0, len(variations))
-                idx = self.phenotype_labels.index(feature) if feature in self.phenotype_labels else -1
-                features.append((pos, anchors, idx))
-            pos += len(variations)
-        mask = m.stacked_phenotype_blend_shapes_mask.cpu().numpy().astype(bool)
-        proj = m.phenotype_blendshape_projection
-        return features, mask, None if proj is None else proj.cpu().numpy()
+        t = self.tables
+        starts = t.pheno_anchor_start
+        pairs = zip(t.pheno_feature_pos, t.pheno_feature_idx, strict=True)
+        features = [(int(p), t.pheno_anchors[starts[i] : starts[i + 1]], int(k)) for i, (p, k) in enumerate(pairs)]
+        proj = t.pheno_projection if t.pheno_projection.size else None
+        return features, t.pheno_mask, proj
 
     def coeffs(self, pheno_p: np.ndarray) -> np.ndarray:
         """Blendshape coefficients for phenotype values: Anny's piecewise-linear map, in numpy
@@ -187,66 +192,56 @@ class AnnyBody:
         return self.template_v3 + np.einsum("n,nvc->vc", coeffs_n, self._blendshapes_nv3)
 
     def rest_state(self, pheno_p: np.ndarray) -> RestState:
-        import torch
-
+        """Rest bone heads and orientations for a phenotype (numpy; Anny's 'cached' orientations)."""
         coeffs_n = self.coeffs(pheno_p)
-        with torch.no_grad():
-            rest = self.model.get_rest_model(torch.as_tensor(coeffs_n[None], dtype=self.model.dtype))
-        poses = rest["rest_bone_poses"][0].cpu().numpy()
+        heads0, dheads = self.heads_basis
         return RestState(
             pheno_p=np.asarray(pheno_p, dtype=np.float64),
             coeffs_n=coeffs_n,
-            heads_j3=poses[:, :3, 3].copy(),
-            rot_j33=poses[:, :3, :3].copy(),
+            heads_j3=heads0 + np.einsum("n,njc->jc", coeffs_n, dheads),
+            rot_j33=anny_pose.rest_orientations(self.tables, coeffs_n),
         )
 
     @cached_property
     def heads_basis(self) -> tuple[np.ndarray, np.ndarray]:
         """Rest bone heads as (template (J, 3), per-coefficient derivative (N, J, 3))."""
-        return (
-            self.model.template_bone_heads.cpu().numpy(),
-            self.model.bone_heads_blendshapes.cpu().numpy(),
-        )
+        return self.tables.heads0_j3, self.tables.dheads_nj3
 
     def point_set(self, names: list[str], vertex_weights: sp.csr_matrix) -> PointSet:
         """Precompute a PointSet for points given as (K, V) weights over the vertices."""
-        pair_mat = vertex_weights.tocsr()
-        # (K*J) rows: weight of vertex v in pair (k, b) = r_kv * w_vb
-        n_k, n_j = pair_mat.shape[0], len(self.bone_labels)
-        skin = self._skin_weights_vj.tocsc()
-        rows, cols, vals = [], [], []
-        for k in range(n_k):
-            start, end = pair_mat.indptr[k], pair_mat.indptr[k + 1]
-            v_idx, r = pair_mat.indices[start:end], pair_mat.data[start:end]
-            sub = sp.csr_matrix(skin[v_idx].multiply(r[:, None]))  # (nv, J)
-            coo = sub.tocoo()
-            rows.append(k * n_j + coo.col)
-            cols.append(v_idx[coo.row])
-            vals.append(coo.data)
-        mat = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(n_k * n_j, self.template_v3.shape[0]),
-        )
+        pair = vertex_weights.tocoo()
+        # (K*J) rows: weight of vertex v in pair (k, b) = w_vb * r_kv, for every skinning weight w_vb of
+        # every vertex v in point k's weights r_k (all at once, no loop over the points).
+        n_k, n_j = vertex_weights.shape[0], len(self.bone_labels)
+        skin = self._skin_weights_vj
+        counts = np.diff(skin.indptr)[pair.col]
+        first = np.repeat(skin.indptr[pair.col] - np.cumsum(counts) + counts, counts)
+        pos = first + np.arange(int(counts.sum()))
+        vals = skin.data[pos] * np.repeat(pair.data, counts)
+        rows = np.repeat(pair.row, counts) * n_j + skin.indices[pos]
+        cols = np.repeat(pair.col, counts)
+        mat = sp.csr_matrix((vals, (rows, cols)), shape=(n_k * n_j, self.template_v3.shape[0]))
         mat.sum_duplicates()
         used = np.flatnonzero(np.diff(mat.indptr) > 0)
         mat = mat[used]
         pair_w = np.asarray(mat.sum(axis=1)).ravel()
         a0 = mat @ self.template_v3
-        bs = self._blendshapes_nv3
-        da = (mat @ bs.transpose(1, 0, 2).reshape(bs.shape[1], -1)).reshape(len(used), bs.shape[0], 3)
+        # One (P, V) x (V, 3) product per blendshape: the same sums, in the same order, as one product with
+        # the blendshapes laid out as (V, N * 3), without copying 45 MB into that layout.
+        da = np.stack([mat @ bs_v3 for bs_v3 in self._blendshapes_nv3])
         return PointSet(
             names=list(names),
             pair_point=used // n_j,
             pair_bone=used % n_j,
             pair_w=pair_w,
             pair_a0_p3=a0,
-            pair_da_np3=da.transpose(1, 0, 2).copy(),
+            pair_da_np3=da,
         )
 
     @cached_property
     def _skin_sparse(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-vertex bone indices and weights (V, 9)."""
-        return (self.model.vertex_bone_indices.cpu().numpy(), self.model.vertex_bone_weights.cpu().numpy())
+        return self.tables.skin_idx_v9, self.tables.skin_w_v9
 
     def skin(self, coeffs_n: np.ndarray, heads_j3: np.ndarray, G_j33: np.ndarray, o_j3: np.ndarray) -> np.ndarray:
         """Linear blend skinning in numpy: vertices (V, 3) for bone rotations G and posed heads o
@@ -282,7 +277,18 @@ class AnnyBody:
         return out["vertices"][0].cpu().numpy()
 
     def native_pose(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
-        """The same pose in Anny's default 'local-ref' parameterization, (J, 4, 4), for saving."""
+        """The same pose in Anny's default 'local-ref' parameterization, (J, 4, 4), for saving (numpy;
+        `rest` must hold the orientations, see rest_state)."""
+        return anny_pose.local_ref_pose(self.tables, self.skel_levels, rest.heads_j3, rest.rot_j33, G_j33,
+                                        root_pos_3)  # fmt: skip
+
+    @cached_property
+    def skel_levels(self) -> list[np.ndarray]:
+        """Bone indices per depth in the hierarchy, root first."""
+        return anny_pose.depth_levels(self.bone_parents)
+
+    def anny_native_pose(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray) -> np.ndarray:
+        """native_pose computed by Anny itself (torch; the reference the tests compare with)."""
         import torch
 
         out, m = self._forward_world_orient(rest, G_j33, root_pos_3)

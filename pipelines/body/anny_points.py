@@ -69,12 +69,8 @@ OUTPUT_JOINT_NAMES: list[str] = [
 
 
 def _coco_regressor(body: AnnyBody) -> dict[str, np.ndarray]:
-    import torch
-    from anny.paths import get_anny_root_dir
-
-    data = torch.load(get_anny_root_dir() / "data" / "keypoints" / "coco.pth", weights_only=True)
-    idx = body.model.base_mesh_vertex_indices.cpu().numpy()
-    return {label: w.cpu().numpy()[idx].astype(np.float64) for label, w in data.items()}
+    t = body.tables
+    return dict(zip(t.coco_labels, t.coco_weights_kv, strict=True))
 
 
 def _tip_vertex(body: AnnyBody, bone: str) -> int:

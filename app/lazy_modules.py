@@ -1,0 +1,68 @@
+"""Defer third-party imports that the command line never uses.
+
+`import mediapipe` (which `mediapipe.tasks.python` runs first) imports the legacy solutions package,
+whose drawing utilities import matplotlib.pyplot: 0.5-1 s of a cold start on this CPU for code the
+Tasks API never calls. `import_mediapipe_lazily` imports mediapipe with those two modules
+(`mediapipe.python.solutions.drawing_utils` and `drawing_styles`) registered as placeholders whose
+code runs on the first attribute asked of them (PEP 562 module __getattr__), so
+`mp.solutions.drawing_utils.draw_landmarks` still works, only later. (importlib's LazyLoader does not
+do here: the import system reads `__spec__`, which makes it load at once.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+_DEFERRED = ("drawing_utils", "drawing_styles")
+_PACKAGE = "mediapipe.python.solutions"
+
+
+def _placeholder(name: str, path: Path) -> types.ModuleType | None:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        return None
+    loader = spec.loader
+    module = types.ModuleType(name, f"{name} (loaded on first use)")
+    module.__spec__, module.__file__, module.__loader__ = spec, str(path), loader
+    loaded: list[bool] = []
+
+    def load_on_use(attr: str) -> object:
+        if loaded or attr.startswith("__"):
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        loaded.append(True)
+        loader.exec_module(module)  # runs the module's code in this namespace
+        return getattr(module, attr)
+
+    module.__getattr__ = load_on_use  # type: ignore[method-assign]
+    return module
+
+
+def import_mediapipe_lazily() -> bool:
+    """Import mediapipe without its drawing utilities (and matplotlib); returns whether the deferral
+    was set up (False: mediapipe missing, already imported, or laid out differently)."""
+    if "mediapipe" in sys.modules:
+        return False
+    top = importlib.util.find_spec("mediapipe")  # finds the package without executing it
+    if top is None or not top.submodule_search_locations:
+        return False
+    folder = Path(next(iter(top.submodule_search_locations))) / "python" / "solutions"
+    placeholders = {}
+    for short in _DEFERRED:
+        module = _placeholder(f"{_PACKAGE}.{short}", folder / f"{short}.py")
+        if module is None:
+            return False
+        placeholders[short] = module
+    for short, module in placeholders.items():
+        sys.modules[f"{_PACKAGE}.{short}"] = module
+    try:
+        solutions = importlib.import_module(_PACKAGE)
+    except BaseException:
+        for short in placeholders:
+            sys.modules.pop(f"{_PACKAGE}.{short}", None)
+        raise
+    for short, module in placeholders.items():  # what `import a.b.c` would have set on the package
+        setattr(solutions, short, module)
+    return True
