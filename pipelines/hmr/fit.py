@@ -70,6 +70,8 @@ class FitOptions:
     """2D sigma in pixels; None = 0.4% of the person's height in the image (at least 1.5 px)."""
     sigma_prompt_px: float = 0.5
     sigma_3d_m: float = 0.06
+    min_weight_3d: float = 0.3
+    """Weight of a 3D landmark whose 2D confidence is lower than this (occluded joints keep their 3D)."""
     sigma_shape: float = 0.3
     sigma_mask_px: float = 6.0
     mask_samples: int = 300
@@ -124,10 +126,12 @@ class _Problem:
         h3 = targets.hip3d_k3
         self.use3d = h3 is not None and np.isfinite(h3).all(axis=1).sum() >= 6
         if self.use3d:
-            valid = np.isfinite(h3).all(axis=1) & (targets.conf_k > 0.3)
+            # Every landmark the detector placed in 3D counts, also where its 2D is unsure (occluded
+            # limbs): there the 3D guess is the only evidence besides the prior.
+            valid = np.isfinite(h3).all(axis=1)
             self.h3_valid = valid
             self.h3 = np.where(valid[:, None], h3 - h3[self.hip_idx].mean(0), 0.0)
-            self.w3 = np.sqrt(np.where(valid, np.clip(targets.conf_k, 0, 1), 0.0))
+            self.w3 = np.sqrt(np.where(valid, np.clip(targets.conf_k, opts.min_weight_3d, 1), 0.0))
         if targets.mask_hw is not None and surface is not None:
             self._prepare_mask(targets.mask_hw)
         else:
@@ -204,7 +208,10 @@ class _Problem:
         if want_jac:
             j2 = np.einsum("kab,kbn->kan", duv_dx, dx_dtheta) / self.sig2d[:, None, None] * wk[:, :, None]
             if free_focal:
-                j2 = np.concatenate([j2, ((uv - self.cxy) / self.sig2d[:, None] * wk)[:, :, None]], axis=2)
+                # The focal step scales the root position with it (f / z held): its column is the
+                # perspective change alone, not nearly collinear with the depth column.
+                d_focal = (uv - self.cxy) + duv_dx @ state.root_pos_3
+                j2 = np.concatenate([j2, (d_focal / self.sig2d[:, None] * wk)[:, :, None]], axis=2)
             jacs.append(j2.reshape(-1, n_cols))
 
         # Metric 3D landmarks, hip-centred, up to a rotation
@@ -244,7 +251,8 @@ class _Problem:
                     dxs = np.concatenate([dxs, self._shape_jac(rest, G, self.surface)], axis=2)
                 js = np.einsum("ka,kab,kbn->kn", g, duvs, dxs)
                 if free_focal:
-                    js = np.concatenate([js, np.einsum("ka,ka->k", g, uvs - self.cxy)[:, None]], axis=1)
+                    d_focal = (uvs - self.cxy) + duvs @ state.root_pos_3
+                    js = np.concatenate([js, np.einsum("ka,ka->k", g, d_focal)[:, None]], axis=1)
                 jacs.append(js / o_opts.sigma_mask_px / np.sqrt(len(xs) / 50.0))
 
         # Pose prior
@@ -317,5 +325,8 @@ def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.
         new.pheno_p[shape_idx] = np.clip(state.pheno_p[shape_idx] + step[k : k + len(shape_idx)], 0.0, 1.0)
         k += len(shape_idx)
     if free_focal:
-        new.focal_px = float(state.focal_px * np.exp(np.clip(step[k], -0.5, 0.5)))
+        # log-focal step; the root position scales with the focal (see _Problem.build)
+        scale = float(np.exp(np.clip(step[k], -0.5, 0.5)))
+        new.focal_px = float(state.focal_px * scale)
+        new.root_pos_3 = new.root_pos_3 * scale
     return new
