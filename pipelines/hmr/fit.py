@@ -22,6 +22,14 @@ from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotvec_to_ma
 from pipelines.hmr.prior import PriorTerms
 
 
+# Bones whose direction the 3D landmarks give (parent keypoint, child keypoint).
+DIRECTION_BONES: list[tuple[str, str]] = [("left_hip", "right_hip"), ("left_shoulder", "right_shoulder")]
+for _s in ("left", "right"):
+    DIRECTION_BONES += [(f"{_s}_shoulder", f"{_s}_elbow"), (f"{_s}_elbow", f"{_s}_wrist"),
+                        (f"{_s}_hip", f"{_s}_knee"), (f"{_s}_knee", f"{_s}_ankle"), (f"{_s}_hip", f"{_s}_shoulder"),
+                        (f"{_s}_heel", f"{_s}_foot_index")]  # fmt: skip
+
+
 @dataclass
 class FitTargets:
     """What the fit must explain, for one person."""
@@ -71,6 +79,8 @@ class FitOptions:
     sigma_prompt_px: float = 0.5
     sigma_3d_m: float = 0.06
     min_weight_3d: float = 0.3
+    sigma_dir: float = 0.15
+    """Sigma of the bone-direction term (difference of unit vectors, about radians); 0 = off."""
     """Weight of a 3D landmark whose 2D confidence is lower than this (occluded joints keep their 3D)."""
     sigma_shape: float = 0.3
     sigma_mask_px: float = 6.0
@@ -132,6 +142,11 @@ class _Problem:
             self.h3_valid = valid
             self.h3 = np.where(valid[:, None], h3 - h3[self.hip_idx].mean(0), 0.0)
             self.w3 = np.sqrt(np.where(valid, np.clip(targets.conf_k, opts.min_weight_3d, 1), 0.0))
+            pairs = [(names.index(p), names.index(c)) for p, c in DIRECTION_BONES if p in names and c in names]
+            pairs = [(i, j) for i, j in pairs if valid[i] and valid[j]]
+            self.bone_a = np.array([i for i, _ in pairs], dtype=np.int64)
+            self.bone_b = np.array([j for _, j in pairs], dtype=np.int64)
+            self.w_bone = self.w3[self.bone_a] * self.w3[self.bone_b]
         if targets.mask_hw is not None and surface is not None:
             self._prepare_mask(targets.mask_hw)
         else:
@@ -234,6 +249,23 @@ class _Problem:
                 if free_focal:
                     j3 = np.concatenate([j3, np.zeros((len(x), 3, 1))], axis=2)
                 jacs.append(j3.reshape(-1, n_cols))
+            # Bone directions against the landmarks' (same rotation): free of the landmarks' bone
+            # lengths, so a limb keeps its own length and takes its tilt in depth from the 3D.
+            if len(self.bone_a) and o_opts.sigma_dir > 0:
+                a, b = self.bone_a, self.bone_b
+                d_b3 = x[b] - x[a]
+                length = np.linalg.norm(d_b3, axis=1, keepdims=True)
+                u_b3 = d_b3 / length
+                tgt = self.h3[b] - self.h3[a]
+                tgt = tgt @ R.T / np.linalg.norm(tgt, axis=1, keepdims=True)
+                wb = self.w_bone[:, None] / o_opts.sigma_dir
+                res.append(((u_b3 - tgt) * wb).ravel())
+                if want_jac:
+                    P = (np.eye(3)[None] - u_b3[:, :, None] * u_b3[:, None, :]) / length[:, :, None]
+                    jd = np.einsum("bij,bjn->bin", P, dx_dtheta[b] - dx_dtheta[a]) * wb[:, :, None]
+                    if free_focal:
+                        jd = np.concatenate([jd, np.zeros((len(b), 3, 1))], axis=2)
+                    jacs.append(jd.reshape(-1, n_cols))
 
         # Silhouette: surface samples pulled inside the mask
         if self.dt is not None and self.surface is not None:
