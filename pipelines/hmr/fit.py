@@ -21,7 +21,6 @@ from pipelines.body.anny_model import FIT_PHENOTYPES, AnnyBody, RestState
 from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotvec_to_matrix
 from pipelines.hmr.prior import PriorTerms
 
-
 # Bones whose direction the 3D landmarks give (parent keypoint, child keypoint).
 DIRECTION_BONES: list[tuple[str, str]] = [("left_hip", "right_hip"), ("left_shoulder", "right_shoulder")]
 for _s in ("left", "right"):
@@ -100,6 +99,9 @@ class FitReport:
     """2D error per target keypoint (NaN where unused)."""
     iterations: int
     cost: float
+    focal_log_var: float | None = None
+    """When the focal was solved: the variance of log(focal) at the solution (Laplace approximation,
+    the focal prior included), to weigh this person's focal against other people's."""
 
 
 class _Problem:
