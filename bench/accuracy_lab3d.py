@@ -89,8 +89,8 @@ def _score(person: PersonResult, ref_k3: np.ndarray) -> tuple[float, float] | No
     return 1000 * pa_mpjpe(mp, ref_k3), 1000 * pa_mpjpe(fit, ref_k3)
 
 
-def run_h36m(pipeline: ImagePipeline) -> list[Sample]:
-    folder = DATA_DIR / "lab3d" / "h36m"
+def run_h36m(pipeline: ImagePipeline, folder: Path) -> list[Sample]:
+    """Every frame of `folder` (images and gt.json), fitted with its true focal length."""
     gt = json.loads((folder / "gt.json").read_text())
     out = []
     for frame in gt["frames"]:
@@ -151,24 +151,28 @@ def match_people(views: list[list[PersonResult]], cams: list[CalibratedCamera], 
         matches.append((choice, triangulate_points(xy, conf, cams).xyz_n3))
 
 
-def run_multiview(pipeline: ImagePipeline, name: str, frames: list[int], match_px: float
-                  ) -> tuple[list[Sample], list[FocalSample]]:  # fmt: skip
-    folder = DATA_DIR / "multiview" / name
+def run_multiview(pipeline: ImagePipeline, folder: Path, frames: list[int], match_px: float = 40.0,
+                  estimate_focal: bool = True) -> tuple[list[Sample], list[FocalSample]]:  # fmt: skip
+    """The frames of one capture (camNN.mp4, Calib.qca.txt): PA-MPJPE of every matched person in every view
+    (true focal), and with `estimate_focal` the focal found when none is given."""
+    name = folder.name
     cams = load_qualisys_calibration(folder / "Calib.qca.txt")
     true_runs: dict[str, dict[int, FrameResult]] = {}
     focal: list[FocalSample] = []
     for cam in cams:
         true_runs[cam.name] = {}
         for index, rgb in read_frames(folder / f"{cam.name}.mp4", frames):
-            estimated_session = ImageSession()
             image = LoadedImage(rgb_hw3=rgb, path=None, exif_focal_px=None, exif_note=None, warnings=[])
-            estimated = pipeline.run(image, session=estimated_session)
-            n_fitted = sum(p.body is not None for p in estimated.people)
-            if n_fitted:
-                found = estimated.camera.focal_px
-                focal.append(FocalSample(name, cam.name, index, found, cam.camera.focal_px, n_fitted))
-            # The same detections, fitted again with the calibrated focal (no warm start: nothing leaks).
-            session = ImageSession(image_key=estimated_session.image_key, detections=estimated_session.detections)
+            session = None
+            if estimate_focal:
+                estimated_session = ImageSession()
+                estimated = pipeline.run(image, session=estimated_session)
+                n_fitted = sum(p.body is not None for p in estimated.people)
+                if n_fitted:
+                    found = estimated.camera.focal_px
+                    focal.append(FocalSample(name, cam.name, index, found, cam.camera.focal_px, n_fitted))
+                # The same detections, fitted again with the calibrated focal (no warm start: nothing leaks).
+                session = ImageSession(image_key=estimated_session.image_key, detections=estimated_session.detections)
             true_runs[cam.name][index] = pipeline.run(image, focal_px=cam.camera.focal_px, session=session)
     samples = []
     held_out = name not in TUNED_ON
@@ -222,10 +226,11 @@ def main(argv: list[str] | None = None) -> dict:
     samples: list[Sample] = []
     focal: list[FocalSample] = []
     if "h36m" in sets:
-        samples += run_h36m(pipeline)
+        samples += run_h36m(pipeline, DATA_DIR / "lab3d" / "h36m")
     for name in MULTIVIEW_SETS:
         if name in sets:
-            s, f = run_multiview(pipeline, name, list(range(0, 100, args.every)), args.match_px)
+            frames = list(range(0, 100, args.every))
+            s, f = run_multiview(pipeline, DATA_DIR / "multiview" / name, frames, args.match_px)
             samples += s
             focal += f
     print(f"\nMachine: {machine_description()}; {time.perf_counter() - start:.0f} s\n")
