@@ -3,12 +3,17 @@
 Terms (each a block of residuals; all in the OpenCV camera frame, metres, pixels):
 - 2D reprojection of the detected keypoints, confidence-weighted, Huber-robust;
 - 2D keypoint prompts ("this joint is here"): the same with a much smaller sigma (strong);
-- the detector's metric 3D landmarks, hip-centred, compared up to a rotation (Procrustes);
+- the detector's metric 3D landmarks, hip-centred, compared up to a rotation (Procrustes), also where
+  the 2D is unsure (occluded limbs keep their 3D guess, at a floor weight);
+- the directions of the main bones against the landmarks' (same rotation), free of the landmarks' bone
+  lengths: each limb keeps its own length and takes its tilt in depth from the 3D;
 - the person mask: projected surface samples are pulled inside the mask (distance transform);
 - a pose prior per bone (twist / swing / hinge, see prior.py) and a shape prior toward the average;
 - optionally a log-normal prior on the focal length when the focal is estimated with the body.
 Pose, translation, phenotype (shape) and focal length are solved together; shape and focal are
-switched on after a few pose-only iterations.
+switched on after a few pose-only iterations. The focal's step scales the root position with it (the
+body keeps its size in the image), and the fit reports the variance of log(focal) so that several
+people seen by one camera can share one focal (pipelines/camera/focal.py).
 """
 
 from __future__ import annotations
