@@ -84,9 +84,9 @@ class FitOptions:
     sigma_prompt_px: float = 0.5
     sigma_3d_m: float = 0.06
     min_weight_3d: float = 0.3
+    """Weight of a 3D landmark whose 2D confidence is lower than this (occluded joints keep their 3D)."""
     sigma_dir: float = 0.15
     """Sigma of the bone-direction term (difference of unit vectors, about radians); 0 = off."""
-    """Weight of a 3D landmark whose 2D confidence is lower than this (occluded joints keep their 3D)."""
     sigma_shape: float = 0.3
     sigma_mask_px: float = 6.0
     mask_samples: int = 300

@@ -192,7 +192,8 @@ class ImagePipeline:
             camera = frame.camera = Camera.from_focal(focal, w, h, "estimated")
             if session is not None:
                 session.focal_px = focal
-            for person, fit in estimated if len(estimated) > 1 else []:
+            to_refit = estimated if len(estimated) > 1 else []  # one person: its fit already has this focal
+            for person, fit in to_refit:
                 warm = fit.state.copy()
                 warm.root_pos_3 = warm.root_pos_3 * (focal / warm.focal_px)  # same size in the image
                 fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True)
