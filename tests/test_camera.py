@@ -141,3 +141,34 @@ def test_exif_implausible_ignored() -> None:
         {TAG_FOCAL_LENGTH: 4.0, TAG_FOCAL_PLANE_XRES: 1e6, TAG_FOCAL_PLANE_UNIT: 4}, 640, 480
     )
     assert out.focal_px is None and out.note and "implausible" in out.note
+
+
+# ------------------------------------------------------------------------------------ one focal, several people
+
+
+def test_shared_focal_of_one_person_is_its_own() -> None:
+    from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
+
+    out = combine_focal_estimates([FocalEstimate(1500.0, 0.15**2)], prior_px=1900.0, prior_sigma_log=0.35)
+    assert out.focal_px == pytest.approx(1500.0)
+    assert out.log_var == pytest.approx(0.15**2)
+
+
+def test_shared_focal_counts_the_prior_once_and_ignores_people_without_evidence() -> None:
+    from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
+
+    prior, sigma = 1900.0, 0.35
+    # Two people whose own evidence says 1500 px with the same confidence: together they pull harder
+    # than either alone (the prior is not counted twice), and their variance halves.
+    own_var = 0.2**2
+    post_info = 1 / own_var + 1 / sigma**2
+    post_mean = (np.log(1500.0) / own_var + np.log(prior) / sigma**2) / post_info
+    one = FocalEstimate(float(np.exp(post_mean)), 1 / post_info)
+    two = combine_focal_estimates([one, one], prior, sigma)
+    assert 1500.0 < two.focal_px < one.focal_px
+    assert 1 / two.log_var == pytest.approx(2 / own_var + 1 / sigma**2)
+    # A person whose fit says nothing (variance of the prior, or unknown) changes nothing.
+    same = combine_focal_estimates([one, FocalEstimate(1000.0, sigma**2), FocalEstimate(800.0, float("inf"))],
+                                   prior, sigma)  # fmt: skip
+    assert same.focal_px == pytest.approx(one.focal_px)
+    assert combine_focal_estimates([], prior, sigma).focal_px == pytest.approx(prior)

@@ -82,7 +82,7 @@ def analytic_init(skel: Skeleton, bone_labels: list[str], pm: PointModel, rest: 
 
     ok3 = np.zeros(len(names), dtype=bool)
     if hip3d_k3 is not None:
-        ok3 = np.isfinite(hip3d_k3).all(axis=1) & (conf_k > 0.3)
+        ok3 = np.isfinite(hip3d_k3).all(axis=1)
     torso = [names.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder") if n in names]
     if hip3d_k3 is not None and all(ok3[i] for i in torso) and len(torso) == 4:
         rest_local = np.tile(np.eye(3), (n_j, 1, 1))

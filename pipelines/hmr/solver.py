@@ -93,18 +93,46 @@ class BodyFitter:
             state = FitState(local, root, pheno, focal)
 
         shape_idx = [body.phenotype_labels.index(n) for n in FIT_PHENOTYPES]
-        lam = 1e-3
-        n_iter = opts.pose_iters + (opts.shape_iters if (opts.fit_shape or opts.fit_focal) else 0)
-        cost = np.inf
-        it = 0
-        for it in range(n_iter):
-            late = it >= opts.pose_iters
+        n_done = 0
+        focal_log_var = None
+        # Two phases: pose and translation, then shape and focal too. A phase that stops improving
+        # hands over to the next one (the shape and focal iterations always run).
+        phases = [(False, opts.pose_iters)]
+        if opts.fit_shape or opts.fit_focal:
+            phases.append((True, opts.shape_iters))
+        for late, n_phase in phases:
             free_shape, free_focal = opts.fit_shape and late, opts.fit_focal and late
+            state, rest, n, var = self._lm(problem, state, rest, active, sub_aj, prior, shape_idx, n_phase,
+                                           free_shape, free_focal)  # fmt: skip
+            n_done += n
+            focal_log_var = var if free_focal else focal_log_var
+        r, _, (x, uv, G, o) = problem.build(state, rest, active, sub_aj, prior, False, False, False)
+        used = problem.sqrt_w2d > 0
+        err = np.where(used, np.linalg.norm(uv - problem.xy_obs, axis=1), np.nan)
+        return FitReport(state, rest, G, o, uv, err, n_done, float(r @ r), focal_log_var)
+
+    def _lm(self, problem: _Problem, state: FitState, rest: RestState, active: np.ndarray, sub_aj: np.ndarray,
+            prior: PriorTerms, shape_idx: list[int], n_iter: int, free_shape: bool, free_focal: bool
+            ) -> tuple[FitState, RestState, int, float | None]:  # fmt: skip
+        """Up to n_iter Levenberg-Marquardt iterations (fewer when no step improves); returns the state, its
+        rest state, the iterations run and, with a free focal, the variance of log(focal)."""
+        body = self.body
+        lam = 1e-3
+        focal_log_var = None
+        n_done = 0
+        for _ in range(n_iter):
+            n_done += 1
             r, J, (_, _, G, _) = problem.build(state, rest, active, sub_aj, prior, free_shape, free_focal, True)
             cost = float(r @ r)
             JtJ = J.T @ J
             g = J.T @ r
             diag = np.diag(JtJ).copy() + 1e-9
+            if free_focal:
+                # Posterior variance of log(focal), the other variables marginalised (the last column).
+                try:
+                    focal_log_var = float(np.linalg.inv(JtJ + 1e-9 * np.diag(diag))[-1, -1])
+                except np.linalg.LinAlgError:
+                    focal_log_var = None
             for _ in range(5):
                 step = np.linalg.solve(JtJ + lam * np.diag(diag), -g)
                 cand = apply_update(self.skel, state, G, active, step, shape_idx, free_shape, free_focal)
@@ -117,10 +145,7 @@ class BodyFitter:
                 lam *= 6
             else:
                 break
-        r, _, (x, uv, G, o) = problem.build(state, rest, active, sub_aj, prior, False, False, False)
-        used = problem.sqrt_w2d > 0
-        err = np.where(used, np.linalg.norm(uv - problem.xy_obs, axis=1), np.nan)
-        return FitReport(state, rest, G, o, uv, err, it + 1, float(r @ r))
+        return state, rest, n_done, focal_log_var
 
 
 __all__ = ["BodyFitter", "FitOptions", "FitState", "FitTargets", "FitReport", "RestState"]

@@ -9,18 +9,24 @@ warm-starts the fit. `on_stage` receives the partial result after each stage (fo
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipelines.camera.embedded import focal_prior_px
+from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
 from pipelines.hmr.fit import FitState
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create
 from pipelines.segmentation.embedded import validate_prompts
 from pipelines.types import Camera, FrameResult, PersonDetection, PersonResult, Prompts
+
+if TYPE_CHECKING:
+    from pipelines.hmr.embedded import PersonFit
 
 StageCallback = Callable[[str, FrameResult], None]
 ProgressCallback = Callable[[float, str], None]
@@ -164,7 +170,8 @@ class ImagePipeline:
         t = time.perf_counter()
         kp_prompts = assign_keypoint_prompts(people, prompts, selected)
         estimate = camera.source == "default"
-        prior_f, _ = focal_prior_px(w, h)
+        prior_f, prior_sigma = focal_prior_px(w, h)
+        estimated: list[tuple[PersonResult, PersonFit]] = []
         for person in frame.people:
             n_ok = int((person.detection.keypoints2d.conf_k > 0.5).sum()) + len(kp_prompts.get(person.id, {}))
             if n_ok < MIN_KEYPOINTS_TO_FIT:
@@ -174,15 +181,26 @@ class ImagePipeline:
             fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
                                estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None)  # fmt: skip
             if estimate:
-                # The first (best) person sets the focal; the others are fitted with it.
-                camera = Camera.from_focal(fit.state.focal_px, w, h, "estimated")
-                frame.camera = camera
-                estimate = False
-                if session is not None:
-                    session.focal_px = fit.state.focal_px
+                estimated.append((person, fit))  # every person estimates the focal from the prior
             person.body = fit.body
             if session is not None:
                 session.fits[person.id] = fit.state
+        if estimated:
+            # One camera: the focal from every person's evidence, then each body refitted with it.
+            shared = combine_focal_estimates([FocalEstimate(f.state.focal_px, f.report.focal_log_var or math.inf)
+                                              for _, f in estimated], prior_f, prior_sigma)  # fmt: skip
+            focal = shared.focal_px if len(estimated) > 1 else estimated[0][1].state.focal_px
+            camera = frame.camera = Camera.from_focal(focal, w, h, "estimated")
+            if session is not None:
+                session.focal_px = focal
+            to_refit = estimated if len(estimated) > 1 else []  # one person: its fit already has this focal
+            for person, fit in to_refit:
+                warm = fit.state.copy()
+                warm.root_pos_3 = warm.root_pos_3 * (focal / warm.focal_px)  # same size in the image
+                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True)
+                person.body = fit.body
+                if session is not None:
+                    session.fits[person.id] = fit.state
         timings["fit"] = time.perf_counter() - t
         report(1.0, "done")
         if on_stage:

@@ -1,0 +1,270 @@
+"""3D accuracy of the fitted bodies against 3D truth, and the focal length estimated with the body.
+
+    python -m bench.accuracy_lab3d                        # all sets, every 10th multi-view frame
+    python -m bench.accuracy_lab3d --sets h36m --json out.json
+
+Sets (../shared/data, see its README):
+- h36m: 4 Human3.6M frames with motion-capture joints in the camera frame and the intrinsics.
+- pose2sim_single, pose2sim_multi: every view's people against the BlazePose keypoints triangulated
+  from all four calibrated views; people are matched across views by triangulating every choice of
+  one detection per view and keeping the most consistent ones (at least 3 views, median
+  reprojection error under --match-px).
+Methods, from the same detection: `mediapipe_world` (MediaPipe's metric world landmarks, hip-centred;
+the baseline) and `fit` (our image pipeline's body, given the true focal length). Metric: PA-MPJPE
+(Procrustes with scale) on the 12 body joints, shoulders to ankles, matched by name.
+Focal: the image pipeline run without a focal length on each multi-view image (the focal is then
+estimated with the bodies), against the calibration.
+
+Held-out data: the fit's constants were chosen on pose2sim_single and the H36M frames S1 and S5;
+pose2sim_multi and the H36M frames S7 and S8 were not used to choose anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import BODY12_NAMES, DATA_DIR, machine_description, markdown_table, pa_mpjpe, stack_joints
+from pipelines.io.image_io import LoadedImage, load_image
+from pipelines.keypoints.names import BLAZEPOSE_NAMES
+from pipelines.modes.image import ImagePipeline, ImageSession
+from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration
+from pipelines.multiview.triangulate import triangulate_points
+from pipelines.multiview.video import read_frames
+from pipelines.types import FrameResult, PersonResult
+
+TUNED_ON = {"pose2sim_single", "S1", "S5"}
+"""Data the fit's constants were chosen on; everything else is held out."""
+MULTIVIEW_SETS = ("pose2sim_single", "pose2sim_multi")
+
+
+@dataclass
+class Sample:
+    """One person in one image: PA-MPJPE of each method (mm)."""
+
+    set: str
+    image: str
+    person: int
+    mediapipe_mm: float
+    fit_mm: float
+    held_out: bool
+
+
+@dataclass
+class FocalSample:
+    """The focal estimated on one image against the calibrated one."""
+
+    set: str
+    view: str
+    frame: int
+    focal_px: float
+    true_px: float
+    n_people: int
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.focal_px / self.true_px - 1.0)
+
+
+def _joints(names: list[str], xyz_k3: np.ndarray) -> dict[str, np.ndarray]:
+    return dict(zip(names, xyz_k3, strict=True))
+
+
+def _score(person: PersonResult, ref_k3: np.ndarray) -> tuple[float, float] | None:
+    """(MediaPipe, fit) PA-MPJPE in mm on the 12 body joints, or None when a joint is missing."""
+    if person.body is None:
+        return None
+    kp3d = person.detection.keypoints3d_hip
+    mp = stack_joints(_joints(kp3d.names, kp3d.xyz_k3), BODY12_NAMES)
+    fit = stack_joints(_joints(person.body.joints3d_cam.names, person.body.joints3d_cam.xyz_k3), BODY12_NAMES)
+    if mp is None or fit is None:
+        return None
+    return 1000 * pa_mpjpe(mp, ref_k3), 1000 * pa_mpjpe(fit, ref_k3)
+
+
+def run_h36m(pipeline: ImagePipeline, folder: Path) -> list[Sample]:
+    """Every frame of `folder` (images and gt.json), fitted with its true focal length."""
+    gt = json.loads((folder / "gt.json").read_text())
+    out = []
+    for frame in gt["frames"]:
+        image = load_image(folder / frame["image"])
+        # gt.json gives fx and fy (they differ by 0.1 %); the pipeline takes one focal.
+        result = pipeline.run(image, focal_px=float(np.mean(frame["focal_px"])))
+        if not result.people:
+            continue
+        ref_k3 = np.array([frame["joints3d_cam"][n] for n in BODY12_NAMES])
+        # The annotated subject is the largest person found.
+        person = max(result.people, key=lambda p: float(np.prod(p.detection.bbox_xyxy[2:] - p.detection.bbox_xyxy[:2])))
+        scores = _score(person, ref_k3)
+        if scores is not None:
+            out.append(Sample("h36m", frame["image"], person.id, *scores, held_out=frame["subject"] not in TUNED_ON))
+    return out
+
+
+def _body_xy(person: PersonResult) -> tuple[np.ndarray, np.ndarray]:
+    kp = person.detection.keypoints2d
+    idx = [kp.names.index(n) for n in BLAZEPOSE_NAMES]
+    return kp.xy_k2[idx].astype(np.float64), kp.conf_k[idx].astype(np.float64)
+
+
+def match_people(views: list[list[PersonResult]], cams: list[CalibratedCamera], max_px: float
+                 ) -> list[tuple[list[int | None], np.ndarray]]:  # fmt: skip
+    """People matched across views: (detection index per view or None, triangulated BlazePose points
+    (33, 3) in the world frame). Greedy: the most consistent choice of one detection per view first."""
+    body_ids = [BLAZEPOSE_NAMES.index(n) for n in BODY12_NAMES]
+    obs = [[_body_xy(p) for p in people] for people in views]
+    free = [set(range(len(people))) for people in views]
+    matches = []
+    while True:
+        best = None
+        for choice in itertools.product(*[[None, *sorted(f)] for f in free]):
+            if sum(c is not None for c in choice) < 3:
+                continue
+            xy = np.full((len(cams), len(body_ids), 2), np.nan)
+            conf = np.zeros((len(cams), len(body_ids)))
+            for v, c in enumerate(choice):
+                if c is not None:
+                    xy[v], conf[v] = obs[v][c][0][body_ids], obs[v][c][1][body_ids]
+            tri = triangulate_points(xy, conf, cams, outlier_px=np.inf, refine=False)
+            err = tri.reproj_px_vn[[v for v, c in enumerate(choice) if c is not None]]
+            score = float(np.nanmedian(err)) if np.isfinite(err).any() else np.inf
+            # More views first, then the lower error.
+            key = (-sum(c is not None for c in choice), score)
+            if score < max_px and (best is None or key < best[0]):
+                best = (key, choice)
+        if best is None:
+            return matches
+        choice = list(best[1])
+        xy = np.full((len(cams), len(BLAZEPOSE_NAMES), 2), np.nan)
+        conf = np.zeros((len(cams), len(BLAZEPOSE_NAMES)))
+        for v, c in enumerate(choice):
+            if c is not None:
+                xy[v], conf[v] = obs[v][c]
+                free[v].discard(c)
+        matches.append((choice, triangulate_points(xy, conf, cams).xyz_n3))
+
+
+def run_multiview(pipeline: ImagePipeline, folder: Path, frames: list[int], match_px: float = 40.0,
+                  estimate_focal: bool = True) -> tuple[list[Sample], list[FocalSample]]:  # fmt: skip
+    """The frames of one capture (camNN.mp4, Calib.qca.txt): PA-MPJPE of every matched person in every view
+    (true focal), and with `estimate_focal` the focal found when none is given."""
+    name = folder.name
+    cams = load_qualisys_calibration(folder / "Calib.qca.txt")
+    true_runs: dict[str, dict[int, FrameResult]] = {}
+    focal: list[FocalSample] = []
+    for cam in cams:
+        true_runs[cam.name] = {}
+        for index, rgb in read_frames(folder / f"{cam.name}.mp4", frames):
+            image = LoadedImage(rgb_hw3=rgb, path=None, exif_focal_px=None, exif_note=None, warnings=[])
+            session = None
+            if estimate_focal:
+                estimated_session = ImageSession()
+                estimated = pipeline.run(image, session=estimated_session)
+                n_fitted = sum(p.body is not None for p in estimated.people)
+                if n_fitted:
+                    found = estimated.camera.focal_px
+                    focal.append(FocalSample(name, cam.name, index, found, cam.camera.focal_px, n_fitted))
+                # The same detections, fitted again with the calibrated focal (no warm start: nothing leaks).
+                session = ImageSession(image_key=estimated_session.image_key, detections=estimated_session.detections)
+            true_runs[cam.name][index] = pipeline.run(image, focal_px=cam.camera.focal_px, session=session)
+    samples = []
+    held_out = name not in TUNED_ON
+    body_ids = [BLAZEPOSE_NAMES.index(n) for n in BODY12_NAMES]
+    for index in frames:
+        views = [true_runs[c.name][index].people for c in cams]
+        for m, (choice, xyz_world) in enumerate(match_people(views, cams, match_px)):
+            ref_world = xyz_world[body_ids]
+            if not np.isfinite(ref_world).all():
+                continue
+            for v, c in enumerate(choice):
+                if c is None:
+                    continue
+                ref_cam = ref_world @ cams[v].cam_T_world_44[:3, :3].T + cams[v].cam_T_world_44[:3, 3]
+                scores = _score(views[v][c], ref_cam)
+                if scores is not None:
+                    samples.append(Sample(name, f"{cams[v].name} frame {index}", m, *scores, held_out=held_out))
+    return samples, focal
+
+
+def _summary_rows(samples: list[Sample]) -> list[list[object]]:
+    rows = []
+    for name in dict.fromkeys(s.set for s in samples):
+        for held in (False, True):
+            sub = [s for s in samples if s.set == name and s.held_out == held]
+            if not sub:
+                continue
+            mp, fit = np.array([s.mediapipe_mm for s in sub]), np.array([s.fit_mm for s in sub])
+            use = "held out" if held else "tuned on"
+            rows.append([f"{name} ({use})", len(sub), float(mp.mean()), float(fit.mean()),
+                         f"{100 * (fit.mean() / mp.mean() - 1):+.0f} %", float(np.median(fit / mp)),
+                         float((fit / mp).max()), int((fit > 1.5 * mp).sum())])  # fmt: skip
+    return rows
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default="h36m," + ",".join(MULTIVIEW_SETS), help="comma-separated sets")
+    parser.add_argument("--every", type=int, default=10, help="every N-th multi-view frame (default 10)")
+    parser.add_argument("--match-px", type=float, default=40.0, help="cross-view matching threshold (px)")
+    parser.add_argument("--json", type=Path, default=None, help="also save all numbers to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    pipeline = ImagePipeline()
+    pipeline.warmup()
+    start = time.perf_counter()
+    samples: list[Sample] = []
+    focal: list[FocalSample] = []
+    if "h36m" in sets:
+        samples += run_h36m(pipeline, DATA_DIR / "lab3d" / "h36m")
+    for name in MULTIVIEW_SETS:
+        if name in sets:
+            frames = list(range(0, 100, args.every))
+            s, f = run_multiview(pipeline, DATA_DIR / "multiview" / name, frames, args.match_px)
+            samples += s
+            focal += f
+    print(f"\nMachine: {machine_description()}; {time.perf_counter() - start:.0f} s\n")
+    h36m = [s for s in samples if s.set == "h36m"]
+    if h36m:
+        print("PA-MPJPE (mm) on Human3.6M frames, 12 body joints, true focal given:\n")
+        rows = [[s.image.split(".")[0], "held out" if s.held_out else "tuned on", s.mediapipe_mm, s.fit_mm,
+                 f"{100 * (s.fit_mm / s.mediapipe_mm - 1):+.0f} %"] for s in h36m]  # fmt: skip
+        print(markdown_table(["frame", "use", "mediapipe_world", "fit", "fit vs mediapipe"], rows))
+    if samples:
+        print("\nPA-MPJPE (mm), means over samples (person x view x frame; H36M: frames):\n")
+        print(markdown_table(["set", "samples", "mediapipe_world", "fit", "fit vs mediapipe (mean)",
+                              "median fit / mediapipe", "worst fit / mediapipe", "fit > 1.5x mediapipe"],
+                             _summary_rows(samples)))  # fmt: skip
+    if focal:
+        print("\nFocal length estimated with the bodies (no focal given) against the calibration, |error| in %:\n")
+        rows = []
+        for name in dict.fromkeys(f.set for f in focal):
+            sub = [f for f in focal if f.set == name]
+            for view in dict.fromkeys(f.view for f in sub):
+                e = np.array([f.error_pct for f in sub if f.view == view])
+                rows.append([name, view, len(e), float(np.median(np.abs(e))), float(np.median(e))])
+            e = np.array([f.error_pct for f in sub])
+            rows.append([f"**{name}**", "all", len(e), float(np.median(np.abs(e))), float(np.median(e))])
+        print(markdown_table(["set", "view", "images", "median abs error %", "median signed error %"], rows))
+    print("\nTuned on: pose2sim_single and the H36M frames of S1 and S5; held out: pose2sim_multi, S7, S8.")
+    report = {"machine": machine_description(), "samples": [dataclasses.asdict(s) for s in samples],
+              "focal": [{**dataclasses.asdict(f), "error_pct": f.error_pct} for f in focal]}  # fmt: skip
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"saved {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
