@@ -10,7 +10,6 @@ Coordinates are pixels of the upright photo (EXIF rotation applied), origin at t
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -86,17 +85,52 @@ def build_parser() -> argparse.ArgumentParser:
                           "(left_hand_index_finger_tip)")  # fmt: skip
     img.add_argument("--focal-px", type=float, metavar="F",
                      help="focal length in pixels; default: from EXIF, else estimated with the body")
+    _add_backend_flags(img)
     img.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
     img.add_argument("--quiet", action="store_true", help="no progress bar")
     img.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     return parser
 
 
-@functools.lru_cache(maxsize=1)
-def _pipeline():  # noqa: ANN202 - pipelines.modes.image.ImagePipeline, created on first use
-    from pipelines.modes.image import ImagePipeline
+# ------------------------------------------------------------- backends and device (hub backends)
 
-    return ImagePipeline()
+
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backends", "embedded (default: CPU, offline) or hub (Hugging Face models, "
+                                      "downloaded on first use; HF_TOKEN and HF_HUB_OFFLINE are honoured)")  # fmt: skip
+    group.add_argument("--segmentation", choices=["embedded", "hub"], default="embedded",
+                       help="hub: SAM2.1 masks (from each person's box and the prompts) for MediaPipe's people")
+    group.add_argument("--camera", choices=["embedded", "hub"], default="embedded",
+                       help="hub: field of view from the photo with MoGe-2 when neither --focal-px nor EXIF gives it")
+    group.add_argument("--depth", choices=["none", "hub"], default="none",
+                       help="hub: MoGe-2 metric depth of the scene (in memory only for now)")
+    group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
+                       help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.PipelineConfig
+    from pipelines.modes.image import PipelineConfig
+
+    device = None if args.device in (None, "auto") else args.device
+    return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device)
+
+
+_PIPELINES: dict[str, object] = {}
+"""The last pipeline, by repr of its PipelineConfig (created on first use, reused by later calls)."""
+
+
+def _pipeline(config=None):  # noqa: ANN001, ANN202 - PipelineConfig | None -> ImagePipeline
+    from pipelines.modes.image import ImagePipeline, PipelineConfig
+
+    config = config or PipelineConfig()
+    key = repr(config)
+    if key not in _PIPELINES:
+        _PIPELINES.clear()
+        _PIPELINES[key] = ImagePipeline(config)
+    return _PIPELINES[key]
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def run_image(args: argparse.Namespace) -> int:
@@ -123,7 +157,7 @@ def run_image(args: argparse.Namespace) -> int:
 
     try:
         progress(0.0, "loading models")
-        pipeline = _pipeline()
+        pipeline = _pipeline(_config(args))
         result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
         result.timings_s["load"] = t_load
         progress(0.92, "writing outputs")

@@ -107,7 +107,7 @@ def cache_dir() -> Path:
 def download(repo_id: str, filename: str, what: str) -> Path:
     """Local path of `filename` of the model repo `repo_id`, downloaded on first use, then cached."""
     hub = require_package("huggingface_hub", "huggingface-hub", what)
-    errors = hub.errors
+    errors = require_package("huggingface_hub.errors", "huggingface-hub", what)
     is_offline = offline()
     url = f"https://huggingface.co/{repo_id}"
     try:

@@ -94,8 +94,11 @@ class MoGeModel:
         h, w = image_rgb_hw3.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(image_rgb_hw3[..., :3])).to(device)
         x = x.permute(2, 0, 1).float() / 255.0
+        # `infer` thresholds the validity; the mask head's logits (before the resize and sigmoid that
+        # `forward` applies) give the probability. (infer calls forward directly: no hook fires there.)
         raw: dict[str, Any] = {}
-        hook = model.register_forward_hook(lambda _m, _i, output: raw.update(output))
+        head = getattr(model, "mask_head", None)
+        hook = head.register_forward_hook(lambda _m, _i, out: raw.update(mask=out[-1])) if head is not None else None
         try:
             with warnings.catch_warnings():
                 # MoGe's fp32 post-processing asks CPU autocast for float32, which torch only warns about.
@@ -103,7 +106,8 @@ class MoGeModel:
                 out = model.infer(x, num_tokens=self.num_tokens, fov_x=fov_x_deg, use_fp16=device.type == "cuda",
                                   apply_mask=True)  # fmt: skip
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
         K_norm_33 = out["intrinsics"].float().cpu().numpy().astype(np.float64)
         K_33 = np.diag([w, h, 1.0]) @ K_norm_33  # normalised (fx / width, cx = 0.5) -> pixels
         depth_hw = out["depth"].float().cpu().numpy().astype(np.float32)
@@ -112,8 +116,10 @@ class MoGeModel:
         valid_hw &= np.isfinite(depth_hw) & (depth_hw > 0)
         depth_hw[~valid_hw] = np.nan
         points_hw3[~valid_hw] = np.nan
-        conf = raw.get("mask")
-        confidence_hw = None if conf is None else conf[0].float().cpu().numpy().astype(np.float32)
+        confidence_hw = None
+        if "mask" in raw:
+            logits = torch.nn.functional.interpolate(raw["mask"].float(), (h, w), mode="bilinear", align_corners=False)
+            confidence_hw = torch.sigmoid(logits)[0, 0].cpu().numpy().astype(np.float32)
         return MoGeOutput(K_33=K_33, depth_hw=depth_hw, points_hw3=points_hw3, valid_hw=valid_hw,
                           confidence_hw=confidence_hw, fov_x_deg=fov_x_deg)  # fmt: skip
 
