@@ -115,3 +115,15 @@ def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         hub.choose_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert hub.choose_device(None) == "cuda"
+
+
+def test_the_ui_offers_installed_hub_backends_and_explains_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.ui.handlers import backend_choices, unavailable_note
+
+    names, missing = backend_choices()["segmentation"]
+    assert names[0] == "embedded" and "hub" in names  # sam2 is installed here: selectable, embedded stays default
+    assert "hub" in backend_choices()["camera"][0]
+    monkeypatch.setitem(sys.modules, "moge", None)  # as if dlr-moge were not installed
+    choices = backend_choices()
+    assert "hub" not in choices["camera"][0]
+    assert "dlr-moge" in choices["camera"][1]["hub"] and "dlr-moge" in unavailable_note(choices)
