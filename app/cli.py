@@ -103,7 +103,7 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--camera", choices=["embedded", "hub"], default="embedded",
                        help="hub: field of view from the photo with MoGe-2 when neither --focal-px nor EXIF gives it")
     group.add_argument("--depth", choices=["none", "hub"], default="none",
-                       help="hub: MoGe-2 metric depth of the scene (in memory only for now)")
+                       help="hub: MoGe-2 metric depth of the scene, logged into result.rrd (world/camera/depth)")
     group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                        help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
 

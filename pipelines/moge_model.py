@@ -92,7 +92,7 @@ class MoGeModel:
         model = self.model()
         device = next(model.parameters()).device
         h, w = image_rgb_hw3.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image_rgb_hw3[..., :3])).to(device)
+        x = torch.from_numpy(np.array(image_rgb_hw3[..., :3], dtype=np.uint8)).to(device)
         x = x.permute(2, 0, 1).float() / 255.0
         # `infer` thresholds the validity; the mask head's logits (before the resize and sigmoid that
         # `forward` applies) give the probability. (infer calls forward directly: no hook fires there.)

@@ -107,7 +107,7 @@ class Sam2Model:
         device = next(model.parameters()).device
         size = int(model.image_size)
         h, w = image_rgb_hw3.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image_rgb_hw3[..., :3])).to(device)
+        x = torch.from_numpy(np.array(image_rgb_hw3[..., :3], dtype=np.uint8)).to(device)
         x = x.permute(2, 0, 1)[None].float() / 255.0
         x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
         mean = torch.tensor(IMAGE_MEAN_3, device=device).view(1, 3, 1, 1)
