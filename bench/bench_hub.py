@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +40,10 @@ def _median_s(fn: Callable[[], object], runs: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def _progress(row: list[object]) -> None:
+    print("done:", " | ".join(map(str, row)), file=sys.stderr, flush=True)
 
 
 def _params_m(module: object) -> float:
@@ -82,6 +87,7 @@ def main() -> None:
             label = f"SAM2.1 {repo.split('-')[-1]} (1024 px) + MediaPipe"
             rows.append(["segmentation", "hub", label, f"{_params_m(seg.sam2._model):.0f}", size, load_s,
                          t_detect * 1e3, t_prompt * 1e3])  # fmt: skip
+            _progress(rows[-1])
             del seg
         embedded_cam = create("camera", "embedded")
         t_cam = _median_s(lambda: embedded_cam.initial(w, h, None, None), args.runs)
@@ -105,6 +111,7 @@ def main() -> None:
             t_both = _median_s(both, args.runs)
             rows.append(["camera + depth", "hub", f"MoGe-2 {label} (3600 tokens, fp32)",
                          f"{_params_m(camera.moge._model):.0f}", size, load_s, t_both * 1e3, None])  # fmt: skip
+            _progress(rows[-1])
             del camera, depth
     print(f"Machine: {machine_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"medians of {args.runs} runs after one warm-up, random weights.\n")  # fmt: skip
