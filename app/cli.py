@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(left_hand_index_finger_tip) (one photo only)")  # fmt: skip
     img.add_argument("--focal-px", type=float, metavar="F",
                      help="focal length in pixels (for every photo); default: from EXIF, else estimated with the body")
+    _add_backend_flags(img)
     img.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
     img.add_argument("--quiet", action="store_true", help="no progress bar")
     img.add_argument("--verbose", action="store_true",
@@ -136,13 +137,47 @@ def _import_writers(rrd: bool) -> None:
             import viz.rerun_log  # noqa: F401
 
 
-@functools.lru_cache(maxsize=1)
-def _pipeline():  # noqa: ANN202 - pipelines.modes.image.ImagePipeline, created on first use
+# ------------------------------------------------------------- backends and device (hub backends)
+
+
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backends", "embedded (default: CPU, offline) or hub (Hugging Face models, "
+                                      "downloaded on first use; HF_TOKEN and HF_HUB_OFFLINE are honoured)")  # fmt: skip
+    group.add_argument("--segmentation", choices=["embedded", "hub"], default="embedded",
+                       help="hub: SAM2.1 masks (from each person's box and the prompts) for MediaPipe's people")
+    group.add_argument("--camera", choices=["embedded", "hub"], default="embedded",
+                       help="hub: field of view from the photo with MoGe-2 when neither --focal-px nor EXIF gives it")
+    group.add_argument("--depth", choices=["none", "hub"], default="none",
+                       help="hub: MoGe-2 metric depth of the scene, logged into result.rrd (world/camera/depth)")
+    group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
+                       help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.PipelineConfig
+    from pipelines.modes.image import PipelineConfig
+
+    device = None if args.device in (None, "auto") else args.device
+    return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device)
+
+
+_PIPELINES: dict[str, object] = {}
+"""The last pipeline, by repr of its PipelineConfig (created on first use, reused by later calls)."""
+
+
+def _pipeline(config=None):  # noqa: ANN001, ANN202 - PipelineConfig | None -> ImagePipeline
     from app.lazy_modules import import_mediapipe_lazily
-    from pipelines.modes.image import ImagePipeline
+    from pipelines.modes.image import ImagePipeline, PipelineConfig
 
     import_mediapipe_lazily()  # without its drawing utilities and matplotlib (~0.5-1 s)
-    return ImagePipeline()
+    config = config or PipelineConfig()
+    key = repr(config)
+    if key not in _PIPELINES:
+        _PIPELINES.clear()
+        _PIPELINES[key] = ImagePipeline(config)
+    return _PIPELINES[key]
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=2)
@@ -181,7 +216,7 @@ def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, image=No
     t_load = time.perf_counter() - t0
     report = progress or (lambda frac, msg: None)
     report(0.0, "loading models")
-    pipeline = _pipeline()
+    pipeline = _pipeline(_config(args))
     _prefetch_writers(not args.no_rrd)
     result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
     result.timings_s["load"] = t_load

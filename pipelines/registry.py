@@ -15,20 +15,17 @@ from typing import Any
 
 # stage -> backend name -> module that defines it (imported on first use)
 _BACKEND_MODULES: dict[str, dict[str, str]] = {
-    "segmentation": {"embedded": "pipelines.segmentation.embedded"},
+    "segmentation": {"embedded": "pipelines.segmentation.embedded", "hub": "pipelines.segmentation.hub_sam2"},
     "keypoints": {"embedded": "pipelines.keypoints.embedded"},
-    "camera": {"embedded": "pipelines.camera.embedded"},
+    "camera": {"embedded": "pipelines.camera.embedded", "hub": "pipelines.camera.hub_moge"},
     "hmr": {"embedded": "pipelines.hmr.embedded"},
     "body": {"anny": "pipelines.body.anny_model"},
-    "depth": {},
+    "depth": {"hub": "pipelines.depth.hub_moge"},
 }
 # Backends that are designed for but not shipped yet: shown in selectors with the reason.
 _PLANNED: dict[str, dict[str, str]] = {
-    "segmentation": {"hub": "SAM2 (hub backend): not available yet in this release"},
-    "camera": {"hub": "MoGe-2 field of view (hub backend): not available yet in this release"},
     "hmr": {"hub": "SAM 3D Body (hub backend, gated): not available yet in this release"},
     "body": {"smplx": "SMPL-X (needs your own model files): not available yet in this release"},
-    "depth": {"hub": "MoGe-2 metric depth (hub backend): not available yet in this release"},
 }
 _FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
 
@@ -56,12 +53,16 @@ def backend_names(stage: str) -> list[str]:
 
 
 def availability(stage: str) -> dict[str, str | None]:
-    """Backend name -> None when it can be used here, else the reason in plain words (planned ones too)."""
+    """Backend name -> None when it can be used here, else the reason in plain words (planned ones too).
+
+    A backend class may define a static `unavailable_reason() -> str | None` for what its module's
+    import cannot tell (an optional package, a GPU); model files are only fetched on first use.
+    """
     out: dict[str, str | None] = {}
     for name in backend_names(stage):
         try:
-            _factory(stage, name)
-            out[name] = None
+            check = getattr(_factory(stage, name), "unavailable_reason", None)
+            out[name] = check() if check is not None else None
         except BackendUnavailable as err:
             out[name] = str(err)
     for name, reason in _PLANNED.get(stage, {}).items():

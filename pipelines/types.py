@@ -11,11 +11,14 @@ Conventions, once for the whole project:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-CameraSource = Literal["exif", "user", "estimated", "default"]
+if TYPE_CHECKING:
+    from pipelines.depth.base import DepthResult
+
+CameraSource = Literal["exif", "user", "estimated", "default", "model"]
 
 
 @dataclass
@@ -29,7 +32,8 @@ class Camera:
     height: int
     """Image height in pixels."""
     source: CameraSource = "default"
-    """Where the focal length came from: exif | user | estimated | default (prior only)."""
+    """Where the focal length came from: exif | user | estimated | default (prior only) | model (an image
+    model of the field of view, e.g. MoGe-2)."""
     world_T_cam: np.ndarray = field(default_factory=lambda: np.eye(4))
     """4x4 pose of this camera in the world frame (identity for a single image: world = camera)."""
     name: str = "camera"
@@ -161,3 +165,5 @@ class FrameResult:
     """Index of the frame in its stream (0 for a single image)."""
     prompts: Prompts = field(default_factory=Prompts)
     """The user's prompts this result was computed with (pixels of the image)."""
+    depth: DepthResult | None = None
+    """Scene depth of the depth stage (None when it did not run)."""

@@ -16,9 +16,9 @@ def test_embedded_backends_are_available_and_created_by_name() -> None:
 
 
 def test_unavailable_backends_explain_themselves() -> None:
-    reason = availability("segmentation")["hub"]
-    assert reason and "SAM2" in reason
-    with pytest.raises(BackendUnavailable, match="SAM2"):
-        create("segmentation", "hub")
+    reason = availability("hmr")["hub"]
+    assert reason and "SAM 3D Body" in reason
+    with pytest.raises(BackendUnavailable, match="SAM 3D Body"):
+        create("hmr", "hub")
     with pytest.raises(BackendUnavailable, match="no hmr backend named 'magic'"):
         create("hmr", "magic")

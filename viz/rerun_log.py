@@ -33,6 +33,8 @@ from viz.export import person_color
 
 APPLICATION_ID = "hmr-playground"
 CAMERA_PATH = "world/camera"
+DEPTH_PATH = f"{CAMERA_PATH}/depth"
+"""Scene depth (metres) of the depth stage, when it ran."""
 IMAGE_PATH = f"{CAMERA_PATH}/image"
 PEOPLE_2D_PATH = f"{IMAGE_PATH}/people"
 PEOPLE_3D_PATH = "world/people"
@@ -261,11 +263,18 @@ class RerunLogger:
                 ),
             )
 
+    def log_depth(self, depth_hw: np.ndarray) -> None:
+        """Scene depth in metres (NaN: unknown) under the camera, which Rerun back-projects in 3D."""
+        depth = np.where(np.isfinite(depth_hw), depth_hw, 0.0).astype(np.float32)
+        self.rec.log(DEPTH_PATH, rr.DepthImage(depth, meter=1.0))
+
     def log_frame(self, frame: FrameResult) -> None:
-        """Everything of one frame: image, camera, detections and bodies."""
+        """Everything of one frame: image, camera, detections, bodies and the scene depth (if any)."""
         self.log_image(frame.frame_index, frame.image_rgb_hw3, frame.camera)
         self.log_detections(frame.people)
         self.log_bodies(frame.people)
+        if frame.depth is not None:
+            self.log_depth(frame.depth.depth_hw)
 
 
 def save_rrd(frame: FrameResult, path: str | Path, *, recording_id: str | None = None) -> Path:

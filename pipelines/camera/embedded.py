@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from pipelines.camera.exif import plausible_focal_range_px
 from pipelines.errors import BadPromptError
 from pipelines.registry import register
@@ -50,9 +52,11 @@ class EmbeddedCamera:
     """Camera intrinsics from the user, EXIF or the prior; no model needed."""
 
     def initial(
-        self, width: int, height: int, exif_focal_px: float | None, user_focal_px: float | None
+        self, width: int, height: int, exif_focal_px: float | None, user_focal_px: float | None,
+        image_rgb_hw3: np.ndarray | None = None,
     ) -> Camera:
-        """The camera before any body is fitted: user value > EXIF > prior (source 'default')."""
+        """The camera before any body is fitted: user value > EXIF > prior (source 'default').
+        `image_rgb_hw3` is not needed (the prior does not look at the image)."""
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
         if user_focal_px is not None:

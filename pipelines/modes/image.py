@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,13 @@ class PipelineConfig:
     camera: str = "embedded"
     hmr: str = "embedded"
     body: str = "anny"
+    depth: str = "none"
+    """'none' skips the depth stage; 'hub': MoGe-2 metric depth into FrameResult.depth."""
+    device: str | None = None
+    """Torch device of the hub backends ('cpu', 'cuda', 'cuda:N'; None: CUDA when available)."""
+    hub_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per stage, extra arguments of its hub backend, e.g. {"segmentation": {"repo_id": "facebook/sam2.1-hiera-tiny"}}
+    (the checkpoint's repo; see the backend's constructor)."""
 
 
 @dataclass
@@ -93,7 +100,11 @@ class ImagePipeline:
             if stage == "hmr":
                 self._backends[stage] = create("hmr", self.config.hmr, body=self.config.body)
             else:
-                self._backends[stage] = create(stage, getattr(self.config, stage))
+                name = getattr(self.config, stage)
+                kwargs: dict[str, Any] = {}
+                if name == "hub":
+                    kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
+                self._backends[stage] = create(stage, name, **kwargs)
         return self._backends[stage]
 
     @property
@@ -130,7 +141,7 @@ class ImagePipeline:
 
         # Camera before the bodies: user > EXIF > prior
         t = time.perf_counter()
-        camera: Camera = self._get("camera").initial(w, h, image.exif_focal_px, focal_px)
+        camera: Camera = self._get("camera").initial(w, h, image.exif_focal_px, focal_px, image_rgb_hw3=rgb)
         key = image_key(rgb)
         if session is not None and session.image_key != key:
             session.image_key, session.detections, session.fits, session.focal_px = key, None, {}, None
@@ -202,6 +213,10 @@ class ImagePipeline:
                 if session is not None:
                     session.fits[person.id] = fit.state
         timings["fit"] = time.perf_counter() - t
+        if self.config.depth != "none":
+            t = time.perf_counter()
+            frame.depth = self._get("depth").estimate(rgb, frame.camera, frame.people)
+            timings["depth"] = time.perf_counter() - t
         report(1.0, "done")
         if on_stage:
             on_stage("bodies", frame)
