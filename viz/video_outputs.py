@@ -52,14 +52,16 @@ class VideoOutputs:
         """Drop the staging folder (nothing is changed in `out_dir`)."""
         if self.logger is not None:
             self.logger.close()
+            self.logger = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def finish(self, pipeline: VideoPipeline, warnings: list[str], options: dict[str, Any]) -> list[Path]:
         """Close the recording, write tracks.json and each track's files, and move the folder into place."""
         try:
+            names = [] if self.logger is None else ["result.rrd"]
             if self.logger is not None:
                 self.logger.close()
-            names = [] if self.logger is None else ["result.rrd"]
+                self.logger = None
             names += self._write_tracks(pipeline, warnings, options)
             commit_staging_dir(self.tmp, self.out_dir)
         except BaseException:
