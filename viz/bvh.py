@@ -24,7 +24,8 @@ BVH_T_REST_33 = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 """Anny's rest axes (z up) -> BVH axes (y up)."""
 
 
-def _joint_names(labels: Sequence[str]) -> list[str]:
+def bvh_joint_names(labels: Sequence[str]) -> list[str]:
+    """BVH-safe joint names (letters, digits, underscores), one per bone label, unique."""
     out, used = [], set()
     for label in labels:
         name = re.sub(r"[^A-Za-z0-9_]", "_", label.replace(".", "_")) or "joint"
@@ -44,7 +45,7 @@ def write_bvh(path: str | Path, bone_labels: Sequence[str], parents_j: np.ndarra
     path = Path(path)
     parents = np.asarray(parents_j, dtype=int)
     n_j = len(parents)
-    names = _joint_names(bone_labels)
+    names = bvh_joint_names(bone_labels)
     children: list[list[int]] = [[] for _ in range(n_j)]
     for j in range(1, n_j):
         children[parents[j]].append(j)
