@@ -18,6 +18,7 @@ recording stays small; the skeleton is logged on every frame.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -47,7 +48,10 @@ class VideoLogger:
         self.path = Path(path)
         self.info = info
         self.mesh_period_s = 1.0 / mesh_hz if mesh_hz > 0 else float("inf")
-        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id)
+        # Larger chunks than Rerun's default (flushed every 0.2 s, i.e. about one chunk per frame here):
+        # each chunk carries its own schema, so per-frame chunks made the file several times larger.
+        batcher = rr.ChunkBatcherConfig(flush_tick=timedelta(seconds=10), flush_num_bytes=8 * 2**20)
+        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id, batcher_config=batcher)
         self.rec.save(self.path, default_blueprint=default_blueprint(CAMERA_PATH, time_panel="expanded"))
         base = RerunLogger(self.rec)
         base.log_setup()  # world axes and the 2D / 3D annotation contexts
