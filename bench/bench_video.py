@@ -55,6 +55,40 @@ def run_clip(video: Path, stride: int, max_side: int, n_frames: int | None, smoo
             "boxes": boxes}  # fmt: skip
 
 
+def lag_ms(raw_fk3: np.ndarray, smooth_fk3: np.ndarray, dt_s: float, max_shift: int = 8) -> float:
+    """The delay of the smoothed joints behind the raw ones: the shift (frames) that best aligns them,
+    by least squares over every joint coordinate, in milliseconds."""
+    errs = [float(np.mean((raw_fk3[: len(raw_fk3) - k] - smooth_fk3[k:]) ** 2)) for k in range(max_shift + 1)]
+    return float(np.argmin(errs)) * dt_s * 1e3
+
+
+def accuracy(track, data: Path, view: str = "cam01", every: int = 5) -> dict[str, float]:  # noqa: ANN001 - TrackHistory
+    """The track's joints against BlazePose keypoints triangulated from all 4 calibrated views (as in
+    bench.accuracy_multiview), on every `every`-th frame the track has: PA-MPJPE and root-relative
+    MPJPE on the 12 body joints (mm), root distance error (% of the true distance)."""
+    from bench.accuracy_multiview import CachedSegmenter, evaluate, observe
+    from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+    from pipelines.multiview.calibration import load_qualisys_calibration
+    from pipelines.multiview.triangulate import triangulate_points
+
+    cams = load_qualisys_calibration(data / "Calib.qca.txt")
+    frames = [f for f in track.frames if f % every == 0]
+    v = [c.name for c in cams].index(view)
+
+    class FromTrack:  # a bench.accuracy_multiview Method whose predictions are the track's joints
+        name, note, absolute, seconds = "video", "", True, []
+
+    obs = observe(cams, frames, data, CachedSegmenter(), [])
+    obs.preds["video"] = {
+        (f, v): dict(zip(OUTPUT_JOINT_NAMES, track.joints_cam_fk3[track.frames.index(f)].astype(float), strict=True))
+        for f in frames
+    }  # fmt: skip
+    refs = [triangulate_points(obs.xy_fvn2[i], obs.conf_fvn[i], cams, min_conf=0.1, outlier_px=50.0)
+            for i in range(len(frames))]  # fmt: skip
+    result = evaluate(FromTrack(), obs, refs, cams, frames)  # type: ignore[arg-type]
+    return {k: result[k] for k in ("n_samples", "pa_mpjpe12_mm", "mpjpe_rr12_mm", "root_dist_abs_err_pct")}
+
+
 def jumps(track_boxes: list[tuple[int, np.ndarray]]) -> int:
     count = 0
     for (_, a), (_, b) in zip(track_boxes[:-1], track_boxes[1:], strict=True):
@@ -86,18 +120,27 @@ def main() -> None:
     scale = min(1.0, args.max_side / max(info.width, info.height))
     res = f"{round(info.width * scale)}x{round(info.height * scale)}"
     rows = []
+    joints = {}
     for smooth, r in runs.items():
         tracks = [t for t in r["vp"].tracks.values() if t.frames]
         t0 = max(tracks, key=lambda t: len(t.frames))
         acc = mean_joint_acceleration(np.stack(t0.joints_cam_fk3), np.array(t0.times_s))
+        joints[smooth] = np.stack(t0.joints_cam_fk3).astype(np.float64)
         per_min = r["rrd_bytes"] / r["duration_s"] * 60 / 1e6
         asset_per_min = single.stat().st_size / (info.frame_count / info.fps) * 60 / 1e6
+        acc3d = accuracy(t0, single.parent)
         rows.append([f"cam01.mp4 {res}, stride {args.stride}, smoothing {'on' if smooth else 'off'}", r["n"],
                      f"{r['n'] / r['wall']:.1f}", f"{acc:.1f}", f"{np.mean(t0.reprojection_px_f):.2f}",
+                     f"{acc3d['pa_mpjpe12_mm']:.1f} / {acc3d['mpjpe_rr12_mm']:.1f} / "
+                     f"{acc3d['root_dist_abs_err_pct']:.1f} ({acc3d['n_samples']} frames)",
                      len(tracks), f"{per_min:.1f} ({asset_per_min:.1f} of it the video asset)"])  # fmt: skip
     print(f"Machine: {machine_description()}\n")
     print(markdown_table(["clip", "frames", "frames/s end to end", "mean joint accel. (m/s^2)",
-                          "mean 2D error (px)", "tracks", ".rrd MB per minute of video"], rows))  # fmt: skip
+                          "mean 2D error (px)", "vs 4-view triangulation: PA-MPJPE 12 / root-rel. MPJPE 12 (mm) / "
+                          "root dist. err (%)", "tracks", ".rrd MB per minute of video"], rows))  # fmt: skip
+    if len(joints[True]) == len(joints[False]):
+        lag = lag_ms(joints[False], joints[True], args.stride / info.fps)
+        print(f"\nLag of the smoothed joints behind the unsmoothed ones (best-aligning shift): {lag:.0f} ms")
     if args.skip_multi:
         return
     multi = DATA_DIR / "multiview" / "pose2sim_multi" / "cam01.mp4"
