@@ -380,8 +380,7 @@ def run_video(args: argparse.Namespace) -> int:
     if args.end is not None:
         last = min(last, int(np.floor(args.end * info.fps - 1e-9)))
     total = max(0, (last - first) // args.stride + 1) if info.frame_count else None
-    _pipeline()  # models load once (MediaPipe is imported lazily)
-    pipeline = VideoPipeline(_pipeline(), options)
+    pipeline = VideoPipeline(_pipeline(), options)  # models load once (MediaPipe is imported lazily)
     outputs = VideoOutputs(args.out, info, write_rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     warnings: list[str] = []
     empty, interrupted = 0, False
