@@ -3,6 +3,7 @@
     python -m app.cli image PHOTO --out DIR [--point x,y[,1|0]]... [--box x0,y0,x1,y1]
                                   [--keypoint NAME=x,y]... [--focal-px F]
     python -m app.cli image PHOTO_OR_FOLDER... --out DIR     # one folder per photo: DIR/<photo stem>/
+    python -m app.cli video VIDEO --out DIR [--stride N] [--start S] [--end S] [--max-side PX] [--focal-px F]
 
 Coordinates are pixels of the upright photo (EXIF rotation applied), origin at the top-left corner.
 3D outputs are in metres in the OpenCV camera frame (x right, y down, z forward).
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--verbose", action="store_true",
                      help="let MediaPipe / TFLite print their own log lines (hidden by default)")
     img.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    add_video_parser(sub)
     return parser
 
 
@@ -325,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "image":
                 return run_image(args)
+            if args.command == "video":
+                return run_video(args)
         except UserFacingError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -338,6 +342,122 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return EXIT_INTERNAL
     return EXIT_BAD_INPUT
+
+
+# ------------------------------------------------------------------------------------------ video
+
+VIDEO_EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}  every wanted frame was processed and the outputs written
+  {EXIT_INTERNAL}  internal error (rerun with --debug for the traceback)
+  {EXIT_BAD_INPUT}  bad input or usage: nothing was written (unreadable video, no frame decoded, bad option)
+  {EXIT_SOME_FAILED}  the video ended early (truncated or damaged): the frames before were processed and written"""
+
+
+def add_video_parser(sub: argparse._SubParsersAction) -> None:
+    vid = sub.add_parser(
+        "video",
+        help="process a video: tracked, smoothed metric bodies over time",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Detect and track every person in VIDEO, fit a metric Anny body per person and frame (one body\n"
+            "shape per person and one focal per video, solved on the first frame, then held; fits warm-started\n"
+            "from the previous frame; keypoints smoothed with a 1-euro filter), and write into --out:\n"
+            "tracks.json, track_<id>.npz, track_<id>.bvh and result.rrd (open with `rerun result.rrd`).\n"
+            "A static camera is assumed. 3D results are in metres in the OpenCV camera frame\n"
+            "(x right, y down, z forward); the BVH files are y up, metres."
+        ),
+        epilog=VIDEO_EXIT_CODES_HELP,
+    )
+    vid.add_argument("video", type=Path, metavar="VIDEO", help="a video file (mp4, mov, webm, avi, ...)")
+    vid.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="output folder, written atomically (an existing one is replaced only at the end)")
+    vid.add_argument("--stride", type=int, default=1, metavar="N", help="process every N-th frame (default 1)")
+    vid.add_argument("--start", type=float, default=0.0, metavar="S", help="start time in seconds (default 0)")
+    vid.add_argument("--end", type=float, default=None, metavar="S", help="end time in seconds (default: the end)")
+    vid.add_argument("--max-side", type=int, default=1280, metavar="PX",
+                     help="downscale frames so that the longer side is at most PX pixels (default 1280; 0 = never)")
+    vid.add_argument("--focal-px", type=float, metavar="F",
+                     help="focal length in pixels of the source video; default: estimated on the first frame")
+    vid.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of the keypoints")
+    vid.add_argument("--hands", action="store_true", help="detect hands on every frame (slower)")
+    vid.add_argument("--mesh-hz", type=float, default=1.0, metavar="HZ",
+                     help="meshes per second in result.rrd (skeletons are on every frame; default 1)")
+    vid.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
+    vid.add_argument("--quiet", action="store_true", help="no progress bar")
+    vid.add_argument("--verbose", action="store_true",
+                     help="let MediaPipe / TFLite print their own log lines (hidden by default)")
+    vid.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """Decode, process and write one video as a stream; see VIDEO_EXIT_CODES_HELP."""
+    from tqdm import tqdm
+
+    from pipelines.io.video_io import DecodeReport, probe, read_video
+
+    if args.stride < 1:
+        raise UserFacingError(f"--stride must be at least 1; got {args.stride}.")
+    if args.max_side < 0 or (0 < args.max_side < 64):
+        raise UserFacingError(f"--max-side must be 0 (no limit) or at least 64 pixels; got {args.max_side}.")
+    info = probe(args.video)  # an unreadable file fails here, before any model loads
+    from pipelines.modes.video import VideoOptions, VideoPipeline
+    from viz.video_outputs import VideoOutputs
+
+    long_side = max(info.width, info.height)
+    scale = args.max_side / long_side if args.max_side and long_side > args.max_side else 1.0
+    options = VideoOptions(focal_px=None if args.focal_px is None else args.focal_px * scale,
+                           smooth=not args.no_smooth, hands=args.hands, rate_hz=info.fps / args.stride)  # fmt: skip
+    report = DecodeReport()
+    frames = read_video(info, stride=args.stride, start_s=args.start, end_s=args.end,
+                        max_side=args.max_side or None, report=report)  # fmt: skip
+    first = max(0, int(np.ceil(args.start * info.fps - 1e-9)))
+    last = info.frame_count - 1
+    if args.end is not None:
+        last = min(last, int(np.floor(args.end * info.fps - 1e-9)))
+    total = max(0, (last - first) // args.stride + 1) if info.frame_count else None
+    pipeline = VideoPipeline(_pipeline(), options)  # models load once (MediaPipe is imported lazily)
+    outputs = VideoOutputs(args.out, info, write_rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
+    warnings: list[str] = []
+    empty, interrupted = 0, False
+    try:
+        with tqdm(total=total, disable=args.quiet, unit="frame", file=sys.stderr, leave=False,
+                  dynamic_ncols=True) as bar:  # fmt: skip
+            try:
+                for result in pipeline.run(frames):
+                    outputs.add(result)
+                    empty += not result.people
+                    warnings += result.warnings
+                    bar.update(1)
+            except KeyboardInterrupt:  # the frames done so far are still written
+                interrupted = True
+                report.problems.append(f"{info.path.name}: interrupted after {len(pipeline.frames_done)} frame(s).")
+        if not pipeline.frames_done:
+            outputs.abort()
+            why = report.problems[0] if report.problems else f"{info.path.name}: no frame in the requested range."
+            raise UserFacingError(why)
+        warnings = report.problems + warnings
+        written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
+                                                      "end_s": args.end, "max_side": args.max_side,
+                                                      "smooth": not args.no_smooth, "hands": args.hands})  # fmt: skip
+    except BaseException:
+        outputs.abort()
+        raise
+    n_tracks = sum(1 for t in pipeline.tracks.values() if t.frames)
+    cam = pipeline.camera
+    focal = f"{cam.focal_px / scale:.0f} px ({cam.source})" if cam is not None else "unknown"
+    print(f"{len(pipeline.frames_done)} frame(s) processed, {n_tracks} track(s); camera focal {focal}; "
+          f"wrote {len(written)} file(s) to {args.out}")  # fmt: skip
+    for track in sorted(pipeline.tracks.values(), key=lambda t: t.id):
+        if track.frames:
+            print(f"  track {track.id}: {len(track.frames)} frame(s), height {track.height_m:.2f} m, "
+                  f"mean reprojection {np.mean(track.reprojection_px_f):.1f} px")  # fmt: skip
+    if empty:
+        print(f"  note: nobody found in {empty} frame(s)")
+    for problem in report.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if interrupted:
+        return 130
+    return EXIT_SOME_FAILED if report.problems else EXIT_OK
 
 
 if __name__ == "__main__":

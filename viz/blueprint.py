@@ -5,8 +5,9 @@ from __future__ import annotations
 import rerun.blueprint as rrb
 
 
-def default_blueprint(camera_path: str = "world/camera") -> rrb.Blueprint:
-    """A 3D view of `world` (camera frustum, meshes, skeletons) and a 2D view of the camera image."""
+def default_blueprint(camera_path: str = "world/camera", time_panel: str = "collapsed") -> rrb.Blueprint:
+    """A 3D view of `world` (camera frustum, meshes, skeletons) and a 2D view of the camera image;
+    `time_panel` 'expanded' for videos (scrubbing)."""
     return rrb.Blueprint(
         rrb.Horizontal(
             rrb.Spatial3DView(
@@ -23,5 +24,5 @@ def default_blueprint(camera_path: str = "world/camera") -> rrb.Blueprint:
         ),
         rrb.BlueprintPanel(state="collapsed"),
         rrb.SelectionPanel(state="collapsed"),
-        rrb.TimePanel(state="collapsed"),
+        rrb.TimePanel(state=time_panel),
     )

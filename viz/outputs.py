@@ -162,14 +162,9 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def write_outputs(
-    out_dir: str | Path, frame: FrameResult, *, image_path: str | Path | None = None, write_rrd: bool = True
-) -> list[Path]:
-    """Write all outputs of `frame` to `out_dir` (replaced as a whole); return the written files.
-
-    The files are written to a hidden sibling folder first and renamed into place at the end. If
-    anything fails, the temporary folder is removed and an existing `out_dir` is left untouched.
-    """
+def make_staging_dir(out_dir: str | Path) -> Path:
+    """A new hidden folder beside `out_dir` to write into, with the usual permissions; pair with
+    `commit_staging_dir` (or remove it on failure)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserFacingError(f"The output path {out_dir} exists and is not a folder.")
@@ -181,6 +176,24 @@ def write_outputs(
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def commit_staging_dir(tmp: Path, out_dir: str | Path) -> None:
+    """Move the staging folder into place as `out_dir` (an existing one is replaced only now)."""
+    _replace_dir(tmp, Path(out_dir))
+
+
+def write_outputs(
+    out_dir: str | Path, frame: FrameResult, *, image_path: str | Path | None = None, write_rrd: bool = True
+) -> list[Path]:
+    """Write all outputs of `frame` to `out_dir` (replaced as a whole); return the written files.
+
+    The files are written to a hidden sibling folder first and renamed into place at the end. If
+    anything fails, the temporary folder is removed and an existing `out_dir` is left untouched.
+    """
+    out_dir = Path(out_dir)
+    tmp = make_staging_dir(out_dir)
     try:
         names = _write_all(tmp, frame, image_path, write_rrd)
         _replace_dir(tmp, out_dir)

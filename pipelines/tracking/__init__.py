@@ -1,0 +1,1 @@
+"""Person tracking across video frames."""

@@ -1,0 +1,194 @@
+"""Video mode on real footage: every frame processed and logged, one stable id, smoothing lowers jitter,
+the BVH reads back with a BVH library, bad videos give one-line messages and their exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED, build_parser, main
+from pipelines.modes.video import mean_joint_acceleration
+
+STRIDE, END_S = 3, 1.0  # 20 frames of the 60 fps clip, at 20 Hz
+MAX_SIDE = 960
+
+
+def run_cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def single_video(data_dir: Path) -> Path:
+    return data_dir / "multiview" / "pose2sim_single" / "cam01.mp4"
+
+
+@pytest.fixture(scope="module")
+def runs(single_video: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The CLI on the one-person clip, smoothed and not (same frames)."""
+    out: dict[str, Path] = {}
+    for name, extra in (("smooth", []), ("raw", ["--no-smooth", "--no-rrd"])):
+        folder = tmp_path_factory.mktemp("video") / name
+        code = main(["video", str(single_video), "--out", str(folder), "--stride", str(STRIDE), "--end", str(END_S),
+                     "--max-side", str(MAX_SIDE), "--quiet", *extra])  # fmt: skip
+        assert code == EXIT_OK
+        out[name] = folder
+    return out
+
+
+def expected_frames() -> list[int]:
+    return list(range(0, int(np.floor(END_S * 60 - 1e-9)) + 1, STRIDE))
+
+
+def test_help_explains_every_flag() -> None:
+    text = build_parser()._subparsers._group_actions[0].choices["video"].format_help()
+    for flag in ("--out", "--stride", "--start", "--end", "--max-side", "--focal-px", "--no-smooth", "--no-rrd"):
+        assert flag in text
+    assert "static camera" in text and "metres" in text and "exit codes" in text
+
+
+def test_every_frame_written_one_stable_id(runs: dict[str, Path]) -> None:
+    from viz.rrd_read import timeline_values
+
+    out = runs["smooth"]
+    for name in ("tracks.json", "result.rrd", "track_0.npz", "track_0.bvh"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    doc = json.loads((out / "tracks.json").read_text())
+    frames = expected_frames()
+    assert doc["fps"] == pytest.approx(60.0)
+    assert doc["frames"] == frames
+    assert len(doc["tracks"]) == 1  # the one person keeps one id
+    track = doc["tracks"][0]
+    assert track["id"] == 0 and track["frames"] == frames
+    joints = np.array(track["joints3d_cam"])
+    assert joints.shape == (len(frames), len(doc["joint_names"]), 3)
+    assert "left_ankle" in doc["joint_names"]
+    assert 2.0 < float(np.median(joints[:, :, 2])) < 6.0  # metres in front of the camera
+    assert 1.5 < track["height_m"] < 1.95
+    K = np.array(doc["camera"]["K_33"])
+    assert K.shape == (3, 3) and K[0, 2] == pytest.approx(540.0)  # source pixels (1080 wide)
+    params = np.load(out / "track_0.npz")
+    assert params["bone_rot_cam_fj33"].shape[0] == len(frames)
+    assert list(params["frames"]) == frames
+    # The recording: the video as an asset, and every processed frame on the frame timeline
+    assert timeline_values(out / "result.rrd", "frame", "world/camera/image") == set(frames)
+    assert timeline_values(out / "result.rrd", "frame", "world/people/0/skeleton") == set(frames)
+    video_ns = timeline_values(out / "result.rrd", "video_time", "world/camera/image")
+    assert sorted(video_ns) == pytest.approx([f / 60.0 * 1e9 for f in frames], abs=1e3)
+
+
+def test_smoothing_lowers_jitter(runs: dict[str, Path]) -> None:
+    acc = {}
+    for name, out in runs.items():
+        track = json.loads((out / "tracks.json").read_text())["tracks"][0]
+        times = np.array(track["frames"]) / 60.0
+        acc[name] = mean_joint_acceleration(np.array(track["joints3d_cam"]), times)
+    assert np.isfinite(acc["raw"]) and acc["smooth"] < acc["raw"], acc
+
+
+def test_bvh_reads_back(runs: dict[str, Path]) -> None:
+    import bvhio
+
+    from viz.bvh import bvh_joint_names
+
+    out = runs["smooth"]
+    n_frames = len(json.loads((out / "tracks.json").read_text())["tracks"][0]["frames"])
+    root = bvhio.readAsHierarchy(str(out / "track_0.bvh"))
+    joints = root.layout()
+    assert len(joints) == 104
+    assert len(root.Keyframes) == n_frames
+    # The BVH root follows the fitted root (y and z flipped from the camera frame)
+    params = np.load(out / "track_0.npz")
+    root.loadPose(n_frames - 1)
+    flip = np.array([1.0, -1.0, -1.0])
+    assert np.allclose(np.array(root.PositionWorld), params["root_pos_cam_f3"][-1] * flip, atol=1e-3)
+    # ... and every joint sits at the fitted bone head: o_c = o_p + G_p (h_c - h_p)
+    G, heads, parents = params["bone_rot_cam_fj33"][-1], params["rest_heads_j3"], params["bone_parents"]
+    o = np.zeros_like(heads)
+    o[0] = params["root_pos_cam_f3"][-1]
+    for c in range(1, len(parents)):
+        o[c] = o[parents[c]] + G[parents[c]] @ (heads[c] - heads[parents[c]])
+    names = bvh_joint_names([str(n) for n in params["bone_labels"]])
+    for joint, *_ in joints:
+        k = names.index(joint.Name)
+        assert np.allclose(np.array(joint.PositionWorld), o[k] * flip, atol=2e-3), joint.Name
+
+
+def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video")
+    code, _, err = run_cli(["video", bad, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT
+    lines = error_lines(err)
+    assert len(lines) == 1 and "notes.mp4" in lines[0] and "cannot be read" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def _write_avi(path: Path, frames_bgr: list[np.ndarray], fps: float = 60.0) -> None:
+    h, w = frames_bgr[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for f in frames_bgr:
+        writer.write(f)
+    writer.release()
+
+
+def _clip_frames(video: Path, n: int, size: tuple[int, int] = (540, 960)) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    for _ in range(n):
+        ok, bgr = capture.read()
+        assert ok
+        frames.append(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA))
+    capture.release()
+    return frames
+
+
+def test_truncated_video_keeps_decoded_frames(single_video: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    full = tmp_path / "full.avi"
+    _write_avi(full, _clip_frames(single_video, 12))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "out"
+    code, _, err = run_cli(["video", cut, "--out", out, "--stride", 2, "--quiet"], capsys)
+    assert code == EXIT_SOME_FAILED
+    lines = error_lines(err)
+    assert len(lines) == 1 and "cut.avi" in lines[0] and "truncated" in lines[0]
+    doc = json.loads((out / "tracks.json").read_text())
+    assert 0 < len(doc["frames"]) < 6 and doc["tracks"][0]["frames"] == doc["frames"]
+    assert any("truncated" in w for w in doc["warnings"])
+
+
+def test_zero_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    writer.release()
+    code, _, err = run_cli(["video", empty, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT
+    lines = error_lines(err)
+    assert len(lines) == 1 and "empty.avi" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_nobody_in_some_frames(single_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    real = _clip_frames(single_video, 4)
+    blank = [np.full_like(real[0], 128) for _ in range(3)]
+    clip = tmp_path / "gap.avi"
+    _write_avi(clip, blank + real)  # AVI/MJPEG: Rerun cannot read it as a video asset, JPEG frames instead
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["video", clip, "--out", out, "--quiet"], capsys)
+    assert code == EXIT_OK
+    assert "nobody found in 3 frame(s)" in stdout
+    doc = json.loads((out / "tracks.json").read_text())
+    assert doc["frames"] == list(range(7))
+    assert len(doc["tracks"]) == 1 and doc["tracks"][0]["frames"] == [3, 4, 5, 6]

@@ -1,0 +1,152 @@
+"""Log a processed video to Rerun: the video as one asset with frame references, people over time.
+
+Entity paths are those of viz.rerun_log (same annotation contexts, colours and keypoint ids):
+
+    world/camera                              Pinhole (static: the camera is assumed static)
+    world/camera/image                        AssetVideo (static) + VideoFrameReference per frame
+                                              (a JPEG per frame only when Rerun cannot read the video)
+    world/camera/image/people/{id}/bbox       Boxes2D per frame
+    world/camera/image/people/{id}/keypoints  Points2D per frame
+    world/people/{id}/skeleton                Points3D per frame (links from the AnnotationContext)
+    world/people/{id}/mesh                    Mesh3D: triangles once, vertex positions at `mesh_hz`
+
+Timelines: `frame` (the video's frame index) and `video_time` (seconds), both set for every frame.
+2D data is logged in pixels of the source video (the asset's), 3D in metres, OpenCV camera frame.
+The full mesh is ~165 KB a person a frame; it is logged at a low rate (default 1 Hz) so the
+recording stays small; the skeleton is logged on every frame.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rerun as rr
+
+from pipelines.io.video_io import VideoInfo
+from pipelines.modes.video import VideoFrameResult
+from viz.blueprint import default_blueprint
+from viz.export import person_color
+from viz.rerun_log import (
+    APPLICATION_ID,
+    CAMERA_PATH,
+    IMAGE_PATH,
+    PEOPLE_2D_PATH,
+    PEOPLE_3D_PATH,
+    JointVocabulary,
+    RerunLogger,
+)
+
+
+class VideoLogger:
+    """Streams a video's results into an .rrd file as frames arrive."""
+
+    def __init__(self, path: str | Path, info: VideoInfo, *, mesh_hz: float = 1.0, recording_id: str | None = None
+                 ) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.info = info
+        self.mesh_period_s = 1.0 / mesh_hz if mesh_hz > 0 else float("inf")
+        # Larger chunks than Rerun's default (flushed every 0.2 s, i.e. about one chunk per frame here):
+        # each chunk carries its own schema, so per-frame chunks made the file several times larger.
+        batcher = rr.ChunkBatcherConfig(flush_tick=timedelta(seconds=10), flush_num_bytes=8 * 2**20)
+        self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id, batcher_config=batcher)
+        self.rec.save(self.path, default_blueprint=default_blueprint(CAMERA_PATH, time_panel="expanded"))
+        base = RerunLogger(self.rec)
+        base.log_setup()  # world axes and the 2D / 3D annotation contexts
+        self.vocab_2d = JointVocabulary()
+        self.vocab_3d = base.vocab_3d
+        self._last_mesh_s: dict[int, float] = {}
+        self._topology_logged: set[int] = set()
+        self._seen_2d: set[int] = set()
+        self._seen_3d: set[int] = set()
+        self._logged_focal_px: float | None = None
+        self.frame_timestamps_ns: np.ndarray | None = None
+        self.video_asset = False
+        try:
+            video = rr.AssetVideo(path=str(info.path))
+            self.frame_timestamps_ns = np.asarray(video.read_frame_timestamps_nanos(), dtype=np.int64)
+            self.rec.log(IMAGE_PATH, video, static=True)
+            self.video_asset = True
+        except Exception:  # noqa: BLE001 - a codec or container Rerun cannot read: JPEG frames instead
+            self.frame_timestamps_ns = None
+
+    def _log_camera(self, result: VideoFrameResult) -> None:
+        scale = result.frame.scale
+        K_src_33 = np.asarray(result.camera.K_33, dtype=np.float64).copy()
+        K_src_33[:2] /= scale  # processed pixels -> source pixels
+        h, w = result.frame.rgb_hw3.shape[:2]
+        size = [round(w / scale), round(h / scale)]
+        pinhole = rr.Pinhole(image_from_camera=K_src_33.astype(np.float32), resolution=size,
+                             camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=0.5)  # fmt: skip
+        self.rec.log(CAMERA_PATH, pinhole, static=True)
+        self._logged_focal_px = result.camera.focal_px
+
+    def log(self, result: VideoFrameResult) -> None:
+        frame = result.frame
+        self.rec.set_time("frame", sequence=int(frame.index))
+        self.rec.set_time("video_time", duration=float(frame.time_s))
+        if self._logged_focal_px != result.camera.focal_px:  # static camera: re-logged only if the focal changes
+            self._log_camera(result)
+        scale = frame.scale
+        if self.video_asset and self.frame_timestamps_ns is not None:
+            if frame.index < len(self.frame_timestamps_ns):
+                ts_ns = int(self.frame_timestamps_ns[frame.index])
+            else:
+                ts_ns = int(round(frame.time_s * 1e9))
+            self.rec.log(IMAGE_PATH, rr.VideoFrameReference(nanoseconds=ts_ns))
+        else:
+            small = frame.rgb_hw3
+            bgr = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2BGR)
+            bgr = cv2.resize(bgr, (round(bgr.shape[1] / scale), round(bgr.shape[0] / scale)))
+            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if ok:
+                self.rec.log(IMAGE_PATH, rr.EncodedImage(contents=buf.tobytes(), media_type="image/jpeg"))
+
+        ids_2d, ids_3d = set(), set()
+        for person in result.people:
+            cls = person.id + 1
+            det = person.detection
+            base2d = f"{PEOPLE_2D_PATH}/{person.id}"
+            ids_2d.add(person.id)
+            box = np.asarray(det.bbox_xyxy, dtype=np.float64) / scale
+            self.rec.log(f"{base2d}/bbox", rr.Boxes2D(array=box, array_format=rr.Box2DFormat.XYXY, class_ids=[cls],
+                                                      labels=[f"person {person.id}"]))  # fmt: skip
+            kp = det.keypoints2d
+            xy_k2 = np.asarray(kp.xy_k2, dtype=np.float64) / scale
+            ok_k = np.isfinite(xy_k2).all(axis=1) & (np.asarray(kp.conf_k) > 0.3)
+            ok_names = [n for n, good in zip(kp.names, ok_k, strict=True) if good]
+            self.vocab_2d.add(ok_names)
+            self.rec.log(f"{base2d}/keypoints", rr.Points2D(
+                xy_k2[ok_k].astype(np.float32), class_ids=np.full(int(ok_k.sum()), cls, dtype=np.uint16),
+                keypoint_ids=self.vocab_2d.ids(ok_names), radii=-3.0, show_labels=False))  # fmt: skip
+            body = person.body
+            if body is None:
+                continue
+            ids_3d.add(person.id)
+            base3d = f"{PEOPLE_3D_PATH}/{person.id}"
+            joints = body.joints3d_cam
+            self.rec.log(f"{base3d}/skeleton", rr.Points3D(
+                np.asarray(joints.xyz_k3, dtype=np.float32), class_ids=np.full(len(joints.names), cls, dtype=np.uint16),
+                keypoint_ids=self.vocab_3d.ids(joints.names), radii=0.015, show_labels=False))  # fmt: skip
+            last = self._last_mesh_s.get(person.id)
+            if last is None or frame.time_s - last >= self.mesh_period_s - 1e-6:
+                self._last_mesh_s[person.id] = frame.time_s
+                if person.id not in self._topology_logged:
+                    self.rec.log(f"{base3d}/mesh", rr.Mesh3D.from_fields(
+                        triangle_indices=np.asarray(body.faces_f3, dtype=np.uint32),
+                        albedo_factor=(*person_color(person.id), 255)), static=True)  # fmt: skip
+                    self._topology_logged.add(person.id)
+                self.rec.log(f"{base3d}/mesh", rr.Mesh3D.from_fields(
+                    vertex_positions=np.asarray(body.verts_cam_v3, dtype=np.float32)))  # fmt: skip
+        for gone in self._seen_2d - ids_2d:
+            self.rec.log(f"{PEOPLE_2D_PATH}/{gone}", rr.Clear(recursive=True))
+        for gone in self._seen_3d - ids_3d:
+            self.rec.log(f"{PEOPLE_3D_PATH}/{gone}", rr.Clear(recursive=True))
+            self._last_mesh_s.pop(gone, None)
+        self._seen_2d, self._seen_3d = ids_2d, ids_3d
+
+    def close(self) -> None:
+        self.rec.flush()
+        self.rec.disconnect()  # closes the file sink, which writes the footer

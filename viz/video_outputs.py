@@ -1,0 +1,145 @@
+"""Write a processed video into a folder, atomically (as viz.outputs does for a photo).
+
+Layout of `out_dir`:
+    tracks.json       fps, processed frame indices, joint names, camera K_33 (source video pixels), and per
+                      track: id, height_m, frames, joints3d_cam (per frame, per joint [x, y, z]; metres, OpenCV
+                      camera frame); plus the warnings
+    track_<id>.npz    per-frame body parameters of that track (bone rotations, root position, joints) + meta_json
+    track_<id>.bvh    the skeleton's motion (see viz.bvh: y up, metres)
+    result.rrd        the Rerun recording (see viz.video_log), streamed while the video runs
+
+The folder is staged beside `out_dir` while the video runs and moved into place by `finish`; the
+frames processed so far are written even when decoding stopped early (truncated or damaged video).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+from pipelines.io.video_io import VideoInfo
+from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
+from viz import export
+from viz.bvh import write_bvh
+from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
+
+
+class VideoOutputs:
+    """Stages a video's outputs while it runs; `finish` writes the rest and moves the folder into place."""
+
+    def __init__(self, out_dir: str | Path, info: VideoInfo, *, write_rrd: bool = True, mesh_hz: float = 1.0
+                 ) -> None:  # fmt: skip
+        self.out_dir = Path(out_dir)
+        self.info = info
+        self.tmp = make_staging_dir(self.out_dir)
+        self.logger = None
+        self.scale = 1.0
+        if write_rrd:
+            from viz.video_log import VideoLogger
+
+            self.logger = VideoLogger(self.tmp / "result.rrd", info, mesh_hz=mesh_hz)
+
+    def add(self, result: VideoFrameResult) -> None:
+        self.scale = result.frame.scale
+        if self.logger is not None:
+            self.logger.log(result)
+
+    def abort(self) -> None:
+        """Drop the staging folder (nothing is changed in `out_dir`)."""
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def finish(self, pipeline: VideoPipeline, warnings: list[str], options: dict[str, Any]) -> list[Path]:
+        """Close the recording, write tracks.json and each track's files, and move the folder into place."""
+        try:
+            names = [] if self.logger is None else ["result.rrd"]
+            if self.logger is not None:
+                self.logger.close()
+                self.logger = None
+            names += self._write_tracks(pipeline, warnings, options)
+            commit_staging_dir(self.tmp, self.out_dir)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        return [self.out_dir / n for n in names]
+
+    def _camera_entry(self, pipeline: VideoPipeline) -> dict[str, Any]:
+        cam = pipeline.camera
+        if cam is None:
+            return {"K_33": None, "convention": CAMERA_CONVENTION}
+        K_src_33 = np.asarray(cam.K_33, dtype=np.float64).copy()
+        K_src_33[:2] /= self.scale
+        return {
+            "K_33": K_src_33.tolist(),
+            "pixels": "source video pixels, origin at the top-left corner",
+            "width": self.info.width,
+            "height": self.info.height,
+            "focal_px": float(K_src_33[0, 0]),
+            "source": cam.source,
+            "processed_scale": self.scale,
+            "static": True,
+            "convention": CAMERA_CONVENTION,
+        }
+
+    def _write_tracks(self, pipeline: VideoPipeline, warnings: list[str], options: dict[str, Any]) -> list[str]:
+        names: list[str] = []
+        entries = []
+        body = pipeline.image.hmr.body
+        for track in sorted(pipeline.tracks.values(), key=lambda t: t.id):
+            if not track.frames:
+                continue
+            entries.append({
+                "id": track.id,
+                "height_m": track.height_m,
+                "frames": list(track.frames),
+                "joints3d_cam": np.round(np.stack(track.joints_cam_fk3).astype(np.float64), 5),
+                "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh"},
+            })  # fmt: skip
+            names += self._write_track_files(track, body, pipeline)
+        doc = {
+            "video": str(self.info.path),
+            "fps": self.info.fps,
+            "frames": list(pipeline.frames_done),
+            "joint_names": list(OUTPUT_JOINT_NAMES),
+            "units": "metres, OpenCV camera frame (x right, y down, z forward)",
+            "camera": self._camera_entry(pipeline),
+            "options": options,
+            "tracks": entries,
+            "warnings": warnings,
+        }
+        export.write_json(self.tmp / "tracks.json", doc)
+        return [*names, "tracks.json"]
+
+    def _write_track_files(self, track: TrackHistory, body: Any, pipeline: VideoPipeline) -> list[str]:
+        rest = body.rest_heads(track.pheno_p)
+        G_fj33 = np.stack(track.bone_rot_cam_fj33)
+        root_f3 = np.stack(track.root_pos_cam_f3)
+        params = {
+            "frames": np.asarray(track.frames, dtype=np.int64),
+            "times_s": np.asarray(track.times_s, dtype=np.float64),
+            "phenotype": track.pheno_p,
+            "phenotype_labels": np.array(body.phenotype_labels),
+            "bone_labels": np.array(body.bone_labels),
+            "bone_parents": np.asarray(body.bone_parents),
+            "rest_heads_j3": rest.heads_j3,
+            "bone_rot_cam_fj33": G_fj33,
+            "root_pos_cam_f3": root_f3,
+            "joints3d_cam_fk3": np.stack(track.joints_cam_fk3),
+            "reprojection_px_f": np.asarray(track.reprojection_px_f),
+            "focal_px": np.array(pipeline.camera.focal_px if pipeline.camera else np.nan),
+        }
+        meta = {"track_id": track.id, "model": "anny", "height_m": track.height_m, "fps": self.info.fps,
+                "joint_names": OUTPUT_JOINT_NAMES, "convention": CAMERA_CONVENTION,
+                "focal_px_pixels": "processed frame pixels"}  # fmt: skip
+        export.save_params_npz(self.tmp / f"track_{track.id}.npz", params, meta)
+        step = np.diff(track.times_s)
+        frame_time = float(np.median(step)) if len(step) else 1.0 / self.info.fps
+        write_bvh(self.tmp / f"track_{track.id}.bvh", body.bone_labels, np.asarray(body.bone_parents),
+                  rest.heads_j3, G_fj33, root_f3, 1.0 / frame_time)  # fmt: skip
+        return [f"track_{track.id}.npz", f"track_{track.id}.bvh"]
