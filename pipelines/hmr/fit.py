@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.body.anny_model import FIT_PHENOTYPES, AnnyBody, RestState
+from pipelines.body.anny_pose import nearest_rotations
 from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotvec_to_matrix
 from pipelines.hmr.prior import PriorTerms
 
@@ -347,12 +348,14 @@ def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.
         p = skel.parents[b]
         Gp_new = G_new[p] if p >= 0 else None
         if b == 0:
-            G_new[0] = E[pos[0]] @ G_j33[0] if 0 in pos else G_j33[0]
+            G_new[0] = nearest_rotations((E[pos[0]] @ G_j33[0])[None])[0] if 0 in pos else G_j33[0]
             new.local_j33[0] = G_new[0]
             continue
         if b in pos:
             L = Gp_new.T @ E[pos[b]] @ Gp_new @ state.local_j33[b]
-            new.local_j33[b] = L
+            # Rounding makes products of rotations drift from orthonormal, and Gp_new.T is its inverse only
+            # while it is a rotation: chained warm starts (video) let the drift grow. Project it back.
+            new.local_j33[b] = nearest_rotations(L[None])[0]
         G_new[b] = Gp_new @ new.local_j33[b]
     new.root_pos_3 = state.root_pos_3 + step[3 * n_a : 3 * n_a + 3]
     k = 3 * n_a + 3
