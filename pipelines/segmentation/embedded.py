@@ -1,8 +1,14 @@
-"""Embedded person detection + segmentation: MediaPipe PoseLandmarker (BlazePose full), offline.
+"""Embedded person detection + segmentation: BlazePose (full) from the mediapipe wheel, offline.
 
-One call finds up to `max_people` people, each with a soft mask, 33 BlazePose landmarks in pixels and
-33 world landmarks in metres. The Tasks bundle is built from the mediapipe wheel's own models
-(pipelines.mediapipe_models); nothing is downloaded.
+`detect` finds up to `max_people` people (default 20): BlazePose's detector runs alone over
+overlapping tiles at several scales (pose_detector.py, through the LiteRT interpreter), duplicates are
+merged, then the landmark model runs once per region found (pose_landmarks.py). Each person gets a
+soft mask, 33 BlazePose landmarks in pixels and 33 world landmarks in metres. `single_pass=True` is
+the former path (MediaPipe's Tasks PoseLandmarker over the whole image once; a few large people),
+kept as the baseline of bench/bench_crowds.py. Nothing is downloaded.
+
+A box or a positive click on someone the automatic pass missed runs the detector and the landmark
+model inside the prompted region (`find_in_region`), so the prompt gives that person a body.
 
 World landmarks (`keypoints3d_hip`, frame 'hip'): metres, origin between the hips, axes parallel to
 the camera's in the OpenCV convention: x right, y down, z forward (away from the camera); MediaPipe's
@@ -22,7 +28,10 @@ from pipelines.errors import BadPromptError
 from pipelines.keypoints.names import BLAZEPOSE_NAMES, PROMPTABLE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
+from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
+from pipelines.segmentation.pose_landmarks import PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
+from pipelines.segmentation.roi import RotatedRect
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
 
 MAX_SIDE_PX = 4096
@@ -164,22 +173,103 @@ def select_person(
     return max(set(hits), key=lambda i: (hits.count(i), -i))
 
 
+def detection_from_landmarks(
+    xy_k2: np.ndarray, conf_k: np.ndarray, xyz_k3: np.ndarray, mask_hw: np.ndarray
+) -> PersonDetection:
+    """A person from 33 BlazePose landmarks (pixels), their confidences, world landmarks and mask."""
+    h, w = mask_hw.shape
+    in_image = (xy_k2[:, 0] >= 0) & (xy_k2[:, 0] <= w) & (xy_k2[:, 1] >= 0) & (xy_k2[:, 1] <= h)
+    # Score: mean confidence of the landmarks inside the image (legs out of frame do not count).
+    score = float(conf_k[in_image].mean()) if in_image.any() else float(conf_k.mean())
+    return PersonDetection(
+        bbox_xyxy=bbox_from(mask_hw, xy_k2, conf_k * in_image),
+        score=float(np.clip(score, 0.0, 1.0)),
+        mask_hw=mask_hw,
+        keypoints2d=Keypoints2D(names=list(BLAZEPOSE_NAMES), xy_k2=xy_k2, conf_k=conf_k),
+        keypoints3d_hip=Keypoints3D(names=list(BLAZEPOSE_NAMES), xyz_k3=xyz_k3, frame="hip"),
+    )
+
+
+def landmark_box_xyxy(xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0.5) -> np.ndarray | None:
+    """Box around the confident landmarks, or None when fewer than 3 are confident."""
+    good = conf_k >= min_conf
+    if good.sum() < 3:
+        return None
+    pts = xy_k2[good]
+    return np.concatenate([pts.min(0), pts.max(0)])
+
+
+def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, conf_b_k: np.ndarray,
+                frac: float = 0.1) -> bool:  # fmt: skip
+    """Two landmark sets are one person: their landmarks confident in both (at least 4) lie within
+    `frac` of the person's size of each other (median)."""
+    n = min(len(conf_a_k), len(conf_b_k), len(BLAZEPOSE_NAMES))
+    both = (conf_a_k[:n] >= 0.5) & (conf_b_k[:n] >= 0.5)
+    if both.sum() < 4:
+        return False
+    box_a = landmark_box_xyxy(xy_a_k2[:n], conf_a_k[:n])
+    box_b = landmark_box_xyxy(xy_b_k2[:n], conf_b_k[:n])
+    size = max(float(np.ptp(b.reshape(2, 2), axis=0).max()) for b in (box_a, box_b) if b is not None)
+    dist = np.linalg.norm(xy_a_k2[:n][both] - xy_b_k2[:n][both], axis=1)
+    return bool(np.median(dist) < frac * max(size, 1.0))
+
+
+def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1) -> float:
+    """Share of the confident landmarks inside the box grown by `margin` of its size on each side."""
+    good = conf_k >= 0.5
+    if not good.any():
+        return 0.0
+    x0, y0, x1, y1 = box_xyxy
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    xy = xy_k2[good]
+    inside = (xy[:, 0] >= x0 - mx) & (xy[:, 0] <= x1 + mx) & (xy[:, 1] >= y0 - my) & (xy[:, 1] <= y1 + my)
+    return float(inside.mean())
+
+
+def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
+    return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
+
+
 @register("segmentation", "embedded")
 class EmbeddedSegmenter:
-    """People, masks and BlazePose landmarks with MediaPipe; prompt refinement with GrabCut."""
+    """People, masks and BlazePose landmarks with MediaPipe's models; prompt refinement with GrabCut."""
 
     def __init__(
         self,
-        max_people: int = 4,
+        max_people: int = 20,
         min_detection_confidence: float = 0.3,
         min_presence_confidence: float = 0.5,
         grabcut: GrabCutSettings | None = None,
+        tiles: TileSettings | None = None,
+        single_pass: bool = False,
+        min_prompt_presence: float = 0.2,
+        max_drift: float = 0.04,
     ) -> None:
+        """Args:
+            max_people: at most this many people per image (the best scores are kept).
+            min_detection_confidence: the detector's score threshold of the single pass (the tiled
+                detector's is `tiles.min_score`).
+            min_presence_confidence: the landmark model's pose-presence threshold (a region without a
+                person scores near 0).
+            tiles: how the detector tiles the image (pose_detector.TileSettings).
+            single_pass: use MediaPipe's Tasks PoseLandmarker once over the whole image instead
+                (the former path: at most `max_people` people, usually the few largest).
+            min_prompt_presence: the presence threshold inside a prompted region (the user said
+                there is someone there).
+            max_drift: a detection is a person when its landmarks move less than this (median, as a
+                fraction of the region's size) between the detector's region and their own.
+        """
         check_model_files()
         self.max_people = max_people
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
+        self.min_prompt_presence = min_prompt_presence
+        self.max_drift = max_drift
         self.grabcut = grabcut or GrabCutSettings()
+        self.single_pass = single_pass
+        self.tiles = tiles or TileSettings()
+        self.detector = TiledPoseDetector(self.tiles)
+        self.landmarks = PoseLandmarkModel()
         self._task = LazyTask(
             lambda: create_pose_landmarker(
                 num_poses=self.max_people,
@@ -190,12 +280,126 @@ class EmbeddedSegmenter:
         )
 
     def close(self) -> None:
-        """Free the MediaPipe graph (a later call creates it again)."""
+        """Free the models (a later call loads them again)."""
         self._task.close()
+        self.detector.close()
+        self.landmarks.close()
 
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
-        """All people in the image, best score first; [] when there is nobody."""
+        """All people in the image (at most `max_people`), best score first; [] when there is nobody."""
         image = as_rgb_uint8(image_rgb_hw3)
+        if self.single_pass:
+            return self._detect_single_pass(image)
+        h, w = image.shape[:2]
+        found: list[RegionLandmarks] = []
+        for cand in self.detector.detect(image)[: 3 * self.max_people]:
+            if len(found) >= self.max_people:
+                break
+            for rect in cand.rois():
+                lm = self._confirmed(image, rect, found)
+                if lm is not None:
+                    found.append(lm)
+                    break
+        people = [self._person_from(lm, (h, w)) for lm in found]
+        people.sort(key=lambda p: -p.score)
+        return suppress_duplicates(people)[: self.max_people]
+
+    def _confirmed(self, image: np.ndarray, rect: RotatedRect, found: list[RegionLandmarks]) -> RegionLandmarks | None:
+        """The landmarks of a detector's region when they hold: a person present in the region, and
+        again in the region their own landmarks give, at nearly the same place (a texture that fooled
+        the detector gives landmarks that wander off on the second look); None otherwise, and for
+        someone already in `found`."""
+        first = self._landmarks_in(image, rect, self.min_presence_confidence)
+        if first is None or any(_same(first, q) for q in found):
+            return None
+        second = self._landmarks_in(image, first.next_rect(), self.min_presence_confidence)
+        if second is None:
+            return None
+        drift = float(np.median(np.linalg.norm(first.xy_k2 - second.xy_k2, axis=1))) / first.rect.size_px
+        if drift > self.max_drift or any(_same(second, q) for q in found):
+            return None
+        return second
+
+    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect, min_presence: float) -> RegionLandmarks | None:
+        """The landmark model in one region, None when it sees no person there."""
+        if rect.size_px < 8:
+            return None
+        lm = self.landmarks.run(image, rect)
+        return lm if lm.presence >= min_presence else None
+
+    @staticmethod
+    def _person_from(lm: RegionLandmarks, shape_hw: tuple[int, int], box_xyxy: np.ndarray | None = None
+                     ) -> PersonDetection:  # fmt: skip
+        mask_hw = lm.mask_hw(shape_hw)
+        if box_xyxy is not None:  # a prompted box: nothing of the person outside it
+            h, w = shape_hw
+            keep = np.zeros((h, w), dtype=bool)
+            x0, y0, x1, y1 = box_xyxy
+            keep[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = True
+            mask_hw[~keep] = 0.0
+        conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
+        return detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, mask_hw)
+
+    def find_in_region(
+        self, image_rgb_hw3: np.ndarray, box_xyxy: np.ndarray | None = None, point_xy: np.ndarray | None = None
+    ) -> PersonDetection | None:
+        """The person inside a prompted box, or under a clicked point, found by the detector and the
+        landmark model on that region alone (upscaled as the models expect); None when there is none.
+
+        A box: the detector looks at a square around it, and a region fitted to the box is tried as
+        well; the result must have most confident landmarks inside the box. A point: the detector
+        looks at squares of a third, two thirds and all of the image's short side centred on it; the
+        person's landmark box (grown by 15 %) or mask must hold the point.
+        """
+        image = as_rgb_uint8(image_rgb_hw3)
+        h, w = image.shape[:2]
+        rects: list[RotatedRect] = []
+        if box_xyxy is not None:
+            box = np.asarray(box_xyxy, dtype=np.float64).reshape(4)
+            side = 1.3 * max(box[2] - box[0], box[3] - box[1])
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            views = [View(cx - side / 2, cy - side / 2, side)]
+            inside = lambda xy: box[0] <= xy[0] <= box[2] and box[1] <= xy[1] <= box[3]  # noqa: E731
+        elif point_xy is not None:
+            px, py = np.asarray(point_xy, dtype=np.float64).reshape(2)
+            views = [View(px - f * min(h, w) / 2, py - f * min(h, w) / 2, f * min(h, w)) for f in (1 / 3, 2 / 3, 1)]
+            inside = None
+        else:
+            return None
+        cands: list[PoseCandidate] = self.detector.detect(image, views)
+        for cand in cands:
+            if inside is None or inside(cand.keypoints_42[0]) or inside((cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2):
+                rects.append(cand.roi())
+        if box_xyxy is not None:
+            rects.append(RotatedRect.around_box(box, 1.25))
+        best, best_key = None, 0.0
+        for rect in rects[:4]:
+            lm = self._landmarks_in(image, rect, self.min_prompt_presence)
+            if lm is None:
+                continue
+            # One more look from the region the landmarks themselves give (as BlazePose tracks).
+            again = self._landmarks_in(image, lm.next_rect(), self.min_prompt_presence)
+            lm = again if again is not None and again.presence >= lm.presence else lm
+            conf = lm.visibility_k * lm.presence_k
+            if box_xyxy is not None:
+                share = fraction_inside(lm.xy_k2, conf, box)
+                if share < 0.6:
+                    continue
+            else:
+                own = landmark_box_xyxy(lm.xy_k2, conf)
+                on_mask = lm.mask_hw((h, w))[int(np.clip(py, 0, h - 1)), int(np.clip(px, 0, w - 1))] > 0.5
+                if not on_mask and (own is None or fraction_inside(np.array([[px, py]]), np.ones(1), own, 0.15) < 1):
+                    continue
+                share = 1.0
+            key = share * lm.presence * float(conf.mean())
+            if key > best_key:
+                best, best_key = lm, key
+        if best is None:
+            return None
+        return self._person_from(best, (h, w), box if box_xyxy is not None else None)
+
+    def _detect_single_pass(self, image: np.ndarray) -> list[PersonDetection]:
+        """The former path: MediaPipe's Tasks PoseLandmarker once over the whole image."""
         h, w = image.shape[:2]
         scale = min(1.0, MAX_SIDE_PX / max(h, w))
         fed = image
@@ -226,16 +430,7 @@ class EmbeddedSegmenter:
         pres_k = np.array([lm.presence or 0.0 for lm in landmarks], dtype=np.float64)
         conf_k = np.clip(vis_k * pres_k, 0.0, 1.0)
         xyz_k3 = np.array([[lm.x, lm.y, lm.z] for lm in world], dtype=np.float64)
-        in_image = (xy_k2[:, 0] >= 0) & (xy_k2[:, 0] <= w) & (xy_k2[:, 1] >= 0) & (xy_k2[:, 1] <= h)
-        # Score: mean confidence of the landmarks inside the image (legs out of frame do not count).
-        score = float(conf_k[in_image].mean()) if in_image.any() else float(conf_k.mean())
-        return PersonDetection(
-            bbox_xyxy=bbox_from(mask_hw, xy_k2, conf_k * in_image),
-            score=float(np.clip(score, 0.0, 1.0)),
-            mask_hw=mask_hw,
-            keypoints2d=Keypoints2D(names=list(BLAZEPOSE_NAMES), xy_k2=xy_k2, conf_k=conf_k),
-            keypoints3d_hip=Keypoints3D(names=list(BLAZEPOSE_NAMES), xyz_k3=xyz_k3, frame="hip"),
-        )
+        return detection_from_landmarks(xy_k2, conf_k, xyz_k3, mask_hw)
 
     def apply_prompts(
         self, image_rgb_hw3: np.ndarray, people: list[PersonDetection], prompts: Prompts
@@ -246,9 +441,11 @@ class EmbeddedSegmenter:
         on (mask, else box), else (negative clicks only) the one whose mask they carve; `select_person`
         on the returned list finds them again. Their mask is refined with GrabCut in place (the order
         of the list, hence person ids, does not change); the others are the same objects. A positive
-        click or box on nobody makes a new person from GrabCut alone, appended at the end: score 1 (the
-        user said so), no landmarks (all confidences 0), so later stages skip it. Keypoint prompts are
-        only validated here (the body fit uses them). Empty prompts return the people unchanged.
+        click or box on nobody runs the models inside that region (`find_in_region`): the person found
+        there is appended at the end, with landmarks (so the body fit fits them) and a mask refined
+        like any other. Where the models see nobody, the new person comes from GrabCut alone: score 1
+        (the user said so), no landmarks (all confidences 0), so later stages skip it. Keypoint prompts
+        are only validated here (the body fit uses them). Empty prompts return the people unchanged.
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
@@ -261,6 +458,17 @@ class EmbeddedSegmenter:
             return list(people)
 
         chosen = select_person(people, pos_n2, neg_n2, box)
+        if chosen is None and (len(pos_n2) or box is not None):
+            found = self.find_in_region(image, box, None if box is not None else pos_n2.mean(axis=0))
+            if found is not None:
+                kp = found.keypoints2d
+                twin = [i for i, p in enumerate(people)
+                        if same_person(kp.xy_k2, kp.conf_k, p.keypoints2d.xy_k2, p.keypoints2d.conf_k)]  # fmt: skip
+                if twin:
+                    chosen = twin[0]  # someone already found, whose box the prompt missed
+                else:
+                    people = [*people, found]
+                    chosen = len(people) - 1
         if chosen is None:
             if not len(pos_n2) and box is None:  # negative clicks on nobody: nothing to carve
                 return list(people)
