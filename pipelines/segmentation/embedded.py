@@ -18,6 +18,7 @@ the camera: his nose has z = +0.29 m (beyond the hips), his heels z = -0.09 m (n
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -144,16 +145,17 @@ def suppress_duplicates(people: list[PersonDetection], iou: float = 0.6) -> list
 
 
 def _person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
-    """The person whose box overlaps the prompt box most (IoU above `min_iou`)."""
-    best, best_iou = None, min_iou
-    bx0, by0, bx1, by1 = box_xyxy
+    """The person whose box overlaps the prompt box most (IoU above `min_iou`), weighted by the share
+    of their confident landmarks inside the box (of two overlapping people, the one the box is around)."""
+    best, best_key = None, 0.0
     for i, p in enumerate(people):
-        x0, y0, x1, y1 = p.bbox_xyxy
-        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
-        union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
-        iou = inter / union if union > 0 else 0.0
-        if iou > best_iou:
-            best, best_iou = i, iou
+        iou = box_iou(p.bbox_xyxy, box_xyxy)
+        if iou <= min_iou:
+            continue
+        kp = p.keypoints2d
+        share = fraction_inside(kp.xy_k2, kp.conf_k, box_xyxy, 0.0) if (kp.conf_k >= 0.5).any() else 1.0
+        if iou * share > best_key:
+            best, best_key = i, iou * share
     return best
 
 
@@ -199,19 +201,30 @@ def landmark_box_xyxy(xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
+def _mirror(name: str) -> str:
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
+_MIRROR_K = np.array([BLAZEPOSE_NAMES.index(_mirror(n)) for n in BLAZEPOSE_NAMES])
+"""BlazePose index of each landmark's left/right twin (the nose is its own)."""
+
+
 def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, conf_b_k: np.ndarray,
                 frac: float = 0.1) -> bool:  # fmt: skip
     """Two landmark sets are one person: their landmarks confident in both (at least 4) lie within
-    `frac` of the person's size of each other (median)."""
-    n = min(len(conf_a_k), len(conf_b_k), len(BLAZEPOSE_NAMES))
-    both = (conf_a_k[:n] >= 0.5) & (conf_b_k[:n] >= 0.5)
-    if both.sum() < 4:
+    `frac` of the person's size of each other (median), also when one set has left and right swapped
+    (a person seen from the front or the back)."""
+    n = len(BLAZEPOSE_NAMES)
+    if min(len(conf_a_k), len(conf_b_k)) < n:
         return False
-    box_a = landmark_box_xyxy(xy_a_k2[:n], conf_a_k[:n])
-    box_b = landmark_box_xyxy(xy_b_k2[:n], conf_b_k[:n])
-    size = max(float(np.ptp(b.reshape(2, 2), axis=0).max()) for b in (box_a, box_b) if b is not None)
-    dist = np.linalg.norm(xy_a_k2[:n][both] - xy_b_k2[:n][both], axis=1)
-    return bool(np.median(dist) < frac * max(size, 1.0))
+    xy_a, conf_a, xy_b, conf_b = xy_a_k2[:n], conf_a_k[:n], xy_b_k2[:n], conf_b_k[:n]
+    boxes = [landmark_box_xyxy(xy_a, conf_a), landmark_box_xyxy(xy_b, conf_b)]
+    size = max([float(np.ptp(b.reshape(2, 2), axis=0).max()) for b in boxes if b is not None] + [1.0])
+    for order in (np.arange(n), _MIRROR_K):
+        both = (conf_a >= 0.5) & (conf_b[order] >= 0.5)
+        if both.sum() >= 4 and np.median(np.linalg.norm(xy_a[both] - xy_b[order][both], axis=1)) < frac * size:
+            return True
+    return False
 
 
 def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1) -> float:
@@ -244,6 +257,7 @@ class EmbeddedSegmenter:
         single_pass: bool = False,
         min_prompt_presence: float = 0.2,
         max_drift: float = 0.04,
+        min_person_score: float = 0.55,
     ) -> None:
         """Args:
             max_people: at most this many people per image (the best scores are kept).
@@ -258,6 +272,9 @@ class EmbeddedSegmenter:
                 there is someone there).
             max_drift: a detection is a person when its landmarks move less than this (median, as a
                 fraction of the region's size) between the detector's region and their own.
+            min_person_score: and when the mean confidence of its landmarks inside the image is at
+                least this (textures the detector took for a head score 0.3-0.54 on the tuning photos,
+                people 0.6 and more).
         """
         check_model_files()
         self.max_people = max_people
@@ -265,6 +282,8 @@ class EmbeddedSegmenter:
         self.min_presence_confidence = min_presence_confidence
         self.min_prompt_presence = min_prompt_presence
         self.max_drift = max_drift
+        self.min_person_score = min_person_score
+        self._region_cache: dict[tuple, PersonDetection | None] = {}
         self.grabcut = grabcut or GrabCutSettings()
         self.single_pass = single_pass
         self.tiles = tiles or TileSettings()
@@ -301,6 +320,7 @@ class EmbeddedSegmenter:
                     found.append(lm)
                     break
         people = [self._person_from(lm, (h, w)) for lm in found]
+        people = [p for p in people if p.score >= self.min_person_score]
         people.sort(key=lambda p: -p.score)
         return suppress_duplicates(people)[: self.max_people]
 
@@ -392,11 +412,28 @@ class EmbeddedSegmenter:
                     continue
                 share = 1.0
             key = share * lm.presence * float(conf.mean())
+            if box_xyxy is not None:  # of two people in one box, the one the box fits
+                own = landmark_box_xyxy(lm.xy_k2, conf)
+                key *= box_iou(own, box) if own is not None else 0.0
             if key > best_key:
                 best, best_key = lm, key
         if best is None:
             return None
         return self._person_from(best, (h, w), box if box_xyxy is not None else None)
+
+    def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None
+                     ) -> PersonDetection | None:  # fmt: skip
+        """find_in_region, remembered for the last few prompts (every click re-applies a box)."""
+        key = (
+            hashlib.sha1(np.ascontiguousarray(image[::9, ::9]).tobytes()).hexdigest(), image.shape,
+            None if box_xyxy is None else tuple(np.round(box_xyxy, 2)),
+            None if point_xy is None else tuple(np.round(point_xy, 2)),
+        )  # fmt: skip
+        if key not in self._region_cache:
+            self._region_cache[key] = self.find_in_region(image, box_xyxy, point_xy)
+            while len(self._region_cache) > 8:
+                self._region_cache.pop(next(iter(self._region_cache)))
+        return self._region_cache[key]
 
     def _detect_single_pass(self, image: np.ndarray) -> list[PersonDetection]:
         """The former path: MediaPipe's Tasks PoseLandmarker once over the whole image."""
@@ -458,14 +495,20 @@ class EmbeddedSegmenter:
             return list(people)
 
         chosen = select_person(people, pos_n2, neg_n2, box)
-        if chosen is None and (len(pos_n2) or box is not None):
-            found = self.find_in_region(image, box, None if box is not None else pos_n2.mean(axis=0))
+        if box is not None or (chosen is None and len(pos_n2)):
+            # A box always says who: the person the models find in it (an existing one, or a new one).
+            found = self._find_cached(image, box, None if box is not None else pos_n2.mean(axis=0))
             if found is not None:
                 kp = found.keypoints2d
                 twin = [i for i, p in enumerate(people)
                         if same_person(kp.xy_k2, kp.conf_k, p.keypoints2d.xy_k2, p.keypoints2d.conf_k)]  # fmt: skip
                 if twin:
-                    chosen = twin[0]  # someone already found, whose box the prompt missed
+                    chosen = twin[0]  # someone already found (a click or box that missed their box)
+                elif chosen is not None and box_iou(found.bbox_xyxy, people[chosen].bbox_xyxy) >= 0.7:
+                    # The boxed person was found, with other landmarks: the ones seen in the box win
+                    # (the box is how a user fixes a bad detection); the index stays.
+                    people = list(people)
+                    people[chosen] = found
                 else:
                     people = [*people, found]
                     chosen = len(people) - 1

@@ -181,21 +181,26 @@ def _positions(length: int, side: float, step: float) -> list[float]:
     return list(np.linspace(0.0, length - side, n))
 
 
-def view_input(image_hw3: np.ndarray, view: View) -> np.ndarray:
-    """The view as the detector's input: (1, 224, 224, 3) float32 in [-1, 1]."""
+def scaled_for(image_hw3: np.ndarray, side_px: float) -> tuple[np.ndarray, float]:
+    """The image resized once for all views of one side: (resized image, scale = 224 / side)."""
     h, w = image_hw3.shape[:2]
-    scale = INPUT_SIDE / view.side_px
-    ix0, iy0 = max(0, int(np.floor(view.x0))), max(0, int(np.floor(view.y0)))
-    ix1 = min(w, int(np.ceil(view.x0 + view.side_px)))
-    iy1 = min(h, int(np.ceil(view.y0 + view.side_px)))
+    scale = INPUT_SIDE / side_px
+    size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image_hw3, size_wh, interpolation=interp), scale
+
+
+def view_input(image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+    """The view as the detector's input: (1, 224, 224, 3) float32 in [-1, 1] (black outside the
+    image). `scaled`: the image already resized for this view's side (scaled_for), shared by tiles."""
+    small, scale = scaled if scaled is not None else scaled_for(image_hw3, view.side_px)
+    sh, sw = small.shape[:2]
+    ox, oy = round(view.x0 * scale), round(view.y0 * scale)  # the view's corner in the resized image
+    sx0, sy0 = max(0, ox), max(0, oy)
+    sx1, sy1 = min(sw, ox + INPUT_SIDE), min(sh, oy + INPUT_SIDE)
     canvas = np.zeros((INPUT_SIDE, INPUT_SIDE, 3), dtype=np.uint8)
-    # Where the image part lands in the 224 canvas (rounded once, both ends, so the sizes agree).
-    cx0, cy0 = max(0, round((ix0 - view.x0) * scale)), max(0, round((iy0 - view.y0) * scale))
-    cx1 = min(INPUT_SIDE, round((ix1 - view.x0) * scale))
-    cy1 = min(INPUT_SIDE, round((iy1 - view.y0) * scale))
-    if cx1 > cx0 and cy1 > cy0:
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        canvas[cy0:cy1, cx0:cx1] = cv2.resize(image_hw3[iy0:iy1, ix0:ix1], (cx1 - cx0, cy1 - cy0), interpolation=interp)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = small[sy0:sy1, sx0:sx1]
     return (canvas.astype(np.float32) / 127.5 - 1.0)[None]
 
 
@@ -206,20 +211,29 @@ class TiledPoseDetector:
     settings: TileSettings = field(default_factory=TileSettings)
     model: TfliteModel = field(default_factory=lambda: TfliteModel(POSE_DETECTOR))
 
-    def detect_view(self, image_hw3: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect_view(self, image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """Detections in one view, in image pixels: (boxes (M, 4), keypoints (M, 4, 2), scores (M,))."""
-        raw_boxes, raw_scores = self.model.run(view_input(image_hw3, view))
+        scaled = scaled if scaled is not None else scaled_for(image_hw3, view.side_px)
+        raw_boxes, raw_scores = self.model.run(view_input(image_hw3, view, scaled))
         boxes, kps, scores = decode_detections(raw_boxes[0], raw_scores[0], self.settings.min_score)
-        origin = np.array([view.x0, view.y0])
-        boxes = boxes * view.side_px + np.tile(origin, 2)
-        kps = kps * view.side_px + origin
+        # The input's pixel (0, 0) corner is the view's corner rounded in the resized image.
+        side = INPUT_SIDE / scaled[1]
+        origin = np.array([round(view.x0 * scaled[1]), round(view.y0 * scaled[1])]) / scaled[1]
+        boxes = boxes * side + np.tile(origin, 2)
+        kps = kps * side + origin
         return boxes, kps, scores
 
     def detect(self, image_hw3: np.ndarray, views: list[View] | None = None) -> list[PoseCandidate]:
         """People found in any view (default: the tiles of `settings`), merged, best first."""
         h, w = image_hw3.shape[:2]
         views = views if views is not None else tile_views(w, h, self.settings)
-        found = [self.detect_view(image_hw3, v) for v in views]
+        pyramid: dict[float, tuple[np.ndarray, float]] = {}
+        found = []
+        for v in views:
+            if v.side_px not in pyramid:
+                pyramid[v.side_px] = scaled_for(image_hw3, v.side_px)
+            found.append(self.detect_view(image_hw3, v, pyramid[v.side_px]))
         boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4))
         if not len(boxes):
             return []
