@@ -30,7 +30,7 @@ from pipelines.keypoints.names import BLAZEPOSE_NAMES, PROMPTABLE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
 from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
-from pipelines.segmentation.pose_landmarks import PoseLandmarkModel, RegionLandmarks
+from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
 from pipelines.segmentation.roi import RotatedRect
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
@@ -201,14 +201,6 @@ def landmark_box_xyxy(xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
-def _mirror(name: str) -> str:
-    return name.replace("left", "@").replace("right", "left").replace("@", "right")
-
-
-_MIRROR_K = np.array([BLAZEPOSE_NAMES.index(_mirror(n)) for n in BLAZEPOSE_NAMES])
-"""BlazePose index of each landmark's left/right twin (the nose is its own)."""
-
-
 def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, conf_b_k: np.ndarray,
                 frac: float = 0.1) -> bool:  # fmt: skip
     """Two landmark sets are one person: their landmarks confident in both (at least 4) lie within
@@ -220,7 +212,7 @@ def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, 
     xy_a, conf_a, xy_b, conf_b = xy_a_k2[:n], conf_a_k[:n], xy_b_k2[:n], conf_b_k[:n]
     boxes = [landmark_box_xyxy(xy_a, conf_a), landmark_box_xyxy(xy_b, conf_b)]
     size = max([float(np.ptp(b.reshape(2, 2), axis=0).max()) for b in boxes if b is not None] + [1.0])
-    for order in (np.arange(n), _MIRROR_K):
+    for order in (np.arange(n), MIRROR_K):
         both = (conf_a >= 0.5) & (conf_b[order] >= 0.5)
         if both.sum() >= 4 and np.median(np.linalg.norm(xy_a[both] - xy_b[order][both], axis=1)) < frac * size:
             return True
@@ -258,6 +250,7 @@ class EmbeddedSegmenter:
         min_prompt_presence: float = 0.2,
         max_drift: float = 0.04,
         min_person_score: float = 0.55,
+        mirror_average: bool = True,
     ) -> None:
         """Args:
             max_people: at most this many people per image (the best scores are kept).
@@ -275,6 +268,8 @@ class EmbeddedSegmenter:
             min_person_score: and when the mean confidence of its landmarks inside the image is at
                 least this (textures the detector took for a head score 0.3-0.54 on the tuning photos,
                 people 0.6 and more).
+            mirror_average: the final landmarks of each person average the model's output on the
+                region and on its mirror image (one more run per person; steadier joints).
         """
         check_model_files()
         self.max_people = max_people
@@ -283,6 +278,7 @@ class EmbeddedSegmenter:
         self.min_prompt_presence = min_prompt_presence
         self.max_drift = max_drift
         self.min_person_score = min_person_score
+        self.mirror_average = mirror_average
         self._region_cache: dict[tuple, PersonDetection | None] = {}
         self.grabcut = grabcut or GrabCutSettings()
         self.single_pass = single_pass
@@ -332,7 +328,7 @@ class EmbeddedSegmenter:
         first = self._landmarks_in(image, rect, self.min_presence_confidence)
         if first is None or any(_same(first, q) for q in found):
             return None
-        second = self._landmarks_in(image, first.next_rect(), self.min_presence_confidence)
+        second = self._landmarks_in(image, first.next_rect(), self.min_presence_confidence, self.mirror_average)
         if second is None:
             return None
         drift = float(np.median(np.linalg.norm(first.xy_k2 - second.xy_k2, axis=1))) / first.rect.size_px
@@ -340,11 +336,12 @@ class EmbeddedSegmenter:
             return None
         return second
 
-    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect, min_presence: float) -> RegionLandmarks | None:
+    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect, min_presence: float, mirror_average: bool = False
+                      ) -> RegionLandmarks | None:  # fmt: skip
         """The landmark model in one region, None when it sees no person there."""
         if rect.size_px < 8:
             return None
-        lm = self.landmarks.run(image, rect)
+        lm = self.landmarks.run(image, rect, mirror_average)
         return lm if lm.presence >= min_presence else None
 
     @staticmethod
@@ -419,6 +416,8 @@ class EmbeddedSegmenter:
                 best, best_key = lm, key
         if best is None:
             return None
+        if self.mirror_average:
+            best = self.landmarks.run(image, best.rect, mirror_average=True)
         return self._person_from(best, (h, w), box if box_xyxy is not None else None)
 
     def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None
@@ -537,3 +536,11 @@ class EmbeddedSegmenter:
         out = list(people)
         out[chosen] = replace(person, mask_hw=mask_hw, bbox_xyxy=bbox)
         return out
+
+
+class SinglePassSegmenter(EmbeddedSegmenter):
+    """The former detection: MediaPipe's Tasks PoseLandmarker once over the whole image (up to 4
+    people, usually the few largest). Kept as the baseline that bench/bench_crowds.py measures."""
+
+    def __init__(self, max_people: int = 4, **kwargs: Any) -> None:
+        super().__init__(max_people=max_people, single_pass=True, **kwargs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.segmentation.roi import RotatedRect, crop_region, paste_region
 from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
 
@@ -23,6 +24,14 @@ NUM_LANDMARKS = 39
 NUM_NAMED = 33
 HEATMAP_KERNEL = 7
 HEATMAP_MIN_CONFIDENCE = 0.5
+
+
+def _mirror(name: str) -> str:
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
+MIRROR_K = np.array([BLAZEPOSE_NAMES.index(_mirror(n)) for n in BLAZEPOSE_NAMES])
+"""BlazePose index of each landmark's left/right twin (the nose is its own)."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -92,24 +101,52 @@ class PoseLandmarkModel:
 
     model: TfliteModel = field(default_factory=lambda: TfliteModel(POSE_LANDMARKS_FULL))
 
-    def run(self, image_hw3: np.ndarray, rect: RotatedRect) -> RegionLandmarks:
+    def run(self, image_hw3: np.ndarray, rect: RotatedRect, mirror_average: bool = False) -> RegionLandmarks:
+        """The landmarks in one region. `mirror_average`: also run on the mirrored crop and average the
+        two (left and right swapped back): one more model run, steadier landmarks."""
         crop = crop_region(image_hw3, rect, INPUT_SIDE)
+        out = self._decode(crop, rect, mirrored=False)
+        if not mirror_average:
+            return out
+        other = self._decode(np.ascontiguousarray(crop[:, ::-1]), rect, mirrored=True)
+        mean = lambda a, b: (a + b) / 2  # noqa: E731
+        return RegionLandmarks(
+            rect=rect,
+            presence=min(out.presence, other.presence),
+            xy_k2=mean(out.xy_k2, other.xy_k2),
+            visibility_k=mean(out.visibility_k, other.visibility_k),
+            presence_k=mean(out.presence_k, other.presence_k),
+            world_k3=mean(out.world_k3, other.world_k3),
+            aux_xy_62=mean(out.aux_xy_62, other.aux_xy_62),
+            mask_crop_hw=mean(out.mask_crop_hw, other.mask_crop_hw),
+        )
+
+    def _decode(self, crop_hw3: np.ndarray, rect: RotatedRect, mirrored: bool) -> RegionLandmarks:
+        """Run the model on a crop of `rect` (mirrored left-right or not) and decode into the image."""
         raw_lm, raw_flag, raw_mask, raw_heatmap, raw_world = self.model.run(
-            (crop.astype(np.float32) / 255.0)[None]
+            (crop_hw3.astype(np.float32) / 255.0)[None]
         )
         lm = raw_lm.reshape(NUM_LANDMARKS, 5)
         xy_crop = refine_with_heatmap(lm[:, :2], raw_heatmap[0])
+        world = raw_world.reshape(NUM_LANDMARKS, 3)[:NUM_NAMED].astype(np.float64)
+        mask = _sigmoid(raw_mask[0, :, :, 0]).astype(np.float32)
+        vis, pres = _sigmoid(lm[:NUM_NAMED, 3]), _sigmoid(lm[:NUM_NAMED, 4])
+        if mirrored:  # back to the unmirrored crop: x flips, and the person's left is their right
+            xy_crop[:, 0] = INPUT_SIDE - xy_crop[:, 0]
+            world[:, 0] = -world[:, 0]
+            swap = np.concatenate([MIRROR_K, np.arange(NUM_NAMED, NUM_LANDMARKS)])
+            xy_crop, world, vis, pres = xy_crop[swap], world[MIRROR_K], vis[MIRROR_K], pres[MIRROR_K]
+            mask = np.ascontiguousarray(mask[:, ::-1])
         xy_img = rect.to_image(xy_crop, INPUT_SIDE)
-        world = rect.rotate_vectors(raw_world.reshape(NUM_LANDMARKS, 3)[:NUM_NAMED])
         return RegionLandmarks(
             rect=rect,
             presence=float(np.clip(raw_flag.reshape(-1)[0], 0.0, 1.0)),
             xy_k2=xy_img[:NUM_NAMED],
-            visibility_k=_sigmoid(lm[:NUM_NAMED, 3]),
-            presence_k=_sigmoid(lm[:NUM_NAMED, 4]),
-            world_k3=world,
+            visibility_k=vis,
+            presence_k=pres,
+            world_k3=rect.rotate_vectors(world),
             aux_xy_62=xy_img[NUM_NAMED:],
-            mask_crop_hw=_sigmoid(raw_mask[0, :, :, 0]).astype(np.float32),
+            mask_crop_hw=mask,
         )
 
     def close(self) -> None:

@@ -1,0 +1,175 @@
+"""Finding everyone: crowd recall, box-prompt recall and PCK, and time per photo (embedded, CPU).
+
+    python -m bench.bench_crowds
+
+On ../shared/data/crowds. Labelled: 5 MPII photos (one person labelled each) and 2 PoseTrack18
+frames (3 people); split fixed in bench/crowds_data.py: TUNING (3 people, the only labelled images
+constants were tuned on) and HELD_OUT (5 people). COCO photos (20, unlabelled): time and count only.
+
+For each method (the tiled detector, `embedded`; the former single pass, `single pass` = MediaPipe's
+Tasks PoseLandmarker once per photo, up to 4 people), the whole pipeline runs (detection, hands,
+body fits; no file writing):
+- crowd recall: share of the annotated people matched by a fitted body without prompts (the
+  projected COCO joints of the body within 0.2 x box size of at least half the annotated joints,
+  one-to-one);
+- box recall: the same with one box prompt per annotated person (its joints' box + 10 %, as a user
+  draws it), the person the prompt selects;
+- PCK@0.05: share of annotated joints within 0.05 x box size (box long side) of the projected fitted
+  joints of the prompted person (a person without a body scores 0);
+- time: median seconds per photo, warm (the prompts re-use the photo's cached detections).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import DATA_DIR, machine_description, markdown_table
+from bench.crowds_data import HELD_OUT, TUNING, GtImage, load_labelled, match, pck
+
+CROWDS = DATA_DIR / "crowds"
+
+
+@dataclass
+class Scores:
+    """Per-person results of one method on a set of images."""
+
+    auto_hits: list[bool] = field(default_factory=list)
+    box_hits: list[bool] = field(default_factory=list)
+    box_pck: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    """Per photo: the automatic run."""
+    people: list[int] = field(default_factory=list)
+    """Per photo: bodies fitted without prompts."""
+
+
+def _read(path: Path):  # noqa: ANN202 - pipelines.io.image_io.LoadedImage
+    from pipelines.io.image_io import load_image
+
+    return load_image(path)
+
+
+def _body_joints(frame, person) -> dict[str, np.ndarray]:  # noqa: ANN001
+    from pipelines.keypoints.names import COCO17_NAMES
+
+    body = person.body
+    idx = [body.joints3d_cam.names.index(n) for n in COCO17_NAMES]
+    xy = frame.camera.project(body.joints3d_cam.xyz_k3[idx])
+    return dict(zip(COCO17_NAMES, xy, strict=True))
+
+
+def _prompt_box(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    m = 0.1 * (box_xyxy[2:] - box_xyxy[:2])
+    return np.clip(np.concatenate([box_xyxy[:2] - m, box_xyxy[2:] + m]), 0, [width, height, width, height])
+
+
+def run_labelled(pipe, gt: GtImage, scores: Scores) -> None:  # noqa: ANN001
+    from pipelines.modes.image import ImageSession
+    from pipelines.segmentation.embedded import select_person
+    from pipelines.types import Prompts
+
+    image = _read(CROWDS / gt.rel_path)
+    h, w = image.rgb_hw3.shape[:2]
+    session = ImageSession()
+    pipe.run(image, session=ImageSession())  # warm for this size
+    t = time.perf_counter()
+    frame = pipe.run(image, session=session)
+    scores.seconds.append(time.perf_counter() - t)
+    bodies = [p for p in frame.people if p.body is not None]
+    scores.people.append(len(bodies))
+    matched = match([_body_joints(frame, p) for p in bodies], gt.people)
+    scores.auto_hits += [i in matched for i in range(len(gt.people))]
+    for person in gt.people:
+        box = _prompt_box(person.box_xyxy, w, h)
+        frame = pipe.run(image, prompts=Prompts(box_xyxy=box), session=session)
+        dets = [p.detection for p in frame.people]
+        chosen = select_person(dets, np.zeros((0, 2)), np.zeros((0, 2)), box)
+        if chosen is None or frame.people[chosen].body is None:
+            scores.box_hits.append(False)
+            scores.box_pck.append(0.0)
+            continue
+        joints = _body_joints(frame, frame.people[chosen])
+        scores.box_hits.append(bool(match([joints], [person])))
+        scores.box_pck.append(pck(joints, person, 0.05))
+
+
+def run_unlabelled(pipe, paths: list[Path], scores: Scores) -> None:  # noqa: ANN001
+    from pipelines.modes.image import ImageSession
+
+    for path in paths:
+        image = _read(path)
+        pipe.run(image, session=ImageSession())
+        t = time.perf_counter()
+        frame = pipe.run(image, session=ImageSession())
+        scores.seconds.append(time.perf_counter() - t)
+        scores.people.append(sum(p.body is not None for p in frame.people))
+
+
+def _pct(hits: list[bool]) -> str:
+    return f"{100 * np.mean(hits):.0f} % ({sum(hits)}/{len(hits)})" if hits else "-"
+
+
+def main() -> None:
+    from pipelines.modes.image import ImagePipeline
+    from pipelines.segmentation.embedded import SinglePassSegmenter
+
+    tiled = ImagePipeline()
+    tiled.warmup()
+    single = ImagePipeline()
+    single._backends["segmentation"] = SinglePassSegmenter()  # the former detection, same other stages
+    single.warmup()
+    methods = {"embedded (tiled)": tiled, "single pass (baseline)": single}
+
+    labelled = {g.rel_path: g for g in load_labelled(CROWDS)}
+    coco = sorted((CROWDS / "coco_val2014").glob("*.jpg"))
+    results: dict[tuple[str, str], Scores] = {}
+    for name, pipe in methods.items():
+        for split, rels in (("held-out", HELD_OUT), ("tuning", TUNING)):
+            scores = Scores()
+            for rel in rels:
+                run_labelled(pipe, labelled[rel], scores)
+            results[(name, split)] = scores
+        scores = Scores()
+        run_unlabelled(pipe, coco, scores)
+        results[(name, "coco")] = scores
+
+    print(f"Machine: {machine_description()}; load average at the end {os.getloadavg()[0]:.1f} "
+          f"(other processes share the 2 cores)\n")  # fmt: skip
+    print("Data: ../shared/data/crowds. Held-out: " + ", ".join(HELD_OUT) + f" ({_count(labelled, HELD_OUT)} "
+          "people). Tuning: " + ", ".join(TUNING) + f" ({_count(labelled, TUNING)} people). "
+          "COCO: 20 unlabelled photos (time and bodies found only).\n")  # fmt: skip
+    rows = []
+    for name in methods:
+        for split in ("held-out", "tuning", "all"):
+            if split == "all":
+                parts = [results[(name, "held-out")], results[(name, "tuning")]]
+                s = Scores(
+                    auto_hits=sum((p.auto_hits for p in parts), []), box_hits=sum((p.box_hits for p in parts), []),
+                    box_pck=sum((p.box_pck for p in parts), []), seconds=sum((p.seconds for p in parts), []),
+                    people=sum((p.people for p in parts), []),
+                )  # fmt: skip
+            else:
+                s = results[(name, split)]
+            rows.append([
+                name, f"labelled, {split}", _pct(s.auto_hits), _pct(s.box_hits),
+                f"{100 * np.mean(s.box_pck):.1f}", f"{statistics.median(s.seconds):.2f} s", str(sum(s.people)),
+            ])  # fmt: skip
+        c = results[(name, "coco")]
+        timing = f"{statistics.median(c.seconds):.2f} s (max {max(c.seconds):.2f})"
+        rows.append([name, "COCO (unlabelled)", "-", "-", "-", timing, str(sum(c.people))])
+    header = ["method", "images", "crowd recall (no prompt)", "recall with a box per person",
+              "PCK@0.05 (box prompts)", "time per photo (median, warm)", "bodies fitted (no prompt)"]  # fmt: skip
+    print(markdown_table(header, rows))
+
+
+def _count(labelled: dict[str, GtImage], rels: tuple[str, ...]) -> int:
+    return sum(len(labelled[r].people) for r in rels)
+
+
+if __name__ == "__main__":
+    main()
