@@ -196,7 +196,7 @@ def test_box_on_a_missed_person_gives_landmarks_inside_it(
         xy = person.keypoints2d.xy_k2[confident]
         inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
         assert inside.mean() >= 0.85, gt.rel_path
-        assert pck(_keypoints(person), gt.people[0], 0.2) >= 0.8, gt.rel_path
+        assert pck(_keypoints(person), gt.people[0], 0.2) >= 0.7, gt.rel_path
         assert (person.mask_hw[~_inside_mask(box, h, w)] == 0).all()
 
 
