@@ -120,7 +120,8 @@ def test_a_turned_region_maps_back_to_the_same_pixels() -> None:
     crop = crop_region(image, rect, 256)[..., 0].astype(float)
     ys, xs = np.nonzero(crop > 0)
     weights = crop[ys, xs]
-    found = rect.to_image(np.array([[np.average(xs, weights=weights) + 0.5, np.average(ys, weights=weights) + 0.5]]), 256)
+    centre_crop = np.array([[np.average(xs, weights=weights) + 0.5, np.average(ys, weights=weights) + 0.5]])
+    found = rect.to_image(centre_crop, 256)
     np.testing.assert_allclose(found[0], dot, atol=0.3)
     back = paste_region(np.ones((256, 256), dtype=np.float32), rect, (300, 400))
     corners = rect.to_image(np.array([[0.0, 0.0], [256.0, 256.0]]), 256)

@@ -232,6 +232,20 @@ def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray,
     return float(inside.mean())
 
 
+def _with_extra_keypoints(new: PersonDetection, old: PersonDetection) -> PersonDetection:
+    """`new` with the keypoints `old` has beyond the 33 BlazePose ones (hands from the keypoint stage)."""
+    n = len(BLAZEPOSE_NAMES)
+    extra = old.keypoints2d
+    if len(extra.names) <= n:
+        return new
+    kp = Keypoints2D(
+        names=new.keypoints2d.names[:n] + extra.names[n:],
+        xy_k2=np.concatenate([new.keypoints2d.xy_k2[:n], extra.xy_k2[n:]]),
+        conf_k=np.concatenate([new.keypoints2d.conf_k[:n], extra.conf_k[n:]]),
+    )
+    return replace(new, keypoints2d=kp)
+
+
 def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
     return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
 
@@ -505,13 +519,14 @@ class EmbeddedSegmenter:
                 kp = found.keypoints2d
                 twin = [i for i, p in enumerate(people)
                         if same_person(kp.xy_k2, kp.conf_k, p.keypoints2d.xy_k2, p.keypoints2d.conf_k)]  # fmt: skip
-                if twin:
-                    chosen = twin[0]  # someone already found (a click or box that missed their box)
-                elif chosen is not None and box_iou(found.bbox_xyxy, people[chosen].bbox_xyxy) >= 0.7:
-                    # The boxed person was found, with other landmarks: the ones seen in the box win
-                    # (the box is how a user fixes a bad detection); the index stays.
+                if twin and box is None:
+                    chosen = twin[0]  # a click on someone already found, outside their box
+                elif twin or (chosen is not None and box_iou(found.bbox_xyxy, people[chosen].bbox_xyxy) >= 0.7):
+                    # The boxed person was already found: the landmarks seen in the box alone win (the
+                    # box is how a user fixes a detection); the index and the hands stay.
+                    chosen = twin[0] if twin else chosen
                     people = list(people)
-                    people[chosen] = found
+                    people[chosen] = _with_extra_keypoints(found, people[chosen])
                 else:
                     people = [*people, found]
                     chosen = len(people) - 1
