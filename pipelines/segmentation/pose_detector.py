@@ -142,10 +142,11 @@ class View:
 
 @dataclass
 class TileSettings:
-    tile_fracs: tuple[float, ...] = (0.5,)
+    tile_fracs: tuple[float, ...] = (1.0, 0.5)
     """Tile sides as fractions of the image's short side, besides the whole image (letterboxed).
-    The default finds people down to about a sixth of the frame's height in 13-16 detector runs; add
-    0.33 (about 2.5x the runs) for smaller ones."""
+    1.0: square crops of a non-square photo show a close-up person larger than the letterboxed
+    whole; 0.5: people down to about a sixth of the frame's height. 15-19 detector runs a photo; add
+    0.33 (about 2.5x the runs) for smaller people."""
     overlap: float = 0.25
     """Overlap of neighbouring tiles, as a fraction of the tile side."""
     min_tile_px: float = 192.0
