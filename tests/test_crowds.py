@@ -239,3 +239,10 @@ def test_pipeline_fits_a_body_to_a_boxed_person_the_detector_missed(pipeline, la
     inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
     assert inside.mean() > 0.9
     assert pck(pred, gt.people[0], 0.1) >= 0.8
+
+
+def test_max_people_is_a_pipeline_setting() -> None:
+    from pipelines.modes.image import ImagePipeline, PipelineConfig
+
+    assert ImagePipeline()._get("segmentation").max_people >= 20  # the default looks for a crowd
+    assert ImagePipeline(PipelineConfig(max_people=3))._get("segmentation").max_people == 3
