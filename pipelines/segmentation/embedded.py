@@ -266,7 +266,7 @@ class EmbeddedSegmenter:
         max_drift: float = 0.04,
         min_person_score: float = 0.55,
         mirror_average: bool = True,
-        mirror_average_all: bool = False,
+        mirror_average_all: bool = True,
     ) -> None:
         """Args:
             max_people: at most this many people per image (the best scores are kept).
@@ -286,7 +286,7 @@ class EmbeddedSegmenter:
                 people 0.6 and more).
             mirror_average: the landmarks of a prompted person average the model's output on the
                 region and on its mirror image (one more model run; steadier joints).
-            mirror_average_all: the same for everyone found without prompts (off: 10 ms a person).
+            mirror_average_all: the same for everyone found without prompts (10 ms a person).
         """
         check_model_files()
         self.max_people = max_people
