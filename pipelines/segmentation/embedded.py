@@ -29,7 +29,7 @@ from pipelines.errors import BadPromptError
 from pipelines.keypoints.names import BLAZEPOSE_NAMES, PROMPTABLE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
-from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
+from pipelines.segmentation.pose_detector import TiledPoseDetector, TileSettings, View
 from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
 from pipelines.segmentation.roi import RotatedRect
@@ -246,6 +246,24 @@ def _with_extra_keypoints(new: PersonDetection, old: PersonDetection) -> PersonD
     return replace(new, keypoints2d=kp)
 
 
+def _region_score(lm: RegionLandmarks, box: np.ndarray | None, point: np.ndarray | None,
+                  shape_hw: tuple[int, int]) -> float:  # fmt: skip
+    """How well landmarks found for a prompt answer it (0: not at all): presence x mean confidence,
+    for a box x the share of confident landmarks inside it x the IoU of their box with it; for a
+    point, it must lie on the mask or in the landmarks' box grown by 15 %."""
+    conf = lm.visibility_k * lm.presence_k
+    score = lm.presence * float(conf.mean())
+    own = landmark_box_xyxy(lm.xy_k2, conf)
+    if box is not None:
+        share = fraction_inside(lm.xy_k2, conf, box)
+        return 0.0 if share < 0.6 or own is None else score * share * box_iou(own, box)
+    h, w = shape_hw
+    px, py = point
+    on_mask = lm.mask_hw(shape_hw)[int(np.clip(py, 0, h - 1)), int(np.clip(px, 0, w - 1))] > 0.5
+    in_own = own is not None and fraction_inside(np.array([[px, py]]), np.ones(1), own, 0.15) == 1.0
+    return score if on_mask or in_own else 0.0
+
+
 def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
     return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
 
@@ -382,61 +400,56 @@ class EmbeddedSegmenter:
         landmark model on that region alone (upscaled as the models expect); None when there is none.
 
         A box: the detector looks at a square around it, and a region fitted to the box is tried as
-        well; the result must have most confident landmarks inside the box. A point: the detector
-        looks at squares of a third, two thirds and all of the image's short side centred on it; the
-        person's landmark box (grown by 15 %) or mask must hold the point.
+        well; the result must have most confident landmarks inside the box, and of two people the one
+        the box fits wins. A point: the detector looks at squares of a third, two thirds and all of the
+        image's short side centred on it; the person's landmark box (grown by 15 %) or mask must hold it.
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
-        rects: list[RotatedRect] = []
-        if box_xyxy is not None:
-            box = np.asarray(box_xyxy, dtype=np.float64).reshape(4)
-            side = 1.3 * max(box[2] - box[0], box[3] - box[1])
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            views = [View(cx - side / 2, cy - side / 2, side)]
-            inside = lambda xy: box[0] <= xy[0] <= box[2] and box[1] <= xy[1] <= box[3]  # noqa: E731
-        elif point_xy is not None:
-            px, py = np.asarray(point_xy, dtype=np.float64).reshape(2)
-            views = [View(px - f * min(h, w) / 2, py - f * min(h, w) / 2, f * min(h, w)) for f in (1 / 3, 2 / 3, 1)]
-            inside = None
-        else:
+        box = None if box_xyxy is None else np.asarray(box_xyxy, dtype=np.float64).reshape(4)
+        point = None if point_xy is None or box is not None else np.asarray(point_xy, dtype=np.float64).reshape(2)
+        if box is None and point is None:
             return None
-        cands: list[PoseCandidate] = self.detector.detect(image, views)
-        for cand in cands:
-            if inside is None or inside(cand.keypoints_42[0]) or inside((cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2):
-                rects.append(cand.roi())
-        if box_xyxy is not None:
-            rects.append(RotatedRect.around_box(box, 1.25))
-        best, best_key = None, 0.0
-        for rect in rects[:4]:
+        best, best_score = None, 0.0
+        for rect in self._region_rects(image, box, point)[:4]:
             lm = self._landmarks_in(image, rect, self.min_prompt_presence)
             if lm is None:
                 continue
             # One more look from the region the landmarks themselves give (as BlazePose tracks).
             again = self._landmarks_in(image, lm.next_rect(), self.min_prompt_presence)
             lm = again if again is not None and again.presence >= lm.presence else lm
-            conf = lm.visibility_k * lm.presence_k
-            if box_xyxy is not None:
-                share = fraction_inside(lm.xy_k2, conf, box)
-                if share < 0.6:
-                    continue
-            else:
-                own = landmark_box_xyxy(lm.xy_k2, conf)
-                on_mask = lm.mask_hw((h, w))[int(np.clip(py, 0, h - 1)), int(np.clip(px, 0, w - 1))] > 0.5
-                if not on_mask and (own is None or fraction_inside(np.array([[px, py]]), np.ones(1), own, 0.15) < 1):
-                    continue
-                share = 1.0
-            key = share * lm.presence * float(conf.mean())
-            if box_xyxy is not None:  # of two people in one box, the one the box fits
-                own = landmark_box_xyxy(lm.xy_k2, conf)
-                key *= box_iou(own, box) if own is not None else 0.0
-            if key > best_key:
-                best, best_key = lm, key
+            score = _region_score(lm, box, point, (h, w))
+            if score > best_score:
+                best, best_score = lm, score
         if best is None:
             return None
         if self.mirror_average:
             best = self.landmarks.run(image, best.rect, mirror_average=True)
-        return self._person_from(best, (h, w), box if box_xyxy is not None else None)
+        return self._person_from(best, (h, w), box)
+
+    def _region_rects(self, image: np.ndarray, box: np.ndarray | None, point: np.ndarray | None) -> list[RotatedRect]:
+        """Regions to try for a prompt: the detector's finds around it (best first), then, for a box,
+        an upright square fitted to the box."""
+        h, w = image.shape[:2]
+        if box is not None:
+            side = 1.3 * max(box[2] - box[0], box[3] - box[1])
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            views = [View(cx - side / 2, cy - side / 2, side)]
+        else:
+            short = min(h, w)
+            views = [View(point[0] - f * short / 2, point[1] - f * short / 2, f * short) for f in (1 / 3, 2 / 3, 1)]
+
+        def in_box(xy: np.ndarray) -> bool:
+            return bool(box[0] <= xy[0] <= box[2] and box[1] <= xy[1] <= box[3])
+
+        rects = []
+        for cand in self.detector.detect(image, views):
+            face_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
+            if box is None or in_box(cand.keypoints_42[0]) or in_box(face_2):
+                rects.append(cand.roi())
+        if box is not None:
+            rects.append(RotatedRect.around_box(box, 1.25))
+        return rects
 
     def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None
                      ) -> PersonDetection | None:  # fmt: skip
