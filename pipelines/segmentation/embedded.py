@@ -36,7 +36,8 @@ from pipelines.segmentation.roi import RotatedRect
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
 
 MAX_SIDE_PX = 4096
-"""Images with a longer side are fed to MediaPipe downscaled (it works on small crops anyway)."""
+"""Images with a longer side are searched downscaled (the models work on small crops anyway); the
+people found are mapped back to the full image."""
 
 
 def bbox_from(
@@ -264,6 +265,20 @@ def _region_score(lm: RegionLandmarks, box: np.ndarray | None, point: np.ndarray
     return score if on_mask or in_own else 0.0
 
 
+def _scaled_up(person: PersonDetection, scale_xy: tuple[float, float], shape_hw: tuple[int, int]) -> PersonDetection:
+    """A person found on a downscaled copy, in the pixels of the full image."""
+    s_2 = np.asarray(scale_xy, dtype=np.float64)
+    h, w = shape_hw
+    mask_hw = cv2.resize(person.mask_hw, (w, h), interpolation=cv2.INTER_LINEAR)
+    kp = person.keypoints2d
+    return replace(
+        person,
+        bbox_xyxy=np.clip(person.bbox_xyxy * np.tile(s_2, 2), 0, [w, h, w, h]),
+        mask_hw=np.clip(mask_hw, 0.0, 1.0),
+        keypoints2d=Keypoints2D(names=list(kp.names), xy_k2=kp.xy_k2 * s_2, conf_k=kp.conf_k.copy()),
+    )
+
+
 def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
     return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
 
@@ -342,6 +357,11 @@ class EmbeddedSegmenter:
         if self.single_pass:
             return self._detect_single_pass(image)
         h, w = image.shape[:2]
+        scale = min(1.0, MAX_SIDE_PX / max(h, w))
+        if scale < 1.0:  # a very large photo: found on a smaller copy, mapped back
+            size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = self.detect(cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA))
+            return [_scaled_up(p, (w / size_wh[0], h / size_wh[1]), (h, w)) for p in small]
         found: list[RegionLandmarks] = []
         for cand in self.detector.detect(image)[: 3 * self.max_people]:
             if len(found) >= self.max_people:
