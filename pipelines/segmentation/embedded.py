@@ -251,7 +251,7 @@ def _region_score(lm: RegionLandmarks, box: np.ndarray | None, point: np.ndarray
                   shape_hw: tuple[int, int]) -> float:  # fmt: skip
     """How well landmarks found for a prompt answer it (0: not at all): presence x mean confidence,
     for a box x the share of confident landmarks inside it x the IoU of their box with it; for a
-    point, it must lie on the mask or in the landmarks' box grown by 15 %."""
+    point, it must lie on the person's mask (counts double) or within their landmarks' outline."""
     conf = lm.visibility_k * lm.presence_k
     score = lm.presence * float(conf.mean())
     own = landmark_box_xyxy(lm.xy_k2, conf)
@@ -261,8 +261,15 @@ def _region_score(lm: RegionLandmarks, box: np.ndarray | None, point: np.ndarray
     h, w = shape_hw
     px, py = point
     on_mask = lm.mask_hw(shape_hw)[int(np.clip(py, 0, h - 1)), int(np.clip(px, 0, w - 1))] > 0.5
-    in_own = own is not None and fraction_inside(np.array([[px, py]]), np.ones(1), own, 0.15) == 1.0
-    return score if on_mask or in_own else 0.0
+    good = conf >= 0.5
+    if own is None or good.sum() < 3:
+        return 0.0
+    # On the body: inside the outline of the person's confident landmarks (or just outside it), which
+    # a neighbour's box would also hold in a crowd, but not their outline.
+    hull = cv2.convexHull(lm.xy_k2[good].astype(np.float32))
+    size = float(max(own[2] - own[0], own[3] - own[1]))
+    on_body = cv2.pointPolygonTest(hull, (float(px), float(py)), True) >= -0.05 * size
+    return score * (2.0 if on_mask else 1.0) if on_mask or on_body else 0.0
 
 
 def _scaled_up(person: PersonDetection, scale_xy: tuple[float, float], shape_hw: tuple[int, int]) -> PersonDetection:
@@ -422,7 +429,7 @@ class EmbeddedSegmenter:
         A box: the detector looks at a square around it, and a region fitted to the box is tried as
         well; the result must have most confident landmarks inside the box, and of two people the one
         the box fits wins. A point: the detector looks at squares of a third, two thirds and all of the
-        image's short side centred on it; the person's landmark box (grown by 15 %) or mask must hold it.
+        image's short side centred on it; the person's mask or landmarks' outline must hold it.
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
