@@ -185,13 +185,17 @@ def _positions(length: int, side: float, step: float) -> list[float]:
     return list(np.linspace(0.0, length - side, n))
 
 
-def scaled_for(image_hw3: np.ndarray, side_px: float) -> tuple[np.ndarray, float]:
-    """The image resized once for all views of one side: (resized image, scale = 224 / side)."""
+def scaled_for(image_hw3: np.ndarray, side_px: float, source_hw3: np.ndarray | None = None
+               ) -> tuple[np.ndarray, float]:  # fmt: skip
+    """The image resized once for all views of one side: (resized image, scale = 224 / side).
+    `source_hw3`: the same image already reduced (at least as large as the result), resized from
+    instead of the full image (much cheaper for big photos)."""
     h, w = image_hw3.shape[:2]
     scale = INPUT_SIDE / side_px
     size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image_hw3, size_wh, interpolation=interp), scale
+    src = image_hw3 if source_hw3 is None or source_hw3.shape[1] < size_wh[0] else source_hw3
+    interp = cv2.INTER_AREA if size_wh[0] < src.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(src, size_wh, interpolation=interp), scale
 
 
 def view_input(image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | None = None) -> np.ndarray:
@@ -233,11 +237,11 @@ class TiledPoseDetector:
         h, w = image_hw3.shape[:2]
         views = views if views is not None else tile_views(w, h, self.settings)
         pyramid: dict[float, tuple[np.ndarray, float]] = {}
-        found = []
-        for v in views:
-            if v.side_px not in pyramid:
-                pyramid[v.side_px] = scaled_for(image_hw3, v.side_px)
-            found.append(self.detect_view(image_hw3, v, pyramid[v.side_px]))
+        previous = None
+        for side in sorted({v.side_px for v in views}):  # largest scale first, each from the last
+            pyramid[side] = scaled_for(image_hw3, side, previous)
+            previous = pyramid[side][0]
+        found = [self.detect_view(image_hw3, v, pyramid[v.side_px]) for v in views]
         boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4))
         if not len(boxes):
             return []
