@@ -36,13 +36,15 @@ MIN_KEYPOINTS_TO_FIT = 6
 
 @dataclass
 class PipelineConfig:
-    """Backend name per stage (see pipelines.registry)."""
+    """Backend name per stage (see pipelines.registry), and how many people to look for."""
 
     segmentation: str = "embedded"
     keypoints: str = "embedded"
     camera: str = "embedded"
     hmr: str = "embedded"
     body: str = "anny"
+    max_people: int = 20
+    """At most this many people per photo (the detection keeps the best scores)."""
     depth: str = "none"
     """'none' skips the depth stage; 'hub': MoGe-2 metric depth into FrameResult.depth."""
     device: str | None = None
@@ -104,6 +106,8 @@ class ImagePipeline:
                 kwargs: dict[str, Any] = {}
                 if name == "hub":
                     kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
+                if stage == "segmentation":
+                    kwargs["max_people"] = self.config.max_people
                 self._backends[stage] = create(stage, name, **kwargs)
         return self._backends[stage]
 
@@ -168,6 +172,7 @@ class ImagePipeline:
                 session.detections = detections
         t = time.perf_counter()
         people = self._get("segmentation").apply_prompts(rgb, detections, prompts)
+        people = self._add_hands_to_prompted(rgb, detections, people)
         timings["prompts"] = time.perf_counter() - t
         selected = self._selected(people, prompts)
         frame.people = [PersonResult(id=i, detection=p) for i, p in enumerate(people)]
@@ -221,6 +226,20 @@ class ImagePipeline:
         if on_stage:
             on_stage("bodies", frame)
         return frame
+
+    def _add_hands_to_prompted(self, rgb: np.ndarray, detections: list[PersonDetection],
+                               people: list[PersonDetection]) -> list[PersonDetection]:  # fmt: skip
+        """People that a prompt found (landmarks, no hands yet) get the keypoint stage's hands too."""
+        known = {id(p) for p in detections}
+        fresh = [i for i, p in enumerate(people)
+                 if id(p) not in known and len(p.keypoints2d.names) == 33 and p.keypoints2d.conf_k.any()]  # fmt: skip
+        if not fresh:
+            return people
+        with_hands = self._get("keypoints").add_keypoints(rgb, [people[i] for i in fresh])
+        out = list(people)
+        for i, person in zip(fresh, with_hands, strict=True):
+            out[i] = person
+        return out
 
     @staticmethod
     def _selected(people: list[PersonDetection], prompts: Prompts) -> int | None:

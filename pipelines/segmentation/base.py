@@ -20,6 +20,8 @@ class PersonSegmenter(Protocol):
         """Select and refine people with click prompts (points and box).
 
         Positive points / the box select the person they fall on (others are kept unchanged) and
-        refine that person's mask; negative points carve regions out of it. Returns a new list.
+        refine that person's mask; negative points carve regions out of it. A box or a positive click
+        on someone not in `people` finds that person in the prompted region and appends them (with
+        landmarks, so they get a body); existing people keep their index. Returns a new list.
         """
         ...

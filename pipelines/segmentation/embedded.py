@@ -1,8 +1,14 @@
-"""Embedded person detection + segmentation: MediaPipe PoseLandmarker (BlazePose full), offline.
+"""Embedded person detection + segmentation: BlazePose (full) from the mediapipe wheel, offline.
 
-One call finds up to `max_people` people, each with a soft mask, 33 BlazePose landmarks in pixels and
-33 world landmarks in metres. The Tasks bundle is built from the mediapipe wheel's own models
-(pipelines.mediapipe_models); nothing is downloaded.
+`detect` finds up to `max_people` people (default 20): BlazePose's detector runs alone over
+overlapping tiles at several scales (pose_detector.py, through the LiteRT interpreter), duplicates are
+merged, then the landmark model runs once per region found (pose_landmarks.py). Each person gets a
+soft mask, 33 BlazePose landmarks in pixels and 33 world landmarks in metres. `single_pass=True` is
+the former path (MediaPipe's Tasks PoseLandmarker over the whole image once; a few large people),
+kept as the baseline of bench/bench_crowds.py. Nothing is downloaded.
+
+A box or a positive click on someone the automatic pass missed runs the detector and the landmark
+model inside the prompted region (`find_in_region`), so the prompt gives that person a body.
 
 World landmarks (`keypoints3d_hip`, frame 'hip'): metres, origin between the hips, axes parallel to
 the camera's in the OpenCV convention: x right, y down, z forward (away from the camera); MediaPipe's
@@ -12,6 +18,7 @@ the camera: his nose has z = +0.29 m (beyond the hips), his heels z = -0.09 m (n
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -22,11 +29,15 @@ from pipelines.errors import BadPromptError
 from pipelines.keypoints.names import BLAZEPOSE_NAMES, PROMPTABLE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
+from pipelines.segmentation.pose_detector import TiledPoseDetector, TileSettings, View
+from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
+from pipelines.segmentation.roi import RotatedRect
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
 
 MAX_SIDE_PX = 4096
-"""Images with a longer side are fed to MediaPipe downscaled (it works on small crops anyway)."""
+"""Images with a longer side are searched downscaled (the models work on small crops anyway); the
+people found are mapped back to the full image."""
 
 
 def bbox_from(
@@ -35,9 +46,10 @@ def bbox_from(
     """Box (x0, y0, x1, y1) around the mask (> 0.5) and the confident keypoints, clipped to the image."""
     h, w = mask_hw.shape
     boxes = []
-    ys, xs = np.nonzero(mask_hw > 0.5)
-    if len(xs):
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    fg_hw = mask_hw > 0.5
+    rows, cols = np.flatnonzero(fg_hw.any(axis=1)), np.flatnonzero(fg_hw.any(axis=0))
+    if len(cols):
+        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
     good = (conf_k >= min_conf) & np.all(np.isfinite(xy_k2), axis=1)
     if good.any():
         pts = xy_k2[good]
@@ -135,16 +147,17 @@ def suppress_duplicates(people: list[PersonDetection], iou: float = 0.6) -> list
 
 
 def _person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
-    """The person whose box overlaps the prompt box most (IoU above `min_iou`)."""
-    best, best_iou = None, min_iou
-    bx0, by0, bx1, by1 = box_xyxy
+    """The person whose box overlaps the prompt box most (IoU above `min_iou`), weighted by the share
+    of their confident landmarks inside the box (of two overlapping people, the one the box is around)."""
+    best, best_key = None, 0.0
     for i, p in enumerate(people):
-        x0, y0, x1, y1 = p.bbox_xyxy
-        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
-        union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
-        iou = inter / union if union > 0 else 0.0
-        if iou > best_iou:
-            best, best_iou = i, iou
+        iou = box_iou(p.bbox_xyxy, box_xyxy)
+        if iou <= min_iou:
+            continue
+        kp = p.keypoints2d
+        share = fraction_inside(kp.xy_k2, kp.conf_k, box_xyxy, 0.0) if (kp.conf_k >= 0.5).any() else 1.0
+        if iou * share > best_key:
+            best, best_key = i, iou * share
     return best
 
 
@@ -164,22 +177,172 @@ def select_person(
     return max(set(hits), key=lambda i: (hits.count(i), -i))
 
 
+def detection_from_landmarks(
+    xy_k2: np.ndarray, conf_k: np.ndarray, xyz_k3: np.ndarray, mask_hw: np.ndarray
+) -> PersonDetection:
+    """A person from 33 BlazePose landmarks (pixels), their confidences, world landmarks and mask."""
+    h, w = mask_hw.shape
+    in_image = (xy_k2[:, 0] >= 0) & (xy_k2[:, 0] <= w) & (xy_k2[:, 1] >= 0) & (xy_k2[:, 1] <= h)
+    # Score: mean confidence of the landmarks inside the image (legs out of frame do not count).
+    score = float(conf_k[in_image].mean()) if in_image.any() else float(conf_k.mean())
+    return PersonDetection(
+        bbox_xyxy=bbox_from(mask_hw, xy_k2, conf_k * in_image),
+        score=float(np.clip(score, 0.0, 1.0)),
+        mask_hw=mask_hw,
+        keypoints2d=Keypoints2D(names=list(BLAZEPOSE_NAMES), xy_k2=xy_k2, conf_k=conf_k),
+        keypoints3d_hip=Keypoints3D(names=list(BLAZEPOSE_NAMES), xyz_k3=xyz_k3, frame="hip"),
+    )
+
+
+def landmark_box_xyxy(xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0.5) -> np.ndarray | None:
+    """Box around the confident landmarks, or None when fewer than 3 are confident."""
+    good = conf_k >= min_conf
+    if good.sum() < 3:
+        return None
+    pts = xy_k2[good]
+    return np.concatenate([pts.min(0), pts.max(0)])
+
+
+def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, conf_b_k: np.ndarray,
+                frac: float = 0.1) -> bool:  # fmt: skip
+    """Two landmark sets are one person: their landmarks confident in both (at least 4) lie within
+    `frac` of the person's size of each other (median), also when one set has left and right swapped
+    (a person seen from the front or the back)."""
+    n = len(BLAZEPOSE_NAMES)
+    if min(len(conf_a_k), len(conf_b_k)) < n:
+        return False
+    xy_a, conf_a, xy_b, conf_b = xy_a_k2[:n], conf_a_k[:n], xy_b_k2[:n], conf_b_k[:n]
+    boxes = [landmark_box_xyxy(xy_a, conf_a), landmark_box_xyxy(xy_b, conf_b)]
+    size = max([float(np.ptp(b.reshape(2, 2), axis=0).max()) for b in boxes if b is not None] + [1.0])
+    for order in (np.arange(n), MIRROR_K):
+        both = (conf_a >= 0.5) & (conf_b[order] >= 0.5)
+        if both.sum() >= 4 and np.median(np.linalg.norm(xy_a[both] - xy_b[order][both], axis=1)) < frac * size:
+            return True
+    return False
+
+
+def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1) -> float:
+    """Share of the confident landmarks inside the box grown by `margin` of its size on each side."""
+    good = conf_k >= 0.5
+    if not good.any():
+        return 0.0
+    x0, y0, x1, y1 = box_xyxy
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    xy = xy_k2[good]
+    inside = (xy[:, 0] >= x0 - mx) & (xy[:, 0] <= x1 + mx) & (xy[:, 1] >= y0 - my) & (xy[:, 1] <= y1 + my)
+    return float(inside.mean())
+
+
+def _with_extra_keypoints(new: PersonDetection, old: PersonDetection) -> PersonDetection:
+    """`new` with the keypoints `old` has beyond the 33 BlazePose ones (hands from the keypoint stage)."""
+    n = len(BLAZEPOSE_NAMES)
+    extra = old.keypoints2d
+    if len(extra.names) <= n:
+        return new
+    kp = Keypoints2D(
+        names=new.keypoints2d.names[:n] + extra.names[n:],
+        xy_k2=np.concatenate([new.keypoints2d.xy_k2[:n], extra.xy_k2[n:]]),
+        conf_k=np.concatenate([new.keypoints2d.conf_k[:n], extra.conf_k[n:]]),
+    )
+    return replace(new, keypoints2d=kp)
+
+
+def _region_score(lm: RegionLandmarks, box: np.ndarray | None, point: np.ndarray | None,
+                  shape_hw: tuple[int, int]) -> float:  # fmt: skip
+    """How well landmarks found for a prompt answer it (0: not at all): presence x mean confidence,
+    for a box x the share of confident landmarks inside it x the IoU of their box with it; for a
+    point, it must lie on the person's mask (counts double) or within their landmarks' outline."""
+    conf = lm.visibility_k * lm.presence_k
+    score = lm.presence * float(conf.mean())
+    own = landmark_box_xyxy(lm.xy_k2, conf)
+    if box is not None:
+        share = fraction_inside(lm.xy_k2, conf, box)
+        return 0.0 if share < 0.6 or own is None else score * share * box_iou(own, box)
+    h, w = shape_hw
+    px, py = point
+    on_mask = lm.mask_hw(shape_hw)[int(np.clip(py, 0, h - 1)), int(np.clip(px, 0, w - 1))] > 0.5
+    good = conf >= 0.5
+    if own is None or good.sum() < 3:
+        return 0.0
+    # On the body: inside the outline of the person's confident landmarks (or just outside it), which
+    # a neighbour's box would also hold in a crowd, but not their outline.
+    hull = cv2.convexHull(lm.xy_k2[good].astype(np.float32))
+    size = float(max(own[2] - own[0], own[3] - own[1]))
+    on_body = cv2.pointPolygonTest(hull, (float(px), float(py)), True) >= -0.05 * size
+    return score * (2.0 if on_mask else 1.0) if on_mask or on_body else 0.0
+
+
+def _scaled_up(person: PersonDetection, scale_xy: tuple[float, float], shape_hw: tuple[int, int]) -> PersonDetection:
+    """A person found on a downscaled copy, in the pixels of the full image."""
+    s_2 = np.asarray(scale_xy, dtype=np.float64)
+    h, w = shape_hw
+    mask_hw = cv2.resize(person.mask_hw, (w, h), interpolation=cv2.INTER_LINEAR)
+    kp = person.keypoints2d
+    return replace(
+        person,
+        bbox_xyxy=np.clip(person.bbox_xyxy * np.tile(s_2, 2), 0, [w, h, w, h]),
+        mask_hw=np.clip(mask_hw, 0.0, 1.0),
+        keypoints2d=Keypoints2D(names=list(kp.names), xy_k2=kp.xy_k2 * s_2, conf_k=kp.conf_k.copy()),
+    )
+
+
+def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
+    return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
+
+
 @register("segmentation", "embedded")
 class EmbeddedSegmenter:
-    """People, masks and BlazePose landmarks with MediaPipe; prompt refinement with GrabCut."""
+    """People, masks and BlazePose landmarks with MediaPipe's models; prompt refinement with GrabCut."""
 
     def __init__(
         self,
-        max_people: int = 4,
+        max_people: int = 20,
         min_detection_confidence: float = 0.3,
         min_presence_confidence: float = 0.5,
         grabcut: GrabCutSettings | None = None,
+        tiles: TileSettings | None = None,
+        single_pass: bool = False,
+        min_prompt_presence: float = 0.2,
+        max_drift: float = 0.04,
+        min_person_score: float = 0.55,
+        mirror_average: bool = True,
+        mirror_average_all: bool = True,
     ) -> None:
+        """Args:
+            max_people: at most this many people per image (the best scores are kept).
+            min_detection_confidence: the detector's score threshold of the single pass (the tiled
+                detector's is `tiles.min_score`).
+            min_presence_confidence: the landmark model's pose-presence threshold (a region without a
+                person scores near 0).
+            tiles: how the detector tiles the image (pose_detector.TileSettings).
+            single_pass: use MediaPipe's Tasks PoseLandmarker once over the whole image instead
+                (the former path: at most `max_people` people, usually the few largest).
+            min_prompt_presence: the presence threshold inside a prompted region (the user said
+                there is someone there).
+            max_drift: a detection is a person when its landmarks move less than this (median, as a
+                fraction of the region's size) between the detector's region and their own.
+            min_person_score: and when the mean confidence of its landmarks inside the image is at
+                least this (textures the detector took for a head score 0.3-0.54 on the tuning photos,
+                people 0.6 and more).
+            mirror_average: the landmarks of a prompted person average the model's output on the
+                region and on its mirror image (one more model run; steadier joints).
+            mirror_average_all: the same for everyone found without prompts (10 ms a person).
+        """
         check_model_files()
         self.max_people = max_people
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
+        self.min_prompt_presence = min_prompt_presence
+        self.max_drift = max_drift
+        self.min_person_score = min_person_score
+        self.mirror_average = mirror_average
+        self.mirror_average_all = mirror_average_all
+        self._region_cache: dict[tuple, PersonDetection | None] = {}
         self.grabcut = grabcut or GrabCutSettings()
+        self.single_pass = single_pass
+        self.tiles = tiles or TileSettings()
+        self.detector = TiledPoseDetector(self.tiles)
+        self.landmarks = PoseLandmarkModel()
         self._task = LazyTask(
             lambda: create_pose_landmarker(
                 num_poses=self.max_people,
@@ -190,12 +353,147 @@ class EmbeddedSegmenter:
         )
 
     def close(self) -> None:
-        """Free the MediaPipe graph (a later call creates it again)."""
+        """Free the models (a later call loads them again)."""
         self._task.close()
+        self.detector.close()
+        self.landmarks.close()
 
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
-        """All people in the image, best score first; [] when there is nobody."""
+        """All people in the image (at most `max_people`), best score first; [] when there is nobody."""
         image = as_rgb_uint8(image_rgb_hw3)
+        if self.single_pass:
+            return self._detect_single_pass(image)
+        h, w = image.shape[:2]
+        scale = min(1.0, MAX_SIDE_PX / max(h, w))
+        if scale < 1.0:  # a very large photo: found on a smaller copy, mapped back
+            size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = self.detect(cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA))
+            return [_scaled_up(p, (w / size_wh[0], h / size_wh[1]), (h, w)) for p in small]
+        found: list[RegionLandmarks] = []
+        for cand in self.detector.detect(image)[: 3 * self.max_people]:
+            if len(found) >= self.max_people:
+                break
+            for rect in cand.rois():
+                lm = self._confirmed(image, rect, found)
+                if lm is not None:
+                    found.append(lm)
+                    break
+        people = [self._person_from(lm, (h, w)) for lm in found]
+        people = [p for p in people if p.score >= self.min_person_score]
+        people.sort(key=lambda p: -p.score)
+        return suppress_duplicates(people)[: self.max_people]
+
+    def _confirmed(self, image: np.ndarray, rect: RotatedRect, found: list[RegionLandmarks]) -> RegionLandmarks | None:
+        """The landmarks of a detector's region when they hold: a person present in the region, and
+        again in the region their own landmarks give, at nearly the same place (a texture that fooled
+        the detector gives landmarks that wander off on the second look); None otherwise, and for
+        someone already in `found`."""
+        first = self._landmarks_in(image, rect, self.min_presence_confidence)
+        if first is None or any(_same(first, q) for q in found):
+            return None
+        second = self._landmarks_in(image, first.next_rect(), self.min_presence_confidence, self.mirror_average_all)
+        if second is None:
+            return None
+        drift = float(np.median(np.linalg.norm(first.xy_k2 - second.xy_k2, axis=1))) / first.rect.size_px
+        if drift > self.max_drift or any(_same(second, q) for q in found):
+            return None
+        return second
+
+    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect, min_presence: float, mirror_average: bool = False
+                      ) -> RegionLandmarks | None:  # fmt: skip
+        """The landmark model in one region, None when it sees no person there."""
+        if rect.size_px < 8:
+            return None
+        lm = self.landmarks.run(image, rect, mirror_average)
+        return lm if lm.presence >= min_presence else None
+
+    @staticmethod
+    def _person_from(lm: RegionLandmarks, shape_hw: tuple[int, int], box_xyxy: np.ndarray | None = None
+                     ) -> PersonDetection:  # fmt: skip
+        mask_hw = lm.mask_hw(shape_hw)
+        if box_xyxy is not None:  # a prompted box: nothing of the person outside it
+            h, w = shape_hw
+            keep = np.zeros((h, w), dtype=bool)
+            x0, y0, x1, y1 = box_xyxy
+            keep[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = True
+            mask_hw[~keep] = 0.0
+        conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
+        return detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, mask_hw)
+
+    def find_in_region(
+        self, image_rgb_hw3: np.ndarray, box_xyxy: np.ndarray | None = None, point_xy: np.ndarray | None = None
+    ) -> PersonDetection | None:
+        """The person inside a prompted box, or under a clicked point, found by the detector and the
+        landmark model on that region alone (upscaled as the models expect); None when there is none.
+
+        A box: the detector looks at a square around it, and a region fitted to the box is tried as
+        well; the result must have most confident landmarks inside the box, and of two people the one
+        the box fits wins. A point: the detector looks at squares of a third, two thirds and all of the
+        image's short side centred on it; the person's mask or landmarks' outline must hold it.
+        """
+        image = as_rgb_uint8(image_rgb_hw3)
+        h, w = image.shape[:2]
+        box = None if box_xyxy is None else np.asarray(box_xyxy, dtype=np.float64).reshape(4)
+        point = None if point_xy is None or box is not None else np.asarray(point_xy, dtype=np.float64).reshape(2)
+        if box is None and point is None:
+            return None
+        best, best_score = None, 0.0
+        for rect in self._region_rects(image, box, point)[:4]:
+            lm = self._landmarks_in(image, rect, self.min_prompt_presence)
+            if lm is None:
+                continue
+            # One more look from the region the landmarks themselves give (as BlazePose tracks).
+            again = self._landmarks_in(image, lm.next_rect(), self.min_prompt_presence)
+            lm = again if again is not None and again.presence >= lm.presence else lm
+            score = _region_score(lm, box, point, (h, w))
+            if score > best_score:
+                best, best_score = lm, score
+        if best is None:
+            return None
+        if self.mirror_average:
+            best = self.landmarks.run(image, best.rect, mirror_average=True)
+        return self._person_from(best, (h, w), box)
+
+    def _region_rects(self, image: np.ndarray, box: np.ndarray | None, point: np.ndarray | None) -> list[RotatedRect]:
+        """Regions to try for a prompt: the detector's finds around it (best first), then, for a box,
+        an upright square fitted to the box."""
+        h, w = image.shape[:2]
+        if box is not None:
+            side = 1.3 * max(box[2] - box[0], box[3] - box[1])
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            views = [View(cx - side / 2, cy - side / 2, side)]
+        else:
+            short = min(h, w)
+            views = [View(point[0] - f * short / 2, point[1] - f * short / 2, f * short) for f in (1 / 3, 2 / 3, 1)]
+
+        def in_box(xy: np.ndarray) -> bool:
+            return bool(box[0] <= xy[0] <= box[2] and box[1] <= xy[1] <= box[3])
+
+        rects = []
+        for cand in self.detector.detect(image, views):
+            face_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
+            if box is None or in_box(cand.keypoints_42[0]) or in_box(face_2):
+                rects.append(cand.roi())
+        if box is not None:
+            rects.append(RotatedRect.around_box(box, 1.25))
+        return rects
+
+    def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None
+                     ) -> PersonDetection | None:  # fmt: skip
+        """find_in_region, remembered for the last few prompts (every click re-applies a box)."""
+        key = (
+            hashlib.sha1(np.ascontiguousarray(image[::9, ::9]).tobytes()).hexdigest(), image.shape,
+            None if box_xyxy is None else tuple(np.round(box_xyxy, 2)),
+            None if point_xy is None else tuple(np.round(point_xy, 2)),
+        )  # fmt: skip
+        if key not in self._region_cache:
+            self._region_cache[key] = self.find_in_region(image, box_xyxy, point_xy)
+            while len(self._region_cache) > 8:
+                self._region_cache.pop(next(iter(self._region_cache)))
+        return self._region_cache[key]
+
+    def _detect_single_pass(self, image: np.ndarray) -> list[PersonDetection]:
+        """The former path: MediaPipe's Tasks PoseLandmarker once over the whole image."""
         h, w = image.shape[:2]
         scale = min(1.0, MAX_SIDE_PX / max(h, w))
         fed = image
@@ -226,16 +524,7 @@ class EmbeddedSegmenter:
         pres_k = np.array([lm.presence or 0.0 for lm in landmarks], dtype=np.float64)
         conf_k = np.clip(vis_k * pres_k, 0.0, 1.0)
         xyz_k3 = np.array([[lm.x, lm.y, lm.z] for lm in world], dtype=np.float64)
-        in_image = (xy_k2[:, 0] >= 0) & (xy_k2[:, 0] <= w) & (xy_k2[:, 1] >= 0) & (xy_k2[:, 1] <= h)
-        # Score: mean confidence of the landmarks inside the image (legs out of frame do not count).
-        score = float(conf_k[in_image].mean()) if in_image.any() else float(conf_k.mean())
-        return PersonDetection(
-            bbox_xyxy=bbox_from(mask_hw, xy_k2, conf_k * in_image),
-            score=float(np.clip(score, 0.0, 1.0)),
-            mask_hw=mask_hw,
-            keypoints2d=Keypoints2D(names=list(BLAZEPOSE_NAMES), xy_k2=xy_k2, conf_k=conf_k),
-            keypoints3d_hip=Keypoints3D(names=list(BLAZEPOSE_NAMES), xyz_k3=xyz_k3, frame="hip"),
-        )
+        return detection_from_landmarks(xy_k2, conf_k, xyz_k3, mask_hw)
 
     def apply_prompts(
         self, image_rgb_hw3: np.ndarray, people: list[PersonDetection], prompts: Prompts
@@ -246,9 +535,11 @@ class EmbeddedSegmenter:
         on (mask, else box), else (negative clicks only) the one whose mask they carve; `select_person`
         on the returned list finds them again. Their mask is refined with GrabCut in place (the order
         of the list, hence person ids, does not change); the others are the same objects. A positive
-        click or box on nobody makes a new person from GrabCut alone, appended at the end: score 1 (the
-        user said so), no landmarks (all confidences 0), so later stages skip it. Keypoint prompts are
-        only validated here (the body fit uses them). Empty prompts return the people unchanged.
+        click or box on nobody runs the models inside that region (`find_in_region`): the person found
+        there is appended at the end, with landmarks (so the body fit fits them) and a mask refined
+        like any other. Where the models see nobody, the new person comes from GrabCut alone: score 1
+        (the user said so), no landmarks (all confidences 0), so later stages skip it. Keypoint prompts
+        are only validated here (the body fit uses them). Empty prompts return the people unchanged.
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
@@ -261,6 +552,24 @@ class EmbeddedSegmenter:
             return list(people)
 
         chosen = select_person(people, pos_n2, neg_n2, box)
+        if box is not None or (chosen is None and len(pos_n2)):
+            # A box always says who: the person the models find in it (an existing one, or a new one).
+            found = self._find_cached(image, box, None if box is not None else pos_n2.mean(axis=0))
+            if found is not None:
+                kp = found.keypoints2d
+                twin = [i for i, p in enumerate(people)
+                        if same_person(kp.xy_k2, kp.conf_k, p.keypoints2d.xy_k2, p.keypoints2d.conf_k)]  # fmt: skip
+                if twin and box is None:
+                    chosen = twin[0]  # a click on someone already found, outside their box
+                elif twin or (chosen is not None and box_iou(found.bbox_xyxy, people[chosen].bbox_xyxy) >= 0.7):
+                    # The boxed person was already found: the landmarks seen in the box alone win (the
+                    # box is how a user fixes a detection); the index and the hands stay.
+                    chosen = twin[0] if twin else chosen
+                    people = list(people)
+                    people[chosen] = _with_extra_keypoints(found, people[chosen])
+                else:
+                    people = [*people, found]
+                    chosen = len(people) - 1
         if chosen is None:
             if not len(pos_n2) and box is None:  # negative clicks on nobody: nothing to carve
                 return list(people)
@@ -286,3 +595,11 @@ class EmbeddedSegmenter:
         out = list(people)
         out[chosen] = replace(person, mask_hw=mask_hw, bbox_xyxy=bbox)
         return out
+
+
+class SinglePassSegmenter(EmbeddedSegmenter):
+    """The former detection: MediaPipe's Tasks PoseLandmarker once over the whole image (up to 4
+    people, usually the few largest). Kept as the baseline that bench/bench_crowds.py measures."""
+
+    def __init__(self, max_people: int = 4, **kwargs: Any) -> None:
+        super().__init__(max_people=max_people, single_pass=True, **kwargs)

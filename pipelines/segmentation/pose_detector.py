@@ -1,0 +1,253 @@
+"""BlazePose's person detector run alone on overlapping square tiles at several scales.
+
+One pass over the whole image finds a few large people: the detector sees the image at 224 x 224
+pixels, so a person smaller than about a third of the frame is a handful of pixels to it. Tiles of a
+half or a third of the image's short side show small people large enough; the detections of all
+tiles are merged (weighted non-maximum suppression, as mediapipe's own graph does per pass).
+
+Decoding follows mediapipe's pose_detection_cpu graph (SsdAnchorsCalculator and
+TensorsToDetectionsCalculator options): 2254 anchors of fixed size 1 on 28x28 (x2), 14x14 (x2) and
+7x7 (x6) grids; each raw row is (x_centre, y_centre, w, h, then 4 keypoints x, y), in pixels of the
+224 input, relative to the anchor's centre; score = sigmoid(raw). The box is the head's; the keypoints
+are 0: mid-hip, 1: top of the circle around the whole body, 2: mid-shoulder, 3: top of the circle
+around the upper body. Pixels as everywhere: origin top-left, pixel centres at +0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from pipelines.segmentation.roi import RotatedRect
+from pipelines.segmentation.tflite_runner import POSE_DETECTOR, TfliteModel
+
+INPUT_SIDE = 224
+NUM_ANCHORS = 2254
+
+
+@lru_cache(maxsize=1)
+def ssd_anchors_a2() -> np.ndarray:
+    """Anchor centres (2254, 2) in [0, 1] of the 224 input, in the order of the model's outputs."""
+    strides = [8, 16, 32, 32, 32]
+    centres = []
+    layer = 0
+    while layer < len(strides):
+        # Layers with the same stride share one grid: 2 anchors (aspect 1 + interpolated) per layer.
+        last = layer
+        while last < len(strides) and strides[last] == strides[layer]:
+            last += 1
+        per_cell = 2 * (last - layer)
+        n = int(np.ceil(INPUT_SIDE / strides[layer]))
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        cell_c2 = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(cell_c2, per_cell, axis=0))
+        layer = last
+    out = np.concatenate(centres)
+    assert out.shape == (NUM_ANCHORS, 2)
+    return out
+
+
+@dataclass
+class PoseCandidate:
+    """One person found by the detector, in image pixels."""
+
+    face_xyxy: np.ndarray
+    """The head's box (x0, y0, x1, y1)."""
+    keypoints_42: np.ndarray
+    """(4, 2): mid-hip, top of the body circle, mid-shoulder, top of the upper-body circle."""
+    score: float
+    """Detector confidence in [0, 1]."""
+    views: int = 1
+    """How many detections (tiles, scales) were merged into this one."""
+    alternates: list[np.ndarray] = field(default_factory=list)
+    """Keypoints (4, 2) of the same head found at other scales, best first (other regions to try)."""
+
+    def roi(self) -> RotatedRect:
+        """Where the landmark model should look: BlazePose's region from the alignment keypoints."""
+        return RotatedRect.from_alignment(self.keypoints_42[0], self.keypoints_42[1])
+
+    def rois(self) -> list[RotatedRect]:
+        """The region, then those of the alternates."""
+        return [self.roi()] + [RotatedRect.from_alignment(k[0], k[1]) for k in self.alternates]
+
+
+def decode_detections(
+    raw_boxes_n12: np.ndarray, raw_scores_n: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw model outputs -> (face boxes (M, 4) xyxy, keypoints (M, 4, 2), scores (M,)) in [0, 1] of
+    the 224 input, for the anchors scoring at least `min_score`."""
+    raw_scores_n = np.clip(np.asarray(raw_scores_n, dtype=np.float64).reshape(-1), -100.0, 100.0)
+    scores = 1.0 / (1.0 + np.exp(-raw_scores_n))
+    keep = scores >= min_score
+    raw = np.asarray(raw_boxes_n12, dtype=np.float64).reshape(-1, 12)[keep] / INPUT_SIDE
+    anchors = ssd_anchors_a2()[keep]
+    centre = raw[:, 0:2] + anchors
+    half = raw[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    keypoints = raw[:, 4:12].reshape(-1, 4, 2) + anchors[:, None, :]
+    return boxes, keypoints, scores[keep]
+
+
+def _overlap_1n(box_4: np.ndarray, boxes_n4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(IoU, intersection over the smaller box's area) of one box with each of N boxes."""
+    ix = np.clip(np.minimum(box_4[2], boxes_n4[:, 2]) - np.maximum(box_4[0], boxes_n4[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box_4[3], boxes_n4[:, 3]) - np.maximum(box_4[1], boxes_n4[:, 1]), 0, None)
+    inter = ix * iy
+    area_1 = (box_4[2] - box_4[0]) * (box_4[3] - box_4[1])
+    area_n = (boxes_n4[:, 2] - boxes_n4[:, 0]) * (boxes_n4[:, 3] - boxes_n4[:, 1])
+    union = area_1 + area_n - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    smaller = np.minimum(area_1, area_n)
+    iomin = np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)
+    return iou, iomin
+
+
+def weighted_nms(
+    boxes_n4: np.ndarray, keypoints_n42: np.ndarray, scores_n: np.ndarray, iou: float = 0.3, iomin: float = 0.6
+) -> list[PoseCandidate]:
+    """Merge overlapping detections (face-box IoU above `iou`, or the smaller box mostly inside the
+    larger one: the same head seen at two scales): the best one's score, the score-weighted mean of
+    the boxes and keypoints (mediapipe's WEIGHTED non-max suppression). Best first."""
+    order = np.argsort(-scores_n, kind="stable")
+    remaining = list(order)
+    out: list[PoseCandidate] = []
+    while remaining:
+        idx = np.array(remaining)
+        over_iou, over_min = _overlap_1n(boxes_n4[idx[0]], boxes_n4[idx])
+        group = idx[over_iou > iou]
+        group = group if len(group) else idx[:1]
+        nested = idx[(over_iou <= iou) & (over_min > iomin)]
+        w = scores_n[group][:, None]
+        box = (boxes_n4[group] * w).sum(0) / w.sum()
+        kps = (keypoints_n42[group] * w[:, :, None]).sum(0) / w.sum()
+        # The same head at another scale: not averaged (its body keypoints differ), kept as a fallback.
+        alternates = [keypoints_n42[i] for i in nested[: 2]]
+        out.append(PoseCandidate(box, kps, float(scores_n[idx[0]]), len(group) + len(nested), alternates))
+        grouped = set(group.tolist()) | set(nested.tolist()) | {int(idx[0])}
+        remaining = [i for i in remaining if i not in grouped]
+    return out
+
+
+@dataclass(frozen=True)
+class View:
+    """A square region of the image fed to the detector (parts outside the image are black)."""
+
+    x0: float
+    y0: float
+    side_px: float
+
+
+@dataclass
+class TileSettings:
+    tile_fracs: tuple[float, ...] = (1.0, 0.5)
+    """Tile sides as fractions of the image's short side, besides the whole image (letterboxed).
+    1.0: square crops of a non-square photo show a close-up person larger than the letterboxed
+    whole; 0.5: people down to about a sixth of the frame's height. 15-19 detector runs a photo; add
+    0.33 (about 2.5x the runs) for smaller people."""
+    overlap: float = 0.25
+    """Overlap of neighbouring tiles, as a fraction of the tile side."""
+    min_tile_px: float = 192.0
+    """Tiles are at least this big (in image pixels, unless the image is smaller): smaller ones would
+    only upscale the image."""
+    min_score: float = 0.5
+    """Detector score threshold (mediapipe's pose detector uses 0.5)."""
+    nms_iou: float = 0.3
+    """Face boxes overlapping more than this (IoU) are one person."""
+    nms_iomin: float = 0.6
+    """So are two face boxes whose intersection is more than this of the smaller one."""
+
+
+def tile_views(width: int, height: int, settings: TileSettings) -> list[View]:
+    """The whole image letterboxed into one square, then overlapping square tiles per scale."""
+    long_side, short_side = max(width, height), min(width, height)
+    views = [View((width - long_side) / 2, (height - long_side) / 2, float(long_side))]
+    for frac in settings.tile_fracs:
+        side = max(frac * short_side, min(settings.min_tile_px, short_side))
+        if side >= long_side - 0.5:
+            continue  # the same as the whole image
+        step = side * (1.0 - settings.overlap)
+        xs = _positions(width, side, step)
+        ys = _positions(height, side, step)
+        views.extend(View(x, y, side) for y in ys for x in xs)
+    unique: dict[tuple[int, int, int], View] = {}
+    for v in views:
+        unique.setdefault((round(v.x0), round(v.y0), round(v.side_px)), v)
+    return list(unique.values())
+
+
+def _positions(length: int, side: float, step: float) -> list[float]:
+    if side >= length:
+        return [(length - side) / 2]
+    n = int(np.ceil((length - side) / step)) + 1
+    return list(np.linspace(0.0, length - side, n))
+
+
+def scaled_for(image_hw3: np.ndarray, side_px: float, source_hw3: np.ndarray | None = None
+               ) -> tuple[np.ndarray, float]:  # fmt: skip
+    """The image resized once for all views of one side: (resized image, scale = 224 / side).
+    `source_hw3`: the same image already reduced (at least as large as the result), resized from
+    instead of the full image (much cheaper for big photos)."""
+    h, w = image_hw3.shape[:2]
+    scale = INPUT_SIDE / side_px
+    size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+    src = image_hw3 if source_hw3 is None or source_hw3.shape[1] < size_wh[0] else source_hw3
+    interp = cv2.INTER_AREA if size_wh[0] < src.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(src, size_wh, interpolation=interp), scale
+
+
+def view_input(image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+    """The view as the detector's input: (1, 224, 224, 3) float32 in [-1, 1] (black outside the
+    image). `scaled`: the image already resized for this view's side (scaled_for), shared by tiles."""
+    small, scale = scaled if scaled is not None else scaled_for(image_hw3, view.side_px)
+    sh, sw = small.shape[:2]
+    ox, oy = round(view.x0 * scale), round(view.y0 * scale)  # the view's corner in the resized image
+    sx0, sy0 = max(0, ox), max(0, oy)
+    sx1, sy1 = min(sw, ox + INPUT_SIDE), min(sh, oy + INPUT_SIDE)
+    canvas = np.zeros((INPUT_SIDE, INPUT_SIDE, 3), dtype=np.uint8)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = small[sy0:sy1, sx0:sx1]
+    return (canvas.astype(np.float32) / 127.5 - 1.0)[None]
+
+
+@dataclass
+class TiledPoseDetector:
+    """BlazePose's detector over tiles; see the module docstring."""
+
+    settings: TileSettings = field(default_factory=TileSettings)
+    model: TfliteModel = field(default_factory=lambda: TfliteModel(POSE_DETECTOR))
+
+    def detect_view(self, image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """Detections in one view, in image pixels: (boxes (M, 4), keypoints (M, 4, 2), scores (M,))."""
+        scaled = scaled if scaled is not None else scaled_for(image_hw3, view.side_px)
+        raw_boxes, raw_scores = self.model.run(view_input(image_hw3, view, scaled))
+        boxes, kps, scores = decode_detections(raw_boxes[0], raw_scores[0], self.settings.min_score)
+        # The input's pixel (0, 0) corner is the view's corner rounded in the resized image.
+        side = INPUT_SIDE / scaled[1]
+        origin = np.array([round(view.x0 * scaled[1]), round(view.y0 * scaled[1])]) / scaled[1]
+        boxes = boxes * side + np.tile(origin, 2)
+        kps = kps * side + origin
+        return boxes, kps, scores
+
+    def detect(self, image_hw3: np.ndarray, views: list[View] | None = None) -> list[PoseCandidate]:
+        """People found in any view (default: the tiles of `settings`), merged, best first."""
+        h, w = image_hw3.shape[:2]
+        views = views if views is not None else tile_views(w, h, self.settings)
+        pyramid: dict[float, tuple[np.ndarray, float]] = {}
+        previous = None
+        for side in sorted({v.side_px for v in views}):  # largest scale first, each from the last
+            pyramid[side] = scaled_for(image_hw3, side, previous)
+            previous = pyramid[side][0]
+        found = [self.detect_view(image_hw3, v, pyramid[v.side_px]) for v in views]
+        boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4))
+        if not len(boxes):
+            return []
+        kps = np.concatenate([f[1] for f in found])
+        scores = np.concatenate([f[2] for f in found])
+        return weighted_nms(boxes, kps, scores, self.settings.nms_iou, self.settings.nms_iomin)
+
+    def close(self) -> None:
+        self.model.close()
