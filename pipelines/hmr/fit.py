@@ -348,15 +348,16 @@ def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.
         p = skel.parents[b]
         Gp_new = G_new[p] if p >= 0 else None
         if b == 0:
-            G_new[0] = nearest_rotations((E[pos[0]] @ G_j33[0])[None])[0] if 0 in pos else G_j33[0]
+            G_new[0] = E[pos[0]] @ G_j33[0] if 0 in pos else G_j33[0]
             new.local_j33[0] = G_new[0]
             continue
         if b in pos:
             L = Gp_new.T @ E[pos[b]] @ Gp_new @ state.local_j33[b]
-            # Rounding makes products of rotations drift from orthonormal, and Gp_new.T is its inverse only
-            # while it is a rotation: chained warm starts (video) let the drift grow. Project it back.
-            new.local_j33[b] = nearest_rotations(L[None])[0]
+            new.local_j33[b] = L
         G_new[b] = Gp_new @ new.local_j33[b]
+    # Rounding makes products of rotations drift from orthonormal, and a transpose is the inverse only of a
+    # rotation: over chained warm starts (video) the drift grows. Project the updated bones back (batched).
+    new.local_j33[active] = nearest_rotations(new.local_j33[active])
     new.root_pos_3 = state.root_pos_3 + step[3 * n_a : 3 * n_a + 3]
     k = 3 * n_a + 3
     if free_shape:
