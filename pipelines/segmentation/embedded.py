@@ -99,6 +99,14 @@ def validate_prompts(prompts: Prompts, width: int, height: int) -> None:
             raise BadPromptError(f"keypoint {name} at ({x:g}, {y:g}) is outside the {size} image")
 
 
+def split_prompts(prompts: Prompts, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validated click prompts: positive points (N, 2), negative points (M, 2) and the box (4,) or None."""
+    validate_prompts(prompts, width, height)
+    points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
+    box = None if prompts.box_xyxy is None else np.asarray(prompts.box_xyxy, dtype=np.float64).reshape(4)
+    return points_n3[points_n3[:, 2] == 1, :2], points_n3[points_n3[:, 2] == 0, :2], box
+
+
 def _person_under_point(people: list[PersonDetection], x: float, y: float) -> int | None:
     """The person whose mask covers (x, y); else the nearest one whose (10 % larger) box holds it."""
     col, row = int(x), int(y)
@@ -543,11 +551,7 @@ class EmbeddedSegmenter:
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
-        validate_prompts(prompts, w, h)
-        points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
-        pos_n2 = points_n3[points_n3[:, 2] == 1, :2]
-        neg_n2 = points_n3[points_n3[:, 2] == 0, :2]
-        box = None if prompts.box_xyxy is None else np.asarray(prompts.box_xyxy, dtype=np.float64).reshape(4)
+        pos_n2, neg_n2, box = split_prompts(prompts, w, h)
         if not len(pos_n2) and not len(neg_n2) and box is None:
             return list(people)
 

@@ -29,7 +29,7 @@ from pipelines.segmentation.embedded import (
     _empty_keypoints,
     bbox_from,
     select_person,
-    validate_prompts,
+    split_prompts,
 )
 from pipelines.types import PersonDetection, Prompts
 
@@ -216,13 +216,10 @@ class HubSam2Segmenter:
         clicks and the box (their own box when the user gave none). Prompts on nobody make a new
         person (score 1, no landmarks) when SAM2 finds something; the list order never changes."""
         h, w = image_rgb_hw3.shape[:2]
-        validate_prompts(prompts, w, h)
-        points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
-        pos_n2 = points_n3[points_n3[:, 2] == 1, :2]
-        neg_n2 = points_n3[points_n3[:, 2] == 0, :2]
-        box = None if prompts.box_xyxy is None else np.asarray(prompts.box_xyxy, dtype=np.float64).reshape(4)
-        if not len(points_n3) and box is None:
+        pos_n2, neg_n2, box = split_prompts(prompts, w, h)
+        if not len(pos_n2) and not len(neg_n2) and box is None:
             return list(people)
+        points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
         chosen = select_person(people, pos_n2, neg_n2, box)
         if chosen is None and not len(pos_n2) and box is None:  # negative clicks on nobody
             return list(people)
