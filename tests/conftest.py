@@ -26,6 +26,16 @@ def lunge_path() -> Path:
     return DATA / "images" / "lunge.jpg"
 
 
+@pytest.fixture(scope="module")
+def segmenter():  # noqa: ANN201 - pipelines.segmentation.embedded.EmbeddedSegmenter
+    """The embedded segmentation backend, one per test module (its MediaPipe graphs are freed after)."""
+    from pipelines.registry import create
+
+    seg = create("segmentation", "embedded")
+    yield seg
+    seg.close()
+
+
 @pytest.fixture(scope="session")
 def pipeline():  # noqa: ANN201 - pipelines.modes.image.ImagePipeline
     from pipelines.modes.image import ImagePipeline

@@ -3,7 +3,6 @@ a box or a click on a person the automatic pass missed gives that person a body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,6 @@ from bench.crowds_data import GtImage, GtPerson, load_labelled, match, pck
 from pipelines.io.image_io import LoadedImage
 from pipelines.keypoints.names import COCO17_NAMES
 from pipelines.modes.image import ImageSession, image_key
-from pipelines.registry import create
 from pipelines.segmentation.embedded import EmbeddedSegmenter, select_person
 from pipelines.segmentation.pose_detector import (
     INPUT_SIDE,
@@ -45,13 +43,6 @@ def _prompt_box(gt: GtPerson, width: int, height: int) -> np.ndarray:
     b = gt.box_xyxy
     m = 0.1 * (b[2:] - b[:2])
     return np.clip(np.concatenate([b[:2] - m, b[2:] + m]), 0, [width, height, width, height])
-
-
-@pytest.fixture(scope="module")
-def segmenter() -> Iterator[EmbeddedSegmenter]:
-    seg = create("segmentation", "embedded")
-    yield seg
-    seg.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -13,7 +12,6 @@ import pytest
 from pipelines.errors import BadPromptError
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.mediapipe_models import pose_bundle_path
-from pipelines.registry import create
 from pipelines.segmentation.embedded import EmbeddedSegmenter, select_person
 from pipelines.types import PersonDetection, Prompts
 
@@ -31,13 +29,6 @@ def _kp(person: PersonDetection, name: str) -> np.ndarray:
 def _iou(a_hw: np.ndarray, b_hw: np.ndarray) -> float:
     a, b = a_hw > 0.5, b_hw > 0.5
     return float((a & b).sum() / max(1, (a | b).sum()))
-
-
-@pytest.fixture(scope="module")
-def segmenter() -> Iterator[EmbeddedSegmenter]:
-    seg = create("segmentation", "embedded")
-    yield seg
-    seg.close()
 
 
 @pytest.fixture(scope="module")
