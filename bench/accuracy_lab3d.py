@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import BODY12_NAMES, DATA_DIR, machine_description, markdown_table, pa_mpjpe, stack_joints
+from bench.common import BODY12_NAMES, DATA_DIR, machine_description, markdown_table, pa_mpjpe, save_json, stack_joints
 from pipelines.io.image_io import LoadedImage, load_image
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.modes.image import ImagePipeline, ImageSession
@@ -260,9 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"machine": machine_description(), "samples": [dataclasses.asdict(s) for s in samples],
               "focal": [{**dataclasses.asdict(f), "error_pct": f.error_pct} for f in focal]}  # fmt: skip
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"saved {args.json}")
+        save_json(args.json, report)
     return report
 
 

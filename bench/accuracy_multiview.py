@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from bench.common import (
     pa_mpjpe,
     root_distance_error,
     root_relative_mpjpe,
+    save_json,
     stack_joints,
 )
 from pipelines.errors import UserFacingError
@@ -445,9 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print_report(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"saved {args.json}")
+        save_json(args.json, report)
     return report
 
 

@@ -24,6 +24,7 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 __all__ = [
     "DATA_DIR",
+    "save_json",
     "BODY12_NAMES",
     "COCO17_NAMES",
     "ROOT_NAMES",
@@ -79,3 +80,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def save_json(path: Path, report: dict) -> None:
+    """Write a bench's full report as JSON (folders created) and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"saved {path}")
