@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from pipelines.camera.embedded import focal_prior_px
 from pipelines.hmr.fit import FitOptions, FitState
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline
+from pipelines.registry import create
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
 from pipelines.tracking.tracker import PersonTracker
 from pipelines.types import Camera, PersonResult
@@ -48,6 +50,10 @@ class VideoOptions:
     """Processed frames a track survives unseen (short occlusions)."""
     rate_hz: float = 30.0
     """Rate of the processed frames (fps / stride), for the filters."""
+    tiled_detection: bool = False
+    """Embedded segmentation only: look for small people over image tiles on every frame, as the image
+    mode does. Off by default: measured on cam01.mp4 it cut throughput from ~8 to ~2 frames/s and added
+    tracks of false positives; a single MediaPipe pass over each frame finds the few large people."""
 
 
 @dataclass
@@ -105,10 +111,21 @@ class VideoPipeline:
         self.tracks: dict[int, TrackHistory] = {}
         self.camera: Camera | None = None
         self.frames_done: list[int] = []
+        self._detector: Any = None
 
     def run(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrameResult]:
         for frame in frames:
             yield self.process(frame)
+
+    def _segmenter(self) -> Any:
+        """The image pipeline's segmentation stage; for the embedded one without tiles, a single-pass copy
+        (see VideoOptions.tiled_detection)."""
+        if self._detector is None:
+            if self.image.config.segmentation == "embedded" and not self.options.tiled_detection:
+                self._detector = create("segmentation", "embedded", single_pass=True, max_people=4)
+            else:
+                self._detector = self.image._get("segmentation")
+        return self._detector
 
     def _camera(self, w: int, h: int) -> Camera:
         if self.camera is None or (self.camera.width, self.camera.height) != (w, h):
@@ -119,7 +136,7 @@ class VideoPipeline:
         rgb = frame.rgb_hw3
         h, w = rgb.shape[:2]
         camera = self._camera(w, h)
-        detections = self.image._get("segmentation").detect(rgb)
+        detections = self._segmenter().detect(rgb)
         if self.options.hands:
             detections = self.image._get("keypoints").add_keypoints(rgb, detections)
         ids = self.tracker.update(detections)
