@@ -27,6 +27,17 @@ def lunge_path() -> Path:
 
 
 @pytest.fixture(scope="module")
+def offline_hf_cache(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Iterator[Path]
+    """An empty Hugging Face cache for one test module, with HF_HUB_OFFLINE=1: the hub tests save their
+    random-weight models into it in the real checkpoint layout."""
+    with pytest.MonkeyPatch.context() as mp:
+        cache = tmp_path_factory.mktemp("hf") / "hub"
+        mp.setenv("HF_HUB_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield cache
+
+
+@pytest.fixture(scope="module")
 def segmenter():  # noqa: ANN201 - pipelines.segmentation.embedded.EmbeddedSegmenter
     """The embedded segmentation backend, one per test module (its MediaPipe graphs are freed after)."""
     from pipelines.registry import create

@@ -10,21 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import error_lines, run_cli
 from PIL import Image
 
 from app.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 def test_help_explains_every_flag() -> None:

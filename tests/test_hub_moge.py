@@ -27,15 +27,12 @@ OPTIONS = {"repo_id": REPO, "device": "cpu", "num_tokens": 64}
 
 
 @pytest.fixture(scope="module")
-def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        cache = tmp_path_factory.mktemp("hf") / "hub"
-        mp.setenv("HF_HUB_CACHE", str(cache))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        save_random_moge2(REPO, moge2_config("dinov2_vits14", widths=(64, 32, 16, 16, 8)))
-        moge_model.shared.cache_clear()
-        yield cache
-        moge_model.shared.cache_clear()
+def hf_cache(offline_hf_cache: Path) -> Iterator[Path]:
+    cache = offline_hf_cache
+    save_random_moge2(REPO, moge2_config("dinov2_vits14", widths=(64, 32, 16, 16, 8)))
+    moge_model.shared.cache_clear()
+    yield cache
+    moge_model.shared.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,10 @@ IMAGE_SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        cache = tmp_path_factory.mktemp("hf") / "hub"
-        mp.setenv("HF_HUB_CACHE", str(cache))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        save_random_sam2(REPO)
-        yield cache
+def hf_cache(offline_hf_cache: Path) -> Iterator[Path]:
+    cache = offline_hf_cache
+    save_random_sam2(REPO)
+    yield cache
 
 
 @pytest.fixture(scope="module")

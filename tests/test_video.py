@@ -9,22 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import error_lines, run_cli
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED, build_parser, main
 from pipelines.modes.video import mean_joint_acceleration
 
 STRIDE, END_S = 3, 1.0  # 20 frames of the 60 fps clip, at 20 Hz
 MAX_SIDE = 960
-
-
-def run_cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="module")
