@@ -154,8 +154,6 @@ class UISession:
     """Detections and fits cached by the pipeline for this photo (warm start of prompt edits)."""
     config_key: tuple[str, ...] | None = None
     """Backends the cached work was computed with (changing them drops the cache)."""
-    runs: int = 0
-    """How many runs finished on the current photo."""
     ran: PromptSnapshot | None = None
     """The snapshot of the last run started on the current photo."""
     shown: ShownResult | None = None
@@ -222,7 +220,6 @@ class UISession:
             self.history = PromptHistory()
             self.revision += 1
             self.image_session = ImageSession()
-            self.runs = 0
             self.ran = self.shown = None
             if self._recording is not None:
                 self._recording.forget_image()
@@ -235,7 +232,6 @@ class UISession:
             if snapshot.image_key != self.image_key or snapshot.image is not self.image:
                 return None
             self.shown = ShownResult(snapshot=snapshot, frame=frame, elapsed_s=elapsed_s)
-            self.runs += 1
             return self.shown
 
     def adopt_latest(self) -> ShownResult | None:
