@@ -1,0 +1,315 @@
+"""Metric depth from a monocular depth map, anchored on the fitted people (the MetricHMSR idea).
+
+The people of known metric size are a ruler: the visible surface of their fitted meshes (a z-buffer)
+gives metric depths inside their masks, and the ground plane under their feet gives more on the
+floor. The input depth is mapped to metres by
+
+    refined(x) = s(x) * d(x) + b(x)        (for kind 'inverse', the same in disparity: 1 / refined depth)
+
+first with one global scale and shift (robust fit), then with a smooth per-pixel affine field:
+s and b live on a coarse grid of nodes, are bilinearly upsampled, kept smooth by second-difference
+regularisation (so that they extrapolate linearly away from the anchors) and pulled weakly towards the
+global fit; the data term is a relative error (refined - anchor) / anchor, Cauchy-robust (IRLS on the
+sparse bilinear design; the 2 x nodes normal equations solved directly), so that mask errors and
+occluders in front of a person count little.
+
+Inputs are plain numpy arrays, the same size H x W: the depth (any units), anchor depths in metres
+(NaN where none), and K_33 (pixels) for the ground. Depth = z along the optical axis, OpenCV frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+DepthKind = Literal["metric", "relative", "inverse"]
+DEPTH_KINDS: tuple[str, ...] = ("metric", "relative", "inverse")
+
+
+@dataclass
+class RefineOptions:
+    """Constants of the refinement (chosen on the tuning seeds of bench/bench_scene.py)."""
+
+    grid_cells: int = 6
+    """Cells of the coarse grid along the image's long side (the short side: in proportion)."""
+    smoothness: float = 0.3
+    """Weight of the second differences of s and b between grid nodes (relative to all the data)."""
+    damping: float = 1e-3
+    """Weight pulling the field towards the global scale and shift (where nothing constrains it)."""
+    robust_scale: float = 0.05
+    """Scale of the Cauchy loss on the relative residuals (0.05 = 5 %)."""
+    irls_iterations: int = 6
+    ground_weight: float = 10.0
+    """Total weight of the ground anchors relative to the people's."""
+    ground_tolerance: tuple[float, ...] = (0.3, 0.12)
+    """Per pass: the relative distance to the ground plane within which a pixel is taken as ground."""
+    max_anchors: int = 40_000
+    """Anchors per group kept for the solve (a random subset beyond that)."""
+
+
+@dataclass
+class RefinedDepth:
+    """The input depth mapped to metres (OpenCV camera frame, z along the optical axis)."""
+
+    depth_m_hw: np.ndarray
+    """float32 metres, NaN where the input had no (usable) depth."""
+    global_scale: float
+    """Scale of the global fit (in the working domain: depth, or disparity for kind 'inverse')."""
+    global_shift: float
+    """Shift of the global fit (same domain)."""
+    scale_hw: np.ndarray
+    """The per-pixel scale s(x) of the full refinement."""
+    shift_hw: np.ndarray
+    """The per-pixel shift b(x)."""
+    kind: str
+    """How the input was read: metric | relative | inverse."""
+    n_person_anchors: int
+    """Pixels used as anchors on the people."""
+    n_ground_anchors: int
+    """Pixels used as anchors on the ground (last pass)."""
+    anchor_rel_err_global: float
+    """Median |refined - anchor| / anchor over the people anchors with the global fit only."""
+    anchor_rel_err: float
+    """The same with the full refinement."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _robust_weights(r: np.ndarray, scale: float) -> np.ndarray:
+    """IRLS weights of the Cauchy loss: residuals well beyond `scale` count little (mask errors, occluders,
+    pixels wrongly taken as floor)."""
+    return 1.0 / (1.0 + (r / scale) ** 2)
+
+
+def _work_domain(depth_hw: np.ndarray, kind: str) -> np.ndarray:
+    if kind not in DEPTH_KINDS:
+        raise ValueError(f"unknown depth kind {kind!r}; expected one of {', '.join(DEPTH_KINDS)}")
+    return np.asarray(depth_hw, dtype=np.float64)
+
+
+def _to_depth(pred_hw: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "inverse":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(pred_hw > 1e-6, 1.0 / pred_hw, np.nan)
+    return np.where(pred_hw > 1e-6, pred_hw, np.nan)
+
+
+def _target(z: np.ndarray, kind: str) -> np.ndarray:
+    return 1.0 / z if kind == "inverse" else z
+
+
+def fit_global(d_n: np.ndarray, t_n: np.ndarray, w_n: np.ndarray, robust_scale: float, iterations: int = 10
+               ) -> tuple[float, float]:  # fmt: skip
+    """Robust weighted fit of t = s d + b with relative residuals (s d + b - t) / t (IRLS, Cauchy loss)."""
+    w = w_n.copy()
+    s, b = 1.0, 0.0
+    for _ in range(iterations):
+        sw = np.sqrt(w) / t_n
+        A = np.stack([d_n * sw, sw], axis=1)
+        (s, b), *_ = np.linalg.lstsq(A, t_n * sw, rcond=None)
+        r = (s * d_n + b - t_n) / t_n
+        w = w_n * _robust_weights(r, robust_scale)
+    return float(s), float(b)
+
+
+def _interp_matrix(n_nodes: int, n_px: int) -> np.ndarray:
+    """(n_px, n_nodes) linear interpolation weights from nodes spanning the image edge to edge, at pixel centres."""
+    pos = (np.arange(n_px) + 0.5) / n_px * (n_nodes - 1)
+    i0 = np.clip(np.floor(pos).astype(int), 0, n_nodes - 2)
+    f = pos - i0
+    M = np.zeros((n_px, n_nodes))
+    M[np.arange(n_px), i0] = 1 - f
+    M[np.arange(n_px), i0 + 1] = f
+    return M
+
+
+def _second_diff(gh: int, gw: int) -> sp.csr_matrix:
+    """Second differences along rows and columns of a gh x gw node grid (row-major)."""
+    rows = []
+    idx = np.arange(gh * gw).reshape(gh, gw)
+    for a, b, c in ((idx[:, :-2], idx[:, 1:-1], idx[:, 2:]), (idx[:-2], idx[1:-1], idx[2:])):
+        n = a.size
+        if n == 0:
+            continue
+        r = np.repeat(np.arange(n), 3)
+        cols = np.stack([a.ravel(), b.ravel(), c.ravel()], axis=1).ravel()
+        vals = np.tile([1.0, -2.0, 1.0], n)
+        rows.append(sp.csr_matrix((vals, (r, cols)), shape=(n, gh * gw)))
+    return sp.vstack(rows).tocsr() if rows else sp.csr_matrix((0, gh * gw))
+
+
+def _subsample(ys: np.ndarray, xs: np.ndarray, limit: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    if len(ys) <= limit:
+        return ys, xs
+    keep = rng.choice(len(ys), size=limit, replace=False)
+    return ys[keep], xs[keep]
+
+
+def refine_depth(
+    depth_hw: np.ndarray,
+    kind: str,
+    person_anchor_m_hw: np.ndarray,
+    *,
+    valid_hw: np.ndarray | None = None,
+    ground_depth_m_hw: np.ndarray | None = None,
+    exclude_ground_hw: np.ndarray | None = None,
+    options: RefineOptions | None = None,
+    seed: int = 0,
+) -> RefinedDepth:
+    """Map `depth_hw` to metres with the people's anchors (`person_anchor_m_hw`, NaN where none) and,
+    when given, the ground plane's depth per pixel (`ground_depth_m_hw`, NaN above the horizon).
+
+    Pixels count as ground where the global fit puts them within `ground_tolerance` of the plane
+    (and not in `exclude_ground_hw`, e.g. the people's masks). Raises ValueError without any anchor.
+    """
+    opt = options or RefineOptions()
+    rng = np.random.default_rng(seed)
+    d_hw = _work_domain(depth_hw, kind)
+    h, w = d_hw.shape
+    ok_hw = np.isfinite(d_hw) & (d_hw > 0)
+    if valid_hw is not None:
+        ok_hw &= valid_hw.astype(bool)
+    anchor_hw = np.asarray(person_anchor_m_hw, dtype=np.float64)
+    has_p = ok_hw & np.isfinite(anchor_hw) & (anchor_hw > 0)
+    py, px = _subsample(*np.nonzero(has_p), opt.max_anchors, rng)
+    notes: list[str] = []
+    ground_ok = None
+    if ground_depth_m_hw is not None:
+        ground_ok = ok_hw & np.isfinite(ground_depth_m_hw) & (ground_depth_m_hw > 0)
+        if exclude_ground_hw is not None:
+            ground_ok &= ~exclude_ground_hw.astype(bool)
+    if len(py) < 3 and (ground_ok is None or ground_ok.sum() < 3):
+        raise ValueError("no metric anchor: neither a fitted person nor a ground plane inside the depth map")
+
+    # 1. global scale + shift
+    ground_n = None
+    if ground_ok is not None and ground_ok.sum() >= 3:
+        gy, gx = _subsample(*np.nonzero(ground_ok), opt.max_anchors, rng)
+        ground_n = (d_hw[gy, gx], _target(ground_depth_m_hw[gy, gx], kind))
+    if len(py) >= 3:
+        d_n, t_n = d_hw[py, px], _target(anchor_hw[py, px], kind)
+        s0, b0 = float(np.median(t_n / d_n)), 0.0  # scale only: one person's depth range fixes no shift
+        if ground_n is not None:
+            s0, b0 = _search_with_ground(d_n, t_n, *ground_n, kind, opt, rng)
+    elif ground_n is not None:
+        s0, b0 = fit_global(*ground_n, np.ones(len(ground_n[0])), opt.robust_scale)
+        notes.append("no person anchors: scaled by the ground plane alone")
+    glob_pred_hw = s0 * d_hw + b0
+    scale_m = float(np.median(np.abs(d_hw[ok_hw]))) if ok_hw.any() else 1.0
+
+    # 2. the smooth field: refined = glob + s0 * (alpha(x) d + beta(x) m), alpha, beta on a coarse grid
+    gw = opt.grid_cells + 1 if w >= h else max(2, round(opt.grid_cells * w / h)) + 1
+    gh = opt.grid_cells + 1 if h > w else max(2, round(opt.grid_cells * h / w)) + 1
+    Wy, Wx = _interp_matrix(gh, h), _interp_matrix(gw, w)
+    n_nodes = gh * gw
+    D2 = _second_diff(gh, gw)
+    n_ground = 0
+    alpha = beta = np.zeros(n_nodes)
+    pred_hw = glob_pred_hw
+    passes = opt.ground_tolerance if ground_ok is not None else (None,)
+    for tol in passes:
+        groups = []
+        if len(py) >= 3:
+            groups.append((py, px, anchor_hw[py, px], 1.0))
+        if tol is not None:
+            gy, gx = _ground_pixels(_to_depth(pred_hw, kind), ground_depth_m_hw, ground_ok, tol,
+                                    opt.max_anchors, rng)  # fmt: skip
+            n_ground = len(gy)
+            if n_ground >= 3:
+                groups.append((gy, gx, ground_depth_m_hw[gy, gx], opt.ground_weight if groups else 1.0))
+        alpha, beta = _fit_field(groups, d_hw, s0, b0, scale_m, kind, Wy, Wx, gh, gw, D2, opt)
+        pred_hw = glob_pred_hw + s0 * ((Wy @ alpha.reshape(gh, gw) @ Wx.T) * d_hw
+                                       + (Wy @ beta.reshape(gh, gw) @ Wx.T) * scale_m)  # fmt: skip
+    alpha_hw = Wy @ alpha.reshape(gh, gw) @ Wx.T
+    beta_hw = Wy @ beta.reshape(gh, gw) @ Wx.T
+    scale_hw = s0 * (1 + alpha_hw)
+    shift_hw = b0 + s0 * scale_m * beta_hw
+    pred_hw = scale_hw * d_hw + shift_hw
+    depth_m = _to_depth(pred_hw, kind)
+    depth_m = np.where(ok_hw, depth_m, np.nan).astype(np.float32)
+
+    def rel_err(z_hw: np.ndarray) -> float:
+        if len(py) == 0:
+            return float("nan")
+        z = z_hw[py, px]
+        return float(np.nanmedian(np.abs(z - anchor_hw[py, px]) / anchor_hw[py, px]))
+
+    return RefinedDepth(
+        depth_m_hw=depth_m, global_scale=s0, global_shift=b0, scale_hw=scale_hw.astype(np.float32),
+        shift_hw=shift_hw.astype(np.float32), kind=kind, n_person_anchors=int(len(py)),
+        n_ground_anchors=int(n_ground), anchor_rel_err_global=rel_err(_to_depth(glob_pred_hw, kind)),
+        anchor_rel_err=rel_err(depth_m), notes=notes,
+    )  # fmt: skip
+
+
+def _search_with_ground(d_p: np.ndarray, t_p: np.ndarray, d_g: np.ndarray, t_g: np.ndarray, kind: str,
+                        opt: RefineOptions, rng: np.random.Generator) -> tuple[float, float]:  # fmt: skip
+    """Global scale and shift from the people and the ground. The people fix one point of the line
+    t = s d + b (their median); along it, the scale is searched that makes the most pixels below the
+    horizon agree with the ground plane (the floor; things standing on it are nearer than the plane),
+    then scale and shift are refined on the people and those floor pixels together (robust)."""
+    dm, tm = float(np.median(d_p)), float(np.median(t_p))
+    if len(d_g) > 5000:
+        keep = rng.choice(len(d_g), 5000, replace=False)
+        d_s, t_s = d_g[keep], t_g[keep]
+    else:
+        d_s, t_s = d_g, t_g
+    k_c = np.geomspace(0.02, 50.0, 400)
+    s_c = k_c * tm / dm
+    b_c = tm - s_c * dm
+    pred_cn = s_c[:, None] * d_s[None, :] + b_c[:, None]
+    tol = opt.ground_tolerance[-1]
+    score_c = (np.abs(pred_cn - t_s[None, :]) <= tol * t_s[None, :]).sum(axis=1)
+    best = int(np.argmax(score_c))
+    s0, b0 = float(s_c[best]), float(b_c[best])
+    if score_c[best] < 3:
+        return float(np.median(t_p / d_p)), 0.0
+    inl = np.abs(s0 * d_g + b0 - t_g) <= opt.ground_tolerance[0] * t_g
+    d_all = np.concatenate([d_p, d_g[inl]])
+    t_all = np.concatenate([t_p, t_g[inl]])
+    w_all = np.concatenate([np.full(len(d_p), 1.0 / len(d_p)),
+                            np.full(int(inl.sum()), opt.ground_weight / max(int(inl.sum()), 1))])  # fmt: skip
+    return fit_global(d_all, t_all, w_all, opt.robust_scale)
+
+
+def _ground_pixels(z_hw: np.ndarray, ground_hw: np.ndarray, ground_ok: np.ndarray, tol: float, limit: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        near = ground_ok & (np.abs(z_hw - ground_hw) <= tol * ground_hw)
+    return _subsample(*np.nonzero(near), limit, rng)
+
+
+def _fit_field(groups: list, d_hw: np.ndarray, s0: float, b0: float, scale_m: float, kind: str,
+               Wy: np.ndarray, Wx: np.ndarray, gh: int, gw: int, D2: sp.csr_matrix, opt: RefineOptions
+               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """IRLS for the grid values of alpha and beta (see refine_depth)."""
+    n_nodes = gh * gw
+    blocks_a, blocks_b, rhs, base_w = [], [], [], []
+    for ys, xs, z_n, total_w in groups:
+        t_n = _target(z_n, kind)
+        d_n = d_hw[ys, xs]
+        # bilinear weights of each anchor on the nodes: outer product of the row and column weights
+        B = (Wy[ys][:, :, None] * Wx[xs][:, None, :]).reshape(len(ys), n_nodes)
+        B = sp.csr_matrix(B)
+        blocks_a.append(sp.diags(s0 * d_n / t_n) @ B)
+        blocks_b.append(sp.diags(s0 * scale_m / t_n) @ B)
+        rhs.append((t_n - (s0 * d_n + b0)) / t_n)  # relative residual of the global fit, to be explained
+        base_w.append(np.full(len(ys), total_w / len(ys)))
+    A = sp.hstack([sp.vstack(blocks_a), sp.vstack(blocks_b)]).tocsr()
+    y = np.concatenate(rhs)
+    w0 = np.concatenate(base_w)
+    R = sp.block_diag([D2, D2]).tocsr()
+    # 2 x (nodes) unknowns: the normal equations are small and dense; solved directly
+    reg_33 = opt.smoothness * (R.T @ R).toarray() + opt.damping * np.eye(2 * n_nodes)
+    w = w0.copy()
+    x = np.zeros(2 * n_nodes)
+    for _ in range(opt.irls_iterations):
+        Aw = A.multiply(w[:, None]).tocsr()
+        lhs = (A.T @ Aw).toarray() + reg_33
+        x = np.linalg.solve(lhs, Aw.T @ y)
+        r = A @ x - y
+        w = w0 * _robust_weights(r, opt.robust_scale)
+    return x[:n_nodes], x[n_nodes:]
