@@ -30,6 +30,7 @@ import numpy as np
 from app.batch import Job, plan_jobs
 from app.native_logs import native_logs_hidden
 from pipelines.errors import BadPromptError, UserFacingError
+from pipelines.scene.summary import scene_summary
 from pipelines.types import Prompts
 
 EXIT_OK = 0
@@ -149,8 +150,15 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
                        help="hub: SAM2.1 masks (from each person's box and the prompts) for MediaPipe's people")
     group.add_argument("--camera", choices=["embedded", "hub"], default="embedded",
                        help="hub: field of view from the photo with MoGe-2 when neither --focal-px nor EXIF gives it")
-    group.add_argument("--depth", choices=["none", "hub"], default="none",
-                       help="hub: MoGe-2 metric depth of the scene, logged into result.rrd (world/camera/depth)")
+    group.add_argument("--depth", default="none", metavar="none|hub|FILE",
+                       help="scene depth, scaled into metres by the fitted people and the ground under them, "
+                            "written as depth_metric.npy and scene.ply: hub = MoGe-2; FILE = a depth map of the "
+                            "photo (.npy, 16-bit .png, .exr; one photo only, see --depth-kind); none (default): the "
+                            "scene is the ground plane and the people")  # fmt: skip
+    group.add_argument("--depth-kind", choices=["metric", "relative", "inverse"], default="relative",
+                       help="what --depth FILE holds: metric (metres; 16-bit PNG: millimetres), relative (depth up "
+                            "to an unknown scale and shift), inverse (disparity up to a scale and shift); default "
+                            "relative")  # fmt: skip
     group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                        help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
 
@@ -159,7 +167,9 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
     from pipelines.modes.image import PipelineConfig
 
     device = None if args.device in (None, "auto") else args.device
-    return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device)
+    depth, depth_file = (args.depth, None) if args.depth in ("none", "hub") else ("none", args.depth)
+    return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=depth, device=device,
+                          depth_file=depth_file, depth_kind=args.depth_kind)  # fmt: skip
 
 
 _PIPELINES: dict[str, object] = {}
@@ -241,6 +251,7 @@ def _summary(result, out_dir: Path) -> list[str]:  # noqa: ANN001 - FrameResult
         dist = np.linalg.norm(b.joints3d_cam.xyz_k3.mean(0))
         err = f"{b.reprojection_px_mean:.1f} px mean / {b.reprojection_px_max:.1f} px max"
         lines.append(f"  person {p.id}: height {b.height_m:.2f} m, distance {dist:.2f} m, reprojection {err}")
+    lines += scene_summary(result.scene)
     lines += [f"  note: {w}" for w in result.warnings]
     return lines
 
@@ -312,6 +323,8 @@ def run_image(args: argparse.Namespace) -> int:
     batch = len(args.photos) > 1 or args.photos[0].is_dir()
     if batch and (prompts.keypoints or prompts.box_xyxy is not None or len(prompts.points_n3)):
         raise BadPromptError("--point, --box and --keypoint apply to one photo; give a single PHOTO with them")
+    if batch and args.depth not in ("none", "hub"):
+        raise UserFacingError("--depth FILE is the depth map of one photo; give a single PHOTO with it")
     if not batch:
         return run_single(jobs[0], args, prompts)
     if not jobs:

@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from pipelines.depth.base import DepthResult
+    from pipelines.scene.frame_scene import SceneResult
 
 CameraSource = Literal["exif", "user", "estimated", "default", "model"]
 
@@ -167,3 +168,5 @@ class FrameResult:
     """The user's prompts this result was computed with (pixels of the image)."""
     depth: DepthResult | None = None
     """Scene depth of the depth stage (None when it did not run)."""
+    scene: SceneResult | None = None
+    """Ground plane and metric scene around the people (pipelines.scene; None when it did not run)."""

@@ -4,6 +4,8 @@ Layout of `out_dir`:
     result.json        image, camera, prompts used, people (keypoints, joints, height, fit quality), timings, warnings
     result.rrd         the Rerun recording with the default blueprint
     overlay.png        the photo with the meshes and 2D keypoints drawn over it
+    depth_metric.npy   the scene's depth in metres (with a depth source; see viz.scene_outputs)
+    scene.ply          the scene's point cloud (with a depth source)
     person_<id>.glb    mesh per fitted person (glTF axes: y up, see viz.export)
     person_<id>.obj    the same mesh as OBJ
     person_<id>.npz    the body model parameters plus 'meta_json'
@@ -24,7 +26,7 @@ import numpy as np
 
 from pipelines.errors import UserFacingError
 from pipelines.types import FrameResult, PersonResult, Prompts
-from viz import export
+from viz import export, scene_outputs
 
 CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
 MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
@@ -86,6 +88,8 @@ def result_dict(
         },
         "prompts": _prompts_entry(frame.prompts),
         "people": [_person_entry(p, person_files.get(p.id)) for p in frame.people],
+        "ground": scene_outputs.ground_entry(frame),
+        "scene": scene_outputs.scene_entry(frame),
         "timings_s": dict(frame.timings_s),
         "warnings": list(frame.warnings),
     }
@@ -137,6 +141,7 @@ def _write_rest(tmp: Path, frame: FrameResult, image_path: str | Path | None, wr
         names += [files["params_file"], files["mesh_glb"], files["mesh_obj"]]
         person_files[person.id] = files
 
+    names += scene_outputs.write_scene_files(tmp, frame)
     if write_rrd:
         from viz.rerun_log import save_rrd  # rerun (~0.5 s to import) only when a recording is written
 

@@ -9,6 +9,7 @@
     world/people                                   3D AnnotationContext (static)
     world/people/{id}/mesh                         Mesh3D in world coordinates, person colour
     world/people/{id}/skeleton                     Points3D, keypoint ids from `JointVocabulary`
+    world/scene/..., world/ground                  the scene: point cloud, ground plane, up axis (viz.scene_log)
 
 For a single image world = camera (world_T_cam is the identity). Every person `id` is AnnotationContext
 class `id + 1`, with its colour and the keypoint names and links of its layer. A frame's data is
@@ -275,6 +276,10 @@ class RerunLogger:
         self.log_bodies(frame.people)
         if frame.depth is not None:
             self.log_depth(frame.depth.depth_hw)
+        if frame.scene is not None:
+            from viz.scene_log import log_scene
+
+            log_scene(self.rec, frame.scene, self._world_T_cam_44)
 
 
 def save_rrd(frame: FrameResult, path: str | Path, *, recording_id: str | None = None) -> Path:

@@ -22,6 +22,7 @@ from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
 from pipelines.hmr.fit import FitState
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create
+from pipelines.scene.frame_scene import build_scene, hub_depth_input, read_depth_input
 from pipelines.segmentation.embedded import validate_prompts
 from pipelines.types import Camera, FrameResult, PersonDetection, PersonResult, Prompts
 
@@ -49,6 +50,12 @@ class PipelineConfig:
     """'none' skips the depth stage; 'hub': MoGe-2 metric depth into FrameResult.depth."""
     device: str | None = None
     """Torch device of the hub backends ('cpu', 'cuda', 'cuda:N'; None: CUDA when available)."""
+    depth_file: str | None = None
+    """A depth map of the photo (.npy, 16-bit .png, .exr) to refine into metres by the people (one photo)."""
+    depth_kind: str = "relative"
+    """What `depth_file` holds: metric (metres) | relative (depth up to scale and shift) | inverse (disparity)."""
+    scene: bool = True
+    """Ground plane from the people and, with a depth source, the metric scene (FrameResult.scene)."""
     hub_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per stage, extra arguments of its hub backend, e.g. {"segmentation": {"repo_id": "facebook/sam2.1-hiera-tiny"}}
     (the checkpoint's repo; see the backend's constructor)."""
@@ -136,6 +143,7 @@ class ImagePipeline:
         rgb = image.rgb_hw3
         h, w = rgb.shape[:2]
         validate_prompts(prompts, w, h)
+        depth_in = read_depth_input(self.config.depth_file, self.config.depth_kind, w, h)  # bad files fail first
         timings: dict[str, float] = {}
         warnings = list(image.warnings)
 
@@ -222,6 +230,10 @@ class ImagePipeline:
             t = time.perf_counter()
             frame.depth = self._get("depth").estimate(rgb, frame.camera, frame.people)
             timings["depth"] = time.perf_counter() - t
+        if self.config.scene:
+            t = time.perf_counter()
+            frame.scene = build_scene(rgb, frame.camera.K_33, frame.people, depth_in or hub_depth_input(frame.depth))
+            timings["scene"] = time.perf_counter() - t
         report(1.0, "done")
         if on_stage:
             on_stage("bodies", frame)

@@ -272,7 +272,8 @@ def _search_with_ground(d_p: np.ndarray, t_p: np.ndarray, d_g: np.ndarray, t_g: 
     t_all = np.concatenate([t_p, t_g[inl]])
     w_all = np.concatenate([np.full(len(d_p), 1.0 / len(d_p)),
                             np.full(int(inl.sum()), opt.ground_weight / max(int(inl.sum()), 1))])  # fmt: skip
-    return fit_global(d_all, t_all, w_all, opt.robust_scale)
+    s1, b1 = fit_global(d_all, t_all, w_all, opt.robust_scale)
+    return (s1, b1) if s1 > 0 else (s0, b0)
 
 
 def _ground_pixels(z_hw: np.ndarray, ground_hw: np.ndarray, ground_ok: np.ndarray, tol: float, limit: int,

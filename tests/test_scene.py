@@ -1,0 +1,180 @@
+"""The metric scene: z-buffer, ground plane from the feet, depth refinement by the people, point cloud,
+depth files and the CLI's --depth FILE."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.scene_synth import abs_rel, corrupt, make_scene
+from pipelines.scene.depth_file import BadDepthFileError, load_depth_file
+from pipelines.scene.ground import GroundPlane, fit_ground
+from pipelines.scene.pointcloud import backproject
+from pipelines.scene.refine import refine_depth
+from pipelines.scene.zbuffer import render_depth
+from tests.cli_helpers import error_lines, run_cli
+
+W, H = 320, 240
+
+
+def _true_ground(scene) -> GroundPlane:  # noqa: ANN001 - SynthScene
+    R, t = scene.cam_T_world_44[:3, :3], scene.cam_T_world_44[:3, 3]
+    n = R @ np.array([0.0, 0.0, 1.0])
+    return GroundPlane(normal_cam=n, offset_m=-float(n @ t), contacts_cam_n3=np.zeros((0, 3)), source="truth")
+
+
+def _anchors(scene) -> np.ndarray:  # noqa: ANN001
+    z = render_depth(scene.body_verts_cam_v3, scene.body_faces_f3, scene.K_33, W, H)
+    return np.where(scene.person_mask_hw & np.isfinite(z), z, np.nan)
+
+
+def test_zbuffer_matches_a_tilted_plane_and_keeps_the_nearest_surface() -> None:
+    K = np.array([[100.0, 0, 50], [0, 100, 40], [0, 0, 1]])
+    quad_v = np.array([[-1, -1, 2], [1, -1, 2], [1, 1, 3], [-1, 1, 3.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    depth = render_depth(quad_v, faces, K, 100, 80)
+    ys = np.arange(80)[:, None] + 0.5
+    truth = np.broadcast_to(2.5 / (1 - 0.5 * (ys - 40) / 100), (80, 100))
+    hit = np.isfinite(depth)
+    assert hit.sum() > 4000
+    np.testing.assert_allclose(depth[hit], truth[hit], atol=1e-9)
+    # a nearer square in front wins where it covers the plane
+    near_v = np.array([[-0.2, -0.2, 1.0], [0.2, -0.2, 1.0], [0.2, 0.2, 1.0], [-0.2, 0.2, 1.0]])
+    render_depth(near_v, faces, K, 100, 80, depth_hw=depth)
+    assert depth[40, 50] == pytest.approx(1.0)
+    assert depth[5, 5] == pytest.approx(truth[5, 5])
+
+
+def test_ground_plane_of_a_rendered_scene_is_recovered_from_one_standing_body() -> None:
+    scene = make_scene(np.random.default_rng(7), W, H)
+    ground = fit_ground([scene.body])
+    assert ground is not None
+    assert ground.camera_height_m == pytest.approx(scene.camera_height_m, abs=0.01)
+    assert ground.pitch_deg == pytest.approx(scene.pitch_deg, abs=0.5)
+    assert ground.roll_deg == pytest.approx(scene.roll_deg, abs=0.5)
+    # the plane passes under the feet: floor pixels get the rendered floor depth
+    floor_hw = ground.depth_hw(scene.K_33, W, H)
+    bottom = floor_hw[-5:, W // 2]
+    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=1e-3)
+    # the ground frame: z up, the contacts on z = 0, the camera at z = its height
+    T = ground.ground_T_cam()
+    assert (T[:3, :3] @ ground.contacts_cam_n3.T + T[:3, 3:])[2] == pytest.approx([0, 0], abs=1e-9)
+    assert T[2, 3] == pytest.approx(ground.camera_height_m)
+
+
+@pytest.mark.parametrize("kind", ["relative", "inverse"])
+def test_refinement_recovers_a_known_scale_and_shift_exactly(kind: str) -> None:
+    scene = make_scene(np.random.default_rng(3), W, H)
+    z = scene.depth_m_hw
+    scale, shift = (0.37, 0.8) if kind == "relative" else (0.37, -0.05)  # the input stays positive
+    target = 1 / z if kind == "inverse" else z
+    depth_in = (target - shift) / scale  # so that target = scale * input + shift
+    ground = _true_ground(scene).depth_hw(scene.K_33, W, H)
+    ground = np.where(np.abs(ground - z) < 1e-9 * z, ground, np.nan)  # the floor's pixels only
+    out = refine_depth(depth_in, kind, _anchors(scene), ground_depth_m_hw=ground,
+                       exclude_ground_hw=scene.person_mask_hw)  # fmt: skip
+    assert out.global_scale == pytest.approx(scale, rel=1e-6)
+    assert out.global_shift == pytest.approx(shift, rel=1e-6, abs=1e-9)
+    assert abs_rel(out.depth_m_hw, z) < 1e-6
+    assert out.depth_m_hw.dtype == np.float32 and out.depth_m_hw.shape == (H, W)
+
+
+def test_refinement_reduces_a_smooth_warp() -> None:
+    scene = make_scene(np.random.default_rng(105), W, H)  # one of the bench's tuning seeds
+    rng = np.random.default_rng(1)
+    depth_in = corrupt(scene.depth_m_hw, "relative", rng, warp_amplitude=0.15)
+    ground = fit_ground([scene.body])
+    assert ground is not None
+    out = refine_depth(depth_in, "relative", _anchors(scene), ground_depth_m_hw=ground.depth_hw(scene.K_33, W, H),
+                       exclude_ground_hw=scene.person_mask_hw)  # fmt: skip
+    global_only = out.global_scale * depth_in + out.global_shift
+    err_global, err_full = abs_rel(global_only, scene.depth_m_hw), abs_rel(out.depth_m_hw, scene.depth_m_hw)
+    assert err_full < 0.8 * err_global
+
+
+def test_point_cloud_is_in_front_of_the_camera_outside_the_masks_and_without_flying_pixels() -> None:
+    K = np.array([[60.0, 0, 40], [0, 60, 30], [0, 0, 1]])
+    depth = np.full((60, 80), 3.0)
+    depth[:, 40:] = 6.0  # a depth edge at column 40
+    depth[0:5, 0:5] = np.nan
+    depth[10, 10] = -1.0
+    mask = np.zeros((60, 80), dtype=bool)
+    mask[20:40, 10:30] = True
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    rgb[..., 0] = 200
+    cloud = backproject(depth, K, rgb, exclude_hw=mask, max_points=10**6)
+    assert cloud.stride == 1
+    assert (cloud.xyz_n3[:, 2] > 0).all()
+    cols = np.rint(cloud.xyz_n3[:, 0] / cloud.xyz_n3[:, 2] * 60 + 40 - 0.5).astype(int)
+    rows = np.rint(cloud.xyz_n3[:, 1] / cloud.xyz_n3[:, 2] * 60 + 30 - 0.5).astype(int)
+    assert not mask[rows, cols].any()
+    assert not np.isin(cols, [39, 40]).any()  # the two pixels on either side of the jump are gone
+    # gone: the NaN block, the negative pixel, the mask, both sides of the jump, and the pixels next to
+    # unknown ones (5 + 5 beside the NaN block, 4 around the negative pixel)
+    assert len(cloud.xyz_n3) == 60 * 80 - 25 - 1 - 20 * 20 - 2 * 60 - 10 - 4
+    assert (cloud.rgb_n3[:, 0] == 200).all()
+
+
+def _bad(tmp_path, name: str, write) -> str:  # noqa: ANN001
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(BadDepthFileError) as info:
+        load_depth_file(path, 40, 30)
+    assert name in str(info.value)
+    return str(info.value)
+
+
+def test_bad_depth_files_get_a_sentence_naming_the_file(tmp_path) -> None:  # noqa: ANN001
+    assert "transposed" in _bad(tmp_path, "t.npy", lambda p: np.save(p, np.ones((40, 30))))
+    assert "another shape" in _bad(tmp_path, "s.npy", lambda p: np.save(p, np.ones((30, 30))))
+    assert "NaN" in _bad(tmp_path, "n.npy", lambda p: np.save(p, np.full((30, 40), np.nan)))
+    assert "all zero" in _bad(tmp_path, "z.npy", lambda p: np.save(p, np.zeros((30, 40))))
+    assert "bool" in _bad(tmp_path, "b.npy", lambda p: np.save(p, np.ones((30, 40), bool)))
+    assert "8-bit" in _bad(tmp_path, "e.png", lambda p: cv2.imwrite(str(p), np.ones((30, 40), np.uint8)))
+    assert "cannot be read" in _bad(tmp_path, "g.npy", lambda p: p.write_bytes(b"not an array"))
+    assert "OpenEXR" in _bad(tmp_path, "x.exr", lambda p: p.write_bytes(b"v/1\x01junk"))
+    assert "unknown type" in _bad(tmp_path, "d.txt", lambda p: p.write_text("1 2 3"))
+    # the good ones: a 16-bit PNG (millimetres for 'metric'), a half-size .npy resized to the photo
+    png = tmp_path / "ok.png"
+    cv2.imwrite(str(png), np.full((30, 40), 2500, np.uint16))
+    assert load_depth_file(png, 40, 30, "metric") == pytest.approx(np.full((30, 40), 2.5))
+    half = tmp_path / "half.npy"
+    np.save(half, np.arange(1, 301, dtype=np.float32).reshape(15, 20))
+    assert load_depth_file(half, 40, 30).shape == (30, 40)
+
+
+def test_cli_with_a_depth_file_writes_the_metric_depth_and_the_point_cloud(tmp_path, lunge_path, capsys) -> None:  # noqa: ANN001
+    img = cv2.imread(str(lunge_path))
+    h, w = img.shape[:2]
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    depth = np.broadcast_to(2.0 + 3.0 * (1 - rows / h), (h, w)).astype(np.float32)  # nearer at the bottom
+    depth_path = tmp_path / "lunge_depth.npy"
+    np.save(depth_path, depth)
+    out = tmp_path / "out"
+    args = ["image", lunge_path, "--out", out, "--depth", depth_path, "--quiet", "--no-rrd"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "ground: camera" in stdout and "scene: depth from file lunge_depth.npy" in stdout
+    metric = np.load(out / "depth_metric.npy")
+    assert metric.dtype == np.float32 and metric.shape == (h, w)
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["ground"]) >= {"camera_height_m", "pitch_deg", "roll_deg", "normal_cam", "offset_m"}
+    assert 0.3 < result["ground"]["camera_height_m"] < 3.0
+    # the person's anchors: the metric depth at the person agrees with the fitted body's distance
+    hips = np.mean([result["people"][0]["joints3d_cam"][n] for n in ("left_hip", "right_hip")], axis=0)
+    col, row = (int(v) for v in hips[:2] / hips[2] * result["camera"]["focal_px"] + [w / 2, h / 2])
+    assert metric[row, col] == pytest.approx(hips[2], rel=0.1)
+    import trimesh
+
+    cloud = trimesh.load(out / "scene.ply")
+    assert len(cloud.vertices) == result["scene"]["point_cloud"]["points"] > 1000
+    assert (cloud.vertices[:, 2] > 0).all()
+    # without a depth source: the ground only, and the hint how to get the full scene; a bad file: one line
+    code, stdout, _ = run_cli(["image", lunge_path, "--out", tmp_path / "plain", "--quiet", "--no-rrd"], capsys)
+    assert code == 0 and "--depth FILE" in stdout and not (tmp_path / "plain" / "scene.ply").exists()
+    np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
+    code, _, err = run_cli(["image", lunge_path, "--out", tmp_path / "bad", "--depth", tmp_path / "small.npy"], capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and "small.npy" in err and "another shape" in err
