@@ -167,7 +167,7 @@ def corrupt(depth_m_hw: np.ndarray, kind: str, rng: np.random.Generator, warp_am
         return rng.uniform(0.3, 3.0) * disp * warp + rng.uniform(0.0, 0.3) * np.nanmedian(disp)
     if kind == "relative":
         return rng.uniform(0.1, 10.0) * depth_m_hw * warp + rng.uniform(-0.3, 1.0) * np.nanmedian(depth_m_hw)
-    return depth_m_hw * warp
+    return rng.uniform(0.6, 1.6) * depth_m_hw * warp + rng.uniform(-0.5, 0.5)  # 'metric': metres, wrong
 
 
 def abs_rel(pred_hw: np.ndarray, gt_hw: np.ndarray) -> float:

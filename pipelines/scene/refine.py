@@ -39,6 +39,11 @@ class RefineOptions:
     """Weight of the second differences of s and b between grid nodes (relative to all the data)."""
     damping: float = 1e-3
     """Weight pulling the field towards the global scale and shift (where nothing constrains it)."""
+    shift_damping: float = 1e-3
+    """The same for the shift field alone (a larger value leaves the warp to the scale field)."""
+    inverse_shift_damping: float = 1.0
+    """`shift_damping` for kind 'inverse': a disparity shift is a large depth change far away, where
+    nothing anchors it, so there the shift stays near the global one."""
     robust_scale: float = 0.05
     """Scale of the Cauchy loss on the relative residuals (0.05 = 5 %)."""
     irls_iterations: int = 6
@@ -304,7 +309,9 @@ def _fit_field(groups: list, d_hw: np.ndarray, s0: float, b0: float, scale_m: fl
     w0 = np.concatenate(base_w)
     R = sp.block_diag([D2, D2]).tocsr()
     # 2 x (nodes) unknowns: the normal equations are small and dense; solved directly
-    reg_33 = opt.smoothness * (R.T @ R).toarray() + opt.damping * np.eye(2 * n_nodes)
+    shift_damping = opt.inverse_shift_damping if kind == "inverse" else opt.shift_damping
+    damp = np.concatenate([np.full(n_nodes, opt.damping), np.full(n_nodes, shift_damping)])
+    reg_33 = opt.smoothness * (R.T @ R).toarray() + np.diag(damp)
     w = w0.copy()
     x = np.zeros(2 * n_nodes)
     for _ in range(opt.irls_iterations):
