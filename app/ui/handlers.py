@@ -28,6 +28,7 @@ from pipelines.errors import UserFacingError
 from pipelines.io.image_io import decode_image_bytes
 from pipelines.modes.image import ImagePipeline, ImageSession, PipelineConfig
 from pipelines.registry import availability
+from pipelines.scene.summary import scene_summary
 from pipelines.types import FrameResult
 from viz.outputs import write_outputs
 
@@ -290,6 +291,7 @@ def _final_status(snapshot: PromptSnapshot, frame: FrameResult, elapsed_s: float
         parts.append(f"Stages: {timings}.")
     if frame.warnings:
         parts.append("\n".join(f"⚠ {w}" for w in frame.warnings))
+    parts.append("\n".join(line.strip() for line in scene_summary(frame.scene)))
     # The revision of the prompts this result used, for scripts and tests (the canvas carries the current one).
     parts.append(f'<span class="shown-rev rev-{snapshot.revision}"></span>')
     return "\n\n".join(p for p in parts if p)

@@ -20,8 +20,9 @@ from pipelines.scene.refine import RefinedDepth, refine_depth
 from pipelines.scene.zbuffer import render_depth
 from pipelines.types import PersonResult
 
-NO_DEPTH_NOTE = ("The scene shows the ground plane and the people only: give a depth map for the full scene "
-                 "(--depth FILE with --depth-kind metric|relative|inverse, or --depth hub for MoGe-2).")  # fmt: skip
+NO_DEPTH_NOTE = ("The scene shows the ground plane and the people only. For the full scene give a depth map: on "
+                 "the command line --depth FILE (with --depth-kind metric|relative|inverse) or --depth hub "
+                 "(MoGe-2); in the playground the depth backend 'hub' under Camera and models.")  # fmt: skip
 MASK_ERODE_PX = 2
 """The people's masks are eroded by this much before their mesh depths become anchors (mask edges are unsure)."""
 MAX_GROUND_DEPTH_FACTOR = 4.0
