@@ -178,3 +178,19 @@ def test_cli_with_a_depth_file_writes_the_metric_depth_and_the_point_cloud(tmp_p
     np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
     code, _, err = run_cli(["image", lunge_path, "--out", tmp_path / "bad", "--depth", tmp_path / "small.npy"], capsys)
     assert code == 2 and len(error_lines(err)) == 1 and "small.npy" in err and "another shape" in err
+
+
+def test_recording_has_the_scene_points_the_ground_and_the_up_axis(tmp_path) -> None:  # noqa: ANN001
+    from pipelines.scene.frame_scene import SceneResult
+    from pipelines.types import Camera, FrameResult
+    from viz.rerun_log import save_rrd
+    from viz.rrd_read import entity_paths
+
+    scene = make_scene(np.random.default_rng(7), W, H)
+    ground = fit_ground([scene.body])
+    rgb = np.full((H, W, 3), 90, np.uint8)
+    cloud = backproject(scene.depth_m_hw, scene.K_33, rgb, exclude_hw=scene.person_mask_hw)
+    frame = FrameResult(image_rgb_hw3=rgb, camera=Camera.from_focal(scene.K_33[0, 0], W, H, "user"), people=[])
+    frame.scene = SceneResult(ground=ground, points=cloud, depth_source="test")
+    paths = entity_paths(save_rrd(frame, tmp_path / "scene.rrd"))
+    assert {"world/scene/points", "world/scene/ground", "world/scene/up", "world/ground"} <= set(paths)
