@@ -52,4 +52,9 @@ def test_all_hub_backends_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     write_outputs(out, result, image_path=None, write_rrd=True)
     paths = entity_paths(out / "result.rrd")
     assert f"/{DEPTH_PATH}" in paths or DEPTH_PATH in paths
+    # MoGe-2's depth feeds the scene refinement by the people (random weights: mostly invalid depth, so the
+    # refinement may find no anchor and say so; the metric depth is written exactly when it was made)
+    assert result.scene is not None and result.scene.depth_source == "hub (MoGe-2)"
+    assert (result.scene.depth is not None) == (out / "depth_metric.npy").exists()
+    assert result.scene.depth is not None or any("could not be scaled" in n for n in result.scene.notes)
     assert np.isfinite(result.camera.K_33).all()
