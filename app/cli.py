@@ -153,13 +153,32 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
                        help="hub: MoGe-2 metric depth of the scene, logged into result.rrd (world/camera/depth)")
     group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                        help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
+    group.add_argument("--no-fallback", action="store_true",
+                       help="fail when a hub model cannot be had (default: warn and use that stage's embedded "
+                            "backend; result.json records the backend used)")  # fmt: skip
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.PipelineConfig
     from pipelines.modes.image import PipelineConfig
 
     device = None if args.device in (None, "auto") else args.device
-    return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device)
+    return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device,
+                          fallback=not args.no_fallback)  # fmt: skip
+
+
+_WARNED: set[str] = set()
+"""Fallback sentences already printed by this process (a batch warns once per stage)."""
+
+
+def _warn_fallbacks(result) -> None:  # noqa: ANN001 - FrameResult
+    """One 'warning: ...' line on stderr per stage that fell back to its embedded backend."""
+    from tqdm import tqdm
+
+    for use in result.backends.values():
+        text = use.sentence()
+        if text and text not in _WARNED:
+            _WARNED.add(text)
+            tqdm.write(f"warning: {text}", file=sys.stderr)
 
 
 _PIPELINES: dict[str, object] = {}
@@ -222,6 +241,7 @@ def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, image=No
     _prefetch_writers(not args.no_rrd)
     result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
     result.timings_s["load"] = t_load
+    _warn_fallbacks(result)
     report(0.92, "writing outputs")
     t = time.perf_counter()
     for person in result.people:
@@ -241,7 +261,8 @@ def _summary(result, out_dir: Path) -> list[str]:  # noqa: ANN001 - FrameResult
         dist = np.linalg.norm(b.joints3d_cam.xyz_k3.mean(0))
         err = f"{b.reprojection_px_mean:.1f} px mean / {b.reprojection_px_max:.1f} px max"
         lines.append(f"  person {p.id}: height {b.height_m:.2f} m, distance {dist:.2f} m, reprojection {err}")
-    lines += [f"  note: {w}" for w in result.warnings]
+    fallbacks = {u.sentence() for u in result.backends.values()}  # printed as warnings already
+    lines += [f"  note: {w}" for w in result.warnings if w not in fallbacks]
     return lines
 
 

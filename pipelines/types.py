@@ -150,6 +150,28 @@ class PersonResult:
 
 
 @dataclass
+class BackendUse:
+    """Which backend ran one stage, and why it is not the one asked for (a hub model that cannot be had)."""
+
+    stage: str
+    """Stage name (see pipelines.registry): segmentation, keypoints, camera, hmr, body, depth."""
+    asked: str
+    """The backend the configuration asked for, e.g. 'hub'."""
+    used: str
+    """The backend that ran, e.g. 'embedded' after a fallback ('none' for a skipped depth stage)."""
+    reason: str | None = None
+    """Why `asked` could not be used (names the repo or package and the fix); None when it ran."""
+
+    def sentence(self) -> str:
+        """One sentence for the user about a fallback ('' when the asked backend ran)."""
+        if self.reason is None:
+            return ""
+        instead = ("so this stage was skipped" if self.used == "none"
+                   else f"so the {self.used} {self.stage} backend ran instead")  # fmt: skip
+        return f"The {self.asked} {self.stage} backend could not be used, {instead}: {self.reason}"
+
+
+@dataclass
 class FrameResult:
     """The output of the pipeline for one image (or one frame of one camera)."""
 
@@ -167,3 +189,5 @@ class FrameResult:
     """The user's prompts this result was computed with (pixels of the image)."""
     depth: DepthResult | None = None
     """Scene depth of the depth stage (None when it did not run)."""
+    backends: dict[str, BackendUse] = field(default_factory=dict)
+    """Per stage that ran: the backend asked for and the one used (they differ after a fallback)."""

@@ -1,7 +1,8 @@
 """Write every output of one frame into a folder, atomically: readers see the old folder or the new one.
 
 Layout of `out_dir`:
-    result.json        image, camera, prompts used, people (keypoints, joints, height, fit quality), timings, warnings
+    result.json        image, camera, prompts used, people (keypoints, joints, height, fit quality), timings, warnings,
+                       backends (per stage: asked, used, why a hub backend fell back)
     result.rrd         the Rerun recording with the default blueprint
     overlay.png        the photo with the meshes and 2D keypoints drawn over it
     person_<id>.glb    mesh per fitted person (glTF axes: y up, see viz.export)
@@ -88,6 +89,8 @@ def result_dict(
         "people": [_person_entry(p, person_files.get(p.id)) for p in frame.people],
         "timings_s": dict(frame.timings_s),
         "warnings": list(frame.warnings),
+        "backends": {stage: {"asked": u.asked, "used": u.used, "fallback_reason": u.reason}
+                     for stage, u in frame.backends.items()},  # fmt: skip
     }
 
 

@@ -23,7 +23,7 @@ from pipelines.hmr.fit import FitState
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create
 from pipelines.segmentation.embedded import validate_prompts
-from pipelines.types import Camera, FrameResult, PersonDetection, PersonResult, Prompts
+from pipelines.types import BackendUse, Camera, FrameResult, PersonDetection, PersonResult, Prompts
 
 if TYPE_CHECKING:
     from pipelines.hmr.embedded import PersonFit
@@ -49,6 +49,9 @@ class PipelineConfig:
     """'none' skips the depth stage; 'hub': MoGe-2 metric depth into FrameResult.depth."""
     device: str | None = None
     """Torch device of the hub backends ('cpu', 'cuda', 'cuda:N'; None: CUDA when available)."""
+    fallback: bool = True
+    """When a hub model cannot be had (offline, gated repo, missing package, no GPU), run that stage with its
+    embedded backend and say so in the result (False: raise the HubUnavailable error instead)."""
     hub_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per stage, extra arguments of its hub backend, e.g. {"segmentation": {"repo_id": "facebook/sam2.1-hiera-tiny"}}
     (the checkpoint's repo; see the backend's constructor)."""
@@ -93,23 +96,66 @@ def assign_keypoint_prompts(people: list[PersonDetection], prompts: Prompts, sel
 class ImagePipeline:
     """The single-image pipeline; backends are created on first use and reused."""
 
-    def __init__(self, config: PipelineConfig | None = None) -> None:
+    def __init__(self, config: PipelineConfig | None = None, models: dict[tuple[str, ...], object] | None = None
+                 ) -> None:  # fmt: skip
+        """`models`: a model cache shared by several pipelines (the UI's backend combinations), keyed by
+        stage, backend, device and options: pipelines that differ in one stage share the others' models."""
         self.config = config or PipelineConfig()
         self._backends: dict[str, object] = {}
+        self._models: dict[tuple[str, ...], object] = {} if models is None else models
+
+    @property
+    def models(self) -> dict[tuple[str, ...], object]:
+        """The backend instances by model_key (possibly shared with other pipelines)."""
+        return self._models
+
+    def model_key(self, stage: str) -> tuple[str, ...]:
+        """What identifies a stage's backend instance: stage, backend, its arguments (device, checkpoint...)
+        and whether it may fall back."""
+        name = getattr(self.config, stage)
+        kwargs = sorted(self._stage_kwargs(stage, name).items())
+        return (stage, name, repr(kwargs), str(self.config.fallback))
 
     def _get(self, stage: str):  # noqa: ANN202 - one of the stage protocols
         if stage not in self._backends:
-            if stage == "hmr":
-                self._backends[stage] = create("hmr", self.config.hmr, body=self.config.body)
-            else:
-                name = getattr(self.config, stage)
-                kwargs: dict[str, Any] = {}
-                if name == "hub":
-                    kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
-                if stage == "segmentation":
-                    kwargs["max_people"] = self.config.max_people
-                self._backends[stage] = create(stage, name, **kwargs)
+            key = self.model_key(stage)
+            if key not in self._models:
+                self._models[key] = self._create(stage)
+            self._backends[stage] = self._models[key]
         return self._backends[stage]
+
+    def _stage_kwargs(self, stage: str, name: str) -> dict[str, Any]:
+        if stage == "hmr":
+            return {"body": self.config.body}
+        kwargs: dict[str, Any] = {}
+        if name == "hub":
+            kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
+        if stage == "segmentation":
+            kwargs["max_people"] = self.config.max_people
+        return kwargs
+
+    def _create(self, stage: str):  # noqa: ANN202 - one of the stage protocols
+        """The stage's backend; a hub one is wrapped so that it falls back to the embedded backend when its
+        model cannot be had (unless config.fallback is False)."""
+        from pipelines.fallback import EMBEDDED_BACKEND, FallbackBackend, NoDepth
+
+        name = getattr(self.config, stage)
+        embedded = EMBEDDED_BACKEND[stage]
+
+        def make(backend: str):  # noqa: ANN202
+            if stage == "depth" and backend == "none":
+                return NoDepth()
+            return create(stage, backend, **self._stage_kwargs(stage, backend))
+
+        if name == embedded or not self.config.fallback:
+            return make(name)
+        return FallbackBackend(stage, name, lambda: make(name), lambda: make(embedded))
+
+    def backend_uses(self) -> dict[str, BackendUse]:
+        """Per stage created so far: the backend asked for and the one in use (they differ after a fallback)."""
+        from pipelines.fallback import backend_use
+
+        return {stage: backend_use(b, stage, getattr(self.config, stage)) for stage, b in self._backends.items()}
 
     @property
     def hmr(self):  # noqa: ANN201
@@ -222,6 +268,8 @@ class ImagePipeline:
             t = time.perf_counter()
             frame.depth = self._get("depth").estimate(rgb, frame.camera, frame.people)
             timings["depth"] = time.perf_counter() - t
+        frame.backends = self.backend_uses()
+        warnings += [u.sentence() for u in frame.backends.values() if u.reason is not None]
         report(1.0, "done")
         if on_stage:
             on_stage("bodies", frame)
