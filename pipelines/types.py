@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
+    from pipelines.body.params import BodyParams
     from pipelines.depth.base import DepthResult
 
 CameraSource = Literal["exif", "user", "estimated", "default", "model"]
@@ -122,8 +123,9 @@ class BodyFit:
 
     model: str
     """Body model name, e.g. 'anny'."""
-    params: dict[str, np.ndarray]
-    """Model parameters (pose, shape, global rotation, translation); saved as person_<id>.npz."""
+    params: BodyParams | dict[str, np.ndarray]
+    """Model parameters (pose, shape, global rotation, translation), typed per body model (AnnyParams,
+    SMPLXParams, MHRParams in pipelines.body.params; each also reads as a mapping); saved as person_<id>.npz."""
     verts_cam_v3: np.ndarray
     """Mesh vertices (V, 3) in metres, OpenCV camera frame."""
     faces_f3: np.ndarray

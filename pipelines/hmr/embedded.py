@@ -8,6 +8,7 @@ import numpy as np
 
 from pipelines.body.anny_model import AnnyBody
 from pipelines.body.anny_points import known_point_names, output_joints
+from pipelines.body.params import AnnyParams
 from pipelines.errors import BadPromptError
 from pipelines.hmr.fit import FitOptions, FitState, FitTargets
 from pipelines.hmr.solver import BodyFitter, FitReport
@@ -91,14 +92,14 @@ class EmbeddedHMR:
         err = report.err_px_k
         used = np.isfinite(err)
         per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}
-        params = {
-            "phenotype": st.pheno_p.copy(),
-            "phenotype_labels": np.array(body.phenotype_labels),
-            "bone_labels": np.array(body.bone_labels),
-            "bone_rot_world_j33": report.G_j33.copy(),
-            "root_pos_cam_3": st.root_pos_3.copy(),
-            "focal_px": np.array(st.focal_px),
-        }
+        params = AnnyParams(
+            phenotype=st.pheno_p.copy(),
+            phenotype_labels=np.array(body.phenotype_labels),
+            bone_labels=np.array(body.bone_labels),
+            bone_rot_world_j33=report.G_j33.copy(),
+            root_pos_cam_3=st.root_pos_3.copy(),
+            focal_px=np.array(st.focal_px),
+        )
         return BodyFit(
             model="anny",
             params=params,
