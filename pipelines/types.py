@@ -109,12 +109,20 @@ class PersonDetection:
     """Box around the person in pixels (x0, y0, x1, y1)."""
     score: float
     """Detection confidence in [0, 1]."""
-    mask_hw: np.ndarray
-    """Person mask, float32 (H, W) in [0, 1] (soft) at the image resolution."""
-    keypoints2d: Keypoints2D
-    """33 BlazePose landmarks in pixels (+ 21 per visible hand once the keypoint stage ran)."""
-    keypoints3d_hip: Keypoints3D
-    """BlazePose world landmarks: metres, hip-centred, axes parallel to the camera's (OpenCV)."""
+    mask_hw: np.ndarray | None = None
+    """Person mask, float32 (H, W) in [0, 1] (soft) at the image resolution; None for a box-only detection."""
+    keypoints2d: Keypoints2D = field(default_factory=lambda: Keypoints2D([], np.zeros((0, 2)), np.zeros(0)))
+    """33 BlazePose landmarks in pixels (+ 21 per visible hand once the keypoint stage ran); empty (no
+    names) for a mask-only or box-only detection (e.g. a hub detector): such a person gets no
+    keypoint fit unless an HMR backend works from the box and mask (has_landmarks tells)."""
+    keypoints3d_hip: Keypoints3D = field(default_factory=lambda: Keypoints3D([], np.zeros((0, 3)), frame="hip"))
+    """BlazePose world landmarks: metres, hip-centred, axes parallel to the camera's (OpenCV); empty when
+    the detector gives none."""
+
+    @property
+    def has_landmarks(self) -> bool:
+        """Whether the detector gave body landmarks (False: a mask-only or box-only detection)."""
+        return len(self.keypoints2d.names) > 0 and bool(np.any(self.keypoints2d.conf_k > 0))
 
 
 @dataclass

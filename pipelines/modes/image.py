@@ -52,6 +52,9 @@ class PipelineConfig:
     fallback: bool = True
     """When a hub model cannot be had (offline, gated repo, missing package, no GPU), run that stage with its
     embedded backend and say so in the result (False: raise the HubUnavailable error instead)."""
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    """Per stage, the checkpoint of its hub backend: a Hugging Face repo id, e.g. {"segmentation":
+    "facebook/sam2.1-hiera-tiny"} (the same as hub_options[stage]["repo_id"]; this one wins)."""
     hub_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per stage, extra arguments of its hub backend, e.g. {"segmentation": {"repo_id": "facebook/sam2.1-hiera-tiny"}}
     (the checkpoint's repo; see the backend's constructor)."""
@@ -130,6 +133,8 @@ class ImagePipeline:
         kwargs: dict[str, Any] = {}
         if name == "hub":
             kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
+            if stage in self.config.checkpoints:
+                kwargs["repo_id"] = self.config.checkpoints[stage]
         if stage == "segmentation":
             kwargs["max_people"] = self.config.max_people
         return kwargs
