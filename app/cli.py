@@ -153,6 +153,14 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
                        help="hub: MoGe-2 metric depth of the scene, logged into result.rrd (world/camera/depth)")
     group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                        help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
+    group.add_argument("--body", choices=["anny", "smplx"], default="anny",
+                       help="body model of the fit: anny (default, shipped) or smplx (your own SMPL-X files, see "
+                            "--smplx-model-dir)")  # fmt: skip
+    group.add_argument("--smplx-model-dir", type=Path, metavar="DIR",
+                       help="folder with SMPLX_NEUTRAL.npz (or .pkl) from smpl-x.is.tue.mpg.de (licence-gated, "
+                            "not shipped)")  # fmt: skip
+    group.add_argument("--smplx-gender", choices=["neutral", "male", "female"], default="neutral",
+                       help="which SMPL-X file to use (default neutral)")
     group.add_argument("--no-fallback", action="store_true",
                        help="fail when a hub model cannot be had (default: warn and use that stage's embedded "
                             "backend; result.json records the backend used)")  # fmt: skip
@@ -162,8 +170,15 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
     from pipelines.modes.image import PipelineConfig
 
     device = None if args.device in (None, "auto") else args.device
+    body_options = {}
+    if args.body == "smplx":
+        from pipelines.body.smplx_model import check_model_dir
+
+        check_model_dir(args.smplx_model_dir, args.smplx_gender)  # a wrong folder fails before any model loads
+        body_options = {"model_dir": None if args.smplx_model_dir is None else str(args.smplx_model_dir),
+                        "gender": args.smplx_gender}  # fmt: skip
     return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device,
-                          fallback=not args.no_fallback)  # fmt: skip
+                          fallback=not args.no_fallback, body=args.body, body_options=body_options)  # fmt: skip
 
 
 _WARNED: set[str] = set()

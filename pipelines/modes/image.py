@@ -21,7 +21,7 @@ from pipelines.camera.embedded import focal_prior_px
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
 from pipelines.hmr.fit import FitState
 from pipelines.io.image_io import LoadedImage
-from pipelines.registry import create
+from pipelines.registry import create, hmr_backend
 from pipelines.segmentation.embedded import validate_prompts
 from pipelines.types import BackendUse, Camera, FrameResult, PersonDetection, PersonResult, Prompts
 
@@ -52,6 +52,8 @@ class PipelineConfig:
     fallback: bool = True
     """When a hub model cannot be had (offline, gated repo, missing package, no GPU), run that stage with its
     embedded backend and say so in the result (False: raise the HubUnavailable error instead)."""
+    body_options: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the body model, e.g. {"model_dir": DIR, "gender": "neutral"} for SMPL-X (your own files)."""
     checkpoints: dict[str, str] = field(default_factory=dict)
     """Per stage, the checkpoint of its hub backend: a Hugging Face repo id, e.g. {"segmentation":
     "facebook/sam2.1-hiera-tiny"} (the same as hub_options[stage]["repo_id"]; this one wins)."""
@@ -129,7 +131,7 @@ class ImagePipeline:
 
     def _stage_kwargs(self, stage: str, name: str) -> dict[str, Any]:
         if stage == "hmr":
-            return {"body": self.config.body}
+            return {"body": self.config.body, **self.config.body_options}
         kwargs: dict[str, Any] = {}
         if name == "hub":
             kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
@@ -150,6 +152,8 @@ class ImagePipeline:
         def make(backend: str):  # noqa: ANN202
             if stage == "depth" and backend == "none":
                 return NoDepth()
+            if stage == "hmr":  # the fit of the configured body model (e.g. embedded + smplx: the SMPL-X fit)
+                return create(stage, hmr_backend(backend, self.config.body), **self._stage_kwargs(stage, backend))
             return create(stage, backend, **self._stage_kwargs(stage, backend))
 
         if name == embedded or not self.config.fallback:
