@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -73,11 +74,13 @@ def find_model_file(model_dir: str | Path, gender: str = "neutral") -> Path:
 
 
 def check_model_dir(model_dir: str | Path | None, gender: str = "neutral") -> Path:
-    """The model file, or HubUnavailable saying how to get SMPL-X (no folder given, or a wrong one)."""
+    """The model file, or HubUnavailable saying how to get SMPL-X (no folder given, or a wrong one).
+    Without `model_dir`, the folder in the environment variable SMPLX_MODEL_DIR (for the UI)."""
+    model_dir = model_dir or os.environ.get("SMPLX_MODEL_DIR") or None
     if model_dir is None:
         raise HubUnavailable(f"{WHAT} needs your own model files: download SMPL-X from {SMPLX_URL} (free "
                              "registration, its licence applies) and pass --smplx-model-dir DIR (the folder "
-                             f"with SMPLX_{gender.upper()}.npz).")  # fmt: skip
+                             f"with SMPLX_{gender.upper()}.npz) or set SMPLX_MODEL_DIR.")  # fmt: skip
     return find_model_file(model_dir, gender)
 
 
@@ -98,7 +101,13 @@ class SmplxBody:
         from pipelines.hub import missing_packages
 
         missing = missing_packages("smplx", "torch")
-        return f"SMPL-X needs the Python package(s) {', '.join(missing)}" if missing else None
+        if missing:
+            return f"SMPL-X needs the Python package(s) {', '.join(missing)}"
+        try:
+            check_model_dir(None)
+        except HubUnavailable as err:
+            return str(err)
+        return None
 
     @cached_property
     def model(self) -> Any:
