@@ -153,6 +153,9 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
                        help="hub: MoGe-2 metric depth of the scene, logged into result.rrd (world/camera/depth)")
     group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                        help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
+    group.add_argument("--hmr", choices=["embedded", "hub"], default="embedded",
+                       help="hub: SAM 3D Body (official code installed by you, gated checkpoint) from each person's "
+                            "box and mask; keypoint prompts are then applied by the embedded fit")  # fmt: skip
     group.add_argument("--body", choices=["anny", "smplx"], default="anny",
                        help="body model of the fit: anny (default, shipped) or smplx (your own SMPL-X files, see "
                             "--smplx-model-dir)")  # fmt: skip
@@ -178,7 +181,8 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
         body_options = {"model_dir": None if args.smplx_model_dir is None else str(args.smplx_model_dir),
                         "gender": args.smplx_gender}  # fmt: skip
     return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=args.depth, device=device,
-                          fallback=not args.no_fallback, body=args.body, body_options=body_options)  # fmt: skip
+                          fallback=not args.no_fallback, body=args.body, body_options=body_options,
+                          hmr=args.hmr)  # fmt: skip
 
 
 _WARNED: set[str] = set()

@@ -18,13 +18,13 @@ _BACKEND_MODULES: dict[str, dict[str, str]] = {
     "segmentation": {"embedded": "pipelines.segmentation.embedded", "hub": "pipelines.segmentation.hub_sam2"},
     "keypoints": {"embedded": "pipelines.keypoints.embedded"},
     "camera": {"embedded": "pipelines.camera.embedded", "hub": "pipelines.camera.hub_moge"},
-    "hmr": {"embedded": "pipelines.hmr.embedded", "embedded+smplx": "pipelines.hmr.smplx_fit"},
+    "hmr": {"embedded": "pipelines.hmr.embedded", "embedded+smplx": "pipelines.hmr.smplx_fit",
+            "hub": "pipelines.hmr.hub_sam3d"},
     "body": {"anny": "pipelines.body.anny_model", "smplx": "pipelines.body.smplx_model"},
     "depth": {"hub": "pipelines.depth.hub_moge"},
 }
 # Backends that are designed for but not shipped yet: shown in selectors with the reason.
 _PLANNED: dict[str, dict[str, str]] = {
-    "hmr": {"hub": "SAM 3D Body (hub backend, gated): not available yet in this release"},
 }
 _FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
 

@@ -70,10 +70,11 @@ class EmbeddedHMR:
 
     def fit(self, camera: Camera, person: PersonDetection, prompts: dict[str, tuple[float, float]] | None = None,
             warm: FitState | None = None, estimate_focal: bool = False,
-            focal_prior_px: float | None = None, fast: bool = False) -> PersonFit:  # fmt: skip
+            focal_prior_px: float | None = None, fast: bool = False,
+            image_rgb_hw3: np.ndarray | None = None) -> PersonFit:  # fmt: skip
         """Fit one person. With estimate_focal the focal length is solved too (log-normal prior around
         focal_prior_px); the result's state.focal_px holds it. `fast` (warm-started prompt edits) runs
-        fewer iterations."""
+        fewer iterations. `image_rgb_hw3` is not used (the HumanMeshRecovery protocol passes it for image models)."""
         opts = FitOptions(**{**self.options.__dict__})
         opts.fit_focal = estimate_focal
         opts.focal_prior_px = focal_prior_px or camera.focal_px

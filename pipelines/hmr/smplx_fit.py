@@ -161,7 +161,7 @@ class SmplxHMR:
 
     def fit(self, camera: Camera, person: PersonDetection, prompts: dict[str, tuple[float, float]] | None = None,
             warm: SmplxFitState | None = None, estimate_focal: bool = False, focal_prior_px: float | None = None,
-            fast: bool = False) -> SmplxPersonFit:  # fmt: skip
+            fast: bool = False, image_rgb_hw3: np.ndarray | None = None) -> SmplxPersonFit:  # fmt: skip
         """Fit SMPL-X to one person (see the module docstring); `fast`: fewer iterations (prompt edits)."""
         import torch
 

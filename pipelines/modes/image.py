@@ -130,11 +130,11 @@ class ImagePipeline:
         return self._backends[stage]
 
     def _stage_kwargs(self, stage: str, name: str) -> dict[str, Any]:
-        if stage == "hmr":
-            return {"body": self.config.body, **self.config.body_options}
         kwargs: dict[str, Any] = {}
+        if stage == "hmr":
+            kwargs = {"body": self.config.body, **self.config.body_options}
         if name == "hub":
-            kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
+            kwargs.update({"device": self.config.device, **self.config.hub_options.get(stage, {})})
             if stage in self.config.checkpoints:
                 kwargs["repo_id"] = self.config.checkpoints[stage]
         if stage == "segmentation":
@@ -250,7 +250,8 @@ class ImagePipeline:
                 continue
             warm = session.fits.get(person.id) if session is not None else None
             fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
-                               estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None)  # fmt: skip
+                               estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None,
+                               image_rgb_hw3=rgb)  # fmt: skip
             if estimate:
                 estimated.append((person, fit))  # every person estimates the focal from the prior
             person.body = fit.body
@@ -268,7 +269,8 @@ class ImagePipeline:
             for person, fit in to_refit:
                 warm = fit.state.copy()
                 warm.root_pos_3 = warm.root_pos_3 * (focal / warm.focal_px)  # same size in the image
-                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True)
+                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True,
+                                   image_rgb_hw3=rgb)  # fmt: skip
                 person.body = fit.body
                 if session is not None:
                     session.fits[person.id] = fit.state
