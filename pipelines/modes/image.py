@@ -19,7 +19,6 @@ import numpy as np
 
 from pipelines.camera.embedded import focal_prior_px
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
-from pipelines.hmr.fit import FitState
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create, hmr_backend
 from pipelines.segmentation.embedded import validate_prompts
@@ -27,6 +26,7 @@ from pipelines.types import BackendUse, Camera, FrameResult, PersonDetection, Pe
 
 if TYPE_CHECKING:
     from pipelines.hmr.embedded import PersonFit
+    from pipelines.hmr.fit import FitState
 
 StageCallback = Callable[[str, FrameResult], None]
 ProgressCallback = Callable[[float, str], None]
@@ -68,7 +68,8 @@ class ImageSession:
 
     image_key: str = ""
     detections: list[PersonDetection] | None = None
-    fits: dict[int, FitState] = field(default_factory=dict)
+    fits: dict[int, FitState | Any] = field(default_factory=dict)
+    """Per person, the last fit's state (the hmr backend's own type) to warm-start the next fit."""
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
 
