@@ -186,7 +186,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
 
 
 _WARNED: set[str] = set()
-"""Fallback sentences already printed by this process (a batch warns once per stage)."""
+"""Fallback sentences already printed by this run (a batch warns once per stage)."""
 
 
 def _warn_fallbacks(result) -> None:  # noqa: ANN001 - FrameResult
@@ -363,6 +363,7 @@ def run_image(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _WARNED.clear()  # each run warns once per stage that fell back
     with native_logs_hidden(not getattr(args, "verbose", False)):
         try:
             if args.command == "image":
