@@ -19,7 +19,7 @@ from pipelines.hmr.hub_sam3d import map_output
 from pipelines.io.image_io import LoadedImage, load_image
 from pipelines.keypoints.names import COCO17_NAMES
 from pipelines.modes.image import ImagePipeline, PipelineConfig
-from pipelines.types import Camera, Prompts
+from pipelines.types import Camera, PersonDetection, Prompts
 from viz.outputs import write_outputs
 
 NAMES = [*COCO17_NAMES, "left_foot_index", "right_foot_index", "neck"]
@@ -132,3 +132,28 @@ def test_pipeline_with_sam3d_and_keypoint_prompts(pipeline: ImagePipeline, lunge
     moved = refined.camera.project(body.joints3d_cam.xyz_k3[[body.joints3d_cam.names.index("left_wrist")]])[0]
     assert np.linalg.norm(moved - prompt) < 0.75 * np.linalg.norm(wrist_px - prompt)
     assert body.per_keypoint_px["left_wrist"] < 5.0  # the prompt is met by the fitted wrist point (pixels)
+
+
+class _BoxOnlyDetector:
+    """A segmentation stage that finds one person as a box and a mask, without landmarks (as SAM2 alone)."""
+
+    def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
+        h, w = rgb.shape[:2]
+        mask_hw = np.zeros((h, w), np.float32)
+        mask_hw[100:500, 150:250] = 1.0
+        return [PersonDetection(bbox_xyxy=np.array([150.0, 100.0, 250.0, 500.0]), score=0.9, mask_hw=mask_hw)]
+
+    def apply_prompts(self, rgb: np.ndarray, people: list[PersonDetection], prompts: Prompts) -> list[PersonDetection]:
+        return list(people)
+
+
+def test_a_mask_only_detection_gets_a_sam3d_body(pipeline: ImagePipeline) -> None:
+    config = PipelineConfig(hmr="hub", hub_options={"hmr": {"estimator": StandInEstimator(), "names": NAMES}})
+    pipe = ImagePipeline(config, models=pipeline.models)
+    pipe._backends["segmentation"] = _BoxOnlyDetector()
+    rgb = np.full((600, 400, 3), 120, np.uint8)
+    result = pipe.run(LoadedImage(rgb_hw3=rgb, path=None, exif_focal_px=None, exif_note=None, warnings=[]))
+    (person,) = result.people
+    assert not person.detection.has_landmarks
+    assert person.body is not None and person.body.model == "mhr"  # no keypoints needed: box and mask in
+    assert person.body.verts_cam_v3[:, 2].min() > 0

@@ -14,6 +14,10 @@ from pipelines.types import BodyFit, Camera, PersonDetection
 
 
 class HumanMeshRecovery(Protocol):
+    needs_keypoints: bool
+    """Whether a person needs detected keypoints to be fitted (False: the box / mask is enough, e.g.
+    SAM 3D Body; the image mode skips people with too few keypoints otherwise). Default True."""
+
     def warmup(self) -> None:
         """Load the models (so that the first photo does not pay for it)."""
         ...

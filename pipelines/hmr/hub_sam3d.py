@@ -130,6 +130,9 @@ class Sam3dPersonFit:
 class HubSam3DBodyHMR:
     """SAM 3D Body from the box, mask and intrinsics; keypoint prompts refined by the embedded fit."""
 
+    needs_keypoints = False
+    """It works from the box (and mask): mask-only and box-only detections get a body too."""
+
     def __init__(self, body: str = "anny", repo_id: str = DEFAULT_REPO, device: str | None = None,
                  estimator: Any = None, names: list[str] | None = None, **_unused: Any) -> None:  # fmt: skip
         """`estimator`: an object with the official SAM3DBodyEstimator's process_one_image and faces (tests);

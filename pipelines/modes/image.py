@@ -246,7 +246,7 @@ class ImagePipeline:
         estimated: list[tuple[PersonResult, PersonFit]] = []
         for person in frame.people:
             n_ok = int((person.detection.keypoints2d.conf_k > 0.5).sum()) + len(kp_prompts.get(person.id, {}))
-            if n_ok < MIN_KEYPOINTS_TO_FIT:
+            if n_ok < MIN_KEYPOINTS_TO_FIT and getattr(self.hmr, "needs_keypoints", True):
                 warnings.append(f"Person {person.id}: too few visible keypoints to fit a body.")
                 continue
             warm = session.fits.get(person.id) if session is not None else None
