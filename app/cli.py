@@ -161,6 +161,20 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
                             "relative")  # fmt: skip
     group.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                        help="torch device of the hub models (default auto: CUDA when available)")  # fmt: skip
+    group.add_argument("--hmr", choices=["embedded", "hub"], default="embedded",
+                       help="hub: SAM 3D Body (official code installed by you, gated checkpoint) from each person's "
+                            "box and mask; keypoint prompts are then applied by the embedded fit")  # fmt: skip
+    group.add_argument("--body", choices=["anny", "smplx"], default="anny",
+                       help="body model of the fit: anny (default, shipped) or smplx (your own SMPL-X files, see "
+                            "--smplx-model-dir)")  # fmt: skip
+    group.add_argument("--smplx-model-dir", type=Path, metavar="DIR",
+                       help="folder with SMPLX_NEUTRAL.npz (or .pkl) from smpl-x.is.tue.mpg.de (licence-gated, "
+                            "not shipped)")  # fmt: skip
+    group.add_argument("--smplx-gender", choices=["neutral", "male", "female"], default="neutral",
+                       help="which SMPL-X file to use (default neutral)")
+    group.add_argument("--no-fallback", action="store_true",
+                       help="fail when a hub model cannot be had (default: warn and use that stage's embedded "
+                            "backend; result.json records the backend used)")  # fmt: skip
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.PipelineConfig
@@ -168,8 +182,31 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
 
     device = None if args.device in (None, "auto") else args.device
     depth, depth_file = (args.depth, None) if args.depth in ("none", "hub") else ("none", args.depth)
+    body_options = {}
+    if args.body == "smplx":
+        from pipelines.body.smplx_model import check_model_dir
+
+        check_model_dir(args.smplx_model_dir, args.smplx_gender)  # a wrong folder fails before any model loads
+        body_options = {"model_dir": None if args.smplx_model_dir is None else str(args.smplx_model_dir),
+                        "gender": args.smplx_gender}  # fmt: skip
     return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=depth, device=device,
-                          depth_file=depth_file, depth_kind=args.depth_kind)  # fmt: skip
+                          depth_file=depth_file, depth_kind=args.depth_kind, fallback=not args.no_fallback,
+                          body=args.body, body_options=body_options, hmr=args.hmr)  # fmt: skip
+
+
+_WARNED: set[str] = set()
+"""Fallback sentences already printed by this run (a batch warns once per stage)."""
+
+
+def _warn_fallbacks(result) -> None:  # noqa: ANN001 - FrameResult
+    """One 'warning: ...' line on stderr per stage that fell back to its embedded backend."""
+    from tqdm import tqdm
+
+    for use in result.backends.values():
+        text = use.sentence()
+        if text and text not in _WARNED:
+            _WARNED.add(text)
+            tqdm.write(f"warning: {text}", file=sys.stderr)
 
 
 _PIPELINES: dict[str, object] = {}
@@ -232,6 +269,7 @@ def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, image=No
     _prefetch_writers(not args.no_rrd)
     result = pipeline.run(image, prompts=prompts, focal_px=args.focal_px, progress=progress)
     result.timings_s["load"] = t_load
+    _warn_fallbacks(result)
     report(0.92, "writing outputs")
     t = time.perf_counter()
     for person in result.people:
@@ -252,7 +290,8 @@ def _summary(result, out_dir: Path) -> list[str]:  # noqa: ANN001 - FrameResult
         err = f"{b.reprojection_px_mean:.1f} px mean / {b.reprojection_px_max:.1f} px max"
         lines.append(f"  person {p.id}: height {b.height_m:.2f} m, distance {dist:.2f} m, reprojection {err}")
     lines += scene_summary(result.scene)
-    lines += [f"  note: {w}" for w in result.warnings]
+    fallbacks = {u.sentence() for u in result.backends.values()}  # printed as warnings already
+    lines += [f"  note: {w}" for w in result.warnings if w not in fallbacks]
     return lines
 
 
@@ -336,6 +375,7 @@ def run_image(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _WARNED.clear()  # each run warns once per stage that fell back
     with native_logs_hidden(not getattr(args, "verbose", False)):
         try:
             if args.command == "image":

@@ -7,6 +7,10 @@ with HF_HUB_OFFLINE=1).
 Random weights cost the same time as trained ones (same layers, same sizes). On lunge.jpg (801x1200).
 - segmentation: MediaPipe people + masks (embedded) vs the same + SAM2.1's image encoder at 1024 and
   one box-prompt mask per person (hub); "per prompt" is one more mask on the embedded image.
+- hmr / body: the embedded Anny fit vs the SMPL-X fit (a synthetic SMPLX_NEUTRAL.npz at the real mesh
+  size, 10,475 vertices; its keypoint path does not depend on the mesh) for the first person, focal
+  given; "per prompt" is a warm-started refit with one keypoint prompt. SAM 3D Body cannot run here
+  (its code needs torchvision, which CPU torch cannot import): not timed.
 - camera / depth: the embedded prior vs MoGe-2 at its default resolution (3600 base tokens), one
   inference shared by both stages. MoGe-2 ViT-S: the released checkpoint's neck widths are not known
   here, so the ViT-S encoder is timed with ViT-L's neck and heads (an upper bound).
@@ -16,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI does, before numpy loads (the Anny fit's small solves)
+
 import statistics
 import sys
 import tempfile
@@ -50,10 +57,41 @@ def _params_m(module: object) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6  # type: ignore[attr-defined]
 
 
+def _hmr_rows(rgb: np.ndarray, segmenter: object, tmp: Path, runs: int) -> list[list[object]]:
+    """The first person's fit with Anny (embedded) and SMPL-X (synthetic model file, real mesh size)."""
+    from bench.smplx_synthetic import save_synthetic_smplx
+    from pipelines.types import Camera
+
+    h, w = rgb.shape[:2]
+    person = create("keypoints", "embedded").add_keypoints(rgb, segmenter.detect(rgb)[:1])[0]  # type: ignore[attr-defined]
+    camera = Camera.from_focal(1500.0, w, h, "user")
+    wrist = person.keypoints2d.xy_k2[person.keypoints2d.names.index("left_wrist")]
+    prompt = {"left_wrist": (float(wrist[0] + 10), float(wrist[1] - 6))}
+    save_synthetic_smplx(tmp / "smplx")
+    rows: list[list[object]] = []
+    for label, body, kwargs in (("Anny fit (LM, numpy)", "anny", {}),
+                                ("SMPL-X fit (L-BFGS, torch), synthetic model file", "smplx",
+                                 {"model_dir": str(tmp / "smplx")})):  # fmt: skip
+        hmr = create("hmr", "embedded" if body == "anny" else "embedded+smplx", body=body, **kwargs)
+        t = time.perf_counter()
+        hmr.warmup()
+        load_s = time.perf_counter() - t
+        first = hmr.fit(camera, person, {})
+        t_fit = _median_s(lambda hmr=hmr: hmr.fit(camera, person, {}), runs)
+        t_prompt = _median_s(lambda hmr=hmr, first=first: hmr.fit(camera, person, prompt, warm=first.state.copy(),
+                                                                   fast=True), runs)  # fmt: skip
+        rows.append([f"hmr + body ({body})", "embedded", label, "–", f"{w}x{h}", load_s, t_fit * 1e3, t_prompt * 1e3])
+        _progress(rows[-1])
+    rows.append(["hmr", "hub", "SAM 3D Body (DINOv3)", "–", f"{w}x{h}", None, "not timed: needs torchvision", None])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per row (after one warm-up)")
     parser.add_argument("--skip-large", action="store_true", help="only the small hub models")
+    parser.add_argument("--stages", default="segmentation,hmr,camera",
+                        help="comma-separated: segmentation, hmr, camera (camera + depth)")
     args = parser.parse_args()
     import torch
 
@@ -65,10 +103,15 @@ def main() -> None:
         os.environ["HF_HUB_CACHE"] = str(Path(tmp) / "hub")
         os.environ["HF_HUB_OFFLINE"] = "1"
 
+        stages = set(args.stages.split(","))
         embedded_seg = create("segmentation", "embedded")
         t_seg = _median_s(lambda: embedded_seg.detect(rgb), args.runs)
         rows.append(["segmentation", "embedded", "MediaPipe PoseLandmarker full", "–", size, None, t_seg * 1e3, None])
+        if "hmr" in stages:
+            rows += _hmr_rows(rgb, embedded_seg, Path(tmp), args.runs)
         sam2_repos = ["facebook/sam2.1-hiera-tiny"] + ([] if args.skip_large else ["facebook/sam2.1-hiera-large"])
+        if "segmentation" not in stages:
+            sam2_repos = []
         for repo in sam2_repos:
             save_random_sam2(repo)
             seg = create("segmentation", "hub", repo_id=repo, device="cpu", people=embedded_seg)
@@ -95,6 +138,8 @@ def main() -> None:
         moge_models = [("Ruicheng/moge-2-vits-normal", "dinov2_vits14", "ViT-S")]
         if not args.skip_large:
             moge_models.append(("Ruicheng/moge-2-vitl-normal", "dinov2_vitl14", "ViT-L"))
+        if "camera" not in stages:
+            moge_models = []
         for repo, backbone, label in moge_models:
             save_random_moge2(repo, moge2_config(backbone))
             camera = create("camera", "hub", repo_id=repo, device="cpu")

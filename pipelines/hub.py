@@ -59,14 +59,16 @@ def choose_device(override: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------- packages
 
 
-def require_package(module: str, pip_name: str, what: str) -> ModuleType:
-    """Import `module` or raise HubUnavailable saying which PyPI package `what` needs."""
+def require_package(module: str, pip_name: str, what: str, how: str | None = None) -> ModuleType:
+    """Import `module` or raise HubUnavailable saying which PyPI package `what` needs (`how`: how to install
+    it, for code that is not on PyPI)."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        how = how or f"install it with `pip install {pip_name}`"
         raise HubUnavailable(
-            f"{what} needs the Python package {pip_name!r}, which is not installed "
-            f"({err}); install it with `pip install {pip_name}` or use the embedded backend."
+            f"{what} needs the Python package {pip_name!r}, which is not installed ({err}); {how} or use the "
+            "embedded backend."
         ) from err
     except RuntimeError as err:  # e.g. torchvision built for another torch: "operator ... does not exist"
         raise HubUnavailable(

@@ -28,9 +28,6 @@ import numpy as np
 
 from pipelines.registry import BackendUnavailable
 
-if importlib.util.find_spec("mediapipe") is None:  # the registry turns this into BackendUnavailable
-    raise ImportError("mediapipe is not installed (scripts/install.sh installs mediapipe==0.10.21)")
-
 BUNDLE_FORMAT = 1
 """Bump when the way bundles are built changes, so that stale cached bundles are rebuilt."""
 
@@ -69,10 +66,28 @@ def cache_dir() -> Path:
     return Path(xdg).expanduser() / "hmr-playground" / "mediapipe"
 
 
+MISSING = "the embedded backends need the Python package mediapipe, which is not installed: " \
+          "scripts/install.sh installs mediapipe==0.10.21 (pip install --no-deps mediapipe==0.10.21)"  # fmt: skip
+
+
+def unavailable_reason() -> str | None:
+    """Why the MediaPipe-based backends cannot run here (None: they can). Cheap: imports nothing.
+
+    This module never imports mediapipe at import time (nor fails without it), so that modules the
+    hub backends need can import it; the MediaPipe-based backends check this when created."""
+    try:
+        spec = importlib.util.find_spec("mediapipe")
+    except (ImportError, ValueError):
+        spec = None
+    return MISSING if spec is None or not spec.submodule_search_locations else None
+
+
 def _mediapipe_dir() -> Path:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailable(reason)
     spec = importlib.util.find_spec("mediapipe")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("mediapipe is not installed")
+    assert spec is not None and spec.submodule_search_locations
     return Path(next(iter(spec.submodule_search_locations)))
 
 

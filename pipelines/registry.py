@@ -18,14 +18,13 @@ _BACKEND_MODULES: dict[str, dict[str, str]] = {
     "segmentation": {"embedded": "pipelines.segmentation.embedded", "hub": "pipelines.segmentation.hub_sam2"},
     "keypoints": {"embedded": "pipelines.keypoints.embedded"},
     "camera": {"embedded": "pipelines.camera.embedded", "hub": "pipelines.camera.hub_moge"},
-    "hmr": {"embedded": "pipelines.hmr.embedded"},
-    "body": {"anny": "pipelines.body.anny_model"},
+    "hmr": {"embedded": "pipelines.hmr.embedded", "embedded+smplx": "pipelines.hmr.smplx_fit",
+            "hub": "pipelines.hmr.hub_sam3d"},
+    "body": {"anny": "pipelines.body.anny_model", "smplx": "pipelines.body.smplx_model"},
     "depth": {"hub": "pipelines.depth.hub_moge"},
 }
 # Backends that are designed for but not shipped yet: shown in selectors with the reason.
 _PLANNED: dict[str, dict[str, str]] = {
-    "hmr": {"hub": "SAM 3D Body (hub backend, gated): not available yet in this release"},
-    "body": {"smplx": "SMPL-X (needs your own model files): not available yet in this release"},
 }
 _FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
 
@@ -49,7 +48,15 @@ def stages() -> list[str]:
 
 
 def backend_names(stage: str) -> list[str]:
-    return list(_BACKEND_MODULES.get(stage, {}))
+    """The selectable backends of `stage` (not the body-specific variants named 'backend+body')."""
+    return [n for n in _BACKEND_MODULES.get(stage, {}) if "+" not in n]
+
+
+def hmr_backend(hmr: str, body: str) -> str:
+    """The registered hmr backend that fits `body` for the hmr choice `hmr` (e.g. embedded + smplx ->
+    'embedded+smplx', the SMPL-X fit); `hmr` itself when it has no body-specific variant."""
+    variant = f"{hmr}+{body}"
+    return variant if variant in _BACKEND_MODULES["hmr"] else hmr
 
 
 def availability(stage: str) -> dict[str, str | None]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
+    from pipelines.body.params import BodyParams
     from pipelines.depth.base import DepthResult
     from pipelines.scene.frame_scene import SceneResult
 
@@ -109,12 +110,20 @@ class PersonDetection:
     """Box around the person in pixels (x0, y0, x1, y1)."""
     score: float
     """Detection confidence in [0, 1]."""
-    mask_hw: np.ndarray
-    """Person mask, float32 (H, W) in [0, 1] (soft) at the image resolution."""
-    keypoints2d: Keypoints2D
-    """33 BlazePose landmarks in pixels (+ 21 per visible hand once the keypoint stage ran)."""
-    keypoints3d_hip: Keypoints3D
-    """BlazePose world landmarks: metres, hip-centred, axes parallel to the camera's (OpenCV)."""
+    mask_hw: np.ndarray | None = None
+    """Person mask, float32 (H, W) in [0, 1] (soft) at the image resolution; None for a box-only detection."""
+    keypoints2d: Keypoints2D = field(default_factory=lambda: Keypoints2D([], np.zeros((0, 2)), np.zeros(0)))
+    """33 BlazePose landmarks in pixels (+ 21 per visible hand once the keypoint stage ran); empty (no
+    names) for a mask-only or box-only detection (e.g. a hub detector): such a person gets no
+    keypoint fit unless an HMR backend works from the box and mask (has_landmarks tells)."""
+    keypoints3d_hip: Keypoints3D = field(default_factory=lambda: Keypoints3D([], np.zeros((0, 3)), frame="hip"))
+    """BlazePose world landmarks: metres, hip-centred, axes parallel to the camera's (OpenCV); empty when
+    the detector gives none."""
+
+    @property
+    def has_landmarks(self) -> bool:
+        """Whether the detector gave body landmarks (False: a mask-only or box-only detection)."""
+        return len(self.keypoints2d.names) > 0 and bool(np.any(self.keypoints2d.conf_k > 0))
 
 
 @dataclass
@@ -123,8 +132,9 @@ class BodyFit:
 
     model: str
     """Body model name, e.g. 'anny'."""
-    params: dict[str, np.ndarray]
-    """Model parameters (pose, shape, global rotation, translation); saved as person_<id>.npz."""
+    params: BodyParams | dict[str, np.ndarray]
+    """Model parameters (pose, shape, global rotation, translation), typed per body model (AnnyParams,
+    SMPLXParams, MHRParams in pipelines.body.params; each also reads as a mapping); saved as person_<id>.npz."""
     verts_cam_v3: np.ndarray
     """Mesh vertices (V, 3) in metres, OpenCV camera frame."""
     faces_f3: np.ndarray
@@ -151,6 +161,28 @@ class PersonResult:
 
 
 @dataclass
+class BackendUse:
+    """Which backend ran one stage, and why it is not the one asked for (a hub model that cannot be had)."""
+
+    stage: str
+    """Stage name (see pipelines.registry): segmentation, keypoints, camera, hmr, body, depth."""
+    asked: str
+    """The backend the configuration asked for, e.g. 'hub'."""
+    used: str
+    """The backend that ran, e.g. 'embedded' after a fallback ('none' for a skipped depth stage)."""
+    reason: str | None = None
+    """Why `asked` could not be used (names the repo or package and the fix); None when it ran."""
+
+    def sentence(self) -> str:
+        """One sentence for the user about a fallback ('' when the asked backend ran)."""
+        if self.reason is None:
+            return ""
+        instead = ("so this stage was skipped" if self.used == "none"
+                   else f"so the {self.used} {self.stage} backend ran instead")  # fmt: skip
+        return f"The {self.asked} {self.stage} backend could not be used, {instead}: {self.reason}"
+
+
+@dataclass
 class FrameResult:
     """The output of the pipeline for one image (or one frame of one camera)."""
 
@@ -170,3 +202,5 @@ class FrameResult:
     """Scene depth of the depth stage (None when it did not run)."""
     scene: SceneResult | None = None
     """Ground plane and metric scene around the people (pipelines.scene; None when it did not run)."""
+    backends: dict[str, BackendUse] = field(default_factory=dict)
+    """Per stage that ran: the backend asked for and the one used (they differ after a fallback)."""

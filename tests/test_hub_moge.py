@@ -106,7 +106,7 @@ def test_camera_and_depth_share_one_model_and_one_run(hf_cache: Path, small_lung
         assert len(runs) == 1 and result.depth_hw.shape == (h, w)
 
 
-def test_cli_offline_without_the_checkpoint_names_the_repo_and_fix(
+def test_cli_offline_no_fallback_names_the_repo_and_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], small_lunge: LoadedImage
 ) -> None:
     from app.cli import main
@@ -118,7 +118,7 @@ def test_cli_offline_without_the_checkpoint_names_the_repo_and_fix(
     cv2.imwrite(str(photo), small_lunge.rgb_hw3[..., ::-1])
     try:
         code = main(["image", str(photo), "--out", str(tmp_path / "out"), "--camera", "hub", "--device", "cpu",
-                     "--quiet", "--no-rrd"])  # fmt: skip
+                     "--no-fallback", "--quiet", "--no-rrd"])  # fmt: skip
     finally:
         moge_model.shared.cache_clear()
     assert code == 2 and not (tmp_path / "out").exists()

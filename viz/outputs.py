@@ -1,7 +1,8 @@
 """Write every output of one frame into a folder, atomically: readers see the old folder or the new one.
 
 Layout of `out_dir`:
-    result.json        image, camera, prompts used, people (keypoints, joints, height, fit quality), timings, warnings
+    result.json        image, camera, prompts used, people (keypoints, joints, height, fit quality), timings, warnings,
+                       backends (per stage: asked, used, why a hub backend fell back)
     result.rrd         the Rerun recording with the default blueprint
     overlay.png        the photo with the meshes and 2D keypoints drawn over it
     depth_metric.npy   the scene's depth in metres (with a depth source; see viz.scene_outputs)
@@ -92,6 +93,8 @@ def result_dict(
         "scene": scene_outputs.scene_entry(frame),
         "timings_s": dict(frame.timings_s),
         "warnings": list(frame.warnings),
+        "backends": {stage: {"asked": u.asked, "used": u.used, "fallback_reason": u.reason}
+                     for stage, u in frame.backends.items()},  # fmt: skip
     }
 
 

@@ -201,8 +201,9 @@ class RerunLogger:
             base = f"{PEOPLE_2D_PATH}/{person.id}"
             cls = person.id + 1
             dtype = np.uint8 if cls < 256 else np.uint16
-            seg_hw = (np.asarray(det.mask_hw) >= MASK_THRESHOLD).astype(dtype) * dtype(cls)
-            self.rec.log(f"{base}/mask", rr.SegmentationImage(seg_hw, opacity=0.4))
+            if det.mask_hw is not None:  # a box-only detection has none
+                seg_hw = (np.asarray(det.mask_hw) >= MASK_THRESHOLD).astype(dtype) * dtype(cls)
+                self.rec.log(f"{base}/mask", rr.SegmentationImage(seg_hw, opacity=0.4))
             x0, y0, x1, y1 = (float(v) for v in det.bbox_xyxy)
             self.rec.log(
                 f"{base}/bbox",
@@ -228,7 +229,8 @@ class RerunLogger:
                     show_labels=False,
                 ),
             )
-            self.rec.log(f"{base}/keypoints", rr.AnyValues(confidence=conf_k[ok_k]))
+            if ok_k.any():  # a mask-only or box-only detection has no keypoints
+                self.rec.log(f"{base}/keypoints", rr.AnyValues(confidence=conf_k[ok_k]))
 
     def log_bodies(self, people: Sequence[PersonResult]) -> None:
         """Meshes and 3D skeletons of the people with a body fit; clears those that lost theirs."""

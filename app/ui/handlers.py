@@ -67,6 +67,8 @@ class Engine:
     def __init__(self, *pipelines: ImagePipeline) -> None:
         """`pipelines`: already built pipelines to reuse (e.g. a warm one shared with tests)."""
         self._pipelines: dict[tuple[str, ...], ImagePipeline] = {config_key(p.config): p for p in pipelines}
+        self.models: dict[tuple[str, ...], object] = pipelines[0].models if pipelines else {}
+        """The model cache every pipeline of this engine shares (one copy per backend, device and checkpoint)."""
         self.lock = threading.Lock()
         """Held while a pipeline runs: the models are shared by every session."""
         self.warm = False
@@ -74,7 +76,7 @@ class Engine:
     def pipeline(self, config: PipelineConfig) -> ImagePipeline:
         key = config_key(config)
         if key not in self._pipelines:
-            self._pipelines[key] = ImagePipeline(config)
+            self._pipelines[key] = ImagePipeline(config, models=self.models)
         return self._pipelines[key]
 
     def warmup(self, example: str | Path | None = None) -> float:

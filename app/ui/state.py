@@ -41,7 +41,8 @@ def _detections_signature(people: list[PersonResult]) -> str:
         det = p.detection
         h.update(str(p.id).encode())
         h.update(np.asarray(det.bbox_xyxy, dtype=np.float64).tobytes())
-        h.update((np.asarray(det.mask_hw)[::4, ::4] >= 0.5).tobytes())
+        if det.mask_hw is not None:
+            h.update((np.asarray(det.mask_hw)[::4, ::4] >= 0.5).tobytes())
         h.update(np.asarray(det.keypoints2d.xy_k2, dtype=np.float64).tobytes())
     return h.hexdigest()
 

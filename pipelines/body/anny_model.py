@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -281,6 +282,21 @@ class AnnyBody:
         `rest` must hold the orientations, see rest_state)."""
         return anny_pose.local_ref_pose(self.tables, self.skel_levels, rest.heads_j3, rest.rot_j33, G_j33,
                                         root_pos_3)  # fmt: skip
+
+    def keypoint_names(self) -> set[str]:
+        """The detector / prompt names Anny has a point for (pipelines.body.base.BodyModel)."""
+        from pipelines.body.anny_points import known_point_names
+
+        return known_point_names(self)
+
+    def posed(self, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(vertices, joint names, joints) in metres for AnnyParams, by Anny itself (torch; BodyModel)."""
+        from pipelines.body.anny_points import output_joints
+
+        rest = self.rest_state(np.asarray(params["phenotype"], dtype=np.float64))
+        verts_v3 = self.posed_vertices(rest, params["bone_rot_world_j33"], params["root_pos_cam_3"])
+        names, joints_j3 = output_joints(self, verts_v3)
+        return verts_v3, names, joints_j3
 
     @cached_property
     def skel_levels(self) -> list[np.ndarray]:

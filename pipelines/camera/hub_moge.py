@@ -30,6 +30,10 @@ class HubMoGeCamera:
     def unavailable_reason() -> str | None:
         return moge_model.unavailable_reason()
 
+    def embedded_fallback(self) -> EmbeddedCamera:
+        """The camera stage when MoGe-2 cannot be had: user value > EXIF > the embedded prior."""
+        return self._given
+
     def initial(
         self, width: int, height: int, exif_focal_px: float | None, user_focal_px: float | None,
         image_rgb_hw3: np.ndarray | None = None,

@@ -8,6 +8,7 @@ import numpy as np
 
 from pipelines.body.anny_model import AnnyBody
 from pipelines.body.anny_points import known_point_names, output_joints
+from pipelines.body.params import AnnyParams
 from pipelines.errors import BadPromptError
 from pipelines.hmr.fit import FitOptions, FitState, FitTargets
 from pipelines.hmr.solver import BodyFitter, FitReport
@@ -69,10 +70,11 @@ class EmbeddedHMR:
 
     def fit(self, camera: Camera, person: PersonDetection, prompts: dict[str, tuple[float, float]] | None = None,
             warm: FitState | None = None, estimate_focal: bool = False,
-            focal_prior_px: float | None = None, fast: bool = False) -> PersonFit:  # fmt: skip
+            focal_prior_px: float | None = None, fast: bool = False,
+            image_rgb_hw3: np.ndarray | None = None) -> PersonFit:  # fmt: skip
         """Fit one person. With estimate_focal the focal length is solved too (log-normal prior around
         focal_prior_px); the result's state.focal_px holds it. `fast` (warm-started prompt edits) runs
-        fewer iterations."""
+        fewer iterations. `image_rgb_hw3` is not used (the HumanMeshRecovery protocol passes it for image models)."""
         opts = FitOptions(**{**self.options.__dict__})
         opts.fit_focal = estimate_focal
         opts.focal_prior_px = focal_prior_px or camera.focal_px
@@ -91,14 +93,14 @@ class EmbeddedHMR:
         err = report.err_px_k
         used = np.isfinite(err)
         per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}
-        params = {
-            "phenotype": st.pheno_p.copy(),
-            "phenotype_labels": np.array(body.phenotype_labels),
-            "bone_labels": np.array(body.bone_labels),
-            "bone_rot_world_j33": report.G_j33.copy(),
-            "root_pos_cam_3": st.root_pos_3.copy(),
-            "focal_px": np.array(st.focal_px),
-        }
+        params = AnnyParams(
+            phenotype=st.pheno_p.copy(),
+            phenotype_labels=np.array(body.phenotype_labels),
+            bone_labels=np.array(body.bone_labels),
+            bone_rot_world_j33=report.G_j33.copy(),
+            root_pos_cam_3=st.root_pos_3.copy(),
+            focal_px=np.array(st.focal_px),
+        )
         return BodyFit(
             model="anny",
             params=params,

@@ -124,6 +124,13 @@ def assign_hands(candidates: list[HandCandidate], slots: list[HandSlot]) -> dict
 class EmbeddedHandKeypoints:
     """21 keypoints per visible hand, with MediaPipe's HandLandmarker (full model), offline."""
 
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this backend cannot run here (mediapipe missing), without importing it."""
+        from pipelines.mediapipe_models import unavailable_reason
+
+        return unavailable_reason()
+
     def __init__(self, min_detection_confidence: float = 0.3, min_presence_confidence: float = 0.5) -> None:
         check_model_files()
         self.min_detection_confidence = min_detection_confidence

@@ -19,15 +19,15 @@ import numpy as np
 
 from pipelines.camera.embedded import focal_prior_px
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
-from pipelines.hmr.fit import FitState
 from pipelines.io.image_io import LoadedImage
-from pipelines.registry import create
+from pipelines.registry import create, hmr_backend
 from pipelines.scene.frame_scene import build_scene, hub_depth_input, read_depth_input
 from pipelines.segmentation.embedded import validate_prompts
-from pipelines.types import Camera, FrameResult, PersonDetection, PersonResult, Prompts
+from pipelines.types import BackendUse, Camera, FrameResult, PersonDetection, PersonResult, Prompts
 
 if TYPE_CHECKING:
     from pipelines.hmr.embedded import PersonFit
+    from pipelines.hmr.fit import FitState
 
 StageCallback = Callable[[str, FrameResult], None]
 ProgressCallback = Callable[[float, str], None]
@@ -56,6 +56,14 @@ class PipelineConfig:
     """What `depth_file` holds: metric (metres) | relative (depth up to scale and shift) | inverse (disparity)."""
     scene: bool = True
     """Ground plane from the people and, with a depth source, the metric scene (FrameResult.scene)."""
+    fallback: bool = True
+    """When a hub model cannot be had (offline, gated repo, missing package, no GPU), run that stage with its
+    embedded backend and say so in the result (False: raise the HubUnavailable error instead)."""
+    body_options: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the body model, e.g. {"model_dir": DIR, "gender": "neutral"} for SMPL-X (your own files)."""
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    """Per stage, the checkpoint of its hub backend: a Hugging Face repo id, e.g. {"segmentation":
+    "facebook/sam2.1-hiera-tiny"} (the same as hub_options[stage]["repo_id"]; this one wins)."""
     hub_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per stage, extra arguments of its hub backend, e.g. {"segmentation": {"repo_id": "facebook/sam2.1-hiera-tiny"}}
     (the checkpoint's repo; see the backend's constructor)."""
@@ -67,7 +75,8 @@ class ImageSession:
 
     image_key: str = ""
     detections: list[PersonDetection] | None = None
-    fits: dict[int, FitState] = field(default_factory=dict)
+    fits: dict[int, FitState | Any] = field(default_factory=dict)
+    """Per person, the last fit's state (the hmr backend's own type) to warm-start the next fit."""
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
 
@@ -100,23 +109,70 @@ def assign_keypoint_prompts(people: list[PersonDetection], prompts: Prompts, sel
 class ImagePipeline:
     """The single-image pipeline; backends are created on first use and reused."""
 
-    def __init__(self, config: PipelineConfig | None = None) -> None:
+    def __init__(self, config: PipelineConfig | None = None, models: dict[tuple[str, ...], object] | None = None
+                 ) -> None:  # fmt: skip
+        """`models`: a model cache shared by several pipelines (the UI's backend combinations), keyed by
+        stage, backend, device and options: pipelines that differ in one stage share the others' models."""
         self.config = config or PipelineConfig()
         self._backends: dict[str, object] = {}
+        self._models: dict[tuple[str, ...], object] = {} if models is None else models
+
+    @property
+    def models(self) -> dict[tuple[str, ...], object]:
+        """The backend instances by model_key (possibly shared with other pipelines)."""
+        return self._models
+
+    def model_key(self, stage: str) -> tuple[str, ...]:
+        """What identifies a stage's backend instance: stage, backend, its arguments (device, checkpoint...)
+        and whether it may fall back."""
+        name = getattr(self.config, stage)
+        kwargs = sorted(self._stage_kwargs(stage, name).items())
+        return (stage, name, repr(kwargs), str(self.config.fallback))
 
     def _get(self, stage: str):  # noqa: ANN202 - one of the stage protocols
         if stage not in self._backends:
-            if stage == "hmr":
-                self._backends[stage] = create("hmr", self.config.hmr, body=self.config.body)
-            else:
-                name = getattr(self.config, stage)
-                kwargs: dict[str, Any] = {}
-                if name == "hub":
-                    kwargs = {"device": self.config.device, **self.config.hub_options.get(stage, {})}
-                if stage == "segmentation":
-                    kwargs["max_people"] = self.config.max_people
-                self._backends[stage] = create(stage, name, **kwargs)
+            key = self.model_key(stage)
+            if key not in self._models:
+                self._models[key] = self._create(stage)
+            self._backends[stage] = self._models[key]
         return self._backends[stage]
+
+    def _stage_kwargs(self, stage: str, name: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if stage == "hmr":
+            kwargs = {"body": self.config.body, **self.config.body_options}
+        if name == "hub":
+            kwargs.update({"device": self.config.device, **self.config.hub_options.get(stage, {})})
+            if stage in self.config.checkpoints:
+                kwargs["repo_id"] = self.config.checkpoints[stage]
+        if stage == "segmentation":
+            kwargs["max_people"] = self.config.max_people
+        return kwargs
+
+    def _create(self, stage: str):  # noqa: ANN202 - one of the stage protocols
+        """The stage's backend; a hub one is wrapped so that it falls back to the embedded backend when its
+        model cannot be had (unless config.fallback is False)."""
+        from pipelines.fallback import EMBEDDED_BACKEND, FallbackBackend, NoDepth
+
+        name = getattr(self.config, stage)
+        embedded = EMBEDDED_BACKEND[stage]
+
+        def make(backend: str):  # noqa: ANN202
+            if stage == "depth" and backend == "none":
+                return NoDepth()
+            if stage == "hmr":  # the fit of the configured body model (e.g. embedded + smplx: the SMPL-X fit)
+                return create(stage, hmr_backend(backend, self.config.body), **self._stage_kwargs(stage, backend))
+            return create(stage, backend, **self._stage_kwargs(stage, backend))
+
+        if name == embedded or not self.config.fallback:
+            return make(name)
+        return FallbackBackend(stage, name, lambda: make(name), lambda: make(embedded))
+
+    def backend_uses(self) -> dict[str, BackendUse]:
+        """Per stage created so far: the backend asked for and the one in use (they differ after a fallback)."""
+        from pipelines.fallback import backend_use
+
+        return {stage: backend_use(b, stage, getattr(self.config, stage)) for stage, b in self._backends.items()}
 
     @property
     def hmr(self):  # noqa: ANN201
@@ -198,12 +254,13 @@ class ImagePipeline:
         estimated: list[tuple[PersonResult, PersonFit]] = []
         for person in frame.people:
             n_ok = int((person.detection.keypoints2d.conf_k > 0.5).sum()) + len(kp_prompts.get(person.id, {}))
-            if n_ok < MIN_KEYPOINTS_TO_FIT:
+            if n_ok < MIN_KEYPOINTS_TO_FIT and getattr(self.hmr, "needs_keypoints", True):
                 warnings.append(f"Person {person.id}: too few visible keypoints to fit a body.")
                 continue
             warm = session.fits.get(person.id) if session is not None else None
             fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
-                               estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None)  # fmt: skip
+                               estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None,
+                               image_rgb_hw3=rgb)  # fmt: skip
             if estimate:
                 estimated.append((person, fit))  # every person estimates the focal from the prior
             person.body = fit.body
@@ -221,7 +278,8 @@ class ImagePipeline:
             for person, fit in to_refit:
                 warm = fit.state.copy()
                 warm.root_pos_3 = warm.root_pos_3 * (focal / warm.focal_px)  # same size in the image
-                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True)
+                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True,
+                                   image_rgb_hw3=rgb)  # fmt: skip
                 person.body = fit.body
                 if session is not None:
                     session.fits[person.id] = fit.state
@@ -234,6 +292,8 @@ class ImagePipeline:
             t = time.perf_counter()
             frame.scene = build_scene(rgb, frame.camera.K_33, frame.people, depth_in or hub_depth_input(frame.depth))
             timings["scene"] = time.perf_counter() - t
+        frame.backends = self.backend_uses()
+        warnings += [u.sentence() for u in frame.backends.values() if u.reason is not None]
         report(1.0, "done")
         if on_stage:
             on_stage("bodies", frame)

@@ -302,6 +302,13 @@ def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
 class EmbeddedSegmenter:
     """People, masks and BlazePose landmarks with MediaPipe's models; prompt refinement with GrabCut."""
 
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this backend cannot run here (mediapipe missing), without importing it."""
+        from pipelines.mediapipe_models import unavailable_reason
+
+        return unavailable_reason()
+
     def __init__(
         self,
         max_people: int = 20,

@@ -199,6 +199,10 @@ class HubSam2Segmenter:
     def close(self) -> None:
         self.people.close()
 
+    def embedded_fallback(self) -> EmbeddedSegmenter:
+        """The embedded segmenter to use when SAM2 cannot be had: the MediaPipe one this backend already runs."""
+        return self.people
+
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """The people MediaPipe finds, each with SAM2's mask from its box (landmarks unchanged)."""
         found = self.people.detect(image_rgb_hw3)
