@@ -300,3 +300,19 @@ def test_fit_3d_beats_mediapipe_against_four_calibrated_cameras(pipeline, data_d
     fit, mp = np.array([s.fit_mm for s in samples]), np.array([s.mediapipe_mm for s in samples])
     assert fit.mean() < 0.9 * mp.mean()
     assert (fit < 1.5 * mp).all()
+
+
+def test_fit_gives_the_blas_threads_back(fitter: BodyFitter) -> None:
+    """The fit solves its small systems on one BLAS thread, then restores the caller's thread count (other
+    numpy work in the process keeps its threads) and still fits exact keypoints to sub-pixel error."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    pheno = np.array([0.3, 0.5, 0.6, 0.45, 0.7, 0.5])
+    uv, rel_k3, K = _render(fitter, _reaching_pose(fitter, pheno), pheno, np.array([0.1, 0.2, 3.5]), 1400.0)
+    report = fitter.fit(FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), rel_k3), K, FitOptions())
+    assert blas_threads() == before
+    assert np.nanmean(report.err_px_k) < 1.0
