@@ -88,10 +88,11 @@ class FitOptions:
     """Weight of a 3D landmark whose 2D confidence is lower than this (occluded joints keep their 3D)."""
     sigma_dir: float = 0.15
     """Sigma of the bone-direction term (difference of unit vectors, about radians); 0 = off."""
-    sigma_dir_depth: float | None = 0.08
+    sigma_dir_depth: float | None = None
     """Sigma of the same term's depth component (camera z: towards / away), which the 2D cannot tell;
-    None = sigma_dir. Chosen on the tuning data (bench/accuracy_lab3d.py's TUNED_ON): 0.08 against
-    0.15 took H36M S1+S5 from +9 % to +4 % of MediaPipe's PA-MPJPE, pose2sim_single unchanged."""
+    None = sigma_dir. 0.08 (chosen on the tuning data, bench/accuracy_lab3d.py's TUNED_ON) took H36M S1+S5
+    from +9 % to +4 % of MediaPipe's PA-MPJPE but changed nothing beyond noise on the held-out data and
+    raised the 2D error (pose2sim_multi 3.99 -> 4.65 px), so it is not the default."""
     sigma_shape: float = 0.3
     sigma_mask_px: float = 6.0
     mask_samples: int = 300
