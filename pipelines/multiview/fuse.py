@@ -21,6 +21,7 @@ from scipy.signal import savgol_filter
 from pipelines.keypoints.names import BLAZEPOSE_NAMES, COCO17_NAMES
 from pipelines.multiview.associate import MIN_CONF, Person, associate
 from pipelines.multiview.calibration import CalibratedCamera, undistort_points
+from pipelines.multiview.flips import apply_swaps, fix_left_right
 from pipelines.multiview.refine import RefineReport, bundle_adjust
 from pipelines.multiview.sync import estimate_offsets, shift_frames
 from pipelines.multiview.triangulate import triangulate_points
@@ -41,12 +42,18 @@ class FuseOptions:
     """Largest offset searched, in frames."""
     refine: bool = True
     """Refine the cameras by bundle adjustment."""
+    fix_left_right: bool = True
+    """Swap a view's left/right keypoints in the frames where the swapped ones agree much better with the
+    other views (pipelines.multiview.flips)."""
     intrinsics: bool = False
     """Also refine each camera's focal length and principal point."""
     ba_every: int = 2
     """Bundle adjustment on every n-th frame (speed)."""
     outlier_px: float = 50.0
     """Views farther than this from the consensus are left out of a point (triangulate_points)."""
+    refined_outlier_px: float = 20.0
+    """The same threshold for the final triangulation once the cameras are refined (about 3 sigma of the
+    keypoints' noise once the cameras agree; chosen on pose2sim_single)."""
     smooth_s: float = 0.0
     """Length of a Savitzky-Golay window over the 3D joints in seconds (0 = none; the 2D keypoints are
     already 1-euro filtered per view). Off by default: 0.1 s raised the median reprojection on
@@ -98,6 +105,12 @@ class FusionResult:
     """Per person: the raw (distorted) keypoints (views, F, K, 2) on the grid, for the viewer."""
     warnings: list[str] = field(default_factory=list)
     """Plain-language notes (views that see nobody, ...)."""
+    inlier_share: float = float("nan")
+    """Share of the confident keypoints (>= 0.5) of the associated people that the final triangulation used."""
+    median_reproj_all_px: float = float("nan")
+    """Median reprojection over all those confident keypoints, inliers or not (pixels)."""
+    left_right_swaps: int = 0
+    """(person, view, frame) detections where some left/right joints were swapped back."""
 
 
 def _view_obs(view: ViewTracks, cam: CalibratedCamera, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,15 +251,20 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
     raw_p = [_person_obs(p, list(raw), n_views, np.nan) for p in people]
     conf_p = [np.where(np.isfinite(u).all(-1), _person_obs(p, list(conf), n_views, 0.0), 0.0)
               for p, u in zip(people, und_p, strict=True)]  # fmt: skip
-    for v, view in enumerate(views):
-        if len(view.track_ids) and not any(v in p.members for p in people):
-            warnings.append(f"view {view.name}: its people match nobody in the other views (wrong calibration or "
-                            "camera order?); it is left out of the fusion.")  # fmt: skip
-
     zero = np.zeros(n_views)
     plain = _triangulate_people(und_p, conf_p, zero, cams, options.outlier_px, irls=0)
     plain_err = np.concatenate([r.reproj_px_vn[r.used_vn] for r, _, _ in plain])
     plain_median = float(np.nanmedian(plain_err)) if len(plain_err) else float("nan")
+    swaps = 0
+    if options.fix_left_right:
+        for i in range(len(people)):
+            perm_vfk = fix_left_right(und_p[i], conf_p[i], cams, FUSED_JOINT_NAMES)
+            swaps += int((perm_vfk != np.arange(perm_vfk.shape[-1])).any(-1).sum())
+            und_p[i], raw_p[i], conf_p[i] = (apply_swaps(a, perm_vfk) for a in (und_p[i], raw_p[i], conf_p[i]))
+    for v, view in enumerate(views):
+        if len(view.track_ids) and not any(v in p.members for p in people):
+            warnings.append(f"view {view.name}: its people match nobody in the other views (wrong calibration or "
+                            "camera order?); it is left out of the fusion.")  # fmt: skip
 
     offsets = zero
     if options.sync:
@@ -266,16 +284,20 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
                 break
             offsets = new_offsets
     say("triangulating the people")
-    final = _triangulate_people(und_p, conf_p, offsets, cur_cams, options.outlier_px)
+    final_outlier_px = options.refined_outlier_px if report is not None else options.outlier_px
+    final = _triangulate_people(und_p, conf_p, offsets, cur_cams, final_outlier_px)
     window = int(round(options.smooth_s * fps))
     fused: list[FusedPerson] = []
-    err_all, err_view = [], [[] for _ in range(n_views)]
+    err_all, err_view, err_conf, n_used = [], [[] for _ in range(n_views)], [], 0
     err_vf = [[[] for _ in range(n_frames)] for _ in range(n_views)]
     for pid, ((res, xy_s, _c), person) in enumerate(zip(final, people, strict=True)):
         n_k = len(FUSED_JOINT_NAMES)
         joints = smooth_joints(res.xyz_n3.reshape(n_frames, n_k, 3), window)
         err = _reproj_vn(joints.reshape(-1, 3), xy_s.reshape(n_views, -1, 2), cur_cams)
         used = res.used_vn & np.isfinite(err)
+        confident = (_c.reshape(n_views, -1) >= MIN_CONF) & np.isfinite(err)
+        err_conf.append(err[confident])
+        n_used += int(used.sum())
         for v in range(n_views):
             e = err[v][used[v]]
             err_view[v].append(e)
@@ -287,8 +309,11 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
     per_view = np.array([np.median(np.concatenate(e)) if sum(map(len, e)) else np.nan for e in err_view])
     reproj_vf = np.array([[np.median(x) if x else np.nan for x in row] for row in err_vf])
     raw_shifted = [_shifted(r, offsets, np.nan) for r in raw_p]
+    conf_e = np.concatenate(err_conf) if err_conf else np.zeros(0)
     return FusionResult(cur_cams, offsets, fused, n_frames, reproj_vf, float(np.median(all_e)) if len(all_e)
-                        else float("nan"), per_view, plain_median, report, raw_shifted, warnings)  # fmt: skip
+                        else float("nan"), per_view, plain_median, report, raw_shifted, warnings,
+                        n_used / max(1, len(conf_e)), float(np.median(conf_e)) if len(conf_e) else float("nan"),
+                        swaps)  # fmt: skip
 
 
 def _refine(und_p: list[np.ndarray], conf_p: list[np.ndarray], offsets: np.ndarray, cams: list[CalibratedCamera],
