@@ -241,6 +241,10 @@ def save_opencv_yml(cams: list[CalibratedCamera], folder: str | Path) -> tuple[P
 def save_qualisys(cams: list[CalibratedCamera], path: str | Path) -> Path:
     """Write a minimal Qualisys .qca.txt (the fields load_qualisys_calibration reads)."""
     flip = np.diag([1.0, -1.0, -1.0])
+
+    def g(x: float) -> str:
+        return repr(float(x))
+
     out = ['<?xml version="1.0" encoding="UTF-8"?>', "<calibration>", "<cameras>"]
     for c in cams:
         R = c.cam_T_world_44[:3, :3]
@@ -248,14 +252,14 @@ def save_qualisys(cams: list[CalibratedCamera], path: str | Path) -> Path:
         C = -R.T @ c.cam_T_world_44[:3, 3] * 1000.0
         K = c.camera.K_33 * 64.0
         k1, k2, p1, p2, k3 = np.asarray(c.dist_k, float)[:5]
-        rot = " ".join(f'r{i + 1}{j + 1}="{M[i, j]!r}"' for i in range(3) for j in range(3))
+        rot = " ".join(f'r{i + 1}{j + 1}="{g(M[i, j])}"' for i in range(3) for j in range(3))
         w, h = c.camera.width, c.camera.height
         out += [f'<camera active="1" serial="{c.name}">',
                 f'<fov_video left="0" top="0" right="{w - 1}" bottom="{h - 1}"/>',
-                f'<transform x="{C[0]!r}" y="{C[1]!r}" z="{C[2]!r}" {rot}/>',
-                f'<intrinsic focalLengthU="{K[0, 0]!r}" focalLengthV="{K[1, 1]!r}" centerPointU="{K[0, 2]!r}" '
-                f'centerPointV="{K[1, 2]!r}" radialDistortion1="{k1!r}" radialDistortion2="{k2!r}" '
-                f'radialDistortion3="{k3!r}" tangentalDistortion1="{p1!r}" tangentalDistortion2="{p2!r}"/>',
+                f'<transform x="{g(C[0])}" y="{g(C[1])}" z="{g(C[2])}" {rot}/>',
+                f'<intrinsic focalLengthU="{g(K[0, 0])}" focalLengthV="{g(K[1, 1])}" centerPointU="{g(K[0, 2])}" '
+                f'centerPointV="{g(K[1, 2])}" radialDistortion1="{g(k1)}" radialDistortion2="{g(k2)}" '
+                f'radialDistortion3="{g(k3)}" tangentalDistortion1="{g(p1)}" tangentalDistortion2="{g(p2)}"/>',
                 "</camera>"]  # fmt: skip
     out += ["</cameras>", "</calibration>", ""]
     Path(path).write_text("\n".join(out))

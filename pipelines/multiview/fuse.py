@@ -241,7 +241,7 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
         if not len(view.track_ids):
             warnings.append(f"view {view.name}: nobody was found in this video; it is left out of the fusion.")
     say("associating people across views")
-    people = associate(list(und), list(conf), cams)
+    people = associate(list(und), list(conf), cams, min_samples=min(100, max(20, 5 * n_frames)))
     if not people:
         return FusionResult(list(cams), np.zeros(n_views, int), [], n_frames, np.full((n_views, n_frames), np.nan),
                             float("nan"), np.full(n_views, np.nan), float("nan"), None, [], warnings +
@@ -267,9 +267,10 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
                             "camera order?); it is left out of the fusion.")  # fmt: skip
 
     offsets = zero
-    if options.sync:
+    max_offset = min(options.max_offset, n_frames // 4)  # a shift leaves at least 3/4 of a short clip to compare
+    if options.sync and max_offset >= 1:
         say("estimating time offsets")
-        offsets, _ = estimate_offsets(und_p, conf_p, cams, options.max_offset)
+        offsets, _ = estimate_offsets(und_p, conf_p, cams, max_offset)
     cur_cams = list(cams)
     report = None
     if options.refine:
@@ -277,9 +278,9 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
             say("refining the cameras (bundle adjustment)")
             report = _refine(und_p, conf_p, offsets, cams, options)
             cur_cams = report.cams
-            if not options.sync:
+            if not options.sync or max_offset < 1:
                 break
-            new_offsets, _ = estimate_offsets(und_p, conf_p, cur_cams, options.max_offset)
+            new_offsets, _ = estimate_offsets(und_p, conf_p, cur_cams, max_offset)
             if np.allclose(new_offsets, offsets, atol=0.05):
                 break
             offsets = new_offsets
