@@ -46,7 +46,8 @@ def report_dict(result: MultiviewResult) -> dict:
     for v, cam in enumerate(fusion.cams):
         ref = fusion.refine
         views.append({"name": cam.name, "video": result.infos[v].path.name,
-                      "time_offset_frames": _num(fusion.offsets_v[v]),
+                      "used": bool(fusion.used_v[v]),
+                      "time_offset_frames": _num(fusion.offsets_v[v]) if fusion.used_v[v] else None,
                       "median_reproj_px": _num(fusion.median_reproj_px_v[v]),
                       "rotation_change_deg": None if ref is None else _num(ref.rotation_change_deg_v[v]),
                       "translation_change_m": None if ref is None

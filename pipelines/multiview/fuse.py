@@ -112,6 +112,11 @@ class FusionResult:
     left_right_swaps: int = 0
     """(person, view, frame) detections where some left/right joints were swapped back."""
 
+    @property
+    def used_v(self) -> np.ndarray:
+        """Bool per view: some fused person is seen by it (the others' offsets and errors mean nothing)."""
+        return np.array([any(v in p.members for p in self.people) for v in range(len(self.cams))])
+
 
 def _view_obs(view: ViewTracks, cam: CalibratedCamera, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undistorted and raw keypoints (tracks, n_frames, K, 2) and conf of one view (fused joints only)."""

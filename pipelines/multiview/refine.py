@@ -51,8 +51,28 @@ def _with_pose(cam: CalibratedCamera, R_33: np.ndarray, C_3: np.ndarray, K_33: n
 
 
 def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
-                  obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, loss_px: float = 3.0,
-                  max_nfev: int = 60, intrinsics: bool = False) -> RefineReport:  # fmt: skip
+                  obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, min_obs: int = 30,
+                  **kwargs: float | bool) -> RefineReport:  # fmt: skip
+    """Refine the cameras with at least `min_obs` observations (the others are held: with nothing to
+    pin them they would take up the gauge); see `_bundle_adjust` for the rest."""
+    counts = np.bincount(obs_view_m, minlength=len(cams))
+    active = np.flatnonzero(counts >= min_obs)
+    if len(active) < 2:
+        return RefineReport(list(cams), np.zeros(len(cams)), np.zeros(len(cams)), float("nan"), float("nan"), 0)
+    keep = np.isin(obs_view_m, active)
+    remap = -np.ones(len(cams), dtype=int)
+    remap[active] = np.arange(len(active))
+    sub = _bundle_adjust(xyz_n3, remap[obs_view_m[keep]], obs_point_m[keep], obs_xy_m2[keep], obs_w_m[keep],
+                         [cams[v] for v in active], **kwargs)  # fmt: skip
+    out_cams, rot, trans = list(cams), np.zeros(len(cams)), np.zeros(len(cams))
+    for i, v in enumerate(active):
+        out_cams[v], rot[v], trans[v] = sub.cams[i], sub.rotation_change_deg_v[i], sub.translation_change_m_v[i]
+    return RefineReport(out_cams, rot, trans, sub.median_px_before, sub.median_px_after, sub.n_observations)
+
+
+def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
+                   obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, loss_px: float = 3.0,
+                   max_nfev: int = 60, intrinsics: bool = False) -> RefineReport:  # fmt: skip
     """Refine camera poses and points. Observation m is point obs_point_m[m] seen by view obs_view_m[m]
     at undistorted pixel obs_xy_m2[m] with weight obs_w_m[m] (confidence); xyz_n3 initial world points."""
     n_v, n_p = len(cams), len(xyz_n3)
