@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--cache", type=Path, default=None, help="folder for the per-view keypoints (reused)")
-    parser.add_argument("--json", type=Path, default=Path("bench_results/multiview.json"))
+    parser.add_argument("--json", type=Path, default=None, help="also save all numbers to this JSON file")
     args = parser.parse_args()
     print(machine_description(), f"; load average {os.getloadavg()[0]:.1f}")
     rows, report = [], {}
@@ -90,7 +90,8 @@ def main() -> None:
                "time offsets (frames, cam01-04)", "rotation change (deg)", "centre moved (cm)",
                "people: height, frames, hip jumps > 0.3 m", "fusion s", "fused frames/s end to end"]  # fmt: skip
     print(markdown_table(headers, rows))
-    save_json(args.json, report)
+    if args.json is not None:
+        save_json(args.json, report)
 
 
 if __name__ == "__main__":
