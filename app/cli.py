@@ -28,6 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from app.batch import Job, plan_jobs
+from app.cli_multiview import add_multiview_parser, run_multiview_cli
 from app.native_logs import native_logs_hidden
 from pipelines.errors import BadPromptError, UserFacingError
 from pipelines.scene.summary import scene_summary
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let MediaPipe / TFLite print their own log lines (hidden by default)")
     img.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     add_video_parser(sub)
+    add_multiview_parser(sub)
     return parser
 
 
@@ -382,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_image(args)
             if args.command == "video":
                 return run_video(args)
+            if args.command == "multiview":
+                return run_multiview_cli(args)
         except UserFacingError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -35,6 +35,8 @@ class CalibratedCamera:
     """Distortion coefficients in OpenCV order (k1, k2, p1, p2, k3)."""
     cam_T_world_44: np.ndarray
     """Maps world points (metres, z up) into this camera's OpenCV frame."""
+    size_known: bool = True
+    """False when the file gives no image size (EasyMocap): width/height are then guessed as 2 * (cx, cy)."""
 
     @property
     def P_34(self) -> np.ndarray:
@@ -50,6 +52,21 @@ class CalibratedCamera:
         """Project world points (N, 3) to undistorted pixels (N, 2)."""
         xyz_cam_n3 = xyz_world_n3 @ self.cam_T_world_44[:3, :3].T + self.cam_T_world_44[:3, 3]
         return self.camera.project(xyz_cam_n3)
+
+
+def make_camera(name: str, K_33: np.ndarray, dist_k: np.ndarray, cam_T_world_44: np.ndarray,
+                width: int | None, height: int | None) -> CalibratedCamera:
+    """A calibrated camera from its parts (metres, OpenCV frame); a missing size is guessed from the
+    principal point (`size_known` False)."""
+    K_33 = np.asarray(K_33, dtype=np.float64).reshape(3, 3)
+    dist_k = np.zeros(5) if dist_k is None else np.asarray(dist_k, dtype=np.float64).ravel()
+    dist_k = np.concatenate([dist_k, np.zeros(max(0, 5 - len(dist_k)))])
+    cam_T_world_44 = np.asarray(cam_T_world_44, dtype=np.float64)
+    known = width is not None and height is not None
+    w = int(width) if known else int(round(2 * K_33[0, 2]))
+    h = int(height) if known else int(round(2 * K_33[1, 2]))
+    camera = Camera(K_33=K_33, width=w, height=h, source="user", world_T_cam=np.linalg.inv(cam_T_world_44), name=name)
+    return CalibratedCamera(name=name, camera=camera, dist_k=dist_k, cam_T_world_44=cam_T_world_44, size_known=known)
 
 
 def _bad(path: Path, what: str) -> UserFacingError:

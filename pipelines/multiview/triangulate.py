@@ -139,7 +139,7 @@ def _gauss_newton(
 ) -> np.ndarray:
     """Minimise sum_v w_v |proj_v(X) - x_v|^2 per point (Gauss-Newton, all points at once)."""
     xyz_n3 = xyz_n3.copy()
-    ok_n = np.isfinite(xyz_n3).all(axis=1)
+    ok_n = np.isfinite(xyz_n3).all(axis=1) & ((weight_vn > 0).sum(axis=0) >= 2)
     xy_vn2 = np.where(np.isfinite(xy_vn2), xy_vn2, 0.0)
     for _ in range(n_iter):
         H_n33 = np.zeros((len(xyz_n3), 3, 3))

@@ -1,0 +1,93 @@
+"""The `multiview` subcommand of app.cli: argument parsing and printing only (the work is in
+pipelines.modes.multiview and viz.multiview_outputs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+MULTIVIEW_HELP = """exit codes:
+  0  the views were fused and the outputs written
+  1  internal error (rerun with --debug for the traceback)
+  2  bad input or usage: nothing was written (unreadable video, calibration that does not match, < 2 usable views)
+  3  written, but some views were left out or had problems (see the error lines)"""
+
+
+def add_multiview_parser(sub: argparse._SubParsersAction) -> None:
+    mv = sub.add_parser(
+        "multiview",
+        help="fuse synchronised, calibrated videos of the same people into metric 3D tracks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Detect and track the people in every video, associate them across views, estimate each camera's\n"
+            "time offset from their motion, refine the cameras by bundle adjustment, triangulate robustly, and\n"
+            "write into --out: tracks.json, report.json, calibration.json (the refined cameras), per person\n"
+            "track_<id>.trc (OpenSim) and track_<id>.bvh, and result.rrd (open with `rerun result.rrd`).\n"
+            "3D results are in metres in the calibration's world frame. Calibrations: the project's .json,\n"
+            "Qualisys .qca.txt, Pose2Sim Calib.toml, EasyMocap/OpenCV intri.yml + extri.yml. Videos are matched\n"
+            "to cameras by name (cam01.mp4 -> camera cam01), else by order."
+        ),
+        epilog=MULTIVIEW_HELP,
+    )
+    mv.add_argument("--videos", type=Path, nargs="+", required=True, metavar="VIDEO", help="one video per camera")
+    mv.add_argument("--calib", type=Path, metavar="FILE",
+                    help="the rig's calibration (default: Calib.qca.txt / Calib.toml / calibration.json / intri.yml "
+                         "beside the first video)")  # fmt: skip
+    mv.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, written atomically")
+    mv.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames of each video")
+    mv.add_argument("--max-side", type=int, default=1280, metavar="PX",
+                    help="downscale frames for the detector to this longer side (default 1280; 0 = never)")
+    mv.add_argument("--no-sync", action="store_true", help="do not estimate time offsets (videos are in sync)")
+    mv.add_argument("--no-refine", action="store_true", help="keep the cameras as calibrated (no bundle adjustment)")
+    mv.add_argument("--smooth-s", type=float, default=0.0, metavar="S",
+                    help="temporal smoothing window over the 3D joints in seconds (default 0: none)")
+    mv.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
+    mv.add_argument("--quiet", action="store_true", help="no progress bar")
+    mv.add_argument("--verbose", action="store_true", help="let MediaPipe print its own log lines")
+    mv.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+
+
+def _default_calib(first_video: Path) -> Path:
+    from pipelines.errors import UserFacingError
+
+    for name in ("Calib.qca.txt", "Calib.toml", "calibration.json", "intri.yml"):
+        if (first_video.parent / name).is_file():
+            return first_video.parent / name
+    raise UserFacingError(f"No --calib given and no Calib.qca.txt, Calib.toml, calibration.json or intri.yml beside "
+                          f"{first_video.name}; self-calibration from the people is not available yet.")  # fmt: skip
+
+
+def run_multiview_cli(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipelines.errors import UserFacingError
+    from pipelines.modes.multiview import MultiviewOptions, run_multiview
+    from pipelines.multiview.fuse import FuseOptions
+    from viz.multiview_outputs import report_dict, write_outputs
+
+    if args.frames is not None and args.frames < 1:
+        raise UserFacingError(f"--frames must be at least 1; got {args.frames}.")
+    calib = args.calib or _default_calib(args.videos[0])
+    options = MultiviewOptions(n_frames=args.frames, max_side=args.max_side or None,
+                               fuse=FuseOptions(sync=not args.no_sync, refine=not args.no_refine,
+                                                smooth_s=args.smooth_s))  # fmt: skip
+    with tqdm(disable=args.quiet, unit="frame", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        result = run_multiview(args.videos, calib, options, progress=bar.set_description,
+                               on_frame=lambda: bar.update(1))
+    written = write_outputs(result, args.out, rrd=not args.no_rrd)
+    report = report_dict(result)
+    print(f"{result.fusion.n_frames} frame(s) of {len(result.infos)} view(s) fused, {len(result.fusion.people)} "
+          f"person(s); median reprojection {report['median_reproj_px']} px (plain triangulation "
+          f"{report['plain_median_reproj_px']} px); {report['fused_fps']} fused frames/s; wrote {len(written)} "
+          f"file(s) to {args.out}")  # fmt: skip
+    for v in report["views"]:
+        print(f"  {v['name']}: time offset {v['time_offset_frames']} frames, median reprojection "
+              f"{v['median_reproj_px']} px, camera moved {v['rotation_change_deg']} deg / "
+              f"{v['translation_change_m']} m")
+    for p in result.fusion.people:
+        print(f"  person {p.id}: {int(p.frames_ok.sum())} frame(s), height {p.height_m:.2f} m, views "
+              f"{', '.join(result.fusion.cams[v].name for v in sorted(p.members))}")  # fmt: skip
+    for w in result.warnings:
+        print(f"error: {w}", file=sys.stderr)
+    return 3 if result.warnings else 0

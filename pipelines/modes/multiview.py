@@ -1,0 +1,160 @@
+"""Multi-view mode: N synchronised videos + a calibration -> fused metric 3D people over time.
+
+Per view: people detected, tracked and their keypoints smoothed as in the video mode
+(pipelines.multiview.views2d). Then pipelines.multiview.fuse: association across views, time
+offsets, camera refinement by bundle adjustment, robust triangulation. Inputs are checked first:
+a calibration that does not match the videos (count, names, image size), videos of other frame
+rates; a view that cannot be used is left out with a message, and the others are still fused when
+at least two remain. World frame and units: the calibration's (metres).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import UserFacingError
+from pipelines.io.video_io import VideoInfo, probe
+from pipelines.multiview.calibration import CalibratedCamera, make_camera
+from pipelines.multiview.formats import load_calibration
+from pipelines.multiview.fuse import FuseOptions, FusionResult, fuse_views
+from pipelines.multiview.views2d import ViewTracks, track_view
+
+
+@dataclass
+class MultiviewOptions:
+    """How a multi-view capture is processed."""
+
+    n_frames: int | None = None
+    """Process only the first N frames of each video (None = all)."""
+    max_side: int | None = 1280
+    """Downscale frames for the detector so that the longer side is at most this (keypoints are
+    returned in source pixels)."""
+    fuse: FuseOptions = field(default_factory=FuseOptions)
+    """Fusion options (sync, refinement, smoothing)."""
+
+
+@dataclass
+class MultiviewResult:
+    """A processed capture."""
+
+    infos: list[VideoInfo]
+    """The videos that were used, in the order of `fusion.cams`."""
+    cams_given: list[CalibratedCamera]
+    """Their cameras as given (before refinement)."""
+    views: list[ViewTracks]
+    """Per view: the tracked 2D people."""
+    fusion: FusionResult
+    """The fused people, offsets, refined cameras and errors."""
+    fps: float
+    """Frame rate of the frame grid (the first used video's)."""
+    seconds: dict[str, float]
+    """Wall time per stage (keypoints, fusion)."""
+    warnings: list[str] = field(default_factory=list)
+    """Views left out and why, and other notes."""
+
+
+def match_cameras(videos: list[Path], cams: list[CalibratedCamera], calib_name: str) -> list[CalibratedCamera]:
+    """The camera of each video: by name (the camera's name in the video's file name), else by order."""
+    by_name = []
+    for video in videos:
+        hits = [c for c in cams if c.name.lower() in video.stem.lower()]
+        by_name.append(max(hits, key=lambda c: len(c.name)) if hits else None)
+    if all(c is not None for c in by_name) and len({c.name for c in by_name}) == len(videos):
+        return by_name  # type: ignore[return-value]
+    if len(cams) != len(videos):
+        raise UserFacingError(
+            f"The calibration {calib_name} describes {len(cams)} camera(s) ({', '.join(c.name for c in cams)}) but "
+            f"{len(videos)} video(s) were given, and the video names do not name its cameras: give one video per "
+            "camera in the calibration's order, or name each video after its camera (e.g. cam01.mp4).")
+    return list(cams)
+
+
+def fit_camera_to_video(cam: CalibratedCamera, info: VideoInfo) -> tuple[CalibratedCamera | None, str | None]:
+    """The camera for the video's decoded size: as given when the sizes agree within 1 %, scaled when the
+    video is a uniformly resized copy, else None and the reason."""
+    if not cam.size_known:
+        return make_camera(cam.name, cam.camera.K_33, cam.dist_k, cam.cam_T_world_44, info.width, info.height), None
+    cw, ch = cam.camera.width, cam.camera.height
+    sx, sy = info.width / cw, info.height / ch
+    if abs(sx - 1) <= 0.01 and abs(sy - 1) <= 0.01:
+        return cam, None
+    if abs(sx - sy) <= 0.01:
+        K = cam.camera.K_33.copy()
+        K[:2] *= sx
+        new = make_camera(cam.name, K, cam.dist_k, cam.cam_T_world_44, info.width, info.height)
+        return new, (f"{info.path.name}: {info.width}x{info.height} is the calibration's {cw}x{ch} scaled by "
+                     f"{sx:.3f}; its intrinsics are scaled.")  # fmt: skip
+    return None, (f"{info.path.name} is {info.width}x{info.height} but camera {cam.name} of the calibration is "
+                  f"{cw}x{ch}: not the same camera setting; the view is left out.")  # fmt: skip
+
+
+def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo], list[CalibratedCamera], list[str]]:
+    """The usable views (video info + matching camera) and a message per view left out."""
+    if len(videos) < 2:
+        raise UserFacingError(f"Multi-view needs at least two videos; got {len(videos)}.")
+    infos = [probe(v) for v in videos]  # an unreadable video fails here, naming the file
+    cams = match_cameras([i.path for i in infos], load_calibration(calib_path), calib_path.name)
+    notes: list[str] = []
+    fps_ref = float(np.median([i.fps for i in infos]))
+    keep_i, keep_c = [], []
+    for info, cam in zip(infos, cams, strict=True):
+        if abs(info.fps - fps_ref) > 0.01 * fps_ref:
+            notes.append(f"{info.path.name} runs at {info.fps:.2f} frames/s, the others at {fps_ref:.2f}: "
+                         "the view is left out (resample it to the same rate).")  # fmt: skip
+            continue
+        fitted, note = fit_camera_to_video(cam, info)
+        if note:
+            notes.append(note)
+        if fitted is not None:
+            keep_i.append(info)
+            keep_c.append(fitted)
+    counts = sorted({i.frame_count for i in keep_i})
+    if len(counts) > 1:
+        lengths = ", ".join(f"{i.path.name}: {i.frame_count}" for i in keep_i)
+        notes.append(f"the videos have different lengths ({lengths} frames): frames are matched from the start, "
+                     "and each view is fused where it has frames.")
+    if len(keep_i) < 2:
+        raise UserFacingError("Fewer than two views can be used: " + " ".join(notes))
+    return keep_i, keep_c, notes
+
+
+def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOptions | None = None, *,
+                  detector=None, progress: Callable[[str], None] | None = None,  # noqa: ANN001
+                  on_frame: Callable[[], None] | None = None,
+                  views: list[ViewTracks] | None = None) -> MultiviewResult:  # fmt: skip
+    """Process a capture (see the module docstring). `views` (the per-view tracks of the same videos)
+    skips the keypoint stage (tests and benches cache them)."""
+    options = options or MultiviewOptions()
+    say = progress or (lambda _msg: None)
+    infos, cams, notes = check_inputs([Path(v) for v in videos], Path(calib_path))
+    t0 = time.perf_counter()
+    if views is None:
+        if detector is None:
+            from pipelines.registry import create
+
+            detector = create("segmentation", "embedded", single_pass=True, max_people=4)
+        views = []
+        for info, cam in zip(infos, cams, strict=True):
+            say(f"keypoints and tracking: {info.path.name}")
+            views.append(track_view(info, cam.name, detector, n_frames=options.n_frames, max_side=options.max_side,
+                                    on_frame=on_frame))  # fmt: skip
+    else:
+        by_name = {v.name: v for v in views}
+        views = [by_name[c.name] for c in cams]
+        if options.n_frames is not None:
+            n = options.n_frames
+            views = [dataclasses.replace(v, frames=v.frames[:n], xy_tfk2=v.xy_tfk2[:, :n], conf_tfk=v.conf_tfk[:, :n])
+                     for v in views]  # fmt: skip
+    for v in views:
+        notes += v.problems
+    t1 = time.perf_counter()
+    fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
+    t2 = time.perf_counter()
+    return MultiviewResult(infos, cams, views, fusion, infos[0].fps, {"keypoints": t1 - t0, "fusion": t2 - t1},
+                           notes + fusion.warnings)  # fmt: skip

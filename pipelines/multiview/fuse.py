@@ -1,0 +1,352 @@
+"""Fuse tracked 2D people of several calibrated views into 3D people over time.
+
+1. keypoints undistorted (per view), people associated across views (pipelines.multiview.associate);
+2. time offsets estimated from the people's motion (pipelines.multiview.sync);
+3. robust confidence-weighted triangulation (pipelines.multiview.triangulate), then the cameras
+   refined by bundle adjustment on the inlier keypoints (pipelines.multiview.refine); offsets are
+   estimated again with the refined cameras (and the cameras refined again if they changed);
+4. final triangulation per person and frame, light temporal smoothing (Savitzky-Golay over ~0.1 s,
+   scipy.signal), and one height per person for the sequence (median bone lengths).
+World frame and units are those of the calibration (metres); pixels are undistorted source pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.signal import savgol_filter
+
+from pipelines.keypoints.names import BLAZEPOSE_NAMES, COCO17_NAMES
+from pipelines.multiview.associate import MIN_CONF, Person, associate
+from pipelines.multiview.calibration import CalibratedCamera, undistort_points
+from pipelines.multiview.flips import apply_swaps, fix_left_right
+from pipelines.multiview.refine import RefineReport, bundle_adjust
+from pipelines.multiview.sync import estimate_offsets, shift_frames
+from pipelines.multiview.triangulate import triangulate_points
+from pipelines.multiview.views2d import ViewTracks
+
+FUSED_JOINT_NAMES: list[str] = COCO17_NAMES + ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
+"""The joints fused and written (BlazePose names: COCO-17 and the feet)."""
+_IDX = np.array([BLAZEPOSE_NAMES.index(n) for n in FUSED_JOINT_NAMES])
+
+
+@dataclass
+class FuseOptions:
+    """How the views are fused."""
+
+    sync: bool = True
+    """Estimate each camera's time offset."""
+    max_offset: int = 6
+    """Largest offset searched, in frames."""
+    refine: bool = True
+    """Refine the cameras by bundle adjustment."""
+    fix_left_right: bool = True
+    """Swap a view's left/right keypoints in the frames where the swapped ones agree much better with the
+    other views (pipelines.multiview.flips)."""
+    intrinsics: bool = False
+    """Also refine each camera's focal length and principal point."""
+    ba_every: int = 2
+    """Bundle adjustment on every n-th frame (speed)."""
+    outlier_px: float = 50.0
+    """Views farther than this from the consensus are left out of a point (triangulate_points)."""
+    refined_outlier_px: float = 20.0
+    """The same threshold for the final triangulation once the cameras are refined (about 3 sigma of the
+    keypoints' noise once the cameras agree; chosen on pose2sim_single)."""
+    smooth_s: float = 0.0
+    """Length of a Savitzky-Golay window over the 3D joints in seconds (0 = none; the 2D keypoints are
+    already 1-euro filtered per view). Off by default: 0.1 s raised the median reprojection on
+    pose2sim_single from 5.7 to 6.1 px and on pose2sim_multi from 7.2 to 10.1 px."""
+
+
+@dataclass
+class FusedPerson:
+    """One person in 3D over the frame grid."""
+
+    id: int
+    """Person id (0, 1, ... by decreasing number of views and frames)."""
+    members: dict[int, list[int]]
+    """View index -> that view's track rows that are this person."""
+    joints_fk3: np.ndarray
+    """World joints (F, K, 3) in metres (FUSED_JOINT_NAMES); NaN where not triangulated."""
+    height_m: float
+    """Standing height estimated from the median bone lengths, metres."""
+
+    @property
+    def frames_ok(self) -> np.ndarray:
+        """Frames (grid indices) where the person has at least 12 triangulated joints."""
+        return np.isfinite(self.joints_fk3).all(-1).sum(-1) >= 12
+
+
+@dataclass
+class FusionResult:
+    """Everything the multi-view fusion found."""
+
+    cams: list[CalibratedCamera]
+    """The cameras used for the final result (refined when refinement ran)."""
+    offsets_v: np.ndarray
+    """Per view: time offset in frames (see pipelines.multiview.sync)."""
+    people: list[FusedPerson]
+    """The fused people."""
+    n_frames: int
+    """Length of the common frame grid (reference view frames)."""
+    reproj_px_vf: np.ndarray
+    """Per view and frame: median reprojection error of the fused joints on that view's inlier keypoints."""
+    median_reproj_px: float
+    """Median over every inlier observation of every view, person and frame (pixels)."""
+    median_reproj_px_v: np.ndarray
+    """The same per view."""
+    plain_median_reproj_px: float
+    """Plain triangulation with the given calibration and no offsets (the baseline), pixels."""
+    refine: RefineReport | None = None
+    """What the bundle adjustment changed (None without refinement)."""
+    obs_xy_pvfk2: list[np.ndarray] = field(default_factory=list)
+    """Per person: the raw (distorted) keypoints (views, F, K, 2) on the grid, for the viewer."""
+    warnings: list[str] = field(default_factory=list)
+    """Plain-language notes (views that see nobody, ...)."""
+    inlier_share: float = float("nan")
+    """Share of the confident keypoints (>= 0.5) of the associated people that the final triangulation used."""
+    median_reproj_all_px: float = float("nan")
+    """Median reprojection over all those confident keypoints, inliers or not (pixels)."""
+    left_right_swaps: int = 0
+    """(person, view, frame) detections where some left/right joints were swapped back."""
+
+    @property
+    def used_v(self) -> np.ndarray:
+        """Bool per view: some fused person is seen by it (the others' offsets and errors mean nothing)."""
+        return np.array([any(v in p.members for p in self.people) for v in range(len(self.cams))])
+
+
+def _view_obs(view: ViewTracks, cam: CalibratedCamera, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undistorted and raw keypoints (tracks, n_frames, K, 2) and conf of one view (fused joints only)."""
+    t, f = view.xy_tfk2.shape[:2]
+    raw = np.full((t, n_frames, len(_IDX), 2), np.nan)
+    conf = np.zeros((t, n_frames, len(_IDX)))
+    raw[:, :f] = view.xy_tfk2[:, :, _IDX]
+    conf[:, :f] = view.conf_tfk[:, :, _IDX]
+    und = undistort_points(raw.reshape(-1, 2), cam).reshape(raw.shape) if t else raw.copy()
+    conf = np.where(np.isfinite(und).all(-1), conf, 0.0)
+    return und, raw, conf
+
+
+def _person_obs(person: Person, arrays: list[np.ndarray], n_views: int, fill: float) -> np.ndarray:
+    """Merge a person's rows per view into (views, F, K[, 2])."""
+    shape = next(a.shape[1:] for a in arrays if len(a))
+    out = np.full((n_views, *shape), fill)
+    for v, rows in person.members.items():
+        for r in rows:
+            seen = np.isfinite(arrays[v][r]) if fill != fill else arrays[v][r] > 0
+            if seen.ndim == 3:
+                seen = seen.all(-1)
+            frames = seen.any(-1)
+            out[v, frames] = arrays[v][r][frames]
+    return out
+
+
+def _shifted(a_vf: np.ndarray, offsets_v: np.ndarray, fill: float) -> np.ndarray:
+    return np.stack([shift_frames(a_vf[v], float(offsets_v[v]), fill) for v in range(len(a_vf))])
+
+
+def _triangulate_people(und: list[np.ndarray], conf: list[np.ndarray], offsets_v: np.ndarray,
+                        cams: list[CalibratedCamera], outlier_px: float, irls: int = 3,
+                        huber_px: float = 3.0):  # noqa: ANN202 - list of (result, xy, conf)
+    out = []
+    for xy_vfk2, c_vfk in zip(und, conf, strict=True):
+        xy_s, c_s = _shifted(xy_vfk2, offsets_v, np.nan), _shifted(c_vfk, offsets_v, 0.0)
+        n_v, n_f, n_k = c_s.shape
+        xy_vn2, c_vn = xy_s.reshape(n_v, -1, 2), np.where(c_s >= MIN_CONF, c_s, 0.0).reshape(n_v, -1)
+        w_vn = c_vn
+        for _ in range(1 + irls):  # reweighted (Huber, `huber_px`) as the bundle adjustment's robust loss
+            res = triangulate_points(xy_vn2, w_vn, cams, distorted=False, min_conf=1e-6, outlier_px=outlier_px)
+            err = np.nan_to_num(res.reproj_px_vn, nan=np.inf)
+            w_vn = c_vn * np.minimum(1.0, huber_px / np.maximum(err, 1e-9))
+            w_vn = np.where(np.isfinite(err) | (c_vn == 0), w_vn, c_vn)
+        out.append((res, xy_s, c_s))
+    return out
+
+
+def _reproj_vn(xyz_n3: np.ndarray, xy_vn2: np.ndarray, cams: list[CalibratedCamera]) -> np.ndarray:
+    err = np.full(xy_vn2.shape[:2], np.nan)
+    for v, cam in enumerate(cams):
+        with np.errstate(invalid="ignore"):
+            err[v] = np.linalg.norm(cam.project_world(xyz_n3) - xy_vn2[v], axis=-1)
+    return err
+
+
+def smooth_joints(joints_fk3: np.ndarray, window: int, max_gap: int = 5) -> np.ndarray:
+    """Fill gaps of up to `max_gap` frames linearly, then Savitzky-Golay (order 2) over runs long enough."""
+    out = joints_fk3.copy()
+    if window < 5:
+        return out
+    window |= 1
+    n_f = len(out)
+    t = np.arange(n_f)
+    for k in range(out.shape[1]):
+        for d in range(3):
+            x = out[:, k, d]
+            ok = np.isfinite(x)
+            if ok.sum() < 2:
+                continue
+            filled = np.interp(t, t[ok], x[ok])
+            gap = np.zeros(n_f, dtype=bool)  # frames within a gap longer than max_gap stay NaN
+            run_start = None
+            for f in range(n_f + 1):
+                missing = f < n_f and not ok[f]
+                if missing and run_start is None:
+                    run_start = f
+                elif not missing and run_start is not None:
+                    if f - run_start > max_gap or run_start == 0 or f == n_f:
+                        gap[run_start:f] = True
+                    run_start = None
+            filled[gap] = np.nan
+            good = np.isfinite(filled)
+            start = None
+            for f in range(n_f + 1):
+                if f < n_f and good[f]:
+                    start = f if start is None else start
+                elif start is not None:
+                    if f - start >= window:
+                        filled[start:f] = savgol_filter(filled[start:f], window, 2)
+                    start = None
+            out[:, k, d] = filled
+    return out
+
+
+def height_from_joints(joints_fk3: np.ndarray) -> float:
+    """Standing height (m) from median segment lengths: heel-ankle-knee-hip, hip-shoulder, shoulder-ear,
+    plus the head above the ears (0.12 m, a typical adult's)."""
+    j = {n: joints_fk3[:, i] for i, n in enumerate(FUSED_JOINT_NAMES)}
+
+    def seg(a: np.ndarray, b: np.ndarray) -> float:
+        d = np.linalg.norm(a - b, axis=-1)
+        d = d[np.isfinite(d)]
+        return float(np.median(d)) if len(d) else float("nan")
+
+    def mid(a: str, b: str) -> np.ndarray:
+        return (j[a] + j[b]) / 2
+
+    legs = np.nanmean([seg(j[f"{s}_heel"], j[f"{s}_ankle"]) + seg(j[f"{s}_ankle"], j[f"{s}_knee"])
+                       + seg(j[f"{s}_knee"], j[f"{s}_hip"]) for s in ("left", "right")])  # fmt: skip
+    torso = seg(mid("left_hip", "right_hip"), mid("left_shoulder", "right_shoulder"))
+    neck = seg(mid("left_shoulder", "right_shoulder"), mid("left_ear", "right_ear"))
+    return float(legs + torso + neck + 0.12)
+
+
+def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: FuseOptions | None = None, *,
+               fps: float = 30.0, progress: Callable[[str], None] | None = None) -> FusionResult:  # fmt: skip
+    """Fuse the views (same order as `cams`); see the module docstring."""
+    options = options or FuseOptions()
+    say = progress or (lambda _msg: None)
+    n_views = len(views)
+    n_frames = max(len(v.frames) for v in views)
+    warnings: list[str] = []
+    und, raw, conf = zip(*[_view_obs(v, c, n_frames) for v, c in zip(views, cams, strict=True)], strict=True)
+    for view in views:
+        if not len(view.track_ids):
+            warnings.append(f"view {view.name}: nobody was found in this video; it is left out of the fusion.")
+    say("associating people across views")
+    people = associate(list(und), list(conf), cams, min_samples=min(100, max(20, 5 * n_frames)))
+    if not people:
+        return FusionResult(list(cams), np.zeros(n_views, int), [], n_frames, np.full((n_views, n_frames), np.nan),
+                            float("nan"), np.full(n_views, np.nan), float("nan"), None, [], warnings +
+                            ["no person is seen by two views: nothing can be triangulated."])  # fmt: skip
+    people.sort(key=lambda p: -sum(len(r) for r in p.members.values()))
+    und_p = [_person_obs(p, list(und), n_views, np.nan) for p in people]
+    raw_p = [_person_obs(p, list(raw), n_views, np.nan) for p in people]
+    conf_p = [np.where(np.isfinite(u).all(-1), _person_obs(p, list(conf), n_views, 0.0), 0.0)
+              for p, u in zip(people, und_p, strict=True)]  # fmt: skip
+    zero = np.zeros(n_views)
+    plain = _triangulate_people(und_p, conf_p, zero, cams, options.outlier_px, irls=0)
+    plain_err = np.concatenate([r.reproj_px_vn[r.used_vn] for r, _, _ in plain])
+    plain_median = float(np.nanmedian(plain_err)) if len(plain_err) else float("nan")
+    swaps = 0
+    if options.fix_left_right:
+        for i in range(len(people)):
+            perm_vfk = fix_left_right(und_p[i], conf_p[i], cams, FUSED_JOINT_NAMES)
+            swaps += int((perm_vfk != np.arange(perm_vfk.shape[-1])).any(-1).sum())
+            und_p[i], raw_p[i], conf_p[i] = (apply_swaps(a, perm_vfk) for a in (und_p[i], raw_p[i], conf_p[i]))
+    for v, view in enumerate(views):
+        if len(view.track_ids) and not any(v in p.members for p in people):
+            warnings.append(f"view {view.name}: its people match nobody in the other views (wrong calibration or "
+                            "camera order?); it is left out of the fusion.")  # fmt: skip
+
+    offsets = zero
+    max_offset = min(options.max_offset, n_frames // 4)  # a shift leaves at least 3/4 of a short clip to compare
+    if options.sync and max_offset >= 1:
+        say("estimating time offsets")
+        offsets, _ = estimate_offsets(und_p, conf_p, cams, max_offset)
+    cur_cams = list(cams)
+    report = None
+    if options.refine:
+        for _round in range(2):
+            say("refining the cameras (bundle adjustment)")
+            report = _refine(und_p, conf_p, offsets, cams, options)
+            cur_cams = report.cams
+            if not options.sync or max_offset < 1:
+                break
+            new_offsets, _ = estimate_offsets(und_p, conf_p, cur_cams, max_offset)
+            if np.allclose(new_offsets, offsets, atol=0.05):
+                break
+            offsets = new_offsets
+    say("triangulating the people")
+    final_outlier_px = options.refined_outlier_px if report is not None else options.outlier_px
+    final = _triangulate_people(und_p, conf_p, offsets, cur_cams, final_outlier_px)
+    window = int(round(options.smooth_s * fps))
+    fused: list[FusedPerson] = []
+    err_all, err_view, err_conf, n_used = [], [[] for _ in range(n_views)], [], 0
+    err_vf = [[[] for _ in range(n_frames)] for _ in range(n_views)]
+    for pid, ((res, xy_s, _c), person) in enumerate(zip(final, people, strict=True)):
+        n_k = len(FUSED_JOINT_NAMES)
+        joints = smooth_joints(res.xyz_n3.reshape(n_frames, n_k, 3), window)
+        err = _reproj_vn(joints.reshape(-1, 3), xy_s.reshape(n_views, -1, 2), cur_cams)
+        used = res.used_vn & np.isfinite(err)
+        confident = (_c.reshape(n_views, -1) >= MIN_CONF) & np.isfinite(err)
+        err_conf.append(err[confident])
+        n_used += int(used.sum())
+        for v in range(n_views):
+            e = err[v][used[v]]
+            err_view[v].append(e)
+            err_all.append(e)
+            for n in np.flatnonzero(used[v]):
+                err_vf[v][n // n_k].append(err[v, n])
+        fused.append(FusedPerson(pid, person.members, joints, height_from_joints(joints)))
+    all_e = np.concatenate(err_all) if err_all else np.zeros(0)
+    per_view = np.array([np.median(np.concatenate(e)) if sum(map(len, e)) else np.nan for e in err_view])
+    reproj_vf = np.array([[np.median(x) if x else np.nan for x in row] for row in err_vf])
+    raw_shifted = [_shifted(r, offsets, np.nan) for r in raw_p]
+    conf_e = np.concatenate(err_conf) if err_conf else np.zeros(0)
+    return FusionResult(cur_cams, offsets, fused, n_frames, reproj_vf, float(np.median(all_e)) if len(all_e)
+                        else float("nan"), per_view, plain_median, report, raw_shifted, warnings,
+                        n_used / max(1, len(conf_e)), float(np.median(conf_e)) if len(conf_e) else float("nan"),
+                        swaps)  # fmt: skip
+
+
+def _refine(und_p: list[np.ndarray], conf_p: list[np.ndarray], offsets: np.ndarray, cams: list[CalibratedCamera],
+            options: FuseOptions) -> RefineReport:  # fmt: skip
+    """Bundle adjustment on the inlier keypoints of every `ba_every`-th frame (starting from `cams`)."""
+    tri = _triangulate_people(und_p, conf_p, offsets, cams, options.outlier_px)
+    pts, views, pidx, xy, w = [], [], [], [], []
+    base = 0
+    for res, xy_s, c_s in tri:
+        n_v = len(cams)
+        n_f = xy_s.shape[1]
+        keep_n = np.zeros(res.xyz_n3.shape[0], dtype=bool)
+        n_k = xy_s.shape[2]
+        frame_n = np.arange(len(keep_n)) // n_k
+        keep_n = res.valid_n & (frame_n % options.ba_every == 0) & (frame_n < n_f)
+        idx = np.flatnonzero(keep_n)
+        remap = -np.ones(len(keep_n), dtype=int)
+        remap[idx] = np.arange(len(idx)) + base
+        pts.append(res.xyz_n3[idx])
+        used = res.used_vn & keep_n[None]
+        flat_xy, flat_c = xy_s.reshape(n_v, -1, 2), c_s.reshape(n_v, -1)
+        for v in range(n_v):
+            n = np.flatnonzero(used[v])
+            views.append(np.full(len(n), v))
+            pidx.append(remap[n])
+            xy.append(flat_xy[v, n])
+            w.append(flat_c[v, n])
+        base += len(idx)
+    return bundle_adjust(np.concatenate(pts), np.concatenate(views), np.concatenate(pidx), np.concatenate(xy),
+                         np.concatenate(w), cams, intrinsics=options.intrinsics)  # fmt: skip

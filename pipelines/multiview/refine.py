@@ -1,0 +1,140 @@
+"""Refine the cameras from the people: bundle adjustment on the keypoints over time.
+
+Unknowns: each camera's pose (a rotation vector applied on the world side, R = R0 exp([w]x), and its
+centre C) and the 3D points (one per person, frame and joint). Residuals: the confidence-weighted
+reprojection error in undistorted pixels, under a robust loss (soft L1, scale `loss_px`), solved by
+scipy.optimize.least_squares with a sparse Jacobian. Intrinsics and distortion are held.
+
+The gauge (a world rotation, translation and scale that move every camera and point together) is
+fixed by 7 stiff residuals: the rotation vectors sum to zero, the centroid of the camera centres is
+kept, and so is their mean distance to it. The metric scale, the world's position and its axes are
+thus those of the given calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.sparse import lil_matrix
+from scipy.spatial.transform import Rotation
+
+from pipelines.multiview.calibration import CalibratedCamera, make_camera
+
+
+@dataclass
+class RefineReport:
+    """What the bundle adjustment changed."""
+
+    cams: list[CalibratedCamera]
+    """The refined cameras (same order, intrinsics unchanged)."""
+    rotation_change_deg_v: np.ndarray
+    """Per camera: angle of R_new R_old^T, degrees."""
+    translation_change_m_v: np.ndarray
+    """Per camera: distance its centre moved, metres."""
+    median_px_before: float
+    """Median reprojection error of the inlier observations before, pixels."""
+    median_px_after: float
+    """The same after."""
+    n_observations: int
+    """Observations used."""
+
+
+def _with_pose(cam: CalibratedCamera, R_33: np.ndarray, C_3: np.ndarray, K_33: np.ndarray) -> CalibratedCamera:
+    T_44 = np.eye(4)
+    T_44[:3, :3] = R_33
+    T_44[:3, 3] = -R_33 @ C_3
+    new = make_camera(cam.name, K_33, cam.dist_k, T_44, cam.camera.width, cam.camera.height)
+    return dataclasses.replace(new, size_known=cam.size_known)
+
+
+def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
+                  obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, min_obs: int = 30,
+                  **kwargs: float | bool) -> RefineReport:  # fmt: skip
+    """Refine the cameras with at least `min_obs` observations (the others are held: with nothing to
+    pin them they would take up the gauge); see `_bundle_adjust` for the rest."""
+    counts = np.bincount(obs_view_m, minlength=len(cams))
+    active = np.flatnonzero(counts >= min_obs)
+    if len(active) < 2:
+        return RefineReport(list(cams), np.zeros(len(cams)), np.zeros(len(cams)), float("nan"), float("nan"), 0)
+    keep = np.isin(obs_view_m, active)
+    remap = -np.ones(len(cams), dtype=int)
+    remap[active] = np.arange(len(active))
+    sub = _bundle_adjust(xyz_n3, remap[obs_view_m[keep]], obs_point_m[keep], obs_xy_m2[keep], obs_w_m[keep],
+                         [cams[v] for v in active], **kwargs)  # fmt: skip
+    out_cams, rot, trans = list(cams), np.zeros(len(cams)), np.zeros(len(cams))
+    for i, v in enumerate(active):
+        out_cams[v], rot[v], trans[v] = sub.cams[i], sub.rotation_change_deg_v[i], sub.translation_change_m_v[i]
+    return RefineReport(out_cams, rot, trans, sub.median_px_before, sub.median_px_after, sub.n_observations)
+
+
+def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
+                   obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, loss_px: float = 3.0,
+                   max_nfev: int = 60, intrinsics: bool = False) -> RefineReport:  # fmt: skip
+    """Refine camera poses and points. Observation m is point obs_point_m[m] seen by view obs_view_m[m]
+    at undistorted pixel obs_xy_m2[m] with weight obs_w_m[m] (confidence); xyz_n3 initial world points."""
+    n_v, n_p = len(cams), len(xyz_n3)
+    n_c = 9 if intrinsics else 6  # per camera: rotation vector, centre[, log focal scale, principal point]
+    R0 = np.stack([c.cam_T_world_44[:3, :3] for c in cams])
+    C0 = np.stack([c.centre_world_3 for c in cams])
+    K = np.stack([c.camera.K_33 for c in cams])
+    centroid0 = C0.mean(0)
+    spread0 = np.linalg.norm(C0 - centroid0, axis=1).mean()
+    sw = np.sqrt(np.clip(obs_w_m, 1e-3, None))
+    gauge_w = 1e3
+
+    def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cam = x[: n_c * n_v].reshape(n_v, n_c)
+        return cam[:, :3], cam[:, 3:6], x[n_c * n_v:].reshape(n_p, 3)
+
+    def intr(x: np.ndarray) -> np.ndarray:
+        if not intrinsics:
+            return K
+        cam = x[: n_c * n_v].reshape(n_v, n_c)
+        K1 = K.copy()
+        K1[:, 0, 0] *= np.exp(cam[:, 6])
+        K1[:, 1, 1] *= np.exp(cam[:, 6])
+        K1[:, :2, 2] += cam[:, 7:9]
+        return K1
+
+    def project(w_v3: np.ndarray, C_v3: np.ndarray, X_n3: np.ndarray, K: np.ndarray = K) -> np.ndarray:
+        R = R0 @ Rotation.from_rotvec(w_v3).as_matrix()
+        v, p = obs_view_m, obs_point_m
+        pc = np.einsum("mij,mj->mi", R[v], X_n3[p] - C_v3[v])
+        z = np.where(np.abs(pc[:, 2]) > 1e-6, pc[:, 2], 1e-6)
+        return np.stack([K[v, 0, 0] * pc[:, 0] / z + K[v, 0, 2], K[v, 1, 1] * pc[:, 1] / z + K[v, 1, 2]], axis=1)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        w_v3, C_v3, X_n3 = unpack(x)
+        r = ((project(w_v3, C_v3, X_n3, intr(x)) - obs_xy_m2) * sw[:, None]).ravel()
+        centroid = C_v3.mean(0)
+        gauge = np.concatenate([w_v3.sum(0), centroid - centroid0,
+                                [np.linalg.norm(C_v3 - centroid, axis=1).mean() - spread0]]) * gauge_w  # fmt: skip
+        return np.concatenate([r, gauge])
+
+    n_obs = len(obs_view_m)
+    J = lil_matrix((2 * n_obs + 7, n_c * n_v + 3 * n_p), dtype=np.int8)
+    rows = np.arange(n_obs)
+    for k in range(n_c):
+        J[2 * rows, n_c * obs_view_m + k] = 1
+        J[2 * rows + 1, n_c * obs_view_m + k] = 1
+    for k in range(3):
+        J[2 * rows, n_c * n_v + 3 * obs_point_m + k] = 1
+        J[2 * rows + 1, n_c * n_v + 3 * obs_point_m + k] = 1
+    J[2 * n_obs:, : n_c * n_v] = 1
+
+    x0 = np.concatenate([np.zeros((n_v, 3)), C0, np.zeros((n_v, n_c - 6))], axis=1).ravel()
+    x0 = np.concatenate([x0, xyz_n3.ravel()])
+    err0 = np.linalg.norm(project(np.zeros((n_v, 3)), C0, xyz_n3) - obs_xy_m2, axis=1)
+    sol = least_squares(residuals, x0, jac_sparsity=J, loss="soft_l1", f_scale=loss_px, x_scale="jac",
+                        max_nfev=max_nfev, method="trf", tr_solver="lsmr")  # fmt: skip
+    w_v3, C_v3, X_n3 = unpack(sol.x)
+    K1 = intr(sol.x)
+    err1 = np.linalg.norm(project(w_v3, C_v3, X_n3, K1) - obs_xy_m2, axis=1)
+    R1 = R0 @ Rotation.from_rotvec(w_v3).as_matrix()
+    new_cams = [_with_pose(c, R1[v], C_v3[v], K1[v]) for v, c in enumerate(cams)]
+    rot_deg = np.degrees(np.linalg.norm(Rotation.from_matrix(R1 @ np.swapaxes(R0, 1, 2)).as_rotvec(), axis=1))
+    return RefineReport(new_cams, rot_deg, np.linalg.norm(C_v3 - C0, axis=1), float(np.median(err0)),
+                        float(np.median(err1)), n_obs)  # fmt: skip

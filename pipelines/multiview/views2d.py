@@ -1,0 +1,90 @@
+"""Per view: people's 2D keypoints over time, tracked with stable ids (the video mode's pieces).
+
+Each view's video is decoded with pipelines.io.video_io (optionally downscaled for the detector),
+people are detected by the embedded segmentation stage in one pass per frame (as the video mode does),
+tracked by pipelines.tracking.tracker.PersonTracker and their keypoints smoothed by the video mode's
+1-euro filter. Keypoints are returned in pixels of the SOURCE video (origin top-left, with the lens
+distortion of the raw image), BlazePose order (33 points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.io.video_io import DecodeReport, VideoInfo, read_video
+from pipelines.keypoints.names import BLAZEPOSE_NAMES
+from pipelines.tracking.smoothing import DetectionSmoother
+from pipelines.tracking.tracker import PersonTracker
+
+N_KP = len(BLAZEPOSE_NAMES)
+
+
+@dataclass
+class ViewTracks:
+    """One view's tracked people over the processed frames."""
+
+    name: str
+    """The view's name (its camera's name)."""
+    frames: np.ndarray
+    """Processed frame indices (F,) of this video."""
+    xy_tfk2: np.ndarray
+    """Keypoints (tracks, F, 33, 2) in source-video pixels (raw, distorted); NaN where the track is absent."""
+    conf_tfk: np.ndarray
+    """Confidences (tracks, F, 33); 0 where the track is absent."""
+    track_ids: list[int]
+    """The view's own track id of each row."""
+    problems: list[str] = field(default_factory=list)
+    """Decoding problems (truncated video, damaged frame)."""
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, name=self.name, frames=self.frames, xy_tfk2=self.xy_tfk2,
+                            conf_tfk=self.conf_tfk, track_ids=np.asarray(self.track_ids))  # fmt: skip
+
+    @staticmethod
+    def load(path: str | Path) -> ViewTracks:
+        d = np.load(path)
+        return ViewTracks(str(d["name"]), d["frames"], d["xy_tfk2"], d["conf_tfk"], d["track_ids"].tolist())
+
+
+def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | None = None, stride: int = 1,
+               max_side: int | None = 1280, smooth: bool = True, min_track_frames: int = 3,
+               on_frame: Callable[[], None] | None = None) -> ViewTracks:  # fmt: skip
+    """Detect and track the people of one video; `detector` is a segmentation backend (`.detect(rgb)`)."""
+    end_s = None if n_frames is None else (n_frames * stride - 0.5) / info.fps
+    report = DecodeReport()
+    tracker = PersonTracker(max_age=15)
+    smoothers: dict[int, DetectionSmoother] = {}
+    per_frame: list[tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = []
+    for frame in read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report):
+        dets = detector.detect(frame.rgb_hw3)
+        ids = tracker.update(dets)
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for tid, det in zip(ids, dets, strict=True):
+            if smooth:
+                smoother = smoothers.setdefault(tid, DetectionSmoother(info.fps / stride))
+                det = smoother(det, frame.time_s)
+            kp = det.keypoints2d
+            xy_k2 = np.asarray(kp.xy_k2[:N_KP], np.float64) / frame.scale
+            found[tid] = (xy_k2, np.asarray(kp.conf_k[:N_KP], np.float64))
+        per_frame.append((frame.index, found))
+        if on_frame is not None:
+            on_frame()
+    frames = np.array([f for f, _ in per_frame], dtype=int)
+    counts: dict[int, int] = {}
+    for _, found in per_frame:
+        for tid in found:
+            counts[tid] = counts.get(tid, 0) + 1
+    keep = sorted(t for t, c in counts.items() if c >= min_track_frames)
+    xy = np.full((len(keep), len(frames), N_KP, 2), np.nan)
+    conf = np.zeros((len(keep), len(frames), N_KP))
+    row = {t: i for i, t in enumerate(keep)}
+    for f, (_, found) in enumerate(per_frame):
+        for tid, (xy_k2, conf_k) in found.items():
+            if tid in row:
+                xy[row[tid], f], conf[row[tid], f] = xy_k2, conf_k
+    return ViewTracks(name, frames, xy, conf, keep, report.problems)
