@@ -21,6 +21,7 @@ from gradio_rerun import Rerun
 from app.ui import canvas as C
 from app.ui import handlers as H
 from app.ui.state import SessionRegistry, UISession
+from app.ui.video_page import build_video_tab
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 
 TITLE = "HMR playground"
@@ -142,7 +143,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=delete_state)
         gr.Markdown(INTRO)
-        with gr.Tabs(), gr.Tab("Image"), gr.Row(equal_height=False):
+        with gr.Tabs() as tabs, gr.Tab("Image"), gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
                 with gr.Row():
                     upload_file = gr.UploadButton(
@@ -223,4 +224,6 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         run_btn.click(make_run(force=True), run_inputs, run_outputs, trigger_mode="always_last", **heavy)
         mode.change(show_joint, [mode], [joint], **light)
         demo.unload(unload)
+        with tabs:
+            build_video_tab(demo, engine)
     return demo
