@@ -57,12 +57,12 @@ def parse_options(stride: float | None, start_s: float | None, end_s: float | No
     """The tab's inputs as run options (empty fields take their defaults; an end of 0 means the end)."""
     end = _number(end_s, None)
     options = VideoRunOptions(
-        stride=int(_number(stride, 1) or 1),
-        start_s=float(_number(start_s, 0.0) or 0.0),
+        stride=int(_number(stride, 1)),  # type: ignore[arg-type]
+        start_s=float(_number(start_s, 0.0)),  # type: ignore[arg-type]
         end_s=end or None,
-        max_side=int(_number(max_side, DEFAULT_MAX_SIDE) or 0) or None,
+        max_side=int(_number(max_side, DEFAULT_MAX_SIDE)) or None,  # type: ignore[arg-type]
         smooth=bool(smooth),
-        max_people=int(_number(max_people, 4) or 0),
+        max_people=int(_number(max_people, 4)),  # type: ignore[arg-type]
     )  # fmt: skip
     try:
         options.check()
