@@ -20,6 +20,7 @@ from app.ui import video_handlers as VH
 from app.ui.state import SessionRegistry
 from app.ui.video_state import VideoSession
 
+SESSION_STATE_TTL_S = 6 * 3600
 PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 
@@ -39,6 +40,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         return sessions.get(getattr(request, "session_hash", None))
 
     def run(
+        held: VideoSession | None,
         path: str | None,
         stride: float | None,
         start_s: float | None,
@@ -50,11 +52,13 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         progress: gr.Progress = PROGRESS,
     ) -> Iterator[tuple]:
         state = session(request)
+        first = held is not state
         for u in VH.on_video_run(state, path, stride, start_s, end_s, max_side, smooth, max_people,
                                  progress=progress, engine=engine):  # fmt: skip
             # The streaming viewer takes None as "no new chunk" (gr.skip() would break its stream).
             yield (u.chunk, gr.skip() if u.status is None else u.status,
-                   gr.skip() if u.files is None else (u.files or None))  # fmt: skip
+                   gr.skip() if u.files is None else (u.files or None), state if first else gr.skip())  # fmt: skip
+            first = False
 
     def cancel(request: gr.Request) -> None:
         if VH.on_video_cancel(session(request)) is not None:
@@ -66,7 +70,13 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
     def unload(request: gr.Request) -> None:
         sessions.close(getattr(request, "session_hash", None))
 
+    def expire(held: VideoSession | None) -> None:  # Gradio expired the tab's state (no unload seen)
+        if held is not None:
+            sessions.close(held.session_id)
+            held.cleanup()
+
     with gr.Tab("Video", elem_id="video-tab"), gr.Row(equal_height=False):
+        held = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=expire)
         with gr.Column(scale=2, min_width=360):
             gr.Markdown(INTRO)
             video = gr.File(label="Video (mp4, avi, mov, webm)", file_types=list(VH.VIDEO_SUFFIXES),
@@ -93,8 +103,9 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
 
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
     example_btn.click(example, None, [video], **light)
-    run_btn.click(run, [video, stride, start_s, end_s, max_side, smooth, max_people], [viewer, status, files],
-                  concurrency_id="pipeline", concurrency_limit=1, show_progress_on=[status])  # fmt: skip
+    run_btn.click(run, [held, video, stride, start_s, end_s, max_side, smooth, max_people],
+                  [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=1,
+                  show_progress_on=[status])  # fmt: skip
     cancel_btn.click(cancel, None, None, **light)
     demo.unload(unload)
     return sessions
