@@ -97,18 +97,24 @@ def main() -> None:
     def fps(runs: list) -> float:
         return statistics.median(r[1] / r[0] for r in runs)
 
+    def spread(runs: list) -> str:
+        rates = [r[1] / r[0] for r in runs]
+        return f"{statistics.median(rates):.1f} ({min(rates):.1f}-{max(rates):.1f})"
+
     base = fps(cli_runs)
     rows = [
-        ["CLI `video` (writes result.rrd)", cli_runs[0][1], f"{base:.1f}", "1.00", "–"],
-        [f"Video tab handler (a chunk every {VH.STREAM_PERIOD_S:g} s)", ui_runs[0][1], f"{fps(ui_runs):.1f}",
+        ["CLI `video` (writes result.rrd)", cli_runs[0][1], spread(cli_runs), "1.00", "–"],
+        [f"Video tab handler (a chunk every {VH.STREAM_PERIOD_S:g} s)", ui_runs[0][1], spread(ui_runs),
          f"{fps(ui_runs) / base:.2f}", f"{ui_runs[0][2]} / {ui_runs[0][3] / 1e6:.1f} MB"],
-        ["Video tab handler (a chunk every frame)", every_runs[0][1], f"{fps(every_runs):.1f}",
+        ["Video tab handler (a chunk every frame)", every_runs[0][1], spread(every_runs),
          f"{fps(every_runs) / base:.2f}", f"{every_runs[0][2]} / {every_runs[0][3] / 1e6:.1f} MB"],
     ]  # fmt: skip
     print(f"Machine: {machine_description()}; load average {load_before:.1f} before, {load_after:.1f} after")
     print(f"Clip: {args.clip.name}, stride {args.stride}, max side {args.max_side}; medians of {args.repeats} "
           "runs, interleaved\n")  # fmt: skip
-    print(markdown_table(["run", "frames", "frames/s end to end", "vs CLI", "chunks / bytes to the viewer"], rows))
+    headers = ["run", "frames", "frames/s end to end, median (min-max)", "vs CLI (medians)",
+               "chunks / bytes to the viewer"]  # fmt: skip
+    print(markdown_table(headers, rows))
 
 
 if __name__ == "__main__":
