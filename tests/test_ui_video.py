@@ -176,3 +176,14 @@ def test_closing_the_tab_removes_its_folder(engine: H.Engine) -> None:
     (out / "tracks.json").write_text("{}")
     s.end_run(None)
     assert registry.close("tab-1") and not folder.exists() and s.should_stop()
+
+
+def test_page_has_the_video_tab(engine: H.Engine) -> None:
+    from app.ui.page import build_demo
+
+    demo = build_demo(engine)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"video-upload", "video-example", "video-run", "video-cancel", "video-viewer", "video-status",
+            "video-downloads", "upload", "viewer"} <= ids  # fmt: skip
+    tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert tabs == ["Image", "Video"]
