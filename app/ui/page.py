@@ -43,6 +43,7 @@ PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 CSS = """
 #status {min-height: 6em}
+#video-status {min-height: 6em}
 """
 
 INTRO = (

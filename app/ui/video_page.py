@@ -87,7 +87,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
                 max_people = gr.Number(4, label="Max people", minimum=1, maximum=20, precision=0)
             with gr.Row():
                 start_s = gr.Number(0, label="Start (s)", minimum=0)
-                end_s = gr.Number(None, label="End (s)", minimum=0, info="empty: the end")
+                end_s = gr.Number(0, label="End (s)", minimum=0, info="0: the end")
             with gr.Row():
                 max_side = gr.Number(VH.DEFAULT_MAX_SIDE, label="Max resolution (px, longer side)", minimum=0,
                                      precision=0, info="frames are downscaled to it; 0: never")  # fmt: skip
