@@ -129,6 +129,7 @@ class VideoRun:
 
     def __init__(self, path: str | Path, out_dir: str | Path, options: VideoRunOptions, image: ImagePipeline, *,
                  stream: bool = False) -> None:  # fmt: skip
+        from viz.video_log import VideoLogger
         from viz.video_outputs import VideoOutputs
 
         options.check()
@@ -146,7 +147,15 @@ class VideoRun:
         self.frames_without_people = 0
         self.cancelled = False
         self.t0 = time.perf_counter()
-        self.outputs = VideoOutputs(out_dir, self.info, mesh_hz=options.mesh_hz, stream=stream)
+        # The outputs' recording is this run's own logger, streaming (when asked) as well as writing the file.
+        self.outputs = VideoOutputs(out_dir, self.info, write_rrd=False)
+        try:
+            self.logger = VideoLogger(self.outputs.tmp / "result.rrd", self.info, mesh_hz=options.mesh_hz,
+                                      stream=stream)  # fmt: skip
+        except BaseException:
+            self.outputs.abort()
+            raise
+        self.outputs.logger = self.logger
 
     @property
     def frames_done(self) -> int:
@@ -154,28 +163,32 @@ class VideoRun:
 
     def frames(self, should_stop: Callable[[], bool] | None = None) -> Iterator[VideoFrameResult]:
         """Process the wanted frames in order, logging each; yields each result once it is logged.
-        When `should_stop` answers True the run stops before the next frame (see `cancelled`)."""
-
-        def stop() -> bool:
-            if should_stop is not None and should_stop():
-                self.cancelled = True
-            return self.cancelled
-
+        `should_stop` (the cancel token) is asked after each frame: once it answers True no further
+        frame is processed (`cancelled`); the pipeline's iterator is closed, which stops its threads."""
         o = self.options
         decoded = read_video(self.info, stride=o.stride, start_s=o.start_s, end_s=o.end_s,
                              max_side=o.max_side or None, report=self.report)  # fmt: skip
+        results = self.pipeline.run(decoded)
         try:
-            for result in self.pipeline.run(decoded, should_stop=stop):
+            if should_stop is not None and should_stop():
+                self.cancelled = True
+                return
+            for result in results:
                 self.outputs.add(result)
                 self.frames_without_people += not result.people
                 self.warnings += result.warnings
                 yield result
+                if should_stop is not None and should_stop():
+                    self.cancelled = True
+                    return
         finally:
+            results.close()
             decoded.close()  # stops the decoder thread when the caller stops early
 
     def read(self) -> bytes | None:
-        """The recording's bytes logged since the last read (with `stream`), for a streaming viewer."""
-        return self.outputs.read()
+        """The recording's bytes logged since the last read (with `stream`), for a streaming viewer; after
+        `finish`, what it logged last (the recording's end)."""
+        return self.logger.read()
 
     def abort(self) -> None:
         """Drop everything (nothing is left in `out_dir`)."""

@@ -155,8 +155,8 @@ class VideoLogger:
         self._seen_2d, self._seen_3d = ids_2d, ids_3d
 
     def read(self) -> bytes | None:
-        """With `stream`: everything logged since the last read, as one rrd chunk a viewer can append
-        (flushes the file too); None when not streaming or nothing is new."""
+        """With `stream`: everything logged since the last read (also after `close`), as one rrd chunk a
+        viewer can append (flushes the file too); None when not streaming or nothing is new."""
         if self.stream is None:
             return None
         return self.stream.read(flush=True) or None

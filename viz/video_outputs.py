@@ -31,9 +31,8 @@ from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
 class VideoOutputs:
     """Stages a video's outputs while it runs; `finish` writes the rest and moves the folder into place."""
 
-    def __init__(self, out_dir: str | Path, info: VideoInfo, *, write_rrd: bool = True, mesh_hz: float = 1.0,
-                 stream: bool = False) -> None:  # fmt: skip
-        """`stream`: the recording is also readable as it grows (`read`, for a streaming viewer)."""
+    def __init__(self, out_dir: str | Path, info: VideoInfo, *, write_rrd: bool = True, mesh_hz: float = 1.0
+                 ) -> None:  # fmt: skip
         self.out_dir = Path(out_dir)
         self.info = info
         self.tmp = make_staging_dir(self.out_dir)
@@ -42,16 +41,12 @@ class VideoOutputs:
         if write_rrd:
             from viz.video_log import VideoLogger
 
-            self.logger = VideoLogger(self.tmp / "result.rrd", info, mesh_hz=mesh_hz, stream=stream)
+            self.logger = VideoLogger(self.tmp / "result.rrd", info, mesh_hz=mesh_hz)
 
     def add(self, result: VideoFrameResult) -> None:
         self.scale = result.frame.scale
         if self.logger is not None:
             self.logger.log(result)
-
-    def read(self) -> bytes | None:
-        """What was logged since the last read (None without `stream` or when nothing is new)."""
-        return None if self.logger is None else self.logger.read()
 
     def abort(self) -> None:
         """Drop the staging folder (nothing is changed in `out_dir`)."""

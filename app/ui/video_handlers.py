@@ -171,11 +171,11 @@ def on_video_run(
             if state.closed:  # the tab was closed meanwhile: its folder is gone
                 run.abort()
                 return
-            chunk = run.read()  # the last frames, before finish closes the recording
             try:
                 summary = run.finish()
             except UserFacingError as err:
                 raise gr.Error(str(err)) from err
+            chunk = run.read()  # the last frames and what finish logged
         status = final_status(name, summary)
         if not summary.tracks:
             gr.Warning(f"Nobody was found in {name}.")

@@ -16,7 +16,7 @@ processed (possibly downscaled) frames, origin at the top-left corner.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class VideoOptions:
     mode does. Off by default: measured on cam01.mp4 it cut throughput from ~8 to ~2 frames/s and added
     tracks of false positives; a single MediaPipe pass over each frame finds the few large people."""
     max_people: int = 4
-    """Embedded single-pass detection: at most this many people per frame."""
+    """At most this many people per frame."""
 
 
 @dataclass
@@ -115,18 +115,9 @@ class VideoPipeline:
         self.frames_done: list[int] = []
         self._detector: Any = None
 
-    def run(self, frames: Iterable[VideoFrame], should_stop: Callable[[], bool] | None = None,
-            on_frame: Callable[[VideoFrameResult], None] | None = None) -> Iterator[VideoFrameResult]:  # fmt: skip
-        """Process `frames` in order, yielding each result. `should_stop` (a cancel token) is asked before
-        each frame: once it answers True no further frame is taken (the frames done so far stay in
-        `tracks` and `frames_done`). `on_frame` is called with each result before it is yielded."""
+    def run(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrameResult]:
         for frame in frames:
-            if should_stop is not None and should_stop():
-                return
-            result = self.process(frame)
-            if on_frame is not None:
-                on_frame(result)
-            yield result
+            yield self.process(frame)
 
     def _segmenter(self) -> Any:
         """The image pipeline's segmentation stage; for the embedded one without tiles, a single-pass copy
