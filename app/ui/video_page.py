@@ -98,7 +98,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         with gr.Column(scale=3, min_width=480):
             viewer = Rerun(streaming=True, height=720, label="3D viewer", elem_id="video-viewer")
             status = gr.Markdown("", elem_id="video-status")
-            files = gr.File(label="Downloads: tracks.json, per person .npz / .bvh, recording (.rrd)",
+            files = gr.File(label="Downloads: tracks.json, per-person files (.npz, .bvh), recording (.rrd)",
                             file_count="multiple", interactive=False, elem_id="video-downloads")  # fmt: skip
 
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
