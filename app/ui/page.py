@@ -8,6 +8,7 @@ works until the shown result uses the latest prompts (handlers.run_latest), then
 Writers never cross: only edits write the prompt status and the canvas, only runs write the viewer,
 the run status and the downloads. Each browser session gets its own UISession (recording, temporary
 folder) from a SessionRegistry, cleaned up when the tab closes (demo.unload) or when Gradio expires it.
+The Video tab is laid out and wired by app.ui.video_page (same queue slot for its runs).
 """
 
 from __future__ import annotations
