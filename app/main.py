@@ -7,8 +7,11 @@ photo a user uploads gets its result fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: as the CLI (see app/cli.py)
 
 from app.ui import handlers as H
 

@@ -12,6 +12,7 @@ downloaded: chromium comes from apt-get.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -32,6 +33,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 PHOTO = REPO / "assets" / "examples" / "lunge.jpg"
 README_SHOT = REPO / "assets" / "screenshot_playground.png"
+README_VIDEO_SHOT = REPO / "assets" / "screenshot_video_tab.png"
 # SwiftShader's WebGL stays on: no --disable-gpu, --use-gl=swiftshader or --enable-unsafe-webgpu.
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -221,6 +223,53 @@ def test_upload_click_run_shows_the_mesh(app_url: str, tmp_path: Path) -> None:
             assert "Error" not in page.locator("#status").inner_text()
             if os.environ.get("UPDATE_README_SCREENSHOT") == "1":
                 page.screenshot(path=str(README_SHOT), full_page=True)
+        finally:
+            context.close()
+            shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def test_video_tab_example_run_streams_and_offers_downloads(app_url: str, tmp_path: Path) -> None:
+    """The Video tab: pick the example clip, Run (every 20th frame: 5 frames), the status says Done with
+    one tracked person, the streamed viewer shows the mesh, and the downloaded tracks.json holds the 5 frames."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "playground-video.png"
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},  # smaller than the photo test's: software rendering
+        )  # fmt: skip
+        context.set_default_timeout(RUN_TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            page.goto(app_url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#video-example").click()
+            page.wait_for_selector("#video-upload a", timeout=RUN_TIMEOUT_MS)  # the example is the input file
+            stride = page.locator("#video-tab input[type=number]").first
+            stride.fill("20")
+            page.locator("#video-run").click()
+            text = wait_status(page, "Done", "5 frames of dancer.mp4", "person 0", box="#video-status")
+            assert "Nobody" not in text and "Error" not in text
+            page.wait_for_selector("#video-downloads a", timeout=RUN_TIMEOUT_MS)
+            hrefs = page.eval_on_selector_all("#video-downloads a", "els => els.map(a => a.href)")
+            [tracks_url] = [h for h in hrefs if h.split("?")[0].endswith("tracks.json")]
+            with urllib.request.urlopen(tracks_url, timeout=30) as r:
+                doc = json.loads(r.read())
+            assert doc["frames"] == list(range(0, 100, 20)) and doc["tracks"][0]["frames"] == doc["frames"]
+            assert any(h.split("?")[0].endswith("result.rrd") for h in hrefs)
+            found = 0
+            for _ in range(3):  # the viewer renders in software: poll until the streamed mesh is on screen
+                page.wait_for_timeout(2000)
+                page.locator("#video-viewer").screenshot(path=str(shot))
+                found = largest_blob(mesh_pixels(cv2.imread(str(shot))))
+                if found >= 1500:
+                    break
+            else:
+                pytest.fail(f"no mesh in the Video tab's viewer (largest mesh-coloured blob: {found} px); see {shot}")
+            errors = page.locator(".toast-body.error")
+            assert errors.count() == 0, errors.all_inner_texts()
+            if os.environ.get("UPDATE_README_SCREENSHOT") == "1":
+                page.screenshot(path=str(README_VIDEO_SHOT), full_page=True)
         finally:
             context.close()
             shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)

@@ -43,8 +43,9 @@ from viz.rerun_log import (
 class VideoLogger:
     """Streams a video's results into an .rrd file as frames arrive."""
 
-    def __init__(self, path: str | Path, info: VideoInfo, *, mesh_hz: float = 1.0, recording_id: str | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(self, path: str | Path, info: VideoInfo, *, mesh_hz: float = 1.0, recording_id: str | None = None,
+                 stream: bool = False) -> None:  # fmt: skip
+        """`stream`: also keep what is logged for a streaming viewer (see `read`), as well as the file."""
         self.path = Path(path)
         self.info = info
         self.mesh_period_s = 1.0 / mesh_hz if mesh_hz > 0 else float("inf")
@@ -52,7 +53,13 @@ class VideoLogger:
         # each chunk carries its own schema, so per-frame chunks made the file several times larger.
         batcher = rr.ChunkBatcherConfig(flush_tick=timedelta(seconds=10), flush_num_bytes=8 * 2**20)
         self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id, batcher_config=batcher)
-        self.rec.save(self.path, default_blueprint=default_blueprint(CAMERA_PATH, time_panel="expanded"))
+        blueprint = default_blueprint(CAMERA_PATH, time_panel="expanded")
+        self.stream = self.rec.binary_stream() if stream else None
+        if self.stream is None:
+            self.rec.save(self.path, default_blueprint=blueprint)
+        else:  # the same messages go to the file and to the stream
+            self.rec.set_sinks(rr.FileSink(str(self.path)), self.stream, default_blueprint=blueprint)
+            self.rec.send_blueprint(blueprint)
         base = RerunLogger(self.rec)
         base.log_setup()  # world axes and the 2D / 3D annotation contexts
         self.vocab_2d = JointVocabulary()
@@ -146,6 +153,13 @@ class VideoLogger:
             self.rec.log(f"{PEOPLE_3D_PATH}/{gone}", rr.Clear(recursive=True))
             self._last_mesh_s.pop(gone, None)
         self._seen_2d, self._seen_3d = ids_2d, ids_3d
+
+    def read(self) -> bytes | None:
+        """With `stream`: everything logged since the last read (also after `close`), as one rrd chunk a
+        viewer can append (flushes the file too); None when not streaming or nothing is new."""
+        if self.stream is None:
+            return None
+        return self.stream.read(flush=True) or None
 
     def close(self) -> None:
         self.rec.flush()

@@ -8,6 +8,7 @@ works until the shown result uses the latest prompts (handlers.run_latest), then
 Writers never cross: only edits write the prompt status and the canvas, only runs write the viewer,
 the run status and the downloads. Each browser session gets its own UISession (recording, temporary
 folder) from a SessionRegistry, cleaned up when the tab closes (demo.unload) or when Gradio expires it.
+The Video tab is laid out and wired by app.ui.video_page (same queue slot for its runs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gradio_rerun import Rerun
 from app.ui import canvas as C
 from app.ui import handlers as H
 from app.ui.state import SessionRegistry, UISession
+from app.ui.video_page import build_video_tab
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 
 TITLE = "HMR playground"
@@ -42,6 +44,7 @@ PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 CSS = """
 #status {min-height: 6em}
+#video-status {min-height: 6em}
 """
 
 INTRO = (
@@ -142,7 +145,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=delete_state)
         gr.Markdown(INTRO)
-        with gr.Tabs(), gr.Tab("Image"), gr.Row(equal_height=False):
+        with gr.Tabs() as tabs, gr.Tab("Image"), gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
                 with gr.Row():
                     upload_file = gr.UploadButton(
@@ -223,4 +226,6 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         run_btn.click(make_run(force=True), run_inputs, run_outputs, trigger_mode="always_last", **heavy)
         mode.change(show_joint, [mode], [joint], **light)
         demo.unload(unload)
+        with tabs:
+            build_video_tab(demo, engine)
     return demo

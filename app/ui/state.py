@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rerun as rr
@@ -269,7 +270,9 @@ class UISession:
 class SessionRegistry:
     """Gradio session id -> UISession, so that closing a tab can clean up its session."""
 
-    def __init__(self) -> None:
+    def __init__(self, factory: Callable[..., Any] = UISession) -> None:
+        """`factory(session_id=...)` makes a new session (the Video tab passes its VideoSession)."""
+        self._factory = factory
         self._sessions: dict[str, UISession] = {}
         self._lock = threading.Lock()
 
@@ -279,7 +282,7 @@ class SessionRegistry:
         with self._lock:
             session = self._sessions.get(key)
             if session is None or session.closed:
-                session = self._sessions[key] = UISession(session_id=key)
+                session = self._sessions[key] = self._factory(session_id=key)
             return session
 
     def close(self, session_id: str | None) -> bool:

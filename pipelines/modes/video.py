@@ -54,6 +54,8 @@ class VideoOptions:
     """Embedded segmentation only: look for small people over image tiles on every frame, as the image
     mode does. Off by default: measured on cam01.mp4 it cut throughput from ~8 to ~2 frames/s and added
     tracks of false positives; a single MediaPipe pass over each frame finds the few large people."""
+    max_people: int = 4
+    """At most this many people per frame."""
 
 
 @dataclass
@@ -122,7 +124,8 @@ class VideoPipeline:
         (see VideoOptions.tiled_detection)."""
         if self._detector is None:
             if self.image.config.segmentation == "embedded" and not self.options.tiled_detection:
-                self._detector = create("segmentation", "embedded", single_pass=True, max_people=4)
+                self._detector = create("segmentation", "embedded", single_pass=True,
+                                        max_people=self.options.max_people)
             else:
                 self._detector = self.image._get("segmentation")
         return self._detector

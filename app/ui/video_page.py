@@ -1,0 +1,111 @@
+"""The Video tab: layout and wiring only; the callbacks are app.ui.video_handlers.
+
+Upload (or the example), options, Run and Cancel on the left; the streaming Rerun viewer, the status
+(with the progress bar and its ETA) and the downloads on the right. A run is a heavy job in the
+page's one "pipeline" queue slot (shared with the Image tab: the models are shared); Cancel is a light
+event that sets the tab's cancel token, and the run then writes and offers the frames done so far.
+Each browser tab gets its own VideoSession (temporary folder), cleaned up when the tab closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+from gradio_rerun import Rerun
+
+from app.ui import handlers as H
+from app.ui import video_handlers as VH
+from app.ui.state import SessionRegistry
+from app.ui.video_state import VideoSession
+
+SESSION_STATE_TTL_S = 6 * 3600
+PROGRESS = gr.Progress()
+"""Gradio replaces this default with a tracker of the running event."""
+
+INTRO = (
+    "Upload a video of people (or use the example): each person is tracked with a stable id and colour, "
+    "and their metric 3D body follows them frame by frame in the viewer while the video is processed. "
+    "A static camera is assumed. Cancel keeps what is done; the downloads hold the tracks (tracks.json, "
+    "per person: parameters .npz and a .bvh for animation tools) and the recording (.rrd)."
+)
+
+
+def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry | None = None) -> SessionRegistry:
+    """Lay out the Video tab inside the current gr.Tabs and wire it; returns its session registry."""
+    sessions = registry or SessionRegistry(factory=VideoSession)
+
+    def session(request: gr.Request | None) -> VideoSession:
+        return sessions.get(getattr(request, "session_hash", None))
+
+    def run(
+        held: VideoSession | None,
+        path: str | None,
+        stride: float | None,
+        start_s: float | None,
+        end_s: float | None,
+        max_side: float | None,
+        smooth: bool,
+        max_people: float | None,
+        request: gr.Request,
+        progress: gr.Progress = PROGRESS,
+    ) -> Iterator[tuple]:
+        state = session(request)
+        first = held is not state
+        for u in VH.on_video_run(state, path, stride, start_s, end_s, max_side, smooth, max_people,
+                                 progress=progress, engine=engine):  # fmt: skip
+            # The streaming viewer takes None as "no new chunk" (gr.skip() would break its stream).
+            yield (u.chunk, gr.skip() if u.status is None else u.status,
+                   gr.skip() if u.files is None else (u.files or None), state if first else gr.skip())  # fmt: skip
+            first = False
+
+    def cancel(request: gr.Request) -> None:
+        if VH.on_video_cancel(session(request)) is not None:
+            gr.Info("Cancelling: the frames done so far are being written.")
+
+    def example() -> str:
+        return str(VH.EXAMPLE_VIDEO)
+
+    def unload(request: gr.Request) -> None:
+        sessions.close(getattr(request, "session_hash", None))
+
+    def expire(held: VideoSession | None) -> None:  # Gradio expired the tab's state (no unload seen)
+        if held is not None:
+            sessions.close(held.session_id)
+            held.cleanup()
+
+    with gr.Tab("Video", elem_id="video-tab"), gr.Row(equal_height=False):
+        held = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=expire)
+        with gr.Column(scale=2, min_width=360):
+            gr.Markdown(INTRO)
+            video = gr.File(label="Video (mp4, avi, mov, webm)", file_types=list(VH.VIDEO_SUFFIXES),
+                            type="filepath", elem_id="video-upload")  # fmt: skip
+            example_btn = gr.Button("Use the example video (a dancer, 1.7 s)", elem_id="video-example")
+            with gr.Row():
+                stride = gr.Number(1, label="Frame stride", minimum=1, precision=0, info="every N-th frame")
+                max_people = gr.Number(4, label="Max people", minimum=1, maximum=20, precision=0)
+            with gr.Row():
+                start_s = gr.Number(0, label="Start (s)", minimum=0)
+                end_s = gr.Number(0, label="End (s)", minimum=0, info="0: the end")
+            with gr.Row():
+                max_side = gr.Number(VH.DEFAULT_MAX_SIDE, label="Max resolution (px, longer side)", minimum=0,
+                                     precision=0, info="frames are downscaled to it; 0: never")  # fmt: skip
+                smooth = gr.Checkbox(True, label="Temporal smoothing (1-euro filter)")
+            with gr.Row():
+                run_btn = gr.Button("Run", variant="primary", elem_id="video-run")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
+        with gr.Column(scale=3, min_width=480):
+            viewer = Rerun(streaming=True, height=720, label="3D viewer", elem_id="video-viewer")
+            status = gr.Markdown("", elem_id="video-status")
+            files = gr.File(label="Downloads: tracks.json, per-person files (.npz, .bvh), recording (.rrd)",
+                            file_count="multiple", interactive=False, elem_id="video-downloads")  # fmt: skip
+
+    light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
+    example_btn.click(example, None, [video], **light)
+    run_btn.click(run, [held, video, stride, start_s, end_s, max_side, smooth, max_people],
+                  [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=1,
+                  show_progress_on=[status])  # fmt: skip
+    cancel_btn.click(cancel, None, None, **light)
+    demo.unload(unload)
+    return sessions
