@@ -406,7 +406,8 @@ def run_video(args: argparse.Namespace) -> int:
     long_side = max(info.width, info.height)
     scale = args.max_side / long_side if args.max_side and long_side > args.max_side else 1.0
     options = VideoOptions(focal_px=None if args.focal_px is None else args.focal_px * scale,
-                           smooth=not args.no_smooth, hands=args.hands, rate_hz=info.fps / args.stride)  # fmt: skip
+                           smooth=not args.no_smooth, hands=args.hands, rate_hz=info.fps / args.stride,
+                           mesh_hz=args.mesh_hz)  # fmt: skip
     report = DecodeReport()
     frames = read_video(info, stride=args.stride, start_s=args.start, end_s=args.end,
                         max_side=args.max_side or None, report=report)  # fmt: skip

@@ -27,8 +27,55 @@ import numpy as np
 
 from bench.common import DATA_DIR, machine_description, markdown_table
 
+BASELINE = {"detector": "image", "threaded": False, "mesh_hz": float("inf")}
+"""The first slice's path: a full MediaPipe detection (with masks) per frame, one stage after the other
+(only decoding in a thread), the full mesh on every frame."""
 
-def run_clip(video: Path, stride: int, max_side: int, n_frames: int | None, smooth: bool, pipeline_image):  # noqa: ANN001, ANN201
+
+def rss_mb() -> float:
+    """The process's resident memory now (MB; Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class PeakRss:
+    """The process's peak resident memory (MB) while the block runs, sampled every 20 ms."""
+
+    def __enter__(self) -> PeakRss:
+        import threading
+
+        self.peak_mb, self._stop = 0.0, threading.Event()
+        self.start_mb = rss_mb()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self.peak_mb = max(self.peak_mb, rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def looped(frames_factory, n_frames: int, fps: float):  # noqa: ANN001, ANN201
+    """The clip played again and again up to n_frames frames (indices and times keep increasing)."""
+    from dataclasses import replace
+
+    done = 0
+    while done < n_frames:
+        offset = done
+        for f in frames_factory():
+            if done >= n_frames:
+                return
+            yield replace(f, index=offset + f.index, time_s=(offset + f.index) / fps)
+            done += 1
+
+
+def run_clip(video: Path, stride: int, max_side: int, n_frames: int | None, smooth: bool, pipeline_image,  # noqa: ANN001, ANN201
+             options: dict | None = None, loop_to: int | None = None):  # fmt: skip
     from pipelines.io.video_io import DecodeReport, probe, read_video
     from pipelines.modes.video import VideoOptions, VideoPipeline
     from viz.video_outputs import VideoOutputs
@@ -36,23 +83,29 @@ def run_clip(video: Path, stride: int, max_side: int, n_frames: int | None, smoo
     info = probe(video)
     end_s = None if n_frames is None else n_frames / info.fps
     out_dir = Path(tempfile.mkdtemp(prefix="bench_video_")) / "out"
-    vp = VideoPipeline(pipeline_image, VideoOptions(smooth=smooth, rate_hz=info.fps / stride))
+    vp = VideoPipeline(pipeline_image, VideoOptions(smooth=smooth, rate_hz=info.fps / stride, **(options or {})))
     report = DecodeReport()
     t0 = time.perf_counter()
     outputs = VideoOutputs(out_dir, info, write_rrd=True)
     boxes: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for result in vp.run(read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report)):
-        outputs.add(result)
-        for p in result.people:
-            boxes.setdefault(p.id, []).append((result.frame.index, np.asarray(p.detection.bbox_xyxy, dtype=float)))
-    outputs.finish(vp, report.problems, {})
+
+    def clip():  # noqa: ANN202
+        return read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report)
+
+    frames = clip() if loop_to is None else looped(clip, loop_to, info.fps)
+    with PeakRss() as mem:
+        for result in vp.run(frames):
+            outputs.add(result)
+            for p in result.people:
+                boxes.setdefault(p.id, []).append((result.frame.index, np.asarray(p.detection.bbox_xyxy, dtype=float)))
+        outputs.finish(vp, report.problems, {})
     wall = time.perf_counter() - t0
     n = len(vp.frames_done)
     rrd_bytes = (out_dir / "result.rrd").stat().st_size
     duration_s = (vp.frames_done[-1] - vp.frames_done[0] + stride) / info.fps if n else float("nan")
     shutil.rmtree(out_dir.parent, ignore_errors=True)
     return {"info": info, "vp": vp, "wall": wall, "n": n, "rrd_bytes": rrd_bytes, "duration_s": duration_s,
-            "boxes": boxes}  # fmt: skip
+            "boxes": boxes, "peak_mb": mem.peak_mb, "start_mb": mem.start_mb}  # fmt: skip
 
 
 def lag_ms(raw_fk3: np.ndarray, smooth_fk3: np.ndarray, dt_s: float, max_shift: int = 8) -> float:

@@ -131,7 +131,8 @@ class VideoLogger:
                 np.asarray(joints.xyz_k3, dtype=np.float32), class_ids=np.full(len(joints.names), cls, dtype=np.uint16),
                 keypoint_ids=self.vocab_3d.ids(joints.names), radii=0.015, show_labels=False))  # fmt: skip
             last = self._last_mesh_s.get(person.id)
-            if last is None or frame.time_s - last >= self.mesh_period_s - 1e-6:
+            has_mesh = len(body.verts_cam_v3) > 0  # warm-started frames skip the mesh (VideoOptions.mesh_hz)
+            if has_mesh and (last is None or frame.time_s - last >= self.mesh_period_s - 1e-6):
                 self._last_mesh_s[person.id] = frame.time_s
                 if person.id not in self._topology_logged:
                     self.rec.log(f"{base3d}/mesh", rr.Mesh3D.from_fields(
