@@ -51,7 +51,7 @@ def test_every_frame_written_one_stable_id(runs: dict[str, Path]) -> None:
     from viz.rrd_read import timeline_values
 
     out = runs["smooth"]
-    for name in ("tracks.json", "result.rrd", "track_0.npz", "track_0.bvh"):
+    for name in ("tracks.json", "result.rrd", "track_0.npz", "track_0.bvh", "track_0.glb"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     doc = json.loads((out / "tracks.json").read_text())
     frames = expected_frames()
@@ -118,6 +118,65 @@ def test_bvh_reads_back(runs: dict[str, Path]) -> None:
     for joint, *_ in joints:
         k = names.index(joint.Name)
         assert np.allclose(np.array(joint.PositionWorld), o[k] * flip, atol=2e-3), joint.Name
+
+
+def _accessor(gltf, i: int) -> np.ndarray:  # noqa: ANN001 - pygltflib.GLTF2
+    a = gltf.accessors[i]
+    view = gltf.bufferViews[a.bufferView]
+    dtype = {5126: np.float32, 5123: np.uint16, 5125: np.uint32}[a.componentType]
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[a.type]
+    return np.frombuffer(gltf.binary_blob(), dtype=dtype, count=a.count * width,
+                         offset=view.byteOffset).reshape(a.count, width)  # fmt: skip
+
+
+def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
+    """track_0.glb loads (pygltflib, trimesh), has one keyframe per processed frame and a joint per bone,
+    and skinning its mesh with its own animation at the last frame gives the joints of tracks.json."""
+    import pygltflib
+    import trimesh
+    from scipy.spatial.transform import Rotation
+
+    from app.cli import _pipeline
+    from pipelines.body.anny_points import output_joint_regressor
+
+    out = runs["smooth"]
+    doc = json.loads((out / "tracks.json").read_text())
+    track = doc["tracks"][0]
+    assert track["files"]["glb"] == "track_0.glb"
+    assert len(trimesh.load(out / "track_0.glb", force="scene").geometry) == 1
+    gltf = pygltflib.GLTF2().load(str(out / "track_0.glb"))
+    params = np.load(out / "track_0.npz")
+    (skin,), (anim,) = gltf.skins, gltf.animations
+    assert len(skin.joints) == len(params["bone_labels"]) == 104
+    times = {int(s.input) for s in anim.samplers}
+    assert len(times) == 1
+    keys_s = _accessor(gltf, times.pop())[:, 0]
+    assert len(keys_s) == len(track["frames"])
+    assert np.allclose(keys_s, (np.array(track["frames"]) - track["frames"][0]) / 60.0, atol=1e-5)
+    # Pose the skeleton at the last keyframe from the file alone, skin the mesh, regress the joints.
+    k = len(keys_s) - 1
+    animated: dict[int, dict[str, np.ndarray]] = {}
+    for ch in anim.channels:
+        animated.setdefault(ch.target.node, {})[ch.target.path] = _accessor(gltf, anim.samplers[ch.sampler].output)[k]
+    parent = {c: i for i, n in enumerate(gltf.nodes) for c in n.children or []}
+
+    def world(i: int) -> np.ndarray:
+        node, m = gltf.nodes[i], np.eye(4)
+        m[:3, :3] = Rotation.from_quat(animated.get(i, {}).get("rotation", node.rotation)).as_matrix()
+        m[:3, 3] = animated.get(i, {}).get("translation", node.translation)
+        return m if i not in parent else world(parent[i]) @ m
+
+    ibm_j44 = _accessor(gltf, skin.inverseBindMatrices).reshape(-1, 4, 4).transpose(0, 2, 1)
+    joint_j44 = np.stack([world(n) @ ibm_j44[j] for j, n in enumerate(skin.joints)])
+    attrs = gltf.meshes[0].primitives[0].attributes
+    v_h = np.c_[_accessor(gltf, attrs.POSITION), np.ones(gltf.accessors[attrs.POSITION].count)]
+    idx_v4, w_v4 = _accessor(gltf, attrs.JOINTS_0).astype(int), _accessor(gltf, attrs.WEIGHTS_0)
+    assert np.allclose(w_v4.sum(axis=1), 1.0, atol=1e-4)
+    verts_gltf_v3 = np.einsum("vk,vkab,vb->va", w_v4, joint_j44[idx_v4], v_h)[:, :3]
+    idx_s, weights_ks = output_joint_regressor(_pipeline().hmr.body)
+    joints_cam_k3 = (weights_ks @ verts_gltf_v3[idx_s]) * np.array([1.0, -1.0, -1.0])  # glTF -> camera axes
+    err_mm = np.linalg.norm(joints_cam_k3 - np.array(track["joints3d_cam"][k]), axis=1) * 1e3
+    assert err_mm.max() < 10.0, err_mm  # 4 of Anny's 9 skinning weights kept per vertex
 
 
 def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ Layout of `out_dir`:
                       camera frame); plus the warnings
     track_<id>.npz    per-frame body parameters of that track (bone rotations, root position, joints) + meta_json
     track_<id>.bvh    the skeleton's motion (see viz.bvh: y up, metres)
+    track_<id>.glb    the body as an animated, skinned glTF (see viz.gltf_anim): one keyframe per frame
     result.rrd        the Rerun recording (see viz.video_log), streamed while the video runs
 
 The folder is staged beside `out_dir` while the video runs and moved into place by `finish`; the
@@ -25,6 +26,7 @@ from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
 from viz import export
 from viz.bvh import write_bvh
+from viz.gltf_anim import write_animated_glb
 from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
 
 
@@ -99,7 +101,8 @@ class VideoOutputs:
                 "height_m": track.height_m,
                 "frames": list(track.frames),
                 "joints3d_cam": np.round(np.stack(track.joints_cam_fk3).astype(np.float64), 5),
-                "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh"},
+                "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh",
+                          "glb": f"track_{track.id}.glb"},
             })  # fmt: skip
             names += self._write_track_files(track, body, pipeline)
         doc = {
@@ -142,4 +145,10 @@ class VideoOutputs:
         frame_time = float(np.median(step)) if len(step) else 1.0 / self.info.fps
         write_bvh(self.tmp / f"track_{track.id}.bvh", body.bone_labels, np.asarray(body.bone_parents),
                   rest.heads_j3, G_fj33, root_f3, 1.0 / frame_time)  # fmt: skip
-        return [f"track_{track.id}.npz", f"track_{track.id}.bvh"]
+        write_animated_glb(self.tmp / f"track_{track.id}.glb", rest_verts_v3=body.rest_vertices(rest.coeffs_n),
+                           faces_f3=body.faces_f3, skin_idx_vn=body.tables.skin_idx_v9,
+                           skin_w_vn=body.tables.skin_w_v9, bone_labels=body.bone_labels,
+                           parents_j=np.asarray(body.bone_parents), rest_heads_j3=rest.heads_j3,
+                           bone_rot_cam_fj33=G_fj33, root_pos_cam_f3=root_f3, times_s=np.asarray(track.times_s),
+                           color_rgb=export.person_color(track.id), name=f"track_{track.id}")  # fmt: skip
+        return [f"track_{track.id}.npz", f"track_{track.id}.bvh", f"track_{track.id}.glb"]
