@@ -103,15 +103,18 @@ def test_bvh_reads_back(runs: dict[str, Path]) -> None:
     joints = root.layout()
     assert len(joints) == 104
     assert len(root.Keyframes) == n_frames
-    # The BVH root follows the fitted root (y and z flipped from the camera frame)
+    # The BVH root follows the fitted root, shifted along the ground to keep touching feet in place
+    # (y and z flipped from the camera frame)
     params = np.load(out / "track_0.npz")
     root.loadPose(n_frames - 1)
     flip = np.array([1.0, -1.0, -1.0])
-    assert np.allclose(np.array(root.PositionWorld), params["root_pos_cam_f3"][-1] * flip, atol=1e-3)
+    root_cam = params["root_pos_cam_f3"][-1] + params["feet_pin_shift_cam_f3"][-1]
+    assert np.linalg.norm(params["feet_pin_shift_cam_f3"], axis=1).max() < 0.15  # a few cm, not a jump
+    assert np.allclose(np.array(root.PositionWorld), root_cam * flip, atol=1e-3)
     # ... and every joint sits at the fitted bone head: o_c = o_p + G_p (h_c - h_p)
     G, heads, parents = params["bone_rot_cam_fj33"][-1], params["rest_heads_j3"], params["bone_parents"]
     o = np.zeros_like(heads)
-    o[0] = params["root_pos_cam_f3"][-1]
+    o[0] = root_cam
     for c in range(1, len(parents)):
         o[c] = o[parents[c]] + G[parents[c]] @ (heads[c] - heads[parents[c]])
     names = bvh_joint_names([str(n) for n in params["bone_labels"]])
@@ -131,7 +134,8 @@ def _accessor(gltf, i: int) -> np.ndarray:  # noqa: ANN001 - pygltflib.GLTF2
 
 def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
     """track_0.glb loads (pygltflib, trimesh), has one keyframe per processed frame and a joint per bone,
-    and skinning its mesh with its own animation at the last frame gives the joints of tracks.json."""
+    and skinning its mesh with its own animation at the last frame gives the joints of tracks.json (moved
+    along the ground as the feet pinning says)."""
     import pygltflib
     import trimesh
     from scipy.spatial.transform import Rotation
@@ -175,8 +179,57 @@ def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
     verts_gltf_v3 = np.einsum("vk,vkab,vb->va", w_v4, joint_j44[idx_v4], v_h)[:, :3]
     idx_s, weights_ks = output_joint_regressor(_pipeline().hmr.body)
     joints_cam_k3 = (weights_ks @ verts_gltf_v3[idx_s]) * np.array([1.0, -1.0, -1.0])  # glTF -> camera axes
-    err_mm = np.linalg.norm(joints_cam_k3 - np.array(track["joints3d_cam"][k]), axis=1) * 1e3
+    expected_k3 = np.array(track["joints3d_cam"][k]) + params["feet_pin_shift_cam_f3"][k]  # feet kept in place
+    err_mm = np.linalg.norm(joints_cam_k3 - expected_k3, axis=1) * 1e3
     assert err_mm.max() < 10.0, err_mm  # 4 of Anny's 9 skinning weights kept per vertex
+
+
+def test_ground_plane_and_root_on_it(runs: dict[str, Path], single_video: Path) -> None:
+    """The ground fitted to the feet agrees with the rig's calibrated floor; the roots are on it in metres;
+    pinned feet slide less than the fitted ones; the plane and trajectory are in the recording."""
+    from pipelines.multiview.calibration import load_qualisys_calibration
+    from viz.rrd_read import entity_paths
+
+    out = runs["smooth"]
+    doc = json.loads((out / "tracks.json").read_text())
+    ground = doc["ground"]
+    assert ground is not None and ground["assumes"] == "a static camera"
+    cam = load_qualisys_calibration(single_video.parent / "Calib.qca.txt")[0]
+    floor_up_cam = cam.cam_T_world_44[:3, :3] @ np.array([0.0, 0.0, 1.0])  # the rig's world is z up
+    angle = np.degrees(np.arccos(np.clip(np.dot(ground["normal_cam"], floor_up_cam), -1.0, 1.0)))
+    assert angle < 20.0, angle
+    assert abs(ground["camera_height_m"] - cam.centre_world_3[2]) < 0.5  # metres; 1.90 m in the rig
+    track = doc["tracks"][0]
+    root_w = np.array(track["root_world"])
+    assert root_w.shape == (len(track["frames"]), 3)
+    assert 0.6 < float(np.median(root_w[:, 1])) < 1.1  # the pelvis' height above the ground
+    assert sum(track["foot_contact"]["left"]) + sum(track["foot_contact"]["right"]) > 0
+    slide = track["foot_slide_cm_per_s"]
+    assert slide["exported"] < slide["fitted"]
+    paths = entity_paths(out / "result.rrd")
+    assert "/world/ground/plane" in paths or "world/ground/plane" in paths
+    assert any(p.strip("/") == "world/ground/trajectory/0" for p in paths)
+
+
+def test_cancel_keeps_what_was_done(single_video: Path) -> None:
+    """Closing the stream mid-way (a cancel) stops the decode and detection threads; the frames done stay."""
+    import threading
+
+    from app.cli import _pipeline
+    from pipelines.io.video_io import probe, read_video
+    from pipelines.modes.video import VideoOptions, VideoPipeline
+
+    info = probe(single_video)
+    vp = VideoPipeline(_pipeline(), VideoOptions(rate_hz=info.fps))
+    stream = vp.run(read_video(info, stride=STRIDE, max_side=MAX_SIDE))
+    for n, result in enumerate(stream, 1):
+        assert result.people
+        if n == 3:
+            break
+    stream.close()
+    assert vp.frames_done == [0, STRIDE, 2 * STRIDE]
+    assert len(vp.tracks[0].frames) == 3
+    assert not [t for t in threading.enumerate() if t.name in ("video-detect", "video-decode")]
 
 
 def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
