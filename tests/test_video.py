@@ -302,3 +302,42 @@ def test_nobody_in_some_frames(single_video: Path, tmp_path: Path, capsys: pytes
     assert doc["frames"] == list(range(7))
     assert doc["tracks"][0]["frames"] == [3, 4, 5, 6]  # the dancer (the bystander may be a second track)
     assert all(set(t["frames"]) <= {3, 4, 5, 6} for t in doc["tracks"])  # nobody in the blank frames
+
+
+def test_folder_of_frames(single_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of frames plays in name order (frame_2 before frame_10) at --fps; a file that is not an
+    image is skipped with a note; an empty folder says so."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, bgr in zip((1, 2, 10, 11), _clip_frames(single_video, 4), strict=True):
+        cv2.imwrite(str(folder / f"frame_{i}.{'png' if i % 2 else 'jpg'}"), bgr)
+    (folder / "frame_3.jpg").write_bytes(b"not a jpeg")
+    (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["video", folder, "--out", out, "--fps", 25, "--quiet"], capsys)
+    assert code == EXIT_OK
+    doc = json.loads((out / "tracks.json").read_text())
+    assert doc["fps"] == pytest.approx(25.0)
+    assert doc["frames"] == [0, 1, 3, 4]  # frame_3.jpg (index 2) skipped
+    assert doc["tracks"][0]["frames"] == [0, 1, 3, 4]
+    assert any("frame_3.jpg" in w and "skipped" in w for w in doc["warnings"])
+    assert "frame_3.jpg" in stdout
+    assert doc["camera"]["width"] == 540  # the frames' own pixels
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(["video", empty, "--out", tmp_path / "out2", "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT
+    (line,) = error_lines(err)
+    assert "empty" in line and "no frames" in line
+    assert not (tmp_path / "out2").exists()
+
+
+def test_too_long_video_is_refused_up_front(single_video: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """More frames than --max-frames: one sentence naming the file, its length and how to narrow it; a stride
+    that brings it under the limit runs."""
+    code, _, err = run_cli(["video", single_video, "--out", tmp_path / "out", "--max-frames", 30, "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT
+    (line,) = error_lines(err)
+    assert "cam01.mp4" in line and "100 frames" in line and "--stride" in line and "--max-frames" in line
+    assert not (tmp_path / "out").exists()

@@ -68,6 +68,8 @@ class VideoLogger:
         self.frame_timestamps_ns: np.ndarray | None = None
         self.video_asset = False
         try:
+            if info.is_folder:  # a folder of frames: JPEG frames (no video file to reference)
+                raise IsADirectoryError(info.path)
             video = rr.AssetVideo(path=str(info.path))
             self.frame_timestamps_ns = np.asarray(video.read_frame_timestamps_nanos(), dtype=np.int64)
             self.rec.log(IMAGE_PATH, video, static=True)
