@@ -362,9 +362,10 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
             "Detect and track every person in VIDEO, fit a metric Anny body per person and frame (one body\n"
             "shape per person and one focal per video, solved on the first frame, then held; fits warm-started\n"
             "from the previous frame; keypoints smoothed with a 1-euro filter), and write into --out:\n"
-            "tracks.json, track_<id>.npz, track_<id>.bvh and result.rrd (open with `rerun result.rrd`).\n"
-            "A static camera is assumed. 3D results are in metres in the OpenCV camera frame\n"
-            "(x right, y down, z forward); the BVH files are y up, metres."
+            "tracks.json, track_<id>.npz, track_<id>.glb (animated, skinned), track_<id>.bvh and result.rrd\n"
+            "(open with `rerun result.rrd`). A static camera is assumed; the ground is fitted to the feet and\n"
+            "each track's root is given on it. 3D results are in metres in the OpenCV camera frame\n"
+            "(x right, y down, z forward); the GLB and BVH files are y up, metres."
         ),
         epilog=VIDEO_EXIT_CODES_HELP,
     )

@@ -42,7 +42,8 @@ def expected_frames() -> list[int]:
 
 def test_help_explains_every_flag() -> None:
     text = build_parser()._subparsers._group_actions[0].choices["video"].format_help()
-    for flag in ("--out", "--stride", "--start", "--end", "--max-side", "--focal-px", "--no-smooth", "--no-rrd"):
+    for flag in ("--out", "--stride", "--start", "--end", "--max-side", "--focal-px", "--no-smooth", "--no-rrd",
+                 "--fps", "--max-frames"):
         assert flag in text
     assert "static camera" in text and "metres" in text and "exit codes" in text
 
