@@ -150,7 +150,9 @@ def check_length(info: VideoInfo, stride: int, start_s: float, end_s: float | No
     return n
 
 
-def _resized(rgb_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+def _resized(image_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """The image downscaled so that its longer side is at most max_side, and the scale."""
+    rgb_hw3 = image_hw3
     h, w = rgb_hw3.shape[:2]
     if max_side and max(h, w) > max_side:
         scale = max_side / max(h, w)
@@ -177,8 +179,8 @@ def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, m
             report.notes.append(f"{info.path.name}/{path.name}: {w}x{h}, not {info.width}x{info.height} as the "
                                 f"first frame; frame {index} skipped.")  # fmt: skip
             continue
-        rgb_hw3, scale = _resized(cv2.cvtColor(bgr_hw3, cv2.COLOR_BGR2RGB), max_side)
-        yield VideoFrame(index, index / info.fps, rgb_hw3, scale)
+        small_bgr_hw3, scale = _resized(bgr_hw3, max_side)
+        yield VideoFrame(index, index / info.fps, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
 
 
 def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_side: int | None,
@@ -213,8 +215,8 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
                 if not ok or bgr_hw3 is None:
                     report.problems.append(f"{info.path.name}: frame {index} is damaged; decoding stopped there.")
                     break
-                rgb_hw3, scale = _resized(cv2.cvtColor(bgr_hw3, cv2.COLOR_BGR2RGB), max_side)
-                yield VideoFrame(index, time_s, rgb_hw3, scale)
+                small_bgr_hw3, scale = _resized(bgr_hw3, max_side)  # resized first: fewer pixels to convert
+                yield VideoFrame(index, time_s, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
             index += 1
     finally:
         capture.release()
