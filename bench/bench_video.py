@@ -107,7 +107,7 @@ def run_clip(video: Path, stride: int, max_side: int, n_frames: int | None, smoo
         outputs.finish(vp, report.problems, {})
     wall = time.perf_counter() - t0
     n = len(vp.frames_done)
-    rrd_bytes = (out_dir / "result.rrd").stat().st_size
+    rrd_bytes = (out_dir / "result.rrd").stat().st_size if (out_dir / "result.rrd").exists() else 0
     duration_s = (vp.frames_done[-1] - vp.frames_done[0] + stride) / info.fps if n else float("nan")
     shutil.rmtree(out_dir.parent, ignore_errors=True)
     return {"info": info, "vp": vp, "wall": wall, "n": n, "rrd_bytes": rrd_bytes, "duration_s": duration_s,
