@@ -419,13 +419,19 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
             "Detect and track every person in VIDEO, fit a metric Anny body per person and frame (one body\n"
             "shape per person and one focal per video, solved on the first frame, then held; fits warm-started\n"
             "from the previous frame; keypoints smoothed with a 1-euro filter), and write into --out:\n"
-            "tracks.json, track_<id>.npz, track_<id>.bvh and result.rrd (open with `rerun result.rrd`).\n"
-            "A static camera is assumed. 3D results are in metres in the OpenCV camera frame\n"
-            "(x right, y down, z forward); the BVH files are y up, metres."
+            "tracks.json, track_<id>.npz, track_<id>.glb (animated, skinned), track_<id>.bvh and result.rrd\n"
+            "(open with `rerun result.rrd`). A static camera is assumed; the ground is fitted to the feet and\n"
+            "each track's root is given on it. 3D results are in metres in the OpenCV camera frame\n"
+            "(x right, y down, z forward); the GLB and BVH files are y up, metres."
         ),
         epilog=VIDEO_EXIT_CODES_HELP,
     )
-    vid.add_argument("video", type=Path, metavar="VIDEO", help="a video file (mp4, mov, webm, avi, ...)")
+    vid.add_argument("video", type=Path, metavar="VIDEO",
+                     help="a video file (mp4, mov, webm, avi, ...) or a folder of frames (jpg/png, sorted by name)")
+    vid.add_argument("--fps", type=float, default=None, metavar="FPS",
+                     help="frame rate of a folder of frames (default 30; a video file's own rate is used)")
+    vid.add_argument("--max-frames", type=int, default=None, metavar="N",
+                     help="refuse to process more than N frames (default 20000, ~11 min at 30 frames/s; 0 = no limit)")
     vid.add_argument("--out", type=Path, required=True, metavar="DIR",
                      help="output folder, written atomically (an existing one is replaced only at the end)")
     vid.add_argument("--stride", type=int, default=1, metavar="N", help="process every N-th frame (default 1)")
@@ -456,14 +462,18 @@ def run_video(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--stride must be at least 1; got {args.stride}.")
     if args.max_side < 0 or (0 < args.max_side < 64):
         raise UserFacingError(f"--max-side must be 0 (no limit) or at least 64 pixels; got {args.max_side}.")
-    info = probe(args.video)  # an unreadable file fails here, before any model loads
+    from pipelines.io.video_io import MAX_FRAMES, check_length
+
+    info = probe(args.video, fps=args.fps)  # an unreadable file fails here, before any model loads
+    check_length(info, args.stride, args.start, args.end, MAX_FRAMES if args.max_frames is None else args.max_frames)
     from pipelines.modes.video import VideoOptions, VideoPipeline
     from viz.video_outputs import VideoOutputs
 
     long_side = max(info.width, info.height)
     scale = args.max_side / long_side if args.max_side and long_side > args.max_side else 1.0
     options = VideoOptions(focal_px=None if args.focal_px is None else args.focal_px * scale,
-                           smooth=not args.no_smooth, hands=args.hands, rate_hz=info.fps / args.stride)  # fmt: skip
+                           smooth=not args.no_smooth, hands=args.hands, rate_hz=info.fps / args.stride,
+                           mesh_hz=args.mesh_hz)  # fmt: skip
     report = DecodeReport()
     frames = read_video(info, stride=args.stride, start_s=args.start, end_s=args.end,
                         max_side=args.max_side or None, report=report)  # fmt: skip
@@ -492,7 +502,7 @@ def run_video(args: argparse.Namespace) -> int:
             outputs.abort()
             why = report.problems[0] if report.problems else f"{info.path.name}: no frame in the requested range."
             raise UserFacingError(why)
-        warnings = report.problems + warnings
+        warnings = report.problems + report.notes + warnings
         written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
                                                       "end_s": args.end, "max_side": args.max_side,
                                                       "smooth": not args.no_smooth, "hands": args.hands})  # fmt: skip
@@ -510,6 +520,8 @@ def run_video(args: argparse.Namespace) -> int:
                   f"mean reprojection {np.mean(track.reprojection_px_f):.1f} px")  # fmt: skip
     if empty:
         print(f"  note: nobody found in {empty} frame(s)")
+    for note in report.notes[:5]:
+        print(f"  note: {note}")
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
     if interrupted:

@@ -42,7 +42,8 @@ def expected_frames() -> list[int]:
 
 def test_help_explains_every_flag() -> None:
     text = build_parser()._subparsers._group_actions[0].choices["video"].format_help()
-    for flag in ("--out", "--stride", "--start", "--end", "--max-side", "--focal-px", "--no-smooth", "--no-rrd"):
+    for flag in ("--out", "--stride", "--start", "--end", "--max-side", "--focal-px", "--no-smooth", "--no-rrd",
+                 "--fps", "--max-frames"):
         assert flag in text
     assert "static camera" in text and "metres" in text and "exit codes" in text
 
@@ -51,7 +52,7 @@ def test_every_frame_written_one_stable_id(runs: dict[str, Path]) -> None:
     from viz.rrd_read import timeline_values
 
     out = runs["smooth"]
-    for name in ("tracks.json", "result.rrd", "track_0.npz", "track_0.bvh"):
+    for name in ("tracks.json", "result.rrd", "track_0.npz", "track_0.bvh", "track_0.glb"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     doc = json.loads((out / "tracks.json").read_text())
     frames = expected_frames()
@@ -103,21 +104,133 @@ def test_bvh_reads_back(runs: dict[str, Path]) -> None:
     joints = root.layout()
     assert len(joints) == 104
     assert len(root.Keyframes) == n_frames
-    # The BVH root follows the fitted root (y and z flipped from the camera frame)
+    # The BVH root follows the fitted root, shifted along the ground to keep touching feet in place
+    # (y and z flipped from the camera frame)
     params = np.load(out / "track_0.npz")
     root.loadPose(n_frames - 1)
     flip = np.array([1.0, -1.0, -1.0])
-    assert np.allclose(np.array(root.PositionWorld), params["root_pos_cam_f3"][-1] * flip, atol=1e-3)
+    root_cam = params["root_pos_cam_f3"][-1] + params["feet_pin_shift_cam_f3"][-1]
+    assert np.linalg.norm(params["feet_pin_shift_cam_f3"], axis=1).max() < 0.15  # a few cm, not a jump
+    assert np.allclose(np.array(root.PositionWorld), root_cam * flip, atol=1e-3)
     # ... and every joint sits at the fitted bone head: o_c = o_p + G_p (h_c - h_p)
     G, heads, parents = params["bone_rot_cam_fj33"][-1], params["rest_heads_j3"], params["bone_parents"]
     o = np.zeros_like(heads)
-    o[0] = params["root_pos_cam_f3"][-1]
+    o[0] = root_cam
     for c in range(1, len(parents)):
         o[c] = o[parents[c]] + G[parents[c]] @ (heads[c] - heads[parents[c]])
     names = bvh_joint_names([str(n) for n in params["bone_labels"]])
     for joint, *_ in joints:
         k = names.index(joint.Name)
         assert np.allclose(np.array(joint.PositionWorld), o[k] * flip, atol=2e-3), joint.Name
+
+
+def _accessor(gltf, i: int) -> np.ndarray:  # noqa: ANN001 - pygltflib.GLTF2
+    a = gltf.accessors[i]
+    view = gltf.bufferViews[a.bufferView]
+    dtype = {5126: np.float32, 5123: np.uint16, 5125: np.uint32}[a.componentType]
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[a.type]
+    return np.frombuffer(gltf.binary_blob(), dtype=dtype, count=a.count * width,
+                         offset=view.byteOffset).reshape(a.count, width)  # fmt: skip
+
+
+def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
+    """track_0.glb loads (pygltflib, trimesh), has one keyframe per processed frame and a joint per bone,
+    and skinning its mesh with its own animation at the last frame gives the joints of tracks.json (moved
+    along the ground as the feet pinning says)."""
+    import pygltflib
+    import trimesh
+    from scipy.spatial.transform import Rotation
+
+    from app.cli import _pipeline
+    from pipelines.body.anny_points import output_joint_regressor
+
+    out = runs["smooth"]
+    doc = json.loads((out / "tracks.json").read_text())
+    track = doc["tracks"][0]
+    assert track["files"]["glb"] == "track_0.glb"
+    assert len(trimesh.load(out / "track_0.glb", force="scene").geometry) == 1
+    gltf = pygltflib.GLTF2().load(str(out / "track_0.glb"))
+    params = np.load(out / "track_0.npz")
+    (skin,), (anim,) = gltf.skins, gltf.animations
+    assert len(skin.joints) == len(params["bone_labels"]) == 104
+    times = {int(s.input) for s in anim.samplers}
+    assert len(times) == 1
+    keys_s = _accessor(gltf, times.pop())[:, 0]
+    assert len(keys_s) == len(track["frames"])
+    assert np.allclose(keys_s, (np.array(track["frames"]) - track["frames"][0]) / 60.0, atol=1e-5)
+    # Pose the skeleton at the last keyframe from the file alone, skin the mesh, regress the joints.
+    k = len(keys_s) - 1
+    animated: dict[int, dict[str, np.ndarray]] = {}
+    for ch in anim.channels:
+        animated.setdefault(ch.target.node, {})[ch.target.path] = _accessor(gltf, anim.samplers[ch.sampler].output)[k]
+    parent = {c: i for i, n in enumerate(gltf.nodes) for c in n.children or []}
+
+    def world(i: int) -> np.ndarray:
+        node, m = gltf.nodes[i], np.eye(4)
+        m[:3, :3] = Rotation.from_quat(animated.get(i, {}).get("rotation", node.rotation)).as_matrix()
+        m[:3, 3] = animated.get(i, {}).get("translation", node.translation)
+        return m if i not in parent else world(parent[i]) @ m
+
+    ibm_j44 = _accessor(gltf, skin.inverseBindMatrices).reshape(-1, 4, 4).transpose(0, 2, 1)
+    joint_j44 = np.stack([world(n) @ ibm_j44[j] for j, n in enumerate(skin.joints)])
+    attrs = gltf.meshes[0].primitives[0].attributes
+    v_h = np.c_[_accessor(gltf, attrs.POSITION), np.ones(gltf.accessors[attrs.POSITION].count)]
+    idx_v4, w_v4 = _accessor(gltf, attrs.JOINTS_0).astype(int), _accessor(gltf, attrs.WEIGHTS_0)
+    assert np.allclose(w_v4.sum(axis=1), 1.0, atol=1e-4)
+    verts_gltf_v3 = np.einsum("vk,vkab,vb->va", w_v4, joint_j44[idx_v4], v_h)[:, :3]
+    idx_s, weights_ks = output_joint_regressor(_pipeline().hmr.body)
+    joints_cam_k3 = (weights_ks @ verts_gltf_v3[idx_s]) * np.array([1.0, -1.0, -1.0])  # glTF -> camera axes
+    expected_k3 = np.array(track["joints3d_cam"][k]) + params["feet_pin_shift_cam_f3"][k]  # feet kept in place
+    err_mm = np.linalg.norm(joints_cam_k3 - expected_k3, axis=1) * 1e3
+    assert err_mm.max() < 10.0, err_mm  # 4 of Anny's 9 skinning weights kept per vertex
+
+
+def test_ground_plane_and_root_on_it(runs: dict[str, Path], single_video: Path) -> None:
+    """The ground fitted to the feet agrees with the rig's calibrated floor; the roots are on it in metres;
+    pinned feet slide less than the fitted ones; the plane and trajectory are in the recording."""
+    from pipelines.multiview.calibration import load_qualisys_calibration
+    from viz.rrd_read import entity_paths
+
+    out = runs["smooth"]
+    doc = json.loads((out / "tracks.json").read_text())
+    ground = doc["ground"]
+    assert ground is not None and ground["assumes"] == "a static camera"
+    cam = load_qualisys_calibration(single_video.parent / "Calib.qca.txt")[0]
+    floor_up_cam = cam.cam_T_world_44[:3, :3] @ np.array([0.0, 0.0, 1.0])  # the rig's world is z up
+    angle = np.degrees(np.arccos(np.clip(np.dot(ground["normal_cam"], floor_up_cam), -1.0, 1.0)))
+    assert angle < 20.0, angle
+    assert abs(ground["camera_height_m"] - cam.centre_world_3[2]) < 0.5  # metres; 1.90 m in the rig
+    track = doc["tracks"][0]
+    root_w = np.array(track["root_world"])
+    assert root_w.shape == (len(track["frames"]), 3)
+    assert 0.6 < float(np.median(root_w[:, 1])) < 1.1  # the pelvis' height above the ground
+    assert sum(track["foot_contact"]["left"]) + sum(track["foot_contact"]["right"]) > 0
+    slide = track["foot_slide_cm_per_s"]
+    assert slide["exported"] < slide["fitted"]
+    paths = entity_paths(out / "result.rrd")
+    assert "/world/ground/plane" in paths or "world/ground/plane" in paths
+    assert any(p.strip("/") == "world/ground/trajectory/0" for p in paths)
+
+
+def test_cancel_keeps_what_was_done(single_video: Path) -> None:
+    """Closing the stream mid-way (a cancel) stops the decode and detection threads; the frames done stay."""
+    import threading
+
+    from app.cli import _pipeline
+    from pipelines.io.video_io import probe, read_video
+    from pipelines.modes.video import VideoOptions, VideoPipeline
+
+    info = probe(single_video)
+    vp = VideoPipeline(_pipeline(), VideoOptions(rate_hz=info.fps))
+    stream = vp.run(read_video(info, stride=STRIDE, max_side=MAX_SIDE))
+    for n, result in enumerate(stream, 1):
+        assert result.people
+        if n == 3:
+            break
+    stream.close()
+    assert vp.frames_done == [0, STRIDE, 2 * STRIDE]
+    assert len(vp.tracks[0].frames) == 3
+    assert not [t for t in threading.enumerate() if t.name in ("video-detect", "video-decode")]
 
 
 def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,3 +303,42 @@ def test_nobody_in_some_frames(single_video: Path, tmp_path: Path, capsys: pytes
     assert doc["frames"] == list(range(7))
     assert doc["tracks"][0]["frames"] == [3, 4, 5, 6]  # the dancer (the bystander may be a second track)
     assert all(set(t["frames"]) <= {3, 4, 5, 6} for t in doc["tracks"])  # nobody in the blank frames
+
+
+def test_folder_of_frames(single_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of frames plays in name order (frame_2 before frame_10) at --fps; a file that is not an
+    image is skipped with a note; an empty folder says so."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, bgr in zip((1, 2, 10, 11), _clip_frames(single_video, 4), strict=True):
+        cv2.imwrite(str(folder / f"frame_{i}.{'png' if i % 2 else 'jpg'}"), bgr)
+    (folder / "frame_3.jpg").write_bytes(b"not a jpeg")
+    (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["video", folder, "--out", out, "--fps", 25, "--quiet"], capsys)
+    assert code == EXIT_OK
+    doc = json.loads((out / "tracks.json").read_text())
+    assert doc["fps"] == pytest.approx(25.0)
+    assert doc["frames"] == [0, 1, 3, 4]  # frame_3.jpg (index 2) skipped
+    assert doc["tracks"][0]["frames"] == [0, 1, 3, 4]
+    assert any("frame_3.jpg" in w and "skipped" in w for w in doc["warnings"])
+    assert "frame_3.jpg" in stdout
+    assert doc["camera"]["width"] == 540  # the frames' own pixels
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(["video", empty, "--out", tmp_path / "out2", "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT
+    (line,) = error_lines(err)
+    assert "empty" in line and "no frames" in line
+    assert not (tmp_path / "out2").exists()
+
+
+def test_too_long_video_is_refused_up_front(single_video: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """More frames than --max-frames: one sentence naming the file, its length and how to narrow it; a stride
+    that brings it under the limit runs."""
+    code, _, err = run_cli(["video", single_video, "--out", tmp_path / "out", "--max-frames", 30, "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT
+    (line,) = error_lines(err)
+    assert "cam01.mp4" in line and "100 frames" in line and "--stride" in line and "--max-frames" in line
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,8 @@ Entity paths are those of viz.rerun_log (same annotation contexts, colours and k
     world/camera/image/people/{id}/keypoints  Points2D per frame
     world/people/{id}/skeleton                Points3D per frame (links from the AnnotationContext)
     world/people/{id}/mesh                    Mesh3D: triangles once, vertex positions at `mesh_hz`
+    world/ground/plane                        Mesh3D (static, at the end): the fitted ground, a square
+    world/ground/trajectory/{id}              LineStrips3D (static, at the end): each track's root on the ground
 
 Timelines: `frame` (the video's frame index) and `video_time` (seconds), both set for every frame.
 2D data is logged in pixels of the source video (the asset's), 3D in metres, OpenCV camera frame.
@@ -27,6 +29,7 @@ import rerun as rr
 
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import VideoFrameResult
+from pipelines.tracking.ground import Ground
 from viz.blueprint import default_blueprint
 from viz.export import person_color
 from viz.rerun_log import (
@@ -72,6 +75,8 @@ class VideoLogger:
         self.frame_timestamps_ns: np.ndarray | None = None
         self.video_asset = False
         try:
+            if info.is_folder:  # a folder of frames: JPEG frames (no video file to reference)
+                raise IsADirectoryError(info.path)
             video = rr.AssetVideo(path=str(info.path))
             self.frame_timestamps_ns = np.asarray(video.read_frame_timestamps_nanos(), dtype=np.int64)
             self.rec.log(IMAGE_PATH, video, static=True)
@@ -138,7 +143,8 @@ class VideoLogger:
                 np.asarray(joints.xyz_k3, dtype=np.float32), class_ids=np.full(len(joints.names), cls, dtype=np.uint16),
                 keypoint_ids=self.vocab_3d.ids(joints.names), radii=0.015, show_labels=False))  # fmt: skip
             last = self._last_mesh_s.get(person.id)
-            if last is None or frame.time_s - last >= self.mesh_period_s - 1e-6:
+            has_mesh = len(body.verts_cam_v3) > 0  # warm-started frames skip the mesh (VideoOptions.mesh_hz)
+            if has_mesh and (last is None or frame.time_s - last >= self.mesh_period_s - 1e-6):
                 self._last_mesh_s[person.id] = frame.time_s
                 if person.id not in self._topology_logged:
                     self.rec.log(f"{base3d}/mesh", rr.Mesh3D.from_fields(
@@ -160,6 +166,27 @@ class VideoLogger:
         if self.stream is None:
             return None
         return self.stream.read(flush=True) or None
+
+    def log_ground(self, ground: Ground, roots_cam: dict[int, np.ndarray]) -> None:
+        """The ground plane (a square around the trajectories, 1 m beyond them, 4 m at least) and each
+        track's root trajectory projected onto it (camera frame, metres), static."""
+        pts_w = [ground.to_world(r) for r in roots_cam.values() if len(r)]
+        allw = np.concatenate(pts_w) if pts_w else np.zeros((1, 3))
+        lo, hi = allw[:, [0, 2]].min(axis=0) - 1.0, allw[:, [0, 2]].max(axis=0) + 1.0
+        centre, half = (lo + hi) / 2, max(2.0, float((hi - lo).max()) / 2)
+        corners_w = np.array([[centre[0] + sx * half, 0.0, centre[1] + sz * half] for sx, sz in
+                              ((-1, -1), (1, -1), (1, 1), (-1, 1))])  # fmt: skip
+        self.rec.log("world/ground/plane", rr.Mesh3D(
+            vertex_positions=ground.to_camera(corners_w).astype(np.float32), triangle_indices=[[0, 1, 2], [0, 2, 3]],
+            albedo_factor=(160, 160, 160, 90)), static=True)  # fmt: skip
+        for track_id, root_cam in roots_cam.items():
+            if len(root_cam) < 2:
+                continue
+            on_ground_w = ground.to_world(root_cam)
+            on_ground_w[:, 1] = 0.0
+            self.rec.log(f"world/ground/trajectory/{track_id}", rr.LineStrips3D(
+                [ground.to_camera(on_ground_w).astype(np.float32)], colors=[person_color(track_id)],
+                radii=0.01, labels=[f"person {track_id}"]), static=True)  # fmt: skip
 
     def close(self) -> None:
         self.rec.flush()

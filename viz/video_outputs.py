@@ -3,9 +3,12 @@
 Layout of `out_dir`:
     tracks.json       fps, processed frame indices, joint names, camera K_33 (source video pixels), and per
                       track: id, height_m, frames, joints3d_cam (per frame, per joint [x, y, z]; metres, OpenCV
-                      camera frame); plus the warnings
+                      camera frame); plus the warnings; "ground": the ground plane and world frame fitted to
+                      the feet (pipelines.tracking.ground; a static camera assumed), and per track its root
+                      on it ("root_world", metres), its feet contacts and their slide
     track_<id>.npz    per-frame body parameters of that track (bone rotations, root position, joints) + meta_json
     track_<id>.bvh    the skeleton's motion (see viz.bvh: y up, metres)
+    track_<id>.glb    the body as an animated, skinned glTF (see viz.gltf_anim): one keyframe per frame
     result.rrd        the Rerun recording (see viz.video_log), streamed while the video runs
 
 The folder is staged beside `out_dir` while the video runs and moved into place by `finish`; the
@@ -23,18 +26,25 @@ import numpy as np
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
+from pipelines.tracking.ground import Ground, fit_ground, foot_contacts, foot_slide_cm_per_s, pin_feet
 from viz import export
 from viz.bvh import write_bvh
+from viz.gltf_anim import write_animated_glb
 from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
 
 
 class VideoOutputs:
     """Stages a video's outputs while it runs; `finish` writes the rest and moves the folder into place."""
 
-    def __init__(self, out_dir: str | Path, info: VideoInfo, *, write_rrd: bool = True, mesh_hz: float = 1.0
-                 ) -> None:  # fmt: skip
+    def __init__(self, out_dir: str | Path, info: VideoInfo, *, write_rrd: bool = True, mesh_hz: float = 1.0,
+                 pin_feet: bool = True) -> None:  # fmt: skip
+        """`pin_feet`: the exported motion (GLB, BVH, root_world) keeps touching feet in place (the
+        root shifted along the ground); joints3d_cam stay as fitted."""
         self.out_dir = Path(out_dir)
         self.info = info
+        self.pin_feet = pin_feet
+        self.ground: Ground | None = None
+        self.world: dict[int, dict[str, Any]] = {}
         self.tmp = make_staging_dir(self.out_dir)
         self.logger = None
         self.scale = 1.0
@@ -59,7 +69,10 @@ class VideoOutputs:
         """Close the recording, write tracks.json and each track's files, and move the folder into place."""
         try:
             names = [] if self.logger is None else ["result.rrd"]
+            self._fit_ground(pipeline)
             if self.logger is not None:
+                if self.ground is not None:
+                    self.logger.log_ground(self.ground, {i: w["root_cam_f3"] for i, w in self.world.items()})
                 self.logger.close()
                 self.logger = None
             names += self._write_tracks(pipeline, warnings, options)
@@ -68,6 +81,38 @@ class VideoOutputs:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise
         return [self.out_dir / n for n in names]
+
+    def _fit_ground(self, pipeline: VideoPipeline) -> None:
+        """The ground under the static camera, and per track its contacts, foot slide and pinned root."""
+        tracks = [t for t in pipeline.tracks.values() if t.frames]
+        self.ground = fit_ground([np.stack(t.joints_cam_fk3) for t in tracks])
+        self.world = {}
+        if self.ground is None:
+            return
+        for t in tracks:
+            joints = np.stack(t.joints_cam_fk3).astype(np.float64)
+            times = np.asarray(t.times_s)
+            contacts = foot_contacts(self.ground, joints, times)
+            shift_f3 = pin_feet(self.ground, joints, contacts) if self.pin_feet else np.zeros((len(joints), 3))
+            root_cam_f3 = np.stack(t.root_pos_cam_f3) + shift_f3
+            self.world[t.id] = {
+                "contacts": contacts,
+                "shift_cam_f3": shift_f3,
+                "root_cam_f3": root_cam_f3,
+                "slide": {"fitted": foot_slide_cm_per_s(self.ground, joints, times, contacts),
+                          "exported": foot_slide_cm_per_s(self.ground, joints + shift_f3[:, None], times, contacts)},
+            }  # fmt: skip
+
+    def _world_entry(self, track_id: int) -> dict[str, Any]:
+        w = self.world.get(track_id)
+        if w is None or self.ground is None:
+            return {}
+        return {
+            "root_world": np.round(self.ground.to_world(w["root_cam_f3"]), 4),
+            "foot_contact": {s: c.astype(int).tolist() for s, c in w["contacts"].items()},
+            "foot_slide_cm_per_s": {k: None if not np.isfinite(v) else round(v, 2) for k, v in w["slide"].items()},
+            "feet_pinned": self.pin_feet,
+        }
 
     def _camera_entry(self, pipeline: VideoPipeline) -> dict[str, Any]:
         cam = pipeline.camera
@@ -99,7 +144,9 @@ class VideoOutputs:
                 "height_m": track.height_m,
                 "frames": list(track.frames),
                 "joints3d_cam": np.round(np.stack(track.joints_cam_fk3).astype(np.float64), 5),
-                "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh"},
+                "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh",
+                          "glb": f"track_{track.id}.glb"},
+                **self._world_entry(track.id),
             })  # fmt: skip
             names += self._write_track_files(track, body, pipeline)
         doc = {
@@ -110,6 +157,7 @@ class VideoOutputs:
             "units": "metres, OpenCV camera frame (x right, y down, z forward)",
             "camera": self._camera_entry(pipeline),
             "options": options,
+            "ground": None if self.ground is None else self.ground.as_json(),
             "tracks": entries,
             "warnings": warnings,
         }
@@ -120,6 +168,7 @@ class VideoOutputs:
         rest = body.rest_heads(track.pheno_p)
         G_fj33 = np.stack(track.bone_rot_cam_fj33)
         root_f3 = np.stack(track.root_pos_cam_f3)
+        shift_f3 = self.world.get(track.id, {}).get("shift_cam_f3", np.zeros_like(root_f3))
         params = {
             "frames": np.asarray(track.frames, dtype=np.int64),
             "times_s": np.asarray(track.times_s, dtype=np.float64),
@@ -130,6 +179,7 @@ class VideoOutputs:
             "rest_heads_j3": rest.heads_j3,
             "bone_rot_cam_fj33": G_fj33,
             "root_pos_cam_f3": root_f3,
+            "feet_pin_shift_cam_f3": shift_f3,
             "joints3d_cam_fk3": np.stack(track.joints_cam_fk3),
             "reprojection_px_f": np.asarray(track.reprojection_px_f),
             "focal_px": np.array(pipeline.camera.focal_px if pipeline.camera else np.nan),
@@ -141,5 +191,12 @@ class VideoOutputs:
         step = np.diff(track.times_s)
         frame_time = float(np.median(step)) if len(step) else 1.0 / self.info.fps
         write_bvh(self.tmp / f"track_{track.id}.bvh", body.bone_labels, np.asarray(body.bone_parents),
-                  rest.heads_j3, G_fj33, root_f3, 1.0 / frame_time)  # fmt: skip
-        return [f"track_{track.id}.npz", f"track_{track.id}.bvh"]
+                  rest.heads_j3, G_fj33, root_f3 + shift_f3, 1.0 / frame_time)  # fmt: skip
+        write_animated_glb(self.tmp / f"track_{track.id}.glb", rest_verts_v3=body.rest_vertices(rest.coeffs_n),
+                           faces_f3=body.faces_f3, skin_idx_vn=body.tables.skin_idx_v9,
+                           skin_w_vn=body.tables.skin_w_v9, bone_labels=body.bone_labels,
+                           parents_j=np.asarray(body.bone_parents), rest_heads_j3=rest.heads_j3,
+                           bone_rot_cam_fj33=G_fj33, root_pos_cam_f3=root_f3 + shift_f3,
+                           times_s=np.asarray(track.times_s),
+                           color_rgb=export.person_color(track.id), name=f"track_{track.id}")  # fmt: skip
+        return [f"track_{track.id}.npz", f"track_{track.id}.bvh", f"track_{track.id}.glb"]

@@ -244,11 +244,18 @@ class AnnyBody:
         """Per-vertex bone indices and weights (V, 9)."""
         return self.tables.skin_idx_v9, self.tables.skin_w_v9
 
-    def skin(self, coeffs_n: np.ndarray, heads_j3: np.ndarray, G_j33: np.ndarray, o_j3: np.ndarray) -> np.ndarray:
+    def skin(self, coeffs_n: np.ndarray, heads_j3: np.ndarray, G_j33: np.ndarray, o_j3: np.ndarray,
+             vertex_idx: np.ndarray | None = None, rest_v3: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Linear blend skinning in numpy: vertices (V, 3) for bone rotations G and posed heads o
-        (the same result as Anny's forward in 'world-orient', without torch)."""
+        (the same result as Anny's forward in 'world-orient', without torch). `vertex_idx`: only
+        those vertices, in that order (len(vertex_idx), 3); `rest_v3`: their rest positions when
+        already known (rest_vertices(coeffs_n)[vertex_idx]: the shape is often held)."""
         idx_v9, w_v9 = self._skin_sparse
-        rest_v3 = self.rest_vertices(coeffs_n)
+        if vertex_idx is not None:
+            idx_v9, w_v9 = idx_v9[vertex_idx], w_v9[vertex_idx]
+        if rest_v3 is None:
+            rest_v3 = self.rest_vertices(coeffs_n)
+            rest_v3 = rest_v3 if vertex_idx is None else rest_v3[vertex_idx]
         t_j3 = o_j3 - np.einsum("jab,jb->ja", G_j33, heads_j3)
         A_v33 = np.einsum("vk,vkab->vab", w_v9, G_j33[idx_v9])
         t_v3 = np.einsum("vk,vka->va", w_v9, t_j3[idx_v9])

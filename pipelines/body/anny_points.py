@@ -152,6 +152,16 @@ def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
     )
 
 
+@lru_cache(maxsize=4)
+def output_joint_regressor(body: AnnyBody) -> tuple[np.ndarray, np.ndarray]:
+    """The reported joints as weights over the few vertices they use: (vertex indices (S,), weights
+    (K, S)); `weights @ skin(..., vertex_idx=indices)` equals output_joints without the whole mesh."""
+    rows = _vertex_rows(body)
+    mat = np.stack([rows[f"anny:{n}"] for n in OUTPUT_JOINT_NAMES])
+    used = np.flatnonzero(np.any(mat != 0, axis=0))
+    return used, mat[:, used]
+
+
 def output_joints(body: AnnyBody, verts_v3: np.ndarray) -> tuple[list[str], np.ndarray]:
     """The reported joints (17 COCO names + feet) regressed from posed vertices (same frame, metres)."""
     rows = _vertex_rows(body)

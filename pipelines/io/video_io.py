@@ -1,14 +1,23 @@
-"""Decode a video as a stream of RGB frames (OpenCV), with a stride, a time range and a size limit.
+"""Decode a video, or a folder of frames, as a stream of RGB frames (OpenCV), with a stride, a time range
+and a size limit.
 
 Frames are decoded in order (no seeking, which is frame-inexact for many codecs) and handed out one
 at a time, optionally from a decoder thread with a small bounded queue, so memory stays flat
 whatever the video's length. Pixels: origin at the top-left corner, RGB uint8 (H, W, 3).
+
+A folder of frames: its jpg / jpeg / png / bmp / webp files, sorted by name with numbers in
+numerical order (frame_2 before frame_10), at a stated rate (DEFAULT_FPS unless given). A file that
+cannot be read, or of another size than the first, is skipped with a note.
+
+Times: a video's frame times are the container's timestamps; when they are not evenly spaced (a
+variable frame rate, as phones record) they are used as they are and a note says so.
 """
 
 from __future__ import annotations
 
 import math
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +30,12 @@ from pipelines.errors import UserFacingError
 from pipelines.multiview.video import _open as open_capture
 
 DEFAULT_FPS = 30.0
-"""Frame rate assumed when the container announces none."""
+"""Frame rate assumed when the container announces none, and of a folder of frames unless given."""
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+"""Files of a folder of frames."""
+MAX_FRAMES = 20_000
+"""Default limit on the frames to process (about 11 minutes at 30 frames/s): longer requests are refused
+up front (pick a range or a stride); see check_length."""
 
 
 @dataclass
@@ -38,6 +52,12 @@ class VideoInfo:
     """Frame width in pixels, as decoded."""
     height: int
     """Frame height in pixels, as decoded."""
+    frame_paths: list[Path] | None = None
+    """A folder of frames: its image files in order; None for a video file."""
+
+    @property
+    def is_folder(self) -> bool:
+        return self.frame_paths is not None
 
 
 @dataclass
@@ -61,12 +81,40 @@ class DecodeReport:
     decoded: int = 0
     """Frames decoded (wanted or not) before the stream ended."""
     problems: list[str] = field(default_factory=list)
-    """Plain-language notes: truncated file, damaged frame."""
+    """Plain-language notes on frames lost: truncated file, damaged frame (the stream ended early)."""
+    notes: list[str] = field(default_factory=list)
+    """Plain-language notes that lose nothing: variable frame rate, skipped unreadable frame files."""
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Open the video and read its announced properties; raises UserFacingError naming the file."""
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def probe_folder(path: Path, fps: float | None = None) -> VideoInfo:
+    """A folder of frames (see the module docstring); raises UserFacingError naming the folder."""
+    frames = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+                    key=_natural_key)  # fmt: skip
+    if not frames:
+        raise UserFacingError(f"The folder {path.name} holds no frames ({', '.join(FRAME_SUFFIXES)} files).")
+    if fps is not None and not (0 < fps <= 1000):
+        raise UserFacingError(f"The frame rate must be between 0 and 1000 frames/s; got {fps}.")
+    first = None
+    for p in frames[:5]:
+        first = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if first is not None:
+            break
+    if first is None:
+        raise UserFacingError(f"The frames in {path.name} cannot be read (the first ones are damaged or not images).")
+    h, w = first.shape[:2]
+    return VideoInfo(path, float(fps or DEFAULT_FPS), len(frames), w, h, frames)
+
+
+def probe(path: str | Path, fps: float | None = None) -> VideoInfo:
+    """Open the video (or folder of frames) and read its announced properties; raises UserFacingError
+    naming the file. `fps`: the rate of a folder of frames (ignored for a video file)."""
     path = Path(path)
+    if path.is_dir():
+        return probe_folder(path, fps)
     capture = open_capture(path)
     try:
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -80,30 +128,95 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(path, fps, max(count, 0), width, height)
 
 
-def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_side: int | None,
-            report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+def wanted_range(info: VideoInfo, start_s: float, end_s: float | None) -> tuple[int, int | None]:
+    """First and last frame indices of a time range (last None: to the end)."""
     first = max(0, int(math.ceil(start_s * info.fps - 1e-9)))
     last = None if end_s is None else int(math.floor(end_s * info.fps - 1e-9))
+    return first, last
+
+
+def check_length(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_frames: int) -> int:
+    """The number of frames a request processes (as announced); raises UserFacingError, before anything
+    is decoded, when it is over `max_frames` (0 = no limit), saying how to narrow it."""
+    first, last = wanted_range(info, start_s, end_s)
+    end = info.frame_count - 1 if last is None else min(last, info.frame_count - 1)
+    n = max(0, (end - first) // stride + 1) if info.frame_count else 0
+    if max_frames and n > max_frames:
+        minutes = info.frame_count / info.fps / 60
+        raise UserFacingError(
+            f"{info.path.name} is {minutes:.1f} min long: {n} frames to process, more than the limit of "
+            f"{max_frames} (about {max_frames / info.fps / 60:.0f} min at {info.fps:g} frames/s). Pick a range "
+            f"(--start/--end), a --stride, or raise --max-frames.")  # fmt: skip
+    return n
+
+
+def _resized(image_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """The image downscaled so that its longer side is at most max_side, and the scale."""
+    rgb_hw3 = image_hw3
+    h, w = rgb_hw3.shape[:2]
+    if max_side and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(rgb_hw3, size, interpolation=cv2.INTER_AREA), scale
+    return rgb_hw3, 1.0
+
+
+def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, max_side: int | None,
+                   report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+    assert info.frame_paths is not None
+    for index, path in enumerate(info.frame_paths):
+        if last is not None and index > last:
+            break
+        report.decoded = index + 1
+        if index < first or (index - first) % stride:
+            continue
+        bgr_hw3 = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr_hw3 is None:
+            report.notes.append(f"{info.path.name}/{path.name}: not a readable image; frame {index} skipped.")
+            continue
+        if bgr_hw3.shape[:2] != (info.height, info.width):
+            h, w = bgr_hw3.shape[:2]
+            report.notes.append(f"{info.path.name}/{path.name}: {w}x{h}, not {info.width}x{info.height} as the "
+                                f"first frame; frame {index} skipped.")  # fmt: skip
+            continue
+        small_bgr_hw3, scale = _resized(bgr_hw3, max_side)
+        yield VideoFrame(index, index / info.fps, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
+
+
+def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_side: int | None,
+            report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+    first, last = wanted_range(info, start_s, end_s)
+    if info.is_folder:
+        yield from _folder_frames(info, stride, first, last, max_side, report)
+        return
     capture = open_capture(info.path)
+    variable = False
+    prev_t, t0_ms = -1.0, 0.0
     try:
         index = 0
         while last is None or index <= last:
             if not capture.grab():
                 break
             report.decoded = index + 1
+            # The container's timestamp of this frame; index / fps when it has none (or goes backwards).
+            # (From the first frame's, which some containers do not put at 0.)
+            t_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+            if index == 0:
+                t0_ms = t_ms if math.isfinite(t_ms) else 0.0
+            t_s = (t_ms - t0_ms) / 1e3
+            time_s = t_s if math.isfinite(t_s) and t_s > prev_t and (index == 0 or t_ms > 0) else index / info.fps
+            prev_t = time_s
+            if not variable and abs(time_s - index / info.fps) > 1.5 / info.fps:
+                variable = True
+                report.notes.append(f"{info.path.name}: variable frame rate (frame {index} at {time_s:.3f} s, not "
+                                    f"{index / info.fps:.3f} s): the frames' own timestamps are used.")  # fmt: skip
             if index >= first and (index - first) % stride == 0:
                 ok, bgr_hw3 = capture.retrieve()
                 if not ok or bgr_hw3 is None:
                     report.problems.append(f"{info.path.name}: frame {index} is damaged; decoding stopped there.")
                     break
-                rgb_hw3 = cv2.cvtColor(bgr_hw3, cv2.COLOR_BGR2RGB)
-                scale = 1.0
-                h, w = rgb_hw3.shape[:2]
-                if max_side and max(h, w) > max_side:
-                    scale = max_side / max(h, w)
-                    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-                    rgb_hw3 = cv2.resize(rgb_hw3, size, interpolation=cv2.INTER_AREA)
-                yield VideoFrame(index, index / info.fps, rgb_hw3, scale)
+                small_bgr_hw3, scale = _resized(bgr_hw3, max_side)  # resized first: fewer pixels to convert
+                yield VideoFrame(index, time_s, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
             index += 1
     finally:
         capture.release()

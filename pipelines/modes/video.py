@@ -1,9 +1,15 @@
 """Video mode: a stream of frames -> tracked, smoothed metric bodies over time.
 
-Per frame: the image pipeline's detection stage (MediaPipe, through the segmentation interface, in
-its image running mode), optionally its hand keypoints, then people tracked with stable ids
-(pipelines.tracking.tracker), their body keypoints smoothed with a 1-euro filter
-(pipelines.tracking.smoothing), and one body fit per tracked person.
+Per frame: BlazePose landmarks tracked from the previous frame as MediaPipe's video mode does, the
+person detector run every few frames for newcomers (pipelines.tracking.landmark_tracking; or, with
+`VideoOptions.detector="image"`, the image pipeline's detection stage on every frame), optionally the
+hand keypoints, then people tracked with stable ids (pipelines.tracking.tracker), their body keypoints
+smoothed with a 1-euro filter (pipelines.tracking.smoothing), and one body fit per tracked person.
+
+`VideoPipeline.run` overlaps the stages: the frames are decoded (pipelines.io.video_io) and detected
+in their own threads, a bounded queue ahead of the fits (OpenCV and LiteRT release the GIL), so the
+two cores are both busy and memory stays flat. Warm-started fits compute the full mesh only at
+`mesh_hz` (for the viewer); the joints come from the few vertices they are regressed from.
 
 Assumptions and what is held:
 - A static camera: one camera (intrinsics, and the camera frame as the frame of every result) for
@@ -16,20 +22,24 @@ processed (possibly downscaled) frames, origin at the top-left corner.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
 from pipelines.camera.embedded import focal_prior_px
-from pipelines.hmr.fit import FitOptions, FitState
+from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline
 from pipelines.registry import create
+from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
 from pipelines.tracking.tracker import PersonTracker
-from pipelines.types import Camera, PersonResult
+from pipelines.types import BodyFit, Camera, Keypoints3D, PersonDetection, PersonResult
 
 
 @dataclass
@@ -54,8 +64,21 @@ class VideoOptions:
     """Embedded segmentation only: look for small people over image tiles on every frame, as the image
     mode does. Off by default: measured on cam01.mp4 it cut throughput from ~8 to ~2 frames/s and added
     tracks of false positives; a single MediaPipe pass over each frame finds the few large people."""
+    detector: str = "tracking"
+    """Embedded segmentation: "tracking" = landmarks tracked between frames, the detector every
+    `redetect_every` frames (MediaPipe's video mode); "image" = a full detection on every frame (the
+    first slice's path, with masks; the bench's baseline). Other segmentation backends: every frame."""
+    redetect_every: int = 10
+    """"tracking": frames between two runs of the person detector (people who enter later)."""
     max_people: int = 4
     """At most this many people per frame."""
+    mesh_hz: float = 1.0
+    """Full meshes per second per track on warm-started frames (for the viewer; <= 0: none, inf: every
+    frame). The joints, bone rotations and exports do not depend on it."""
+    threaded: bool = True
+    """run(): decode and detect in their own threads, ahead of the fits."""
+    queue_size: int = 3
+    """run(): at most this many detected frames wait for their fits (memory stays flat)."""
 
 
 @dataclass
@@ -87,6 +110,8 @@ class TrackHistory:
     """The previous frame's fit (the next frame's warm start)."""
     smoother: DetectionSmoother | None = None
     """The track's keypoint filter."""
+    rest_joint_verts_s3: np.ndarray | None = None
+    """Rest positions of the vertices the output joints are regressed from (the held shape's)."""
 
 
 @dataclass
@@ -114,34 +139,103 @@ class VideoPipeline:
         self.camera: Camera | None = None
         self.frames_done: list[int] = []
         self._detector: Any = None
+        self._last_mesh_s: dict[int, float] = {}
 
     def run(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrameResult]:
-        for frame in frames:
-            yield self.process(frame)
+        """The processed frames, in order. With `options.threaded`, detection runs in a thread ahead of
+        the fits (at most `queue_size` frames ahead); closing the iterator stops it (a cancel)."""
+        if not self.options.threaded:
+            for frame in frames:
+                yield self.process(frame)
+            return
+        q: queue.Queue = queue.Queue(maxsize=max(1, self.options.queue_size))
+        stop = threading.Event()
+        done = object()
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for frame in frames:
+                    if stop.is_set() or not put((frame, self.detect(frame.rgb_hw3))):
+                        break
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer
+                put(err)
+                return
+            finally:
+                close = getattr(frames, "close", None)
+                if close is not None:
+                    close()
+            put(done)
+
+        thread = threading.Thread(target=work, name="video-detect", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                frame, detections = item
+                yield self.process(frame, detections)
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
 
     def _segmenter(self) -> Any:
-        """The image pipeline's segmentation stage; for the embedded one without tiles, a single-pass copy
-        (see VideoOptions.tiled_detection)."""
+        """The detection stage: for the embedded segmentation, landmark tracking (see
+        VideoOptions.detector) or a single-pass copy (see VideoOptions.tiled_detection); else the image
+        pipeline's segmentation stage."""
         if self._detector is None:
-            if self.image.config.segmentation == "embedded" and not self.options.tiled_detection:
+            embedded = self.image.config.segmentation == "embedded" and not self.options.tiled_detection
+            if embedded and self.options.detector == "tracking":
+                self._detector = LandmarkTrackingDetector(LandmarkTrackingOptions(
+                    max_people=self.options.max_people, redetect_every=self.options.redetect_every))  # fmt: skip
+            elif embedded:
                 self._detector = create("segmentation", "embedded", single_pass=True,
-                                        max_people=self.options.max_people)
+                                        max_people=self.options.max_people)  # fmt: skip
             else:
                 self._detector = self.image._get("segmentation")
         return self._detector
+
+    @property
+    def _masks(self) -> bool:
+        """Whether the detections carry person masks (the fit's silhouette term uses them)."""
+        return not isinstance(self._segmenter(), LandmarkTrackingDetector)
+
+    def detect(self, rgb_hw3: np.ndarray) -> list[PersonDetection]:
+        """The detection stage of one frame (people, and their hands with `options.hands`); frames must
+        come in order (landmarks are tracked from the previous one)."""
+        detections = self._segmenter().detect(rgb_hw3)
+        if self.options.hands:
+            detections = self.image._get("keypoints").add_keypoints(rgb_hw3, detections)
+        return detections
 
     def _camera(self, w: int, h: int) -> Camera:
         if self.camera is None or (self.camera.width, self.camera.height) != (w, h):
             self.camera = self.image._get("camera").initial(w, h, None, self.options.focal_px)
         return self.camera
 
-    def process(self, frame: VideoFrame) -> VideoFrameResult:
+    def process(self, frame: VideoFrame, detections: list[PersonDetection] | None = None) -> VideoFrameResult:
+        """One frame: tracking, smoothing and fits (`detections`: the frame's detection stage, run here
+        when None)."""
         rgb = frame.rgb_hw3
         h, w = rgb.shape[:2]
         camera = self._camera(w, h)
-        detections = self._segmenter().detect(rgb)
-        if self.options.hands:
-            detections = self.image._get("keypoints").add_keypoints(rgb, detections)
+        if detections is None:
+            detections = self.detect(rgb)
         ids = self.tracker.update(detections)
         warnings: list[str] = []
         people: list[PersonResult] = []
@@ -156,7 +250,7 @@ class VideoPipeline:
             if int((det.keypoints2d.conf_k > 0.5).sum()) < MIN_KEYPOINTS_TO_FIT:
                 warnings.append(f"frame {frame.index}: person {track_id} has too few visible keypoints to fit.")
                 continue
-            person.body = self._fit(track, camera, person)
+            person.body = self._fit(track, camera, person, frame.time_s)
             if self.camera is not camera:  # the focal was just estimated
                 camera = self.camera
             self._record(track, frame, person)
@@ -165,28 +259,69 @@ class VideoPipeline:
         self.frames_done.append(frame.index)
         return VideoFrameResult(frame, camera, people, warnings)
 
-    def _fit(self, track: TrackHistory, camera: Camera, person: PersonResult):  # noqa: ANN202 - BodyFit
+    def _fit(self, track: TrackHistory, camera: Camera, person: PersonResult, time_s: float) -> BodyFit:
         hmr = self.image.hmr
         det = person.detection
         if track.last_state is None:
             estimate = camera.source == "default"
             prior_f, _ = focal_prior_px(camera.width, camera.height)
-            fit = hmr.fit(camera, det, {}, estimate_focal=estimate, focal_prior_px=prior_f)
+            if self._masks:
+                fit = hmr.fit(camera, det, {}, estimate_focal=estimate, focal_prior_px=prior_f)
+                report, body = fit.report, fit.body
+            else:  # no person mask: the image fit without its silhouette term
+                opts = FitOptions(**{**hmr.options.__dict__})
+                opts.fit_focal, opts.focal_prior_px = estimate, prior_f if estimate else camera.focal_px
+                targets = hmr.targets(det, {}, use_mask=False)
+                report = hmr.fitter.fit(targets, camera.K_33, opts, None)
+                body = hmr.to_body_fit(report, targets)
             if estimate:
-                self.camera = Camera.from_focal(fit.state.focal_px, camera.width, camera.height, "estimated")
-            track.pheno_p = fit.state.pheno_p.copy()
-            track.height_m = fit.body.height_m
-            track.last_state = fit.state
-            return fit.body
+                self.camera = Camera.from_focal(report.state.focal_px, camera.width, camera.height, "estimated")
+            track.pheno_p = report.state.pheno_p.copy()
+            track.height_m = body.height_m
+            track.last_state = report.state
+            self._last_mesh_s[track.id] = time_s
+            return body
         opts = FitOptions(**{**hmr.options.__dict__})
         opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters, 0
         opts.fit_shape, opts.fit_focal = False, False
-        targets = hmr.targets(det, {})
+        targets = hmr.targets(det, {}, use_mask=self._masks)
         warm = track.last_state.copy()
         warm.focal_px = camera.focal_px
         report = hmr.fitter.fit(targets, camera.K_33, opts, warm)
         track.last_state = report.state
-        return hmr.to_body_fit(report, targets)
+        last = self._last_mesh_s.get(track.id, -np.inf)
+        hz = self.options.mesh_hz
+        if hz > 0 and (not np.isfinite(hz) or time_s - last >= 1.0 / hz - 1e-6):
+            self._last_mesh_s[track.id] = time_s
+            return hmr.to_body_fit(report, targets)
+        return self._light_body_fit(report, targets, track)
+
+    def _light_body_fit(self, report: FitReport, targets: FitTargets, track: TrackHistory) -> BodyFit:
+        """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints from the vertices they are
+        regressed from, the held height; what hmr.to_body_fit gives otherwise."""
+        body = self.image.hmr.body
+        idx_s, weights_ks = output_joint_regressor(body)
+        if track.rest_joint_verts_s3 is None:  # the shape is held: its rest vertices too
+            track.rest_joint_verts_s3 = body.rest_vertices(report.rest.coeffs_n)[idx_s]
+        verts_s3 = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3,
+                             vertex_idx=idx_s, rest_v3=track.rest_joint_verts_s3)  # fmt: skip
+        err = report.err_px_k
+        used = np.isfinite(err)
+        per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}
+        st = report.state
+        params = {"phenotype": st.pheno_p.copy(), "bone_rot_world_j33": report.G_j33.copy(),
+                  "root_pos_cam_3": st.root_pos_3.copy(), "focal_px": np.array(st.focal_px)}  # fmt: skip
+        return BodyFit(
+            model="anny",
+            params=params,
+            verts_cam_v3=np.zeros((0, 3)),
+            faces_f3=body.faces_f3,
+            joints3d_cam=Keypoints3D(list(OUTPUT_JOINT_NAMES), weights_ks @ verts_s3, frame="cam"),
+            height_m=float(track.height_m or np.nan),
+            reprojection_px_mean=float(err[used].mean()) if used.any() else float("nan"),
+            reprojection_px_max=float(err[used].max()) if used.any() else float("nan"),
+            per_keypoint_px=per_kp,
+        )
 
     @staticmethod
     def _record(track: TrackHistory, frame: VideoFrame, person: PersonResult) -> None:
