@@ -74,8 +74,15 @@ def test_run_reports_progress_table_and_downloads(full_run) -> None:  # noqa: AN
     # The report's figures, as the status shows them: the median and one table row per camera
     assert f"Median reprojection **{report['median_reproj_px']:.1f} px**" in status
     assert report["median_reproj_px"] < 5.0  # pixels of the 640-px clips
+    cells = [line.split("|")[1:-1] for line in status.splitlines() if line.startswith("| cam0")]
+    rows = {c[0].strip(): c[1:] for c in cells}
+    assert sorted(rows) == ["cam01", "cam02", "cam03", "cam04"]
     for v in report["views"]:
-        assert f"| {v['name']} | {v['name']}.mp4 | {v['time_offset_frames']:+.1f} |" in status
+        video, offset, reproj, rot, moved = (c.strip() for c in rows[v["name"]])
+        assert video == f"{v['name']}.mp4" and abs(float(offset) - v["time_offset_frames"]) <= 0.051
+        assert abs(float(reproj) - v["median_reproj_px"]) <= 0.051
+        assert abs(float(rot) - v["rotation_change_deg"]) <= 0.006
+        assert abs(float(moved) - v["translation_change_m"]) <= 6e-4
     tracks = json.loads((out / "tracks.json").read_text())
     assert len(tracks["tracks"]) == 1 and 1.5 < tracks["tracks"][0]["height_m"] < 1.95
     # The viewer gets the whole recording, which holds every fused frame

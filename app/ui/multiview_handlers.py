@@ -86,7 +86,11 @@ def progress_status(job: MultiviewJob, planned: int | None, n_views: int) -> str
 
 
 def _fmt(x: float | None, spec: str) -> str:
-    return "–" if x is None else format(x, spec)
+    """A report figure for the status ("–" when missing; no "-0.0")."""
+    if x is None:
+        return "–"
+    text = format(x, spec)
+    return text.replace("-", "+", 1) if float(text) == 0 and text.startswith("-") else text
 
 
 def final_status(job: MultiviewJob) -> str:
