@@ -137,3 +137,16 @@ def test_intri_and_extri_uploaded_apart_are_read_together(tmp_path: Path) -> Non
     back = load_calibration(path)
     assert [c.name for c in back] == [c.name for c in cams]
     assert all(abs(b.camera.K_33[0, 0] - c.camera.K_33[0, 0]) < 1e-6 for b, c in zip(back, cams, strict=True))
+
+
+def test_page_has_the_multiview_tab() -> None:
+    from app.ui.handlers import Engine
+    from app.ui.page import build_demo
+
+    demo = build_demo(Engine())  # no model is loaded to lay the page out
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"multiview-videos", "multiview-calibration", "multiview-example", "multiview-run", "multiview-cancel",
+            "multiview-viewer", "multiview-status", "multiview-downloads", "video-upload"} <= ids  # fmt: skip
+    uploads = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "multiview-videos"]
+    assert uploads[0].file_count == "multiple"
+    assert "Multi-view" in [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
