@@ -21,6 +21,7 @@ from gradio_rerun import Rerun
 
 from app.ui import canvas as C
 from app.ui import handlers as H
+from app.ui.multiview_page import build_multiview_tab
 from app.ui.state import SessionRegistry, UISession
 from app.ui.video_page import build_video_tab
 from pipelines.keypoints.names import PROMPTABLE_NAMES
@@ -228,4 +229,5 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         demo.unload(unload)
         with tabs:
             build_video_tab(demo, engine)
+            build_multiview_tab(demo)
     return demo
