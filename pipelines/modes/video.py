@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
-from pipelines.camera.embedded import focal_prior_px
+from pipelines.camera.prior import focal_prior_px
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline

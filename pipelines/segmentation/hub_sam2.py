@@ -24,13 +24,8 @@ import numpy as np
 from pipelines import hub
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.registry import register
-from pipelines.segmentation.embedded import (
-    EmbeddedSegmenter,
-    _empty_keypoints,
-    bbox_from,
-    select_person,
-    split_prompts,
-)
+from pipelines.segmentation.embedded import EmbeddedSegmenter, _empty_keypoints, bbox_from
+from pipelines.segmentation.prompts import select_person, split_prompts
 from pipelines.types import PersonDetection, Prompts
 
 WHAT = "The SAM2 segmentation backend"
