@@ -145,19 +145,21 @@ def _import_writers(rrd: bool) -> None:
 # ------------------------------------------------------------- backends and device (hub backends)
 
 
-def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+def _add_backend_flags(parser: argparse.ArgumentParser, video: bool = False) -> None:
+    """The backend flags (`video`: not --camera, --depth, --depth-kind: one camera per video, no scene depth)."""
     group = parser.add_argument_group("backends", "embedded (default: CPU, offline) or hub (Hugging Face models, "
                                       "downloaded on first use; HF_TOKEN and HF_HUB_OFFLINE are honoured)")  # fmt: skip
     group.add_argument("--segmentation", choices=["embedded", "hub"], default="embedded",
                        help="hub: SAM2.1 masks (from each person's box and the prompts) for MediaPipe's people")
-    group.add_argument("--camera", choices=["embedded", "hub"], default="embedded",
+    photo_only = group.add_argument if not video else (lambda *_, **__: None)
+    photo_only("--camera", choices=["embedded", "hub"], default="embedded",
                        help="hub: field of view from the photo with MoGe-2 when neither --focal-px nor EXIF gives it")
-    group.add_argument("--depth", default="none", metavar="none|hub|FILE",
+    photo_only("--depth", default="none", metavar="none|hub|FILE",
                        help="scene depth, scaled into metres by the fitted people and the ground under them, "
                             "written as depth_metric.npy and scene.ply: hub = MoGe-2; FILE = a depth map of the "
                             "photo (.npy, 16-bit .png, .exr; one photo only, see --depth-kind); none (default): the "
                             "scene is the ground plane and the people")  # fmt: skip
-    group.add_argument("--depth-kind", choices=["metric", "relative", "inverse"], default="relative",
+    photo_only("--depth-kind", choices=["metric", "relative", "inverse"], default="relative",
                        help="what --depth FILE holds: metric (metres; 16-bit PNG: millimetres), relative (depth up "
                             "to an unknown scale and shift), inverse (disparity up to a scale and shift); default "
                             "relative")  # fmt: skip
@@ -183,6 +185,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
     from pipelines.modes.image import PipelineConfig
 
     device = None if args.device in (None, "auto") else args.device
+    args = argparse.Namespace(**{"camera": "embedded", "depth": "none", "depth_kind": "relative", **vars(args)})
     depth, depth_file = (args.depth, None) if args.depth in ("none", "hub") else ("none", args.depth)
     body_options = {}
     if args.body == "smplx":
@@ -445,6 +448,7 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
     vid.add_argument("--hands", action="store_true", help="detect hands on every frame (slower)")
     vid.add_argument("--mesh-hz", type=float, default=1.0, metavar="HZ",
                      help="meshes per second in result.rrd (skeletons are on every frame; default 1)")
+    _add_backend_flags(vid, video=True)
     vid.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
     vid.add_argument("--quiet", action="store_true", help="no progress bar")
     vid.add_argument("--verbose", action="store_true",
@@ -482,7 +486,7 @@ def run_video(args: argparse.Namespace) -> int:
     if args.end is not None:
         last = min(last, int(np.floor(args.end * info.fps - 1e-9)))
     total = max(0, (last - first) // args.stride + 1) if info.frame_count else None
-    pipeline = VideoPipeline(_pipeline(), options)  # models load once (MediaPipe is imported lazily)
+    pipeline = VideoPipeline(_pipeline(_config(args)), options)  # models load once (MediaPipe: lazily)
     outputs = VideoOutputs(args.out, info, write_rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     warnings: list[str] = []
     empty, interrupted = 0, False
@@ -494,6 +498,7 @@ def run_video(args: argparse.Namespace) -> int:
                     outputs.add(result)
                     empty += not result.people
                     warnings += result.warnings
+                    _warn_fallbacks(result)
                     bar.update(1)
             except KeyboardInterrupt:  # the frames done so far are still written
                 interrupted = True

@@ -157,6 +157,8 @@ class VideoOutputs:
             "units": "metres, OpenCV camera frame (x right, y down, z forward)",
             "camera": self._camera_entry(pipeline),
             "options": options,
+            "backends": {stage: {"asked": u.asked, "used": u.used, "fallback_reason": u.reason}
+                         for stage, u in pipeline.backend_uses().items()},  # fmt: skip
             "ground": None if self.ground is None else self.ground.as_json(),
             "tracks": entries,
             "warnings": warnings,

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.camera.embedded import focal_prior_px
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
+from pipelines.camera.prior import focal_prior_px
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create, hmr_backend
 from pipelines.scene.frame_scene import build_scene, hub_depth_input, read_depth_input
-from pipelines.segmentation.embedded import validate_prompts
+from pipelines.segmentation.prompts import select_person, validate_prompts
 from pipelines.types import BackendUse, Camera, FrameResult, PersonDetection, PersonResult, Prompts
 
 if TYPE_CHECKING:
@@ -315,8 +315,6 @@ class ImagePipeline:
 
     @staticmethod
     def _selected(people: list[PersonDetection], prompts: Prompts) -> int | None:
-        from pipelines.segmentation.embedded import select_person
-
         pts = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
         if not len(pts) and prompts.box_xyxy is None:
             return None

@@ -31,15 +31,16 @@ from typing import Any
 import numpy as np
 
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
-from pipelines.camera.embedded import focal_prior_px
+from pipelines.camera.prior import focal_prior_px
+from pipelines.errors import UserFacingError
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
 from pipelines.io.video_io import VideoFrame
-from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline
+from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline, PipelineConfig
 from pipelines.registry import create
 from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
 from pipelines.tracking.tracker import PersonTracker
-from pipelines.types import BodyFit, Camera, Keypoints3D, PersonDetection, PersonResult
+from pipelines.types import BackendUse, BodyFit, Camera, Keypoints3D, PersonDetection, PersonResult
 
 
 @dataclass
@@ -126,6 +127,21 @@ class VideoFrameResult:
     """People in this frame; `id` is the track id; detections are the smoothed ones."""
     warnings: list[str] = field(default_factory=list)
     """Plain-language notes for this frame."""
+    backends: dict[str, BackendUse] = field(default_factory=dict)
+    """Per stage run so far: the backend asked for and the one in use (they differ after a fallback)."""
+
+
+def check_video_config(config: PipelineConfig) -> None:
+    """Raise UserFacingError for a backend the video mode cannot run (it animates Anny with the embedded
+    warm-started fit and holds one camera from the first frame; segmentation may be the hub one)."""
+    unsupported = [(config.hmr != "embedded", f"--hmr {config.hmr}"), (config.body != "anny", f"--body {config.body}"),
+                   (config.camera != "embedded", f"--camera {config.camera}"),
+                   (config.depth != "none" or config.depth_file is not None, "--depth")]  # fmt: skip
+    bad = [flag for is_bad, flag in unsupported if is_bad]
+    if bad:
+        raise UserFacingError(f"The video mode cannot use {', '.join(bad)} yet: it fits and animates the Anny body "
+                              "with the embedded fit, warm-started from frame to frame (BVH, GLB); use the image "
+                              "mode for those backends, or --segmentation hub for SAM2 masks in a video.")  # fmt: skip
 
 
 class VideoPipeline:
@@ -133,6 +149,7 @@ class VideoPipeline:
 
     def __init__(self, image_pipeline: ImagePipeline | None = None, options: VideoOptions | None = None) -> None:
         self.image = image_pipeline or ImagePipeline()
+        check_video_config(self.image.config)
         self.options = options or VideoOptions()
         self.tracker = PersonTracker(max_age=self.options.max_age)
         self.tracks: dict[int, TrackHistory] = {}
@@ -206,6 +223,12 @@ class VideoPipeline:
             elif embedded:
                 self._detector = create("segmentation", "embedded", single_pass=True,
                                         max_people=self.options.max_people)  # fmt: skip
+            elif self.image.config.segmentation == "hub" and self.options.detector == "tracking":
+                from pipelines.segmentation.hub_sam2_video import TrackedSam2Masks
+
+                tracker = LandmarkTrackingDetector(LandmarkTrackingOptions(
+                    max_people=self.options.max_people, redetect_every=self.options.redetect_every))  # fmt: skip
+                self._detector = TrackedSam2Masks(tracker, self.image._get("segmentation"))
             else:
                 self._detector = self.image._get("segmentation")
         return self._detector
@@ -213,7 +236,16 @@ class VideoPipeline:
     @property
     def _masks(self) -> bool:
         """Whether the detections carry person masks (the fit's silhouette term uses them)."""
-        return not isinstance(self._segmenter(), LandmarkTrackingDetector)
+        seg = self._segmenter()
+        return bool(getattr(seg, "has_masks", not isinstance(seg, LandmarkTrackingDetector)))
+
+    def backend_uses(self) -> dict[str, BackendUse]:
+        """Per stage: the backend asked for and the one in use (segmentation: asked = used until its hub
+        model is first needed)."""
+        uses = self.image.backend_uses()
+        asked = self.image.config.segmentation
+        uses.setdefault("segmentation", BackendUse(stage="segmentation", asked=asked, used=asked))
+        return uses
 
     def detect(self, rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """The detection stage of one frame (people, and their hands with `options.hands`); frames must
@@ -257,7 +289,7 @@ class VideoPipeline:
         if not detections:
             warnings.append(f"frame {frame.index}: nobody found.")
         self.frames_done.append(frame.index)
-        return VideoFrameResult(frame, camera, people, warnings)
+        return VideoFrameResult(frame, camera, people, warnings, self.backend_uses())
 
     def _fit(self, track: TrackHistory, camera: Camera, person: PersonResult, time_s: float) -> BodyFit:
         hmr = self.image.hmr

@@ -24,13 +24,8 @@ import numpy as np
 from pipelines import hub
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.registry import register
-from pipelines.segmentation.embedded import (
-    EmbeddedSegmenter,
-    _empty_keypoints,
-    bbox_from,
-    select_person,
-    split_prompts,
-)
+from pipelines.segmentation.embedded import EmbeddedSegmenter, _empty_keypoints, bbox_from
+from pipelines.segmentation.prompts import select_person, split_prompts
 from pipelines.types import PersonDetection, Prompts
 
 WHAT = "The SAM2 segmentation backend"
@@ -205,11 +200,20 @@ class HubSam2Segmenter:
 
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """The people MediaPipe finds, each with SAM2's mask from its box (landmarks unchanged)."""
-        found = self.people.detect(image_rgb_hw3)
+        return self.masks_for(image_rgb_hw3, self.people.detect(image_rgb_hw3))
+
+    def masks_for(self, image_rgb_hw3: np.ndarray, people: list[PersonDetection], box_grow_frac: float = 0.0
+                  ) -> list[PersonDetection]:  # fmt: skip
+        """Each person with SAM2's mask from their box grown by `box_grow_frac` of its size on each side
+        (landmarks unchanged; a person SAM2 finds nothing for is kept as given)."""
+        h, w = image_rgb_hw3.shape[:2]
         out = []
         with self.sam2.lock:
-            for person in found:
-                mask_hw = self.sam2.mask(image_rgb_hw3, np.zeros((0, 3)), person.bbox_xyxy)
+            for person in people:
+                x0, y0, x1, y1 = np.asarray(person.bbox_xyxy, dtype=np.float64)
+                gx, gy = box_grow_frac * (x1 - x0), box_grow_frac * (y1 - y0)
+                box = np.clip([x0 - gx, y0 - gy, x1 + gx, y1 + gy], 0, [w, h, w, h])
+                mask_hw = self.sam2.mask(image_rgb_hw3, np.zeros((0, 3)), box)
                 out.append(_with_mask(person, mask_hw) if (mask_hw > 0.5).any() else person)
         return out
 

@@ -1,0 +1,124 @@
+"""Click and box prompts, backend-neutral: validation and which detected person they are about.
+
+Pixels of the image, origin at the top-left corner, (x, y). Used by every segmentation backend and by
+the image mode (which must not import an embedded backend to check prompts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.errors import BadPromptError
+from pipelines.keypoints.names import PROMPTABLE_NAMES
+from pipelines.types import PersonDetection, Prompts
+
+
+def validate_prompts(prompts: Prompts, width: int, height: int) -> None:
+    """Raise BadPromptError (one plain sentence) for a prompt outside the image or an unknown joint."""
+    size = f"{width}x{height}"
+
+    def inside(x: float, y: float) -> bool:
+        return bool(np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height)
+
+    points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
+    for x, y, label in points_n3:
+        if label not in (0, 1):
+            raise BadPromptError(f"point ({x:g}, {y:g}) has label {label:g}; use 1 (person) or 0 (not)")
+        if not inside(x, y):
+            raise BadPromptError(f"point ({x:g}, {y:g}) is outside the {size} image")
+    if prompts.box_xyxy is not None:
+        box = np.asarray(prompts.box_xyxy, dtype=np.float64).reshape(-1)
+        if box.shape != (4,):
+            raise BadPromptError("a box needs four numbers: x0, y0, x1, y1")
+        x0, y0, x1, y1 = box
+        text = f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+        if not (inside(x0, y0) and inside(x1, y1)):
+            raise BadPromptError(f"{text} is outside the {size} image")
+        if x1 <= x0 or y1 <= y0:
+            raise BadPromptError(f"{text} is empty: x1 must be > x0 and y1 > y0")
+    for name, (x, y) in prompts.keypoints.items():
+        if name not in PROMPTABLE_NAMES:
+            raise BadPromptError(f"unknown joint name {name!r} (e.g. left_wrist, right_knee)")
+        if not inside(x, y):
+            raise BadPromptError(f"keypoint {name} at ({x:g}, {y:g}) is outside the {size} image")
+
+
+def split_prompts(prompts: Prompts, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validated click prompts: positive points (N, 2), negative points (M, 2) and the box (4,) or None."""
+    validate_prompts(prompts, width, height)
+    points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
+    box = None if prompts.box_xyxy is None else np.asarray(prompts.box_xyxy, dtype=np.float64).reshape(4)
+    return points_n3[points_n3[:, 2] == 1, :2], points_n3[points_n3[:, 2] == 0, :2], box
+
+
+def box_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> float:
+    inter = max(0.0, min(a_xyxy[2], b_xyxy[2]) - max(a_xyxy[0], b_xyxy[0])) * max(
+        0.0, min(a_xyxy[3], b_xyxy[3]) - max(a_xyxy[1], b_xyxy[1])
+    )
+    area = (a_xyxy[2] - a_xyxy[0]) * (a_xyxy[3] - a_xyxy[1]) + (b_xyxy[2] - b_xyxy[0]) * (b_xyxy[3] - b_xyxy[1])
+    return float(inter / (area - inter)) if area - inter > 0 else 0.0
+
+
+def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1) -> float:
+    """Share of the confident landmarks inside the box grown by `margin` of its size on each side."""
+    good = conf_k >= 0.5
+    if not good.any():
+        return 0.0
+    x0, y0, x1, y1 = box_xyxy
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    xy = xy_k2[good]
+    inside = (xy[:, 0] >= x0 - mx) & (xy[:, 0] <= x1 + mx) & (xy[:, 1] >= y0 - my) & (xy[:, 1] <= y1 + my)
+    return float(inside.mean())
+
+
+def _person_under_point(people: list[PersonDetection], x: float, y: float) -> int | None:
+    """The person whose mask covers (x, y); else the nearest one whose (10 % larger) box holds it."""
+    col, row = int(x), int(y)
+    best, best_value = None, 0.5
+    for i, p in enumerate(people):
+        h, w = p.mask_hw.shape
+        value = float(p.mask_hw[min(row, h - 1), min(col, w - 1)])
+        if value > best_value:
+            best, best_value = i, value
+    if best is not None:
+        return best
+    best_dist = np.inf
+    for i, p in enumerate(people):
+        x0, y0, x1, y1 = p.bbox_xyxy
+        mx, my = 0.05 * (x1 - x0), 0.05 * (y1 - y0)
+        if x0 - mx <= x <= x1 + mx and y0 - my <= y <= y1 + my:
+            dist = float(np.hypot(x - (x0 + x1) / 2, y - (y0 + y1) / 2))
+            if dist < best_dist:
+                best, best_dist = i, dist
+    return best
+
+
+def _person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
+    """The person whose box overlaps the prompt box most (IoU above `min_iou`), weighted by the share
+    of their confident landmarks inside the box (of two overlapping people, the one the box is around)."""
+    best, best_key = None, 0.0
+    for i, p in enumerate(people):
+        iou = box_iou(p.bbox_xyxy, box_xyxy)
+        if iou <= min_iou:
+            continue
+        kp = p.keypoints2d
+        share = fraction_inside(kp.xy_k2, kp.conf_k, box_xyxy, 0.0) if (kp.conf_k >= 0.5).any() else 1.0
+        if iou * share > best_key:
+            best, best_key = i, iou * share
+    return best
+
+
+def select_person(
+    people: list[PersonDetection], pos_n2: np.ndarray, neg_n2: np.ndarray, box_xyxy: np.ndarray | None
+) -> int | None:
+    """Which person the prompts are about: the box's person, else the one most positive clicks fall
+    on, else (negative clicks only) the one whose mask they carve; None when they fall on nobody."""
+    if box_xyxy is not None:
+        return _person_in_box(people, box_xyxy)
+    votes = [_person_under_point(people, x, y) for x, y in pos_n2]
+    if not len(pos_n2):
+        votes = [_person_under_point(people, x, y) for x, y in neg_n2]
+    hits = [v for v in votes if v is not None]
+    if not hits:
+        return None
+    return max(set(hits), key=lambda i: (hits.count(i), -i))
