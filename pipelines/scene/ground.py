@@ -30,7 +30,7 @@ FOOT_RADIUS_M = 0.15
 """Mesh vertices this close to a foot's keypoints belong to that foot."""
 BODY_PRIOR_W = 0.02
 """Weight (m^2) of a body's up direction against the contacts' scatter (4 contacts 0.25 m apart: ~0.06)."""
-ROLL_PRIOR_W = 0.005
+ROLL_PRIOR_W = 0.02
 """Weight (m^2) of the prior that the camera is not rolled (the up's x component near 0)."""
 CONTACT_SCALE_M = 0.03
 """Scale of the Cauchy weights on the contacts' distances to the plane."""
