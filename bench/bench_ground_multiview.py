@@ -4,8 +4,8 @@
     python -m bench.bench_ground_multiview --cache /tmp/ground.pkl  # keep the fitted bodies for reruns
 
 Per view and frame, the image pipeline (embedded backends, true focal) fits the people; the ground is
-put under their feet three ways: "upright body" (the first slice's baseline: the normal is the first
-body's mid-ankles -> mid-shoulders line, the plane under its lowest sole), "per photo"
+put under their feet three ways: "first slice" (the baseline, bench.ground_first_slice: one person
+upright, several people a least-squares plane through their soles), "per photo"
 (pipelines.scene.ground.fit_ground: heel and toe contacts of all people, body up and level camera as weak
 priors) and "over time" (fit_ground_over_time on all the set's frames of that view, a static camera).
 Against the calibration (Qualisys, world z up, read by pipelines.multiview.calibration): the camera's
@@ -31,11 +31,12 @@ import numpy as np
 
 from bench.accuracy_multiview import CachedSegmenter, Method, observe
 from bench.common import machine_description, markdown_table
+from bench.ground_first_slice import first_slice_ground
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration
 from pipelines.multiview.triangulate import triangulate_points
 from pipelines.scene.frame_scene import footed_bodies
-from pipelines.scene.ground import FootedBody, GroundPlane, body_up, fit_ground, fit_ground_over_time, soles
+from pipelines.scene.ground import FootedBody, GroundPlane, fit_ground, fit_ground_over_time
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multiview"
 FOOT_NAMES = ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
@@ -84,15 +85,6 @@ def collect(data: Path, frames: list[int]) -> tuple[list[ViewFrames], float]:
     return views, support_z
 
 
-def upright_baseline(bodies: list[FootedBody]) -> GroundPlane | None:
-    """The first slice: the first body upright, the plane under its lower sole."""
-    if not bodies:
-        return None
-    up_3 = body_up(bodies[0])
-    offset = -float((soles(bodies[0], up_3) @ up_3).min())
-    return GroundPlane(normal_cam=up_3, offset_m=offset, contacts_cam_n3=np.zeros((0, 3)), source="upright")
-
-
 def errors(views: list[ViewFrames], truth_z: float, fit: Callable, over_time: bool) -> dict[str, list[float]]:
     """Height (cm), pitch and roll (deg) errors of every (view, frame), or of every view over time."""
     e: dict[str, list[float]] = {"height": [], "pitch": [], "roll": []}
@@ -139,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         truth_z = support_z if single else 0.0
         dist = distance_errors(views) if single else []
         people = np.mean([len(b) for vf in views for b in vf.bodies])
-        for method, fit, over_time in (("upright body (baseline)", upright_baseline, False),
+        for method, fit, over_time in (("first slice (baseline)", first_slice_ground, False),
                                        ("per photo", fit_ground, False), ("over time", None, True)):  # fmt: skip
             e = errors(views, truth_z, fit, over_time)
 

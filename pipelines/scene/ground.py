@@ -11,7 +11,8 @@ the bodies' up (mid-ankles to mid-shoulders; weight BODY_PRIOR_W per body: it on
 the contacts leave open, e.g. one person standing on one foot in one photo) and the camera's roll near 0
 (ROLL_PRIOR_W: most photos are level). Contacts are re-picked along the new normal and the fit repeated,
 with Cauchy weights (CONTACT_SCALE_M) on the contacts' distances to the plane, so a foot in the air counts
-little. Several people in one photo, or the frames of a static camera's video (`fit_ground_over_time`),
+little, and weights falling with the squared distance to the camera (a fitted body's depth error grows
+with it). Bodies shorter than MIN_BODY_EXTENT_M (false or far detections) are left out. Several people in one photo, or the frames of a static camera's video (`fit_ground_over_time`),
 give contacts spread over the floor that fix the normal without the upright-body assumption.
 """
 
@@ -35,6 +36,9 @@ ROLL_PRIOR_W = 0.02
 CONTACT_SCALE_M = 0.03
 """Scale of the Cauchy weights on the contacts' distances to the plane."""
 ITERATIONS = 4
+MIN_BODY_EXTENT_M = 1.0
+"""Bodies shorter than this along their up (a false detection, a far poster) put no contact on the ground,
+unless no body is taller."""
 """Rounds of re-picking the contacts along the new normal and refitting."""
 
 
@@ -158,6 +162,7 @@ def soles(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
 
 def _plane(c_n3: np.ndarray, w_n: np.ndarray, ups_b3: np.ndarray, up_3: np.ndarray) -> tuple[np.ndarray, float]:
     """Normal and offset from weighted contacts and the priors (see the module docstring)."""
+    w_n = w_n / np.maximum(np.sum(c_n3**2, axis=1), 1.0)  # a fitted body's depth error grows with its distance
     w_n = w_n / max(float(w_n.max()), 1e-12)
     mean_3 = (w_n[:, None] * c_n3).sum(axis=0) / w_n.sum()
     centred = c_n3 - mean_3
@@ -176,6 +181,8 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]]) -> Gr
     flat = [(f, b) for f, frame in enumerate(bodies_per_frame) for b in frame]
     if not flat:
         return None
+    tall = [(f, b) for f, b in flat if np.ptp(b.verts_v3 @ body_up(b)) >= MIN_BODY_EXTENT_M]
+    flat = tall or flat
     ups_b3 = np.stack([body_up(b) for _, b in flat])
     up_3 = _unit(ups_b3.mean(axis=0))
     normal, offset = up_3, None
@@ -194,7 +201,7 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]]) -> Gr
         c_n3, w_n = np.concatenate(contacts), np.concatenate(weights)
         normal, offset = _plane(c_n3, w_n, ups_b3, up_3)
     n_frames = len({f for f, _ in flat})
-    people = max(len(frame) for frame in bodies_per_frame)
+    people = max(sum(1 for g, _ in flat if g == f) for f in range(len(bodies_per_frame)))
     source = (f"feet of {people} {'person' if people == 1 else 'people'}"
               + (f" over {n_frames} frames" if n_frames > 1 else "")
               + f" ({len(c_n3)} contacts, body up and level camera as weak priors)")  # fmt: skip
