@@ -68,6 +68,11 @@ def test_every_frame_written_one_stable_id(runs: dict[str, Path]) -> None:
         assert np.linalg.norm(roots[other["id"]] - roots[0]) > 0.5, "a second track on the dancer"
     joints = np.array(track["joints3d_cam"])
     assert joints.shape == (len(frames), len(doc["joint_names"]), 3)
+    # the ground under the feet of all frames: this camera (calibrated) is 1.86 m above the treadmill and
+    # looks 22.5 degrees down
+    ground = doc["ground"]
+    assert f"over {len(frames)} frames" in ground["source"]
+    assert 1.2 < ground["camera_height_m"] < 2.6 and 10 < ground["pitch_deg"] < 35
     assert "left_ankle" in doc["joint_names"]
     assert 2.0 < float(np.median(joints[:, :, 2])) < 6.0  # metres in front of the camera
     assert 1.5 < track["height_m"] < 1.95

@@ -109,6 +109,7 @@ class VideoOutputs:
             "joint_names": list(OUTPUT_JOINT_NAMES),
             "units": "metres, OpenCV camera frame (x right, y down, z forward)",
             "camera": self._camera_entry(pipeline),
+            "ground": None if (ground := pipeline.ground()) is None else ground.as_dict(),
             "options": options,
             "tracks": entries,
             "warnings": warnings,

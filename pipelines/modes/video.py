@@ -27,6 +27,8 @@ from pipelines.hmr.fit import FitOptions, FitState
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline
 from pipelines.registry import create
+from pipelines.scene.frame_scene import footed_bodies
+from pipelines.scene.ground import FootedBody, GroundPlane, feet_only, fit_ground_over_time
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
 from pipelines.tracking.tracker import PersonTracker
 from pipelines.types import Camera, PersonResult
@@ -111,11 +113,17 @@ class VideoPipeline:
         self.tracks: dict[int, TrackHistory] = {}
         self.camera: Camera | None = None
         self.frames_done: list[int] = []
+        self.feet_history: list[list[FootedBody]] = []
+        """Per processed frame the fitted bodies' feet (camera frame), for the ground over time."""
         self._detector: Any = None
 
     def run(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrameResult]:
         for frame in frames:
             yield self.process(frame)
+
+    def ground(self) -> GroundPlane | None:
+        """The ground under the feet of all frames so far (static camera); None without any fitted body."""
+        return fit_ground_over_time(self.feet_history)
 
     def _segmenter(self) -> Any:
         """The image pipeline's segmentation stage; for the embedded one without tiles, a single-pass copy
@@ -160,6 +168,7 @@ class VideoPipeline:
         if not detections:
             warnings.append(f"frame {frame.index}: nobody found.")
         self.frames_done.append(frame.index)
+        self.feet_history.append([feet_only(b) for b in footed_bodies(people)])
         return VideoFrameResult(frame, camera, people, warnings)
 
     def _fit(self, track: TrackHistory, camera: Camera, person: PersonResult):  # noqa: ANN202 - BodyFit

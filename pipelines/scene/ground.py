@@ -12,8 +12,9 @@ the contacts leave open, e.g. one person standing on one foot in one photo) and 
 (ROLL_PRIOR_W: most photos are level). Contacts are re-picked along the new normal and the fit repeated,
 with Cauchy weights (CONTACT_SCALE_M) on the contacts' distances to the plane, so a foot in the air counts
 little, and weights falling with the squared distance to the camera (a fitted body's depth error grows
-with it). Bodies shorter than MIN_BODY_EXTENT_M (false or far detections) are left out. Several people in one photo, or the frames of a static camera's video (`fit_ground_over_time`),
-give contacts spread over the floor that fix the normal without the upright-body assumption.
+with it). Bodies shorter than MIN_BODY_EXTENT_M (false or far detections) are left out. Several people
+in one photo, or the frames of a static camera's video (`fit_ground_over_time`), give contacts spread
+over the floor that fix the normal without the upright-body assumption.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ CONTACT_SCALE_M = 0.03
 """Scale of the Cauchy weights on the contacts' distances to the plane."""
 ITERATIONS = 4
 MIN_BODY_EXTENT_M = 1.0
-"""Bodies shorter than this along their up (a false detection, a far poster) put no contact on the ground,
-unless no body is taller."""
+"""Bodies whose joints span less than this along their up (a false detection, a far poster) put no contact
+on the ground, unless no body is taller."""
 """Rounds of re-picking the contacts along the new normal and refitting."""
 
 
@@ -160,6 +161,17 @@ def soles(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
     return np.stack([c_43[i + int(h_4[i + 1] < h_4[i])] for i in (0, 2)])
 
 
+def feet_only(body: FootedBody) -> FootedBody:
+    """The same body with only its feet's mesh vertices (what the ground needs; to keep a video's history
+    small)."""
+    keep = np.zeros(len(body.verts_v3), dtype=bool)
+    for side in ("left", "right"):
+        names = [f"{side}_ankle", f"{side}_heel", f"{side}_big_toe", f"{side}_small_toe"]
+        centre_3 = np.stack([body.joints[n] for n in names if n in body.joints]).mean(axis=0)
+        keep |= np.linalg.norm(body.verts_v3 - centre_3, axis=1) < FOOT_RADIUS_M
+    return FootedBody(verts_v3=body.verts_v3[keep], joints=dict(body.joints))
+
+
 def _plane(c_n3: np.ndarray, w_n: np.ndarray, ups_b3: np.ndarray, up_3: np.ndarray) -> tuple[np.ndarray, float]:
     """Normal and offset from weighted contacts and the priors (see the module docstring)."""
     w_n = w_n / np.maximum(np.sum(c_n3**2, axis=1), 1.0)  # a fitted body's depth error grows with its distance
@@ -181,7 +193,7 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]]) -> Gr
     flat = [(f, b) for f, frame in enumerate(bodies_per_frame) for b in frame]
     if not flat:
         return None
-    tall = [(f, b) for f, b in flat if np.ptp(b.verts_v3 @ body_up(b)) >= MIN_BODY_EXTENT_M]
+    tall = [(f, b) for f, b in flat if np.ptp(np.stack(list(b.joints.values())) @ body_up(b)) >= MIN_BODY_EXTENT_M]
     flat = tall or flat
     ups_b3 = np.stack([body_up(b) for _, b in flat])
     up_3 = _unit(ups_b3.mean(axis=0))
