@@ -504,6 +504,10 @@ def run_video(args: argparse.Namespace) -> int:
         if track.frames:
             print(f"  track {track.id}: {len(track.frames)} frame(s), height {track.height_m:.2f} m, "
                   f"mean reprojection {np.mean(track.reprojection_px_f):.1f} px")  # fmt: skip
+    if (ground := pipeline.ground()) is not None:
+        from pipelines.scene.summary import ground_summary
+
+        print(ground_summary(ground) + f" (over {len(pipeline.frames_done)} frames)")
     if empty:
         print(f"  note: nobody found in {empty} frame(s)")
     for problem in report.problems:
