@@ -8,9 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.scene.ground import FOOT_RADIUS_M, FootedBody, GroundPlane, _unit, body_up
+from pipelines.scene.ground import FEET_LEVEL_M, FOOT_RADIUS_M, FootedBody, GroundPlane, _unit, body_up
 
-FEET_LEVEL_M = 0.05
 MAX_FOOT_TILT_DEG = 10.0
 
 

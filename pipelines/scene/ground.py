@@ -154,13 +154,6 @@ def foot_contacts(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def soles(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
-    """Per foot (left, right) its lowest contact point along up (2, 3)."""
-    c_43 = foot_contacts(body, up_3)
-    h_4 = c_43 @ up_3
-    return np.stack([c_43[i + int(h_4[i + 1] < h_4[i])] for i in (0, 2)])
-
-
 def feet_only(body: FootedBody) -> FootedBody:
     """The same body with only its feet's mesh vertices (what the ground needs; to keep a video's history
     small)."""
