@@ -523,6 +523,10 @@ def run_video(args: argparse.Namespace) -> int:
         if track.frames:
             print(f"  track {track.id}: {len(track.frames)} frame(s), height {track.height_m:.2f} m, "
                   f"mean reprojection {np.mean(track.reprojection_px_f):.1f} px")  # fmt: skip
+    if outputs.ground is not None:
+        g = outputs.ground.as_json()
+        print(f"  ground: camera {g['camera_height_m']:.2f} m above it, pitch {g['pitch_deg']:.1f} deg (positive = "
+              f"looking down), roll {g['roll_deg']:.1f} deg (over {len(pipeline.frames_done)} frames)")  # fmt: skip
     if empty:
         print(f"  note: nobody found in {empty} frame(s)")
     for note in report.notes[:5]:

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.scene_synth import abs_rel, corrupt, make_scene
+from bench.scene_synth import abs_rel, camera_pose, corrupt, make_scene, proxy_body
 from pipelines.scene.depth_file import BadDepthFileError, load_depth_file
-from pipelines.scene.ground import GroundPlane, fit_ground
+from pipelines.scene.ground import FootedBody, GroundPlane, body_up, fit_ground, fit_ground_over_time
 from pipelines.scene.pointcloud import backproject
 from pipelines.scene.refine import refine_depth
 from pipelines.scene.zbuffer import render_depth
@@ -54,15 +54,66 @@ def test_ground_plane_of_a_rendered_scene_is_recovered_from_one_standing_body() 
     assert ground is not None
     assert ground.camera_height_m == pytest.approx(scene.camera_height_m, abs=0.01)
     assert ground.pitch_deg == pytest.approx(scene.pitch_deg, abs=0.5)
-    assert ground.roll_deg == pytest.approx(scene.roll_deg, abs=0.5)
+    assert ground.roll_deg == pytest.approx(scene.roll_deg, abs=1.0)  # the level-camera prior pulls towards 0
     # the plane passes under the feet: floor pixels get the rendered floor depth
     floor_hw = ground.depth_hw(scene.K_33, W, H)
     bottom = floor_hw[-5:, W // 2]
-    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=1e-3)
+    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=5e-3)
     # the ground frame: z up, the contacts on z = 0, the camera at z = its height
     T = ground.ground_T_cam()
-    assert (T[:3, :3] @ ground.contacts_cam_n3.T + T[:3, 3:])[2] == pytest.approx([0, 0], abs=1e-9)
+    assert len(ground.contacts_cam_n3) == 4  # heel and toe of both feet
+    assert np.abs((T[:3, :3] @ ground.contacts_cam_n3.T + T[:3, 3:])[2]).max() < 1e-3  # within 1 mm
     assert T[2, 3] == pytest.approx(ground.camera_height_m)
+
+
+def _leaning_body(cam_T_world_44: np.ndarray, foot_xy: tuple[float, float], lean_deg: float, raised: str = "",
+                  lift_m: float = 0.2) -> FootedBody:  # fmt: skip
+    """A box person whose upper body leans `lean_deg` sideways (world x) and whose `raised` foot is lifted."""
+    v, _, j = proxy_body(np.array(foot_xy), 1.75)
+    a = np.radians(lean_deg)
+    for side in ("left", "right"):
+        p = j[f"{side}_shoulder"] - [foot_xy[0], foot_xy[1], 0]
+        j[f"{side}_shoulder"] = np.array([foot_xy[0] + p[0] + p[2] * np.sin(a), foot_xy[1] + p[1], p[2] * np.cos(a)])
+    if raised:
+        sign = 1 if raised == "left" else -1
+        leg = (sign * (v[:, 0] - foot_xy[0]) > 0.03) & (v[:, 2] < 0.3)
+        v[leg, 2] += lift_m
+        for n in ("ankle", "heel", "big_toe", "small_toe"):
+            j[f"{raised}_{n}"] = j[f"{raised}_{n}"] + [0, 0, lift_m]
+    R, t = cam_T_world_44[:3, :3], cam_T_world_44[:3, 3]
+    return FootedBody(verts_v3=v @ R.T + t, joints={k: R @ p + t for k, p in j.items()})
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
+
+
+def test_ground_from_the_contacts_of_several_leaning_people_not_their_body_up() -> None:
+    T = camera_pose(1.6, 15.0, 3.0)
+    up_cam = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    people = [_leaning_body(T, (-1.0, 3.5), 18.0), _leaning_body(T, (0.4, 4.5), -15.0, raised="left"),
+              _leaning_body(T, (1.2, 2.8), 12.0, raised="right")]  # fmt: skip
+    assert min(_angle_deg(body_up(b), up_cam) for b in people) > 10  # the upright assumption would be far off
+    ground = fit_ground(people)
+    assert ground is not None and "3 people" in ground.source
+    assert _angle_deg(ground.normal_cam, up_cam) < 0.5
+    assert ground.camera_height_m == pytest.approx(1.6, abs=0.02)
+    assert ground.pitch_deg == pytest.approx(15.0, abs=0.5) and ground.roll_deg == pytest.approx(3.0, abs=1.0)
+
+
+def test_ground_over_time_beats_one_photo_of_a_person_balancing_on_one_foot() -> None:
+    T = camera_pose(1.8, 20.0, -2.0)
+    up_cam = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    frames = [[_leaning_body(T, (x, y), lean, raised=side)]
+              for x, y, lean, side in [(-0.6, 3.2, 20, "left"), (0.3, 3.9, -25, "right"), (0.8, 3.0, 15, "left"),
+                                       (-0.2, 4.4, -20, "right")]]  # fmt: skip
+    one_photo = [fit_ground(f) for f in frames]
+    over_time = fit_ground_over_time(frames)
+    assert over_time is not None and "over 4 frames" in over_time.source
+    assert _angle_deg(over_time.normal_cam, up_cam) < 0.5
+    assert over_time.camera_height_m == pytest.approx(1.8, abs=0.02)
+    assert all(g is not None for g in one_photo)
+    assert min(_angle_deg(g.normal_cam, up_cam) for g in one_photo) > 2 * _angle_deg(over_time.normal_cam, up_cam)
 
 
 @pytest.mark.parametrize("kind", ["relative", "inverse"])

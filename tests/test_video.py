@@ -69,6 +69,11 @@ def test_every_frame_written_one_stable_id(runs: dict[str, Path]) -> None:
         assert np.linalg.norm(roots[other["id"]] - roots[0]) > 0.5, "a second track on the dancer"
     joints = np.array(track["joints3d_cam"])
     assert joints.shape == (len(frames), len(doc["joint_names"]), 3)
+    # the ground under the feet of all frames: this camera (calibrated) is 1.86 m above the treadmill and
+    # looks 22.5 degrees down
+    ground = doc["ground"]
+    assert ground["assumes"] == "a static camera"
+    assert 1.2 < ground["camera_height_m"] < 2.6 and 10 < ground["pitch_deg"] < 35
     assert "left_ankle" in doc["joint_names"]
     assert 2.0 < float(np.median(joints[:, :, 2])) < 6.0  # metres in front of the camera
     assert 1.5 < track["height_m"] < 1.95
@@ -270,13 +275,16 @@ def test_truncated_video_keeps_decoded_frames(single_video: Path, tmp_path: Path
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     out = tmp_path / "out"
-    code, _, err = run_cli(["video", cut, "--out", out, "--stride", 2, "--quiet"], capsys)
+    code, stdout, err = run_cli(["video", cut, "--out", out, "--stride", 2, "--quiet"], capsys)
     assert code == EXIT_SOME_FAILED
     lines = error_lines(err)
     assert len(lines) == 1 and "cut.avi" in lines[0] and "truncated" in lines[0]
     doc = json.loads((out / "tracks.json").read_text())
     assert 0 < len(doc["frames"]) < 6 and doc["tracks"][0]["frames"] == doc["frames"]
     assert any("truncated" in w for w in doc["warnings"])
+    # the ground of the frames decoded before the cut, in tracks.json and on the command line
+    assert f"ground: camera {doc['ground']['camera_height_m']:.2f} m above it" in stdout
+    assert f"(over {len(doc['frames'])} frames)" in stdout
 
 
 def test_zero_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

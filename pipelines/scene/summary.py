@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def ground_summary(g) -> str:  # noqa: ANN001 - pipelines.scene.ground.GroundPlane
+    """One line about the ground: the camera's height, pitch and roll above it."""
+    return (f"  ground: camera {g.camera_height_m:.2f} m above it, pitch {g.pitch_deg:.1f} deg "
+            f"(positive = looking down), roll {g.roll_deg:.1f} deg")  # fmt: skip
+
+
 def scene_summary(scene) -> list[str]:  # noqa: ANN001 - pipelines.scene.frame_scene.SceneResult | None
     """Lines about the ground and the scene depth (empty when there is no scene)."""
     if scene is None:
@@ -10,8 +16,7 @@ def scene_summary(scene) -> list[str]:  # noqa: ANN001 - pipelines.scene.frame_s
     lines = []
     g = scene.ground
     if g is not None:
-        lines.append(f"  ground: camera {g.camera_height_m:.2f} m above it, pitch {g.pitch_deg:.1f} deg "
-                     f"(positive = looking down), roll {g.roll_deg:.1f} deg")  # fmt: skip
+        lines.append(ground_summary(g))
     d = scene.depth
     if d is not None:
         pts = 0 if scene.points is None else len(scene.points.xyz_n3)

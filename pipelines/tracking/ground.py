@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+from pipelines.scene.ground import pitch_deg, roll_deg
 
 FOOT_JOINTS = {
     side: [OUTPUT_JOINT_NAMES.index(f"{side}_{n}") for n in ("heel", "big_toe", "small_toe")]
@@ -103,6 +104,8 @@ class Ground:
             "normal_cam": np.round(self.normal_cam_3, 6).tolist(),
             "offset_m": round(self.offset_m, 5),
             "camera_height_m": round(self.camera_height_m, 4),
+            "pitch_deg": round(pitch_deg(self.normal_cam_3), 3),
+            "roll_deg": round(roll_deg(self.normal_cam_3), 3),
             "world_T_cam": np.round(self.world_T_cam_44, 6).tolist(),
             "world_axes": "y up (ground normal), z towards the camera, origin below the camera; metres",
             "n_points": self.n_points,
