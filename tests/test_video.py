@@ -275,16 +275,13 @@ def test_truncated_video_keeps_decoded_frames(single_video: Path, tmp_path: Path
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["video", cut, "--out", out, "--stride", 2, "--quiet"], capsys)
+    code, _, err = run_cli(["video", cut, "--out", out, "--stride", 2, "--quiet"], capsys)
     assert code == EXIT_SOME_FAILED
     lines = error_lines(err)
     assert len(lines) == 1 and "cut.avi" in lines[0] and "truncated" in lines[0]
     doc = json.loads((out / "tracks.json").read_text())
     assert 0 < len(doc["frames"]) < 6 and doc["tracks"][0]["frames"] == doc["frames"]
     assert any("truncated" in w for w in doc["warnings"])
-    # the ground of the frames decoded before the cut, in tracks.json and on the command line
-    assert f"ground: camera {doc['ground']['camera_height_m']:.2f} m above it" in stdout
-    assert f"(over {len(doc['frames'])} frames)" in stdout
 
 
 def test_zero_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
