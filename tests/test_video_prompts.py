@@ -24,8 +24,9 @@ def video(data_dir: Path) -> Path:
     return data_dir / "multiview" / "pose2sim_multi" / "cam01.mp4"
 
 
-def _run(video: Path, prompts: VideoPrompts | None) -> dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """Per frame index, per track id: (box (4,), body keypoints (33, 2)) in source pixels, as fitted."""
+def _run(video: Path, prompts: VideoPrompts | None) -> dict[int, dict[int, tuple[np.ndarray, ...]]]:
+    """Per frame index, per track id: box (4,), body keypoints (33, 2) as fitted, and the fitted body's
+    wrist projected into the frame (2,); source pixels."""
     from app.cli import _pipeline
     from pipelines.io.video_io import probe, read_video
     from pipelines.modes.video import VideoOptions, VideoPipeline
@@ -35,9 +36,16 @@ def _run(video: Path, prompts: VideoPrompts | None) -> dict[int, dict[int, tuple
     out: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     for r in pipe.run(read_video(info, stride=STRIDE, end_s=END_S, max_side=MAX_SIDE)):
         s = r.frame.scale
-        out[r.frame.index] = {p.id: (np.asarray(p.detection.bbox_xyxy) / s, p.detection.keypoints2d.xy_k2[:33] / s)
+        out[r.frame.index] = {p.id: (np.asarray(p.detection.bbox_xyxy) / s, p.detection.keypoints2d.xy_k2[:33] / s,
+                                     _projected(r.camera.K_33, p.body.joints3d_cam, WRIST) / s)
                               for p in r.people if p.body is not None}  # fmt: skip
     return out
+
+
+def _projected(K_33: np.ndarray, joints3d_cam, name: str) -> np.ndarray:  # noqa: ANN001 - Keypoints3D
+    xyz = np.asarray(joints3d_cam.xyz_k3[joints3d_cam.names.index(name)], dtype=np.float64)
+    uvw = K_33 @ xyz
+    return uvw[:2] / uvw[2]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +94,9 @@ def test_a_joint_correction_moves_the_joint_then_fades(video: Path, baseline: di
     run = _run(video, prompts)
     shift = {i: run[i][1][1][k] - baseline[i][1][1][k] for i in frames}
     assert np.linalg.norm(run[0][1][1][k] - target) < 1.0  # on its frame: where the user put it
+    # ... and the fitted body's wrist follows it (most of the way: the fit weighs every joint)
+    before, after = (float(np.linalg.norm(r[0][1][2] - target)) for r in (baseline, run))
+    assert after < before - 0.5 * np.linalg.norm(SHIFT), (before, after)
     # Later frames: the same shift in units of the person's box, fading out linearly over CARRY_S
     wh_0 = baseline[0][1][0][2:] - baseline[0][1][0][:2]
     for i in frames:
