@@ -82,8 +82,8 @@ class VideoPrompts:
             if i < 0 or (frame_count > 0 and i >= frame_count):
                 raise BadPromptError(f"a prompt is on frame {i}, but the video has frames 0 to {frame_count - 1}")
             if frames is not None and i not in set(frames):
-                raise BadPromptError(f"a prompt is on frame {i}, which is not processed (check --stride, "
-                                     f"--start and --end; processed frames are e.g. {frames[:3]})")  # fmt: skip
+                raise BadPromptError(f"a prompt is on frame {i}, which is not processed with this stride and "
+                                     f"time range (processed frames are e.g. {frames[:3]})")  # fmt: skip
             for x, y, label in f.points_n3:
                 if label not in (0, 1):
                     raise BadPromptError(f"the point at ({x:g}, {y:g}) on frame {i} has label {label}; use 1 or 0")
