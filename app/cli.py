@@ -4,6 +4,7 @@
                                   [--keypoint NAME=x,y]... [--focal-px F]
     python -m app.cli image PHOTO_OR_FOLDER... --out DIR     # one folder per photo: DIR/<photo stem>/
     python -m app.cli video VIDEO --out DIR [--stride N] [--start S] [--end S] [--max-side PX] [--focal-px F]
+                                  [--point F:x,y[,1|0]]... [--box F:x0,y0,x1,y1]... [--keypoint F:NAME=x,y]...
 
 Coordinates are pixels of the upright photo (EXIF rotation applied), origin at the top-left corner.
 3D outputs are in metres in the OpenCV camera frame (x right, y down, z forward).
@@ -410,7 +411,8 @@ VIDEO_EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  every wanted frame was processed and the outputs written
   {EXIT_INTERNAL}  internal error (rerun with --debug for the traceback)
   {EXIT_BAD_INPUT}  bad input or usage: nothing was written (unreadable video, no frame decoded, bad option)
-  {EXIT_SOME_FAILED}  the video ended early (truncated or damaged): the frames before were processed and written"""
+  {EXIT_SOME_FAILED}  the video ended early (truncated or damaged), or a prompt fell on nobody: the frames were
+     processed and written (the prompt is named)"""
 
 
 def add_video_parser(sub: argparse._SubParsersAction) -> None:
@@ -450,6 +452,9 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
                      help="meshes per second in result.rrd (skeletons are on every frame; default 1)")
     _add_backend_flags(vid, video=True)
     vid.add_argument("--no-rrd", action="store_true", help="do not write result.rrd")
+    from app.cli_video_prompts import add_prompt_arguments
+
+    add_prompt_arguments(vid)
     vid.add_argument("--quiet", action="store_true", help="no progress bar")
     vid.add_argument("--verbose", action="store_true",
                      help="let MediaPipe / TFLite print their own log lines (hidden by default)")
@@ -470,6 +475,7 @@ def run_video(args: argparse.Namespace) -> int:
 
     info = probe(args.video, fps=args.fps)  # an unreadable file fails here, before any model loads
     check_length(info, args.stride, args.start, args.end, MAX_FRAMES if args.max_frames is None else args.max_frames)
+    from app.cli_video_prompts import prompts_from_args
     from pipelines.modes.video import VideoOptions, VideoPipeline
     from viz.video_outputs import VideoOutputs
 
@@ -486,7 +492,10 @@ def run_video(args: argparse.Namespace) -> int:
     if args.end is not None:
         last = min(last, int(np.floor(args.end * info.fps - 1e-9)))
     total = max(0, (last - first) // args.stride + 1) if info.frame_count else None
-    pipeline = VideoPipeline(_pipeline(_config(args)), options)  # models load once (MediaPipe: lazily)
+    prompts = prompts_from_args(args)
+    prompts.validate(info.width, info.height, info.frame_count,
+                     list(range(first, last + 1, args.stride)) if info.frame_count else None)  # fmt: skip
+    pipeline = VideoPipeline(_pipeline(_config(args)), options, prompts=prompts)  # models load once (MediaPipe lazily)
     outputs = VideoOutputs(args.out, info, write_rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     warnings: list[str] = []
     empty, interrupted = 0, False
@@ -510,7 +519,8 @@ def run_video(args: argparse.Namespace) -> int:
         warnings = report.problems + report.notes + warnings
         written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
                                                       "end_s": args.end, "max_side": args.max_side,
-                                                      "smooth": not args.no_smooth, "hands": args.hands})  # fmt: skip
+                                                      "smooth": not args.no_smooth, "hands": args.hands,
+                                                      "prompts": prompts.as_dict()})  # fmt: skip
     except BaseException:
         outputs.abort()
         raise
@@ -531,11 +541,11 @@ def run_video(args: argparse.Namespace) -> int:
         print(f"  note: nobody found in {empty} frame(s)")
     for note in report.notes[:5]:
         print(f"  note: {note}")
-    for problem in report.problems:
+    for problem in report.problems + pipeline.prompts.problems:
         print(f"error: {problem}", file=sys.stderr)
     if interrupted:
         return 130
-    return EXIT_SOME_FAILED if report.problems else EXIT_OK
+    return EXIT_SOME_FAILED if report.problems or pipeline.prompts.problems else EXIT_OK
 
 
 if __name__ == "__main__":

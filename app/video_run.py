@@ -21,6 +21,7 @@ from pipelines.errors import UserFacingError
 from pipelines.io.video_io import DecodeReport, VideoInfo, probe, read_video
 from pipelines.modes.image import ImagePipeline
 from pipelines.modes.video import VideoFrameResult, VideoOptions, VideoPipeline
+from pipelines.tracking.prompts import VideoPrompts
 
 MIN_MAX_SIDE = 64
 """The smallest maximum resolution accepted (pixels of the longer side)."""
@@ -128,7 +129,9 @@ class VideoRun:
     """
 
     def __init__(self, path: str | Path, out_dir: str | Path, options: VideoRunOptions, image: ImagePipeline, *,
-                 stream: bool = False) -> None:  # fmt: skip
+                 stream: bool = False, prompts: VideoPrompts | None = None) -> None:  # fmt: skip
+        """`prompts`: the user's clicks on frames, source-video pixels (pipelines.tracking.prompts);
+        checked against the video here (BadPromptError)."""
         from viz.video_log import VideoLogger
         from viz.video_outputs import VideoOutputs
 
@@ -138,10 +141,12 @@ class VideoRun:
         long_side = max(self.info.width, self.info.height)
         self.scale = options.max_side / long_side if options.max_side and long_side > options.max_side else 1.0
         focal = None if options.focal_px is None else options.focal_px * self.scale
+        self.planned = planned_frames(self.info, options.stride, options.start_s, options.end_s)
+        self.prompts = prompts or VideoPrompts()
+        self.prompts.validate(self.info.width, self.info.height, self.info.frame_count, self._processed())
         self.pipeline = VideoPipeline(image, VideoOptions(
             focal_px=focal, smooth=options.smooth, rate_hz=self.info.fps / options.stride,
-            max_people=options.max_people))  # fmt: skip
-        self.planned = planned_frames(self.info, options.stride, options.start_s, options.end_s)
+            max_people=options.max_people), prompts=self.prompts)  # fmt: skip
         self.report = DecodeReport()
         self.warnings: list[str] = []
         self.frames_without_people = 0
@@ -156,6 +161,13 @@ class VideoRun:
             self.outputs.abort()
             raise
         self.outputs.logger = self.logger
+
+    def _processed(self) -> list[int] | None:
+        """The indices of the frames the options ask for (None when the video does not say its length)."""
+        if self.planned is None:
+            return None
+        first = max(0, int(np.ceil(self.options.start_s * self.info.fps - 1e-9)))
+        return [first + i * self.options.stride for i in range(self.planned)]
 
     @property
     def frames_done(self) -> int:
@@ -204,9 +216,10 @@ class VideoRun:
                 raise UserFacingError(f"{name}: cancelled before the first frame was processed; nothing was written.")
             why = self.report.problems[0] if self.report.problems else f"{name}: no frame in the requested time range."
             raise UserFacingError(why)
-        problems = list(self.report.problems)
+        problems = list(self.report.problems) + self.pipeline.prompts.problems
         files = self.outputs.finish(self.pipeline, problems + self.warnings,
-                                    {**self.options.as_dict(), "cancelled": self.cancelled})  # fmt: skip
+                                    {**self.options.as_dict(), "cancelled": self.cancelled,
+                                     "prompts": self.prompts.as_dict()})  # fmt: skip
         tracks = [TrackSummary(t.id, len(t.frames), t.height_m, float(np.mean(t.reprojection_px_f)))
                   for t in sorted(self.pipeline.tracks.values(), key=lambda t: t.id) if t.frames]  # fmt: skip
         cam = self.pipeline.camera

@@ -21,6 +21,7 @@ from app.ui.video_state import VideoSession
 from app.video_run import VideoRun, VideoRunOptions, VideoRunSummary
 from pipelines.errors import UserFacingError
 from pipelines.modes.image import PipelineConfig
+from pipelines.tracking.prompts import VideoPrompts
 
 EXAMPLE_VIDEO = EXAMPLES_DIR / "dancer.mp4"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".webm")
@@ -130,12 +131,14 @@ def on_video_run(
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
     stream_period_s: float = STREAM_PERIOD_S,
+    prompts: VideoPrompts | None = None,
 ) -> Iterator[VideoUpdate]:
     """Process the video at `path` with the tab's options, streaming into the viewer.
 
     Yields: first an update that clears the downloads, then the recording's new bytes (the video, the
     frames' people) at most every `stream_period_s` with a progress status, then one last update with
-    the rest of the recording, the final status and the downloads. After Cancel (the session's cancel
+    the rest of the recording, the final status and the downloads. `prompts`: the Prompts accordion's
+    clicks (source-video pixels; app.ui.video_prompts). After Cancel (the session's cancel
     token) the run stops before its next frame and the frames done so far are written and offered.
     """
     if path is None:
@@ -152,7 +155,8 @@ def on_video_run(
     try:
         with engine.lock:  # the models are shared with the Image tab
             try:
-                run = VideoRun(path, out_dir, options, engine.pipeline(PipelineConfig()), stream=True)
+                run = VideoRun(path, out_dir, options, engine.pipeline(PipelineConfig()), stream=True,
+                               prompts=prompts)  # fmt: skip
             except UserFacingError as err:
                 raise gr.Error(str(err)) from err
             if progress is not None:

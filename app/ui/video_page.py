@@ -15,12 +15,22 @@ from typing import Any
 import gradio as gr
 from gradio_rerun import Rerun
 
+from app.ui import canvas as C
 from app.ui import handlers as H
 from app.ui import video_handlers as VH
+from app.ui import video_prompts as VP
 from app.ui.state import SessionRegistry
 from app.ui.video_state import VideoSession
+from pipelines.keypoints.names import PROMPTABLE_NAMES
 
 SESSION_STATE_TTL_S = 6 * 3600
+MODE_CHOICES: list[tuple[str, str]] = [
+    ("Positive point (track this person)", "positive"),
+    ("Negative point (stop tracking this person)", "negative"),
+    ("Box (two clicks: opposite corners)", "box"),
+    ("Keypoint (choose the joint, click where it is)", "keypoint"),
+]
+"""The Prompts accordion's click modes (app.ui.prompts.MODES)."""
 PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 
@@ -48,13 +58,15 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         max_side: float | None,
         smooth: bool,
         max_people: float | None,
+        prompt_state: VP.VideoPromptState | None,
         request: gr.Request,
         progress: gr.Progress = PROGRESS,
     ) -> Iterator[tuple]:
         state = session(request)
         first = held is not state
         for u in VH.on_video_run(state, path, stride, start_s, end_s, max_side, smooth, max_people,
-                                 progress=progress, engine=engine):  # fmt: skip
+                                 progress=progress, engine=engine,
+                                 prompts=VP.video_prompts(prompt_state, path)):  # fmt: skip
             # The streaming viewer takes None as "no new chunk" (gr.skip() would break its stream).
             yield (u.chunk, gr.skip() if u.status is None else u.status,
                    gr.skip() if u.files is None else (u.files or None), state if first else gr.skip())  # fmt: skip
@@ -63,6 +75,13 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
     def cancel(request: gr.Request) -> None:
         if VH.on_video_cancel(session(request)) is not None:
             gr.Info("Cancelling: the frames done so far are being written.")
+
+    def frame_click(p: VP.VideoPromptState | None, mode: str, joint: str | None, evt: gr.EventData) -> tuple:
+        try:
+            x, y = C.click_xy(evt)
+        except ValueError as err:
+            raise gr.Error(f"The click could not be read ({err}); click on the frame again.") from err
+        return VP.on_frame_click(p, mode, joint, x, y)
 
     def example() -> str:
         return str(VH.EXAMPLE_VIDEO)
@@ -92,6 +111,23 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
                 max_side = gr.Number(VH.DEFAULT_MAX_SIDE, label="Max resolution (px, longer side)", minimum=0,
                                      precision=0, info="frames are downscaled to it; 0: never")  # fmt: skip
                 smooth = gr.Checkbox(True, label="Temporal smoothing (1-euro filter)")
+            with gr.Accordion("Prompts: who to track, joint corrections", open=False, elem_id="video-prompts"):
+                gr.Markdown("Show a frame and click on it. Positive points (or a box) track only the people "
+                            "clicked, from that frame on; a negative point stops tracking a person; a keypoint "
+                            "moves a joint on that frame, and the correction fades out over the next second.")
+                prompt_state = gr.State(VP.VideoPromptState())
+                with gr.Row():
+                    frame_no = gr.Number(0, label="Frame", minimum=0, precision=0, elem_id="video-frame")
+                    show_btn = gr.Button("Show frame", elem_id="video-show-frame")
+                frame_canvas = gr.HTML(None, html_template=C.TEMPLATE, css_template=C.CSS, js_on_load=C.JS_ON_LOAD,
+                                       elem_id="video-canvas", label="Click to add prompts")  # fmt: skip
+                frame_status = gr.Markdown(VP.status(VP.VideoPromptState()), elem_id="video-prompt-status")
+                mode = gr.Radio(MODE_CHOICES, value="positive", label="Click adds", elem_id="video-mode")
+                joint = gr.Dropdown(PROMPTABLE_NAMES, value="left_wrist", label="Joint (keypoint clicks)",
+                                    elem_id="video-joint")  # fmt: skip
+                with gr.Row():
+                    undo_btn = gr.Button("Undo", elem_id="video-undo")
+                    clear_btn = gr.Button("Clear this frame", elem_id="video-clear")
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="video-run")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
@@ -103,7 +139,13 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
 
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
     example_btn.click(example, None, [video], **light)
-    run_btn.click(run, [held, video, stride, start_s, end_s, max_side, smooth, max_people],
+    edit_out = [prompt_state, frame_canvas, frame_status]
+    show_btn.click(VP.on_show_frame, [prompt_state, video, frame_no], edit_out, **light)
+    frame_no.submit(VP.on_show_frame, [prompt_state, video, frame_no], edit_out, **light)
+    frame_canvas.click(frame_click, [prompt_state, mode, joint], edit_out, **light)
+    undo_btn.click(VP.on_frame_undo, [prompt_state], edit_out, **light)
+    clear_btn.click(VP.on_frame_clear, [prompt_state], edit_out, **light)
+    run_btn.click(run, [held, video, stride, start_s, end_s, max_side, smooth, max_people, prompt_state],
                   [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=1,
                   show_progress_on=[status])  # fmt: skip
     cancel_btn.click(cancel, None, None, **light)

@@ -4,7 +4,8 @@ Per frame: BlazePose landmarks tracked from the previous frame as MediaPipe's vi
 person detector run every few frames for newcomers (pipelines.tracking.landmark_tracking; or, with
 `VideoOptions.detector="image"`, the image pipeline's detection stage on every frame), optionally the
 hand keypoints, then people tracked with stable ids (pipelines.tracking.tracker), their body keypoints
-smoothed with a 1-euro filter (pipelines.tracking.smoothing), and one body fit per tracked person.
+smoothed with a 1-euro filter (pipelines.tracking.smoothing), the user's click prompts applied (who is
+tracked, joint corrections carried over ~1 s: pipelines.tracking.prompts), and one body fit per tracked person.
 
 `VideoPipeline.run` overlaps the stages: the frames are decoded (pipelines.io.video_io) and detected
 in their own threads, a bounded queue ahead of the fits (OpenCV and LiteRT release the GIL), so the
@@ -38,6 +39,7 @@ from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline, PipelineConfig
 from pipelines.registry import create
 from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
+from pipelines.tracking.prompts import PromptSelector, VideoPrompts
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
 from pipelines.tracking.tracker import PersonTracker
 from pipelines.types import BackendUse, BodyFit, Camera, Keypoints3D, PersonDetection, PersonResult
@@ -147,10 +149,14 @@ def check_video_config(config: PipelineConfig) -> None:
 class VideoPipeline:
     """Runs a frame stream through detection, tracking, smoothing and warm-started fits."""
 
-    def __init__(self, image_pipeline: ImagePipeline | None = None, options: VideoOptions | None = None) -> None:
+    def __init__(self, image_pipeline: ImagePipeline | None = None, options: VideoOptions | None = None, *,
+                 prompts: VideoPrompts | None = None) -> None:  # fmt: skip
+        """`prompts`: the user's clicks (source-video pixels): who is tracked, joint corrections
+        (pipelines.tracking.prompts); None: everyone found is tracked."""
         self.image = image_pipeline or ImagePipeline()
         check_video_config(self.image.config)
         self.options = options or VideoOptions()
+        self.prompts = PromptSelector(prompts or VideoPrompts())
         self.tracker = PersonTracker(max_age=self.options.max_age)
         self.tracks: dict[int, TrackHistory] = {}
         self.camera: Camera | None = None
@@ -269,14 +275,17 @@ class VideoPipeline:
         if detections is None:
             detections = self.detect(rgb)
         ids = self.tracker.update(detections)
+        n_problems = len(self.prompts.problems)
+        kept = self.prompts.select(frame.index, frame.scale, ids, detections)
         warnings: list[str] = []
         people: list[PersonResult] = []
-        for track_id, det in sorted(zip(ids, detections, strict=True), key=lambda p: p[0]):
+        for track_id, det in sorted(kept, key=lambda p: p[0]):
             track = self.tracks.setdefault(track_id, TrackHistory(track_id))
             if self.options.smooth:
                 if track.smoother is None:
                     track.smoother = DetectionSmoother(self.options.rate_hz, self.options.smoothing)
                 det = track.smoother(det, frame.time_s)
+            det = self.prompts.correct(frame.index, frame.time_s, track_id, det)
             person = PersonResult(id=track_id, detection=det)
             people.append(person)
             if int((det.keypoints2d.conf_k > 0.5).sum()) < MIN_KEYPOINTS_TO_FIT:
@@ -288,6 +297,7 @@ class VideoPipeline:
             self._record(track, frame, person)
         if not detections:
             warnings.append(f"frame {frame.index}: nobody found.")
+        warnings += self.prompts.problems[n_problems:]
         self.frames_done.append(frame.index)
         return VideoFrameResult(frame, camera, people, warnings, self.backend_uses())
 

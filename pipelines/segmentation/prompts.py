@@ -71,7 +71,7 @@ def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray,
     return float(inside.mean())
 
 
-def _person_under_point(people: list[PersonDetection], x: float, y: float) -> int | None:
+def person_under_point(people: list[PersonDetection], x: float, y: float) -> int | None:
     """The person whose mask covers (x, y); else the nearest one whose (10 % larger) box holds it."""
     col, row = int(x), int(y)
     best, best_value = None, 0.5
@@ -93,7 +93,7 @@ def _person_under_point(people: list[PersonDetection], x: float, y: float) -> in
     return best
 
 
-def _person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
+def person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
     """The person whose box overlaps the prompt box most (IoU above `min_iou`), weighted by the share
     of their confident landmarks inside the box (of two overlapping people, the one the box is around)."""
     best, best_key = None, 0.0
@@ -114,10 +114,10 @@ def select_person(
     """Which person the prompts are about: the box's person, else the one most positive clicks fall
     on, else (negative clicks only) the one whose mask they carve; None when they fall on nobody."""
     if box_xyxy is not None:
-        return _person_in_box(people, box_xyxy)
-    votes = [_person_under_point(people, x, y) for x, y in pos_n2]
+        return person_in_box(people, box_xyxy)
+    votes = [person_under_point(people, x, y) for x, y in pos_n2]
     if not len(pos_n2):
-        votes = [_person_under_point(people, x, y) for x, y in neg_n2]
+        votes = [person_under_point(people, x, y) for x, y in neg_n2]
     hits = [v for v in votes if v is not None]
     if not hits:
         return None
