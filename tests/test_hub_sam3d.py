@@ -157,3 +157,29 @@ def test_a_mask_only_detection_gets_a_sam3d_body(pipeline: ImagePipeline) -> Non
     assert not person.detection.has_landmarks
     assert person.body is not None and person.body.model == "mhr"  # no keypoints needed: box and mask in
     assert person.body.verts_cam_v3[:, 2].min() > 0
+
+
+class _NoBodyEstimator(StandInEstimator):
+    """SAM 3D Body that finds no body in the box (e.g. a poster or a false detection)."""
+
+    def process_one_image(self, img: np.ndarray, bboxes: np.ndarray, masks: np.ndarray | None = None,
+                          cam_int: np.ndarray | None = None, use_mask: bool = False) -> list[dict]:  # fmt: skip
+        self.calls.append({"bboxes": bboxes})
+        return []
+
+
+def test_no_body_in_one_box_is_a_note_and_the_stage_stays_on_the_hub(pipeline: ImagePipeline) -> None:
+    est = _NoBodyEstimator()
+    pipe = ImagePipeline(PipelineConfig(hmr="hub", hub_options={"hmr": {"estimator": est, "names": NAMES}}),
+                         models=pipeline.models)  # fmt: skip
+    pipe._backends["segmentation"] = _BoxOnlyDetector()
+    image = LoadedImage(rgb_hw3=np.full((600, 400, 3), 120, np.uint8), path=None, exif_focal_px=None,
+                        exif_note=None, warnings=[])  # fmt: skip
+    for _ in range(2):  # a second photo still goes to SAM 3D Body: no fallback to the embedded fit
+        result = pipe.run(image)
+        (person,) = result.people
+        assert person.body is None
+        assert any("Person 0: The SAM 3D Body backend found no body in the person's box [150, 100, 250, 500]" in w
+                   for w in result.warnings)  # fmt: skip
+        assert result.backends["hmr"].used == "hub" and result.backends["hmr"].reason is None
+    assert len(est.calls) == 2

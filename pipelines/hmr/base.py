@@ -13,6 +13,10 @@ from typing import Any, Protocol
 from pipelines.types import BodyFit, Camera, PersonDetection
 
 
+class NoBodyFound(Exception):  # noqa: N818 - a per-person outcome, not a failure of the stage
+    """The hmr backend found no body for one person (the stage itself works: the other people are fitted)."""
+
+
 class HumanMeshRecovery(Protocol):
     needs_keypoints: bool
     """Whether a person needs detected keypoints to be fitted (False: the box / mask is enough, e.g.

@@ -24,6 +24,7 @@ import numpy as np
 
 from pipelines import hub
 from pipelines.body.params import MHRParams
+from pipelines.hmr.base import NoBodyFound
 from pipelines.keypoints.names import COCO17_NAMES
 from pipelines.registry import create, register
 from pipelines.types import BodyFit, Camera, Keypoints2D, Keypoints3D, PersonDetection
@@ -190,7 +191,8 @@ class HubSam3DBodyHMR:
                                      masks=masks, cam_int=np.asarray(camera.K_33, np.float64)[None],
                                      use_mask=masks is not None)  # fmt: skip
         if not outs:
-            raise hub.HubUnavailable(f"{WHAT} found no body in the person's box {person.bbox_xyxy.tolist()}.")
+            box = [round(float(v)) for v in person.bbox_xyxy]
+            raise NoBodyFound(f"{WHAT} found no body in the person's box {box}.")
         body = map_output(outs[0], camera, est.faces, names, person)
         if prompts:
             return self._refine(camera, person, body, names, prompts, estimate_focal, focal_prior_px)

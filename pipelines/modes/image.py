@@ -19,6 +19,7 @@ import numpy as np
 
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
 from pipelines.camera.prior import focal_prior_px
+from pipelines.hmr.base import NoBodyFound
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create, hmr_backend
 from pipelines.scene.frame_scene import build_scene, hub_depth_input, read_depth_input
@@ -258,9 +259,13 @@ class ImagePipeline:
                 warnings.append(f"Person {person.id}: too few visible keypoints to fit a body.")
                 continue
             warm = session.fits.get(person.id) if session is not None else None
-            fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
-                               estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None,
-                               image_rgb_hw3=rgb)  # fmt: skip
+            try:
+                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
+                                   estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None,
+                                   image_rgb_hw3=rgb)  # fmt: skip
+            except NoBodyFound as err:  # this person only; the others are still fitted
+                warnings.append(f"Person {person.id}: {err}")
+                continue
             if estimate:
                 estimated.append((person, fit))  # every person estimates the focal from the prior
             person.body = fit.body
