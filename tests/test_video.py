@@ -162,7 +162,8 @@ def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
     assert len(times) == 1
     keys_s = _accessor(gltf, times.pop())[:, 0]
     assert len(keys_s) == len(track["frames"])
-    assert np.allclose(keys_s, (np.array(track["frames"]) - track["frames"][0]) / 60.0, atol=1e-5)
+    assert np.allclose(keys_s, np.array(track["frames"]) / 60.0, atol=1e-5)  # video time (60 fps)
+    assert np.allclose(track["times_s"], keys_s, atol=1e-5)  # tracks.json says when each frame is
     # Pose the skeleton at the last keyframe from the file alone, skin the mesh, regress the joints.
     k = len(keys_s) - 1
     animated: dict[int, dict[str, np.ndarray]] = {}
@@ -347,3 +348,23 @@ def test_too_long_video_is_refused_up_front(single_video: Path, tmp_path: Path,
     (line,) = error_lines(err)
     assert "cam01.mp4" in line and "100 frames" in line and "--stride" in line and "--max-frames" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_feet_are_not_pinned_across_a_gap_in_the_track() -> None:
+    """A person standing, unseen for 10 frames while walking 1 m, standing again: the exported motion
+    must not pull them back to where they stood before the gap (the foot re-lands after it)."""
+    from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+    from pipelines.tracking.ground import Ground, break_contacts_at_gaps, pin_feet, world_from_plane
+
+    normal, offset = np.array([0.0, -1.0, 0.0]), 1.5  # level camera 1.5 m above the ground (y down)
+    ground = Ground(normal, offset, world_from_plane(normal, offset), 0, 0, 0.0, "body-up")
+    frames = np.r_[np.arange(10), np.arange(20, 30)]
+    times_s = frames / 30.0
+    joints = np.zeros((len(frames), len(OUTPUT_JOINT_NAMES), 3))
+    joints[..., 1], joints[..., 2] = offset, 4.0  # every joint on the ground, 4 m ahead
+    joints[10:, :, 0] += 1.0  # after the gap the person stands 1 m to the right
+    touching = {side: np.ones(len(frames), bool) for side in ("left", "right")}
+    shift_naive = pin_feet(ground, joints, touching)
+    assert abs(shift_naive[-1, 0] + 1.0) < 1e-6  # without the gap rule: pulled back by the metre walked
+    shift = pin_feet(ground, joints, break_contacts_at_gaps(touching, times_s))
+    assert np.abs(shift).max() < 1e-6  # standing still before and after: nothing to pin

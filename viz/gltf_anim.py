@@ -86,7 +86,7 @@ def write_animated_glb(path: str | Path, *, rest_verts_v3: np.ndarray, faces_f3:
     ibm_j44 = np.tile(np.eye(4), (n_j, 1, 1))
     ibm_j44[:, :3, 3] = -heads
     t = np.asarray(times_s, dtype=np.float64)
-    t_f = (t - t[0]).astype(np.float32)
+    t_f = t.astype(np.float32)  # video time: the tracks of one video stay in sync with it and each other
     quat_fj4 = local_rotations_quat(bone_rot_cam_fj33, parents).astype(np.float32)
     root_f3 = (np.asarray(root_pos_cam_f3, dtype=np.float64) @ GLTF_T_CAM_33.T).astype(np.float32)
 

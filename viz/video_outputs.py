@@ -26,7 +26,14 @@ import numpy as np
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
-from pipelines.tracking.ground import Ground, fit_ground, foot_contacts, foot_slide_cm_per_s, pin_feet
+from pipelines.tracking.ground import (
+    Ground,
+    break_contacts_at_gaps,
+    fit_ground,
+    foot_contacts,
+    foot_slide_cm_per_s,
+    pin_feet,
+)
 from viz import export
 from viz.bvh import write_bvh
 from viz.gltf_anim import write_animated_glb
@@ -92,7 +99,7 @@ class VideoOutputs:
         for t in tracks:
             joints = np.stack(t.joints_cam_fk3).astype(np.float64)
             times = np.asarray(t.times_s)
-            contacts = foot_contacts(self.ground, joints, times)
+            contacts = break_contacts_at_gaps(foot_contacts(self.ground, joints, times), times)
             shift_f3 = pin_feet(self.ground, joints, contacts) if self.pin_feet else np.zeros((len(joints), 3))
             root_cam_f3 = np.stack(t.root_pos_cam_f3) + shift_f3
             self.world[t.id] = {
@@ -143,6 +150,7 @@ class VideoOutputs:
                 "id": track.id,
                 "height_m": track.height_m,
                 "frames": list(track.frames),
+                "times_s": [round(float(v), 6) for v in track.times_s],
                 "joints3d_cam": np.round(np.stack(track.joints_cam_fk3).astype(np.float64), 5),
                 "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh",
                           "glb": f"track_{track.id}.glb"},

@@ -228,6 +228,17 @@ def foot_contacts(ground: Ground, joints_fk3: np.ndarray, times_s: np.ndarray,
     return out
 
 
+def break_contacts_at_gaps(contacts: dict[str, np.ndarray], times_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Contacts with the first frame after a gap in the track (a step over 1.5x the median step: frames
+    skipped or the person unseen) cleared, so a foot re-lands there: no pinning or slide across the gap."""
+    t = np.asarray(times_s, dtype=np.float64)
+    if len(t) < 3:
+        return contacts
+    step = np.diff(t)
+    after_gap = np.r_[False, step > 1.5 * np.median(step)]
+    return {side: np.asarray(c, dtype=bool) & ~after_gap for side, c in contacts.items()}
+
+
 def foot_slide_cm_per_s(ground: Ground, joints_fk3: np.ndarray, times_s: np.ndarray,
                         contacts: dict[str, np.ndarray]) -> float:  # fmt: skip
     """How far touching feet move along the ground, cm per second of contact (both feet summed over
