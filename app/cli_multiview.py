@@ -68,6 +68,8 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
 
     if args.frames is not None and args.frames < 1:
         raise UserFacingError(f"--frames must be at least 1; got {args.frames}.")
+    if args.max_side is not None and args.max_side < 0:
+        raise UserFacingError(f"--max-side must be a number of pixels (0 = full size); got {args.max_side}.")
     calib = args.calib or _default_calib(args.videos[0])
     options = MultiviewOptions(n_frames=args.frames, max_side=args.max_side or None,
                                fuse=FuseOptions(sync=not args.no_sync, refine=not args.no_refine,

@@ -134,6 +134,9 @@ class MultiviewJob:
             raise RunCancelled
 
     def _say(self, message: str) -> None:
+        """A stage of the fusion starts: Cancel stops it here (the bundle adjustment takes tens of seconds)."""
+        if self.should_stop():
+            raise RunCancelled
         self.stage = message
 
     def _work(self) -> None:
@@ -147,9 +150,7 @@ class MultiviewJob:
                 detector = create("segmentation", "embedded", single_pass=True, max_people=4)
             result = run_multiview(self.videos, self.calib, self.options.mode_options(), detector=detector,
                                    progress=self._say, on_frame=self._on_frame)  # fmt: skip
-            if self.should_stop():
-                raise RunCancelled
-            self.stage = "writing the outputs"
+            self.stage = "writing the outputs"  # a Cancel pressed after the fusion keeps its finished result
             from viz.multiview_outputs import write_outputs
 
             self.files = write_outputs(result, self.out_dir)

@@ -146,7 +146,7 @@ class VideoRun:
         self.prompts.validate(self.info.width, self.info.height, self.info.frame_count, self._processed())
         self.pipeline = VideoPipeline(image, VideoOptions(
             focal_px=focal, smooth=options.smooth, rate_hz=self.info.fps / options.stride,
-            max_people=options.max_people), prompts=self.prompts)  # fmt: skip
+            max_people=options.max_people, mesh_hz=options.mesh_hz), prompts=self.prompts)  # fmt: skip
         self.report = DecodeReport()
         self.warnings: list[str] = []
         self.frames_without_people = 0
@@ -216,8 +216,10 @@ class VideoRun:
                 raise UserFacingError(f"{name}: cancelled before the first frame was processed; nothing was written.")
             why = self.report.problems[0] if self.report.problems else f"{name}: no frame in the requested time range."
             raise UserFacingError(why)
-        problems = list(self.report.problems) + self.pipeline.prompts.problems
-        files = self.outputs.finish(self.pipeline, problems + self.warnings,
+        problems = list(self.report.problems) + self.pipeline.prompts.problems  # for the status
+        # as the CLI: decoding problems, then notes (variable frame rate, skipped frame files), then the
+        # frames' warnings (which carry the prompts' problems)
+        files = self.outputs.finish(self.pipeline, self.report.problems + self.report.notes + self.warnings,
                                     {**self.options.as_dict(), "cancelled": self.cancelled,
                                      "prompts": self.prompts.as_dict()})  # fmt: skip
         tracks = [TrackSummary(t.id, len(t.frames), t.height_m, float(np.mean(t.reprojection_px_f)))

@@ -337,3 +337,14 @@ def test_cli_multiview_bad_input(videos: list[Path], tmp_path: Path, capsys: pyt
     code, _, err = run_cli(["multiview", "--videos", *videos, "--calib", junk, "--out", tmp_path / "o"], capsys)
     assert code == 2 and error_lines(err) == ["error: The calibration file notes.toml is not valid TOML."]
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_multiview_bad_options_are_one_sentence(videos: list[Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    for flag, value, words in (("--frames", 0, "--frames must be at least 1"),
+                               ("--max-side", -5, "--max-side must be a number of pixels")):  # fmt: skip
+        code, _, err = run_cli(["multiview", "--videos", *videos, "--out", tmp_path / "out", flag, value,
+                                "--quiet"], capsys)  # fmt: skip
+        lines = error_lines(err)
+        assert code == 2 and len(lines) == 1 and words in lines[0], err
+        assert "Traceback" not in err and not (tmp_path / "out").exists()
