@@ -524,6 +524,8 @@ def run_video(args: argparse.Namespace) -> int:
     except BaseException:
         outputs.abort()
         raise
+    finally:
+        pipeline.close()
     n_tracks = sum(1 for t in pipeline.tracks.values() if t.frames)
     cam = pipeline.camera
     focal = f"{cam.focal_px / scale:.0f} px ({cam.source})" if cam is not None else "unknown"

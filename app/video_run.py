@@ -204,11 +204,13 @@ class VideoRun:
 
     def abort(self) -> None:
         """Drop everything (nothing is left in `out_dir`)."""
+        self.pipeline.close()
         self.outputs.abort()
 
     def finish(self) -> VideoRunSummary:
         """Write the outputs of the frames processed so far. Raises UserFacingError (and writes nothing)
         when no frame was processed."""
+        self.pipeline.close()  # no frame comes after this
         if not self.pipeline.frames_done:
             self.outputs.abort()
             name = self.info.path.name

@@ -217,6 +217,13 @@ class VideoPipeline:
                 except queue.Empty:
                     thread.join(timeout=0.05)
 
+    def close(self) -> None:
+        """Release the detection stage this pipeline built (the image pipeline's shared stages stay)."""
+        detector, self._detector = self._detector, None
+        shared = detector is None or detector is self.image._backends.get("segmentation")
+        if not shared and hasattr(detector, "close"):
+            detector.close()
+
     def _segmenter(self) -> Any:
         """The detection stage: for the embedded segmentation, landmark tracking (see
         VideoOptions.detector) or a single-pass copy (see VideoOptions.tiled_detection); else the image
