@@ -38,7 +38,7 @@ INTRO = (
     "Upload a video of people (or use the example): each person is tracked with a stable id and colour, "
     "and their metric 3D body follows them frame by frame in the viewer while the video is processed. "
     "A static camera is assumed. Cancel keeps what is done; the downloads hold the tracks (tracks.json, "
-    "per person: parameters .npz and a .bvh for animation tools) and the recording (.rrd)."
+    "per person: parameters .npz, an animated .glb and a .bvh for animation tools) and the recording (.rrd)."
 )
 
 
@@ -134,7 +134,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         with gr.Column(scale=3, min_width=480):
             viewer = Rerun(streaming=True, height=720, label="3D viewer", elem_id="video-viewer")
             status = gr.Markdown("", elem_id="video-status")
-            files = gr.File(label="Downloads: tracks.json, per-person files (.npz, .bvh), recording (.rrd)",
+            files = gr.File(label="Downloads: tracks.json, per-person files (.npz, .glb, .bvh), recording (.rrd)",
                             file_count="multiple", interactive=False, elem_id="video-downloads")  # fmt: skip
 
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
