@@ -16,9 +16,7 @@ variable frame rate, as phones record) they are used as they are and a note says
 from __future__ import annotations
 
 import math
-import queue
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import cv2
 import numpy as np
 
 from pipelines.errors import UserFacingError
+from pipelines.io.ahead import run_ahead
 from pipelines.multiview.video import _open as open_capture
 
 DEFAULT_FPS = 30.0
@@ -244,42 +243,8 @@ def read_video(info: VideoInfo, *, stride: int = 1, start_s: float = 0.0, end_s:
     if prefetch <= 0:
         yield from frames
         return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for frame in frames:
-                while not stop.is_set():
-                    try:
-                        q.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            q.put(err)
-            return
-        finally:
-            frames.close()
-        q.put(done)
-
-    thread = threading.Thread(target=work, name="video-decode", daemon=True)
-    thread.start()
+    ahead = run_ahead(frames, lambda frame: frame, prefetch, "video-decode")
     try:
-        while True:
-            item = q.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        yield from ahead
     finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+        ahead.close()

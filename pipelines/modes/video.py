@@ -23,8 +23,6 @@ processed (possibly downscaled) frames, origin at the top-left corner.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +33,7 @@ from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regresso
 from pipelines.camera.prior import focal_prior_px
 from pipelines.errors import UserFacingError
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
+from pipelines.io.ahead import run_ahead
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline, PipelineConfig
 from pipelines.registry import create
@@ -171,51 +170,13 @@ class VideoPipeline:
             for frame in frames:
                 yield self.process(frame)
             return
-        q: queue.Queue = queue.Queue(maxsize=max(1, self.options.queue_size))
-        stop = threading.Event()
-        done = object()
-
-        def put(item: object) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def work() -> None:
-            try:
-                for frame in frames:
-                    if stop.is_set() or not put((frame, self.detect(frame.rgb_hw3))):
-                        break
-            except BaseException as err:  # noqa: BLE001 - handed to the consumer
-                put(err)
-                return
-            finally:
-                close = getattr(frames, "close", None)
-                if close is not None:
-                    close()
-            put(done)
-
-        thread = threading.Thread(target=work, name="video-detect", daemon=True)
-        thread.start()
+        ahead = run_ahead(frames, lambda frame: (frame, self.detect(frame.rgb_hw3)), self.options.queue_size,
+                          "video-detect")  # fmt: skip
         try:
-            while True:
-                item = q.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                frame, detections = item
+            for frame, detections in ahead:
                 yield self.process(frame, detections)
         finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
+            ahead.close()
 
     def close(self) -> None:
         """Release the detection stage this pipeline built (the image pipeline's shared stages stay)."""
