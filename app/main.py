@@ -13,6 +13,7 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: as the CLI (see app/cli.py)
 
+from app.native_logs import native_logs_hidden
 from app.ui import handlers as H
 
 DEFAULT_HOST = "127.0.0.1"
@@ -26,11 +27,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     parser.add_argument("--no-warmup", action="store_true", help="skip loading the models before serving")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let MediaPipe / TFLite print their own log lines (hidden by default, as in the CLI)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with native_logs_hidden(not args.verbose):
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from app.ui.page import CSS, build_demo
 
     engine = H.default_engine()

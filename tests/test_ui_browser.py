@@ -90,6 +90,9 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> str:
                 log_tail = log_path.read_text()[-3000:]
                 pytest.fail(f"the app did not answer on {url} within {START_TIMEOUT_S} s:\n{log_tail}")
             time.sleep(0.5)
+        startup = log_path.read_text()  # the models are warm: MediaPipe / TFLite have loaded
+        assert "Warm-up done" in startup, startup[-3000:]
+        assert "W0000" not in startup and "XNNPACK" not in startup, f"native log lines in the terminal:\n{startup}"
         yield url
     finally:
         proc.terminate()
