@@ -13,6 +13,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from app.video_run import VideoRunSummary
 
@@ -37,13 +38,15 @@ class VideoSession:
     _tmp_dir: Path | None = None
     _run_dir: Path | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    tmp_prefix: ClassVar[str] = TMP_PREFIX
+    """Name prefix of the session's temporary folder (a tab of its own says which tab it is)."""
 
     @property
     def tmp_dir(self) -> Path:
         """This session's own temporary folder (created on first use, removed by cleanup)."""
         with self._lock:
             if self._tmp_dir is None:
-                self._tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+                self._tmp_dir = Path(tempfile.mkdtemp(prefix=self.tmp_prefix))
             return self._tmp_dir
 
     def start_run(self) -> Path:
