@@ -279,19 +279,24 @@ class EmbeddedSegmenter:
             size_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = self.detect(cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA))
             return [_scaled_up(p, (w / size_wh[0], h / size_wh[1]), (h, w)) for p in small]
-        found: list[RegionLandmarks] = []
-        for cand in self.detector.detect(image)[: 3 * self.max_people]:
-            if len(found) >= self.max_people:
+        found = self.add_detected(image, [], self.max_people)
+        people = [self._person_from(lm, (h, w)) for lm in found]
+        people = [p for p in people if p.score >= self.min_person_score]
+        people.sort(key=lambda p: -p.score)
+        return suppress_duplicates(people)[: self.max_people]
+
+    def add_detected(self, image: np.ndarray, found: list[RegionLandmarks], max_people: int) -> list[RegionLandmarks]:
+        """Run the person detector on `image`; each candidate that is not one of `found` and whose landmarks
+        confirm it is appended to `found` (up to `max_people` in all), which is returned."""
+        for cand in self.detector.detect(image)[: 3 * max_people]:
+            if len(found) >= max_people:
                 break
             for rect in cand.rois():
                 lm = self._confirmed(image, rect, found)
                 if lm is not None:
                     found.append(lm)
                     break
-        people = [self._person_from(lm, (h, w)) for lm in found]
-        people = [p for p in people if p.score >= self.min_person_score]
-        people.sort(key=lambda p: -p.score)
-        return suppress_duplicates(people)[: self.max_people]
+        return found
 
     def _confirmed(self, image: np.ndarray, rect: RotatedRect, found: list[RegionLandmarks]) -> RegionLandmarks | None:
         """The landmarks of a detector's region when they hold: a person present in the region, and

@@ -76,14 +76,7 @@ class LandmarkTrackingDetector:
         due = self.frames_seen % max(1, self.options.redetect_every) == 0
         if (due or not kept) and len(kept) < self.options.max_people:
             self.detector_runs += 1
-            for cand in seg.detector.detect(image)[: 3 * self.options.max_people]:
-                if len(kept) >= self.options.max_people:
-                    break
-                for rect in cand.rois():
-                    lm = seg._confirmed(image, rect, kept)
-                    if lm is not None:
-                        kept.append(lm)
-                        break
+            seg.add_detected(image, kept, self.options.max_people)
         self.frames_seen += 1
         h, w = image.shape[:2]
         empty_hw = np.broadcast_to(np.float32(0.0), (h, w))
