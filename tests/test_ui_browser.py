@@ -29,7 +29,19 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+
+def _find_chromium() -> Path:
+    """$CHROMIUM if set, else the first chromium on PATH (Debian: chromium; Ubuntu: chromium-browser)."""
+    if os.environ.get("CHROMIUM"):
+        return Path(os.environ["CHROMIUM"])
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return Path("/usr/bin/chromium")
+
+
+CHROMIUM = _find_chromium()
 ARTIFACTS = REPO / "tests" / "artifacts"
 PHOTO = REPO / "assets" / "examples" / "lunge.jpg"
 README_SHOT = REPO / "assets" / "screenshot_playground.png"
@@ -50,7 +62,7 @@ RUN_TIMEOUT_MS = 180_000  # generous: SwiftShader shares the 2 cores with the pi
 UPLOAD_INPUT = 'input[type=file][data-testid$="upload-button"]'  # the hidden input of the upload button
 
 if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (install it with: apt-get install -y chromium)", allow_module_level=True)
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium, or set CHROMIUM)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
 
