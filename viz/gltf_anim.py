@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from pipelines.tracking.track_smoothing import continuous_quaternions
 from viz.bvh import BVH_T_CAM_33, BVH_T_REST_33, bvh_joint_names, out_frame
 
 GLTF_T_CAM_33 = BVH_T_CAM_33
@@ -59,12 +59,7 @@ def local_rotations_quat(bone_rot_cam_fj33: np.ndarray, parents_j: np.ndarray,
     local = W_fj33.copy()
     has = parents >= 0
     local[:, has] = np.swapaxes(W_fj33[:, parents[has]], -1, -2) @ W_fj33[:, has]
-    n_f, n_j = local.shape[:2]
-    q = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_quat().reshape(n_f, n_j, 4)
-    for f in range(1, n_f):
-        flip = np.sum(q[f] * q[f - 1], axis=1) < 0
-        q[f, flip] *= -1
-    return q
+    return continuous_quaternions(local)
 
 
 def write_animated_glb(path: str | Path, *, rest_verts_v3: np.ndarray, faces_f3: np.ndarray,

@@ -83,8 +83,11 @@ class VideoOutputs:
         """Close the recording, write tracks.json and each track's files, and move the folder into place."""
         try:
             names = [] if self.logger is None else ["result.rrd"]
+            smoothed = pipeline.smooth_tracks()  # the whole track, offline (VideoOptions.track_smoothing)
             self._fit_ground(pipeline)
             if self.logger is not None:
+                if smoothed:
+                    self.logger.log_skeletons(pipeline.tracks)
                 if self.ground is not None:
                     self.logger.log_ground(self.ground, {i: w["root_cam_f3"] for i, w in self.world.items()})
                 self.logger.close()
