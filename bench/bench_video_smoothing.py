@@ -39,14 +39,14 @@ def _tracks(video: Path, frames: int, smooth: bool, image) -> list:  # noqa: ANN
     return [t for t in r["vp"].tracks.values() if len(t.frames) >= 10]
 
 
-def _smoothed(track, body, window_s: float | None, polyorder: int):  # noqa: ANN001, ANN202
+def _smoothed(track, hmr, window_s: float | None, polyorder: int):  # noqa: ANN001, ANN202
     from pipelines.modes.video import smooth_track
     from pipelines.tracking.track_smoothing import TrackSmoothingOptions
 
     if window_s is None:
         return track
     out = copy.deepcopy(track)
-    smooth_track(out, body, TrackSmoothingOptions(window_s=window_s, polyorder=polyorder))
+    smooth_track(out, hmr, TrackSmoothingOptions(window_s=window_s, polyorder=polyorder))
     return out
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     import_mediapipe_lazily()
     image = ImagePipeline()
     image.warmup()
-    body = image.hmr.body
+    hmr = image.hmr
     data = DATA_DIR / "multiview" / "pose2sim_single"
     cache = Path(tempfile.gettempdir()) / f"bench_video_smoothing_ref_{args.frames}_{args.every}.pkl"
     load0 = os.getloadavg()[0]
@@ -102,7 +102,7 @@ def main() -> None:
     from pipelines.modes.video import posed_joints
 
     t0 = raw[args.tune]
-    check = posed_joints(t0, body, np.stack(t0.bone_rot_cam_fj33), np.stack(t0.root_pos_cam_f3))
+    check = posed_joints(t0, hmr, np.stack(t0.bone_rot_cam_fj33), np.stack(t0.root_pos_cam_f3))
     repose_mm = 1e3 * float(np.abs(check - np.stack(t0.joints_cam_fk3)).max())
     rows, tuned = [], {}
     base = {name: score(src[args.tune], args.tune) for name, src in (("none", raw), ("1-euro", euro))}
@@ -110,7 +110,7 @@ def main() -> None:
     rows.append(["1-euro online (this release)", "–", fmt(base["1-euro"])])
     for inputs, src in (("none", raw), ("1-euro", euro)):
         for w, p in GRID:
-            s = score(_smoothed(src[args.tune], body, w, p), args.tune)
+            s = score(_smoothed(src[args.tune], hmr, w, p), args.tune)
             tuned[(inputs, w, p)] = s
             rows.append([f"{inputs} + offline SG", f"{w:.2f} s / {p}", fmt(s)])
     # The pick: the lowest jitter whose PA-MPJPE and root-relative MPJPE are no worse than the fits'.
@@ -128,7 +128,7 @@ def main() -> None:
     print(f"\nChosen: {pick[0]} inputs + offline SG {pick[1]:.2f} s / order {pick[2]}\n")
     hrows = []
     for v in args.held_out:
-        chosen = _smoothed((raw if pick[0] == "none" else euro)[v], body, pick[1], pick[2])
+        chosen = _smoothed((raw if pick[0] == "none" else euro)[v], hmr, pick[1], pick[2])
         hrows.append([v, fmt(score(raw[v], v)), fmt(score(euro[v], v)), fmt(score(chosen, v))])
     print(markdown_table(["held-out view", "none", "1-euro online", f"chosen ({pick[0]} + SG {pick[1]:.2f} s / "
                           f"{pick[2]})"], hrows))  # fmt: skip
@@ -141,7 +141,7 @@ def main() -> None:
         tracks = _tracks(multi, args.frames, smooth, image)
         accs = []
         for t in sorted(tracks, key=lambda t: t.id):
-            t = _smoothed(t, body, pick[1], pick[2]) if offline else t
+            t = _smoothed(t, hmr, pick[1], pick[2]) if offline else t
             accs.append(mean_joint_acceleration(np.stack(t.joints_cam_fk3), np.asarray(t.times_s)))
         mrows.append([name, " ; ".join(f"{a:.1f}" for a in accs)])
     print()

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.camera.prior import focal_prior_px
 from pipelines.errors import UserFacingError
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
-from pipelines.hmr.kinematics import Skeleton, forward
+from pipelines.hmr.kinematics import forward
 from pipelines.io.ahead import run_ahead
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline, PipelineConfig
@@ -124,8 +124,9 @@ class TrackHistory:
     """The previous frame's fit (the next frame's warm start)."""
     smoother: DetectionSmoother | None = None
     """The track's keypoint filter."""
-    rest_joint_verts_s3: np.ndarray | None = None
-    """Rest positions of the vertices the output joints are regressed from (the held shape's)."""
+    rest_joint_offs_p3: np.ndarray | None = None
+    """The output joints' skinning pairs at rest for the held shape (PointModel.rest_offsets): posing
+    the joints is then one small product per frame, not a skinning of the ~8,800 vertices they use."""
 
 
 @dataclass
@@ -323,11 +324,7 @@ class VideoPipeline:
         """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints from the vertices they are
         regressed from, the held height; what hmr.to_body_fit gives otherwise."""
         body = self.image.hmr.body
-        idx_s, weights_ks = output_joint_regressor(body)
-        if track.rest_joint_verts_s3 is None:  # the shape is held: its rest vertices too
-            track.rest_joint_verts_s3 = body.rest_vertices(report.rest.coeffs_n)[idx_s]
-        verts_s3 = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3,
-                             vertex_idx=idx_s, rest_v3=track.rest_joint_verts_s3)  # fmt: skip
+        joints_k3 = output_joints_posed(track, self.image.hmr, report.G_j33, report.o_j3)
         err = report.err_px_k
         used = np.isfinite(err)
         per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}
@@ -339,7 +336,7 @@ class VideoPipeline:
             params=params,
             verts_cam_v3=np.zeros((0, 3)),
             faces_f3=body.faces_f3,
-            joints3d_cam=Keypoints3D(list(OUTPUT_JOINT_NAMES), weights_ks @ verts_s3, frame="cam"),
+            joints3d_cam=Keypoints3D(list(OUTPUT_JOINT_NAMES), joints_k3, frame="cam"),
             height_m=float(track.height_m or np.nan),
             reprojection_px_mean=float(err[used].mean()) if used.any() else float("nan"),
             reprojection_px_max=float(err[used].max()) if used.any() else float("nan"),
@@ -355,7 +352,7 @@ class VideoPipeline:
             return False
         self._smoothed = True
         for track in self.tracks.values():
-            smooth_track(track, self.image.hmr.body, o)
+            smooth_track(track, self.image.hmr, o)
         return True
 
     @staticmethod
@@ -385,36 +382,42 @@ def mean_joint_acceleration(joints_fk3: np.ndarray, times_s: np.ndarray) -> floa
 
 
 
-def smooth_track(track: TrackHistory, body: Any, options: TrackSmoothingOptions) -> None:
+def smooth_track(track: TrackHistory, hmr: Any, options: TrackSmoothingOptions) -> None:
     """A track's bone rotations and root filtered over the whole video (pipelines.tracking.track_smoothing),
-    in place, and its output joints posed again from them (posed_joints), so joints and exports stay one
-    motion. Tracks of fewer than 3 fitted frames are left as fitted."""
+    in place, and its output joints posed again from them (posed_joints; `hmr`: the embedded HMR stage),
+    so joints and exports stay one motion. Tracks of fewer than 3 fitted frames are left as fitted."""
     if len(track.frames) < 3 or track.pheno_p is None:
         return
     t = np.asarray(track.times_s)
     G_fj33 = smooth_rotations(np.stack(track.bone_rot_cam_fj33), t, options)
     root_f3 = savgol_track(np.stack(track.root_pos_cam_f3), t, options)
-    track.joints_cam_fk3 = list(posed_joints(track, body, G_fj33, root_f3).astype(np.float32))
+    track.joints_cam_fk3 = list(posed_joints(track, hmr, G_fj33, root_f3).astype(np.float32))
     track.bone_rot_cam_fj33 = list(G_fj33.astype(np.float32))
     track.root_pos_cam_f3 = list(root_f3)
 
 
-def posed_joints(track: TrackHistory, body: Any, G_fj33: np.ndarray, root_f3: np.ndarray) -> np.ndarray:
+def output_joints_posed(track: TrackHistory, hmr: Any, G_j33: np.ndarray, o_j3: np.ndarray) -> np.ndarray:
+    """The track's output joints (K, 3) for bone rotations G and posed heads o (camera frame, metres), by
+    the fit's own point model of them (the same as regressing them from the skinned mesh; `hmr`: the
+    embedded HMR stage, whose fitter caches the model). The held shape's rest offsets are kept on the track."""
+    pm = hmr.fitter.point_model(tuple(f"anny:{n}" for n in OUTPUT_JOINT_NAMES))
+    if track.rest_joint_offs_p3 is None:  # the shape is held
+        rest = hmr.body.rest_heads(track.pheno_p)
+        track.rest_joint_offs_p3 = pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
+    return pm.evaluate(track.rest_joint_offs_p3, G_j33, o_j3)[0]
+
+
+def posed_joints(track: TrackHistory, hmr: Any, G_fj33: np.ndarray, root_f3: np.ndarray) -> np.ndarray:
     """The output joints (F, K, 3) of the track's held shape for bone rotations G (F, J, 3, 3) and root
-    heads (F, 3), camera frame, metres: the fit's skinning of the vertices they are regressed from."""
-    idx_s, weights_ks = output_joint_regressor(body)
-    skel = Skeleton(np.asarray(body.bone_parents))
+    heads (F, 3), camera frame, metres (forward kinematics, then output_joints_posed)."""
+    skel = hmr.fitter.skel
     par = skel.parents
-    rest = body.rest_heads(track.pheno_p)
-    if track.rest_joint_verts_s3 is None:
-        track.rest_joint_verts_s3 = body.rest_vertices(rest.coeffs_n)[idx_s]
+    heads_j3 = hmr.body.rest_heads(track.pheno_p).heads_j3
     G_fj33 = np.asarray(G_fj33, dtype=np.float64)
     local_fj33 = G_fj33.copy()
     local_fj33[:, 1:] = np.swapaxes(G_fj33[:, par[1:]], -1, -2) @ G_fj33[:, 1:]
     joints = []
     for G_j33, local_j33, root_3 in zip(G_fj33, local_fj33, root_f3, strict=True):
-        _, o_j3 = forward(skel, rest.heads_j3, local_j33, root_3)
-        verts_s3 = body.skin(rest.coeffs_n, rest.heads_j3, G_j33, o_j3, vertex_idx=idx_s,
-                             rest_v3=track.rest_joint_verts_s3)  # fmt: skip
-        joints.append(weights_ks @ verts_s3)
+        _, o_j3 = forward(skel, heads_j3, local_j33, root_3)
+        joints.append(output_joints_posed(track, hmr, G_j33, o_j3))
     return np.stack(joints)
