@@ -84,6 +84,9 @@ class VideoOptions:
     first slice's path, with masks; the bench's baseline). Other segmentation backends: every frame."""
     redetect_every: int = 10
     """"tracking": frames between two runs of the person detector (people who enter later)."""
+    redetect_tiles: tuple[float, ...] = ()
+    """"tracking": the person detector's tiles besides the whole frame (fractions of the short side, as
+    TileSettings.tile_fracs): small people at the edges are found; () = the whole frame only."""
     max_people: int = 4
     """At most this many people per frame."""
     mesh_hz: float = 1.0
@@ -207,7 +210,8 @@ class VideoPipeline:
             embedded = self.image.config.segmentation == "embedded" and not self.options.tiled_detection
             if embedded and self.options.detector == "tracking":
                 self._detector = LandmarkTrackingDetector(LandmarkTrackingOptions(
-                    max_people=self.options.max_people, redetect_every=self.options.redetect_every))  # fmt: skip
+                    max_people=self.options.max_people, redetect_every=self.options.redetect_every,
+                    tile_fracs=self.options.redetect_tiles))  # fmt: skip
             elif embedded:
                 self._detector = create("segmentation", "embedded", single_pass=True,
                                         max_people=self.options.max_people)  # fmt: skip
