@@ -452,6 +452,9 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
                      help="also smooth the keypoints before each fit (1-euro; the live skeleton is smoother, "
                           "the accuracy ~1 mm worse)")  # fmt: skip
     vid.add_argument("--hands", action="store_true", help="detect hands on every frame (slower)")
+    vid.add_argument("--small-people", action="store_true",
+                     help="when looking for newcomers (every 10 frames), also search image tiles: finds small "
+                          "people far away or at the edges (slower)")  # fmt: skip
     vid.add_argument("--mesh-hz", type=float, default=1.0, metavar="HZ",
                      help="meshes per second in result.rrd (skeletons are on every frame; default 1)")
     _add_backend_flags(vid, video=True)
@@ -487,7 +490,7 @@ def run_video(args: argparse.Namespace) -> int:
     scale = args.max_side / long_side if args.max_side and long_side > args.max_side else 1.0
     options = VideoOptions(focal_px=None if args.focal_px is None else args.focal_px * scale,
                            smooth=not args.no_smooth, online_smooth=args.online_smooth, hands=args.hands,
-                           rate_hz=info.fps / args.stride,
+                           rate_hz=info.fps / args.stride, redetect_tiles=(1.0, 0.5) if args.small_people else (),
                            mesh_hz=args.mesh_hz)  # fmt: skip
     report = DecodeReport()
     frames = read_video(info, stride=args.stride, start_s=args.start, end_s=args.end,

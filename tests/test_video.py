@@ -407,3 +407,20 @@ def test_feet_are_not_pinned_across_a_gap_in_the_track() -> None:
     assert abs(shift_naive[-1, 0] + 1.0) < 1e-6  # without the gap rule: pulled back by the metre walked
     shift = pin_feet(ground, joints, break_contacts_at_gaps(touching, times_s))
     assert np.abs(shift).max() < 1e-6  # standing still before and after: nothing to pin
+
+
+def test_small_people_finds_the_bystander(data_dir: Path, tmp_path: Path) -> None:
+    """pose2sim_multi's bystander, small at the frame's left edge, is missed by the whole-frame detector;
+    --small-people (tiles when looking for newcomers) tracks him too, 1.5+ m left of the two dancers."""
+    video = data_dir / "multiview" / "pose2sim_multi" / "cam01.mp4"
+    lefts = {}
+    for name, extra in (("plain", []), ("small", ["--small-people"])):
+        out = tmp_path / name
+        code = main(["video", str(video), "--out", str(out), "--stride", "10", "--end", "0.3", "--max-side", "1280",
+                     "--no-rrd", "--quiet", *extra])  # fmt: skip
+        assert code == EXIT_OK
+        doc = json.loads((out / "tracks.json").read_text())
+        hips = [doc["joint_names"].index(n) for n in ("left_hip", "right_hip")]
+        lefts[name] = [float(np.median(np.array(t["joints3d_cam"])[:, hips, 0])) for t in doc["tracks"]]
+    assert len(lefts["plain"]) == 2 and min(lefts["plain"]) > -1.0, lefts  # the two dancers only
+    assert len(lefts["small"]) == 3 and min(lefts["small"]) < -1.5, lefts  # and the bystander, metres left

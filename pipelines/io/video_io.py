@@ -150,16 +150,13 @@ def check_length(info: VideoInfo, stride: int, start_s: float, end_s: float | No
 
 
 def _resized(image_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
-    """The image downscaled so that its longer side is at most max_side, and the scale. Bilinear above half
-    size (1080p -> 720p: 3 ms a frame here, where pixel-area averaging took 10 ms at this non-integer
-    ratio; the landmark model resamples its crops to 256 px anyway), pixel-area averaging below (no aliasing)."""
+    """The image downscaled so that its longer side is at most max_side, and the scale."""
     rgb_hw3 = image_hw3
     h, w = rgb_hw3.shape[:2]
     if max_side and max(h, w) > max_side:
         scale = max_side / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        interpolation = cv2.INTER_LINEAR if scale > 0.5 else cv2.INTER_AREA
-        return cv2.resize(rgb_hw3, size, interpolation=interpolation), scale
+        return cv2.resize(rgb_hw3, size, interpolation=cv2.INTER_AREA), scale
     return rgb_hw3, 1.0
 
 
