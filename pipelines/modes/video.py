@@ -325,8 +325,8 @@ class VideoPipeline:
         return self._light_body_fit(report, targets, track)
 
     def _light_body_fit(self, report: FitReport, targets: FitTargets, track: TrackHistory) -> BodyFit:
-        """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints from the vertices they are
-        regressed from, the held height; what hmr.to_body_fit gives otherwise."""
+        """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints posed by the fit's point model
+        of them (output_joints_posed), the held height; what hmr.to_body_fit gives otherwise."""
         body = self.image.hmr.body
         joints_k3 = output_joints_posed(track, self.image.hmr, report.G_j33, report.o_j3)
         err = report.err_px_k
