@@ -423,11 +423,12 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Detect and track every person in VIDEO, fit a metric Anny body per person and frame (one body\n"
             "shape per person and one focal per video, solved on the first frame, then held; fits warm-started\n"
-            "from the previous frame; keypoints smoothed with a 1-euro filter), and write into --out:\n"
+            "from the previous frame; each whole track smoothed once the video has run), and write into --out:\n"
             "tracks.json, track_<id>.npz, track_<id>.glb (animated, skinned), track_<id>.bvh and result.rrd\n"
             "(open with `rerun result.rrd`). A static camera is assumed; the ground is fitted to the feet and\n"
             "each track's root is given on it. 3D results are in metres in the OpenCV camera frame\n"
-            "(x right, y down, z forward); the GLB and BVH files are y up, metres."
+            "(x right, y down, z forward); the GLB and BVH files are in the ground's world frame (y up, the\n"
+            "floor at y = 0), metres."
         ),
         epilog=VIDEO_EXIT_CODES_HELP,
     )
@@ -446,8 +447,14 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
                      help="downscale frames so that the longer side is at most PX pixels (default 1280; 0 = never)")
     vid.add_argument("--focal-px", type=float, metavar="F",
                      help="focal length in pixels of the source video; default: estimated on the first frame")
-    vid.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of the keypoints")
+    vid.add_argument("--no-smooth", action="store_true", help="no temporal smoothing at all")
+    vid.add_argument("--online-smooth", action="store_true",
+                     help="also smooth the keypoints before each fit (1-euro; the live skeleton is smoother, "
+                          "the accuracy ~1 mm worse)")  # fmt: skip
     vid.add_argument("--hands", action="store_true", help="detect hands on every frame (slower)")
+    vid.add_argument("--small-people", action="store_true",
+                     help="when looking for newcomers (every 10 frames), also search image tiles: finds small "
+                          "people far away or at the edges (slower)")  # fmt: skip
     vid.add_argument("--mesh-hz", type=float, default=1.0, metavar="HZ",
                      help="meshes per second in result.rrd (skeletons are on every frame; default 1)")
     _add_backend_flags(vid, video=True)
@@ -482,7 +489,8 @@ def run_video(args: argparse.Namespace) -> int:
     long_side = max(info.width, info.height)
     scale = args.max_side / long_side if args.max_side and long_side > args.max_side else 1.0
     options = VideoOptions(focal_px=None if args.focal_px is None else args.focal_px * scale,
-                           smooth=not args.no_smooth, hands=args.hands, rate_hz=info.fps / args.stride,
+                           smooth=not args.no_smooth, online_smooth=args.online_smooth, hands=args.hands,
+                           rate_hz=info.fps / args.stride, redetect_tiles=(1.0, 0.5) if args.small_people else (),
                            mesh_hz=args.mesh_hz)  # fmt: skip
     report = DecodeReport()
     frames = read_video(info, stride=args.stride, start_s=args.start, end_s=args.end,
@@ -519,7 +527,8 @@ def run_video(args: argparse.Namespace) -> int:
         warnings = report.problems + report.notes + warnings
         written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
                                                       "end_s": args.end, "max_side": args.max_side,
-                                                      "smooth": not args.no_smooth, "hands": args.hands,
+                                                      "smooth": not args.no_smooth,
+                                                      "online_smooth": args.online_smooth, "hands": args.hands,
                                                       "prompts": prompts.as_dict()})  # fmt: skip
     except BaseException:
         outputs.abort()

@@ -40,7 +40,7 @@ class VideoRunOptions:
     max_side: int | None = 1280
     """Downscale frames so that the longer side is at most this many pixels (None or 0: never)."""
     smooth: bool = True
-    """Temporal (1-euro) smoothing of each track's keypoints."""
+    """Temporal smoothing of each whole track once the video has run (VideoOptions.smooth)."""
     max_people: int = 4
     """At most this many people per frame."""
     focal_px: float | None = None

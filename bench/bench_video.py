@@ -33,7 +33,8 @@ import numpy as np
 
 from bench.common import DATA_DIR, machine_description, markdown_table
 
-BASELINE = {"detector": "image", "threaded": False, "mesh_hz": float("inf")}
+BASELINE = {"detector": "image", "threaded": False, "mesh_hz": float("inf"), "online_smooth": True,
+            "track_smoothing": None}
 """The first slice's path: a full MediaPipe detection (with masks) per frame, one stage after the other
 (only decoding in a thread), the full mesh on every frame."""
 
@@ -222,7 +223,9 @@ def main() -> None:
     run_clip(single, args.stride, args.max_side, 10, True, image)  # warm-up: first fits, Rerun's first use
     load0 = os.getloadavg()[0]
     variants = [("first-slice path (baseline)", BASELINE, True), ("this release", {}, True),
-                ("this release, smoothing off", {}, False)]  # fmt: skip
+                ("this release, smoothing off", {}, False),
+                ("this release, 1-euro online instead (previous)", {"online_smooth": True, "track_smoothing": None},
+                 True)]  # fmt: skip
     runs = [(name, smooth, run_clip(single, args.stride, args.max_side, args.frames, smooth, image, opts))
             for name, opts, smooth in variants]  # fmt: skip
     info = runs[0][2]["info"]

@@ -109,14 +109,15 @@ def test_bvh_reads_back(runs: dict[str, Path]) -> None:
     joints = root.layout()
     assert len(joints) == 104
     assert len(root.Keyframes) == n_frames
-    # The BVH root follows the fitted root, shifted along the ground to keep touching feet in place
-    # (y and z flipped from the camera frame)
+    # The BVH root follows the fitted root, shifted along the ground to keep touching feet in place and
+    # landed on the floor, in the ground's world frame (y up)
     params = np.load(out / "track_0.npz")
     root.loadPose(n_frames - 1)
-    flip = np.array([1.0, -1.0, -1.0])
+    T = params["exports_T_cam_44"]
+    to_file = lambda p: p @ T[:3, :3].T + T[:3, 3]  # noqa: E731 - camera frame -> the BVH's frame
     root_cam = params["root_pos_cam_f3"][-1] + params["feet_pin_shift_cam_f3"][-1]
     assert np.linalg.norm(params["feet_pin_shift_cam_f3"], axis=1).max() < 0.15  # a few cm, not a jump
-    assert np.allclose(np.array(root.PositionWorld), root_cam * flip, atol=1e-3)
+    assert np.allclose(np.array(root.PositionWorld), to_file(root_cam), atol=1e-3)
     # ... and every joint sits at the fitted bone head: o_c = o_p + G_p (h_c - h_p)
     G, heads, parents = params["bone_rot_cam_fj33"][-1], params["rest_heads_j3"], params["bone_parents"]
     o = np.zeros_like(heads)
@@ -126,7 +127,7 @@ def test_bvh_reads_back(runs: dict[str, Path]) -> None:
     names = bvh_joint_names([str(n) for n in params["bone_labels"]])
     for joint, *_ in joints:
         k = names.index(joint.Name)
-        assert np.allclose(np.array(joint.PositionWorld), o[k] * flip, atol=2e-3), joint.Name
+        assert np.allclose(np.array(joint.PositionWorld), to_file(o[k]), atol=2e-3), joint.Name
 
 
 def _accessor(gltf, i: int) -> np.ndarray:  # noqa: ANN001 - pygltflib.GLTF2
@@ -144,7 +145,6 @@ def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
     along the ground as the feet pinning says)."""
     import pygltflib
     import trimesh
-    from scipy.spatial.transform import Rotation
 
     from app.cli import _pipeline
     from pipelines.body.anny_points import output_joint_regressor
@@ -166,6 +166,20 @@ def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
     assert np.allclose(track["times_s"], keys_s, atol=1e-5)  # tracks.json says when each frame is
     # Pose the skeleton at the last keyframe from the file alone, skin the mesh, regress the joints.
     k = len(keys_s) - 1
+    verts_gltf_v3 = _skinned_glb_verts(gltf, k)
+    idx_s, weights_ks = output_joint_regressor(_pipeline().hmr.body)
+    T = params["exports_T_cam_44"]  # camera frame -> the GLB's (the ground's world frame)
+    joints_cam_k3 = (weights_ks @ verts_gltf_v3[idx_s] - T[:3, 3]) @ T[:3, :3]  # back to the camera frame
+    expected_k3 = np.array(track["joints3d_cam"][k]) + params["feet_pin_shift_cam_f3"][k]  # feet kept in place
+    err_mm = np.linalg.norm(joints_cam_k3 - expected_k3, axis=1) * 1e3
+    assert err_mm.max() < 10.0, err_mm  # 4 of Anny's 9 skinning weights kept per vertex
+
+
+def _skinned_glb_verts(gltf, k: int) -> np.ndarray:  # noqa: ANN001 - pygltflib.GLTF2
+    """The GLB's mesh posed at keyframe k by its own skin and animation, as a player does (V, 3)."""
+    from scipy.spatial.transform import Rotation
+
+    (skin,), (anim,) = gltf.skins, gltf.animations
     animated: dict[int, dict[str, np.ndarray]] = {}
     for ch in anim.channels:
         animated.setdefault(ch.target.node, {})[ch.target.path] = _accessor(gltf, anim.samplers[ch.sampler].output)[k]
@@ -183,12 +197,37 @@ def test_glb_is_an_animated_skinned_body(runs: dict[str, Path]) -> None:
     v_h = np.c_[_accessor(gltf, attrs.POSITION), np.ones(gltf.accessors[attrs.POSITION].count)]
     idx_v4, w_v4 = _accessor(gltf, attrs.JOINTS_0).astype(int), _accessor(gltf, attrs.WEIGHTS_0)
     assert np.allclose(w_v4.sum(axis=1), 1.0, atol=1e-4)
-    verts_gltf_v3 = np.einsum("vk,vkab,vb->va", w_v4, joint_j44[idx_v4], v_h)[:, :3]
-    idx_s, weights_ks = output_joint_regressor(_pipeline().hmr.body)
-    joints_cam_k3 = (weights_ks @ verts_gltf_v3[idx_s]) * np.array([1.0, -1.0, -1.0])  # glTF -> camera axes
-    expected_k3 = np.array(track["joints3d_cam"][k]) + params["feet_pin_shift_cam_f3"][k]  # feet kept in place
-    err_mm = np.linalg.norm(joints_cam_k3 - expected_k3, axis=1) * 1e3
-    assert err_mm.max() < 10.0, err_mm  # 4 of Anny's 9 skinning weights kept per vertex
+    return np.einsum("vk,vkab,vb->va", w_v4, joint_j44[idx_v4], v_h)[:, :3]
+
+
+def test_exports_stand_on_the_ground(runs: dict[str, Path]) -> None:
+    """The GLB and the BVH are in the ground's world frame, y up: played from the files alone, the body
+    stands upright on y = 0, its soles within a few cm of the floor on the frames a foot touches it."""
+    import bvhio
+    import pygltflib
+
+    out = runs["smooth"]
+    doc = json.loads((out / "tracks.json").read_text())
+    assert "world frame" in doc["exports_frame"]
+    track = doc["tracks"][0]
+    touching = np.flatnonzero(np.array(track["foot_contact"]["left"]) | np.array(track["foot_contact"]["right"]))
+    assert len(touching) >= 3
+    gltf = pygltflib.GLTF2().load(str(out / "track_0.glb"))
+    soles, heads = [], []
+    for k in touching[:: max(1, len(touching) // 4)]:
+        y_v = _skinned_glb_verts(gltf, int(k))[:, 1]
+        soles.append(float(y_v.min()))
+        heads.append(float(y_v.max()))
+    # metres: the lowest vertex on the floor (a foot rolling onto its toes lifts the heel's side)
+    assert np.median(np.abs(soles)) < 0.03 and np.abs(soles).max() < 0.05, soles
+    assert np.all(np.array(heads) > 1.4), heads  # upright: the head 1.4+ m above it (the dancer is ~1.7 m)
+    # The BVH: the same frame, its lowest bone heads (the toes) at the floor
+    root = bvhio.readAsHierarchy(str(out / "track_0.bvh"))
+    lowest = []
+    for k in touching:
+        root.loadPose(int(k))
+        lowest.append(min(float(j.PositionWorld.y) for j, *_ in root.layout()))
+    assert -0.03 < float(np.median(lowest)) < 0.1, lowest  # the lowest bone heads (toes) near the floor
 
 
 def test_ground_plane_and_root_on_it(runs: dict[str, Path], single_video: Path) -> None:
@@ -368,3 +407,20 @@ def test_feet_are_not_pinned_across_a_gap_in_the_track() -> None:
     assert abs(shift_naive[-1, 0] + 1.0) < 1e-6  # without the gap rule: pulled back by the metre walked
     shift = pin_feet(ground, joints, break_contacts_at_gaps(touching, times_s))
     assert np.abs(shift).max() < 1e-6  # standing still before and after: nothing to pin
+
+
+def test_small_people_finds_the_bystander(data_dir: Path, tmp_path: Path) -> None:
+    """pose2sim_multi's bystander, small at the frame's left edge, is missed by the whole-frame detector;
+    --small-people (tiles when looking for newcomers) tracks him too, 1.5+ m left of the two dancers."""
+    video = data_dir / "multiview" / "pose2sim_multi" / "cam01.mp4"
+    lefts = {}
+    for name, extra in (("plain", []), ("small", ["--small-people"])):
+        out = tmp_path / name
+        code = main(["video", str(video), "--out", str(out), "--stride", "10", "--end", "0.3", "--max-side", "1280",
+                     "--no-rrd", "--quiet", *extra])  # fmt: skip
+        assert code == EXIT_OK
+        doc = json.loads((out / "tracks.json").read_text())
+        hips = [doc["joint_names"].index(n) for n in ("left_hip", "right_hip")]
+        lefts[name] = [float(np.median(np.array(t["joints3d_cam"])[:, hips, 0])) for t in doc["tracks"]]
+    assert len(lefts["plain"]) == 2 and min(lefts["plain"]) > -1.0, lefts  # the two dancers only
+    assert len(lefts["small"]) == 3 and min(lefts["small"]) < -1.5, lefts  # and the bystander, metres left

@@ -156,3 +156,33 @@ def test_cli_records_prompts_and_says_when_a_point_is_on_nobody(video: Path, tmp
     assert code == EXIT_SOME_FAILED
     assert error_lines(err) == ["error: the point at (5, 5) on frame 0 is on nobody; nothing was selected"]
     assert (out2 / "tracks.json").is_file()
+
+
+def test_a_selected_person_lost_for_long_is_selected_again_when_found() -> None:
+    """A box selects the left person; they are hidden for longer than the tracker keeps a track, so they
+    come back with a new id: that id is selected in their place (with a note), the person on the right
+    stays unselected, and a newcomer far from where the lost person was is not selected."""
+    from pipelines.tracking.prompts import PromptSelector
+    from pipelines.tracking.tracker import PersonTracker
+    from pipelines.types import Keypoints2D, PersonDetection
+
+    def person(x0: float) -> PersonDetection:
+        box = np.array([x0, 100.0, x0 + 100.0, 400.0])
+        xy_k2 = np.c_[np.linspace(x0 + 10, x0 + 90, 33), np.linspace(110, 390, 33)]
+        return PersonDetection(box, 0.9, keypoints2d=Keypoints2D([f"k{i}" for i in range(33)], xy_k2, np.ones(33)))
+
+    prompts = VideoPrompts()
+    prompts.add_box(0, 90, 90, 210, 410)  # around the left person
+    tracker, selector = PersonTracker(max_age=5), PromptSelector(prompts)
+    kept: dict[int, list[int]] = {}
+    for f in range(30):
+        dets = [person(600.0)] if 5 <= f < 20 else [person(100.0 + 2 * f), person(600.0)]
+        if f >= 25:
+            dets.append(person(1200.0))  # someone else enters, far away
+        kept[f] = [t for t, _ in selector.select(f, 1.0, tracker.update(dets), dets)]
+    assert kept[0] == [0] and kept[4] == [0]  # the left person (id 0); the right one (id 1) is not kept
+    assert kept[10] == []  # hidden: nobody selected is in view
+    back = kept[20]
+    assert len(back) == 1 and back[0] not in (0, 1), back  # back under a new id, selected again
+    assert kept[29] == back  # the newcomer far away is not selected
+    assert any(f"person 0 (selected) was lost and is found again as person {back[0]}" in n for n in selector.notes)

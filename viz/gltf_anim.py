@@ -10,9 +10,11 @@ What the file holds (glTF 2.0, played by Blender and three.js):
   a translation channel, with one keyframe per processed frame (times in seconds from the track's
   first frame, LINEAR interpolation).
 
-Axes: glTF's y up, camera looking down -z: the OpenCV camera frame turned 180 degrees about x (as
-viz.export's static GLB and viz.bvh), Anny's z-up rest turned to y-up. Units: metres. The root's
-translation is the fitted root position in that camera frame, so the body moves as in the video.
+Axes: glTF's y up. By default the camera looking down -z: the OpenCV camera frame turned 180 degrees
+about x (as viz.export's static GLB and viz.bvh); with `out_T_cam_44`, any rigid frame with y up (the
+video mode passes the ground's world frame: y = the ground's normal, the floor at y = 0). Anny's z-up
+rest is turned to y-up. Units: metres. The root's translation is the fitted root position in that
+frame, so the body moves as in the video.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-from viz.bvh import BVH_T_CAM_33, BVH_T_REST_33, bvh_joint_names
+from pipelines.tracking.track_smoothing import continuous_quaternions
+from viz.bvh import BVH_T_CAM_33, BVH_T_REST_33, bvh_joint_names, out_frame
 
 GLTF_T_CAM_33 = BVH_T_CAM_33
 """OpenCV camera axes -> glTF axes (y up, camera looking down -z)."""
@@ -46,32 +48,32 @@ def top_influences(idx_vn: np.ndarray, w_vn: np.ndarray, k: int = MAX_INFLUENCES
     return idx.astype(np.uint16), w.astype(np.float32)
 
 
-def local_rotations_quat(bone_rot_cam_fj33: np.ndarray, parents_j: np.ndarray) -> np.ndarray:
-    """Each bone's rotation relative to its parent in glTF axes, as unit quaternions (F, J, 4) x, y, z, w,
-    signs chosen so that consecutive frames interpolate the short way."""
+def local_rotations_quat(bone_rot_cam_fj33: np.ndarray, parents_j: np.ndarray,
+                         gltf_R_cam_33: np.ndarray = GLTF_T_CAM_33) -> np.ndarray:  # fmt: skip
+    """Each bone's rotation relative to its parent in glTF axes (`gltf_R_cam_33`: camera -> file axes),
+    as unit quaternions (F, J, 4) x, y, z, w, signs chosen so that consecutive frames interpolate the
+    short way."""
     G = np.asarray(bone_rot_cam_fj33, dtype=np.float64)
     parents = np.asarray(parents_j, dtype=int)
-    W_fj33 = GLTF_T_CAM_33 @ G @ GLTF_T_REST_33.T  # world rotation of each joint, glTF axes
+    W_fj33 = gltf_R_cam_33 @ G @ GLTF_T_REST_33.T  # world rotation of each joint, glTF axes
     local = W_fj33.copy()
     has = parents >= 0
     local[:, has] = np.swapaxes(W_fj33[:, parents[has]], -1, -2) @ W_fj33[:, has]
-    n_f, n_j = local.shape[:2]
-    q = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_quat().reshape(n_f, n_j, 4)
-    for f in range(1, n_f):
-        flip = np.sum(q[f] * q[f - 1], axis=1) < 0
-        q[f, flip] *= -1
-    return q
+    return continuous_quaternions(local)
 
 
 def write_animated_glb(path: str | Path, *, rest_verts_v3: np.ndarray, faces_f3: np.ndarray,
                        skin_idx_vn: np.ndarray, skin_w_vn: np.ndarray, bone_labels: Sequence[str],
                        parents_j: np.ndarray, rest_heads_j3: np.ndarray, bone_rot_cam_fj33: np.ndarray,
                        root_pos_cam_f3: np.ndarray, times_s: np.ndarray,
-                       color_rgb: Sequence[int] = (200, 200, 200), name: str = "track") -> Path:  # fmt: skip
+                       color_rgb: Sequence[int] = (200, 200, 200), name: str = "track",
+                       out_T_cam_44: np.ndarray | None = None) -> Path:  # fmt: skip
     """Write F frames of a skinned body (see the module docstring). Rest data in Anny's axes (metres);
     `bone_rot_cam_fj33` the bones' world rotations relative to rest (the fit's G, camera frame),
-    `root_pos_cam_f3` the root bone's head (camera frame), `times_s` the frames' video times.
+    `root_pos_cam_f3` the root bone's head (camera frame), `times_s` the frames' video times;
+    `out_T_cam_44` the rigid camera -> file transform (y up; default GLTF_T_CAM_33, the camera's up).
     Written atomically (temporary file + rename)."""
+    R_oc_33, t_o_3 = out_frame(out_T_cam_44)
     import pygltflib as g
     import trimesh
 
@@ -87,8 +89,8 @@ def write_animated_glb(path: str | Path, *, rest_verts_v3: np.ndarray, faces_f3:
     ibm_j44[:, :3, 3] = -heads
     t = np.asarray(times_s, dtype=np.float64)
     t_f = t.astype(np.float32)  # video time: the tracks of one video stay in sync with it and each other
-    quat_fj4 = local_rotations_quat(bone_rot_cam_fj33, parents).astype(np.float32)
-    root_f3 = (np.asarray(root_pos_cam_f3, dtype=np.float64) @ GLTF_T_CAM_33.T).astype(np.float32)
+    quat_fj4 = local_rotations_quat(bone_rot_cam_fj33, parents, R_oc_33).astype(np.float32)
+    root_f3 = (np.asarray(root_pos_cam_f3, dtype=np.float64) @ R_oc_33.T + t_o_3).astype(np.float32)
 
     blob = bytearray()
     views: list[g.BufferView] = []

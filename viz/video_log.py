@@ -7,7 +7,8 @@ Entity paths are those of viz.rerun_log (same annotation contexts, colours and k
                                               (a JPEG per frame only when Rerun cannot read the video)
     world/camera/image/people/{id}/bbox       Boxes2D per frame
     world/camera/image/people/{id}/keypoints  Points2D per frame
-    world/people/{id}/skeleton                Points3D per frame (links from the AnnotationContext)
+    world/people/{id}/skeleton                Points3D per frame (links from the AnnotationContext); logged
+                                              again at the end once each whole track is smoothed
     world/people/{id}/mesh                    Mesh3D: triangles once, vertex positions at `mesh_hz`
     world/ground/plane                        Mesh3D (static, at the end): the fitted ground, a square
     world/ground/trajectory/{id}              LineStrips3D (static, at the end): each track's root on the ground
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import rerun as rr
 
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import VideoFrameResult
 from pipelines.tracking.ground import Ground
@@ -187,6 +190,21 @@ class VideoLogger:
             self.rec.log(f"world/ground/trajectory/{track_id}", rr.LineStrips3D(
                 [ground.to_camera(on_ground_w).astype(np.float32)], colors=[person_color(track_id)],
                 radii=0.01, labels=[f"person {track_id}"]), static=True)  # fmt: skip
+
+    def log_skeletons(self, tracks: dict[int, Any]) -> None:
+        """Each track's skeleton again on every one of its frames (TrackHistory's joints, camera frame,
+        metres), e.g. once the whole track is smoothed: at the same timeline points the later rows are the
+        ones the viewer shows."""
+        for track in tracks.values():
+            cls = track.id + 1
+            names = list(OUTPUT_JOINT_NAMES)
+            ids = self.vocab_3d.ids(names)
+            for index, time_s, joints_k3 in zip(track.frames, track.times_s, track.joints_cam_fk3, strict=True):
+                self.rec.set_time("frame", sequence=int(index))
+                self.rec.set_time("video_time", duration=float(time_s))
+                self.rec.log(f"{PEOPLE_3D_PATH}/{track.id}/skeleton", rr.Points3D(
+                    np.asarray(joints_k3, dtype=np.float32), class_ids=np.full(len(names), cls, dtype=np.uint16),
+                    keypoint_ids=ids, radii=0.015, show_labels=False))  # fmt: skip
 
     def close(self) -> None:
         self.rec.flush()

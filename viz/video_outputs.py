@@ -7,8 +7,10 @@ Layout of `out_dir`:
                       the feet (pipelines.tracking.ground; a static camera assumed), and per track its root
                       on it ("root_world", metres), its feet contacts and their slide
     track_<id>.npz    per-frame body parameters of that track (bone rotations, root position, joints) + meta_json
-    track_<id>.bvh    the skeleton's motion (see viz.bvh: y up, metres)
-    track_<id>.glb    the body as an animated, skinned glTF (see viz.gltf_anim): one keyframe per frame
+    track_<id>.bvh    the skeleton's motion (see viz.bvh: metres), in the ground's world frame
+    track_<id>.glb    the body as an animated, skinned glTF (see viz.gltf_anim): one keyframe per frame,
+                      in the ground's world frame (y up = the ground's normal, the floor at y = 0; without a
+                      ground, fewer than 10 frames: the camera's up, as the photo GLB)
     result.rrd        the Rerun recording (see viz.video_log), streamed while the video runs
 
 The folder is staged beside `out_dir` while the video runs and moved into place by `finish`; the
@@ -23,21 +25,26 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
 from pipelines.tracking.ground import (
     Ground,
     break_contacts_at_gaps,
     fit_ground,
+    floor_shift_cam,
     foot_contacts,
     foot_slide_cm_per_s,
     pin_feet,
+    sole_height_m,
 )
 from viz import export
-from viz.bvh import write_bvh
+from viz.bvh import out_frame, write_bvh
 from viz.gltf_anim import write_animated_glb
 from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
+
+ANNY_UP_3 = np.array([0.0, 0.0, 1.0])
+"""Up in Anny's rest frame (z up)."""
 
 
 class VideoOutputs:
@@ -76,8 +83,11 @@ class VideoOutputs:
         """Close the recording, write tracks.json and each track's files, and move the folder into place."""
         try:
             names = [] if self.logger is None else ["result.rrd"]
+            smoothed = pipeline.smooth_tracks()  # the whole track, offline (VideoOptions.track_smoothing)
             self._fit_ground(pipeline)
             if self.logger is not None:
+                if smoothed:
+                    self.logger.log_skeletons(pipeline.tracks)
                 if self.ground is not None:
                     self.logger.log_ground(self.ground, {i: w["root_cam_f3"] for i, w in self.world.items()})
                 self.logger.close()
@@ -101,6 +111,7 @@ class VideoOutputs:
             times = np.asarray(t.times_s)
             contacts = break_contacts_at_gaps(foot_contacts(self.ground, joints, times), times)
             shift_f3 = pin_feet(self.ground, joints, contacts) if self.pin_feet else np.zeros((len(joints), 3))
+            shift_f3 = shift_f3 + floor_shift_cam(self.ground, joints, contacts, self._sole_m(pipeline, t))
             root_cam_f3 = np.stack(t.root_pos_cam_f3) + shift_f3
             self.world[t.id] = {
                 "contacts": contacts,
@@ -109,6 +120,14 @@ class VideoOutputs:
                 "slide": {"fitted": foot_slide_cm_per_s(self.ground, joints, times, contacts),
                           "exported": foot_slide_cm_per_s(self.ground, joints + shift_f3[:, None], times, contacts)},
             }  # fmt: skip
+
+    @staticmethod
+    def _sole_m(pipeline: VideoPipeline, track: TrackHistory) -> float:
+        """How far the track's lowest foot joint sits above its sole (its held shape, rest pose)."""
+        body = pipeline.image.hmr.body
+        rest_v3 = body.rest_vertices(body.rest_heads(track.pheno_p).coeffs_n)
+        idx_s, weights_ks = output_joint_regressor(body)
+        return sole_height_m(rest_v3, weights_ks @ rest_v3[idx_s], ANNY_UP_3)
 
     def _world_entry(self, track_id: int) -> dict[str, Any]:
         w = self.world.get(track_id)
@@ -120,6 +139,13 @@ class VideoOutputs:
             "foot_slide_cm_per_s": {k: None if not np.isfinite(v) else round(v, 2) for k, v in w["slide"].items()},
             "feet_pinned": self.pin_feet,
         }
+
+    def _exports_frame(self) -> tuple[np.ndarray | None, str]:
+        """The exports' camera -> file transform (None: the camera's up) and its description."""
+        if self.ground is None:
+            return None, ("the camera's up (the OpenCV camera frame turned 180 degrees about x): too few frames "
+                          "for a ground")  # fmt: skip
+        return self.ground.world_T_cam_44, "the ground's world frame (ground.world_T_cam): y up, the floor at y = 0"
 
     def _camera_entry(self, pipeline: VideoPipeline) -> dict[str, Any]:
         cam = pipeline.camera
@@ -168,6 +194,7 @@ class VideoOutputs:
             "backends": {stage: {"asked": u.asked, "used": u.used, "fallback_reason": u.reason}
                          for stage, u in pipeline.backend_uses().items()},  # fmt: skip
             "ground": None if self.ground is None else self.ground.as_json(),
+            "exports_frame": self._exports_frame()[1],
             "tracks": entries,
             "warnings": warnings,
         }
@@ -179,6 +206,7 @@ class VideoOutputs:
         G_fj33 = np.stack(track.bone_rot_cam_fj33)
         root_f3 = np.stack(track.root_pos_cam_f3)
         shift_f3 = self.world.get(track.id, {}).get("shift_cam_f3", np.zeros_like(root_f3))
+        out_T_cam_44, _ = self._exports_frame()
         params = {
             "frames": np.asarray(track.frames, dtype=np.int64),
             "times_s": np.asarray(track.times_s, dtype=np.float64),
@@ -189,7 +217,8 @@ class VideoOutputs:
             "rest_heads_j3": rest.heads_j3,
             "bone_rot_cam_fj33": G_fj33,
             "root_pos_cam_f3": root_f3,
-            "feet_pin_shift_cam_f3": shift_f3,
+            "feet_pin_shift_cam_f3": shift_f3,  # the exported motion's shift: feet pinned, landed on the floor
+            "exports_T_cam_44": _as_44(*out_frame(out_T_cam_44)),  # camera frame -> the GLB's and BVH's frame
             "joints3d_cam_fk3": np.stack(track.joints_cam_fk3),
             "reprojection_px_f": np.asarray(track.reprojection_px_f),
             "focal_px": np.array(pipeline.camera.focal_px if pipeline.camera else np.nan),
@@ -201,12 +230,19 @@ class VideoOutputs:
         step = np.diff(track.times_s)
         frame_time = float(np.median(step)) if len(step) else 1.0 / self.info.fps
         write_bvh(self.tmp / f"track_{track.id}.bvh", body.bone_labels, np.asarray(body.bone_parents),
-                  rest.heads_j3, G_fj33, root_f3 + shift_f3, 1.0 / frame_time)  # fmt: skip
+                  rest.heads_j3, G_fj33, root_f3 + shift_f3, 1.0 / frame_time, out_T_cam_44)  # fmt: skip
         write_animated_glb(self.tmp / f"track_{track.id}.glb", rest_verts_v3=body.rest_vertices(rest.coeffs_n),
                            faces_f3=body.faces_f3, skin_idx_vn=body.tables.skin_idx_v9,
                            skin_w_vn=body.tables.skin_w_v9, bone_labels=body.bone_labels,
                            parents_j=np.asarray(body.bone_parents), rest_heads_j3=rest.heads_j3,
                            bone_rot_cam_fj33=G_fj33, root_pos_cam_f3=root_f3 + shift_f3,
                            times_s=np.asarray(track.times_s),
-                           color_rgb=export.person_color(track.id), name=f"track_{track.id}")  # fmt: skip
+                           color_rgb=export.person_color(track.id), name=f"track_{track.id}",
+                           out_T_cam_44=out_T_cam_44)  # fmt: skip
         return [f"track_{track.id}.npz", f"track_{track.id}.bvh", f"track_{track.id}.glb"]
+
+
+def _as_44(R_33: np.ndarray, t_3: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R_33, t_3
+    return T

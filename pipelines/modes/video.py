@@ -3,9 +3,11 @@
 Per frame: BlazePose landmarks tracked from the previous frame as MediaPipe's video mode does, the
 person detector run every few frames for newcomers (pipelines.tracking.landmark_tracking; or, with
 `VideoOptions.detector="image"`, the image pipeline's detection stage on every frame), optionally the
-hand keypoints, then people tracked with stable ids (pipelines.tracking.tracker), their body keypoints
-smoothed with a 1-euro filter (pipelines.tracking.smoothing), the user's click prompts applied (who is
-tracked, joint corrections carried over ~1 s: pipelines.tracking.prompts), and one body fit per tracked person.
+hand keypoints, then people tracked with stable ids (pipelines.tracking.tracker), optionally their
+body keypoints smoothed with a 1-euro filter (pipelines.tracking.smoothing), the user's click prompts
+applied (who is tracked, joint corrections carried over ~1 s: pipelines.tracking.prompts), and one
+body fit per tracked person. Once every frame is done, `smooth_tracks` filters each whole track
+offline (pipelines.tracking.track_smoothing: zero-phase, on the fit's bone rotations and root).
 
 `VideoPipeline.run` overlaps the stages: the frames are decoded (pipelines.io.video_io) and detected
 in their own threads, a bounded queue ahead of the fits (OpenCV and LiteRT release the GIL), so the
@@ -29,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.camera.prior import focal_prior_px
 from pipelines.errors import UserFacingError
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
+from pipelines.hmr.kinematics import forward
 from pipelines.io.ahead import run_ahead
 from pipelines.io.video_io import VideoFrame
 from pipelines.modes.image import MIN_KEYPOINTS_TO_FIT, ImagePipeline, PipelineConfig
@@ -40,6 +43,7 @@ from pipelines.registry import create
 from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
 from pipelines.tracking.prompts import PromptSelector, VideoPrompts
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
+from pipelines.tracking.track_smoothing import TrackSmoothingOptions, savgol_track, smooth_rotations
 from pipelines.tracking.tracker import PersonTracker
 from pipelines.types import BackendUse, BodyFit, Camera, Keypoints3D, PersonDetection, PersonResult
 
@@ -51,9 +55,17 @@ class VideoOptions:
     focal_px: float | None = None
     """Focal length in pixels of the processed frames; None = estimated on the first fitted frame."""
     smooth: bool = True
-    """1-euro smoothing of each track's keypoints before its fit."""
+    """Temporal smoothing: each whole track once the video has run (`track_smoothing`), and the 1-euro
+    filter on the keypoints before each fit with `online_smooth`. False: neither."""
+    online_smooth: bool = False
+    """With `smooth`: also the 1-euro filter on each track's keypoints before its fit (live: the skeleton
+    streamed while the video runs is smoothed too). Off by default: measured on pose2sim_single cam01 it
+    cost 1.1 mm of PA-MPJPE against the 4-view triangulation, the offline smoother none."""
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
-    """Parameters of that filter."""
+    """Parameters of the 1-euro filter."""
+    track_smoothing: TrackSmoothingOptions | None = field(default_factory=TrackSmoothingOptions)
+    """With `smooth`: each whole track filtered once the video has run (VideoPipeline.smooth_tracks: a
+    zero-phase Savitzky-Golay filter on the fitted bone rotations and root); None: not."""
     hands: bool = False
     """Run the hand landmarker per frame (fingers in the fit; ~30 ms a frame more)."""
     warm_pose_iters: int = 3
@@ -72,6 +84,9 @@ class VideoOptions:
     first slice's path, with masks; the bench's baseline). Other segmentation backends: every frame."""
     redetect_every: int = 10
     """"tracking": frames between two runs of the person detector (people who enter later)."""
+    redetect_tiles: tuple[float, ...] = ()
+    """"tracking": the person detector's tiles besides the whole frame (fractions of the short side, as
+    TileSettings.tile_fracs): small people at the edges are found; () = the whole frame only."""
     max_people: int = 4
     """At most this many people per frame."""
     mesh_hz: float = 1.0
@@ -112,8 +127,9 @@ class TrackHistory:
     """The previous frame's fit (the next frame's warm start)."""
     smoother: DetectionSmoother | None = None
     """The track's keypoint filter."""
-    rest_joint_verts_s3: np.ndarray | None = None
-    """Rest positions of the vertices the output joints are regressed from (the held shape's)."""
+    rest_joint_offs_p3: np.ndarray | None = None
+    """The output joints' skinning pairs at rest for the held shape (PointModel.rest_offsets): posing
+    the joints is then one small product per frame, not a skinning of the ~8,800 vertices they use."""
 
 
 @dataclass
@@ -162,6 +178,7 @@ class VideoPipeline:
         self.frames_done: list[int] = []
         self._detector: Any = None
         self._last_mesh_s: dict[int, float] = {}
+        self._smoothed = False
 
     def run(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrameResult]:
         """The processed frames, in order. With `options.threaded`, detection runs in a thread ahead of
@@ -193,7 +210,8 @@ class VideoPipeline:
             embedded = self.image.config.segmentation == "embedded" and not self.options.tiled_detection
             if embedded and self.options.detector == "tracking":
                 self._detector = LandmarkTrackingDetector(LandmarkTrackingOptions(
-                    max_people=self.options.max_people, redetect_every=self.options.redetect_every))  # fmt: skip
+                    max_people=self.options.max_people, redetect_every=self.options.redetect_every,
+                    tile_fracs=self.options.redetect_tiles))  # fmt: skip
             elif embedded:
                 self._detector = create("segmentation", "embedded", single_pass=True,
                                         max_people=self.options.max_people)  # fmt: skip
@@ -243,13 +261,13 @@ class VideoPipeline:
         if detections is None:
             detections = self.detect(rgb)
         ids = self.tracker.update(detections)
-        n_problems = len(self.prompts.problems)
+        n_problems, n_notes = len(self.prompts.problems), len(self.prompts.notes)
         kept = self.prompts.select(frame.index, frame.scale, ids, detections)
         warnings: list[str] = []
         people: list[PersonResult] = []
         for track_id, det in sorted(kept, key=lambda p: p[0]):
             track = self.tracks.setdefault(track_id, TrackHistory(track_id))
-            if self.options.smooth:
+            if self.options.smooth and self.options.online_smooth:
                 if track.smoother is None:
                     track.smoother = DetectionSmoother(self.options.rate_hz, self.options.smoothing)
                 det = track.smoother(det, frame.time_s)
@@ -265,7 +283,7 @@ class VideoPipeline:
             self._record(track, frame, person)
         if not detections:
             warnings.append(f"frame {frame.index}: nobody found.")
-        warnings += self.prompts.problems[n_problems:]
+        warnings += self.prompts.problems[n_problems:] + self.prompts.notes[n_notes:]
         self.frames_done.append(frame.index)
         return VideoFrameResult(frame, camera, people, warnings, self.backend_uses())
 
@@ -307,14 +325,10 @@ class VideoPipeline:
         return self._light_body_fit(report, targets, track)
 
     def _light_body_fit(self, report: FitReport, targets: FitTargets, track: TrackHistory) -> BodyFit:
-        """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints from the vertices they are
-        regressed from, the held height; what hmr.to_body_fit gives otherwise."""
+        """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints posed by the fit's point model
+        of them (output_joints_posed), the held height; what hmr.to_body_fit gives otherwise."""
         body = self.image.hmr.body
-        idx_s, weights_ks = output_joint_regressor(body)
-        if track.rest_joint_verts_s3 is None:  # the shape is held: its rest vertices too
-            track.rest_joint_verts_s3 = body.rest_vertices(report.rest.coeffs_n)[idx_s]
-        verts_s3 = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3,
-                             vertex_idx=idx_s, rest_v3=track.rest_joint_verts_s3)  # fmt: skip
+        joints_k3 = output_joints_posed(track, self.image.hmr, report.G_j33, report.o_j3)
         err = report.err_px_k
         used = np.isfinite(err)
         per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}
@@ -326,12 +340,24 @@ class VideoPipeline:
             params=params,
             verts_cam_v3=np.zeros((0, 3)),
             faces_f3=body.faces_f3,
-            joints3d_cam=Keypoints3D(list(OUTPUT_JOINT_NAMES), weights_ks @ verts_s3, frame="cam"),
+            joints3d_cam=Keypoints3D(list(OUTPUT_JOINT_NAMES), joints_k3, frame="cam"),
             height_m=float(track.height_m or np.nan),
             reprojection_px_mean=float(err[used].mean()) if used.any() else float("nan"),
             reprojection_px_max=float(err[used].max()) if used.any() else float("nan"),
             per_keypoint_px=per_kp,
         )
+
+    def smooth_tracks(self) -> bool:
+        """Offline, once every frame is processed: each track's motion filtered over the whole video
+        (`options.track_smoothing`; see smooth_track). Runs once; later calls do nothing. Whether it
+        smoothed now."""
+        o = self.options.track_smoothing
+        if not self.options.smooth or o is None or self._smoothed:
+            return False
+        self._smoothed = True
+        for track in self.tracks.values():
+            smooth_track(track, self.image.hmr, o)
+        return True
 
     @staticmethod
     def _record(track: TrackHistory, frame: VideoFrame, person: PersonResult) -> None:
@@ -357,3 +383,45 @@ def mean_joint_acceleration(joints_fk3: np.ndarray, times_s: np.ndarray) -> floa
     v2 = (x[2:] - x[1:-1]) / dt2[:, None, None]
     acc = (v2 - v1) / ((dt1 + dt2) / 2)[:, None, None]
     return float(np.linalg.norm(acc, axis=-1).mean())
+
+
+
+def smooth_track(track: TrackHistory, hmr: Any, options: TrackSmoothingOptions) -> None:
+    """A track's bone rotations and root filtered over the whole video (pipelines.tracking.track_smoothing),
+    in place, and its output joints posed again from them (posed_joints; `hmr`: the embedded HMR stage),
+    so joints and exports stay one motion. Tracks of fewer than 3 fitted frames are left as fitted."""
+    if len(track.frames) < 3 or track.pheno_p is None:
+        return
+    t = np.asarray(track.times_s)
+    G_fj33 = smooth_rotations(np.stack(track.bone_rot_cam_fj33), t, options)
+    root_f3 = savgol_track(np.stack(track.root_pos_cam_f3), t, options)
+    track.joints_cam_fk3 = list(posed_joints(track, hmr, G_fj33, root_f3).astype(np.float32))
+    track.bone_rot_cam_fj33 = list(G_fj33.astype(np.float32))
+    track.root_pos_cam_f3 = list(root_f3)
+
+
+def output_joints_posed(track: TrackHistory, hmr: Any, G_j33: np.ndarray, o_j3: np.ndarray) -> np.ndarray:
+    """The track's output joints (K, 3) for bone rotations G and posed heads o (camera frame, metres), by
+    the fit's own point model of them (the same as regressing them from the skinned mesh; `hmr`: the
+    embedded HMR stage, whose fitter caches the model). The held shape's rest offsets are kept on the track."""
+    pm = hmr.fitter.point_model(tuple(f"anny:{n}" for n in OUTPUT_JOINT_NAMES))
+    if track.rest_joint_offs_p3 is None:  # the shape is held
+        rest = hmr.body.rest_heads(track.pheno_p)
+        track.rest_joint_offs_p3 = pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
+    return pm.evaluate(track.rest_joint_offs_p3, G_j33, o_j3)[0]
+
+
+def posed_joints(track: TrackHistory, hmr: Any, G_fj33: np.ndarray, root_f3: np.ndarray) -> np.ndarray:
+    """The output joints (F, K, 3) of the track's held shape for bone rotations G (F, J, 3, 3) and root
+    heads (F, 3), camera frame, metres (forward kinematics, then output_joints_posed)."""
+    skel = hmr.fitter.skel
+    par = skel.parents
+    heads_j3 = hmr.body.rest_heads(track.pheno_p).heads_j3
+    G_fj33 = np.asarray(G_fj33, dtype=np.float64)
+    local_fj33 = G_fj33.copy()
+    local_fj33[:, 1:] = np.swapaxes(G_fj33[:, par[1:]], -1, -2) @ G_fj33[:, 1:]
+    joints = []
+    for G_j33, local_j33, root_3 in zip(G_fj33, local_fj33, root_f3, strict=True):
+        _, o_j3 = forward(skel, heads_j3, local_j33, root_3)
+        joints.append(output_joints_posed(track, hmr, G_j33, o_j3))
+    return np.stack(joints)

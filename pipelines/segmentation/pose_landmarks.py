@@ -73,25 +73,32 @@ class RegionLandmarks:
 
 def refine_with_heatmap(xy_k2: np.ndarray, heatmap_hwk: np.ndarray, crop_side: int = INPUT_SIDE) -> np.ndarray:
     """Each landmark moved to the confidence-weighted mean of its heatmap around it (7 x 7 cells),
-    where the heatmap is confident there (max sigmoid >= 0.5); crop pixels in and out."""
+    where the heatmap is confident there (max sigmoid >= 0.5); crop pixels in and out. (Vectorised:
+    only the cells of the landmarks' windows go through the sigmoid.)"""
     hm_h, hm_w, k = heatmap_hwk.shape
     out = np.array(xy_k2, dtype=np.float64, copy=True)
+    n = min(k, len(out))
     half = (HEATMAP_KERNEL - 1) // 2
-    conf_hwk = _sigmoid(heatmap_hwk)
-    for i in range(min(k, len(out))):
-        col = int(out[i, 0] / crop_side * hm_w)
-        row = int(out[i, 1] / crop_side * hm_h)
-        if not (0 <= col < hm_w and 0 <= row < hm_h):
-            continue
-        r0, r1 = max(0, row - half), min(hm_h, row + half + 1)
-        c0, c1 = max(0, col - half), min(hm_w, col + half + 1)
-        window = conf_hwk[r0:r1, c0:c1, i]
-        total = float(window.sum())
-        if window.max() < HEATMAP_MIN_CONFIDENCE or total <= 0:
-            continue
-        rows, cols = np.mgrid[r0:r1, c0:c1]
-        out[i, 0] = ((cols * window).sum() / total + 0.5) / hm_w * crop_side
-        out[i, 1] = ((rows * window).sum() / total + 0.5) / hm_h * crop_side
+    col = (out[:n, 0] / crop_side * hm_w).astype(np.int64)  # as int(): towards zero
+    row = (out[:n, 1] / crop_side * hm_h).astype(np.int64)
+    inside = (col >= 0) & (col < hm_w) & (row >= 0) & (row < hm_h) & np.isfinite(out[:n]).all(axis=1)
+    idx = np.flatnonzero(inside)
+    if not len(idx):
+        return out
+    offs = np.arange(-half, half + 1)
+    rows_iw = row[idx, None] + offs  # (I, 7) window rows, some outside the heatmap
+    cols_iw = col[idx, None] + offs
+    ok_r, ok_c = (rows_iw >= 0) & (rows_iw < hm_h), (cols_iw >= 0) & (cols_iw < hm_w)
+    logits = heatmap_hwk[np.clip(rows_iw, 0, hm_h - 1)[:, :, None], np.clip(cols_iw, 0, hm_w - 1)[:, None, :],
+                         idx[:, None, None]]  # fmt: skip
+    window = _sigmoid(logits) * (ok_r[:, :, None] & ok_c[:, None, :])  # cells outside count for nothing
+    total = window.sum(axis=(1, 2))
+    good = (window.max(axis=(1, 2)) >= HEATMAP_MIN_CONFIDENCE) & (total > 0)
+    safe = np.where(total > 0, total, 1.0)
+    mean_c = (window.sum(axis=1) * cols_iw).sum(axis=1) / safe
+    mean_r = (window.sum(axis=2) * rows_iw).sum(axis=1) / safe
+    out[idx[good], 0] = (mean_c[good] + 0.5) / hm_w * crop_side
+    out[idx[good], 1] = (mean_r[good] + 0.5) / hm_h * crop_side
     return out
 
 

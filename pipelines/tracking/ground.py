@@ -276,3 +276,33 @@ def pin_feet(ground: Ground, joints_fk3: np.ndarray, contacts: dict[str, np.ndar
         shift_w[f] = cur
         prev = cur
     return shift_w @ ground.world_T_cam_44[:3, :3]  # a direction: world -> camera rotation only
+
+
+def floor_shift_cam(ground: Ground, joints_fk3: np.ndarray, contacts: dict[str, np.ndarray],
+                    sole_m: float = 0.0) -> np.ndarray:  # fmt: skip
+    """The constant shift (3,) along the ground's normal (camera frame, metres) that puts a track's
+    touching feet on the ground: the median height of the lowest point of each touching foot over its
+    contact frames (without contacts: of the track's lowest foot point, its 20th percentile, as
+    foot_contacts' floor) brought to `sole_m` (how far the lowest foot joint sits above the sole: the
+    mesh then stands on the plane). A single view's depth error lifts or sinks one person's feet off
+    the plane fitted to everyone's; this lands them on it."""
+    j = np.asarray(joints_fk3, dtype=np.float64)
+    lows = [ground.height_m(j[np.asarray(contacts[s], dtype=bool)][:, idx]).min(axis=1)
+            for s, idx in FOOT_JOINTS.items()]  # fmt: skip
+    low = np.concatenate(lows)
+    low = low[np.isfinite(low)]
+    if not len(low):
+        all_low = ground.height_m(j[:, FOOT_JOINTS["left"] + FOOT_JOINTS["right"]]).min(axis=1)
+        all_low = all_low[np.isfinite(all_low)]
+        if not len(all_low):
+            return np.zeros(3)
+        return (sole_m - float(np.percentile(all_low, 20))) * ground.normal_cam_3
+    return (sole_m - float(np.median(low))) * ground.normal_cam_3
+
+
+def sole_height_m(rest_verts_v3: np.ndarray, rest_joints_k3: np.ndarray, up_3: np.ndarray) -> float:
+    """How far a body's lowest foot joint (heel, toes) sits above its sole (its lowest vertex) in its
+    rest pose, along `up_3` (the rest frame's up), metres."""
+    up = np.asarray(up_3, dtype=np.float64)
+    feet = np.asarray(rest_joints_k3, dtype=np.float64)[FOOT_JOINTS["left"] + FOOT_JOINTS["right"]]
+    return float((feet @ up).min() - (np.asarray(rest_verts_v3, dtype=np.float64) @ up).min())

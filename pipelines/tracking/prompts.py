@@ -14,6 +14,10 @@ the tracker has given each detection its id (so the people keep their ids):
   correction carries to the following frames as an offset in the person's box-normalised coordinates
   (a fraction of the box's width and height), fading out linearly over `CARRY_S` = 1 s of video time,
   unless a later correction of that joint replaces it. The fit then follows the moved keypoint.
+- Lost and found: the tracker gives a person who was unseen too long (a long occlusion, out of the
+  frame) a new id when they come back. A new track that starts within `reacquire_diag` box diagonals
+  of where a selected (or dropped) person, now unseen, was last seen takes their place: it is selected
+  (or dropped) too, with a note in `notes`.
 """
 
 from __future__ import annotations
@@ -118,6 +122,12 @@ def _box_wh(det: PersonDetection) -> np.ndarray:
     return np.array([max(x1 - x0, 1.0), max(y1 - y0, 1.0)])
 
 
+def _box_distance_diag(box_4: np.ndarray, ref_4: np.ndarray) -> float:
+    """Distance between two xyxy boxes' centres, in diagonals of `ref_4`."""
+    gap = (box_4[:2] + box_4[2:]) / 2 - (ref_4[:2] + ref_4[2:]) / 2
+    return float(np.linalg.norm(gap)) / max(float(np.hypot(*(ref_4[2:] - ref_4[:2]))), 1.0)
+
+
 @dataclass
 class PromptSelector:
     """Applies `VideoPrompts` frame by frame (see the module docstring); frames must come in order."""
@@ -130,6 +140,13 @@ class PromptSelector:
     """Track ids dropped by a negative point."""
     problems: list[str] = field(default_factory=list)
     """Prompts that fell on nobody (one sentence each)."""
+    notes: list[str] = field(default_factory=list)
+    """Lost selected (or dropped) people found again under a new id (one sentence each)."""
+    reacquire_diag: float = 2.0
+    """A new track this close (box centres, in diagonals of the lost person's last box) to a lost
+    selected or dropped person takes their place (see the module docstring)."""
+    _known: set[int] = field(default_factory=set)
+    _last_box: dict[int, np.ndarray] = field(default_factory=dict)
     _carries: dict[tuple[int, str], _Carry] = field(default_factory=dict)
     _pending: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -140,6 +157,33 @@ class PromptSelector:
                ) -> list[tuple[int, PersonDetection]]:  # fmt: skip
         """The (track id, detection) pairs to keep on frame `index` (processed pixels = `scale` x source
         pixels), after this frame's points and boxes; assigns the frame's keypoint corrections."""
+        self._reacquire(index, ids, detections)
+        pairs = self._select(index, scale, ids, detections)
+        for t, d in zip(ids, detections, strict=True):
+            if (self.selected is not None and t in self.selected) or t in self.dropped:
+                self._last_box[t] = np.asarray(d.bbox_xyxy, dtype=np.float64)
+        return pairs
+
+    def _reacquire(self, index: int, ids: list[int], detections: list[PersonDetection]) -> None:
+        """New ids near a lost selected / dropped person inherit their status (see the module docstring)."""
+        new = [c for c, t in enumerate(ids) if t not in self._known]
+        self._known.update(ids)
+        for group, verb in ((self.selected, "selected"), (self.dropped, "dropped")):
+            lost = [t for t in (group or ()) if t not in ids and t in self._last_box]
+            for c in new:
+                if not lost or ids[c] in (self.selected or set()) | self.dropped:
+                    continue
+                box = np.asarray(detections[c].bbox_xyxy, dtype=np.float64)
+                dist = {t: _box_distance_diag(box, self._last_box[t]) for t in lost}
+                t = min(dist, key=dist.get)
+                if dist[t] <= self.reacquire_diag:
+                    group.add(ids[c])  # type: ignore[union-attr]
+                    lost.remove(t)
+                    self.notes.append(f"frame {index}: person {t} ({verb}) was lost and is found again as "
+                                      f"person {ids[c]}, {verb} too")  # fmt: skip
+
+    def _select(self, index: int, scale: float, ids: list[int], detections: list[PersonDetection],
+                ) -> list[tuple[int, PersonDetection]]:  # fmt: skip
         from pipelines.segmentation.prompts import person_in_box, person_under_point
 
         here = self.prompts.frames.get(int(index))
