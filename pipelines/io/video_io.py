@@ -26,6 +26,7 @@ import numpy as np
 
 from pipelines.errors import UserFacingError
 from pipelines.io.ahead import run_ahead
+from pipelines.io.limits import MAX_VIDEO_FRAMES
 from pipelines.multiview.video import _open as open_capture
 
 DEFAULT_FPS = 30.0
@@ -194,6 +195,10 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
     try:
         index = 0
         while last is None or index <= last:
+            if index >= MAX_VIDEO_FRAMES:  # a container that does not say its length (pipelines.io.limits)
+                report.problems.append(f"{info.path.name}: decoding stopped after {MAX_VIDEO_FRAMES} frames, the "
+                                       "limit.")  # fmt: skip
+                break
             if not capture.grab():
                 break
             report.decoded = index + 1
