@@ -63,14 +63,14 @@ def read_video_header(path: str | Path) -> VideoHeader:
             head = f.read(16)
             container = sniff_container(head)
             if container is None:
-                raise UserFacingError(f"The file {path.name} is not a video this app reads (MP4/MOV, AVI, "
-                                      "Matroska/WebM; told by content, not by name).")  # fmt: skip
+                raise UserFacingError(f"The video {path.name} cannot be read: it is not in a container this app "
+                                      "reads (MP4/MOV, AVI, Matroska/WebM; told by content, not by name).")  # fmt: skip
             f.seek(0)
             reader = {"MP4/MOV": _mp4, "AVI": _avi, "Matroska/WebM": _mkv}[container]
             return reader(f)
     except (_Damaged, struct.error, ValueError, OverflowError, IndexError, RecursionError) as err:
         why = f" ({err})" if isinstance(err, _Damaged) and str(err) else ""  # our own words, never a library's
-        raise UserFacingError(f"The video {path.name} ({container}) is damaged: its header cannot be read{why}.") \
+        raise UserFacingError(f"The video {path.name} cannot be read: its {container} header is damaged{why}.") \
             from None
     except OSError as err:
         raise UserFacingError(f"The video {path.name} could not be read ({err.strerror or 'read error'}).") from None
