@@ -72,7 +72,8 @@ def guarded(fn: F) -> F:
 
 
 def _bad(what: str, value: Any, expected: str) -> gr.Error:
-    shown = type(value).__name__ if isinstance(value, list | tuple | dict | set) else repr(value)[:40]
+    simple = value is None or isinstance(value, str | int | float)
+    shown = repr(value)[:40] if simple else f"a {type(value).__name__}"
     return gr.Error(f"The {what} could not be read: expected {expected}, got {shown}. Try again from the page.")
 
 

@@ -81,8 +81,10 @@ def add_click(
     Raises BadPromptError (one plain sentence) for a click outside the image, a keypoint click
     without a known joint name, or an unknown mode.
     """
-    if not isinstance(mode, str) or mode not in MODES:
-        raise BadPromptError(f"Unknown prompt mode {mode!r}; use one of: {', '.join(MODES)}.")
+    if not isinstance(mode, str):
+        raise BadPromptError(f"The click mode could not be read; choose one of: {', '.join(MODES)}.")
+    if mode not in MODES:
+        raise BadPromptError(f"Unknown prompt mode {mode[:40]!r}; use one of: {', '.join(MODES)}.")
     if len(history.actions) >= max_prompts:
         raise BadPromptError(f"There are already {len(history.actions)} prompts, the limit; undo or clear some first.")
     _check_inside(x, y, width, height)

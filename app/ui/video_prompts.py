@@ -117,6 +117,7 @@ def _edit(state: VideoPromptState | None, edit: Any) -> tuple[VideoPromptState, 
 def on_frame_click(state: VideoPromptState | None, mode: str, joint: str | None, x_display: float,
                    y_display: float) -> tuple[VideoPromptState, dict[str, Any] | None, str]:  # fmt: skip
     """A click at display pixel (x, y) on the shown frame adds a prompt of `mode` (app.ui.prompts.MODES)."""
+    mode, joint = G.text(mode, "click mode", P.MODES), G.text(joint, "joint")  # type: ignore[assignment]
     x, y = G.number(x_display, "click position"), G.number(y_display, "click position")
     if x is None or y is None:
         raise gr.Error("The click carried no position; click on the frame again.")
