@@ -8,6 +8,7 @@ checking it would allocate gigabytes.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -127,6 +128,7 @@ PILLOW_WRITABLE: dict[str, tuple[str, dict[str, object]]] = {
 """Formats Pillow writes here (mode to write them in): sources of corrupt files."""
 
 
+@functools.cache
 def valid_images() -> dict[str, bytes]:
     """Format -> a small valid file of it (formats this Pillow cannot write are left out)."""
     out = {}
