@@ -67,6 +67,29 @@ def load_image(path: str | Path) -> LoadedImage:
     return decode_image_bytes(data, str(path))
 
 
+def check_image_file(path: str | Path, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of the image file at `path` from its header, after the limits of decode_image_bytes
+    (file size, format by content, pixels); nothing is decoded. Raises BadImageError naming the file."""
+    path = Path(path)
+    name = name or path.name
+    _limit(L.check_file_size, path, L.MAX_IMAGE_BYTES, "image", name)
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            head = f.read(64)
+            f.seek(0)
+            try:
+                im = Image.open(f, formats=L.IMAGE_FORMATS)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+                raise _too_large(name, err) from None
+            except Exception:  # noqa: BLE001 - Pillow's text is not for users
+                raise _unreadable(head, name) from None
+            _limit(L.check_image_size, im.width, im.height, name, str(im.format), im.mode == "F")
+            return im.width, im.height
+    except OSError as err:
+        raise BadImageError(f"The file {name} could not be read ({err.strerror or 'read error'}).") from None
+
+
 def decode_image_bytes(data: bytes, name: str) -> LoadedImage:
     """Decode an encoded image (JPEG, PNG, WebP, TIFF, ...) held in memory; `name` is for messages.
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipelines.errors import UserFacingError
 from pipelines.io.ahead import run_ahead
+from pipelines.io.image_io import check_image_file
 from pipelines.io.limits import MAX_VIDEO_FRAMES
 from pipelines.multiview.video import _open as open_capture
 
@@ -100,6 +101,10 @@ def probe_folder(path: Path, fps: float | None = None) -> VideoInfo:
         raise UserFacingError(f"The frame rate must be between 0 and 1000 frames/s; got {fps}.")
     first = None
     for p in frames[:5]:
+        try:
+            check_image_file(p, f"{path.name}/{p.name}")  # size by the header (pipelines.io.limits), before decoding
+        except UserFacingError:
+            continue
         first = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if first is not None:
             break
@@ -169,6 +174,11 @@ def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, m
             break
         report.decoded = index + 1
         if index < first or (index - first) % stride:
+            continue
+        try:
+            check_image_file(path, f"{info.path.name}/{path.name}")  # before decoding: the limits by the header
+        except UserFacingError as err:
+            report.notes.append(f"{err} Frame {index} skipped.")
             continue
         bgr_hw3 = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr_hw3 is None:
