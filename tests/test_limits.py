@@ -15,6 +15,7 @@ import cv2
 import gradio as gr
 import numpy as np
 import pytest
+from cli_helpers import error_lines, run_cli
 from PIL import Image
 
 from app.ui import handlers as H
@@ -30,7 +31,7 @@ from pipelines.errors import BadImageError, BadPromptError, UserFacingError
 from pipelines.io import limits as L
 from pipelines.io.image_io import decode_image_bytes, load_image
 from pipelines.io.video_header import read_video_header
-from pipelines.io.video_io import probe
+from pipelines.io.video_io import DecodeReport, probe, read_video
 from pipelines.modes.multiview import check_inputs
 from pipelines.multiview.formats import load_calibration
 from pipelines.segmentation.prompts import validate_prompts
@@ -274,3 +275,31 @@ def test_internal_error_is_logged_and_shown_as_an_id_sentence(photo: UISession,
     assert len(error_id) == 8
     logged = [r for r in caplog.records if error_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None and "internal detail" in logged[0].getMessage()
+
+
+# ------------------------------------------------------------------------------------ the CLI, frames
+
+
+def test_cli_refuses_bombs_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "sky.hdr"
+    photo.write_bytes(HX.image_bombs()["Radiance HDR"])
+    code, _, err = run_cli(["image", photo, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and "sky.hdr is too large" in error_lines(err)[0]
+    video = tmp_path / "long.avi"
+    video.write_bytes(HX.avi_claiming(320, 240, 10**9))
+    code, _, err = run_cli(["video", video, "--out", tmp_path / "out2"], capsys)
+    assert code == 2 and error_lines(err) == ["error: The video long.avi is 555550 min long; the limit is 60 min "
+                                              "(cut it first)."]  # fmt: skip
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_bomb_in_a_folder_of_frames_is_skipped_undecoded(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(folder / "frame_1.png")
+    (folder / "frame_2.png").write_bytes(HX.image_bombs()["PNG"])
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(folder / "frame_3.png")
+    report = DecodeReport()
+    frames = list(read_video(probe(folder), report=report, prefetch=0))
+    assert [f.index for f in frames] == [0, 2]
+    assert any("frame_2.png is too large" in n and "Frame 1 skipped" in n for n in report.notes), report.notes
