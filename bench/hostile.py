@@ -97,6 +97,7 @@ def _avif_bomb(w: int, h: int) -> bytes | None:
     return bytes(data)
 
 
+@functools.cache
 def image_bombs() -> dict[str, bytes]:
     """Format -> a small file whose header announces far more pixels than the limit (one per format read)."""
     bombs = {
