@@ -214,7 +214,7 @@ def run_videos(tally: Tally, folder: Path, rng: np.random.Generator, deadline: f
         t = time.perf_counter()
         outcomes = [loader_outcome(probe, path),
                     handler_outcome(VP.on_show_frame, VP.VideoPromptState(), str(path), 0)]  # fmt: skip
-        if i % 4 == 0:
+        if i % 3 == 0:
             state = VideoSession()
             try:
                 outcomes.append(handler_outcome(VH.on_video_run, state, str(path), engine=engine))
