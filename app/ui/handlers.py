@@ -4,7 +4,9 @@ The Gradio page (app.ui.page) only wires these to components, so tests and the b
 very same code in-process. Errors a user can cause raise `gr.Error` with one plain sentence;
 notes that do not stop anything go through `gr.Warning` (a toast on the page, a Python warning
 outside Gradio). Images are RGB uint8 arrays; click coordinates arrive in pixels of the displayed
-(possibly downscaled) canvas and are converted to pixels of the full image here.
+(possibly downscaled) canvas and are converted to pixels of the full image here. Every handler goes
+through app.ui.guard.guarded (an unexpected exception reaches the page as one sentence with an error id)
+and checks the event values it gets (a crafted request may send anything).
 """
 
 from __future__ import annotations
