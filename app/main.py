@@ -15,6 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: as the
 
 from app.native_logs import native_logs_hidden
 from app.ui import handlers as H
+from pipelines.io.limits import MAX_UPLOAD_BYTES  # show_error=False below: only app.ui.guard's sentences show
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -55,8 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
     host_for_url = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"HMR playground: http://{host_for_url}:{args.port}", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
-                inbrowser=False, ssr_mode=False, css=CSS)  # fmt: skip
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False,
+                max_file_size=MAX_UPLOAD_BYTES, inbrowser=False, ssr_mode=False, css=CSS)  # fmt: skip
     return 0
 
 

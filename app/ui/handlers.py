@@ -4,7 +4,9 @@ The Gradio page (app.ui.page) only wires these to components, so tests and the b
 very same code in-process. Errors a user can cause raise `gr.Error` with one plain sentence;
 notes that do not stop anything go through `gr.Warning` (a toast on the page, a Python warning
 outside Gradio). Images are RGB uint8 arrays; click coordinates arrive in pixels of the displayed
-(possibly downscaled) canvas and are converted to pixels of the full image here.
+(possibly downscaled) canvas and are converted to pixels of the full image here. Every handler goes
+through app.ui.guard.guarded (an unexpected exception reaches the page as one sentence with an error id)
+and checks the event values it gets (a crafted request may send anything).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import gradio as gr
 import numpy as np
 
 from app.ui import canvas as C
+from app.ui import guard as G
 from app.ui import prompts as P
 from app.ui.state import PromptSnapshot, UISession
 from pipelines.errors import UserFacingError
 from pipelines.io.image_io import decode_image_bytes
+from pipelines.io.limits import MAX_IMAGE_BYTES, check_file_size
 from pipelines.modes.image import ImagePipeline, ImageSession, PipelineConfig
-from pipelines.registry import availability
+from pipelines.registry import availability, backend_names
 from pipelines.scene.summary import scene_summary
 from pipelines.types import FrameResult
 from viz.outputs import write_outputs
@@ -162,6 +166,9 @@ def focal_from_fov(fov_deg: float | None, width: int) -> float | None:
     """Focal length in pixels for a horizontal field of view in degrees (None or 0: automatic)."""
     if fov_deg is None or (isinstance(fov_deg, float) and math.isnan(fov_deg)) or fov_deg == 0:
         return None
+    fov_deg = G.number(fov_deg, "field of view")
+    if fov_deg is None:
+        return None
     lo, hi = FOV_RANGE_DEG
     if not lo <= float(fov_deg) <= hi:
         raise gr.Error(
@@ -173,17 +180,21 @@ def focal_from_fov(fov_deg: float | None, width: int) -> float | None:
 # ------------------------------------------------------------------------------ photo and prompts
 
 
+@G.guarded
 def load_photo(state: UISession, path: str | Path | None, name: str | None = None
                ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
     """Decode a photo into the session. Returns (canvas, prompt status); raises gr.Error if unreadable."""
     if path is None:
         return canvas(state), _prompt_status(state.snapshot(), "Upload a photo or pick an example.")
+    if not isinstance(path, str | Path):
+        raise gr.Error("The upload could not be read: it is not a file. Upload the photo again.")
     path = Path(path)
     name = name or path.name
     try:
+        check_file_size(path, MAX_IMAGE_BYTES, "image", name)  # before reading it into memory
         data = path.read_bytes()
     except OSError as err:
-        raise gr.Error(f"The upload {name} could not be read ({err.strerror or err}).") from err
+        raise gr.Error(f"The upload {name} could not be read ({err.strerror or 'read error'}).") from None
     try:
         image = decode_image_bytes(data, name)
     except UserFacingError as err:
@@ -195,16 +206,18 @@ def load_photo(state: UISession, path: str | Path | None, name: str | None = Non
     return canvas(state, snap), _prompt_status(snap, "Click on the photo to add prompts.")
 
 
+@G.guarded
 def on_upload(state: UISession, path: str | Path | None) -> tuple[dict[str, Any] | None, str]:
     """A file was uploaded (Gradio gives its temporary path)."""
     return load_photo(state, path)
 
 
-def on_example(state: UISession, index: int) -> tuple[dict[str, Any] | None, str]:
-    """An example of assets/examples was picked (by its index in EXAMPLE_NAMES)."""
-    if not 0 <= int(index) < len(EXAMPLE_NAMES):
-        raise gr.Error(f"There is no example number {index}.")
-    return load_photo(state, EXAMPLES_DIR / EXAMPLE_NAMES[int(index)])
+@G.guarded
+def on_example(state: UISession, index: Any) -> tuple[dict[str, Any] | None, str]:
+    """An example of assets/examples was picked (by its index in EXAMPLE_NAMES, or the gallery's
+    gr.SelectData: checked, since a crafted event may carry anything)."""
+    i = G.index(index, len(EXAMPLE_NAMES), "example")
+    return load_photo(state, EXAMPLES_DIR / EXAMPLE_NAMES[i])
 
 
 def _edit(state: UISession, edit: Callable[[P.PromptHistory], P.PromptHistory]) -> tuple[dict[str, Any] | None, str]:
@@ -215,20 +228,27 @@ def _edit(state: UISession, edit: Callable[[P.PromptHistory], P.PromptHistory]) 
     return canvas(state, snap), _prompt_status(snap)
 
 
+@G.guarded
 def on_click(
     state: UISession, mode: str, joint: str | None, x_display: float, y_display: float
 ) -> tuple[dict[str, Any] | None, str]:
     """A click on the canvas at display pixel (x, y): add a prompt of `mode` (see prompts.MODES)."""
     _require_image(state)
-    x, y = float(x_display) / state.display_scale, float(y_display) / state.display_scale
+    mode, joint = G.text(mode, "click mode", P.MODES), G.text(joint, "joint")  # type: ignore[assignment]
+    x_display, y_display = G.number(x_display, "click position"), G.number(y_display, "click position")
+    if x_display is None or y_display is None:
+        raise gr.Error("The click carried no position; click on the photo again.")
+    x, y = x_display / state.display_scale, y_display / state.display_scale
     w, h = _size(state)
     return _edit(state, lambda history: P.add_click(history, mode, x, y, w, h, joint=joint))  # type: ignore[arg-type]
 
 
+@G.guarded
 def on_undo(state: UISession) -> tuple[dict[str, Any] | None, str]:
     return _edit(state, P.undo)
 
 
+@G.guarded
 def on_clear(state: UISession) -> tuple[dict[str, Any] | None, str]:
     return _edit(state, P.clear)
 
@@ -243,6 +263,19 @@ def needs_run(state: UISession) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ runs
+
+
+def _backends(backends: Mapping[str, Any] | None) -> dict[str, str]:
+    """The page's backend choices, checked: stage -> a known backend name (empty ones are the defaults)."""
+    if backends is None:
+        return {}
+    if not isinstance(backends, Mapping):
+        raise gr.Error("The backend choices could not be read; pick them again.")
+    out = {}
+    for stage, name in backends.items():
+        if stage in CONFIG_STAGES and name:
+            out[stage] = G.text(name, f"{stage} backend", backend_names(stage))
+    return out
 
 
 def _camera_line(frame: FrameResult) -> str:
@@ -299,6 +332,7 @@ def _final_status(snapshot: PromptSnapshot, frame: FrameResult, elapsed_s: float
     return "\n\n".join(p for p in parts if p)
 
 
+@G.guarded
 def on_run(
     state: UISession,
     fov_deg: float | None = None,
@@ -318,7 +352,7 @@ def on_run(
     snap = state.snapshot()
     assert snap.image is not None
     engine = engine or default_engine()
-    config = PipelineConfig(**{k: v for k, v in (backends or {}).items() if k in CONFIG_STAGES and v})
+    config = PipelineConfig(**_backends(backends))
     key = config_key(config)
     if state.config_key != key:
         state.image_session, state.config_key = ImageSession(), key
@@ -385,6 +419,7 @@ def on_run(
     yield RunUpdate(chunk=None, status=status, stage="done")
 
 
+@G.guarded
 def run_latest(
     state: UISession,
     fov_deg: float | None = None,
@@ -419,6 +454,7 @@ def run_latest(
     yield RunUpdate(chunk=None, status=status, stage="done", files=on_downloads(state))
 
 
+@G.guarded
 def on_downloads(state: UISession) -> list[str] | None:
     """Write the shown result's files (GLB, OBJ, NPZ per person, result.json, result.rrd, overlay.png)
     into the session's temporary folder, once per result; their paths (None before the first result)."""

@@ -18,10 +18,12 @@ from typing import Any, NamedTuple
 import gradio as gr
 
 from app.multiview_run import MultiviewJob, MultiviewRunOptions, planned_frames, prepare_calibration
+from app.ui import guard as G
 from app.ui.handlers import EXAMPLES_DIR
 from app.ui.multiview_state import MultiviewSession
 from app.ui.video_handlers import _duration
 from pipelines.errors import UserFacingError
+from pipelines.io.limits import check_view_count
 
 EXAMPLE_DIR = EXAMPLES_DIR / "multiview"
 EXAMPLE_VIDEOS = [EXAMPLE_DIR / f"cam0{i}.mp4" for i in range(1, 5)]
@@ -48,16 +50,11 @@ class MultiviewUpdate(NamedTuple):
     """Frames read so far, all views together."""
 
 
-def _number(value: float | None, default: float | None) -> float | None:
-    if value is None or value == "":
-        return default
-    return float(value)
-
-
 def parse_options(n_frames: float | None, max_side: float | None, sync: bool, refine: bool) -> MultiviewRunOptions:
     """The tab's inputs as run options (empty fields take their defaults; 0 frames means all)."""
-    options = MultiviewRunOptions(n_frames=int(_number(n_frames, 0)) or None,  # type: ignore[arg-type]
-                                  max_side=int(_number(max_side, DEFAULT_MAX_SIDE)) or None,  # type: ignore[arg-type]
+    options = MultiviewRunOptions(n_frames=G.number(n_frames, "number of frames", 0, integer=True) or None,  # type: ignore[arg-type]
+                                  max_side=G.number(max_side, "maximum resolution", DEFAULT_MAX_SIDE,  # type: ignore[arg-type]
+                                                    integer=True) or None,
                                   sync=bool(sync), refine=bool(refine))  # fmt: skip
     try:
         options.check()
@@ -71,7 +68,12 @@ def _paths(files: Sequence[Any] | str | None) -> list[Path]:
         return []
     if isinstance(files, str | Path):
         files = [files]
-    return [Path(getattr(f, "name", f)) for f in files if f]
+    if not isinstance(files, list | tuple):
+        raise gr.Error("The uploaded files could not be read; upload them again.")
+    paths = [getattr(f, "name", f) for f in files if f]
+    if not all(isinstance(p, str | Path) for p in paths):
+        raise gr.Error("The uploaded files could not be read: one of them is not a file. Upload them again.")
+    return [Path(p) for p in paths]
 
 
 def progress_status(job: MultiviewJob, planned: int | None, n_views: int) -> str:
@@ -130,6 +132,7 @@ def _order(path: Path) -> tuple[int, str]:
     return rank.get(path.suffix, 9), path.name
 
 
+@G.guarded
 def on_multiview_run(
     state: MultiviewSession,
     videos: Sequence[Any] | None,
@@ -151,6 +154,7 @@ def on_multiview_run(
     paths = _paths(videos)
     if len(paths) < 2:
         raise gr.Error("Upload at least two videos of the same people, one per camera (or use the example).")
+    check_view_count(len(paths))
     if state.running:
         raise gr.Error("A multi-view run is already going on in this tab; wait for it or cancel it.")
     options = parse_options(n_frames, max_side, sync, refine)
@@ -196,6 +200,7 @@ def on_multiview_run(
         state.end_run(None)
 
 
+@G.guarded
 def on_multiview_cancel(state: MultiviewSession | None) -> str | None:
     """The Cancel button: the run stops after its next frame; nothing is written."""
     if state is None or not state.request_cancel():

@@ -76,7 +76,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
 
     def example(state: UISession | None, evt: gr.SelectData, request: gr.Request) -> tuple:
         state = session(state, request)
-        return (state, *H.on_example(state, int(evt.index)))
+        return (state, *H.on_example(state, evt))  # the index is checked there
 
     def click(state: UISession | None, mode: str, joint: str | None, evt: gr.EventData,
               request: gr.Request) -> tuple:  # fmt: skip

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from pipelines.errors import BadPromptError
+from pipelines.io.limits import MAX_IMAGE_PROMPTS
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 from pipelines.types import Prompts
 
@@ -73,14 +74,19 @@ def add_click(
     width: int,
     height: int,
     joint: str | None = None,
+    max_prompts: int = MAX_IMAGE_PROMPTS,
 ) -> PromptHistory:
     """Add one click at image pixel (x, y). A box takes two clicks (opposite corners).
 
     Raises BadPromptError (one plain sentence) for a click outside the image, a keypoint click
     without a known joint name, or an unknown mode.
     """
+    if not isinstance(mode, str):
+        raise BadPromptError(f"The click mode could not be read; choose one of: {', '.join(MODES)}.")
     if mode not in MODES:
-        raise BadPromptError(f"Unknown prompt mode {mode!r}; use one of: {', '.join(MODES)}.")
+        raise BadPromptError(f"Unknown prompt mode {mode[:40]!r}; use one of: {', '.join(MODES)}.")
+    if len(history.actions) >= max_prompts:
+        raise BadPromptError(f"There are already {len(history.actions)} prompts, the limit; undo or clear some first.")
     _check_inside(x, y, width, height)
     x, y = float(x), float(y)
     if mode == "box":
@@ -95,7 +101,7 @@ def add_click(
         return PromptHistory(actions=(*history.actions, box), box_corner=None)
     # Any other click abandons a half-drawn box.
     if mode == "keypoint":
-        if not joint:
+        if not joint or not isinstance(joint, str):
             raise BadPromptError("Choose which joint you are placing (the Joint list) before clicking.")
         if joint not in PROMPTABLE_NAMES:
             raise BadPromptError(f"Unknown joint name {joint!r} (e.g. left_wrist, right_knee).")

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
+from app.ui import guard as G
 from app.ui.handlers import EXAMPLES_DIR, Engine, default_engine
 from app.ui.video_state import VideoSession
 from app.video_run import VideoRun, VideoRunOptions, VideoRunSummary
@@ -47,23 +48,17 @@ class VideoUpdate(NamedTuple):
     """Frames processed so far."""
 
 
-def _number(value: float | None, default: float | None) -> float | None:
-    if value is None or value == "":
-        return default
-    return float(value)
-
-
 def parse_options(stride: float | None, start_s: float | None, end_s: float | None, max_side: float | None,
                   smooth: bool, max_people: float | None) -> VideoRunOptions:  # fmt: skip
     """The tab's inputs as run options (empty fields take their defaults; an end of 0 means the end)."""
-    end = _number(end_s, None)
+    end = G.number(end_s, "end time", None)
     options = VideoRunOptions(
-        stride=int(_number(stride, 1)),  # type: ignore[arg-type]
-        start_s=float(_number(start_s, 0.0)),  # type: ignore[arg-type]
+        stride=G.number(stride, "frame stride", 1, integer=True),  # type: ignore[arg-type]
+        start_s=G.number(start_s, "start time", 0.0),  # type: ignore[arg-type]
         end_s=end or None,
-        max_side=int(_number(max_side, DEFAULT_MAX_SIDE)) or None,  # type: ignore[arg-type]
+        max_side=G.number(max_side, "maximum resolution", DEFAULT_MAX_SIDE, integer=True) or None,  # type: ignore[arg-type]
         smooth=bool(smooth),
-        max_people=int(_number(max_people, 4)),  # type: ignore[arg-type]
+        max_people=G.number(max_people, "maximum number of people", 4, integer=True, maximum=100),  # type: ignore[arg-type]
     )  # fmt: skip
     try:
         options.check()
@@ -119,6 +114,7 @@ def _order(path: Path) -> tuple[int, str]:
     return rank.get(path.suffix, 9), path.name
 
 
+@G.guarded
 def on_video_run(
     state: VideoSession,
     path: str | Path | None,
@@ -145,6 +141,8 @@ def on_video_run(
         raise gr.Error("Upload a video (or pick the example) first.")
     if state.running:
         raise gr.Error("A video is already being processed in this tab; wait for it or cancel it.")
+    if not isinstance(path, str | Path):
+        raise gr.Error("The video upload could not be read: it is not a file. Upload the video again.")
     options = parse_options(stride, start_s, end_s, max_side, smooth, max_people)
     path = Path(path)
     name = path.name
@@ -192,6 +190,7 @@ def on_video_run(
         state.end_run(summary)
 
 
+@G.guarded
 def on_video_cancel(state: VideoSession | None) -> str | None:
     """The Cancel button: the run stops before its next frame, then writes what it has done."""
     if state is None or not state.request_cancel():

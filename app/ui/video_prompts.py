@@ -16,8 +16,10 @@ from typing import Any
 import gradio as gr
 
 from app.ui import canvas as C
+from app.ui import guard as G
 from app.ui import prompts as P
 from pipelines.errors import UserFacingError
+from pipelines.io.limits import MAX_VIDEO_PROMPTS
 from pipelines.tracking.prompts import VideoPrompts
 
 DISPLAY_MAX_SIDE = 960
@@ -69,6 +71,7 @@ def _answer(state: VideoPromptState) -> tuple[VideoPromptState, dict[str, Any] |
     return state, _canvas(state), status(state)
 
 
+@G.guarded
 def on_show_frame(state: VideoPromptState | None, path: str | Path | None, frame: float | None
                   ) -> tuple[VideoPromptState, dict[str, Any] | None, str]:  # fmt: skip
     """Show frame `frame` of the video at `path` in the canvas (a new video clears the prompts)."""
@@ -77,7 +80,9 @@ def on_show_frame(state: VideoPromptState | None, path: str | Path | None, frame
     state = state or VideoPromptState()
     if path is None:
         return _answer(VideoPromptState())
-    index = int(frame or 0)
+    if not isinstance(path, str | Path):
+        raise gr.Error("The video upload could not be read: it is not a file. Upload the video again.")
+    index = int(G.number(frame, "frame number", 0, integer=True, minimum=0))  # type: ignore[arg-type]
     try:
         info = probe(path)
         if index < 0 or (info.frame_count > 0 and index >= info.frame_count):
@@ -108,26 +113,37 @@ def _edit(state: VideoPromptState | None, edit: Any) -> tuple[VideoPromptState, 
     return _answer(replace(state, histories={**state.histories, state.frame: history}))
 
 
+@G.guarded
 def on_frame_click(state: VideoPromptState | None, mode: str, joint: str | None, x_display: float,
                    y_display: float) -> tuple[VideoPromptState, dict[str, Any] | None, str]:  # fmt: skip
     """A click at display pixel (x, y) on the shown frame adds a prompt of `mode` (app.ui.prompts.MODES)."""
+    mode, joint = G.text(mode, "click mode", P.MODES), G.text(joint, "joint")  # type: ignore[assignment]
+    x, y = G.number(x_display, "click position"), G.number(y_display, "click position")
+    if x is None or y is None:
+        raise gr.Error("The click carried no position; click on the frame again.")
+
     def add(history: P.PromptHistory) -> P.PromptHistory:
         assert state is not None
+        n = sum(len(h.actions) for h in state.histories.values())
+        if n >= MAX_VIDEO_PROMPTS:
+            raise gr.Error(f"There are already {n} prompts on this video, the limit; undo or clear some first.")
         w, h = state.size_wh
-        return P.add_click(history, mode, x_display / state.scale, y_display / state.scale, w, h,  # type: ignore[arg-type]
-                           joint=joint)  # fmt: skip
+        return P.add_click(history, mode, x / state.scale, y / state.scale, w, h, joint=joint)  # type: ignore[arg-type]
 
     return _edit(state, add)
 
 
+@G.guarded
 def on_frame_undo(state: VideoPromptState | None) -> tuple[VideoPromptState, dict[str, Any] | None, str]:
     return _edit(state, P.undo)
 
 
+@G.guarded
 def on_frame_clear(state: VideoPromptState | None) -> tuple[VideoPromptState, dict[str, Any] | None, str]:
     return _edit(state, P.clear)
 
 
+@G.guarded
 def video_prompts(state: VideoPromptState | None, path: str | Path | None) -> VideoPrompts | None:
     """The run's prompts: every frame's clicks on this video (None when there are none)."""
     if state is None or path is None or state.path != str(path):

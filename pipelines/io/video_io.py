@@ -26,6 +26,8 @@ import numpy as np
 
 from pipelines.errors import UserFacingError
 from pipelines.io.ahead import run_ahead
+from pipelines.io.image_io import check_image_file
+from pipelines.io.limits import MAX_VIDEO_FRAMES
 from pipelines.multiview.video import _open as open_capture
 
 DEFAULT_FPS = 30.0
@@ -99,6 +101,10 @@ def probe_folder(path: Path, fps: float | None = None) -> VideoInfo:
         raise UserFacingError(f"The frame rate must be between 0 and 1000 frames/s; got {fps}.")
     first = None
     for p in frames[:5]:
+        try:
+            check_image_file(p, f"{path.name}/{p.name}")  # size by the header (pipelines.io.limits), before decoding
+        except UserFacingError:
+            continue
         first = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if first is not None:
             break
@@ -169,6 +175,11 @@ def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, m
         report.decoded = index + 1
         if index < first or (index - first) % stride:
             continue
+        try:
+            check_image_file(path, f"{info.path.name}/{path.name}")  # before decoding: the limits by the header
+        except UserFacingError as err:
+            report.notes.append(f"{err} Frame {index} skipped.")
+            continue
         bgr_hw3 = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr_hw3 is None:
             report.notes.append(f"{info.path.name}/{path.name}: not a readable image; frame {index} skipped.")
@@ -194,6 +205,10 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
     try:
         index = 0
         while last is None or index <= last:
+            if index >= MAX_VIDEO_FRAMES:  # a container that does not say its length (pipelines.io.limits)
+                report.problems.append(f"{info.path.name}: decoding stopped after {MAX_VIDEO_FRAMES} frames, the "
+                                       "limit.")  # fmt: skip
+                break
             if not capture.grab():
                 break
             report.decoded = index + 1

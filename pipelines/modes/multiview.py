@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import UserFacingError
+from pipelines.io.limits import check_view_count
 from pipelines.io.video_io import VideoInfo, probe
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
 from pipelines.multiview.formats import load_calibration
@@ -98,6 +99,7 @@ def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo],
     """The usable views (video info + matching camera) and a message per view left out."""
     if len(videos) < 2:
         raise UserFacingError(f"Multi-view needs at least two videos; got {len(videos)}.")
+    check_view_count(len(videos))
     infos = [probe(v) for v in videos]  # an unreadable video fails here, naming the file
     cams = match_cameras([i.path for i in infos], load_calibration(calib_path), calib_path.name)
     notes: list[str] = []

@@ -26,6 +26,7 @@ import numpy as np
 import tomllib
 
 from pipelines.errors import UserFacingError
+from pipelines.io.limits import check_calibration_file
 from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration, make_camera
 
 PROJECT_FORMAT = "hmr-playground-calibration"
@@ -47,21 +48,28 @@ def _check_rotation(R_33: np.ndarray, name: str, path: Path) -> None:
 
 
 def load_calibration(path: str | Path) -> list[CalibratedCamera]:
-    """Read a calibration in any supported format (chosen by the file's name and content)."""
+    """Read a calibration in any supported format (chosen by the file's name and content). Any problem is a
+    UserFacingError naming the file: a parser's own text never reaches the user."""
     path = Path(path)
     if not path.is_file():
         raise UserFacingError(f"The calibration file {path} does not exist.")
+    check_calibration_file(path)  # its size, before it is parsed
     name = path.name.lower()
-    if name.endswith(".json"):
-        return load_project_json(path)
-    if name.endswith(".toml"):
-        return load_pose2sim_toml(path)
-    if name.endswith((".yml", ".yaml")):
-        return load_opencv_yml(path)
-    if name.endswith((".qca.txt", ".xml", ".txt")):
-        return load_qualisys_calibration(path)
-    raise UserFacingError(f"The calibration file {path.name} has an unknown format: use the project's .json, "
-                          "Qualisys .qca.txt, Pose2Sim Calib.toml or EasyMocap intri.yml / extri.yml.")  # fmt: skip
+    readers = {".json": ("project JSON", load_project_json), ".toml": ("Pose2Sim TOML", load_pose2sim_toml),
+               ".yml": ("OpenCV YAML", load_opencv_yml), ".yaml": ("OpenCV YAML", load_opencv_yml),
+               ".txt": ("Qualisys", load_qualisys_calibration), ".xml": ("Qualisys", load_qualisys_calibration)}
+    suffix = next((s for s in readers if name.endswith(s)), None)
+    if suffix is None:
+        raise UserFacingError(f"The calibration file {path.name} has an unknown format: use the project's .json, "
+                              "Qualisys .qca.txt, Pose2Sim Calib.toml or EasyMocap intri.yml / extri.yml.")  # fmt: skip
+    kind, reader = readers[suffix]
+    try:
+        return reader(path)
+    except UserFacingError:
+        raise
+    except Exception:  # noqa: BLE001 - a parser's text (KeyError 'x', ParseError...) is not for users
+        raise UserFacingError(f"The calibration file {path.name} could not be read as a {kind} calibration: it is "
+                              "damaged or in another format.") from None
 
 
 # ------------------------------------------------------------------------------------- project JSON
@@ -175,6 +183,7 @@ def _yml_pair(path: Path) -> tuple[Path, Path]:
 
 
 def _fs(path: Path) -> cv2.FileStorage:
+    check_calibration_file(path)  # intri.yml and extri.yml alike
     try:
         fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
     except cv2.error:

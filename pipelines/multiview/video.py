@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from pipelines.errors import UserFacingError
+from pipelines.io.limits import check_video_file, check_video_size
 
 
 def frame_count(path: str | Path) -> int:
@@ -23,10 +24,17 @@ def frame_count(path: str | Path) -> int:
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
         raise UserFacingError(f"The video {path} does not exist.")
+    check_video_file(path)  # size, container and announced frame size / length: before OpenCV sees it
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
         raise UserFacingError(f"The video {path.name} cannot be read (unknown format or damaged file).")
+    try:  # the decoder's own idea of the frame size, should the container header have lied
+        check_video_size(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+                         int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), path.name)  # fmt: skip
+    except UserFacingError:
+        capture.release()
+        raise
     return capture
 
 

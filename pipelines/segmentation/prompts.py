@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.errors import BadPromptError
+from pipelines.io.limits import MAX_IMAGE_PROMPTS
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 from pipelines.types import PersonDetection, Prompts
 
@@ -21,6 +22,9 @@ def validate_prompts(prompts: Prompts, width: int, height: int) -> None:
         return bool(np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height)
 
     points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
+    n = len(points_n3) + (prompts.box_xyxy is not None) + len(prompts.keypoints)
+    if n > MAX_IMAGE_PROMPTS:
+        raise BadPromptError(f"{n} prompts were given; the limit is {MAX_IMAGE_PROMPTS} a photo")
     for x, y, label in points_n3:
         if label not in (0, 1):
             raise BadPromptError(f"point ({x:g}, {y:g}) has label {label:g}; use 1 (person) or 0 (not)")

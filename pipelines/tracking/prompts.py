@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from pipelines.errors import BadPromptError
+from pipelines.io.limits import MAX_VIDEO_PROMPTS
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 from pipelines.types import Keypoints2D, PersonDetection
 
@@ -82,6 +83,9 @@ class VideoPrompts:
         def inside(x: float, y: float) -> bool:
             return 0 <= x < width and 0 <= y < height
 
+        n = sum(len(f.points_n3) + len(f.boxes_n4) + len(f.keypoints) for f in self.frames.values())
+        if n > MAX_VIDEO_PROMPTS:
+            raise BadPromptError(f"{n} prompts were given; the limit is {MAX_VIDEO_PROMPTS} a video")
         for i, f in sorted(self.frames.items()):
             if i < 0 or (frame_count > 0 and i >= frame_count):
                 raise BadPromptError(f"a prompt is on frame {i}, but the video has frames 0 to {frame_count - 1}")
