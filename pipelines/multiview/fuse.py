@@ -72,6 +72,13 @@ class FusedPerson:
     """World joints (F, K, 3) in metres (FUSED_JOINT_NAMES); NaN where not triangulated."""
     height_m: float
     """Standing height estimated from the median bone lengths, metres."""
+    obs_xy_vfk2: np.ndarray | None = None
+    """The keypoints the final triangulation saw (views, F, K, 2): undistorted source pixels, shifted onto the
+    frame grid by the time offsets, left/right swaps undone (the body fit's targets)."""
+    conf_vfk: np.ndarray | None = None
+    """Their confidences (views, F, K); 0 where absent."""
+    inlier_vfk: np.ndarray | None = None
+    """Bool (views, F, K): the observation took part in the final triangulation (outlier views out)."""
 
     @property
     def frames_ok(self) -> np.ndarray:
@@ -310,7 +317,8 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
             err_all.append(e)
             for n in np.flatnonzero(used[v]):
                 err_vf[v][n // n_k].append(err[v, n])
-        fused.append(FusedPerson(pid, person.members, joints, height_from_joints(joints)))
+        fused.append(FusedPerson(pid, person.members, joints, height_from_joints(joints), xy_s, _c,
+                                 used.reshape(n_views, n_frames, n_k)))  # fmt: skip
     all_e = np.concatenate(err_all) if err_all else np.zeros(0)
     per_view = np.array([np.median(np.concatenate(e)) if sum(map(len, e)) else np.nan for e in err_view])
     reproj_vf = np.array([[np.median(x) if x else np.nan for x in row] for row in err_vf])
