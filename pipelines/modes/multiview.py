@@ -20,6 +20,7 @@ import numpy as np
 
 from pipelines.errors import UserFacingError
 from pipelines.io.video_io import VideoInfo, probe
+from pipelines.multiview.body_fit import BodyOptions, PersonBody, fit_bodies
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
 from pipelines.multiview.formats import load_calibration
 from pipelines.multiview.fuse import FuseOptions, FusionResult, fuse_views
@@ -37,6 +38,8 @@ class MultiviewOptions:
     returned in source pixels)."""
     fuse: FuseOptions = field(default_factory=FuseOptions)
     """Fusion options (sync, refinement, smoothing)."""
+    body: BodyOptions = field(default_factory=BodyOptions)
+    """How the fused people's Anny bodies are fitted (pipelines.multiview.body_fit)."""
 
 
 @dataclass
@@ -54,9 +57,11 @@ class MultiviewResult:
     fps: float
     """Frame rate of the frame grid (the first used video's)."""
     seconds: dict[str, float]
-    """Wall time per stage (keypoints, fusion)."""
+    """Wall time per stage (keypoints, fusion, bodies)."""
     warnings: list[str] = field(default_factory=list)
     """Views left out and why, and other notes."""
+    bodies: list[PersonBody] = field(default_factory=list)
+    """Per fused person with enough joints: its Anny body over time, world frame (empty with body.fit off)."""
 
 
 def match_cameras(videos: list[Path], cams: list[CalibratedCamera], calib_name: str) -> list[CalibratedCamera]:
@@ -127,9 +132,10 @@ def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo],
 def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOptions | None = None, *,
                   detector=None, progress: Callable[[str], None] | None = None,  # noqa: ANN001
                   on_frame: Callable[[], None] | None = None,
-                  views: list[ViewTracks] | None = None) -> MultiviewResult:  # fmt: skip
+                  views: list[ViewTracks] | None = None, hmr=None) -> MultiviewResult:  # noqa: ANN001 # fmt: skip
     """Process a capture (see the module docstring). `views` (the per-view tracks of the same videos)
-    skips the keypoint stage (tests and benches cache them)."""
+    skips the keypoint stage (tests and benches cache them); `hmr`: the embedded HMR stage for the body fit
+    (created when None)."""
     options = options or MultiviewOptions()
     say = progress or (lambda _msg: None)
     infos, cams, notes = check_inputs([Path(v) for v in videos], Path(calib_path))
@@ -156,5 +162,8 @@ def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOption
     t1 = time.perf_counter()
     fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
     t2 = time.perf_counter()
-    return MultiviewResult(infos, cams, views, fusion, infos[0].fps, {"keypoints": t1 - t0, "fusion": t2 - t1},
-                           notes + fusion.warnings)  # fmt: skip
+    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say)
+    t3 = time.perf_counter()
+    return MultiviewResult(infos, cams, views, fusion, infos[0].fps,
+                           {"keypoints": t1 - t0, "fusion": t2 - t1, "bodies": t3 - t2}, notes + fusion.warnings,
+                           bodies)  # fmt: skip

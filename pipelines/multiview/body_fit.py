@@ -180,7 +180,8 @@ class _PersonFitter:
         init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
         warm = self.fitter.fit(tg, K_ref, init, None).state  # the 3D init in the reference view
         full = FitOptions(**{**hmr_options.__dict__})
-        full.pose_iters, full.shape_iters, full.fit_shape, full.fit_focal = o.first_pose_iters, o.shape_iters, True, False
+        full.pose_iters, full.shape_iters = o.first_pose_iters, o.shape_iters
+        full.fit_shape, full.fit_focal = True, False
         full.sigma_dir = 0.0
         no3d = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
         return self.fitter.fit(no3d, K_ref, full, warm, problem_factory=factory).state
@@ -189,7 +190,8 @@ class _PersonFitter:
         """Fit frame f warm-started from `warm` (pose and translation only)."""
         tg, factory = self.targets(f)
         opts = FitOptions(**{**hmr_options.__dict__})
-        opts.pose_iters, opts.shape_iters, opts.fit_shape, opts.fit_focal = self.options.warm_pose_iters, 0, False, False
+        opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters, 0
+        opts.fit_shape, opts.fit_focal = False, False
         no3d = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
         return self.fitter.fit(no3d, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
 
@@ -201,7 +203,8 @@ def _slerp_local(a_j33: np.ndarray, b_j33: np.ndarray, s: float) -> np.ndarray:
 
 
 def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCamera], options: BodyOptions,
-               hmr_options: FitOptions, should_stop: Callable[[], None] | None = None) -> PersonBody | None:  # fmt: skip
+               hmr_options: FitOptions,
+               should_stop: Callable[[], None] | None = None) -> PersonBody | None:  # fmt: skip
     """Fit one fused person (see the module docstring); None when no frame has enough joints."""
     import time
 
@@ -288,8 +291,10 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     say = progress or (lambda _msg: None)
     out = []
     for person in fusion.people:
-        say(f"fitting the body of person {person.id}")
-        fitted = fit_person(hmr.fitter, person, list(fusion.cams), options, hmr.options, lambda: say(f"fitting the body of person {person.id}"))
+        message = f"fitting the body of person {person.id}"
+        say(message)
+        fitted = fit_person(hmr.fitter, person, list(fusion.cams), options, hmr.options,
+                            partial(say, message))  # fmt: skip
         if fitted is not None:
             out.append(fitted)
     return out
