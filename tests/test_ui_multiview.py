@@ -68,7 +68,9 @@ def test_run_reports_progress_table_and_downloads(full_run) -> None:  # noqa: AN
     status = last.status or ""
     assert status.startswith(f"**Done**: {N_FRAMES} frames of 4 views") and "Traceback" not in status
     names = [Path(f).name for f in last.files or []]
-    assert {"tracks.json", "report.json", "calibration.json", "track_0.trc", "track_0.bvh", "result.rrd"} <= set(names)
+    assert {"tracks.json", "report.json", "calibration.json", "track_0.trc", "track_0.bvh", "track_0.glb",
+            "result.rrd"} <= set(names)  # fmt: skip
+    assert "Anny bodies" in (last.status or "")
     out = Path(last.files[0]).parent
     report = json.loads((out / "report.json").read_text())
     # The report's figures, as the status shows them: the median and one table row per camera
