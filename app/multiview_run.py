@@ -109,7 +109,8 @@ class MultiviewJob:
     should_stop: Callable[[], bool] = lambda: False
     """The cancel token, asked after each decoded frame."""
     detector_factory: Callable[[], Any] | None = None
-    """Makes the person detector (default: the embedded single-pass segmenter, closed after the run)."""
+    """Makes one person detector shared by the views (default: none; the mode makes one per view, see
+    MultiviewOptions.detector), closed after the run."""
     frames_read: int = 0
     """Frames read so far, all views together."""
     stage: str = "starting"
@@ -144,10 +145,6 @@ class MultiviewJob:
         try:
             if self.detector_factory is not None:
                 detector = self.detector_factory()
-            else:
-                from pipelines.registry import create
-
-                detector = create("segmentation", "embedded", single_pass=True, max_people=4)
             result = run_multiview(self.videos, self.calib, self.options.mode_options(), detector=detector,
                                    progress=self._say, on_frame=self._on_frame)  # fmt: skip
             self.stage = "writing the outputs"  # a Cancel pressed after the fusion keeps its finished result

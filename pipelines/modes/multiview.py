@@ -24,7 +24,7 @@ from pipelines.multiview.body_fit import BodyOptions, PersonBody, fit_bodies
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
 from pipelines.multiview.formats import load_calibration
 from pipelines.multiview.fuse import FuseOptions, FusionResult, fuse_views
-from pipelines.multiview.views2d import ViewTracks, track_view
+from pipelines.multiview.views2d import ViewTracks, track_views
 
 
 @dataclass
@@ -34,8 +34,14 @@ class MultiviewOptions:
     n_frames: int | None = None
     """Process only the first N frames of each video (None = all)."""
     max_side: int | None = 1280
-    """Downscale frames for the detector so that the longer side is at most this (keypoints are
-    returned in source pixels)."""
+    """Downscale frames for the "image" detector so that the longer side is at most this (keypoints are
+    returned in source pixels). The "tracking" detector reads full frames: it crops each person from the
+    frame itself (and its person detector letterboxes to 224 px), so a downscale would only cost time."""
+    detector: str = "tracking"
+    """Per view: "tracking" = landmarks tracked between frames, the person detector every 10 frames (the
+    video mode's); "image" = a full detection on every frame (the first slice's; slower)."""
+    threads: int = 2
+    """Views processed at the same time (each with its own detector) when no shared detector is given."""
     fuse: FuseOptions = field(default_factory=FuseOptions)
     """Fusion options (sync, refinement, smoothing)."""
     body: BodyOptions = field(default_factory=BodyOptions)
@@ -133,23 +139,19 @@ def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOption
                   detector=None, progress: Callable[[str], None] | None = None,  # noqa: ANN001
                   on_frame: Callable[[], None] | None = None,
                   views: list[ViewTracks] | None = None, hmr=None) -> MultiviewResult:  # noqa: ANN001 # fmt: skip
-    """Process a capture (see the module docstring). `views` (the per-view tracks of the same videos)
-    skips the keypoint stage (tests and benches cache them); `hmr`: the embedded HMR stage for the body fit
-    (created when None)."""
+    """Process a capture (see the module docstring). `detector`: one shared detection stage for every view,
+    one view after the other (default: one per view, see MultiviewOptions.detector / threads). `views`
+    (the per-view tracks of the same videos) skips the keypoint stage (tests and benches cache them);
+    `hmr`: the embedded HMR stage for the body fit (created when None)."""
     options = options or MultiviewOptions()
     say = progress or (lambda _msg: None)
     infos, cams, notes = check_inputs([Path(v) for v in videos], Path(calib_path))
     t0 = time.perf_counter()
     if views is None:
-        if detector is None:
-            from pipelines.registry import create
-
-            detector = create("segmentation", "embedded", single_pass=True, max_people=4)
-        views = []
-        for info, cam in zip(infos, cams, strict=True):
-            say(f"keypoints and tracking: {info.path.name}")
-            views.append(track_view(info, cam.name, detector, n_frames=options.n_frames, max_side=options.max_side,
-                                    on_frame=on_frame))  # fmt: skip
+        views = track_views(infos, [c.name for c in cams], detector=detector, kind=options.detector,
+                            threads=options.threads, progress=say, n_frames=options.n_frames,
+                            max_side=None if options.detector == "tracking" and detector is None
+                            else options.max_side, on_frame=on_frame)  # fmt: skip
     else:
         by_name = {v.name: v for v in views}
         views = [by_name[c.name] for c in cams]
