@@ -24,6 +24,7 @@ from pipelines.multiview.body_fit import BodyOptions, PersonBody, fit_bodies
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
 from pipelines.multiview.formats import load_calibration
 from pipelines.multiview.fuse import FuseOptions, FusionResult, fuse_views
+from pipelines.multiview.selfcalib import SelfCalibReport, guess_camera, self_calibrate
 from pipelines.multiview.views2d import ViewTracks, track_views
 
 
@@ -42,6 +43,8 @@ class MultiviewOptions:
     video mode's); "image" = a full detection on every frame (the first slice's; slower)."""
     threads: int = 2
     """Views processed at the same time (each with its own detector) when no shared detector is given."""
+    person_height_m: float | None = None
+    """Without a calibration file: the tallest person's height, which sets the metric scale (None: 1.70 m)."""
     fuse: FuseOptions = field(default_factory=FuseOptions)
     """Fusion options (sync, refinement, smoothing)."""
     body: BodyOptions = field(default_factory=BodyOptions)
@@ -68,6 +71,8 @@ class MultiviewResult:
     """Views left out and why, and other notes."""
     bodies: list[PersonBody] = field(default_factory=list)
     """Per fused person with enough joints: its Anny body over time, world frame (empty with body.fit off)."""
+    selfcalib: SelfCalibReport | None = None
+    """Without a calibration file: how the cameras were estimated from the people."""
 
 
 def match_cameras(videos: list[Path], cams: list[CalibratedCamera], calib_name: str) -> list[CalibratedCamera]:
@@ -105,12 +110,17 @@ def fit_camera_to_video(cam: CalibratedCamera, info: VideoInfo) -> tuple[Calibra
                   f"{cw}x{ch}: not the same camera setting; the view is left out.")  # fmt: skip
 
 
-def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo], list[CalibratedCamera], list[str]]:
-    """The usable views (video info + matching camera) and a message per view left out."""
+def check_inputs(videos: list[Path], calib_path: Path | None
+                 ) -> tuple[list[VideoInfo], list[CalibratedCamera], list[str]]:  # fmt: skip
+    """The usable views (video info + matching camera) and a message per view left out. Without a calibration
+    the cameras are placeholders (focal prior, named after the videos) for pipelines.multiview.selfcalib."""
     if len(videos) < 2:
         raise UserFacingError(f"Multi-view needs at least two videos; got {len(videos)}.")
     infos = [probe(v) for v in videos]  # an unreadable video fails here, naming the file
-    cams = match_cameras([i.path for i in infos], load_calibration(calib_path), calib_path.name)
+    if calib_path is None:
+        cams = [guess_camera(i.path.stem, i.width, i.height) for i in infos]
+    else:
+        cams = match_cameras([i.path for i in infos], load_calibration(calib_path), calib_path.name)
     notes: list[str] = []
     fps_ref = float(np.median([i.fps for i in infos]))
     keep_i, keep_c = [], []
@@ -135,7 +145,7 @@ def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo],
     return keep_i, keep_c, notes
 
 
-def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOptions | None = None, *,
+def run_multiview(videos: list[Path], calib_path: Path | None, options: MultiviewOptions | None = None, *,
                   detector=None, progress: Callable[[str], None] | None = None,  # noqa: ANN001
                   on_frame: Callable[[], None] | None = None,
                   views: list[ViewTracks] | None = None, hmr=None) -> MultiviewResult:  # noqa: ANN001 # fmt: skip
@@ -145,7 +155,7 @@ def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOption
     `hmr`: the embedded HMR stage for the body fit (created when None)."""
     options = options or MultiviewOptions()
     say = progress or (lambda _msg: None)
-    infos, cams, notes = check_inputs([Path(v) for v in videos], Path(calib_path))
+    infos, cams, notes = check_inputs([Path(v) for v in videos], None if calib_path is None else Path(calib_path))
     t0 = time.perf_counter()
     if views is None:
         views = track_views(infos, [c.name for c in cams], detector=detector, kind=options.detector,
@@ -162,10 +172,18 @@ def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOption
     for v in views:
         notes += v.problems
     t1 = time.perf_counter()
-    fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
+    report = None
+    if calib_path is None:
+        say("estimating the cameras from the people")
+        keep, cams, fusion, report = self_calibrate(views, cams, options.fuse, infos[0].fps,
+                                                    options.person_height_m, progress=say)  # fmt: skip
+        infos, views = [infos[i] for i in keep], [views[i] for i in keep]
+        notes += report.notes
+    else:
+        fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
     t2 = time.perf_counter()
     bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say)
     t3 = time.perf_counter()
     return MultiviewResult(infos, cams, views, fusion, infos[0].fps,
                            {"keypoints": t1 - t0, "fusion": t2 - t1, "bodies": t3 - t2}, notes + fusion.warnings,
-                           bodies)  # fmt: skip
+                           bodies, report)  # fmt: skip

@@ -89,11 +89,12 @@ def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.nd
 
 def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
                    obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, loss_px: float = 3.0,
-                   max_nfev: int = 60, intrinsics: bool = False) -> RefineReport:  # fmt: skip
+                   max_nfev: int = 60, intrinsics: bool | str = False) -> RefineReport:  # fmt: skip
     """Refine camera poses and points. Observation m is point obs_point_m[m] seen by view obs_view_m[m]
     at undistorted pixel obs_xy_m2[m] with weight obs_w_m[m] (confidence); xyz_n3 initial world points."""
     n_v, n_p = len(cams), len(xyz_n3)
-    n_c = 9 if intrinsics else 6  # per camera: rotation vector, centre[, log focal scale, principal point]
+    # per camera: rotation vector, centre[, log focal scale[, principal point]]; intrinsics="focal": the focal only
+    n_c = 7 if intrinsics == "focal" else 9 if intrinsics else 6
     R0 = np.stack([c.cam_T_world_44[:3, :3] for c in cams])
     C0 = np.stack([c.centre_world_3 for c in cams])
     K = np.stack([c.camera.K_33 for c in cams])
@@ -113,7 +114,8 @@ def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.n
         K1 = K.copy()
         K1[:, 0, 0] *= np.exp(cam[:, 6])
         K1[:, 1, 1] *= np.exp(cam[:, 6])
-        K1[:, :2, 2] += cam[:, 7:9]
+        if n_c == 9:
+            K1[:, :2, 2] += cam[:, 7:9]
         return K1
 
     by_view = [np.flatnonzero(obs_view_m == v) for v in range(n_v)]
