@@ -35,7 +35,12 @@ def add_multiview_parser(sub: argparse._SubParsersAction) -> None:
     mv.add_argument("--videos", type=Path, nargs="+", required=True, metavar="VIDEO", help="one video per camera")
     mv.add_argument("--calib", type=Path, metavar="FILE",
                     help="the rig's calibration (default: Calib.qca.txt / Calib.toml / calibration.json / intri.yml "
-                         "beside the first video)")  # fmt: skip
+                         "beside the first video; none: the cameras are estimated from the people)")  # fmt: skip
+    mv.add_argument("--self-calibrate", action="store_true",
+                    help="estimate the cameras from the people even when a calibration file is there (without one, "
+                         "this is what happens)")  # fmt: skip
+    mv.add_argument("--person-height", type=float, default=None, metavar="M",
+                    help="self-calibration: the tallest person's height in metres, which sets the scale (default 1.70)")
     mv.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, written atomically")
     mv.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames of each video")
     mv.add_argument("--max-side", type=int, default=1280, metavar="PX",
@@ -55,14 +60,12 @@ def add_multiview_parser(sub: argparse._SubParsersAction) -> None:
     mv.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
 
 
-def _default_calib(first_video: Path) -> Path:
-    from pipelines.errors import UserFacingError
-
+def _default_calib(first_video: Path) -> Path | None:
+    """A calibration beside the first video, else None (the cameras are estimated from the people)."""
     for name in ("Calib.qca.txt", "Calib.toml", "calibration.json", "intri.yml"):
         if (first_video.parent / name).is_file():
             return first_video.parent / name
-    raise UserFacingError(f"No --calib given and no Calib.qca.txt, Calib.toml, calibration.json or intri.yml beside "
-                          f"{first_video.name}; self-calibration from the people is not available yet.")  # fmt: skip
+    return None
 
 
 def run_multiview_cli(args: argparse.Namespace) -> int:
@@ -82,11 +85,17 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--body-every must be at least 1; got {args.body_every}.")
     if args.mesh_hz < 0:
         raise UserFacingError(f"--mesh-hz must be 0 (no meshes) or more; got {args.mesh_hz}.")
-    calib = args.calib or _default_calib(args.videos[0])
+    if args.person_height is not None and not 0.5 < args.person_height < 2.5:
+        raise UserFacingError(f"--person-height must be in metres (0.5 to 2.5); got {args.person_height}.")
+    calib = None if args.self_calibrate else args.calib or _default_calib(args.videos[0])
+    if calib is None:
+        print(f"note: no calibration file: the cameras are estimated from the people (the tallest taken to be "
+              f"{args.person_height or 1.70:.2f} m tall).", file=sys.stderr)  # fmt: skip
     options = MultiviewOptions(n_frames=args.frames, max_side=args.max_side or None,
                                fuse=FuseOptions(sync=not args.no_sync, refine=not args.no_refine,
                                                 smooth_s=args.smooth_s),
-                               body=BodyOptions(fit=not args.no_body, fit_every=args.body_every))  # fmt: skip
+                               body=BodyOptions(fit=not args.no_body, fit_every=args.body_every),
+                               person_height_m=args.person_height)  # fmt: skip
     with tqdm(disable=args.quiet, unit="frame", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         result = run_multiview(args.videos, calib, options, progress=bar.set_description,
                                on_frame=lambda: bar.update(1))

@@ -25,9 +25,8 @@ from pipelines.multiview.fuse import FuseOptions
 
 CALIB_SUFFIXES = (".json", ".txt", ".toml", ".yml", ".yaml", ".xml")
 """Calibration files the upload accepts (project JSON, Qualisys .qca.txt / .xml, Pose2Sim .toml, OpenCV .yml)."""
-NO_CALIBRATION = ("A calibration file is needed for now: estimating the cameras from the people is not built yet. "
-                  "Upload the rig's calibration (the project's .json, Qualisys .qca.txt, Pose2Sim Calib.toml, or "
-                  "intri.yml + extri.yml together).")  # fmt: skip
+SELF_CALIBRATION_NOTE = ("No calibration file: the cameras are estimated from the people (their keypoints over "
+                         "time; the metric scale from the tallest person, taken to be 1.70 m tall).")  # fmt: skip
 MIN_MAX_SIDE = 64
 
 
@@ -61,13 +60,13 @@ class MultiviewRunOptions:
                                 fuse=FuseOptions(sync=self.sync, refine=self.refine))  # fmt: skip
 
 
-def prepare_calibration(paths: list[str | Path] | None, work_dir: Path) -> Path:
+def prepare_calibration(paths: list[str | Path] | None, work_dir: Path) -> Path | None:
     """The calibration file to read from the uploaded file(s): one file, or intri.yml + extri.yml (copied
-    into one folder, since each upload lands in its own). Raises UserFacingError with NO_CALIBRATION when
-    none was given."""
+    into one folder, since each upload lands in its own). None when none was given: the cameras are then
+    estimated from the people (SELF_CALIBRATION_NOTE)."""
     files = [Path(p) for p in (paths or []) if p]
     if not files:
-        raise UserFacingError(NO_CALIBRATION)
+        return None
     if len(files) == 1:
         return files[0]
     names = sorted(f.name.lower() for f in files)
@@ -100,8 +99,8 @@ class MultiviewJob:
 
     videos: list[Path]
     """One video per camera."""
-    calib: Path
-    """The calibration file."""
+    calib: Path | None
+    """The calibration file (None: the cameras are estimated from the people)."""
     out_dir: Path
     """Where the outputs go (written atomically at the end)."""
     options: MultiviewRunOptions

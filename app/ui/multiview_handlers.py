@@ -125,6 +125,10 @@ def final_status(job: MultiviewJob) -> str:
         lines.append("Anny bodies (animated in each track_<id>.glb): " + "; ".join(
             f"person {b.id}: {len(b.frames)} frames, {b.height_m:.2f} m, reprojection {b.median_reproj_px:.1f} px"
             for b in result.bodies) + ".")  # fmt: skip
+    if result.selfcalib is not None:
+        lines.append(f"Cameras **estimated from the people** (no calibration file): the metric scale takes the "
+                     f"tallest person to be {result.selfcalib.person_height_m:.2f} m tall; the world's z is up "
+                     "along the bodies, its origin on the floor under them.")  # fmt: skip
     lines += [f"⚠ {w}" for w in result.warnings]
     return "\n\n".join(lines)
 
