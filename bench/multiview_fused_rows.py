@@ -11,6 +11,10 @@ offsets, camera refinement); the refined cameras are then held. References:
   only: they take the first detected person, which is not the fused person in pose2sim_multi).
 - **own 4 views** (not independent): the body fitted to all 4 views against the triangulation of the
   same keypoints, i.e. how far the body's fixed bone lengths and pose prior sit from the free points.
+- **fused body (4 views)**: the single-view methods of each view against the body fitted to all views (the
+  issue's "single-view vs fused"; compare with the main table, whose reference is the plain triangulation).
+On the other-pair reference, the body and single-view rows use the same samples (frames where the body
+and the reference have all 12 joints).
 
 People are matched between the two pairs by their mid-hip (median distance < 0.3 m). Metrics on the
 joints of bench.common: PA-MPJPE (Procrustes with scale) on 12 body / 17 COCO joints, root-relative
@@ -121,9 +125,20 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
         person = full.people[body.id]
         index = {int(f): i for i, f in enumerate(body.frames)}
         for f in frames:
-            if f in index:
-                add("fused body (4 views)", "own 4 views' triangulation (not independent)",
-                    _score(body.keypoints_world_fk3[index[f]], person.joints_fk3[f]))  # fmt: skip
+            if f not in index:
+                continue
+            kp = body.keypoints_world_fk3[index[f]]
+            own = "own 4 views' triangulation (not independent)"
+            add("fused body (4 views)", own, _score(kp, person.joints_fk3[f]))
+            for method, by_sample in (preds or {}).items():  # the issue's "single-view vs fused"
+                for v in range(len(cams_r)):
+                    joints = by_sample.get((f, v))
+                    if joints is not None:
+                        T = cams_r[v].cam_T_world_44
+                        s = _score(_in_fused_order(joints), kp @ T[:3, :3].T + T[:3, 3])
+                        if s is not None:
+                            s["abs12"] = np.nan
+                        add(f"{method} (1 view)", "fused body (4 views)", s)
     quick = FuseOptions(sync=False, refine=False)
     for pair_a, pair_b in SPLITS:
         for a, b in ((pair_a, pair_b), (pair_b, pair_a)):
@@ -141,8 +156,10 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
                         continue
                     ref = qb.joints_fk3[f]
                     add("triangulation (2 views)", ref_name, _score(pa.joints_fk3[f], ref))
-                    if f in index:
-                        add("fused body (2 views)", ref_name, _score(body.keypoints_world_fk3[index[f]], ref))
+                    s_body = _score(body.keypoints_world_fk3[index[f]], ref) if f in index else None
+                    if s_body is None:
+                        continue  # the rows below on the same samples only
+                    add("fused body (2 views)", ref_name, s_body)
                     for method, by_sample in (preds or {}).items():
                         for v in a:
                             joints = by_sample.get((f, v))
