@@ -129,8 +129,9 @@ def initial_cameras(views: list[ViewTracks], sizes: list[tuple[int, int]], thr_p
             both = (c0 >= MIN_CONF) & (c1 >= MIN_CONF)
             if both.sum() < 60:
                 continue
-            tri = triangulate_points(np.stack([xy0, xy1]), np.stack([c0, c1]), cams01, distorted=False,
-                                     min_conf=MIN_CONF, outlier_px=np.inf)  # fmt: skip
+            with np.errstate(all="ignore"):  # points of another person land anywhere, even at infinity
+                tri = triangulate_points(np.stack([xy0, xy1]), np.stack([c0, c1]), cams01, distorted=False,
+                                         min_conf=MIN_CONF, outlier_px=np.inf)  # fmt: skip
             err = np.where(tri.used_vn, tri.reproj_px_vn, -np.inf).max(axis=0)
             good = np.isfinite(err) & (err < thr_px / K[0][0, 0]) & both
             if good.sum() >= 0.5 * both.sum():
