@@ -4,7 +4,8 @@
    centre, no lens distortion (refined later with the poses).
 2. Relative poses: per view, against the reference view (the first), every pair of tracks gives an
    essential matrix from all their co-visible keypoints over time (OpenCV findEssentialMat, RANSAC); the
-   view whose best pair has the most inliers gives the first relative pose (recoverPose). Every person
+   pair is the same person when its triangulated limbs keep their lengths (MAX_BONE_SPREAD); the view whose
+   best pair has the most inliers gives the first relative pose (recoverPose). Every person
    the two views share (a track pair whose keypoints fit that pose) is triangulated (baseline 1, an
    arbitrary scale); every other view is placed against those points (solvePnPRansac, each of its
    tracks against each person; the most inliers win), so that all views share one scale.
@@ -88,6 +89,36 @@ def _pairs(a: ViewTracks, b: ViewTracks, Ka: np.ndarray, Kb: np.ndarray, thr_px:
     return out
 
 
+MAX_BONE_SPREAD = 0.25
+"""A track pair can be one person only when its triangulated limbs keep their lengths: the median over the
+limbs of (std / mean of the length over time) below this (the focal prior's error stretches them too: 0.04-0.15
+for the right pairs of pose2sim_single). Two people walking side by side give an essential matrix with many
+inliers too, but limbs that stretch and shrink; among the pairs with at least half the most inliers, the one
+with the steadiest limbs is taken."""
+_LIMBS = [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right")
+          for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"),
+                       ("shoulder", "hip"))] + [("left_shoulder", "right_shoulder"), ("left_hip", "right_hip")]
+
+
+def _bone_spread(pair: tuple) -> float:
+    """Median relative spread over time of the limb lengths of a track pair triangulated with its pose."""
+    _, _, _, R, t, pa, pb, (f_idx, k_idx) = pair
+    P0, P1 = np.hstack([np.eye(3), np.zeros((3, 1))]), np.hstack([R, t.reshape(3, 1)])
+    X4 = cv2.triangulatePoints(P0, P1, pa.T.astype(np.float64), pb.T.astype(np.float64))
+    with np.errstate(all="ignore"):
+        X = (X4[:3] / X4[3]).T
+    n_f = int(f_idx.max()) + 1 if len(f_idx) else 0
+    J = np.full((n_f, len(FUSED_JOINT_NAMES), 3), np.nan)
+    J[f_idx, k_idx] = X
+    spreads = []
+    for a, b in _LIMBS:
+        d = np.linalg.norm(J[:, FUSED_JOINT_NAMES.index(a)] - J[:, FUSED_JOINT_NAMES.index(b)], axis=-1)
+        d = d[np.isfinite(d)]
+        if len(d) >= 5 and np.mean(d) > 0:
+            spreads.append(float(np.std(d) / np.mean(d)))
+    return float(np.median(spreads)) if len(spreads) >= 3 else float("inf")
+
+
 def _track_points(view: ViewTracks, row: int, K_33: np.ndarray, n_f: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised keypoints (n_f * K, 2) of one track (fused joints) and their confidences."""
     xy = view.xy_tfk2[row, :n_f][:, _IDX]
@@ -107,9 +138,11 @@ def initial_cameras(views: list[ViewTracks], sizes: list[tuple[int, int]], thr_p
     K = [c.camera.K_33 for c in guess]
     best = {}
     for v in range(1, len(views)):
-        pairs = _pairs(views[0], views[v], K[0], K[v], thr_px)
-        if pairs:
-            best[v] = max(pairs, key=lambda p: p[0])
+        pairs = [(p, _bone_spread(p)) for p in _pairs(views[0], views[v], K[0], K[v], thr_px)]
+        pairs = [(p, spread) for p, spread in pairs if spread < MAX_BONE_SPREAD]
+        if pairs:  # among the pairs with at least half the most inliers, the one whose limbs vary least
+            most = max(p[0] for p, _ in pairs)
+            best[v] = min([(p, spread) for p, spread in pairs if p[0] >= 0.5 * most], key=lambda ps: ps[1])[0]
     if not best:
         raise UserFacingError("The cameras cannot be estimated from the people: no view shares enough keypoints "
                               f"of one person with {views[0].name} (give a calibration file).")  # fmt: skip
