@@ -144,6 +144,12 @@ def _gauss_newton(
     xyz_n3 = xyz_n3.copy()
     ok_n = np.isfinite(xyz_n3).all(axis=1) & ((weight_vn > 0).sum(axis=0) >= 2)
     xy_vn2 = np.where(np.isfinite(xy_vn2), xy_vn2, 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # points at infinity stay out (ok_n)
+        return _gauss_newton_steps(xyz_n3, xy_vn2, weight_vn, cams, n_iter, ok_n)
+
+
+def _gauss_newton_steps(xyz_n3: np.ndarray, xy_vn2: np.ndarray, weight_vn: np.ndarray,
+                        cams: Sequence[CalibratedCamera], n_iter: int, ok_n: np.ndarray) -> np.ndarray:  # fmt: skip
     for _ in range(n_iter):
         H_n33 = np.zeros((len(xyz_n3), 3, 3))
         g_n3 = np.zeros((len(xyz_n3), 3))
