@@ -25,9 +25,8 @@ from pipelines.multiview.fuse import FuseOptions
 
 CALIB_SUFFIXES = (".json", ".txt", ".toml", ".yml", ".yaml", ".xml")
 """Calibration files the upload accepts (project JSON, Qualisys .qca.txt / .xml, Pose2Sim .toml, OpenCV .yml)."""
-NO_CALIBRATION = ("A calibration file is needed for now: estimating the cameras from the people is not built yet. "
-                  "Upload the rig's calibration (the project's .json, Qualisys .qca.txt, Pose2Sim Calib.toml, or "
-                  "intri.yml + extri.yml together).")  # fmt: skip
+SELF_CALIBRATION_NOTE = ("No calibration file: the cameras are estimated from the people (their keypoints over "
+                         "time; the metric scale from the tallest person, taken to be 1.70 m tall).")  # fmt: skip
 MIN_MAX_SIDE = 64
 
 
@@ -61,13 +60,13 @@ class MultiviewRunOptions:
                                 fuse=FuseOptions(sync=self.sync, refine=self.refine))  # fmt: skip
 
 
-def prepare_calibration(paths: list[str | Path] | None, work_dir: Path) -> Path:
+def prepare_calibration(paths: list[str | Path] | None, work_dir: Path) -> Path | None:
     """The calibration file to read from the uploaded file(s): one file, or intri.yml + extri.yml (copied
-    into one folder, since each upload lands in its own). Raises UserFacingError with NO_CALIBRATION when
-    none was given."""
+    into one folder, since each upload lands in its own). None when none was given: the cameras are then
+    estimated from the people (SELF_CALIBRATION_NOTE)."""
     files = [Path(p) for p in (paths or []) if p]
     if not files:
-        raise UserFacingError(NO_CALIBRATION)
+        return None
     if len(files) == 1:
         return files[0]
     names = sorted(f.name.lower() for f in files)
@@ -100,8 +99,8 @@ class MultiviewJob:
 
     videos: list[Path]
     """One video per camera."""
-    calib: Path
-    """The calibration file."""
+    calib: Path | None
+    """The calibration file (None: the cameras are estimated from the people)."""
     out_dir: Path
     """Where the outputs go (written atomically at the end)."""
     options: MultiviewRunOptions
@@ -109,7 +108,8 @@ class MultiviewJob:
     should_stop: Callable[[], bool] = lambda: False
     """The cancel token, asked after each decoded frame."""
     detector_factory: Callable[[], Any] | None = None
-    """Makes the person detector (default: the embedded single-pass segmenter, closed after the run)."""
+    """Makes one person detector shared by the views (default: none; the mode makes one per view, see
+    MultiviewOptions.detector), closed after the run."""
     frames_read: int = 0
     """Frames read so far, all views together."""
     stage: str = "starting"
@@ -144,10 +144,6 @@ class MultiviewJob:
         try:
             if self.detector_factory is not None:
                 detector = self.detector_factory()
-            else:
-                from pipelines.registry import create
-
-                detector = create("segmentation", "embedded", single_pass=True, max_people=4)
             result = run_multiview(self.videos, self.calib, self.options.mode_options(), detector=detector,
                                    progress=self._say, on_frame=self._on_frame)  # fmt: skip
             self.stage = "writing the outputs"  # a Cancel pressed after the fusion keeps its finished result

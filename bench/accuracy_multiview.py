@@ -40,6 +40,7 @@ from bench.common import (
     stack_joints,
 )
 from pipelines.errors import UserFacingError
+from pipelines.io.video_io import probe
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration
 from pipelines.multiview.triangulate import TriangulationResult, triangulate_points
@@ -195,6 +196,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--true-focal", action="store_true", help="give hmr_embedded the calibrated focal")
     parser.add_argument("--outlier-px", type=float, default=50.0, help="triangulation outlier threshold (px)")
     parser.add_argument("--json", type=Path, default=None, help="also save all numbers to this JSON file")
+    parser.add_argument("--no-fused", action="store_true", help="skip the fused rows (bench.multiview_fused_rows)")
+    parser.add_argument("--cache", type=Path, default=None, help="folder for the fused rows' per-view tracks (reused)")
+    parser.add_argument("--use", default=None, help="label of the data in the fused table (e.g. 'held out')")
     return parser.parse_args(argv)
 
 
@@ -403,6 +407,22 @@ def print_report(report: dict) -> None:
             print(f"note: {name}: {r['note']}")
 
 
+FUSED_HEADERS = ["capture", "use", "method", "reference", "samples", "PA-MPJPE 12 (mm)", "PA-MPJPE 17 (mm)",
+                 "root-rel. MPJPE 12 (mm)", "MPJPE 12, no alignment (mm)"]  # fmt: skip
+
+
+def print_fused(rows: dict, capture: str, use: str | None) -> None:
+    """The fused rows (bench.multiview_fused_rows) as a second table."""
+    meta = rows["_meta"]
+    table = [[capture, use or "–", name, r["reference"], r["n"], r["pa12"], r["pa17"], r["rr12"], r["abs12"]]
+             for name, r in rows.items() if name != "_meta"]  # fmt: skip
+    print("\nFused rows (bench.multiview_fused_rows): the methods against a reference triangulated from other views.")
+    print(markdown_table(FUSED_HEADERS, table))
+    print(f"fusion + body fits {meta['fusion_and_body_s']:.1f} s; 4-view body fit {meta['body_fit_s_4_views']:.1f} s, "
+          f"body reprojection {', '.join(f'{e:.1f}' for e in meta['body_median_reproj_px_4_views'])} px (fused "
+          f"triangulation {meta['fused_median_reproj_px_4_views']:.1f} px)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = _parse_args(argv)
     cams = load_qualisys_calibration(args.calib or args.data / "Calib.qca.txt")
@@ -444,6 +464,12 @@ def main(argv: list[str] | None = None) -> dict:
         "methods": {m.name: evaluate(m, obs, refs, cams, frames) for m in methods},
     }
     print_report(report)
+    if not args.no_fused:
+        from bench.multiview_fused_rows import fused_rows
+
+        fps = probe(args.data / f"{cams[0].name}.mp4").fps
+        report["fused"] = fused_rows(args.data, cams, frames, obs.preds, args.cache, fps)
+        print_fused(report["fused"], args.data.name, args.use)
     if args.json:
         save_json(args.json, report)
     return report

@@ -90,6 +90,35 @@ def test_real_person_height_and_world_frame(real_fusion, cams: list[CalibratedCa
         assert 2.5 < np.linalg.norm(j["left_hip"].mean(0) - cam.centre_world_3) < 4.5
 
 
+@pytest.fixture(scope="module")
+def real_body(real_fusion):  # noqa: ANN001, ANN201 - PersonBody
+    from pipelines.multiview.body_fit import BodyOptions, fit_bodies
+
+    [body] = fit_bodies(real_fusion, BodyOptions(fit_every=2))
+    return body
+
+
+def test_fused_body_reprojects_into_every_view(real_fusion, real_body) -> None:  # noqa: ANN001
+    """One Anny body per frame fitted to all views: its keypoints land on each view's detections."""
+    person, body = real_fusion.people[0], real_body
+    assert body.id == person.id and set(body.frames) == set(np.flatnonzero(person.frames_ok))
+    assert body.fitted_f.sum() < len(body.frames)  # every 2nd frame fitted, the others interpolated
+    assert 1.55 < body.height_m < 1.95 and body.pheno_p.shape == (len(body.pheno_p),)  # one shape for the sequence
+    n_k = len(FUSED_JOINT_NAMES)
+    for v, cam in enumerate(real_fusion.cams):  # undistorted source pixels (1920 px tall views)
+        proj = cam.project_world(body.keypoints_world_fk3.reshape(-1, 3)).reshape(len(body.frames), n_k, 2)
+        err = np.linalg.norm(proj - person.obs_xy_vfk2[v, body.frames], axis=-1)[person.inlier_vfk[v, body.frames]]
+        assert len(err) > 5 * len(body.frames) and np.median(err) < 12.0, (cam.name, np.median(err))
+        fitted = body.frames[body.fitted_f]  # the interpolated frames are no worse than a few pixels more
+        assert np.nanmedian(body.reproj_px_vf[v, body.frames]) < np.nanmedian(body.reproj_px_vf[v, fitted]) + 3
+    assert body.median_reproj_px < 9.0
+    # the body agrees with the triangulated joints in the world frame (metres, z up)
+    gap = np.linalg.norm(body.keypoints_world_fk3 - person.joints_fk3[body.frames], axis=-1)
+    assert np.nanmedian(gap) < 0.04
+    head, ankle = body.joints_world_fk3[:, 0], body.joints_world_fk3[:, body.joint_names.index("left_ankle")]
+    assert np.all(head[:, 2] - ankle[:, 2] > 1.2)
+
+
 def test_two_people_are_told_apart_across_views(data_dir: Path) -> None:
     """pose2sim_multi: two people close together on a treadmill, a bystander in some views."""
     from pipelines.registry import create
@@ -298,7 +327,8 @@ def test_cli_multiview_writes_every_output(videos: list[Path], tmp_path: Path,
     assert code == 0, err
     assert "1 person(s)" in stdout
     names = {p.name for p in out.iterdir()}
-    assert {"tracks.json", "report.json", "calibration.json", "track_0.trc", "track_0.bvh", "result.rrd"} <= names
+    assert {"tracks.json", "report.json", "calibration.json", "track_0.trc", "track_0.bvh", "track_0.glb",
+            "track_0.npz", "result.rrd"} <= names  # fmt: skip
     tracks = json.loads((out / "tracks.json").read_text())
     assert tracks["fps"] == 60.0 and tracks["joint_names"] == FUSED_JOINT_NAMES and tracks["frames"] == list(range(5))
     [track] = tracks["tracks"]
@@ -323,11 +353,24 @@ def test_cli_multiview_writes_every_output(videos: list[Path], tmp_path: Path,
     j = np.asarray(track["joints3d_world"][-1])
     hip = (j[FUSED_JOINT_NAMES.index("left_hip")] + j[FUSED_JOINT_NAMES.index("right_hip")]) / 2
     assert np.allclose(np.array(root.PositionWorld), [hip[0], hip[2], -hip[1]], atol=1e-3)
+    # The Anny body: per-frame joints in tracks.json, an animated GLB that re-reads (one keyframe per frame)
+    body = track["body"]
+    assert body["frames"] == track["frames"] and 1.5 < body["height_m"] < 1.95
+    assert np.asarray(body["joints3d_world"]).shape == (len(body["frames"]), len(body["joint_names"]), 3)
+    assert np.allclose(np.asarray(body["joints3d_world"])[:, :, 2].max(1), hip[2] + 0.75, atol=0.25)  # head above hips
+    import pygltflib
+
+    glb = pygltflib.GLTF2().load(str(out / "track_0.glb"))
+    assert len(glb.skins) == 1 and len(glb.skins[0].joints) == len(glb.nodes) - 1 and len(glb.animations) == 1
+    times = glb.accessors[glb.animations[0].samplers[0].input]
+    assert times.count == len(body["frames"]) and abs(times.max[0] - body["frames"][-1] / 60.0) < 1e-4
+    root_t = glb.accessors[glb.animations[0].samplers[0].output]
+    assert root_t.count == len(body["frames"])
     from viz.rrd_read import entity_paths, timeline_values
 
     paths = entity_paths(out / "result.rrd")
     assert {"world/cams/cam01", "world/cams/cam01/image", "world/cams/cam04/image/fused/0",
-            "world/people/0/skeleton", "reproj/cam03"} <= paths  # fmt: skip
+            "world/people/0/skeleton", "world/people/0/mesh", "reproj/cam03", "reproj_body/cam03"} <= paths  # fmt: skip
     assert timeline_values(out / "result.rrd", "frame", "world/people/0/skeleton") == set(range(5))
 
 

@@ -7,7 +7,9 @@
     world/cams/{name}/image/detected/{id}    the view's keypoints of person id (raw pixels)
     world/cams/{name}/image/fused/{id}       the fused skeleton reprojected into the view (with distortion)
     world/people/{id}/skeleton               fused 3D joints per frame
+    world/people/{id}/mesh                   the fitted Anny body (Mesh3D: triangles once, vertices at `mesh_hz`)
     reproj/{name}                            per-view median reprojection error (px) as a time series
+    reproj_body/{name}                       the same for the fitted bodies' keypoints
 
 Timelines: `frame` (the first video's frame index) and `video_time` (seconds). Keypoint names and
 links come from one AnnotationContext (class id = person id + 1).
@@ -31,8 +33,18 @@ _LINKS = [(FUSED_JOINT_NAMES.index(a), FUSED_JOINT_NAMES.index(b)) for a, b in B
           if a in FUSED_JOINT_NAMES and b in FUSED_JOINT_NAMES]  # fmt: skip
 
 
-def save_multiview_rrd(result: MultiviewResult, path: str | Path) -> Path:
+def save_multiview_rrd(result: MultiviewResult, path: str | Path, *, mesh_hz: float = 5.0) -> Path:
+    """Write the recording (see the module docstring); `mesh_hz` <= 0: no meshes, inf: every frame."""
     fusion = result.fusion
+    anny = None
+    if result.bodies:
+        from pipelines.registry import create
+
+        anny = create("body", "anny")
+    bodies = {b.id: (b, {int(f): i for i, f in enumerate(b.frames)}) for b in result.bodies}
+    rests = {b.id: anny.rest_heads(b.pheno_p) for b in result.bodies} if anny is not None else {}
+    period_s = 1.0 / mesh_hz if mesh_hz > 0 else float("inf")
+    last_mesh_s: dict[int, float] = {}
     rec = rr.RecordingStream(APPLICATION_ID)
     rec.save(str(path))
     kp = [rr.AnnotationInfo(id=i, label=n) for i, n in enumerate(FUSED_JOINT_NAMES)]
@@ -42,6 +54,11 @@ def save_multiview_rrd(result: MultiviewResult, path: str | Path) -> Path:
                for p in fusion.people]  # fmt: skip
     rec.log("/", rr.AnnotationContext(classes), static=True)
     rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+    if anny is not None and np.isfinite(period_s):
+        for b in result.bodies:
+            rec.log(f"world/people/{b.id}/mesh", rr.Mesh3D.from_fields(
+                triangle_indices=np.asarray(anny.faces_f3, dtype=np.uint32),
+                albedo_factor=(*person_color(b.id), 255)), static=True)  # fmt: skip
     timestamps: list[np.ndarray | None] = []
     for v, cam in enumerate(fusion.cams):
         base = f"world/cams/{cam.name}"
@@ -68,6 +85,9 @@ def save_multiview_rrd(result: MultiviewResult, path: str | Path) -> Path:
             err = fusion.reproj_px_vf[v, f]
             if np.isfinite(err):
                 rec.log(f"reproj/{cam.name}", rr.Scalars(float(err)))
+            body_err = [b.reproj_px_vf[v, f] for b, _ in bodies.values() if np.isfinite(b.reproj_px_vf[v, f])]
+            if body_err:
+                rec.log(f"reproj_body/{cam.name}", rr.Scalars(float(np.median(body_err))))
             for p, raw in zip(fusion.people, fusion.obs_xy_pvfk2, strict=True):
                 det = raw[v, f]
                 ok = np.isfinite(det).all(-1)
@@ -85,6 +105,16 @@ def save_multiview_rrd(result: MultiviewResult, path: str | Path) -> Path:
             ok3 = np.isfinite(xyz).all(-1)
             rec.log(f"world/people/{p.id}/skeleton", rr.Points3D(xyz[ok3], class_ids=p.id + 1, keypoint_ids=ids[ok3],
                                                                  radii=0.02))  # fmt: skip
+            body, index = bodies.get(p.id, (None, {}))
+            i = index.get(f)
+            t_s = f / result.fps
+            if anny is None or body is None or i is None or t_s - last_mesh_s.get(p.id, -np.inf) < period_s - 1e-6:
+                continue
+            last_mesh_s[p.id] = t_s
+            rest = rests[p.id]
+            verts = anny.skin(rest.coeffs_n, rest.heads_j3, body.bone_rot_world_fj33[i].astype(np.float64),
+                              body.bone_head_world_fj3[i].astype(np.float64))  # fmt: skip
+            rec.log(f"world/people/{p.id}/mesh", rr.Mesh3D.from_fields(vertex_positions=verts.astype(np.float32)))
     rec.flush()
     rec.disconnect()
     return Path(path)

@@ -11,6 +11,10 @@ Layout of `out_dir`:
     calibration.json   the refined cameras, project JSON (pipelines.multiview.formats)
     track_<id>.trc     OpenSim markers (viz.trc: y up, metres)
     track_<id>.bvh     the skeleton's motion (viz.bvh: y up, metres)
+    track_<id>.glb     the person's Anny body as an animated, skinned glTF (viz.gltf_anim; world frame turned
+                       y up, metres), one keyframe per frame with a body
+    track_<id>.npz     per-frame body parameters (world frame: bone rotations, bone heads, root, joints) +
+                       meta_json (pipelines.multiview.body_fit.PersonBody)
     result.rrd         the Rerun recording (viz.multiview_log)
 """
 
@@ -26,7 +30,9 @@ from pipelines.modes.multiview import MultiviewResult
 from pipelines.multiview.formats import save_project_json
 from pipelines.multiview.fuse import FUSED_JOINT_NAMES
 from pipelines.multiview.skeleton import BONE_NAMES, PARENTS, skeleton_motion
+from viz import export
 from viz.bvh import write_bvh
+from viz.gltf_anim import write_animated_glb
 from viz.outputs import commit_staging_dir, make_staging_dir
 from viz.trc import write_trc
 
@@ -54,6 +60,9 @@ def report_dict(result: MultiviewResult) -> dict:
                       else _num(ref.translation_change_m_v[v])})  # fmt: skip
     return {"median_reproj_px": _num(fusion.median_reproj_px),
             "plain_median_reproj_px": _num(fusion.plain_median_reproj_px),
+            "body_median_reproj_px": _num(float(np.median(np.concatenate([b.reproj_px_vf[np.isfinite(b.reproj_px_vf)]
+                                                                          for b in result.bodies])))
+                                          if result.bodies else None),
             "fused_fps": _num(n_frames / total_s) if total_s > 0 else None,
             "n_frames": n_frames, "n_people": len(fusion.people),
             "reprojection": "median over the inlier keypoints (confidence >= 0.5) of every view, person and frame, "
@@ -61,6 +70,25 @@ def report_dict(result: MultiviewResult) -> dict:
             "time_offset": "frames; a view's frame f + offset shows the instant of the first view's frame f",
             "views": views, "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
             "warnings": result.warnings}  # fmt: skip
+
+
+def _body_entry(result: MultiviewResult, person_id: int) -> dict | None:
+    body = next((b for b in result.bodies if b.id == person_id), None)
+    if body is None:
+        return None
+    return {"model": "anny", "height_m": _num(body.height_m), "frames": body.frames.tolist(),
+            "fitted": body.fitted_f.astype(int).tolist(), "reference_camera": result.fusion.cams[body.ref_view].name,
+            "median_reproj_px": _num(body.median_reproj_px), "joint_names": list(body.joint_names),
+            "joints3d_world": np.round(body.joints_world_fk3, 4).tolist(),
+            "root_world": np.round(body.root_world_f3, 4).tolist(),
+            "phenotype": dict(zip(_phenotype_labels(), np.round(body.pheno_p, 4).tolist(), strict=False)),
+            "files": {"params": f"track_{person_id}.npz", "glb": f"track_{person_id}.glb"}}  # fmt: skip
+
+
+def _phenotype_labels() -> list[str]:
+    from pipelines.registry import create
+
+    return list(create("body", "anny").phenotype_labels)
 
 
 def tracks_dict(result: MultiviewResult) -> dict:
@@ -71,12 +99,41 @@ def tracks_dict(result: MultiviewResult) -> dict:
                   for f in range(len(ok))]  # fmt: skip
         tracks.append({"id": p.id, "height_m": _num(p.height_m), "frames": np.flatnonzero(ok).tolist(),
                        "views": {result.fusion.cams[v].name: rows for v, rows in p.members.items()},
-                       "joints3d_world": [joints[f] for f in np.flatnonzero(ok)]})  # fmt: skip
+                       "joints3d_world": [joints[f] for f in np.flatnonzero(ok)],
+                       "body": _body_entry(result, p.id)})  # fmt: skip
     return {"fps": result.fps, "frames": list(range(result.fusion.n_frames)), "joint_names": FUSED_JOINT_NAMES,
             "units": "metres", "frame": "world frame of the calibration", "tracks": tracks}  # fmt: skip
 
 
-def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = True) -> list[Path]:
+def _write_body(result: MultiviewResult, body, tmp: Path) -> list[str]:  # noqa: ANN001 - PersonBody
+    """track_<id>.npz and track_<id>.glb of one fitted body."""
+    from pipelines.registry import create
+
+    anny = create("body", "anny")
+    rest = anny.rest_heads(body.pheno_p)
+    times = body.frames / result.fps
+    params = {"frames": body.frames.astype(np.int64), "times_s": times, "fitted": body.fitted_f,
+              "phenotype": body.pheno_p, "phenotype_labels": np.array(anny.phenotype_labels),
+              "bone_labels": np.array(anny.bone_labels), "bone_parents": np.asarray(anny.bone_parents),
+              "rest_heads_j3": rest.heads_j3, "bone_rot_world_fj33": body.bone_rot_world_fj33,
+              "bone_head_world_fj3": body.bone_head_world_fj3, "root_world_f3": body.root_world_f3,
+              "joints3d_world_fk3": body.joints_world_fk3}  # fmt: skip
+    meta = {"track_id": body.id, "model": "anny", "height_m": body.height_m, "fps": result.fps,
+            "joint_names": list(body.joint_names), "convention": "world frame of the calibration, metres, z up",
+            "reference_camera": result.fusion.cams[body.ref_view].name}  # fmt: skip
+    export.save_params_npz(tmp / f"track_{body.id}.npz", params, meta)
+    write_animated_glb(tmp / f"track_{body.id}.glb", rest_verts_v3=anny.rest_vertices(rest.coeffs_n),
+                       faces_f3=anny.faces_f3, skin_idx_vn=anny.tables.skin_idx_v9, skin_w_vn=anny.tables.skin_w_v9,
+                       bone_labels=anny.bone_labels, parents_j=np.asarray(anny.bone_parents),
+                       rest_heads_j3=rest.heads_j3, bone_rot_cam_fj33=PSEUDO_CAM_T_WORLD_33 @ body.bone_rot_world_fj33,
+                       root_pos_cam_f3=body.root_world_f3 @ PSEUDO_CAM_T_WORLD_33.T, times_s=times,
+                       color_rgb=export.person_color(body.id), name=f"track_{body.id}")  # fmt: skip
+    return [f"track_{body.id}.npz", f"track_{body.id}.glb"]
+
+
+def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = True,
+                  mesh_hz: float = 5.0) -> list[Path]:  # fmt: skip
+    """Write everything (see the module docstring); `mesh_hz`: full body meshes per second in result.rrd."""
     out_dir = Path(out_dir)
     tmp = make_staging_dir(out_dir)
     try:
@@ -94,10 +151,12 @@ def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = T
                       PSEUDO_CAM_T_WORLD_33 @ motion.rot_world_fb33, motion.root_world_f3 @ PSEUDO_CAM_T_WORLD_33.T,
                       result.fps)  # fmt: skip
             names += [f"track_{p.id}.trc", f"track_{p.id}.bvh"]
+        for body in result.bodies:
+            names += _write_body(result, body, tmp)
         if rrd:
             from viz.multiview_log import save_multiview_rrd
 
-            save_multiview_rrd(result, tmp / "result.rrd")
+            save_multiview_rrd(result, tmp / "result.rrd", mesh_hz=mesh_hz)
             names.append("result.rrd")
         commit_staging_dir(tmp, out_dir)
     except BaseException:

@@ -123,12 +123,20 @@ def final_status(job: MultiviewJob) -> str:
         lines.append("\n".join(
             f"- person {p.id}: {int(p.frames_ok.sum())} frames, {p.height_m:.2f} m tall, seen by "
             f"{', '.join(result.fusion.cams[v].name for v in sorted(p.members))}" for p in people))  # fmt: skip
+    if result.bodies:
+        lines.append("Anny bodies (animated in each track_<id>.glb): " + "; ".join(
+            f"person {b.id}: {len(b.frames)} frames, {b.height_m:.2f} m, reprojection {b.median_reproj_px:.1f} px"
+            for b in result.bodies) + ".")  # fmt: skip
+    if result.selfcalib is not None:
+        lines.append(f"Cameras **estimated from the people** (no calibration file): the metric scale takes the "
+                     f"tallest person to be {result.selfcalib.person_height_m:.2f} m tall; the world's z is up "
+                     "along the bodies, its origin on the floor under them.")  # fmt: skip
     lines += [f"⚠ {w}" for w in result.warnings]
     return "\n\n".join(lines)
 
 
 def _order(path: Path) -> tuple[int, str]:
-    rank = {".json": 0, ".trc": 1, ".bvh": 2, ".rrd": 3}
+    rank = {".json": 0, ".glb": 1, ".trc": 2, ".bvh": 3, ".npz": 4, ".rrd": 5}
     return rank.get(path.suffix, 9), path.name
 
 

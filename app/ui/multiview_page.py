@@ -30,9 +30,10 @@ INTRO = (
     "Upload synchronised videos of the same people, one per camera, and the rig's calibration (or use the "
     "example: 4 cameras, 0.5 s). Each view's people are tracked, associated across the views, each camera's time "
     "offset is estimated from their motion, the cameras are refined from the people (bundle adjustment) and the "
-    "bodies triangulated in metres, in the calibration's world frame. A calibration file is needed for now "
-    "(estimating the cameras from the people is not built yet). Videos are matched to cameras by name "
-    "(cam01.mp4 -> camera cam01), else by upload order."
+    "bodies triangulated in metres, in the calibration's world frame, then one Anny body per person is fitted to "
+    "all views (an animated .glb per person). Without a calibration file the cameras are estimated from the "
+    "people (less accurate; the scale takes the tallest person to be 1.70 m). Videos are matched to cameras by "
+    "name (cam01.mp4 -> camera cam01), else by upload order."
 )
 
 
@@ -85,7 +86,8 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
             videos = gr.File(label="Videos, one per camera (mp4, avi, mov, webm)", file_count="multiple",
                              file_types=list(VIDEO_SUFFIXES), type="filepath", elem_id="multiview-videos")  # fmt: skip
             calibration = gr.File(label="Calibration: project .json, Qualisys .qca.txt, Pose2Sim Calib.toml, or "
-                                  "intri.yml + extri.yml", file_count="multiple", file_types=list(CALIB_SUFFIXES),
+                                  "intri.yml + extri.yml (none: estimated from the people)", file_count="multiple",
+                                  file_types=list(CALIB_SUFFIXES),
                                   type="filepath", elem_id="multiview-calibration")  # fmt: skip
             example_btn = gr.Button("Use the example (4 cameras, one person, 30 frames)", elem_id="multiview-example")
             with gr.Row():
@@ -102,8 +104,9 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
         with gr.Column(scale=3, min_width=480):
             viewer = Rerun(streaming=True, height=720, label="3D viewer", elem_id="multiview-viewer")
             status = gr.Markdown("", elem_id="multiview-status")
-            files = gr.File(label="Downloads: tracks.json, report.json, calibration.json (refined), per person .trc "
-                            "and .bvh, recording (.rrd)", file_count="multiple", interactive=False,
+            files = gr.File(label="Downloads: tracks.json, report.json, calibration.json (refined), per person .glb "
+                            "(animated body), .trc, .bvh and .npz, recording (.rrd)", file_count="multiple",
+                            interactive=False,
                             elem_id="multiview-downloads")  # fmt: skip
 
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}

@@ -123,6 +123,9 @@ class _Problem:
                  opts: FitOptions, surface: PointModel | None) -> None:  # fmt: skip
         self.body, self.skel, self.pm, self.opts = body, skel, pm, opts
         self._dc: np.ndarray | None = None
+        self.obs_point: np.ndarray | None = None
+        """Point index of each 2D observation row (None: one row per target point, in order); set by
+        subclasses that see a point several times (pipelines.multiview.body_fit: once per camera)."""
         self._dc_rest: RestState | None = None
         self.cxy = K_33[:2, 2].copy()
         self.surface = surface
@@ -215,7 +218,8 @@ class _Problem:
         offs = self.pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
         x, contrib = self.pm.evaluate(offs, G, o)
         f = state.focal_px
-        uv, duv_dx = self.project(x, f)
+        obs = self.obs_point
+        uv, duv_dx = self.project(x if obs is None else x[obs], f)
         n_a = len(active)
         n_s = len(FIT_PHENOTYPES) if free_shape else 0
         n_cols = 3 * n_a + 3 + n_s + (1 if free_focal else 0)
@@ -235,7 +239,8 @@ class _Problem:
         wk = (self.sqrt_w2d * huber)[:, None]
         res.append((e * wk).ravel())
         if want_jac:
-            j2 = np.einsum("kab,kbn->kan", duv_dx, dx_dtheta) / self.sig2d[:, None, None] * wk[:, :, None]
+            dx_obs = dx_dtheta if obs is None else dx_dtheta[obs]
+            j2 = np.einsum("kab,kbn->kan", duv_dx, dx_obs) / self.sig2d[:, None, None] * wk[:, :, None]
             if free_focal:
                 j2 = np.concatenate([j2, ((uv - self.cxy) / self.sig2d[:, None] * wk)[:, :, None]], axis=2)
             jacs.append(j2.reshape(-1, n_cols))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -76,13 +77,17 @@ class BodyFitter:
                     children[j] = labels.index(b + lab[len(a) :])
         return children
 
-    def fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None = None) -> FitReport:
+    def fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None = None, *,
+            problem_factory: Callable[..., _Problem] = _Problem) -> FitReport:  # fmt: skip
+        """Fit `targets`; `problem_factory` builds the residuals (default: one camera, K_33) with _Problem's
+        arguments (pipelines.multiview.body_fit passes one that sees every camera)."""
         # The fit's matrices are small (~100-200 columns): one BLAS thread solves them 5-50x faster than
         # OpenBLAS's thread pool, whose threads wait for each other (worst on a busy machine).
         with _blas_controller().limit(limits=1, user_api="blas"):
-            return self._fit(targets, K_33, opts, warm)
+            return self._fit(targets, K_33, opts, warm, problem_factory)
 
-    def _fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None) -> FitReport:
+    def _fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None,
+             problem_factory: Callable[..., _Problem] = _Problem) -> FitReport:  # fmt: skip
         body = self.body
         names = list(targets.names)
         pm = self.point_model(tuple(names))
@@ -90,7 +95,7 @@ class BodyFitter:
         sub_aj = self.skel.subtree_matrix(active)
         focal = float(K_33[0, 0]) if warm is None or not opts.fit_focal else warm.focal_px
         surface = self.surface_model(opts.mask_samples) if targets.mask_hw is not None else None
-        problem = _Problem(body, self.skel, pm, targets, K_33, opts, surface)
+        problem = problem_factory(body, self.skel, pm, targets, K_33, opts, surface)
 
         pheno = warm.pheno_p.copy() if warm is not None else body.default_pheno()
         rest = body.rest_heads(pheno)

@@ -21,10 +21,12 @@ import numpy as np
 from pipelines.errors import UserFacingError
 from pipelines.io.limits import check_view_count
 from pipelines.io.video_io import VideoInfo, probe
+from pipelines.multiview.body_fit import BodyOptions, PersonBody, fit_bodies
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
 from pipelines.multiview.formats import load_calibration
 from pipelines.multiview.fuse import FuseOptions, FusionResult, fuse_views
-from pipelines.multiview.views2d import ViewTracks, track_view
+from pipelines.multiview.selfcalib import SelfCalibReport, guess_camera, self_calibrate
+from pipelines.multiview.views2d import ViewTracks, track_views
 
 
 @dataclass
@@ -34,10 +36,20 @@ class MultiviewOptions:
     n_frames: int | None = None
     """Process only the first N frames of each video (None = all)."""
     max_side: int | None = 1280
-    """Downscale frames for the detector so that the longer side is at most this (keypoints are
-    returned in source pixels)."""
+    """Downscale frames for the "image" detector so that the longer side is at most this (keypoints are
+    returned in source pixels). The "tracking" detector reads full frames: it crops each person from the
+    frame itself (and its person detector letterboxes to 224 px), so a downscale would only cost time."""
+    detector: str = "tracking"
+    """Per view: "tracking" = landmarks tracked between frames, the person detector every 10 frames (the
+    video mode's); "image" = a full detection on every frame (the first slice's; slower)."""
+    threads: int = 2
+    """Views processed at the same time (each with its own detector) when no shared detector is given."""
+    person_height_m: float | None = None
+    """Without a calibration file: the tallest person's height, which sets the metric scale (None: 1.70 m)."""
     fuse: FuseOptions = field(default_factory=FuseOptions)
     """Fusion options (sync, refinement, smoothing)."""
+    body: BodyOptions = field(default_factory=BodyOptions)
+    """How the fused people's Anny bodies are fitted (pipelines.multiview.body_fit)."""
 
 
 @dataclass
@@ -55,9 +67,13 @@ class MultiviewResult:
     fps: float
     """Frame rate of the frame grid (the first used video's)."""
     seconds: dict[str, float]
-    """Wall time per stage (keypoints, fusion)."""
+    """Wall time per stage (keypoints, fusion, bodies)."""
     warnings: list[str] = field(default_factory=list)
     """Views left out and why, and other notes."""
+    bodies: list[PersonBody] = field(default_factory=list)
+    """Per fused person with enough joints: its Anny body over time, world frame (empty with body.fit off)."""
+    selfcalib: SelfCalibReport | None = None
+    """Without a calibration file: how the cameras were estimated from the people."""
 
 
 def match_cameras(videos: list[Path], cams: list[CalibratedCamera], calib_name: str) -> list[CalibratedCamera]:
@@ -95,13 +111,18 @@ def fit_camera_to_video(cam: CalibratedCamera, info: VideoInfo) -> tuple[Calibra
                   f"{cw}x{ch}: not the same camera setting; the view is left out.")  # fmt: skip
 
 
-def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo], list[CalibratedCamera], list[str]]:
-    """The usable views (video info + matching camera) and a message per view left out."""
+def check_inputs(videos: list[Path], calib_path: Path | None
+                 ) -> tuple[list[VideoInfo], list[CalibratedCamera], list[str]]:  # fmt: skip
+    """The usable views (video info + matching camera) and a message per view left out. Without a calibration
+    the cameras are placeholders (focal prior, named after the videos) for pipelines.multiview.selfcalib."""
     if len(videos) < 2:
         raise UserFacingError(f"Multi-view needs at least two videos; got {len(videos)}.")
     check_view_count(len(videos))
     infos = [probe(v) for v in videos]  # an unreadable video fails here, naming the file
-    cams = match_cameras([i.path for i in infos], load_calibration(calib_path), calib_path.name)
+    if calib_path is None:
+        cams = [guess_camera(i.path.stem, i.width, i.height) for i in infos]
+    else:
+        cams = match_cameras([i.path for i in infos], load_calibration(calib_path), calib_path.name)
     notes: list[str] = []
     fps_ref = float(np.median([i.fps for i in infos]))
     keep_i, keep_c = [], []
@@ -126,26 +147,23 @@ def check_inputs(videos: list[Path], calib_path: Path) -> tuple[list[VideoInfo],
     return keep_i, keep_c, notes
 
 
-def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOptions | None = None, *,
+def run_multiview(videos: list[Path], calib_path: Path | None, options: MultiviewOptions | None = None, *,
                   detector=None, progress: Callable[[str], None] | None = None,  # noqa: ANN001
                   on_frame: Callable[[], None] | None = None,
-                  views: list[ViewTracks] | None = None) -> MultiviewResult:  # fmt: skip
-    """Process a capture (see the module docstring). `views` (the per-view tracks of the same videos)
-    skips the keypoint stage (tests and benches cache them)."""
+                  views: list[ViewTracks] | None = None, hmr=None) -> MultiviewResult:  # noqa: ANN001 # fmt: skip
+    """Process a capture (see the module docstring). `detector`: one shared detection stage for every view,
+    one view after the other (default: one per view, see MultiviewOptions.detector / threads). `views`
+    (the per-view tracks of the same videos) skips the keypoint stage (tests and benches cache them);
+    `hmr`: the embedded HMR stage for the body fit (created when None)."""
     options = options or MultiviewOptions()
     say = progress or (lambda _msg: None)
-    infos, cams, notes = check_inputs([Path(v) for v in videos], Path(calib_path))
+    infos, cams, notes = check_inputs([Path(v) for v in videos], None if calib_path is None else Path(calib_path))
     t0 = time.perf_counter()
     if views is None:
-        if detector is None:
-            from pipelines.registry import create
-
-            detector = create("segmentation", "embedded", single_pass=True, max_people=4)
-        views = []
-        for info, cam in zip(infos, cams, strict=True):
-            say(f"keypoints and tracking: {info.path.name}")
-            views.append(track_view(info, cam.name, detector, n_frames=options.n_frames, max_side=options.max_side,
-                                    on_frame=on_frame))  # fmt: skip
+        views = track_views(infos, [c.name for c in cams], detector=detector, kind=options.detector,
+                            threads=options.threads, progress=say, n_frames=options.n_frames,
+                            max_side=None if options.detector == "tracking" and detector is None
+                            else options.max_side, on_frame=on_frame)  # fmt: skip
     else:
         by_name = {v.name: v for v in views}
         views = [by_name[c.name] for c in cams]
@@ -156,7 +174,18 @@ def run_multiview(videos: list[Path], calib_path: Path, options: MultiviewOption
     for v in views:
         notes += v.problems
     t1 = time.perf_counter()
-    fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
+    report = None
+    if calib_path is None:
+        say("estimating the cameras from the people")
+        keep, cams, fusion, report = self_calibrate(views, cams, options.fuse, infos[0].fps,
+                                                    options.person_height_m, progress=say)  # fmt: skip
+        infos, views = [infos[i] for i in keep], [views[i] for i in keep]
+        notes += report.notes
+    else:
+        fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
     t2 = time.perf_counter()
-    return MultiviewResult(infos, cams, views, fusion, infos[0].fps, {"keypoints": t1 - t0, "fusion": t2 - t1},
-                           notes + fusion.warnings)  # fmt: skip
+    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say)
+    t3 = time.perf_counter()
+    return MultiviewResult(infos, cams, views, fusion, infos[0].fps,
+                           {"keypoints": t1 - t0, "fusion": t2 - t1, "bodies": t3 - t2}, notes + fusion.warnings,
+                           bodies, report)  # fmt: skip

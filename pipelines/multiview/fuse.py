@@ -29,6 +29,8 @@ from pipelines.multiview.views2d import ViewTracks
 
 FUSED_JOINT_NAMES: list[str] = COCO17_NAMES + ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
 """The joints fused and written (BlazePose names: COCO-17 and the feet)."""
+HEAD_ABOVE_EARS_M = 0.12
+"""Height of the head above the ears added to the segment lengths (a typical adult's), metres."""
 _IDX = np.array([BLAZEPOSE_NAMES.index(n) for n in FUSED_JOINT_NAMES])
 
 
@@ -45,8 +47,8 @@ class FuseOptions:
     fix_left_right: bool = True
     """Swap a view's left/right keypoints in the frames where the swapped ones agree much better with the
     other views (pipelines.multiview.flips)."""
-    intrinsics: bool = False
-    """Also refine each camera's focal length and principal point."""
+    intrinsics: bool | str = False
+    """Also refine each camera's focal length and principal point (True), or its focal length only ("focal")."""
     ba_every: int = 2
     """Bundle adjustment on every n-th frame (speed)."""
     outlier_px: float = 50.0
@@ -72,6 +74,13 @@ class FusedPerson:
     """World joints (F, K, 3) in metres (FUSED_JOINT_NAMES); NaN where not triangulated."""
     height_m: float
     """Standing height estimated from the median bone lengths, metres."""
+    obs_xy_vfk2: np.ndarray | None = None
+    """The keypoints the final triangulation saw (views, F, K, 2): undistorted source pixels, shifted onto the
+    frame grid by the time offsets, left/right swaps undone (the body fit's targets)."""
+    conf_vfk: np.ndarray | None = None
+    """Their confidences (views, F, K); 0 where absent."""
+    inlier_vfk: np.ndarray | None = None
+    """Bool (views, F, K): the observation took part in the final triangulation (outlier views out)."""
 
     @property
     def frames_ok(self) -> np.ndarray:
@@ -230,7 +239,7 @@ def height_from_joints(joints_fk3: np.ndarray) -> float:
                        + seg(j[f"{s}_knee"], j[f"{s}_hip"]) for s in ("left", "right")])  # fmt: skip
     torso = seg(mid("left_hip", "right_hip"), mid("left_shoulder", "right_shoulder"))
     neck = seg(mid("left_shoulder", "right_shoulder"), mid("left_ear", "right_ear"))
-    return float(legs + torso + neck + 0.12)
+    return float(legs + torso + neck + HEAD_ABOVE_EARS_M)
 
 
 def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: FuseOptions | None = None, *,
@@ -310,7 +319,8 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
             err_all.append(e)
             for n in np.flatnonzero(used[v]):
                 err_vf[v][n // n_k].append(err[v, n])
-        fused.append(FusedPerson(pid, person.members, joints, height_from_joints(joints)))
+        fused.append(FusedPerson(pid, person.members, joints, height_from_joints(joints), xy_s, _c,
+                                 used.reshape(n_views, n_frames, n_k)))  # fmt: skip
     all_e = np.concatenate(err_all) if err_all else np.zeros(0)
     per_view = np.array([np.median(np.concatenate(e)) if sum(map(len, e)) else np.nan for e in err_view])
     reproj_vf = np.array([[np.median(x) if x else np.nan for x in row] for row in err_vf])

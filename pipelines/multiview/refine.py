@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.sparse import lil_matrix
+from scipy.sparse import csr_matrix, lil_matrix
 from scipy.spatial.transform import Rotation
 
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
@@ -40,6 +40,23 @@ class RefineReport:
     """The same after."""
     n_observations: int
     """Observations used."""
+
+
+def _skew(v_n3: np.ndarray) -> np.ndarray:
+    """Cross-product matrices (N, 3, 3): _skew(a) @ b = a x b."""
+    out = np.zeros((len(v_n3), 3, 3))
+    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v_n3[:, 2], v_n3[:, 1], -v_n3[:, 0]
+    out[:, 1, 0], out[:, 2, 0], out[:, 2, 1] = v_n3[:, 2], -v_n3[:, 1], v_n3[:, 0]
+    return out
+
+
+def _right_jacobian(w_3: np.ndarray) -> np.ndarray:
+    """SO(3)'s right Jacobian at rotation vector w: exp(w + e) ~ exp(w) exp(Jr(w) e)."""
+    theta = float(np.linalg.norm(w_3))
+    W = _skew(w_3[None])[0]
+    if theta < 1e-8:
+        return np.eye(3) - 0.5 * W
+    return np.eye(3) - (1 - np.cos(theta)) / theta**2 * W + (theta - np.sin(theta)) / theta**3 * W @ W
 
 
 def _with_pose(cam: CalibratedCamera, R_33: np.ndarray, C_3: np.ndarray, K_33: np.ndarray) -> CalibratedCamera:
@@ -72,11 +89,12 @@ def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.nd
 
 def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
                    obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, loss_px: float = 3.0,
-                   max_nfev: int = 60, intrinsics: bool = False) -> RefineReport:  # fmt: skip
+                   max_nfev: int = 60, intrinsics: bool | str = False) -> RefineReport:  # fmt: skip
     """Refine camera poses and points. Observation m is point obs_point_m[m] seen by view obs_view_m[m]
     at undistorted pixel obs_xy_m2[m] with weight obs_w_m[m] (confidence); xyz_n3 initial world points."""
     n_v, n_p = len(cams), len(xyz_n3)
-    n_c = 9 if intrinsics else 6  # per camera: rotation vector, centre[, log focal scale, principal point]
+    # per camera: rotation vector, centre[, log focal scale[, principal point]]; intrinsics="focal": the focal only
+    n_c = 7 if intrinsics == "focal" else 9 if intrinsics else 6
     R0 = np.stack([c.cam_T_world_44[:3, :3] for c in cams])
     C0 = np.stack([c.centre_world_3 for c in cams])
     K = np.stack([c.camera.K_33 for c in cams])
@@ -96,15 +114,22 @@ def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.n
         K1 = K.copy()
         K1[:, 0, 0] *= np.exp(cam[:, 6])
         K1[:, 1, 1] *= np.exp(cam[:, 6])
-        K1[:, :2, 2] += cam[:, 7:9]
+        if n_c == 9:
+            K1[:, :2, 2] += cam[:, 7:9]
         return K1
+
+    by_view = [np.flatnonzero(obs_view_m == v) for v in range(n_v)]
+    point_of = [obs_point_m[m] for m in by_view]
 
     def project(w_v3: np.ndarray, C_v3: np.ndarray, X_n3: np.ndarray, K: np.ndarray = K) -> np.ndarray:
         R = R0 @ Rotation.from_rotvec(w_v3).as_matrix()
-        v, p = obs_view_m, obs_point_m
-        pc = np.einsum("mij,mj->mi", R[v], X_n3[p] - C_v3[v])
-        z = np.where(np.abs(pc[:, 2]) > 1e-6, pc[:, 2], 1e-6)
-        return np.stack([K[v, 0, 0] * pc[:, 0] / z + K[v, 0, 2], K[v, 1, 1] * pc[:, 1] / z + K[v, 1, 2]], axis=1)
+        out = np.empty((len(obs_view_m), 2))
+        for v, (m, p) in enumerate(zip(by_view, point_of, strict=True)):  # one matrix product per view
+            pc = (X_n3[p] - C_v3[v]) @ R[v].T
+            z = np.where(np.abs(pc[:, 2]) > 1e-6, pc[:, 2], 1e-6)
+            out[m, 0] = K[v, 0, 0] * pc[:, 0] / z + K[v, 0, 2]
+            out[m, 1] = K[v, 1, 1] * pc[:, 1] / z + K[v, 1, 2]
+        return out
 
     def residuals(x: np.ndarray) -> np.ndarray:
         w_v3, C_v3, X_n3 = unpack(x)
@@ -115,6 +140,44 @@ def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.n
         return np.concatenate([r, gauge])
 
     n_obs = len(obs_view_m)
+    n_x = n_c * n_v + 3 * n_p
+    obs_rows = np.stack([2 * np.arange(n_obs), 2 * np.arange(n_obs) + 1], axis=1)  # (M, 2)
+    obs_cols = np.concatenate([n_c * obs_view_m[:, None] + np.arange(6), n_c * n_v + 3 * obs_point_m[:, None]
+                               + np.arange(3)], axis=1)  # (M, 9): rotation, centre, point  # fmt: skip
+    gauge_rows = np.repeat(2 * n_obs + np.arange(7), n_v * 6)
+    gauge_cols = np.tile((n_c * np.arange(n_v)[:, None] + np.arange(6)).ravel(), 7)
+
+    def jacobian(x: np.ndarray) -> csr_matrix:
+        """Analytic Jacobian of `residuals` (poses and points; with `intrinsics` finite differences are used)."""
+        w_v3, C_v3, X_n3 = unpack(x)
+        Rw = Rotation.from_rotvec(w_v3).as_matrix()
+        R = R0 @ Rw
+        data = np.empty((n_obs, 2, 9))
+        for v, (m, p) in enumerate(zip(by_view, point_of, strict=True)):
+            y = X_n3[p] - C_v3[v]
+            pc = y @ R[v].T
+            z = np.where(np.abs(pc[:, 2]) > 1e-6, pc[:, 2], 1e-6)
+            d = np.zeros((len(m), 2, 3))  # d pixel / d camera point
+            d[:, 0, 0] = K[v, 0, 0] / z
+            d[:, 1, 1] = K[v, 1, 1] / z
+            d[:, 0, 2] = -K[v, 0, 0] * pc[:, 0] / z**2
+            d[:, 1, 2] = -K[v, 1, 1] * pc[:, 1] / z**2
+            d_X = d @ R[v]  # d pc / d X = R; / d C = -R
+            # R0 exp(w + e) y ~ R0 exp(w) (y - [y]x Jr(w) e): d pc / d w = -R [y]x Jr(w)
+            d_w = -np.einsum("mab,mbc->mac", d_X, _skew(y)) @ _right_jacobian(w_v3[v])
+            data[m] = np.concatenate([d_w, -d_X, d_X], axis=2) * sw[m, None, None]
+        centroid = C_v3.mean(0)
+        e = C_v3 - centroid
+        e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        g = np.zeros((7, n_v, 6))
+        g[0:3, :, 0:3] = np.eye(3)[:, None, :]
+        g[3:6, :, 3:6] = np.eye(3)[:, None, :] / n_v
+        g[6, :, 3:6] = (e - e.mean(0)) / n_v
+        rows = np.concatenate([np.broadcast_to(obs_rows[:, :, None], (n_obs, 2, 9)).ravel(), gauge_rows])
+        cols = np.concatenate([np.broadcast_to(obs_cols[:, None, :], (n_obs, 2, 9)).ravel(), gauge_cols])
+        vals = np.concatenate([data.ravel(), (g * gauge_w).ravel()])
+        return csr_matrix((vals, (rows, cols)), shape=(2 * n_obs + 7, n_x))
+
     J = lil_matrix((2 * n_obs + 7, n_c * n_v + 3 * n_p), dtype=np.int8)
     rows = np.arange(n_obs)
     for k in range(n_c):
@@ -128,8 +191,9 @@ def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.n
     x0 = np.concatenate([np.zeros((n_v, 3)), C0, np.zeros((n_v, n_c - 6))], axis=1).ravel()
     x0 = np.concatenate([x0, xyz_n3.ravel()])
     err0 = np.linalg.norm(project(np.zeros((n_v, 3)), C0, xyz_n3) - obs_xy_m2, axis=1)
-    sol = least_squares(residuals, x0, jac_sparsity=J, loss="soft_l1", f_scale=loss_px, x_scale="jac",
-                        max_nfev=max_nfev, method="trf", tr_solver="lsmr")  # fmt: skip
+    jac_kw = {"jac_sparsity": J} if intrinsics else {"jac": jacobian}
+    sol = least_squares(residuals, x0, loss="soft_l1", f_scale=loss_px, x_scale="jac", max_nfev=max_nfev,
+                        method="trf", tr_solver="lsmr", **jac_kw)  # fmt: skip
     w_v3, C_v3, X_n3 = unpack(sol.x)
     K1 = intr(sol.x)
     err1 = np.linalg.norm(project(w_v3, C_v3, X_n3, K1) - obs_xy_m2, axis=1)

@@ -63,8 +63,11 @@ def _dlt(xn_vn2: np.ndarray, weight_vn: np.ndarray, Rt_v34: np.ndarray) -> np.nd
     A_vn24 = np.stack([row_x_vn4, row_y_vn4], axis=2) * weight_vn[..., None, None]
     A_n_2v_4 = A_vn24.transpose(1, 0, 2, 3).reshape(n_points, 2 * n_views, 4)
     A_n_2v_4 = np.nan_to_num(A_n_2v_4, nan=0.0, posinf=0.0, neginf=0.0)
-    _, _, vt_n44 = np.linalg.svd(A_n_2v_4)
-    X_n4 = vt_n44[:, -1, :]
+    # The right singular vector of the smallest singular value = the eigenvector of A^T A with the smallest
+    # eigenvalue: one 4x4 symmetric eigenproblem per point (several times faster than the batched SVD).
+    AtA_n44 = np.einsum("nri,nrj->nij", A_n_2v_4, A_n_2v_4)
+    _, vec_n44 = np.linalg.eigh(AtA_n44)
+    X_n4 = vec_n44[:, :, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         return X_n4[:, :3] / X_n4[:, 3:4]
 
@@ -141,6 +144,12 @@ def _gauss_newton(
     xyz_n3 = xyz_n3.copy()
     ok_n = np.isfinite(xyz_n3).all(axis=1) & ((weight_vn > 0).sum(axis=0) >= 2)
     xy_vn2 = np.where(np.isfinite(xy_vn2), xy_vn2, 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # points at infinity stay out (ok_n)
+        return _gauss_newton_steps(xyz_n3, xy_vn2, weight_vn, cams, n_iter, ok_n)
+
+
+def _gauss_newton_steps(xyz_n3: np.ndarray, xy_vn2: np.ndarray, weight_vn: np.ndarray,
+                        cams: Sequence[CalibratedCamera], n_iter: int, ok_n: np.ndarray) -> np.ndarray:  # fmt: skip
     for _ in range(n_iter):
         H_n33 = np.zeros((len(xyz_n3), 3, 3))
         g_n3 = np.zeros((len(xyz_n3), 3))

@@ -88,3 +88,52 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
             if tid in row:
                 xy[row[tid], f], conf[row[tid], f] = xy_k2, conf_k
     return ViewTracks(name, frames, xy, conf, keep, report.problems)
+
+
+def make_view_detector(kind: str = "tracking", max_people: int = 4) -> Any:
+    """A person detector for one view's frames: "tracking" = BlazePose landmarks tracked from frame to frame,
+    the person detector every 10 frames (pipelines.tracking.landmark_tracking, the video mode's default);
+    "image" = the embedded segmenter's full single-pass detection on every frame (the first slice's)."""
+    if kind == "tracking":
+        from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
+
+        return LandmarkTrackingDetector(LandmarkTrackingOptions(max_people=max_people))
+    from pipelines.registry import create
+
+    return create("segmentation", "embedded", single_pass=True, max_people=max_people)
+
+
+def track_views(infos: list[VideoInfo], names: list[str], *, detector: Any = None, kind: str = "tracking",
+                threads: int = 2, progress: Callable[[str], None] | None = None,
+                **kwargs: Any) -> list[ViewTracks]:  # fmt: skip
+    """Every view's tracks. With `detector` (one shared stage): the views one after the other (its tracked
+    people forgotten between views); else one detector of `kind` per view, `threads` views at a time (the
+    decoders and the TFLite models release the GIL). `kwargs` go to track_view."""
+    say = progress or (lambda _msg: None)
+    if detector is not None:
+        out = []
+        for info, name in zip(infos, names, strict=True):
+            say(f"keypoints and tracking: {info.path.name}")
+            if hasattr(detector, "reset"):
+                detector.reset()
+            out.append(track_view(info, name, detector, **kwargs))
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[VideoInfo, str]) -> ViewTracks:
+        own = make_view_detector(kind)
+        try:
+            return track_view(item[0], item[1], own, **kwargs)
+        finally:
+            if hasattr(own, "close"):
+                own.close()
+
+    say(f"keypoints and tracking: {len(infos)} views, {max(1, threads)} at a time")
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="view-keypoints") as pool:
+        futures = [pool.submit(one, item) for item in zip(infos, names, strict=True)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

@@ -1,0 +1,300 @@
+"""One Anny body per fused person and frame, fitted to every calibrated view at once.
+
+The video mode's fit (pipelines.hmr.solver.BodyFitter, Levenberg-Marquardt on pose, translation and
+shape with its pose and shape priors) with a multi-camera data term (MultiViewProblem): each fused
+keypoint is projected into every view that saw it, and compared with that view's keypoint
+(undistorted source pixels, shifted by the view's time offset, left/right swaps undone); only the
+observations the robust triangulation kept (outlier views out) count, confidence-weighted and
+Huber-robust as in the single-view fit. The cameras are the fusion's (refined) ones.
+
+Per person:
+- the fit's frame is the OpenCV frame of its reference camera (the view that saw it most): the body
+  is initialised there from the fused 3D joints (orientation and limbs: pipelines.hmr.init), then
+  fitted to all views with its shape free (phenotype; one shape per person), on its best-seen frame;
+- every `fit_every`-th frame from there, forward then backward, is fitted warm-started from the
+  previous fit (pose and translation only, the shape held): the temporal smoothness is the warm start
+  on the 1-euro-filtered keypoints; the frames between are interpolated (bone rotations slerped, root
+  linearly);
+- the results are turned into the calibration's world frame (metres, z up): bone rotations, bone
+  heads, joints. Frames where the person has fewer than 12 triangulated joints get no body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pipelines.body.anny_model import AnnyBody
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
+from pipelines.hmr.fit import FitOptions, FitState, FitTargets, _Problem
+from pipelines.hmr.kinematics import forward
+from pipelines.hmr.solver import BodyFitter
+from pipelines.multiview.calibration import CalibratedCamera
+from pipelines.multiview.fuse import FUSED_JOINT_NAMES, FusedPerson, FusionResult
+
+MIN_JOINTS = 12
+"""A frame gets a body when the person has at least this many triangulated joints (FusedPerson.frames_ok)."""
+
+
+@dataclass
+class BodyOptions:
+    """How the fused people's bodies are fitted."""
+
+    fit: bool = True
+    """Fit the bodies at all (off: keypoint tracks only)."""
+    fit_every: int = 2
+    """Fit every n-th frame, interpolate the others (speed; 1 = every frame)."""
+    first_pose_iters: int = 8
+    """LM iterations of the first (shape-solving) frame, pose only, then `shape_iters` with the shape free."""
+    shape_iters: int = 6
+    """LM iterations with the shape free on the first frame."""
+    warm_pose_iters: int = 3
+    """LM iterations of a warm-started frame (pose and translation only)."""
+    sigma_frac: float = 0.005
+    """2D sigma per view: this fraction of the person's height in that view's image (at least 1.5 px), as
+    the single-view fit's 0.4 % / 0.8."""
+
+
+@dataclass
+class PersonBody:
+    """A fused person's body over the frame grid (world frame of the calibration: metres, z up)."""
+
+    id: int
+    """The fused person's id (FusedPerson.id)."""
+    pheno_p: np.ndarray
+    """Anny phenotype (one shape for the sequence)."""
+    height_m: float
+    """Standing height of that body (rest pose), metres."""
+    ref_view: int
+    """Index of the camera whose frame the fit ran in."""
+    frames: np.ndarray
+    """Grid frame indices with a body (F',)."""
+    fitted_f: np.ndarray
+    """Bool (F',): the frame was fitted (False: interpolated)."""
+    bone_rot_world_fj33: np.ndarray
+    """Per frame: each bone's rotation relative to rest, world frame (J, 3, 3) (the fit's G turned into the world)."""
+    bone_head_world_fj3: np.ndarray
+    """Per frame: each bone's posed head (J, 3), metres, world frame."""
+    root_world_f3: np.ndarray
+    """Per frame: the root bone's head, metres, world frame."""
+    joints_world_fk3: np.ndarray
+    """Per frame: the body's joints (OUTPUT_JOINT_NAMES), metres, world frame."""
+    keypoints_world_fk3: np.ndarray
+    """Per frame: the body's points for FUSED_JOINT_NAMES (where the detector's keypoints sit on it), world frame."""
+    reproj_px_vf: np.ndarray
+    """Per view and grid frame: median distance between the body's reprojected keypoints and that view's
+    inlier keypoints (undistorted source pixels); NaN where none."""
+    median_reproj_px: float
+    """Median of that distance over every inlier observation of every view and frame with a body."""
+    fit_s: float = 0.0
+    """Wall time of this person's fits, seconds."""
+    joint_names: list[str] = field(default_factory=lambda: list(OUTPUT_JOINT_NAMES))
+    """Names of joints_world_fk3."""
+
+
+class MultiViewProblem(_Problem):
+    """The single-view fit's residuals with the 2D term over several cameras: observation row o is target
+    point `obs_point[o]` seen by a camera with rotation R (fit frame -> that camera), translation t,
+    focal lengths and principal point (undistorted pixels)."""
+
+    def __init__(self, body: AnnyBody, skel, pm, targets: FitTargets, K_33: np.ndarray,  # noqa: ANN001
+                 opts: FitOptions, surface, *, obs_point_o: np.ndarray, xy_o2: np.ndarray, w_o: np.ndarray,  # noqa: ANN001
+                 sigma_o: np.ndarray, R_o33: np.ndarray, t_o3: np.ndarray, fxy_o2: np.ndarray,
+                 cxy_o2: np.ndarray) -> None:  # fmt: skip
+        super().__init__(body, skel, pm, targets, K_33, opts, surface)
+        self.obs_point = obs_point_o
+        self.xy_obs, self.sqrt_w2d, self.sig2d = xy_o2, np.sqrt(w_o), sigma_o
+        self.R_o33, self.t_o3, self.fxy_o2, self.cxy_o2 = R_o33, t_o3, fxy_o2, cxy_o2
+
+    def project(self, x_o3: np.ndarray, focal: float) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (O, 2) of each observation's camera and d pixel / d x (O, 2, 3) (x in the fit frame)."""
+        p = np.einsum("oab,ob->oa", self.R_o33, x_o3) + self.t_o3
+        z = np.clip(p[:, 2], 1e-3, None)
+        uv = self.fxy_o2 * p[:, :2] / z[:, None] + self.cxy_o2
+        d = np.zeros((len(z), 2, 3))
+        d[:, 0, 0] = self.fxy_o2[:, 0] / z
+        d[:, 1, 1] = self.fxy_o2[:, 1] / z
+        d[:, :, 2] = -self.fxy_o2 * p[:, :2] / z[:, None] ** 2
+        return uv, np.einsum("oab,obc->oac", d, self.R_o33)
+
+
+def _relative(cams: list[CalibratedCamera], ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per view: rotation (V, 3, 3) and translation (V, 3) from the reference camera's frame to the view's."""
+    R_ref, t_ref = cams[ref].cam_T_world_44[:3, :3], cams[ref].cam_T_world_44[:3, 3]
+    R = np.stack([c.cam_T_world_44[:3, :3] @ R_ref.T for c in cams])
+    t = np.stack([c.cam_T_world_44[:3, 3] for c in cams]) - np.einsum("vab,b->va", R, t_ref)
+    return R, t
+
+
+class _PersonFitter:
+    """Fits one fused person frame by frame (see the module docstring)."""
+
+    def __init__(self, fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCamera], options: BodyOptions):
+        self.fitter, self.person, self.cams, self.options = fitter, person, cams, options
+        self.names = list(FUSED_JOINT_NAMES)
+        w_vfk = np.where(person.inlier_vfk, person.conf_vfk, 0.0)
+        self.w_vfk = w_vfk
+        self.ref = int(np.argmax((w_vfk > 0).sum((1, 2))))
+        self.R_v33, self.t_v3 = _relative(cams, self.ref)
+        ref_T = cams[self.ref].cam_T_world_44
+        self.R_ref, self.t_ref = ref_T[:3, :3], ref_T[:3, 3]
+        xy = person.obs_xy_vfk2
+        sig = np.full(len(cams), 3.0)
+        for v in range(len(cams)):  # the person's height in each view's image
+            ys = xy[v][..., 1][w_vfk[v] > 0]
+            if len(ys) > 10:
+                span = np.percentile(ys.reshape(-1), 98) - np.percentile(ys.reshape(-1), 2)
+                sig[v] = max(1.5, options.sigma_frac * span)
+        self.sigma_v = sig
+
+    def targets(self, f: int) -> tuple[FitTargets, Callable[..., _Problem]]:
+        """The frame's targets (the fused joints, hip-centred in the reference camera, for the 3D init) and
+        the multi-view problem factory over its observations."""
+        p = self.person
+        v_idx, k_idx = np.nonzero(self.w_vfk[:, f] > 0)
+        K_v = [c.camera.K_33 for c in self.cams]
+        fxy = np.array([[K_v[v][0, 0], K_v[v][1, 1]] for v in v_idx]).reshape(-1, 2)
+        cxy = np.array([K_v[v][:2, 2] for v in v_idx]).reshape(-1, 2)
+        j_ref = p.joints_fk3[f] @ self.R_ref.T + self.t_ref
+        hips = [self.names.index("left_hip"), self.names.index("right_hip")]
+        hip3d = j_ref - np.nanmean(j_ref[hips], axis=0)
+        ref = self.ref
+        conf_ref = np.where(p.inlier_vfk[ref, f], p.conf_vfk[ref, f], 0.0)
+        xy_ref = np.nan_to_num(p.obs_xy_vfk2[ref, f])
+        tg = FitTargets(self.names, xy_ref, conf_ref, hip3d)
+        factory = partial(MultiViewProblem, obs_point_o=k_idx, xy_o2=p.obs_xy_vfk2[v_idx, f, k_idx],
+                          w_o=np.clip(self.w_vfk[v_idx, f, k_idx], 0, 1), sigma_o=self.sigma_v[v_idx],
+                          R_o33=self.R_v33[v_idx], t_o3=self.t_v3[v_idx], fxy_o2=fxy, cxy_o2=cxy)  # fmt: skip
+        return tg, factory
+
+    def first(self, f: int, hmr_options: FitOptions) -> FitState:
+        """Initialise on frame f from the fused 3D joints, then fit pose and shape to every view."""
+        o = self.options
+        tg, factory = self.targets(f)
+        K_ref = self.cams[self.ref].camera.K_33
+        init = FitOptions(**{**hmr_options.__dict__})
+        init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
+        warm = self.fitter.fit(tg, K_ref, init, None).state  # the 3D init in the reference view
+        full = FitOptions(**{**hmr_options.__dict__})
+        full.pose_iters, full.shape_iters = o.first_pose_iters, o.shape_iters
+        full.fit_shape, full.fit_focal = True, False
+        full.sigma_dir = 0.0
+        no3d = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
+        return self.fitter.fit(no3d, K_ref, full, warm, problem_factory=factory).state
+
+    def step(self, f: int, warm: FitState, hmr_options: FitOptions) -> FitState:
+        """Fit frame f warm-started from `warm` (pose and translation only)."""
+        tg, factory = self.targets(f)
+        opts = FitOptions(**{**hmr_options.__dict__})
+        opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters, 0
+        opts.fit_shape, opts.fit_focal = False, False
+        no3d = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
+        return self.fitter.fit(no3d, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
+
+
+def _slerp_local(a_j33: np.ndarray, b_j33: np.ndarray, s: float) -> np.ndarray:
+    """Per bone, the rotation a fraction s of the way from a to b."""
+    rel = Rotation.from_matrix(np.swapaxes(a_j33, -1, -2) @ b_j33).as_rotvec()
+    return a_j33 @ Rotation.from_rotvec(rel * s).as_matrix()
+
+
+def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCamera], options: BodyOptions,
+               hmr_options: FitOptions,
+               should_stop: Callable[[], None] | None = None) -> PersonBody | None:  # fmt: skip
+    """Fit one fused person (see the module docstring); None when no frame has enough joints."""
+    import time
+
+    t0 = time.perf_counter()
+    body = fitter.body
+    ok_f = person.frames_ok
+    frames = np.flatnonzero(ok_f)
+    if not len(frames) or person.obs_xy_vfk2 is None:
+        return None
+    pf = _PersonFitter(fitter, person, cams, options)
+    seen = (pf.w_vfk[:, frames] > 0).sum((0, 2))
+    start_i = int(np.flatnonzero(seen >= 0.9 * seen.max())[0])
+    step = max(1, options.fit_every)
+    keys = sorted(set(range(start_i % step, len(frames), step)) | {0, len(frames) - 1, start_i})
+    states: dict[int, FitState] = {}
+    states[start_i] = pf.first(int(frames[start_i]), hmr_options)
+    forward_keys = [k for k in keys if k > start_i]
+    backward_keys = [k for k in keys if k < start_i][::-1]
+    for seq in (forward_keys, backward_keys):
+        prev = states[start_i]
+        for k in seq:
+            if should_stop is not None:
+                should_stop()
+            prev = states[k] = pf.step(int(frames[k]), prev, hmr_options)
+    pheno = states[start_i].pheno_p
+    rest = body.rest_heads(pheno)
+    # Every frame with a body: fitted keys as they are, the others interpolated between their keys.
+    key_arr = np.array(sorted(states))
+    n_b = len(body.bone_labels)
+    n = len(frames)
+    G_f = np.empty((n, n_b, 3, 3))
+    o_f = np.empty((n, n_b, 3))
+    for i in range(n):
+        j = int(np.searchsorted(key_arr, i))
+        if j < len(key_arr) and key_arr[j] == i:
+            local, root = states[i].local_j33, states[i].root_pos_3
+        else:
+            a, b = int(key_arr[j - 1]), int(key_arr[j])
+            s = (frames[i] - frames[a]) / (frames[b] - frames[a])
+            local = _slerp_local(states[a].local_j33, states[b].local_j33, s)
+            root = (1 - s) * states[a].root_pos_3 + s * states[b].root_pos_3
+        G_f[i], o_f[i] = forward(fitter.skel, rest.heads_j3, local, root)
+    # Into the world frame: x_world = R_ref^T (x_ref - t_ref).
+    R_t = pf.R_ref.T
+    G_w = np.einsum("ab,fjbc->fjac", R_t, G_f)
+    o_w = (o_f - pf.t_ref) @ R_t.T
+    idx_s, weights_ks = output_joint_regressor(body)
+    rest_v = body.rest_vertices(rest.coeffs_n)
+    rest_s = rest_v[idx_s]
+    joints = np.stack([weights_ks @ body.skin(rest.coeffs_n, rest.heads_j3, G_w[i], o_w[i], vertex_idx=idx_s,
+                                               rest_v3=rest_s) for i in range(n)])  # fmt: skip
+    pm = fitter.point_model(tuple(FUSED_JOINT_NAMES))
+    offs = pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
+    kp = np.stack([pm.evaluate(offs, G_w[i], o_w[i])[0] for i in range(n)])
+    n_v = len(cams)
+    err_vf = np.full((n_v, len(ok_f)), np.nan)
+    all_err = []
+    for v, cam in enumerate(cams):
+        proj = cam.project_world(kp.reshape(-1, 3)).reshape(n, -1, 2)
+        err = np.linalg.norm(proj - person.obs_xy_vfk2[v, frames], axis=-1)
+        inl = pf.w_vfk[v, frames] > 0
+        for i, f in enumerate(frames):
+            if inl[i].any():
+                err_vf[v, f] = float(np.median(err[i][inl[i]]))
+        all_err.append(err[inl])
+    errs = np.concatenate(all_err)
+    return PersonBody(person.id, pheno.copy(), float(np.ptp(rest_v[:, 2])), pf.ref, frames,
+                      np.isin(np.arange(n), key_arr), G_w.astype(np.float32), o_w.astype(np.float32), o_w[:, 0].copy(),
+                      joints, kp, err_vf, float(np.median(errs)) if len(errs) else float("nan"),
+                      time.perf_counter() - t0)  # fmt: skip
+
+
+def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=None,  # noqa: ANN001
+               progress: Callable[[str], None] | None = None) -> list[PersonBody]:  # fmt: skip
+    """One body per fused person (see the module docstring); `hmr`: an embedded HMR stage (its body and
+    fitter; created when None)."""
+    options = options or BodyOptions()
+    if not options.fit or not fusion.people:
+        return []
+    if hmr is None:
+        from pipelines.registry import create
+
+        hmr = create("hmr", "embedded")
+    say = progress or (lambda _msg: None)
+    out = []
+    for person in fusion.people:
+        message = f"fitting the body of person {person.id}"
+        say(message)
+        fitted = fit_person(hmr.fitter, person, list(fusion.cams), options, hmr.options,
+                            partial(say, message))  # fmt: skip
+        if fitted is not None:
+            out.append(fitted)
+    return out
