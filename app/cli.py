@@ -32,7 +32,7 @@ from app.batch import Job, plan_jobs
 from app.cli_multiview import add_multiview_parser, run_multiview_cli
 from app.native_logs import native_logs_hidden
 from pipelines.errors import BadPromptError, UserFacingError
-from pipelines.scene.summary import scene_summary
+from pipelines.scene.summary import ground_summary, scene_summary
 from pipelines.types import Prompts
 
 EXIT_OK = 0
@@ -536,9 +536,7 @@ def run_video(args: argparse.Namespace) -> int:
             print(f"  track {track.id}: {len(track.frames)} frame(s), height {track.height_m:.2f} m, "
                   f"mean reprojection {np.mean(track.reprojection_px_f):.1f} px")  # fmt: skip
     if outputs.ground is not None:
-        g = outputs.ground.as_json()
-        print(f"  ground: camera {g['camera_height_m']:.2f} m above it, pitch {g['pitch_deg']:.1f} deg (positive = "
-              f"looking down), roll {g['roll_deg']:.1f} deg (over {len(pipeline.frames_done)} frames)")  # fmt: skip
+        print(f"{ground_summary(outputs.ground)} (over {len(pipeline.frames_done)} frames)")
     if empty:
         print(f"  note: nobody found in {empty} frame(s)")
     for note in report.notes[:5]:
