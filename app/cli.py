@@ -160,6 +160,9 @@ def _add_backend_flags(parser: argparse.ArgumentParser, video: bool = False) -> 
                             "written as depth_metric.npy and scene.ply: hub = MoGe-2; FILE = a depth map of the "
                             "photo (.npy, 16-bit .png, .exr; one photo only, see --depth-kind); none (default): the "
                             "scene is the ground plane and the people")  # fmt: skip
+    photo_only("--focal-solve", choices=["fit", "blade"], default="fit",
+               help="without a focal: fit (default) = estimated with the bodies' fits; blade = then focal and "
+                    "distances solved together from the bodies' perspective (experimental, not more accurate)")
     photo_only("--depth-kind", choices=["metric", "relative", "inverse"], default="relative",
                        help="what --depth FILE holds: metric (metres; 16-bit PNG: millimetres), relative (depth up "
                             "to an unknown scale and shift), inverse (disparity up to a scale and shift); default "
@@ -197,7 +200,8 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
                         "gender": args.smplx_gender}  # fmt: skip
     return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=depth, device=device,
                           depth_file=depth_file, depth_kind=args.depth_kind, fallback=not args.no_fallback,
-                          body=args.body, body_options=body_options, hmr=args.hmr)  # fmt: skip
+                          body=args.body, body_options=body_options, hmr=args.hmr,
+                          focal_solve=getattr(args, "focal_solve", "fit"))  # fmt: skip
 
 
 _WARNED: set[str] = set()

@@ -26,8 +26,10 @@ import numpy as np
 
 SCALES_LOG = np.linspace(-0.4, 0.4, 17)
 """The grid of log(k) searched (k = 0.67 .. 1.49)."""
-SILHOUETTE_W = 1.0
-"""Weight of a person's 1 - IoU (in units of 1 %) against its keypoint residual (in units of sigma^2)."""
+SILHOUETTE_W = 0.0
+"""Weight of a person's 1 - IoU (in units of 1 %) against its keypoint residual (in units of sigma^2). 0 by
+default: on pose2sim_single (tuning) 1.0 moved the focal no closer (9.5 % vs 9.4 % error), the distances
+further (7.4 % vs 6.6 %), and took 17x longer (bench/bench_focal_solve.py)."""
 SIGMA_FRAC = 0.004
 """Keypoint sigma: this fraction of the person's height in the image (at least 1.5 px), as the fit's."""
 RENDER_SIDE_PX = 320
@@ -215,3 +217,31 @@ def blade_people(people: list, geometry: str = "fit") -> list[BladePerson]:  # n
                                verts_cam_v3=np.asarray(body.verts_cam_v3, dtype=np.float64), faces_f3=body.faces_f3,
                                mask_hw=det.mask_hw))  # fmt: skip
     return out
+
+
+def solve_camera_with_bodies(people: list, camera, silhouette_w: float = SILHOUETTE_W):  # noqa: ANN001, ANN201
+    """The image mode's option (`PipelineConfig.focal_solve = "blade"`): the focal from the solve, each fitted
+    body (list[PersonResult]) moved by its shift in place; returns the new Camera (source 'estimated'), or
+    `camera` unchanged when no person can be used."""
+    from pipelines.types import Camera
+
+    fitted = [p for p in people if p.body is not None]
+    inputs = blade_people(fitted)
+    used = [p for p in fitted if blade_people([p])]
+    try:
+        result = solve_focal_distance(inputs, np.asarray(camera.K_33, dtype=np.float64), camera.width,
+                                      camera.height, silhouette_w=silhouette_w)  # fmt: skip
+    except ValueError:
+        return camera
+    if not np.isfinite(result.focal_px) or result.focal_px <= 0:
+        return camera
+    for person, shift_3 in zip(used, result.shift_cam_p3, strict=True):
+        body = person.body
+        body.verts_cam_v3 = body.verts_cam_v3 + shift_3
+        body.joints3d_cam.xyz_k3 = body.joints3d_cam.xyz_k3 + shift_3
+        params = body.params
+        if hasattr(params, "root_pos_cam_3"):
+            params.root_pos_cam_3 = params.root_pos_cam_3 + shift_3
+        if hasattr(params, "focal_px"):
+            params.focal_px = np.array(result.focal_px)
+    return Camera.from_focal(result.focal_px, camera.width, camera.height, "estimated")
