@@ -33,6 +33,8 @@ FOOT_JOINTS = {
 """Output-joint indices of each foot's ground points."""
 MIN_FRAMES = 10
 """Fewer fitted frames than this (all tracks together) give no ground."""
+MAX_FRAMES = 300
+"""At most this many frames (evenly spread over the video) feed the ground fit (its time stays bounded)."""
 
 
 @dataclass
@@ -49,7 +51,8 @@ def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequ
                   ) -> GroundPlane | None:  # fmt: skip
     """The ground under every track's feet over the video (each track (F, K, 3) output joints, camera frame;
     `frames_per_track`: the video frame index of each row, so that people seen together count as one
-    frame's people); None with fewer than MIN_FRAMES frames in all, or when no sensible plane is found."""
+    frame's people; at most MAX_FRAMES frames are used); None with fewer than MIN_FRAMES frames in all, or
+    when no sensible plane is found."""
     tracks = [np.asarray(j, dtype=np.float64) for j in joints_per_track]
     if sum(len(j) for j in tracks) < MIN_FRAMES:
         return None
@@ -61,7 +64,10 @@ def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequ
             if np.isfinite(joints_k3).all():
                 joints = dict(zip(OUTPUT_JOINT_NAMES, joints_k3, strict=True))
                 by_frame.setdefault(int(f), []).append(FootedBody(verts_v3=no_mesh, joints=joints, track_id=track))
-    return fit_ground_over_time([by_frame[f] for f in sorted(by_frame)])
+    frames = sorted(by_frame)
+    if len(frames) > MAX_FRAMES:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)]
+    return fit_ground_over_time([by_frame[f] for f in frames])
 
 
 def foot_contacts(ground: GroundPlane, joints_fk3: np.ndarray, times_s: np.ndarray,
