@@ -274,9 +274,20 @@ def test_cli_with_a_depth_file_writes_the_metric_depth_and_the_point_cloud(tmp_p
     cloud = trimesh.load(out / "scene.ply")
     assert len(cloud.vertices) == result["scene"]["point_cloud"]["points"] > 1000
     assert (cloud.vertices[:, 2] > 0).all()
-    # without a depth source: the ground only, and the hint how to get the full scene; a bad file: one line
-    code, stdout, _ = run_cli(["image", lunge_path, "--out", tmp_path / "plain", "--quiet", "--no-rrd"], capsys)
+    # without a depth source: the ground only, and the hint how to get the full scene (here with the focal and
+    # distances solved together: the moved body still lies on the detected keypoints); a bad file: one line
+    code, stdout, _ = run_cli(["image", lunge_path, "--out", tmp_path / "plain", "--quiet", "--no-rrd",
+                               "--focal-solve", "blade"], capsys)  # fmt: skip
     assert code == 0 and "--depth FILE" in stdout and not (tmp_path / "plain" / "scene.ply").exists()
+    plain = json.loads((tmp_path / "plain" / "result.json").read_text())
+    K = np.array(plain["camera"]["K_33"])
+    assert plain["camera"]["source"] == "estimated" and 0.3 * max(w, h) < K[0, 0] < 3 * max(w, h)
+    person = plain["people"][0]
+    names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee"]
+    xyz = np.array([person["joints3d_cam"][n] for n in names])
+    uv = xyz[:, :2] / xyz[:, 2:] * K[0, 0] + K[:2, 2]
+    detected = np.array([person["keypoints2d"][n][:2] for n in names])
+    assert np.median(np.linalg.norm(uv - detected, axis=1)) < 0.03 * h
     np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
     code, _, err = run_cli(["image", lunge_path, "--out", tmp_path / "bad", "--depth", tmp_path / "small.npy"], capsys)
     assert code == 2 and len(error_lines(err)) == 1 and "small.npy" in err and "another shape" in err
