@@ -32,7 +32,7 @@ from app.batch import Job, plan_jobs
 from app.cli_multiview import add_multiview_parser, run_multiview_cli
 from app.native_logs import native_logs_hidden
 from pipelines.errors import BadPromptError, UserFacingError
-from pipelines.scene.summary import scene_summary
+from pipelines.scene.summary import ground_summary, scene_summary
 from pipelines.types import Prompts
 
 EXIT_OK = 0
@@ -160,6 +160,9 @@ def _add_backend_flags(parser: argparse.ArgumentParser, video: bool = False) -> 
                             "written as depth_metric.npy and scene.ply: hub = MoGe-2; FILE = a depth map of the "
                             "photo (.npy, 16-bit .png, .exr; one photo only, see --depth-kind); none (default): the "
                             "scene is the ground plane and the people")  # fmt: skip
+    photo_only("--focal-solve", choices=["fit", "blade"], default="fit",
+               help="without a focal: fit (default) = estimated with the bodies' fits; blade = then focal and "
+                    "distances solved together from the bodies' perspective (experimental, not more accurate)")
     photo_only("--depth-kind", choices=["metric", "relative", "inverse"], default="relative",
                        help="what --depth FILE holds: metric (metres; 16-bit PNG: millimetres), relative (depth up "
                             "to an unknown scale and shift), inverse (disparity up to a scale and shift); default "
@@ -197,7 +200,8 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 - pipelines.modes.image.P
                         "gender": args.smplx_gender}  # fmt: skip
     return PipelineConfig(segmentation=args.segmentation, camera=args.camera, depth=depth, device=device,
                           depth_file=depth_file, depth_kind=args.depth_kind, fallback=not args.no_fallback,
-                          body=args.body, body_options=body_options, hmr=args.hmr)  # fmt: skip
+                          body=args.body, body_options=body_options, hmr=args.hmr,
+                          focal_solve=getattr(args, "focal_solve", "fit"))  # fmt: skip
 
 
 _WARNED: set[str] = set()
@@ -545,9 +549,7 @@ def run_video(args: argparse.Namespace) -> int:
             print(f"  track {track.id}: {len(track.frames)} frame(s), height {track.height_m:.2f} m, "
                   f"mean reprojection {np.mean(track.reprojection_px_f):.1f} px")  # fmt: skip
     if outputs.ground is not None:
-        g = outputs.ground.as_json()
-        print(f"  ground: camera {g['camera_height_m']:.2f} m above it, pitch {g['pitch_deg']:.1f} deg (positive = "
-              f"looking down), roll {g['roll_deg']:.1f} deg (over {len(pipeline.frames_done)} frames)")  # fmt: skip
+        print(f"{ground_summary(outputs.ground)} (over {len(pipeline.frames_done)} frames)")
     if empty:
         print(f"  note: nobody found in {empty} frame(s)")
     for note in report.notes[:5]:

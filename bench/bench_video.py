@@ -15,7 +15,7 @@
   stages one after the other): the machine is shared, so only the ratio is comparable across runs.
 - Memory: peak resident memory for 100 and for 1000 frames (the clip looped).
 - Ground: the fitted ground's normal against the rig's calibrated floor, the camera height, and the
-  foot slide while a foot touches the ground, before and after pinning (pipelines.tracking.ground).
+  foot slide while a foot touches the ground, before and after pinning (pipelines.tracking.feet).
 """
 
 from __future__ import annotations
@@ -184,14 +184,14 @@ def jumps(track_boxes: list[tuple[int, np.ndarray]]) -> int:
     return count
 
 
-def ground_vs_calibration(ground, data: Path) -> tuple[float, float, float]:  # noqa: ANN001 - Ground
+def ground_vs_calibration(ground, data: Path) -> tuple[float, float, float]:  # noqa: ANN001 - GroundPlane
     """The fitted ground against the rig's calibrated floor (its world is z up, floor at z = 0): the
     angle between the normals (degrees), the fitted and the true camera height (metres)."""
     from pipelines.multiview.calibration import load_qualisys_calibration
 
     cam = load_qualisys_calibration(data / "Calib.qca.txt")[0]
     up_cam = cam.cam_T_world_44[:3, :3] @ np.array([0.0, 0.0, 1.0])
-    angle = float(np.degrees(np.arccos(np.clip(up_cam @ ground.normal_cam_3, -1.0, 1.0))))
+    angle = float(np.degrees(np.arccos(np.clip(up_cam @ ground.normal_cam, -1.0, 1.0))))
     return angle, ground.camera_height_m, float(cam.centre_world_3[2])
 
 
@@ -262,7 +262,7 @@ def main() -> None:
     if outputs.ground is not None:
         angle, h_fit, h_true = ground_vs_calibration(outputs.ground, single.parent)
         slide = next(iter(outputs.world.values()))["slide"]
-        print(f"\nGround: {outputs.ground.method}, normal {angle:.1f} deg from the calibrated floor's, camera height "
+        print(f"\nGround: {outputs.ground.source}, normal {angle:.1f} deg from the calibrated floor's, camera height "
               f"{h_fit:.2f} m (calibration {h_true:.2f} m); foot slide while touching: {slide['fitted']:.1f} cm/s "
               f"fitted, {slide['exported']:.1f} cm/s exported (feet pinned)")  # fmt: skip
     if args.long:

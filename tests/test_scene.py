@@ -11,7 +11,7 @@ import pytest
 
 from bench.scene_synth import abs_rel, camera_pose, corrupt, make_scene, proxy_body
 from pipelines.scene.depth_file import BadDepthFileError, load_depth_file
-from pipelines.scene.ground import FootedBody, GroundPlane, body_up, fit_ground, fit_ground_over_time
+from pipelines.scene.ground import FootedBody, GroundPlane, GroundPriors, body_up, fit_ground, fit_ground_over_time
 from pipelines.scene.pointcloud import backproject
 from pipelines.scene.refine import refine_depth
 from pipelines.scene.zbuffer import render_depth
@@ -84,6 +84,10 @@ def _leaning_body(cam_T_world_44: np.ndarray, foot_xy: tuple[float, float], lean
     return FootedBody(verts_v3=v @ R.T + t, joints={k: R @ p + t for k, p in j.items()})
 
 
+EXACT_LEANING = GroundPriors(body_up_sigma_rad=0.5, depth_rel_err=0.0)
+"""Synthetic bodies: exact distances, people leaning on purpose."""
+
+
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
 
@@ -94,7 +98,7 @@ def test_ground_from_the_contacts_of_several_leaning_people_not_their_body_up() 
     people = [_leaning_body(T, (-1.0, 3.5), 18.0), _leaning_body(T, (0.4, 4.5), -15.0, raised="left"),
               _leaning_body(T, (1.2, 2.8), 12.0, raised="right")]  # fmt: skip
     assert min(_angle_deg(body_up(b), up_cam) for b in people) > 10  # the upright assumption would be far off
-    ground = fit_ground(people)
+    ground = fit_ground(people, EXACT_LEANING)
     assert ground is not None and "3 people" in ground.source
     assert _angle_deg(ground.normal_cam, up_cam) < 0.5
     assert ground.camera_height_m == pytest.approx(1.6, abs=0.02)
@@ -107,13 +111,60 @@ def test_ground_over_time_beats_one_photo_of_a_person_balancing_on_one_foot() ->
     frames = [[_leaning_body(T, (x, y), lean, raised=side)]
               for x, y, lean, side in [(-0.6, 3.2, 20, "left"), (0.3, 3.9, -25, "right"), (0.8, 3.0, 15, "left"),
                                        (-0.2, 4.4, -20, "right")]]  # fmt: skip
-    one_photo = [fit_ground(f) for f in frames]
-    over_time = fit_ground_over_time(frames)
+    one_photo = [fit_ground(f, EXACT_LEANING) for f in frames]
+    over_time = fit_ground_over_time(frames, EXACT_LEANING)
     assert over_time is not None and "over 4 frames" in over_time.source
     assert _angle_deg(over_time.normal_cam, up_cam) < 0.5
     assert over_time.camera_height_m == pytest.approx(1.8, abs=0.02)
     assert all(g is not None for g in one_photo)
     assert min(_angle_deg(g.normal_cam, up_cam) for g in one_photo) > 2 * _angle_deg(over_time.normal_cam, up_cam)
+
+
+def _scaled(body: FootedBody, factor: float) -> FootedBody:
+    """The body as a fit with a distance error: every point scaled about the camera."""
+    return FootedBody(verts_v3=body.verts_v3 * factor, joints={k: v * factor for k, v in body.joints.items()})
+
+
+def test_fitted_bodies_distance_errors_do_not_tilt_the_ground() -> None:
+    """Upright people whose fitted distances are 6 % off (as on real photos): the default fit keeps the
+    normal within a degree; trusting the plane through their feet (exact distances assumed) tilts it."""
+    T = camera_pose(1.9, 22.0, 0.0)
+    up_cam = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    people = [_scaled(_leaning_body(T, xy, 0.0), f) for xy, f in (((-1.0, 3.0), 1.06), ((0.8, 5.0), 0.94),
+                                                                   ((0.0, 4.0), 1.0))]  # fmt: skip
+    default = fit_ground(people)
+    exact = fit_ground(people, EXACT_LEANING)
+    assert default is not None and exact is not None
+    assert _angle_deg(default.normal_cam, up_cam) < 1.0
+    assert _angle_deg(exact.normal_cam, up_cam) > 3 * _angle_deg(default.normal_cam, up_cam)
+    assert default.camera_height_m == pytest.approx(1.9, abs=0.1)  # the people's mean distance error is 0
+
+
+def test_video_tracks_ground_and_world_frame_from_the_tracked_joints() -> None:
+    """The video mode's ground (pipelines.tracking.feet -> the same fit): a person walking over 30 frames
+    (keypoint feet, no mesh) under a rolled, pitched camera; the world frame is y up with the camera
+    above its origin, and maps the feet onto y = 0."""
+    from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+    from pipelines.tracking.feet import tracks_ground
+
+    T = camera_pose(1.7, 18.0, 4.0)
+    up_cam = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    frames = []
+    for i in range(30):
+        b = _leaning_body(T, (-1.0 + 0.07 * i, 3.0 + 0.05 * i), 3.0 * np.sin(i / 3))
+        frames.append(np.stack([b.joints.get(n, b.joints["left_hip"]) for n in OUTPUT_JOINT_NAMES]))  # no face, arms
+    joints_fk3 = np.stack(frames)
+    ground = tracks_ground([joints_fk3], [list(range(30))])
+    assert ground is not None and "over 30 frames" in ground.source
+    assert _angle_deg(ground.normal_cam, up_cam) < 1.0
+    assert ground.camera_height_m == pytest.approx(1.7, abs=0.03)
+    W = ground.world_T_cam_44
+    np.testing.assert_allclose(W[:3, :3] @ W[:3, :3].T, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(ground.to_world(np.zeros(3)), [0.0, ground.camera_height_m, 0.0], atol=1e-9)
+    heel = OUTPUT_JOINT_NAMES.index("left_heel")
+    assert np.abs(ground.to_world(joints_fk3[:, heel])[:, 1]).max() < 0.02  # the heel keypoints are the contacts
+    np.testing.assert_allclose(ground.to_camera(ground.to_world(joints_fk3[0])), joints_fk3[0], atol=1e-9)
+    assert tracks_ground([joints_fk3[:5]]) is None  # too few frames for a ground
 
 
 @pytest.mark.parametrize("kind", ["relative", "inverse"])
@@ -223,9 +274,20 @@ def test_cli_with_a_depth_file_writes_the_metric_depth_and_the_point_cloud(tmp_p
     cloud = trimesh.load(out / "scene.ply")
     assert len(cloud.vertices) == result["scene"]["point_cloud"]["points"] > 1000
     assert (cloud.vertices[:, 2] > 0).all()
-    # without a depth source: the ground only, and the hint how to get the full scene; a bad file: one line
-    code, stdout, _ = run_cli(["image", lunge_path, "--out", tmp_path / "plain", "--quiet", "--no-rrd"], capsys)
+    # without a depth source: the ground only, and the hint how to get the full scene (here with the focal and
+    # distances solved together: the moved body still lies on the detected keypoints); a bad file: one line
+    code, stdout, _ = run_cli(["image", lunge_path, "--out", tmp_path / "plain", "--quiet", "--no-rrd",
+                               "--focal-solve", "blade"], capsys)  # fmt: skip
     assert code == 0 and "--depth FILE" in stdout and not (tmp_path / "plain" / "scene.ply").exists()
+    plain = json.loads((tmp_path / "plain" / "result.json").read_text())
+    K = np.array(plain["camera"]["K_33"])
+    assert plain["camera"]["source"] == "estimated" and 0.3 * max(w, h) < K[0, 0] < 3 * max(w, h)
+    person = plain["people"][0]
+    names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee"]
+    xyz = np.array([person["joints3d_cam"][n] for n in names])
+    uv = xyz[:, :2] / xyz[:, 2:] * K[0, 0] + K[:2, 2]
+    detected = np.array([person["keypoints2d"][n][:2] for n in names])
+    assert np.median(np.linalg.norm(uv - detected, axis=1)) < 0.03 * h
     np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
     code, _, err = run_cli(["image", lunge_path, "--out", tmp_path / "bad", "--depth", tmp_path / "small.npy"], capsys)
     assert code == 2 and len(error_lines(err)) == 1 and "small.npy" in err and "another shape" in err

@@ -393,10 +393,11 @@ def test_feet_are_not_pinned_across_a_gap_in_the_track() -> None:
     """A person standing, unseen for 10 frames while walking 1 m, standing again: the exported motion
     must not pull them back to where they stood before the gap (the foot re-lands after it)."""
     from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
-    from pipelines.tracking.ground import Ground, break_contacts_at_gaps, pin_feet, world_from_plane
+    from pipelines.scene.ground import GroundPlane
+    from pipelines.tracking.feet import break_contacts_at_gaps, pin_feet
 
     normal, offset = np.array([0.0, -1.0, 0.0]), 1.5  # level camera 1.5 m above the ground (y down)
-    ground = Ground(normal, offset, world_from_plane(normal, offset), 0, 0, 0.0, "body-up")
+    ground = GroundPlane(normal_cam=normal, offset_m=offset, contacts_cam_n3=np.zeros((0, 3)), source="test")
     frames = np.r_[np.arange(10), np.arange(20, 30)]
     times_s = frames / 30.0
     joints = np.zeros((len(frames), len(OUTPUT_JOINT_NAMES), 3))

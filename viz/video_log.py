@@ -32,7 +32,7 @@ import rerun as rr
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import VideoFrameResult
-from pipelines.tracking.ground import Ground
+from pipelines.scene.ground import GroundPlane
 from viz.blueprint import default_blueprint
 from viz.export import person_color
 from viz.rerun_log import (
@@ -170,7 +170,7 @@ class VideoLogger:
             return None
         return self.stream.read(flush=True) or None
 
-    def log_ground(self, ground: Ground, roots_cam: dict[int, np.ndarray]) -> None:
+    def log_ground(self, ground: GroundPlane, roots_cam: dict[int, np.ndarray]) -> None:
         """The ground plane (a square around the trajectories, 1 m beyond them, 4 m at least) and each
         track's root trajectory projected onto it (camera frame, metres), static."""
         pts_w = [ground.to_world(r) for r in roots_cam.values() if len(r)]

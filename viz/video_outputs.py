@@ -4,7 +4,7 @@ Layout of `out_dir`:
     tracks.json       fps, processed frame indices, joint names, camera K_33 (source video pixels), and per
                       track: id, height_m, frames, joints3d_cam (per frame, per joint [x, y, z]; metres, OpenCV
                       camera frame); plus the warnings; "ground": the ground plane and world frame fitted to
-                      the feet (pipelines.tracking.ground; a static camera assumed), and per track its root
+                      the feet (pipelines.tracking.feet; a static camera assumed), and per track its root
                       on it ("root_world", metres), its feet contacts and their slide
     track_<id>.npz    per-frame body parameters of that track (bone rotations, root position, joints) + meta_json
     track_<id>.bvh    the skeleton's motion (see viz.bvh: metres), in the ground's world frame
@@ -28,15 +28,15 @@ import numpy as np
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
-from pipelines.tracking.ground import (
-    Ground,
+from pipelines.scene.ground import GroundPlane
+from pipelines.tracking.feet import (
     break_contacts_at_gaps,
-    fit_ground,
     floor_shift_cam,
     foot_contacts,
     foot_slide_cm_per_s,
     pin_feet,
     sole_height_m,
+    tracks_ground,
 )
 from viz import export
 from viz.bvh import out_frame, write_bvh
@@ -57,7 +57,7 @@ class VideoOutputs:
         self.out_dir = Path(out_dir)
         self.info = info
         self.pin_feet = pin_feet
-        self.ground: Ground | None = None
+        self.ground: GroundPlane | None = None
         self.world: dict[int, dict[str, Any]] = {}
         self.tmp = make_staging_dir(self.out_dir)
         self.logger = None
@@ -102,7 +102,7 @@ class VideoOutputs:
     def _fit_ground(self, pipeline: VideoPipeline) -> None:
         """The ground under the static camera, and per track its contacts, foot slide and pinned root."""
         tracks = [t for t in pipeline.tracks.values() if t.frames]
-        self.ground = fit_ground([np.stack(t.joints_cam_fk3) for t in tracks])
+        self.ground = tracks_ground([np.stack(t.joints_cam_fk3) for t in tracks], [t.frames for t in tracks])
         self.world = {}
         if self.ground is None:
             return
@@ -193,7 +193,8 @@ class VideoOutputs:
             "options": options,
             "backends": {stage: {"asked": u.asked, "used": u.used, "fallback_reason": u.reason}
                          for stage, u in pipeline.backend_uses().items()},  # fmt: skip
-            "ground": None if self.ground is None else self.ground.as_json(),
+            "ground": None if self.ground is None else {**self.ground.as_dict(), **self.ground.world_dict(),
+                                                        "assumes": "a static camera"},
             "exports_frame": self._exports_frame()[1],
             "tracks": entries,
             "warnings": warnings,

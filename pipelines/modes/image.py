@@ -57,6 +57,9 @@ class PipelineConfig:
     """What `depth_file` holds: metric (metres) | relative (depth up to scale and shift) | inverse (disparity)."""
     scene: bool = True
     """Ground plane from the people and, with a depth source, the metric scene (FrameResult.scene)."""
+    focal_solve: str = "fit"
+    """When the focal is estimated: 'fit' (the bodies' fits, the default) or 'blade' (then focal and distances
+    solved together from the bodies' perspective, pipelines.camera.blade; not better on held-out data)."""
     fallback: bool = True
     """When a hub model cannot be had (offline, gated repo, missing package, no GPU), run that stage with its
     embedded backend and say so in the result (False: raise the HubUnavailable error instead)."""
@@ -288,6 +291,10 @@ class ImagePipeline:
                 person.body = fit.body
                 if session is not None:
                     session.fits[person.id] = fit.state
+            if self.config.focal_solve == "blade":
+                from pipelines.camera.blade import solve_camera_with_bodies
+
+                camera = frame.camera = solve_camera_with_bodies(frame.people, camera)
         timings["fit"] = time.perf_counter() - t
         if self.config.depth != "none":
             t = time.perf_counter()

@@ -1,4 +1,6 @@
-"""The ground under a static camera, from the tracked feet over time, and a world frame on it.
+"""The video mode's ground before it was merged into pipelines.scene.ground (a baseline for
+bench.bench_ground_video only; not used by the app): the ground under a static camera, from the tracked
+feet over time, and a world frame on it.
 
 A static camera is assumed: every frame's joints are in one camera frame (OpenCV: x right, y down,
 z forward; metres), so the feet of every track over the whole video lie on one ground plane. The
