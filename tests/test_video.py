@@ -218,8 +218,11 @@ def test_exports_stand_on_the_ground(runs: dict[str, Path]) -> None:
         y_v = _skinned_glb_verts(gltf, int(k))[:, 1]
         soles.append(float(y_v.min()))
         heads.append(float(y_v.max()))
-    # metres: the lowest vertex on the floor (a foot rolling onto its toes lifts the heel's side)
-    assert np.median(np.abs(soles)) < 0.03 and np.abs(soles).max() < 0.05, soles
+    # metres: the lowest vertex on the floor (a foot rolling onto its toes lifts the heel's side); a foot
+    # counts as touching up to the contact height above the track's floor level, so no sole is further off
+    from pipelines.tracking.feet import ContactOptions
+
+    assert np.median(np.abs(soles)) < 0.03 and np.abs(soles).max() < ContactOptions().contact_height_m, soles
     assert np.all(np.array(heads) > 1.4), heads  # upright: the head 1.4+ m above it (the dancer is ~1.7 m)
     # The BVH: the same frame, its lowest bone heads (the toes) at the floor
     root = bvhio.readAsHierarchy(str(out / "track_0.bvh"))
