@@ -41,7 +41,7 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
                         lifecycle: Lifecycle | None = None, jobs: int = 1) -> SessionRegistry:  # fmt: skip
     """Lay out the Multi-view tab inside the current gr.Tabs and wire it; returns its session registry (its
     sessions end with the page's others through `lifecycle`); `jobs`: heavy jobs at once, all tabs together."""
-    sessions = registry or SessionRegistry(factory=MultiviewSession, lifecycle=lifecycle)
+    sessions = registry if registry is not None else SessionRegistry(factory=MultiviewSession, lifecycle=lifecycle)
 
     def session(request: gr.Request | None) -> MultiviewSession:
         return sessions.get(getattr(request, "session_hash", None))

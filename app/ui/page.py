@@ -64,7 +64,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
     sessions of every tab (app.ui.lifecycle: idle timeout, cap on live sessions)."""
     engine = engine or H.default_engine()
     lifecycle = lifecycle or (registry.lifecycle if registry is not None else None) or L.Lifecycle()
-    sessions = registry or SessionRegistry(lifecycle=lifecycle)
+    sessions = registry if registry is not None else SessionRegistry(lifecycle=lifecycle)  # (an empty one is falsy)
     gr.set_static_paths([L.server_dir()])  # downloads are served from the sessions' own folders (see lifecycle)
     choices = H.backend_choices()
 

@@ -47,7 +47,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
                     lifecycle: Lifecycle | None = None) -> SessionRegistry:  # fmt: skip
     """Lay out the Video tab inside the current gr.Tabs and wire it; returns its session registry (its sessions
     end with the page's others through `lifecycle`)."""
-    sessions = registry or SessionRegistry(factory=VideoSession, lifecycle=lifecycle)
+    sessions = registry if registry is not None else SessionRegistry(factory=VideoSession, lifecycle=lifecycle)
 
     def session(request: gr.Request | None) -> VideoSession:
         return sessions.get(getattr(request, "session_hash", None))
