@@ -63,8 +63,9 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
     """The page. `engine` holds the shared pipelines (H.default_engine() when None); `lifecycle` ends the
     sessions of every tab (app.ui.lifecycle: idle timeout, cap on live sessions)."""
     engine = engine or H.default_engine()
-    lifecycle = lifecycle or (registry.lifecycle if registry is not None else None) or L.Lifecycle()
-    sessions = registry if registry is not None else SessionRegistry(lifecycle=lifecycle)  # (an empty one is falsy)
+    if lifecycle is None:  # (`or` would not do: an empty Lifecycle or registry is falsy)
+        lifecycle = registry.lifecycle if registry is not None and registry.lifecycle is not None else L.Lifecycle()
+    sessions = registry if registry is not None else SessionRegistry(lifecycle=lifecycle)
     gr.set_static_paths([L.server_dir()])  # downloads are served from the sessions' own folders (see lifecycle)
     choices = H.backend_choices()
 
