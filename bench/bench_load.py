@@ -9,8 +9,9 @@ told, and the server's memory (resident after the warm-up, peak = VmHWM).
 
 Faults (one more server, --max-sessions 6): a client saves a result first; then a photo job fails
 mid-way (the server's pipeline raises MemoryError after the detections, for photos 333 px wide: the
---serve --inject-faults hook of this script, not of the app), a client disconnects mid-video, a client
-drops mid-upload, and more clients than the cap arrive. After each, a normal photo job must still
+--serve --inject-faults hook of this script, not of the app), a client disconnects mid-video (the time
+until its run stops and until its session's files are gone is measured), a client drops mid-upload,
+and more clients than the cap arrive. After each, a normal photo job must still
 succeed, and the first client's downloads must be byte-identical and still load (JSON, NPZ, GLB).
 
 Bounded: every client has a timeout (--timeout-s), the whole run takes a few minutes on 2 cores.
@@ -349,12 +350,19 @@ def fault_phase(timeout_s: float) -> list[list[object]]:
         started = job.status().code.name
         c.close()  # the browser tab closes: its streams end, and so does its session
         t = time.perf_counter()
-        pattern = f"srv-{server.proc.pid}-*/hmr-playground-video-*"
-        while any(sessions_root().glob(pattern)) and time.perf_counter() - t < 60:
+        session_glob = f"srv-{server.proc.pid}-*/hmr-playground-video-*"
+        stopped_s = freed_s = None
+        while time.perf_counter() - t < 90 and freed_s is None:
+            if stopped_s is None and not any(sessions_root().glob(session_glob + "/run-*/.outputs.tmp-*")):
+                stopped_s = time.perf_counter() - t  # the run aborted: its partial outputs are dropped
+            if not any(sessions_root().glob(session_glob)):
+                freed_s = time.perf_counter() - t
             time.sleep(0.2)
-        gone = not any(sessions_root().glob(pattern))
-        check("client disconnects mid-video", f"job {started} after 4 s; its session and files "
-              + (f"freed {time.perf_counter() - t:.1f} s after the disconnect" if gone else "NOT freed in 60 s"))
+        check("client disconnects mid-video",
+              f"job {started} after 4 s; the run stopped "
+              + (f"{stopped_s:.1f} s" if stopped_s is not None else "NOT in 90 s")
+              + " after the disconnect, the session was freed "
+              + (f"{freed_s:.1f} s after (grace period 30 s)" if freed_s is not None else "NOT in 90 s"))
         # 3. a client that drops mid-upload
         drop_mid_upload(server.url)
         check("client drops mid-upload (1 of 8 MB sent)", "connection closed")
@@ -407,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_description(), flush=True)
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     rows = []
-    for jobs in (int(j) for j in args.jobs_list.split(",")):
+    for jobs in (int(j) for j in args.jobs_list.split(",") if j.strip()):
         server = Server(jobs=jobs)
         print(f"jobs={jobs}: server warm in {server.startup_s:.0f} s ({server.warm_rss_mb:.0f} MB)", flush=True)
         t = time.perf_counter()
@@ -418,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     print()
-    print(markdown_table(["heavy jobs at once", "job", "clients", "done", "refused/failed", "median latency (s)",
-                          "max latency (s)", "max queue position shown", "server MB after warm-up",
-                          "server peak MB", "phase wall (s)"], rows))  # fmt: skip
+    if rows:
+        print(markdown_table(["heavy jobs at once", "job", "clients", "done", "refused/failed", "median latency (s)",
+                              "max latency (s)", "max queue position shown", "server MB after warm-up",
+                              "server peak MB", "phase wall (s)"], rows))  # fmt: skip
     if not args.no_faults:
         print()
         fault_rows = fault_phase(args.timeout_s)

@@ -117,6 +117,23 @@ def test_idle_sessions_end_but_running_ones_stay() -> None:
     assert back is not idle and back.image is None
 
 
+def test_a_closed_tab_ends_after_a_grace_period_unless_it_comes_back() -> None:
+    clock = FakeClock()
+    life = L.Lifecycle(clock=clock, sweep_period_s=0, close_grace_s=30)
+    images, videos = SessionRegistry(lifecycle=life), SessionRegistry(VideoSession, lifecycle=life)
+    blip, gone, running = images.get("blip"), images.get("gone"), videos.get("running")
+    running.start_run()
+    for sid in ("blip", "gone", "running"):
+        images.end(sid)  # Gradio's unload: the keep-alive stream dropped
+    clock.t += 10
+    images.get("blip")  # an event within the grace period: it was a network blip
+    clock.t += 25
+    assert life.sweep() == ["gone"] and gone.closed and not blip.closed
+    assert not running.closed  # its run goes on (Gradio stops it if its client is really gone)
+    running.end_run(None)
+    assert life.sweep() == ["running"] and running.closed
+
+
 def test_sessions_past_the_cap_are_refused_with_a_sentence() -> None:
     life = L.Lifecycle(max_sessions=2, sweep_period_s=0)
     registry = SessionRegistry(lifecycle=life)
@@ -124,7 +141,7 @@ def test_sessions_past_the_cap_are_refused_with_a_sentence() -> None:
     with pytest.raises(gr.Error, match=r"maximum of 2 sessions.*Try again in a few minutes"):
         registry.get("c")
     assert registry.get("a") is a  # the open sessions are not disturbed
-    registry.end("b")
+    life.end("b")
     assert registry.get("c") is not None
 
 

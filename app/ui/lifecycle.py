@@ -3,7 +3,10 @@
 A session (one browser tab, Gradio's session hash; the Image, Video and Multi-view tabs each keep
 their own state for it in a SessionRegistry) ends, and its memory (photos, results, recordings) and
 files (its folder, its uploads) are released:
-- when its tab closes (Gradio's unload event, and the delete_callback of its gr.State);
+- CLOSE_GRACE_S after its tab closes (Gradio's unload event, sent when the keep-alive stream drops):
+  an event within that time keeps it (a reconnect after a network blip, or a client whose keep-alive
+  timed out on a busy server), so does a run going on (Gradio stops the run itself when its client's
+  stream drops); also when Gradio expires its gr.State (the delete_callback) while it is idle;
 - when it has been idle for `idle_timeout_s` (IDLE_TIMEOUT_S: 15 minutes; a run going on is activity),
   checked every SWEEP_PERIOD_S by a background thread: this also ends sessions of clients that never
   open Gradio's keep-alive stream (scripts, gradio_client);
@@ -20,6 +23,7 @@ guessed, and it stops working when the session ends and its folder is deleted.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -38,8 +42,10 @@ IDLE_TIMEOUT_S = 15 * 60
 """A session with no event and no run for this long ends."""
 MAX_SESSIONS = 24
 """Live sessions at most (about 100-300 MB each with a photo and its result: 24 stay under ~4 GB with the models)."""
-SWEEP_PERIOD_S = 30.0
-"""How often idle sessions are looked for."""
+CLOSE_GRACE_S = 30.0
+"""A closed tab's session ends this long after the close, unless an event of it comes meanwhile."""
+SWEEP_PERIOD_S = 10.0
+"""How often idle and closed sessions are looked for."""
 ROOT_NAME = "hmr-playground-sessions"
 ENDED_MEMORY = 1024
 """Ids of sessions ended for idleness remembered (to tell their tab why its photo is gone)."""
@@ -68,6 +74,7 @@ def server_dir() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"srv-{os.getpid()}-{secrets.token_hex(4)}"
     path.mkdir(mode=0o700)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)  # a clean exit leaves nothing; a crash: sweep_stale_dirs
     return path
 
 
@@ -117,14 +124,16 @@ class Lifecycle:
     """The live sessions of one page (every tab's registry), their last activity, and their uploads."""
 
     def __init__(self, idle_timeout_s: float = IDLE_TIMEOUT_S, max_sessions: int = MAX_SESSIONS,
-                 clock: Callable[[], float] = time.monotonic,
-                 sweep_period_s: float = SWEEP_PERIOD_S) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, sweep_period_s: float = SWEEP_PERIOD_S,
+                 close_grace_s: float = CLOSE_GRACE_S) -> None:  # fmt: skip
         self.idle_timeout_s = float(idle_timeout_s)
+        self.close_grace_s = float(close_grace_s)
         self.max_sessions = int(max_sessions)
         self.sweep_period_s = float(sweep_period_s)
         self._clock = clock
         self._registries: list[Registry] = []
         self._seen: dict[str, float] = {}
+        self._closing: dict[str, float] = {}
         self._uploads: dict[str, set[Path]] = {}
         self._ended_idle: dict[str, None] = {}
         self._lock = threading.RLock()
@@ -153,6 +162,7 @@ class Lifecycle:
             if new and len(self._seen) >= self.max_sessions:
                 raise gr.Error(self.full_message())
             self._seen[session_id] = self._clock()
+            self._closing.pop(session_id, None)  # it is back (or never left)
             came_back = new and session_id in self._ended_idle
             self._ended_idle.pop(session_id, None)
         if came_back:
@@ -174,12 +184,23 @@ class Lifecycle:
     def busy(self, session_id: str) -> bool:
         return any(r.busy(session_id) for r in self._registries)
 
+    def tab_closed(self, session_id: str | None) -> None:
+        """Gradio saw the tab close: the session ends CLOSE_GRACE_S from now, unless an event of it comes first."""
+        if session_id is None:
+            return
+        with self._lock:
+            if session_id in self._seen:
+                self._closing[session_id] = self._clock() + self.close_grace_s
+        if self.close_grace_s <= 0:
+            self.sweep()
+
     def end(self, session_id: str | None, *, idle: bool = False) -> bool:
         """End a session in every tab: its memory and files are released; False when it was not live."""
         if session_id is None:
             return False
         with self._lock:
             live = self._seen.pop(session_id, None) is not None
+            self._closing.pop(session_id, None)
             uploads = self._uploads.pop(session_id, set())
             still_used = set().union(*self._uploads.values()) if self._uploads else set()
             if idle:
@@ -202,11 +223,16 @@ class Lifecycle:
         return self.end(session_id, idle=True)
 
     def sweep(self) -> list[str]:
-        """End the sessions idle past the timeout (a session running a job counts as active); their ids."""
+        """End the sessions idle past the timeout, and those whose tab closed more than CLOSE_GRACE_S ago (a
+        session running a job counts as active); their ids."""
         now = self._clock()
         ended = []
         with self._lock:
-            candidates = [sid for sid, t in self._seen.items() if now - t > self.idle_timeout_s]
+            closed = [sid for sid, deadline in self._closing.items() if now >= deadline]
+            candidates = [sid for sid, t in self._seen.items() if now - t > self.idle_timeout_s and sid not in closed]
+        for sid in closed:
+            if not self.busy(sid) and self.end(sid):
+                ended.append(sid)
         for sid in candidates:
             if self.busy(sid):
                 with self._lock:

@@ -334,11 +334,11 @@ class SessionRegistry:
             self.lifecycle.end_if_idle(session_id)
 
     def end(self, session_id: str | None) -> None:
-        """The tab closed: end the session (in every tab, through the lifecycle when there is one)."""
+        """The tab closed: end the session (in every tab, after the lifecycle's grace period when there is one)."""
         if self.lifecycle is None:
             self.close(session_id)
         else:
-            self.lifecycle.end(session_id)
+            self.lifecycle.tab_closed(session_id)
 
     def close_all(self) -> None:
         with self._lock:
