@@ -48,6 +48,8 @@ FAULT_WIDTH = 333
 RUN_ARGS = (True, None, "embedded", "embedded", "embedded", "embedded", "anny")
 """The Run button's inputs: auto, field of view (automatic), the backends."""
 RUN_API = "/fn_5"
+L_GRACE_WAIT_S = 45.0
+"""Closed tabs' sessions end within the grace period (30 s) and a sweep (10 s)."""
 VIDEO_ARGS = (2, 0, 1.0, 640, True, 4)
 """Video tab: stride 2, from 0 to 1 s, 640 px, smoothing, 4 people at most."""
 
@@ -381,7 +383,7 @@ def fault_phase(timeout_s: float) -> list[list[object]]:
         n_ok = len(held) - (1 if refusal else 0)
         for h in held:
             h.close()
-        time.sleep(1.0)
+        time.sleep(L_GRACE_WAIT_S)  # their sessions end after the grace period of closed tabs
         check("clients beyond a cap of 6 live sessions",
               f"{n_ok} more admitted, then refused: {refusal[:110] or '(none refused)'}")
         keeper.close()
@@ -423,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = load_phase(server, args.clients, args.videos, args.timeout_s)
             rows += summarise(jobs, server, outcomes, time.perf_counter() - t)
         finally:
-            server.stop()
+            log = server.stop()
+        if any(not o.ok for o in outcomes):
+            tracebacks = log.split("Traceback (most recent call last)")[1:]
+            print("server tracebacks:\n" + "\n---\n".join(tb[-2500:] for tb in tracebacks[-3:]), flush=True)
         print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     print()
     if rows:

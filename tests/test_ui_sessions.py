@@ -179,6 +179,13 @@ def test_public_listen_asks_for_a_login_and_warns_without_one(tmp_path: Path) ->
         SO.resolve_access("0.0.0.0", auth="ann", env={})
 
 
+def test_the_server_refuses_to_start_with_a_malformed_login(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.main import main
+
+    assert main(["--listen", "0.0.0.0", "--auth", "ann", "--no-warmup"]) == 2  # before anything is loaded
+    assert "error: --auth: each login must be user:password" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------- a live server
 
 

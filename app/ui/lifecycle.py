@@ -137,6 +137,8 @@ class Lifecycle:
         self._uploads: dict[str, set[Path]] = {}
         self._ended_idle: dict[str, None] = {}
         self._lock = threading.RLock()
+        self.lock = self._lock
+        """Held while a session is looked up for an event (SessionRegistry.get) and while one is ended."""
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -198,7 +200,7 @@ class Lifecycle:
         """End a session in every tab: its memory and files are released; False when it was not live."""
         if session_id is None:
             return False
-        with self._lock:
+        with self._lock:  # held through the close: no event gets this session while it is being ended
             live = self._seen.pop(session_id, None) is not None
             self._closing.pop(session_id, None)
             uploads = self._uploads.pop(session_id, set())
@@ -207,7 +209,7 @@ class Lifecycle:
                 self._ended_idle[session_id] = None
                 while len(self._ended_idle) > ENDED_MEMORY:
                     self._ended_idle.pop(next(iter(self._ended_idle)))
-        closed = [r.close(session_id) for r in self._registries]
+            closed = [r.close(session_id) for r in self._registries]
         for path in uploads - still_used:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
@@ -218,28 +220,26 @@ class Lifecycle:
         """Gradio expired a session's state: end it unless it was active within the idle timeout or is running."""
         with self._lock:
             seen = self._seen.get(session_id)
-        if seen is not None and (self._clock() - seen <= self.idle_timeout_s or self.busy(session_id)):
-            return False
-        return self.end(session_id, idle=True)
+            if seen is not None and (self._clock() - seen <= self.idle_timeout_s or self.busy(session_id)):
+                return False
+            return self.end(session_id, idle=True)
 
     def sweep(self) -> list[str]:
         """End the sessions idle past the timeout, and those whose tab closed more than CLOSE_GRACE_S ago (a
         session running a job counts as active); their ids."""
-        now = self._clock()
         ended = []
-        with self._lock:
+        with self._lock:  # decided and ended under the lock: an event meanwhile (touch) keeps the session
+            now = self._clock()
             closed = [sid for sid, deadline in self._closing.items() if now >= deadline]
             candidates = [sid for sid, t in self._seen.items() if now - t > self.idle_timeout_s and sid not in closed]
-        for sid in closed:
-            if not self.busy(sid) and self.end(sid):
-                ended.append(sid)
-        for sid in candidates:
-            if self.busy(sid):
-                with self._lock:
+            for sid in closed:
+                if not self.busy(sid) and self.end(sid):
+                    ended.append(sid)
+            for sid in candidates:
+                if self.busy(sid):
                     self._seen[sid] = now  # the idle time counts from the end of the run
-                continue
-            if self.end(sid, idle=True):
-                ended.append(sid)
+                elif self.end(sid, idle=True):
+                    ended.append(sid)
         return ended
 
     def _start_sweeper(self) -> None:

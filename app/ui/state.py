@@ -301,12 +301,15 @@ class SessionRegistry:
     def get(self, session_id: str | None) -> UISession:
         """The session for this id (created on first use; a random id when Gradio gives none)."""
         key = session_id or uuid.uuid4().hex
-        self.touch(key)
-        with self._lock:
-            session = self._sessions.get(key)
-            if session is None or session.closed:
-                session = self._sessions[key] = self._factory(session_id=key)
-            return session
+        # Under the lifecycle's lock: a sweep ending this session either ends it before (a fresh one is made
+        # here) or sees this event and keeps it, never closes it under the event that just got it.
+        with self.lifecycle.lock if self.lifecycle is not None else contextlib.nullcontext():
+            self.touch(key)
+            with self._lock:
+                session = self._sessions.get(key)
+                if session is None or session.closed:
+                    session = self._sessions[key] = self._factory(session_id=key)
+                return session
 
     def close(self, session_id: str | None) -> bool:
         """Clean up and forget one session; False when it was unknown."""
