@@ -12,13 +12,14 @@ its parent. Rotation channels are Z X Y Euler angles in degrees (intrinsic: R = 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from pipelines.io.atomic import write_text_atomic
 
 BVH_T_CAM_33 = np.diag([1.0, -1.0, -1.0])
 """OpenCV camera axes -> BVH axes (y up, camera looking down -z)."""
@@ -110,7 +111,4 @@ def write_bvh(path: str | Path, bone_labels: Sequence[str], parents_j: np.ndarra
     for f in range(n_f):
         values = np.concatenate([root_bvh_f3[f], euler_fj3[f].ravel()])
         lines.append(" ".join(f"{v:.5f}" for v in values))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipelines.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from pipelines.types import Camera, PersonResult
 
 GLTF_T_CAM_33 = np.diag([1.0, -1.0, -1.0])
@@ -54,7 +54,7 @@ def export_mesh_glb(
     """Write a binary glTF of a camera-frame mesh, converted to glTF axes (see the module docstring)."""
     path = Path(path)
     mesh = _gltf_mesh(verts_v3, faces_f3, color_rgb)
-    path.write_bytes(mesh.export(file_type="glb"))
+    write_bytes_atomic(path, mesh.export(file_type="glb"))
     return path
 
 
@@ -74,7 +74,7 @@ def export_mesh_obj(
         ("v %.6f %.6f %.6f %.4f %.4f %.4f\n" * len(v)) % tuple(np.hstack([v, rgb]).ravel()),
         ("f %d %d %d\n" * len(f1)) % tuple(f1.ravel()),
     ]
-    path.write_text("".join(parts))
+    write_text_atomic(path, "".join(parts))
     return path
 
 
@@ -92,7 +92,7 @@ def save_params_npz(path: str | Path, params: dict[str, np.ndarray], meta: dict[
         raise ValueError("'meta_json' is reserved for the metadata")
     arrays = {k: np.asarray(v) for k, v in params.items()}
     arrays["meta_json"] = np.array(json.dumps(to_jsonable(meta)))
-    with path.open("wb") as fh:  # a file handle keeps numpy from appending '.npz' to the name
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:  # a file handle: numpy appends no '.npz' to the name
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
     return path
 
@@ -122,10 +122,7 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write strict JSON (numpy-safe, NaN -> null) via a temporary file and an atomic rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------------------- overlay

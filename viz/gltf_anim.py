@@ -19,12 +19,12 @@ frame, so the body moves as in the video.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.io.atomic import atomic_path
 from pipelines.tracking.track_smoothing import continuous_quaternions
 from viz.bvh import BVH_T_CAM_33, BVH_T_REST_33, bvh_joint_names, out_frame
 
@@ -158,7 +158,6 @@ def write_animated_glb(path: str | Path, *, rest_verts_v3: np.ndarray, faces_f3:
         buffers=[g.Buffer(byteLength=len(blob))],
     )
     gltf.set_binary_blob(bytes(blob))
-    tmp = path.with_name(f".{path.name}.tmp")
-    gltf.save_binary(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        gltf.save_binary(str(tmp))
     return path

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.io.atomic import write_text_atomic
 from pipelines.modes.multiview import MultiviewResult
 from pipelines.multiview.formats import save_project_json
 from pipelines.multiview.fuse import FUSED_JOINT_NAMES
@@ -138,8 +139,8 @@ def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = T
     tmp = make_staging_dir(out_dir)
     try:
         names = ["tracks.json", "report.json", "calibration.json"]
-        (tmp / "tracks.json").write_text(json.dumps(tracks_dict(result)))
-        (tmp / "report.json").write_text(json.dumps(report_dict(result), indent=1))
+        write_text_atomic(tmp / "tracks.json", json.dumps(tracks_dict(result)))
+        write_text_atomic(tmp / "report.json", json.dumps(report_dict(result), indent=1))
         save_project_json(result.fusion.cams, tmp / "calibration.json",
                           {"refined": result.fusion.refine is not None})  # fmt: skip
         for p in result.fusion.people:

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from pipelines.errors import UserFacingError
+from pipelines.io.atomic import atomic_path
 from pipelines.types import FrameResult, PersonResult, Prompts
 from viz import export, scene_outputs
 
@@ -103,8 +104,9 @@ def _write_overlay(path: Path, frame: FrameResult) -> None:
     bgr = cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR)
     # Fast zlib level and a single row filter: ~1.5x faster than adaptive filtering, same file size.
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-    if not cv2.imwrite(str(path), bgr, params):
-        raise OSError(f"could not write {path}")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), bgr, params):
+            raise OSError(f"could not write {path}")
 
 
 def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.io.atomic import atomic_path
 from pipelines.scene.pointcloud import write_ply
 from pipelines.types import FrameResult
 
@@ -55,7 +56,8 @@ def write_scene_files(out_dir: Path, frame: FrameResult) -> list[str]:
     if scene is None:
         return names
     if scene.depth is not None:
-        np.save(out_dir / DEPTH_FILE, scene.depth.depth_m_hw.astype(np.float32))
+        with atomic_path(out_dir / DEPTH_FILE) as tmp, tmp.open("wb") as fh:
+            np.save(fh, scene.depth.depth_m_hw.astype(np.float32))
         names.append(DEPTH_FILE)
     if scene.points is not None and len(scene.points.xyz_n3):
         write_ply(out_dir / CLOUD_FILE, scene.points)

@@ -7,11 +7,12 @@ z up (the calibration's world) are written as (x, z, -y). Missing values are lef
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from pipelines.io.atomic import write_text_atomic
 
 TRC_T_WORLD_33 = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 """World axes (z up) -> TRC axes (y up)."""
@@ -31,7 +32,4 @@ def write_trc(path: str | Path, marker_names: Sequence[str], xyz_world_fk3: np.n
     for f in range(n_f):
         vals = "\t".join("" if not np.isfinite(v) else f"{v:.6f}" for v in xyz[f].ravel())
         lines.append(f"{frames[f]}\t{(frames[f] - 1) / fps:.6f}\t{vals}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")

@@ -11,8 +11,10 @@ and checks the event values it gets (a crafted request may send anything).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 import queue
 import threading
 import time
@@ -44,6 +46,8 @@ CANVAS_MAX_SIDE = 1024
 CONFIG_STAGES: tuple[str, ...] = ("segmentation", "keypoints", "camera", "hmr", "body")
 """PipelineConfig fields the page offers as selectors (stage name in pipelines.registry)."""
 FOV_RANGE_DEG = (5.0, 175.0)
+HEAVY_JOBS = max(1, min(2, os.cpu_count() or 1))
+"""Heavy jobs (runs of any tab) at once: one per core, two at most (each job's models run on one thread)."""
 
 ProgressFn = Callable[..., Any]
 
@@ -65,29 +69,68 @@ class RunUpdate(NamedTuple):
 # ------------------------------------------------------------------------------------ the engine
 
 
-class Engine:
-    """The shared pipelines, one per backend choice, used by one heavy job at a time."""
+class _Worker:
+    """One set of pipelines (one per backend choice) sharing one model cache, used by one job at a time:
+    MediaPipe's landmarkers and the TFLite interpreters are not thread-safe, so workers share nothing."""
 
-    def __init__(self, *pipelines: ImagePipeline) -> None:
-        """`pipelines`: already built pipelines to reuse (e.g. a warm one shared with tests)."""
-        self._pipelines: dict[tuple[str, ...], ImagePipeline] = {config_key(p.config): p for p in pipelines}
+    def __init__(self, pipelines: tuple[ImagePipeline, ...] = ()) -> None:
+        self.pipelines: dict[tuple[str, ...], ImagePipeline] = {config_key(p.config): p for p in pipelines}
         self.models: dict[tuple[str, ...], object] = pipelines[0].models if pipelines else {}
-        """The model cache every pipeline of this engine shares (one copy per backend, device and checkpoint)."""
-        self.lock = threading.Lock()
-        """Held while a pipeline runs: the models are shared by every session."""
-        self.warm = False
 
     def pipeline(self, config: PipelineConfig) -> ImagePipeline:
         key = config_key(config)
-        if key not in self._pipelines:
-            self._pipelines[key] = ImagePipeline(config, models=self.models)
-        return self._pipelines[key]
+        if key not in self.pipelines:
+            self.pipelines[key] = ImagePipeline(config, models=self.models)
+        return self.pipelines[key]
+
+    def reset(self) -> None:
+        """Drop the pipelines and models (after a job died in them: the next job loads fresh ones)."""
+        self.pipelines, self.models = {}, {}
+
+
+class Engine:
+    """The pipelines of `workers` heavy jobs at once: each job takes a worker of its own (`acquire`)."""
+
+    def __init__(self, *pipelines: ImagePipeline, workers: int = 1) -> None:
+        """`pipelines`: already built pipelines to reuse in the first worker (e.g. a warm one shared with
+        tests); the other workers load their own models on first use (or in `warmup`)."""
+        self.workers = max(1, int(workers))
+        self._workers = [_Worker(pipelines)] + [_Worker() for _ in range(self.workers - 1)]
+        self._free: queue.LifoQueue[_Worker] = queue.LifoQueue()  # LIFO: the warmest worker first
+        for worker in reversed(self._workers):
+            self._free.put(worker)
+        self.warm = False
+
+    @property
+    def models(self) -> dict[tuple[str, ...], object]:
+        """The first worker's model cache (one copy per backend, device and checkpoint)."""
+        return self._workers[0].models
+
+    def pipeline(self, config: PipelineConfig) -> ImagePipeline:
+        """The first worker's pipeline for `config` (for code that runs no concurrent jobs: tests, benches)."""
+        return self._workers[0].pipeline(config)
+
+    @contextlib.contextmanager
+    def acquire(self, config: PipelineConfig) -> Iterator[ImagePipeline]:
+        """A free worker's pipeline for `config`, for one job (waits while every worker is busy). A job that
+        fails with anything but a user error (a model error, out of memory) leaves its worker reset: the next
+        job gets freshly loaded models, never ones a crash may have left half-updated."""
+        worker = self._free.get()
+        try:
+            yield worker.pipeline(config)
+        except (UserFacingError, gr.Error, GeneratorExit):
+            raise
+        except BaseException:
+            worker.reset()
+            raise
+        finally:
+            self._free.put(worker)
 
     def warmup(self, example: str | Path | None = None) -> float:
         """Load the default models and run one example end to end through the handlers; seconds taken."""
         t = time.perf_counter()
-        with self.lock:
-            self.pipeline(PipelineConfig()).warmup()
+        for worker in self._workers:
+            worker.pipeline(PipelineConfig()).warmup()
         session = UISession(session_id="warmup")
         try:
             on_upload(session, str(example or EXAMPLES_DIR / EXAMPLE_NAMES[0]))
@@ -105,8 +148,8 @@ class Engine:
 
 @functools.cache
 def default_engine() -> Engine:
-    """The process-wide engine (created on first use; models load lazily)."""
-    return Engine()
+    """The process-wide engine, HEAVY_JOBS workers (created on first use; models load lazily)."""
+    return Engine(workers=HEAVY_JOBS)
 
 
 def config_key(config: PipelineConfig) -> tuple[str, ...]:
@@ -357,7 +400,6 @@ def on_run(
     if state.config_key != key:
         state.image_session, state.config_key = ImageSession(), key
     focal_px = focal_from_fov(fov_deg, snap.image.width)
-    pipeline = engine.pipeline(config)
     prompts = P.to_prompts(snap.history)
     state.ran = snap
     session, recording = state.image_session, state.recording
@@ -377,7 +419,7 @@ def on_run(
 
     def work() -> None:
         try:
-            with engine.lock:
+            with state.run_lock, engine.acquire(config) as pipeline:
                 frame = pipeline.run(
                     snap.image, prompts=prompts, focal_px=focal_px, session=session, on_stage=on_stage,
                     progress=lambda frac, msg: events.put(("progress", frac, msg)),

@@ -18,11 +18,12 @@ from gradio_rerun import Rerun
 
 from app.multiview_run import CALIB_SUFFIXES
 from app.ui import multiview_handlers as MH
+from app.ui.lifecycle import IDLE_TIMEOUT_S, Lifecycle
 from app.ui.multiview_state import MultiviewSession
 from app.ui.state import SessionRegistry
 from app.ui.video_handlers import VIDEO_SUFFIXES
 
-SESSION_STATE_TTL_S = 6 * 3600
+SESSION_STATE_TTL_S = IDLE_TIMEOUT_S
 PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 
@@ -37,9 +38,11 @@ INTRO = (
 )
 
 
-def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None) -> SessionRegistry:
-    """Lay out the Multi-view tab inside the current gr.Tabs and wire it; returns its session registry."""
-    sessions = registry or SessionRegistry(factory=MultiviewSession)
+def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None,
+                        lifecycle: Lifecycle | None = None, jobs: int = 1) -> SessionRegistry:  # fmt: skip
+    """Lay out the Multi-view tab inside the current gr.Tabs and wire it; returns its session registry (its
+    sessions end with the page's others through `lifecycle`); `jobs`: heavy jobs at once, all tabs together."""
+    sessions = registry if registry is not None else SessionRegistry(factory=MultiviewSession, lifecycle=lifecycle)
 
     def session(request: gr.Request | None) -> MultiviewSession:
         return sessions.get(getattr(request, "session_hash", None))
@@ -56,6 +59,9 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
         progress: gr.Progress = PROGRESS,
     ) -> Iterator[tuple]:
         state = session(request)
+        if sessions.lifecycle is not None:
+            for upload in [*(videos or []), *(calibration or [])]:
+                sessions.lifecycle.claim_upload(state.session_id, upload)
         first = held is not state
         for u in MH.on_multiview_run(state, videos, calibration, n_frames, max_side, sync, refine,
                                      progress=progress):  # fmt: skip
@@ -72,12 +78,11 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
         return [str(p) for p in MH.EXAMPLE_VIDEOS], [str(MH.EXAMPLE_CALIBRATION)]
 
     def unload(request: gr.Request) -> None:
-        sessions.close(getattr(request, "session_hash", None))
+        sessions.end(getattr(request, "session_hash", None))
 
     def expire(held: MultiviewSession | None) -> None:  # Gradio expired the tab's state (no unload seen)
         if held is not None:
-            sessions.close(held.session_id)
-            held.cleanup()
+            sessions.expire(held.session_id)
 
     with gr.Tab("Multi-view", elem_id="multiview-tab"), gr.Row(equal_height=False):
         held = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=expire)
@@ -112,7 +117,7 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
     example_btn.click(example, None, [videos, calibration], **light)
     run_btn.click(run, [held, videos, calibration, n_frames, max_side, sync, refine],
-                  [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=1,
+                  [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=jobs,
                   show_progress_on=[status])  # fmt: skip
     cancel_btn.click(cancel, None, None, **light)
     demo.unload(unload)

@@ -21,6 +21,7 @@ from gradio_rerun import Rerun
 
 from app.ui import canvas as C
 from app.ui import handlers as H
+from app.ui import lifecycle as L
 from app.ui.multiview_page import build_multiview_tab
 from app.ui.state import SessionRegistry, UISession
 from app.ui.video_page import build_video_tab
@@ -40,7 +41,7 @@ STAGE_LABELS = {
     "hmr": "Body fit",
     "body": "Body model",
 }
-SESSION_STATE_TTL_S = 6 * 3600
+SESSION_STATE_TTL_S = L.IDLE_TIMEOUT_S
 PROGRESS = gr.Progress()
 """Gradio replaces this default with a tracker of the running event."""
 CSS = """
@@ -57,14 +58,20 @@ INTRO = (
 )
 
 
-def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None = None) -> gr.Blocks:
-    """The page. `engine` holds the shared pipelines (H.default_engine() when None)."""
+def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None = None,
+               lifecycle: L.Lifecycle | None = None) -> gr.Blocks:  # fmt: skip
+    """The page. `engine` holds the shared pipelines (H.default_engine() when None); `lifecycle` ends the
+    sessions of every tab (app.ui.lifecycle: idle timeout, cap on live sessions)."""
     engine = engine or H.default_engine()
-    sessions = registry or SessionRegistry()
+    if lifecycle is None:  # (`or` would not do: an empty Lifecycle or registry is falsy)
+        lifecycle = registry.lifecycle if registry is not None and registry.lifecycle is not None else L.Lifecycle()
+    sessions = registry if registry is not None else SessionRegistry(lifecycle=lifecycle)
+    gr.set_static_paths([L.server_dir()])  # downloads are served from the sessions' own folders (see lifecycle)
     choices = H.backend_choices()
 
     def session(state: UISession | None, request: gr.Request | None) -> UISession:
         if state is not None and not state.closed:
+            sessions.touch(state.session_id)
             return state
         return sessions.get(getattr(request, "session_hash", None))
 
@@ -72,6 +79,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
 
     def upload(state: UISession | None, path: str | None, request: gr.Request) -> tuple:
         state = session(state, request)
+        lifecycle.claim_upload(state.session_id, path)
         return (state, *H.on_upload(state, path))
 
     def example(state: UISession | None, evt: gr.SelectData, request: gr.Request) -> tuple:
@@ -134,12 +142,11 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         return gr.update(visible=mode == "keypoint")
 
     def delete_state(state: UISession | None) -> None:
-        if state is not None:
-            sessions.close(state.session_id)
-            state.cleanup()
+        if state is not None:  # Gradio expired the state: end the session unless it is still active
+            sessions.expire(state.session_id)
 
     def unload(request: gr.Request) -> None:
-        sessions.close(getattr(request, "session_hash", None))
+        sessions.end(getattr(request, "session_hash", None))
 
     # ---------------------------------------------------------------------------------- layout
 
@@ -210,7 +217,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
 
         # --------------------------------------------------------------------------------- wiring
         light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden", "trigger_mode": "multiple"}
-        heavy: dict[str, Any] = {"concurrency_id": "pipeline", "concurrency_limit": 1}
+        heavy: dict[str, Any] = {"concurrency_id": "pipeline", "concurrency_limit": engine.workers}
         run_inputs = [state, auto, fov, *selectors]
         run_outputs = [viewer, status, files]
         edit_out = [state, canvas, prompt_status]
@@ -228,6 +235,6 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         mode.change(show_joint, [mode], [joint], **light)
         demo.unload(unload)
         with tabs:
-            build_video_tab(demo, engine)
-            build_multiview_tab(demo)
+            build_video_tab(demo, engine, lifecycle=lifecycle)
+            build_multiview_tab(demo, lifecycle=lifecycle, jobs=engine.workers)
     return demo

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import rerun as rr
 
+from app.ui.lifecycle import Lifecycle, new_session_dir
 from app.ui.prompts import PromptHistory
 from pipelines.io.image_io import LoadedImage
 from pipelines.modes.image import ImageSession, image_key
@@ -165,7 +165,14 @@ class UISession:
     _tmp_dir: Path | None = None
     _recording: SessionRecording | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held by a run while its pipeline works: two runs of one session (two heavy workers) never overlap."""
     closed: bool = False
+
+    @property
+    def busy(self) -> bool:
+        """A run of this session is going on."""
+        return self.active_runs > 0
 
     @property
     def last_frame(self) -> FrameResult | None:
@@ -175,10 +182,11 @@ class UISession:
 
     @property
     def tmp_dir(self) -> Path:
-        """This session's own temporary folder (created on first use, removed by cleanup)."""
+        """This session's own temporary folder, with an unguessable name (app.ui.lifecycle; created on first
+        use, removed by cleanup)."""
         with self._lock:
             if self._tmp_dir is None:
-                self._tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+                self._tmp_dir = new_session_dir(TMP_PREFIX)
             return self._tmp_dir
 
     @property
@@ -254,7 +262,9 @@ class UISession:
             return snapshot.revision == self.revision
 
     def cleanup(self) -> None:
-        """Close the recording and delete the temporary folder; safe to call twice."""
+        """Close the recording, delete the temporary folder and drop the photo, its display copy and every
+        result (a closed session object may stay referenced by Gradio for a while: it holds nothing big);
+        safe to call twice."""
         with self._lock:
             self.closed = True
             if self._recording is not None:
@@ -263,27 +273,43 @@ class UISession:
             if self._tmp_dir is not None:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)
                 self._tmp_dir = None
+            self.image = self.display_rgb_hw3 = None
+            self.display_src = ""
+            self.history = PromptHistory()
             self.image_session = ImageSession()
-            self.shown = None
+            self.ran = self.shown = None
 
 
 class SessionRegistry:
     """Gradio session id -> UISession, so that closing a tab can clean up its session."""
 
-    def __init__(self, factory: Callable[..., Any] = UISession) -> None:
-        """`factory(session_id=...)` makes a new session (the Video tab passes its VideoSession)."""
+    def __init__(self, factory: Callable[..., Any] = UISession, lifecycle: Lifecycle | None = None) -> None:
+        """`factory(session_id=...)` makes a new session (the Video tab passes its VideoSession); `lifecycle`
+        (app.ui.lifecycle, shared by the page's tabs) ends idle sessions and caps how many live at once."""
         self._factory = factory
         self._sessions: dict[str, UISession] = {}
         self._lock = threading.Lock()
+        self.lifecycle = lifecycle
+        if lifecycle is not None:
+            lifecycle.attach(self)
+
+    def touch(self, session_id: str | None) -> None:
+        """An event of this session (raises gr.Error for a new session past the lifecycle's cap)."""
+        if self.lifecycle is not None and session_id:
+            self.lifecycle.touch(session_id)
 
     def get(self, session_id: str | None) -> UISession:
         """The session for this id (created on first use; a random id when Gradio gives none)."""
         key = session_id or uuid.uuid4().hex
-        with self._lock:
-            session = self._sessions.get(key)
-            if session is None or session.closed:
-                session = self._sessions[key] = self._factory(session_id=key)
-            return session
+        # Under the lifecycle's lock: a sweep ending this session either ends it before (a fresh one is made
+        # here) or sees this event and keeps it, never closes it under the event that just got it.
+        with self.lifecycle.lock if self.lifecycle is not None else contextlib.nullcontext():
+            self.touch(key)
+            with self._lock:
+                session = self._sessions.get(key)
+                if session is None or session.closed:
+                    session = self._sessions[key] = self._factory(session_id=key)
+                return session
 
     def close(self, session_id: str | None) -> bool:
         """Clean up and forget one session; False when it was unknown."""
@@ -295,6 +321,27 @@ class SessionRegistry:
             return False
         session.cleanup()
         return True
+
+    def busy(self, session_id: str) -> bool:
+        """This session has a run going on."""
+        session = self._sessions.get(session_id)
+        return session is not None and bool(getattr(session, "busy", False))
+
+    def expire(self, session_id: str | None) -> None:
+        """Gradio expired this session's gr.State: end it (in every tab) unless it is still active."""
+        if session_id is None:
+            return
+        if self.lifecycle is None:
+            self.close(session_id)
+        else:
+            self.lifecycle.end_if_idle(session_id)
+
+    def end(self, session_id: str | None) -> None:
+        """The tab closed: end the session (in every tab, after the lifecycle's grace period when there is one)."""
+        if self.lifecycle is None:
+            self.close(session_id)
+        else:
+            self.lifecycle.tab_closed(session_id)
 
     def close_all(self) -> None:
         with self._lock:

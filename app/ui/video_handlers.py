@@ -151,10 +151,9 @@ def on_video_run(
     summary: VideoRunSummary | None = None
     run: VideoRun | None = None
     try:
-        with engine.lock:  # the models are shared with the Image tab
+        with engine.acquire(PipelineConfig()) as pipeline:  # a worker of its own (models are not thread-safe)
             try:
-                run = VideoRun(path, out_dir, options, engine.pipeline(PipelineConfig()), stream=True,
-                               prompts=prompts)  # fmt: skip
+                run = VideoRun(path, out_dir, options, pipeline, stream=True, prompts=prompts)
             except UserFacingError as err:
                 raise gr.Error(str(err)) from err
             if progress is not None:

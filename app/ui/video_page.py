@@ -19,11 +19,12 @@ from app.ui import canvas as C
 from app.ui import handlers as H
 from app.ui import video_handlers as VH
 from app.ui import video_prompts as VP
+from app.ui.lifecycle import IDLE_TIMEOUT_S, Lifecycle
 from app.ui.state import SessionRegistry
 from app.ui.video_state import VideoSession
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 
-SESSION_STATE_TTL_S = 6 * 3600
+SESSION_STATE_TTL_S = IDLE_TIMEOUT_S
 MODE_CHOICES: list[tuple[str, str]] = [
     ("Positive point (track this person)", "positive"),
     ("Negative point (stop tracking this person)", "negative"),
@@ -42,9 +43,11 @@ INTRO = (
 )
 
 
-def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry | None = None) -> SessionRegistry:
-    """Lay out the Video tab inside the current gr.Tabs and wire it; returns its session registry."""
-    sessions = registry or SessionRegistry(factory=VideoSession)
+def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry | None = None,
+                    lifecycle: Lifecycle | None = None) -> SessionRegistry:  # fmt: skip
+    """Lay out the Video tab inside the current gr.Tabs and wire it; returns its session registry (its sessions
+    end with the page's others through `lifecycle`)."""
+    sessions = registry if registry is not None else SessionRegistry(factory=VideoSession, lifecycle=lifecycle)
 
     def session(request: gr.Request | None) -> VideoSession:
         return sessions.get(getattr(request, "session_hash", None))
@@ -63,6 +66,8 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         progress: gr.Progress = PROGRESS,
     ) -> Iterator[tuple]:
         state = session(request)
+        if sessions.lifecycle is not None:
+            sessions.lifecycle.claim_upload(state.session_id, path)
         first = held is not state
         for u in VH.on_video_run(state, path, stride, start_s, end_s, max_side, smooth, max_people,
                                  progress=progress, engine=engine,
@@ -87,12 +92,11 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         return str(VH.EXAMPLE_VIDEO)
 
     def unload(request: gr.Request) -> None:
-        sessions.close(getattr(request, "session_hash", None))
+        sessions.end(getattr(request, "session_hash", None))
 
     def expire(held: VideoSession | None) -> None:  # Gradio expired the tab's state (no unload seen)
         if held is not None:
-            sessions.close(held.session_id)
-            held.cleanup()
+            sessions.expire(held.session_id)
 
     with gr.Tab("Video", elem_id="video-tab"), gr.Row(equal_height=False):
         held = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=expire)
@@ -146,7 +150,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
     undo_btn.click(VP.on_frame_undo, [prompt_state], edit_out, **light)
     clear_btn.click(VP.on_frame_clear, [prompt_state], edit_out, **light)
     run_btn.click(run, [held, video, stride, start_s, end_s, max_side, smooth, max_people, prompt_state],
-                  [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=1,
+                  [viewer, status, files, held], concurrency_id="pipeline", concurrency_limit=engine.workers,
                   show_progress_on=[status])  # fmt: skip
     cancel_btn.click(cancel, None, None, **light)
     demo.unload(unload)

@@ -8,13 +8,13 @@ the previous run's folder is removed when the next one starts).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from app.ui.lifecycle import new_session_dir
 from app.video_run import VideoRunSummary
 
 TMP_PREFIX = "hmr-playground-video-"
@@ -42,11 +42,17 @@ class VideoSession:
     """Name prefix of the session's temporary folder (a tab of its own says which tab it is)."""
 
     @property
+    def busy(self) -> bool:
+        """A run is going on."""
+        return self.running
+
+    @property
     def tmp_dir(self) -> Path:
-        """This session's own temporary folder (created on first use, removed by cleanup)."""
+        """This session's own temporary folder, with an unguessable name (app.ui.lifecycle; created on first
+        use, removed by cleanup)."""
         with self._lock:
             if self._tmp_dir is None:
-                self._tmp_dir = Path(tempfile.mkdtemp(prefix=self.tmp_prefix))
+                self._tmp_dir = new_session_dir(self.tmp_prefix)
             return self._tmp_dir
 
     def start_run(self) -> Path:

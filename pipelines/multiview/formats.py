@@ -18,7 +18,6 @@ OpenCV order (k1, k2, p1, p2, k3).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -26,6 +25,7 @@ import numpy as np
 import tomllib
 
 from pipelines.errors import UserFacingError
+from pipelines.io.atomic import write_text_atomic
 from pipelines.io.limits import check_calibration_file
 from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration, make_camera
 
@@ -83,10 +83,7 @@ def save_project_json(cams: list[CalibratedCamera], path: str | Path, extra: dic
                         "K_33": c.camera.K_33.tolist(), "dist_k": np.asarray(c.dist_k).tolist(),
                         "R_33": c.cam_T_world_44[:3, :3].tolist(), "t_3": c.cam_T_world_44[:3, 3].tolist()}
                        for c in cams]}  # fmt: skip
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(doc, indent=1))
 
 
 def load_project_json(path: Path) -> list[CalibratedCamera]:
@@ -131,8 +128,7 @@ def save_pose2sim_toml(cams: list[CalibratedCamera], path: str | Path) -> Path:
                   f"distortions = {vec(np.asarray(c.dist_k)[:4])}", f"rotation = {vec(rvec)}",
                   f"translation = {vec(c.cam_T_world_44[:3, 3])}", "fisheye = false", ""]  # fmt: skip
     lines += ["[metadata]", "adjusted = false", "error = 0.0", ""]
-    Path(path).write_text("\n".join(lines))
-    return Path(path)
+    return write_text_atomic(path, "\n".join(lines))
 
 
 def load_pose2sim_toml(path: Path) -> list[CalibratedCamera]:
@@ -271,5 +267,4 @@ def save_qualisys(cams: list[CalibratedCamera], path: str | Path) -> Path:
                 f'radialDistortion3="{g(k3)}" tangentalDistortion1="{g(p1)}" tangentalDistortion2="{g(p2)}"/>',
                 "</camera>"]  # fmt: skip
     out += ["</cameras>", "</calibration>", ""]
-    Path(path).write_text("\n".join(out))
-    return Path(path)
+    return write_text_atomic(path, "\n".join(out))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.io.atomic import atomic_path
 from pipelines.io.video_io import DecodeReport, VideoInfo, read_video
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.tracking.smoothing import DetectionSmoother
@@ -42,8 +43,9 @@ class ViewTracks:
     """Decoding problems (truncated video, damaged frame)."""
 
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, name=self.name, frames=self.frames, xy_tfk2=self.xy_tfk2,
-                            conf_tfk=self.conf_tfk, track_ids=np.asarray(self.track_ids))  # fmt: skip
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez_compressed(fh, name=self.name, frames=self.frames, xy_tfk2=self.xy_tfk2,
+                                conf_tfk=self.conf_tfk, track_ids=np.asarray(self.track_ids))  # fmt: skip
 
     @staticmethod
     def load(path: str | Path) -> ViewTracks:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.io.atomic import atomic_path
+
 EDGE_REL_JUMP = 0.04
 """A pixel whose depth differs from a 4-neighbour's by more than this fraction sits on a depth edge."""
 MAX_POINTS = 200_000
@@ -85,5 +87,6 @@ def write_ply(path: str | Path, cloud: PointCloud) -> Path:
     rgba = np.concatenate([cloud.rgb_n3, np.full((len(cloud.rgb_n3), 1), 255, np.uint8)], axis=1)
     pc = trimesh.PointCloud(vertices=cloud.xyz_n3.astype(np.float64), colors=rgba)
     path = Path(path)
-    pc.export(path, file_type="ply")
+    with atomic_path(path) as tmp:
+        pc.export(tmp, file_type="ply")
     return path
