@@ -166,7 +166,11 @@ def face_gap(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, con
     if both.sum() < 3:
         return None
     a, b = xy_a_k2[face][both], xy_b_k2[face][both]
-    width = max(float(np.ptp(a, axis=0).max()), float(np.ptp(b, axis=0).max()), 1.0)
+    # A face's width, at least a tenth of the larger person (a small person's face landmarks are a few
+    # noisy pixels apart).
+    bodies = [landmark_box_xyxy(xy, conf) for xy, conf in ((xy_a_k2, conf_a_k), (xy_b_k2, conf_b_k))]
+    body = max([float(np.ptp(bx.reshape(2, 2), axis=0).max()) for bx in bodies if bx is not None] + [1.0])
+    width = max(float(np.ptp(a, axis=0).max()), float(np.ptp(b, axis=0).max()), 0.1 * body, 1.0)
     return float(np.median(np.linalg.norm(a - b, axis=1))) / width
 
 
@@ -255,6 +259,7 @@ class EmbeddedSegmenter:
         min_found_presence: float = 0.6,
         look_behind: bool = True,
         min_behind_presence: float = 0.25,
+        min_behind_face_px: float = 16.0,
         prompt_refinements: int = 1,
         box_regions: tuple[tuple[float, float], ...] = ((1.25, 0.0),),
     ) -> None:
@@ -283,6 +288,8 @@ class EmbeddedSegmenter:
             look_behind: also look for people hidden behind those found (`add_hidden`).
             min_behind_presence: the presence a person found there needs (the model is less sure of a
                 person half hidden by another).
+            min_behind_face_px: only behind faces at least this wide (smaller ones are too coarse to
+                paint over and look again).
             min_box_presence: inside a prompted box, landmarks this unsure are still taken when
                 nothing surer answers the box (a box always gives a body where the model sees one).
             prompt_refinements: looks from the landmarks' own region after the first, per region tried.
@@ -302,6 +309,7 @@ class EmbeddedSegmenter:
         self.min_found_presence = min_found_presence
         self.look_behind = look_behind
         self.min_behind_presence = min_behind_presence
+        self.min_behind_face_px = min_behind_face_px
         self.prompt_refinements = prompt_refinements
         self.box_regions = box_regions
         self._region_cache: dict[tuple, PersonDetection | None] = {}
@@ -367,8 +375,8 @@ class EmbeddedSegmenter:
                 break
             conf = lm.visibility_k * lm.presence_k
             face = lm.xy_k2[:FACE_LANDMARKS][conf[:FACE_LANDMARKS] >= 0.5]
-            if len(face) < 3:
-                continue  # seen from behind: no face hides anyone
+            if len(face) < 3 or np.ptp(face, axis=0).max() < self.min_behind_face_px:
+                continue  # seen from behind, or too small: no face of theirs hides anyone
             painted = image.copy()
             radius = 1.6 * max(float(np.ptp(face, axis=0).max()), 4.0)
             centre = tuple(int(round(v)) for v in face.mean(axis=0))
