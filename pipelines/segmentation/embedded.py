@@ -583,6 +583,8 @@ class EmbeddedSegmenter:
                         if same_person(kp.xy_k2, kp.conf_k, p.keypoints2d.xy_k2, p.keypoints2d.conf_k)]  # fmt: skip
                 if twin and box is None:
                     chosen = twin[0]  # a click on someone already found, outside their box
+                elif twin and chosen is not None and chosen not in twin:
+                    pass  # the landmarks seen in the box are a neighbour's: the person the box fits keeps theirs
                 elif twin or (chosen is not None and box_iou(found.bbox_xyxy, people[chosen].bbox_xyxy) >= 0.7):
                     # The boxed person was already found: the landmarks seen in the box alone win (the
                     # box is how a user fixes a detection); the index and the hands stay.
