@@ -227,6 +227,15 @@ def _scaled_up(person: PersonDetection, scale_xy: tuple[float, float], shape_hw:
     )
 
 
+def _face_circle(lm: RegionLandmarks) -> tuple[np.ndarray, float] | None:
+    """(centre (2,), width) in pixels of the confident face landmarks (3 or more), else None."""
+    conf = lm.visibility_k[:FACE_LANDMARKS] * lm.presence_k[:FACE_LANDMARKS]
+    face = lm.xy_k2[:FACE_LANDMARKS][conf >= 0.5]
+    if len(face) < 3:
+        return None
+    return face.mean(axis=0), max(float(np.ptp(face, axis=0).max()), 4.0)
+
+
 def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
     return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
 
@@ -370,23 +379,25 @@ class EmbeddedSegmenter:
         of two entangled people (dancers, a couple hugging); with the found person's face painted
         over, it runs again on their region, and a candidate there whose landmarks hold (on the
         unpainted image, presence at least `min_behind_presence`) is appended to `found`."""
-        for lm in list(found):
+        faces = [_face_circle(lm) for lm in found]
+        for lm, face in zip(list(found), list(faces), strict=True):
             if len(found) >= max_people:
                 break
-            conf = lm.visibility_k * lm.presence_k
-            face = lm.xy_k2[:FACE_LANDMARKS][conf[:FACE_LANDMARKS] >= 0.5]
-            if len(face) < 3 or np.ptp(face, axis=0).max() < self.min_behind_face_px:
+            if face is None or face[1] < self.min_behind_face_px:
                 continue  # seen from behind, or too small: no face of theirs hides anyone
             painted = image.copy()
-            radius = 1.6 * max(float(np.ptp(face, axis=0).max()), 4.0)
-            centre = tuple(int(round(v)) for v in face.mean(axis=0))
-            cv2.circle(painted, centre, int(round(radius)), (127, 127, 127), -1)
+            centre = tuple(int(round(v)) for v in face[0])
+            cv2.circle(painted, centre, int(round(1.6 * face[1])), (127, 127, 127), -1)
             side = 1.2 * lm.rect.size_px
             cx, cy = lm.rect.center_xy
             for cand in self.detector.detect(painted, [View(cx - side / 2, cy - side / 2, side)])[:2]:
+                head_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
+                if any(f is not None and np.linalg.norm(head_2 - f[0]) < 1.6 * f[1] for f in faces):
+                    continue  # a face already found (a neighbour's, or the painted one): no model run
                 new = self._confirmed(image, cand.roi(), found, self.min_behind_presence, painted)
                 if new is not None:
                     found.append(new)
+                    faces.append(_face_circle(new))
                     break
         return found
 
