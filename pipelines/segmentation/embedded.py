@@ -28,7 +28,7 @@ import numpy as np
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
-from pipelines.segmentation.pose_detector import TiledPoseDetector, TileSettings, View
+from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
 from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their old home)
     box_iou,
@@ -43,6 +43,10 @@ from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
 
 FACE_LANDMARKS = 11
 """BlazePose's first 11 landmarks are the face's (nose, eyes, ears, mouth)."""
+
+UNSURE_SCORE = 0.5
+"""Detector candidates below this score (mediapipe's own threshold) are 'unsure': only the best few of
+them get a look by the landmark model (`max_unsure_candidates`), most are textures."""
 
 MAX_SIDE_PX = 4096
 """Images with a longer side are searched downscaled (the models work on small crops anyway); the
@@ -236,6 +240,12 @@ def _face_circle(lm: RegionLandmarks) -> tuple[np.ndarray, float] | None:
     return face.mean(axis=0), max(float(np.ptp(face, axis=0).max()), 4.0)
 
 
+def _on_a_face(cand: PoseCandidate, faces: list[tuple[np.ndarray, float] | None]) -> bool:
+    """Whether a detector's head box is centred on one of the faces (centre, width) already found."""
+    head_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
+    return any(f is not None and float(np.linalg.norm(head_2 - f[0])) < 1.6 * f[1] for f in faces)
+
+
 def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
     return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
 
@@ -266,6 +276,7 @@ class EmbeddedSegmenter:
         mirror_average_all: bool = True,
         min_box_presence: float = 0.05,
         min_found_presence: float = 0.6,
+        max_unsure_candidates: int = 2,
         look_behind: bool = True,
         min_behind_presence: float = 0.25,
         min_behind_face_px: float = 16.0,
@@ -294,6 +305,8 @@ class EmbeddedSegmenter:
             min_found_presence: a person found without prompts needs this pose presence on the second
                 look (mirror-averaged; the lower of the two): the false finds of the tuning photos
                 scored 0.57-0.58, people 0.64 and more.
+            max_unsure_candidates: at most this many of the detector's candidates below UNSURE_SCORE
+                get the landmark model's look, best first (each costs one to three model runs).
             look_behind: also look for people hidden behind those found (`add_hidden`).
             min_behind_presence: the presence a person found there needs (the model is less sure of a
                 person half hidden by another).
@@ -316,6 +329,7 @@ class EmbeddedSegmenter:
         self.mirror_average_all = mirror_average_all
         self.min_box_presence = min_box_presence
         self.min_found_presence = min_found_presence
+        self.max_unsure_candidates = max_unsure_candidates
         self.look_behind = look_behind
         self.min_behind_presence = min_behind_presence
         self.min_behind_face_px = min_behind_face_px
@@ -364,13 +378,22 @@ class EmbeddedSegmenter:
     def add_detected(self, image: np.ndarray, found: list[RegionLandmarks], max_people: int) -> list[RegionLandmarks]:
         """Run the person detector on `image`; each candidate that is not one of `found` and whose landmarks
         confirm it is appended to `found` (up to `max_people` in all), which is returned."""
+        faces = [_face_circle(lm) for lm in found]
+        unsure_left = self.max_unsure_candidates
         for cand in self.detector.detect(image)[: 3 * max_people]:
             if len(found) >= max_people:
                 break
+            if _on_a_face(cand, faces):
+                continue  # someone already found, seen again at another scale: no model run
+            if cand.score < UNSURE_SCORE:
+                if unsure_left <= 0:
+                    continue
+                unsure_left -= 1
             for rect in cand.rois():
                 lm = self._confirmed(image, rect, found)
                 if lm is not None:
                     found.append(lm)
+                    faces.append(_face_circle(lm))
                     break
         return found
 
@@ -391,8 +414,7 @@ class EmbeddedSegmenter:
             side = 1.2 * lm.rect.size_px
             cx, cy = lm.rect.center_xy
             for cand in self.detector.detect(painted, [View(cx - side / 2, cy - side / 2, side)])[:2]:
-                head_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
-                if any(f is not None and np.linalg.norm(head_2 - f[0]) < 1.6 * f[1] for f in faces):
+                if _on_a_face(cand, faces):
                     continue  # a face already found (a neighbour's, or the painted one): no model run
                 new = self._confirmed(image, cand.roi(), found, self.min_behind_presence, painted)
                 if new is not None:
