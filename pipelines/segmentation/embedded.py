@@ -28,7 +28,7 @@ import numpy as np
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
-from pipelines.segmentation.pose_detector import TiledPoseDetector, TileSettings, View
+from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
 from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their old home)
     box_iou,
@@ -40,6 +40,13 @@ from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their 
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
 from pipelines.segmentation.roi import RotatedRect
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
+
+FACE_LANDMARKS = 11
+"""BlazePose's first 11 landmarks are the face's (nose, eyes, ears, mouth)."""
+
+UNSURE_SCORE = 0.5
+"""Detector candidates below this score (mediapipe's own threshold) are 'unsure': only the best few of
+them get a look by the landmark model (`max_unsure_candidates`), most are textures."""
 
 MAX_SIDE_PX = 4096
 """Images with a longer side are searched downscaled (the models work on small crops anyway); the
@@ -84,12 +91,23 @@ def mask_iou(a_hw: np.ndarray, b_hw: np.ndarray, threshold: float = 0.5) -> floa
 def suppress_duplicates(people: list[PersonDetection], iou: float = 0.6) -> list[PersonDetection]:
     """Drop detections of a person already found (people sorted best first): the same box region and
     the same mask (IoU above `iou`). MediaPipe can return one person several times, the copies with
-    garbled landmarks; two real people who overlap have different masks and are both kept."""
+    garbled landmarks; two real people who overlap have different masks and are both kept, and so are
+    two with confident faces apart (entangled dancers, whose masks each cover both)."""
     kept: list[PersonDetection] = []
     for p in people:
-        if not any(box_iou(p.bbox_xyxy, q.bbox_xyxy) >= iou and mask_iou(p.mask_hw, q.mask_hw) >= iou for q in kept):
+        if not any(box_iou(p.bbox_xyxy, q.bbox_xyxy) >= iou and mask_iou(p.mask_hw, q.mask_hw) >= iou
+                   and not _two_faces(p, q) for q in kept):  # fmt: skip
             kept.append(p)
     return kept
+
+
+def _two_faces(a: PersonDetection, b: PersonDetection) -> bool:
+    n = len(BLAZEPOSE_NAMES)
+    ka, kb = a.keypoints2d, b.keypoints2d
+    if min(len(ka.conf_k), len(kb.conf_k)) < n:
+        return False
+    gap = face_gap(ka.xy_k2[:n], ka.conf_k[:n], kb.xy_k2[:n], kb.conf_k[:n])
+    return gap is not None and gap > 1.0
 
 
 def detection_from_landmarks(
@@ -120,13 +138,18 @@ def landmark_box_xyxy(xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0
 
 def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, conf_b_k: np.ndarray,
                 frac: float = 0.1) -> bool:  # fmt: skip
-    """Two landmark sets are one person: their landmarks confident in both (at least 4) lie within
-    `frac` of the person's size of each other (median), also when one set has left and right swapped
-    (a person seen from the front or the back)."""
+    """Two landmark sets are one person. Faces decide first (`face_gap`): one face is one person, two
+    faces a face's width apart or more are two (entangled dancers whose bodies overlap). Otherwise:
+    their landmarks confident in both (at least 4) lie within `frac` of the person's size of each
+    other (median), also when one set has left and right swapped (a person seen from the front or
+    the back)."""
     n = len(BLAZEPOSE_NAMES)
     if min(len(conf_a_k), len(conf_b_k)) < n:
         return False
     xy_a, conf_a, xy_b, conf_b = xy_a_k2[:n], conf_a_k[:n], xy_b_k2[:n], conf_b_k[:n]
+    gap = face_gap(xy_a, conf_a, xy_b, conf_b)
+    if gap is not None and (gap < 0.3 or gap > 1.0):
+        return gap < 0.3
     boxes = [landmark_box_xyxy(xy_a, conf_a), landmark_box_xyxy(xy_b, conf_b)]
     size = max([float(np.ptp(b.reshape(2, 2), axis=0).max()) for b in boxes if b is not None] + [1.0])
     for order in (np.arange(n), MIRROR_K):
@@ -134,6 +157,25 @@ def same_person(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, 
         if both.sum() >= 4 and np.median(np.linalg.norm(xy_a[both] - xy_b[order][both], axis=1)) < frac * size:
             return True
     return False
+
+
+def face_gap(xy_a_k2: np.ndarray, conf_a_k: np.ndarray, xy_b_k2: np.ndarray, conf_b_k: np.ndarray
+             ) -> float | None:  # fmt: skip
+    """How far apart two landmark sets' faces are, in face widths (the median distance of the face
+    landmarks confident in both, at least 3 of nose, eyes, ears, mouth, over the wider face's
+    extent); None when they do not share 3 confident face landmarks. A child and the cake in front
+    of him found as a second, larger 'person' around the same head: near 0."""
+    face = slice(0, FACE_LANDMARKS)
+    both = (conf_a_k[face] >= 0.5) & (conf_b_k[face] >= 0.5)
+    if both.sum() < 3:
+        return None
+    a, b = xy_a_k2[face][both], xy_b_k2[face][both]
+    # A face's width, at least a tenth of the larger person (a small person's face landmarks are a few
+    # noisy pixels apart).
+    bodies = [landmark_box_xyxy(xy, conf) for xy, conf in ((xy_a_k2, conf_a_k), (xy_b_k2, conf_b_k))]
+    body = max([float(np.ptp(bx.reshape(2, 2), axis=0).max()) for bx in bodies if bx is not None] + [1.0])
+    width = max(float(np.ptp(a, axis=0).max()), float(np.ptp(b, axis=0).max()), 0.1 * body, 1.0)
+    return float(np.median(np.linalg.norm(a - b, axis=1))) / width
 
 
 def _with_extra_keypoints(new: PersonDetection, old: PersonDetection) -> PersonDetection:
@@ -189,6 +231,21 @@ def _scaled_up(person: PersonDetection, scale_xy: tuple[float, float], shape_hw:
     )
 
 
+def _face_circle(lm: RegionLandmarks) -> tuple[np.ndarray, float] | None:
+    """(centre (2,), width) in pixels of the confident face landmarks (3 or more), else None."""
+    conf = lm.visibility_k[:FACE_LANDMARKS] * lm.presence_k[:FACE_LANDMARKS]
+    face = lm.xy_k2[:FACE_LANDMARKS][conf >= 0.5]
+    if len(face) < 3:
+        return None
+    return face.mean(axis=0), max(float(np.ptp(face, axis=0).max()), 4.0)
+
+
+def _on_a_face(cand: PoseCandidate, faces: list[tuple[np.ndarray, float] | None]) -> bool:
+    """Whether a detector's head box is centred on one of the faces (centre, width) already found."""
+    head_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
+    return any(f is not None and float(np.linalg.norm(head_2 - f[0])) < 1.6 * f[1] for f in faces)
+
+
 def _same(a: RegionLandmarks, b: RegionLandmarks) -> bool:
     return same_person(a.xy_k2, a.visibility_k * a.presence_k, b.xy_k2, b.visibility_k * b.presence_k)
 
@@ -217,6 +274,14 @@ class EmbeddedSegmenter:
         min_person_score: float = 0.55,
         mirror_average: bool = True,
         mirror_average_all: bool = True,
+        min_box_presence: float = 0.05,
+        min_found_presence: float = 0.6,
+        max_unsure_candidates: int = 2,
+        look_behind: bool = True,
+        min_behind_presence: float = 0.25,
+        min_behind_face_px: float = 16.0,
+        prompt_refinements: int = 1,
+        box_regions: tuple[tuple[float, float], ...] = ((1.25, 0.0),),
     ) -> None:
         """Args:
             max_people: at most this many people per image (the best scores are kept).
@@ -237,6 +302,21 @@ class EmbeddedSegmenter:
             mirror_average: the landmarks of a prompted person average the model's output on the
                 region and on its mirror image (one more model run; steadier joints).
             mirror_average_all: the same for everyone found without prompts (10 ms a person).
+            min_found_presence: a person found without prompts needs this pose presence on the second
+                look (mirror-averaged; the lower of the two): the false finds of the tuning photos
+                scored 0.57-0.58, people 0.64 and more.
+            max_unsure_candidates: at most this many of the detector's candidates below UNSURE_SCORE
+                get the landmark model's look, best first (each costs one to three model runs).
+            look_behind: also look for people hidden behind those found (`add_hidden`).
+            min_behind_presence: the presence a person found there needs (the model is less sure of a
+                person half hidden by another).
+            min_behind_face_px: only behind faces at least this wide (smaller ones are too coarse to
+                paint over and look again).
+            min_box_presence: inside a prompted box, landmarks this unsure are still taken when
+                nothing surer answers the box (a box always gives a body where the model sees one).
+            prompt_refinements: looks from the landmarks' own region after the first, per region tried.
+            box_regions: squares tried around a prompted box, (side / the box's long side, turn in
+                degrees clockwise), after the detector's finds.
         """
         check_model_files()
         self.max_people = max_people
@@ -247,6 +327,14 @@ class EmbeddedSegmenter:
         self.min_person_score = min_person_score
         self.mirror_average = mirror_average
         self.mirror_average_all = mirror_average_all
+        self.min_box_presence = min_box_presence
+        self.min_found_presence = min_found_presence
+        self.max_unsure_candidates = max_unsure_candidates
+        self.look_behind = look_behind
+        self.min_behind_presence = min_behind_presence
+        self.min_behind_face_px = min_behind_face_px
+        self.prompt_refinements = prompt_refinements
+        self.box_regions = box_regions
         self._region_cache: dict[tuple, PersonDetection | None] = {}
         self.grabcut = grabcut or GrabCutSettings()
         self.single_pass = single_pass
@@ -280,6 +368,8 @@ class EmbeddedSegmenter:
             small = self.detect(cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA))
             return [_scaled_up(p, (w / size_wh[0], h / size_wh[1]), (h, w)) for p in small]
         found = self.add_detected(image, [], self.max_people)
+        if self.look_behind:
+            found = self.add_hidden(image, found, self.max_people)
         people = [self._person_from(lm, (h, w)) for lm in found]
         people = [p for p in people if p.score >= self.min_person_score]
         people.sort(key=lambda p: -p.score)
@@ -288,25 +378,65 @@ class EmbeddedSegmenter:
     def add_detected(self, image: np.ndarray, found: list[RegionLandmarks], max_people: int) -> list[RegionLandmarks]:
         """Run the person detector on `image`; each candidate that is not one of `found` and whose landmarks
         confirm it is appended to `found` (up to `max_people` in all), which is returned."""
+        faces = [_face_circle(lm) for lm in found]
+        unsure_left = self.max_unsure_candidates
         for cand in self.detector.detect(image)[: 3 * max_people]:
             if len(found) >= max_people:
                 break
+            if _on_a_face(cand, faces):
+                continue  # someone already found, seen again at another scale: no model run
+            if cand.score < UNSURE_SCORE:
+                if unsure_left <= 0:
+                    continue
+                unsure_left -= 1
             for rect in cand.rois():
                 lm = self._confirmed(image, rect, found)
                 if lm is not None:
                     found.append(lm)
+                    faces.append(_face_circle(lm))
                     break
         return found
 
-    def _confirmed(self, image: np.ndarray, rect: RotatedRect, found: list[RegionLandmarks]) -> RegionLandmarks | None:
+    def add_hidden(self, image: np.ndarray, found: list[RegionLandmarks], max_people: int) -> list[RegionLandmarks]:
+        """Look for people behind or beside each one found: the detector is led by faces and sees one
+        of two entangled people (dancers, a couple hugging); with the found person's face painted
+        over, it runs again on their region, and a candidate there whose landmarks hold (on the
+        unpainted image, presence at least `min_behind_presence`) is appended to `found`."""
+        faces = [_face_circle(lm) for lm in found]
+        for lm, face in zip(list(found), list(faces), strict=True):
+            if len(found) >= max_people:
+                break
+            if face is None or face[1] < self.min_behind_face_px:
+                continue  # seen from behind, or too small: no face of theirs hides anyone
+            painted = image.copy()
+            centre = tuple(int(round(v)) for v in face[0])
+            cv2.circle(painted, centre, int(round(1.6 * face[1])), (127, 127, 127), -1)
+            side = 1.2 * lm.rect.size_px
+            cx, cy = lm.rect.center_xy
+            for cand in self.detector.detect(painted, [View(cx - side / 2, cy - side / 2, side)])[:2]:
+                if _on_a_face(cand, faces):
+                    continue  # a face already found (a neighbour's, or the painted one): no model run
+                new = self._confirmed(image, cand.roi(), found, self.min_behind_presence, painted)
+                if new is not None:
+                    found.append(new)
+                    faces.append(_face_circle(new))
+                    break
+        return found
+
+    def _confirmed(self, image: np.ndarray, rect: RotatedRect, found: list[RegionLandmarks],
+                   min_presence: float | None = None, first_image: np.ndarray | None = None
+                   ) -> RegionLandmarks | None:  # fmt: skip
         """The landmarks of a detector's region when they hold: a person present in the region, and
         again in the region their own landmarks give, at nearly the same place (a texture that fooled
         the detector gives landmarks that wander off on the second look); None otherwise, and for
-        someone already in `found`."""
-        first = self._landmarks_in(image, rect, self.min_presence_confidence)
+        someone already in `found`. `min_presence`: of the second look (default `min_found_presence`);
+        `first_image`: the image of the first look (default `image`)."""
+        first_image = image if first_image is None else first_image
+        first = self._landmarks_in(first_image, rect, self.min_presence_confidence)
         if first is None or any(_same(first, q) for q in found):
             return None
-        second = self._landmarks_in(image, first.next_rect(), self.min_presence_confidence, self.mirror_average_all)
+        min_presence = self.min_found_presence if min_presence is None else min_presence
+        second = self._landmarks_in(image, first.next_rect(), min_presence, self.mirror_average_all)
         if second is None:
             return None
         drift = float(np.median(np.linalg.norm(first.xy_k2 - second.xy_k2, axis=1))) / first.rect.size_px
@@ -341,10 +471,14 @@ class EmbeddedSegmenter:
         """The person inside a prompted box, or under a clicked point, found by the detector and the
         landmark model on that region alone (upscaled as the models expect); None when there is none.
 
-        A box: the detector looks at a square around it, and a region fitted to the box is tried as
-        well; the result must have most confident landmarks inside the box, and of two people the one
-        the box fits wins. A point: the detector looks at squares of a third, two thirds and all of the
-        image's short side centred on it; the person's mask or landmarks' outline must hold it.
+        A box: the detector looks at a square around it, and regions fitted to the box are tried as
+        well (`box_regions`: a few sizes, upright and turned, for people lying or bending); each result
+        gets up to `prompt_refinements` more looks from the region its own landmarks give. The result
+        must have most confident landmarks inside the box, and of two people the one the box fits
+        wins. Where the landmark model is unsure everywhere (presence below `min_prompt_presence`), the
+        best answer above `min_box_presence` is still taken: the user said there is someone. A point:
+        the detector looks at squares of a third, two thirds and all of the image's short side centred
+        on it; the person's mask or landmarks' outline must hold it.
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
@@ -352,15 +486,23 @@ class EmbeddedSegmenter:
         point = None if point_xy is None or box is not None else np.asarray(point_xy, dtype=np.float64).reshape(2)
         if box is None and point is None:
             return None
+        rects = self._region_rects(image, box, point)
+        rects = rects if box is not None else rects[:4]
+        floor = self.min_box_presence if box is not None else self.min_prompt_presence
         best, best_score = None, 0.0
-        for rect in self._region_rects(image, box, point)[:4]:
-            lm = self._landmarks_in(image, rect, self.min_prompt_presence)
+        for rect in rects:
+            lm = self._landmarks_in(image, rect, floor)
+            for _ in range(self.prompt_refinements if lm is not None else 0):
+                # One more look from the region the landmarks themselves give (as BlazePose tracks).
+                again = self._landmarks_in(image, lm.next_rect(), floor)
+                if again is None or again.presence < lm.presence:
+                    break
+                lm = again
             if lm is None:
                 continue
-            # One more look from the region the landmarks themselves give (as BlazePose tracks).
-            again = self._landmarks_in(image, lm.next_rect(), self.min_prompt_presence)
-            lm = again if again is not None and again.presence >= lm.presence else lm
             score = _region_score(lm, box, point, (h, w))
+            if lm.presence < self.min_prompt_presence:
+                score *= 0.1  # unsure: only when nothing better answers the prompt
             if score > best_score:
                 best, best_score = lm, score
         if best is None:
@@ -371,7 +513,7 @@ class EmbeddedSegmenter:
 
     def _region_rects(self, image: np.ndarray, box: np.ndarray | None, point: np.ndarray | None) -> list[RotatedRect]:
         """Regions to try for a prompt: the detector's finds around it (best first), then, for a box,
-        an upright square fitted to the box."""
+        squares fitted to the box (`box_regions`)."""
         h, w = image.shape[:2]
         if box is not None:
             side = 1.3 * max(box[2] - box[0], box[3] - box[1])
@@ -385,12 +527,14 @@ class EmbeddedSegmenter:
             return bool(box[0] <= xy[0] <= box[2] and box[1] <= xy[1] <= box[3])
 
         rects = []
-        for cand in self.detector.detect(image, views):
+        for cand in self.detector.detect(image, views)[:3]:
             face_2 = (cand.face_xyxy[:2] + cand.face_xyxy[2:]) / 2
             if box is None or in_box(cand.keypoints_42[0]) or in_box(face_2):
                 rects.append(cand.roi())
         if box is not None:
-            rects.append(RotatedRect.around_box(box, 1.25))
+            upright = RotatedRect.around_box(box, 1.0)
+            for scale, turn_deg in self.box_regions:
+                rects.append(RotatedRect(upright.center_xy, upright.size_px * scale, np.deg2rad(turn_deg)))
         return rects
 
     def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None
@@ -472,6 +616,8 @@ class EmbeddedSegmenter:
                         if same_person(kp.xy_k2, kp.conf_k, p.keypoints2d.xy_k2, p.keypoints2d.conf_k)]  # fmt: skip
                 if twin and box is None:
                     chosen = twin[0]  # a click on someone already found, outside their box
+                elif twin and chosen is not None and chosen not in twin:
+                    pass  # the landmarks seen in the box are a neighbour's: the person the box fits keeps theirs
                 elif twin or (chosen is not None and box_iou(found.bbox_xyxy, people[chosen].bbox_xyxy) >= 0.7):
                     # The boxed person was already found: the landmarks seen in the box alone win (the
                     # box is how a user fixes a detection); the index and the hands stay.

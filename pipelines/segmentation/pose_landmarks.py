@@ -71,6 +71,25 @@ class RegionLandmarks:
         return mask_hw
 
 
+def mean_landmarks(looks: list[RegionLandmarks]) -> RegionLandmarks:
+    """Several looks at one person averaged (landmarks, world landmarks, confidences; the first look's
+    region and mask, resampled masks of other regions would not line up); presence: the lowest."""
+    if len(looks) == 1:
+        return looks[0]
+    mean = lambda attr: np.mean([getattr(lm, attr) for lm in looks], axis=0)  # noqa: E731
+    same_rect = all(lm.rect == looks[0].rect for lm in looks)
+    return RegionLandmarks(
+        rect=looks[0].rect,
+        presence=min(lm.presence for lm in looks),
+        xy_k2=mean("xy_k2"),
+        visibility_k=mean("visibility_k"),
+        presence_k=mean("presence_k"),
+        world_k3=mean("world_k3"),
+        aux_xy_62=mean("aux_xy_62"),
+        mask_crop_hw=mean("mask_crop_hw") if same_rect else looks[0].mask_crop_hw,
+    )
+
+
 def refine_with_heatmap(xy_k2: np.ndarray, heatmap_hwk: np.ndarray, crop_side: int = INPUT_SIDE) -> np.ndarray:
     """Each landmark moved to the confidence-weighted mean of its heatmap around it (7 x 7 cells),
     where the heatmap is confident there (max sigmoid >= 0.5); crop pixels in and out. (Vectorised:
@@ -116,17 +135,7 @@ class PoseLandmarkModel:
         if not mirror_average:
             return out
         other = self._decode(np.ascontiguousarray(crop[:, ::-1]), rect, mirrored=True)
-        mean = lambda a, b: (a + b) / 2  # noqa: E731
-        return RegionLandmarks(
-            rect=rect,
-            presence=min(out.presence, other.presence),
-            xy_k2=mean(out.xy_k2, other.xy_k2),
-            visibility_k=mean(out.visibility_k, other.visibility_k),
-            presence_k=mean(out.presence_k, other.presence_k),
-            world_k3=mean(out.world_k3, other.world_k3),
-            aux_xy_62=mean(out.aux_xy_62, other.aux_xy_62),
-            mask_crop_hw=mean(out.mask_crop_hw, other.mask_crop_hw),
-        )
+        return mean_landmarks([out, other])
 
     def _decode(self, crop_hw3: np.ndarray, rect: RotatedRect, mirrored: bool) -> RegionLandmarks:
         """Run the model on a crop of `rect` (mirrored left-right or not) and decode into the image."""

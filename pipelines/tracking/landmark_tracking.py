@@ -55,9 +55,11 @@ class LandmarkTrackingDetector:
 
     def _segmenter(self) -> EmbeddedSegmenter:
         if self._models is None:
-            tiles = TileSettings(tile_fracs=self.options.tile_fracs)
+            # The photo mode's lower detector threshold and presence check are not measured on video: the
+            # former settings here.
+            tiles = TileSettings(tile_fracs=self.options.tile_fracs, min_score=0.5)
             self._models = EmbeddedSegmenter(max_people=self.options.max_people, tiles=tiles,
-                                             mirror_average_all=False)  # fmt: skip
+                                             mirror_average_all=False, min_found_presence=0.5)  # fmt: skip
         return self._models
 
     def reset(self) -> None:
