@@ -3,9 +3,9 @@ format and malformed event values answered with one sentence, internal errors sh
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -259,10 +259,12 @@ def test_malformed_event_payloads_get_a_sentence(photo: UISession) -> None:
 
 
 class _BrokenEngine:
-    lock = threading.Lock()
+    """An engine whose worker fails unexpectedly when a job takes it (the app's Engine.acquire)."""
 
-    def pipeline(self, config: object) -> None:
+    @contextlib.contextmanager
+    def acquire(self, config: object) -> Iterator[None]:
         raise KeyError("internal detail 0x7f that must stay on the server")
+        yield
 
 
 def test_internal_error_is_logged_and_shown_as_an_id_sentence(photo: UISession,
