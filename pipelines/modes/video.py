@@ -96,10 +96,11 @@ class VideoOptions:
     """run(): decode and detect in their own threads, ahead of the fits."""
     queue_size: int = 3
     """run(): at most this many detected frames wait for their fits (memory stays flat)."""
-    gil_switch_s: float = 0.001
+    gil_switch_s: float = 0.0005
     """run(), threaded: Python's thread switch interval while the video runs (pipelines.io.ahead.
-    gil_switch_interval; the default is 5 ms). Measured on cam01 at load ~21, interleaved: 2.1 frames/s
-    at 5 ms (3 runs), 2.5-3.3 at 1 ms, 2.5-3.9 at 0.5 ms."""
+    gil_switch_interval; Python's default is 5 ms). Measured on cam01 (100 frames, load ~21, 3 runs of
+    each interleaved): median 2.1 frames/s at 5 ms (2.1, 2.1, 2.1), 2.5 at 1 ms (2.5, 3.3, 2.4), 3.8 at
+    0.5 ms (3.9, 2.5, 3.8)."""
 
 
 @dataclass
