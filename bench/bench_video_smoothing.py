@@ -109,7 +109,7 @@ def main() -> None:
     rows, tuned = [], {}
     base = {name: score(src[args.tune], args.tune) for name, src in (("none", raw), ("1-euro", euro))}
     rows.append(["none (per-frame fits)", "–", fmt(base["none"])])
-    rows.append(["1-euro online (this release)", "–", fmt(base["1-euro"])])
+    rows.append(["1-euro online (previous release; --online-smooth)", "–", fmt(base["1-euro"])])
     for inputs, src in (("none", raw), ("1-euro", euro)):
         for w, p in GRID:
             s = score(_smoothed(src[args.tune], hmr, w, p), args.tune)
