@@ -214,15 +214,17 @@ def test_exports_stand_on_the_ground(runs: dict[str, Path]) -> None:
     assert len(touching) >= 3
     gltf = pygltflib.GLTF2().load(str(out / "track_0.glb"))
     soles, heads = [], []
-    for k in touching[:: max(1, len(touching) // 4)]:
+    for k in touching:
         y_v = _skinned_glb_verts(gltf, int(k))[:, 1]
         soles.append(float(y_v.min()))
         heads.append(float(y_v.max()))
-    # metres: the lowest vertex on the floor (a foot rolling onto its toes lifts the heel's side); a foot
-    # counts as touching up to the contact height above the track's floor level, so no sole is further off
+    # metres: the lowest vertex on the floor; one view's depth error moves single frames by a few cm, and a
+    # foot counts as touching up to the contact height above the track's floor level: no sole is further off
     from pipelines.tracking.feet import ContactOptions
 
-    assert np.median(np.abs(soles)) < 0.03 and np.abs(soles).max() < ContactOptions().contact_height_m, soles
+    err = np.abs(soles)
+    assert np.median(err) < 0.03 and np.mean(err < 0.05) >= 0.8, soles
+    assert err.max() < ContactOptions().contact_height_m, soles
     assert np.all(np.array(heads) > 1.4), heads  # upright: the head 1.4+ m above it (the dancer is ~1.7 m)
     # The BVH: the same frame, its lowest bone heads (the toes) at the floor
     root = bvhio.readAsHierarchy(str(out / "track_0.bvh"))

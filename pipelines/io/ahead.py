@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -59,3 +61,29 @@ def run_ahead(items: Iterable[T], fn: Callable[[T], U], size: int, name: str) ->
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
+
+
+_SWITCH_LOCK = threading.Lock()
+_SWITCH_USERS: list[float] = []
+"""The interval each active `gil_switch_interval` block asked for (the previous value is restored by the last one)."""
+_SWITCH_SAVED: list[float] = []
+
+
+@contextmanager
+def gil_switch_interval(seconds: float) -> Iterator[None]:
+    """Python's thread switch interval at most `seconds` while the block runs (sys.setswitchinterval),
+    then back. Overlapped stages hand the GIL over at that interval: a thread returning from a C call
+    that released it (a TFLite model run, an OpenCV decode) waits up to one interval while another thread
+    runs Python (the fit), so the default 5 ms stalls each stage several times a frame. Nested and
+    concurrent blocks (several videos in one process) are counted; the smallest interval asked holds."""
+    with _SWITCH_LOCK:
+        if not _SWITCH_USERS:
+            _SWITCH_SAVED[:] = [sys.getswitchinterval()]
+        _SWITCH_USERS.append(seconds)
+        sys.setswitchinterval(min(_SWITCH_USERS + _SWITCH_SAVED))
+    try:
+        yield
+    finally:
+        with _SWITCH_LOCK:
+            _SWITCH_USERS.remove(seconds)
+            sys.setswitchinterval(min(_SWITCH_USERS + _SWITCH_SAVED) if _SWITCH_USERS else _SWITCH_SAVED[0])
