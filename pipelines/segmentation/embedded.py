@@ -472,7 +472,7 @@ class EmbeddedSegmenter:
         landmark model on that region alone (upscaled as the models expect); None when there is none.
 
         A box: the detector looks at a square around it, and regions fitted to the box are tried as
-        well (`box_regions`: a few sizes, upright and turned, for people lying or bending); each result
+        well (`box_regions`; by default BlazePose's upright square, 1.25 x the box); each result
         gets up to `prompt_refinements` more looks from the region its own landmarks give. The result
         must have most confident landmarks inside the box, and of two people the one the box fits
         wins. Where the landmark model is unsure everywhere (presence below `min_prompt_presence`), the
