@@ -414,7 +414,7 @@ FUSED_HEADERS = ["capture", "use", "method", "reference", "samples", "PA-MPJPE 1
 def print_fused(rows: dict, capture: str, use: str | None) -> None:
     """The fused rows (bench.multiview_fused_rows) as a second table."""
     meta = rows["_meta"]
-    table = [[capture, use or "–", name, r["reference"], r["n"], r["pa12"], r["pa17"], r["rr12"], r["abs12"]]
+    table = [[capture, use or "–", r["method"], r["reference"], r["n"], r["pa12"], r["pa17"], r["rr12"], r["abs12"]]
              for name, r in rows.items() if name != "_meta"]  # fmt: skip
     print("\nFused rows (bench.multiview_fused_rows): the methods against a reference triangulated from other views.")
     print(markdown_table(FUSED_HEADERS, table))

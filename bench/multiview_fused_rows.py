@@ -118,8 +118,9 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
 
     def add(name: str, ref: str, s: dict[str, float] | None) -> None:
         if s is not None:
-            scores.setdefault(name, []).append(s)
-            refs[name] = ref
+            key = f"{name} vs {ref}"
+            scores.setdefault(key, []).append(s)
+            refs[key] = ref
 
     for body in bodies_full:
         person = full.people[body.id]
@@ -173,7 +174,7 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
                             add(f"{method} (1 view)", ref_name, s)
     rows = {}
     for name, ss in scores.items():
-        rows[name] = {"reference": refs[name], "n": len(ss),
+        rows[name] = {"method": name.split(" vs ")[0], "reference": refs[name], "n": len(ss),
                       **{k: float(np.nanmean([s[k] for s in ss])) for k in METRICS}}  # fmt: skip
     rows["_meta"] = {"fusion_and_body_s": time.perf_counter() - t0, "body_fit_s_4_views": body_s,
                      "body_median_reproj_px_4_views": [b.median_reproj_px for b in bodies_full],

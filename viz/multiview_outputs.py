@@ -70,6 +70,11 @@ def report_dict(result: MultiviewResult) -> dict:
                             "undistorted source pixels; plain = the given calibration, no time offsets, no refinement",
             "time_offset": "frames; a view's frame f + offset shows the instant of the first view's frame f",
             "views": views, "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+            "self_calibration": None if result.selfcalib is None else {
+                "cameras": "estimated from the people (no calibration file)",
+                "person_height_m": result.selfcalib.person_height_m,
+                "inlier_correspondences": dict(zip([c.name for c in fusion.cams], result.selfcalib.inliers_v,
+                                                   strict=False))},
             "warnings": result.warnings}  # fmt: skip
 
 

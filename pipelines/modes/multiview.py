@@ -1,8 +1,10 @@
-"""Multi-view mode: N synchronised videos + a calibration -> fused metric 3D people over time.
+"""Multi-view mode: N synchronised videos + a calibration -> fused metric 3D people and bodies over time.
 
 Per view: people detected, tracked and their keypoints smoothed as in the video mode
 (pipelines.multiview.views2d). Then pipelines.multiview.fuse: association across views, time
-offsets, camera refinement by bundle adjustment, robust triangulation. Inputs are checked first:
+offsets, camera refinement by bundle adjustment, robust triangulation; then one Anny body per person
+and frame fitted to all views (pipelines.multiview.body_fit). Without a calibration the cameras are
+estimated from the people first (pipelines.multiview.selfcalib). Inputs are checked first:
 a calibration that does not match the videos (count, names, image size), videos of other frame
 rates; a view that cannot be used is left out with a message, and the others are still fused when
 at least two remain. World frame and units: the calibration's (metres).

@@ -21,6 +21,7 @@ from scipy.optimize import least_squares
 from scipy.sparse import csr_matrix, lil_matrix
 from scipy.spatial.transform import Rotation
 
+from pipelines.hmr.solver import _blas_controller
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
 
 
@@ -79,8 +80,11 @@ def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.nd
     keep = np.isin(obs_view_m, active)
     remap = -np.ones(len(cams), dtype=int)
     remap[active] = np.arange(len(active))
-    sub = _bundle_adjust(xyz_n3, remap[obs_view_m[keep]], obs_point_m[keep], obs_xy_m2[keep], obs_w_m[keep],
-                         [cams[v] for v in active], **kwargs)  # fmt: skip
+    # lsmr's many vector norms and products: OpenBLAS's thread pool makes each wait for its threads (5 ms a
+    # norm on a busy machine, 90 % of the time); one thread is several times faster (as the body fit does).
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        sub = _bundle_adjust(xyz_n3, remap[obs_view_m[keep]], obs_point_m[keep], obs_xy_m2[keep], obs_w_m[keep],
+                             [cams[v] for v in active], **kwargs)  # fmt: skip
     out_cams, rot, trans = list(cams), np.zeros(len(cams)), np.zeros(len(cams))
     for i, v in enumerate(active):
         out_cams[v], rot[v], trans[v] = sub.cams[i], sub.rotation_change_deg_v[i], sub.translation_change_m_v[i]
