@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows = []
         for name in dict.fromkeys(p.set for p in profiles):
             best = np.array([p.best_scale for p in profiles if p.set == name])
-            rows.append([name, len(best), float(np.median(best)), f"{100 * np.mean(best < 1):.0f} %",
+            rows.append([name, len(best), f"{np.median(best):.2f}", f"{100 * np.mean(best < 1):.0f} %",
                          f"{100 * np.mean(best > 1):.0f} %"])  # fmt: skip
         print(markdown_table(["set", "people", "median best scale", "best below 1", "best above 1"], rows))
     print("\nTuned on: pose2sim_single and the H36M frames of S1 and S5; held out: pose2sim_multi, S7, S8.")
