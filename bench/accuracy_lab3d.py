@@ -13,7 +13,10 @@ Methods, from the same detection: `mediapipe_world` (MediaPipe's metric world la
 the baseline) and `fit` (our image pipeline's body, given the true focal length). Metric: PA-MPJPE
 (Procrustes with scale) on the 12 body joints, shoulders to ankles, matched by name.
 Focal: the image pipeline run without a focal length on each multi-view image (the focal is then
-estimated with the bodies), against the calibration.
+estimated with the bodies), against the calibration; beside it the error of the prior the estimate starts
+from (pipelines/camera/prior.py). With --focal-profile, each fitted person is also fitted at fixed focals
+(the true one times --profile-scales) and the focal of the lowest fit cost is reported: what the body's
+own evidence prefers, without the prior.
 
 Held-out data: the fit's constants were chosen on pose2sim_single and the H36M frames S1 and S5;
 pose2sim_multi and the H36M frames S7 and S8 were not used to choose anything.
@@ -32,13 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import BODY12_NAMES, DATA_DIR, machine_description, markdown_table, pa_mpjpe, save_json, stack_joints
+from pipelines.camera.prior import default_focal_px
 from pipelines.io.image_io import LoadedImage, load_image
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.modes.image import ImagePipeline, ImageSession
 from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration
 from pipelines.multiview.triangulate import triangulate_points
 from pipelines.multiview.video import read_frames
-from pipelines.types import FrameResult, PersonResult
+from pipelines.types import Camera, FrameResult, PersonResult
 
 TUNED_ON = {"pose2sim_single", "S1", "S5"}
 """Data the fit's constants were chosen on; everything else is held out."""
@@ -67,10 +71,29 @@ class FocalSample:
     focal_px: float
     true_px: float
     n_people: int
+    prior_px: float
+    """The prior's focal for this image size: where the estimate starts."""
 
     @property
     def error_pct(self) -> float:
         return 100.0 * (self.focal_px / self.true_px - 1.0)
+
+    @property
+    def prior_error_pct(self) -> float:
+        return 100.0 * (self.prior_px / self.true_px - 1.0)
+
+
+@dataclass
+class FocalProfile:
+    """One person fitted at several fixed focals: the focal (x the true one) of the lowest fit cost."""
+
+    set: str
+    image: str
+    person: int
+    best_scale: float
+    """The scale of the lowest cost among the profile's scales."""
+    costs: list[float]
+    """The fit's final cost (sum of squared residuals) at each scale."""
 
 
 def _joints(names: list[str], xyz_k3: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,14 +174,31 @@ def match_people(views: list[list[PersonResult]], cams: list[CalibratedCamera], 
         matches.append((choice, triangulate_points(xy, conf, cams).xyz_n3))
 
 
+def focal_profile(pipeline: ImagePipeline, result: FrameResult, set_name: str, image_name: str, true_px: float,
+                  scales: list[float]) -> list[FocalProfile]:  # fmt: skip
+    """Every fitted person of `result` fitted again (from scratch) at each focal true_px * scale."""
+    out = []
+    h, w = result.image_rgb_hw3.shape[:2]
+    for person in result.people:
+        if person.body is None:
+            continue
+        costs = [pipeline.hmr.fit(Camera.from_focal(true_px * k, w, h, "user"), person.detection).report.cost
+                 for k in scales]  # fmt: skip
+        out.append(FocalProfile(set_name, image_name, person.id, scales[int(np.argmin(costs))], costs))
+    return out
+
+
 def run_multiview(pipeline: ImagePipeline, folder: Path, frames: list[int], match_px: float = 40.0,
-                  estimate_focal: bool = True) -> tuple[list[Sample], list[FocalSample]]:  # fmt: skip
+                  estimate_focal: bool = True, profile_scales: list[float] | None = None
+                  ) -> tuple[list[Sample], list[FocalSample], list[FocalProfile]]:  # fmt: skip
     """The frames of one capture (camNN.mp4, Calib.qca.txt): PA-MPJPE of every matched person in every view
-    (true focal), and with `estimate_focal` the focal found when none is given."""
+    (true focal), with `estimate_focal` the focal found when none is given, and with `profile_scales` each
+    person's focal profile (see focal_profile)."""
     name = folder.name
     cams = load_qualisys_calibration(folder / "Calib.qca.txt")
     true_runs: dict[str, dict[int, FrameResult]] = {}
     focal: list[FocalSample] = []
+    profiles: list[FocalProfile] = []
     for cam in cams:
         true_runs[cam.name] = {}
         for index, rgb in read_frames(folder / f"{cam.name}.mp4", frames):
@@ -170,10 +210,14 @@ def run_multiview(pipeline: ImagePipeline, folder: Path, frames: list[int], matc
                 n_fitted = sum(p.body is not None for p in estimated.people)
                 if n_fitted:
                     found = estimated.camera.focal_px
-                    focal.append(FocalSample(name, cam.name, index, found, cam.camera.focal_px, n_fitted))
+                    prior = default_focal_px(rgb.shape[1], rgb.shape[0])
+                    focal.append(FocalSample(name, cam.name, index, found, cam.camera.focal_px, n_fitted, prior))
                 # The same detections, fitted again with the calibrated focal (no warm start: nothing leaks).
                 session = ImageSession(image_key=estimated_session.image_key, detections=estimated_session.detections)
             true_runs[cam.name][index] = pipeline.run(image, focal_px=cam.camera.focal_px, session=session)
+            if profile_scales:
+                profiles += focal_profile(pipeline, true_runs[cam.name][index], name, f"{cam.name} frame {index}",
+                                          cam.camera.focal_px, profile_scales)  # fmt: skip
     samples = []
     held_out = name not in TUNED_ON
     body_ids = [BLAZEPOSE_NAMES.index(n) for n in BODY12_NAMES]
@@ -190,7 +234,7 @@ def run_multiview(pipeline: ImagePipeline, folder: Path, frames: list[int], matc
                 scores = _score(views[v][c], ref_cam)
                 if scores is not None:
                     samples.append(Sample(name, f"{cams[v].name} frame {index}", m, *scores, held_out=held_out))
-    return samples, focal
+    return samples, focal, profiles
 
 
 def _summary_rows(samples: list[Sample]) -> list[list[object]]:
@@ -214,6 +258,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--every", type=int, default=10, help="every N-th multi-view frame (default 10)")
     parser.add_argument("--match-px", type=float, default=40.0, help="cross-view matching threshold (px)")
     parser.add_argument("--json", type=Path, default=None, help="also save all numbers to this JSON file")
+    parser.add_argument("--focal-profile", action="store_true",
+                        help="also fit each person at fixed focals (slow: one fit per scale and person)")  # fmt: skip
+    parser.add_argument("--profile-scales", default="0.7,0.85,1.0,1.15,1.3",
+                        help="the fixed focals of --focal-profile, as multiples of the true focal")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -225,14 +273,18 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     samples: list[Sample] = []
     focal: list[FocalSample] = []
+    profiles: list[FocalProfile] = []
+    scales = [float(x) for x in args.profile_scales.split(",")] if args.focal_profile else None
     if "h36m" in sets:
         samples += run_h36m(pipeline, DATA_DIR / "lab3d" / "h36m")
     for name in MULTIVIEW_SETS:
         if name in sets:
             frames = list(range(0, 100, args.every))
-            s, f = run_multiview(pipeline, DATA_DIR / "multiview" / name, frames, args.match_px)
+            s, f, p = run_multiview(pipeline, DATA_DIR / "multiview" / name, frames, args.match_px,
+                                    profile_scales=scales)  # fmt: skip
             samples += s
             focal += f
+            profiles += p
     print(f"\nMachine: {machine_description()}; {time.perf_counter() - start:.0f} s\n")
     h36m = [s for s in samples if s.set == "h36m"]
     if h36m:
@@ -246,19 +298,33 @@ def main(argv: list[str] | None = None) -> dict:
                               "median fit / mediapipe", "worst fit / mediapipe", "fit > 1.5x mediapipe"],
                              _summary_rows(samples)))  # fmt: skip
     if focal:
-        print("\nFocal length estimated with the bodies (no focal given) against the calibration, |error| in %:\n")
+        print("\nFocal length estimated with the bodies (no focal given) against the calibration, |error| in %;")
+        print("the prior's error: where the estimate starts (a 60 degree diagonal field of view):\n")
         rows = []
         for name in dict.fromkeys(f.set for f in focal):
             sub = [f for f in focal if f.set == name]
-            for view in dict.fromkeys(f.view for f in sub):
-                e = np.array([f.error_pct for f in sub if f.view == view])
-                rows.append([name, view, len(e), float(np.median(np.abs(e))), float(np.median(e))])
-            e = np.array([f.error_pct for f in sub])
-            rows.append([f"**{name}**", "all", len(e), float(np.median(np.abs(e))), float(np.median(e))])
-        print(markdown_table(["set", "view", "images", "median abs error %", "median signed error %"], rows))
+            for view in [*dict.fromkeys(f.view for f in sub), None]:
+                part = [f for f in sub if view is None or f.view == view]
+                e = np.array([f.error_pct for f in part])
+                rows.append([f"**{name}**" if view is None else name, view or "all", len(e),
+                             float(np.median(np.abs(e))), float(np.median(e)),
+                             float(np.median([f.prior_error_pct for f in part]))])  # fmt: skip
+        print(markdown_table(["set", "view", "images", "median abs error %", "median signed error %",
+                              "prior's error %"], rows))  # fmt: skip
+    if profiles:
+        print("\nFocal profile (true focal given, each person fitted at fixed focals): the focal of the lowest")
+        print(f"fit cost, as a multiple of the true focal (scales {args.profile_scales}):\n")
+        rows = []
+        for name in dict.fromkeys(p.set for p in profiles):
+            best = np.array([p.best_scale for p in profiles if p.set == name])
+            rows.append([name, len(best), f"{np.median(best):.2f}", f"{100 * np.mean(best < 1):.0f} %",
+                         f"{100 * np.mean(best > 1):.0f} %"])  # fmt: skip
+        print(markdown_table(["set", "people", "median best scale", "best below 1", "best above 1"], rows))
     print("\nTuned on: pose2sim_single and the H36M frames of S1 and S5; held out: pose2sim_multi, S7, S8.")
     report = {"machine": machine_description(), "samples": [dataclasses.asdict(s) for s in samples],
-              "focal": [{**dataclasses.asdict(f), "error_pct": f.error_pct} for f in focal]}  # fmt: skip
+              "focal": [{**dataclasses.asdict(f), "error_pct": f.error_pct, "prior_error_pct": f.prior_error_pct}
+                        for f in focal],
+              "focal_profile": [dataclasses.asdict(p) for p in profiles]}  # fmt: skip
     if args.json:
         save_json(args.json, report)
     return report

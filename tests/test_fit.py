@@ -295,7 +295,7 @@ def test_fit_3d_beats_mediapipe_against_four_calibrated_cameras(pipeline, data_d
     from bench.accuracy_lab3d import run_multiview
 
     folder = data_dir / "multiview" / "pose2sim_single"
-    samples, _ = run_multiview(pipeline, folder, [0, 60], estimate_focal=False)
+    samples, _, _ = run_multiview(pipeline, folder, [0, 60], estimate_focal=False)
     assert len(samples) >= 6
     fit, mp = np.array([s.fit_mm for s in samples]), np.array([s.mediapipe_mm for s in samples])
     assert fit.mean() < 0.9 * mp.mean()

@@ -37,6 +37,26 @@ BLAZEPOSE_FACE_OFFSETS: dict[str, np.ndarray] = {
 }
 
 
+# BlazePose's wrist may lie farther down the forearm than Anny's COCO wrist: elbow-to-wrist of the fitted
+# bodies is 0.82-0.93 of the triangulated BlazePose keypoints' (pose2sim) and of H36M's joints, and a too
+# short forearm reaches a long 2D forearm only flat in depth. Metres along the forearm (lowerarm01 head ->
+# wrist head) added to the fit's BlazePose wrist (not to the reported joints). 0.025 (bench/accuracy_lab3d.py):
+# tuning data H36M S1+S5 +9 % -> +5 % of MediaPipe's PA-MPJPE, pose2sim_single -14.2 -> -14.7 %, 2D error
+# 3.14 -> 3.07 px; held out within noise (pose2sim_multi -5.3 -> -5.6 %, S7 +1.3 mm, S8 +0.7 mm): off.
+BLAZEPOSE_WRIST_OFFSET_M: float = 0.0
+
+
+def _limb_offset(body: AnnyBody, name: str) -> tuple[int, np.ndarray] | None:
+    """(bone index, rest-frame offset) of a point that rides on a limb bone, or None."""
+    if name not in ("left_wrist", "right_wrist") or BLAZEPOSE_WRIST_OFFSET_M == 0.0:
+        return None
+    suffix = ".L" if name.startswith("left") else ".R"
+    heads0, _ = body.heads_basis
+    j, k = body.bone_labels.index("lowerarm01" + suffix), body.bone_labels.index("wrist" + suffix)
+    axis = heads0[k] - heads0[j]
+    return j, BLAZEPOSE_WRIST_OFFSET_M * axis / np.linalg.norm(axis)
+
+
 def _face_offset(name: str) -> np.ndarray | None:
     side = "left" if name.startswith("left_") else "right" if name.startswith("right_") else None
     base = BLAZEPOSE_FACE_OFFSETS.get(f"left_{name[len(side) + 1:]}" if side else name)
@@ -128,7 +148,9 @@ def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
     n_v = body.template_v3.shape[0]
     vertex_names = [n for n in names if n in rows]
     # Rigid offsets: a pair of weight 0 on a bone adds G_bone @ offset to the point.
-    offsets = [(n, _face_offset(n)) for n in names if _face_offset(n) is not None]
+    head_bone = body.bone_labels.index("head")
+    offsets = [(n, head_bone, _face_offset(n)) for n in names if _face_offset(n) is not None]
+    offsets += [(n, *_limb_offset(body, n)) for n in names if _limb_offset(body, n) is not None]
     mat = sp.csr_matrix(np.stack([rows[n] for n in vertex_names])) if vertex_names else sp.csr_matrix((0, n_v))
     vert_set = body.point_set(vertex_names, mat)
     # Bone heads ride on their bone's transform: one pair each, weight 1.
@@ -136,15 +158,15 @@ def build_point_set(body: AnnyBody, names: list[str]) -> PointSet:
     heads0, dheads = body.heads_basis
     bones = np.array([body.bone_labels.index(heads[n]) for n in head_names], dtype=np.int64)
     order = {n: i for i, n in enumerate(names)}
-    head_bone = body.bone_labels.index("head")
     pair_point = np.concatenate([[order[vertex_names[k]] for k in vert_set.pair_point], [order[n] for n in head_names],
-                                 [order[n] for n, _ in offsets]])  # fmt: skip
+                                 [order[n] for n, _, _ in offsets]])  # fmt: skip
     n_off = len(offsets)
-    offset_a_o3 = np.array([o for _, o in offsets]).reshape(-1, 3)
+    offset_a_o3 = np.array([o for _, _, o in offsets]).reshape(-1, 3)
+    offset_bones = np.array([b for _, b, _ in offsets], dtype=np.int64)
     return PointSet(
         names=list(names),
         pair_point=pair_point.astype(np.int64),
-        pair_bone=np.concatenate([vert_set.pair_bone, bones, np.full(n_off, head_bone)]).astype(np.int64),
+        pair_bone=np.concatenate([vert_set.pair_bone, bones, offset_bones]).astype(np.int64),
         pair_w=np.concatenate([vert_set.pair_w, np.ones(len(bones)), np.zeros(n_off)]),
         pair_a0_p3=np.concatenate([vert_set.pair_a0_p3, heads0[bones], offset_a_o3]),
         pair_da_np3=np.concatenate([vert_set.pair_da_np3, dheads[:, bones], np.zeros((dheads.shape[0], n_off, 3))],
