@@ -7,7 +7,8 @@ Per view and frame, the image pipeline (embedded backends, true focal) fits the 
 put under their feet three ways: "first slice" (the baseline, bench.ground_first_slice: one person
 upright, several people a least-squares plane through their soles), "per photo"
 (pipelines.scene.ground.fit_ground: heel and toe contacts of all people, the bodies' up as the normal's
-prior, one distance error per person) and "over time" (fit_ground_over_time on all the set's frames of that view, a static camera).
+prior, one distance error per person) and "over time" (fit_ground_over_time on all the set's frames of
+that view, a static camera).
 Against the calibration (Qualisys, world z up, read by pipelines.multiview.calibration): the camera's
 pitch and roll (the world's up in the camera frame) and its height. pose2sim_single: the man is on a
 treadmill, whose belt is above z = 0: the height is taken above the lowest triangulated foot point
