@@ -1,7 +1,8 @@
 """The Gradio page: layout and wiring only; every callback is a function of app.ui.handlers.
 
 Edits (upload, example, click, undo, clear) are light: each applies at once, in order, to the session
-(app.ui.state) and answers with the canvas overlay and the prompt status. Each is followed by the
+(app.ui.state) and answers with the canvas overlay and the prompt status (uploads and examples decode
+their image in a bounded "decode" queue, as many at once as run jobs). Each is followed by the
 automatic run, a heavy job in one queue slot shared by all sessions ("pipeline"), in trigger mode
 "always_last": a run that is triggered while one is going is deferred, never dropped, and every run
 works until the shown result uses the latest prompts (handlers.run_latest), then writes its downloads.
@@ -218,14 +219,16 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
         # --------------------------------------------------------------------------------- wiring
         light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden", "trigger_mode": "multiple"}
         heavy: dict[str, Any] = {"concurrency_id": "pipeline", "concurrency_limit": engine.workers}
+        # decoding an upload is heavy in memory (up to the image limit's ~0.5 GB): a bounded queue of its own
+        decode: dict[str, Any] = {**light, "concurrency_id": "decode", "concurrency_limit": engine.workers}
         run_inputs = [state, auto, fov, *selectors]
         run_outputs = [viewer, status, files]
         edit_out = [state, canvas, prompt_status]
         auto_run = make_run(force=False)
 
         for event in (
-            upload_file.upload(upload, [state, upload_file], edit_out, **light),
-            examples.select(example, [state], edit_out, **light),
+            upload_file.upload(upload, [state, upload_file], edit_out, **decode),
+            examples.select(example, [state], edit_out, **decode),
             canvas.click(click, [state, mode, joint], edit_out, **light),
             undo_btn.click(undo, [state], edit_out, **light),
             clear_btn.click(clear, [state], edit_out, **light),

@@ -144,8 +144,10 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
     light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
     example_btn.click(example, None, [video], **light)
     edit_out = [prompt_state, frame_canvas, frame_status]
-    show_btn.click(VP.on_show_frame, [prompt_state, video, frame_no], edit_out, **light)
-    frame_no.submit(VP.on_show_frame, [prompt_state, video, frame_no], edit_out, **light)
+    # showing a frame decodes the video up to it: the page's bounded "decode" queue (see app.ui.page)
+    decode: dict[str, Any] = {**light, "concurrency_id": "decode", "concurrency_limit": engine.workers}
+    show_btn.click(VP.on_show_frame, [prompt_state, video, frame_no], edit_out, **decode)
+    frame_no.submit(VP.on_show_frame, [prompt_state, video, frame_no], edit_out, **decode)
     frame_canvas.click(frame_click, [prompt_state, mode, joint], edit_out, **light)
     undo_btn.click(VP.on_frame_undo, [prompt_state], edit_out, **light)
     clear_btn.click(VP.on_frame_clear, [prompt_state], edit_out, **light)
