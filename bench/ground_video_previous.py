@@ -17,12 +17,7 @@ origin where the camera's centre projects onto the ground, z towards the camera 
 forward direction on the ground, negated), x = y cross z; metres. A root trajectory's x, z are its
 position on the ground and y its height above it.
 
-Feet contact: a foot (mean of its heel and toes) touches the ground on a frame where its lowest point
-is within `contact_height_m` of the track's own floor level (the 20th percentile of its lowest foot
-heights: a single view's depth error can put one person's feet below or above the shared plane) and
-it moves slower than `contact_speed_mps` along the ground. `pin_feet` shifts the
-root on the ground so that a touching foot stays where it landed (the shift is carried over between
-contacts, so the trajectory has no jumps); `foot_slide_cm_per_s` measures what is left.
+Only the plane fit is kept here; the feet's contacts and pinning are pipelines.tracking.feet's.
 """
 
 from __future__ import annotations
@@ -33,12 +28,9 @@ import numpy as np
 
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.scene.ground import pitch_deg, roll_deg
+from pipelines.scene.ground import world_T_cam_from_plane as world_from_plane
+from pipelines.tracking.feet import FOOT_JOINTS
 
-FOOT_JOINTS = {
-    side: [OUTPUT_JOINT_NAMES.index(f"{side}_{n}") for n in ("heel", "big_toe", "small_toe")]
-    for side in ("left", "right")
-}
-"""Output-joint indices of each foot's ground points."""
 _SHOULDERS = [OUTPUT_JOINT_NAMES.index(n) for n in ("left_shoulder", "right_shoulder")]
 _ANKLES = [OUTPUT_JOINT_NAMES.index(n) for n in ("left_ankle", "right_ankle")]
 
@@ -192,119 +184,3 @@ def fit_ground(joints_per_track: list[np.ndarray], options: GroundOptions | None
     inl = dist < o.inlier_m
     return Ground(n, d, world_from_plane(n, d), len(feet), int(inl.sum()),
                   float(np.sqrt(np.mean(dist[inl] ** 2))) if inl.any() else float("nan"), method)  # fmt: skip
-
-
-def world_from_plane(normal_cam_3: np.ndarray, offset_m: float) -> np.ndarray:
-    """world_T_cam (4, 4) for a ground plane (see the module docstring)."""
-    y = np.asarray(normal_cam_3, dtype=np.float64)
-    origin = -offset_m * y  # the camera centre (0) projected onto the plane
-    fwd = np.array([0.0, 0.0, 1.0]) - y * y[2]
-    if np.linalg.norm(fwd) < 1e-6:  # a camera looking straight down: its image "up" as forward
-        fwd = np.array([0.0, -1.0, 0.0]) - y * (-y[1])
-    z = -fwd / np.linalg.norm(fwd)
-    x = np.cross(y, z)
-    R = np.stack([x, y, z])
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = -R @ origin
-    return T
-
-
-def foot_contacts(ground: Ground, joints_fk3: np.ndarray, times_s: np.ndarray,
-                  options: GroundOptions | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per foot ("left", "right"): (F,) bool, touching the ground on that frame (see the module docstring)."""
-    o = options or GroundOptions()
-    t = np.asarray(times_s, dtype=np.float64)
-    out = {}
-    j = np.asarray(joints_fk3, dtype=np.float64)
-    floor = float(np.percentile(ground.height_m(j[:, FOOT_JOINTS["left"] + FOOT_JOINTS["right"]]).min(axis=1), 20))
-    for side, idx in FOOT_JOINTS.items():
-        pts = j[:, idx]
-        low = ground.height_m(pts).min(axis=1) - floor
-        w = ground.to_world(pts.mean(axis=1))[:, [0, 2]]
-        speed = np.zeros(len(w))
-        if len(w) > 1:
-            step = np.linalg.norm(np.diff(w, axis=0), axis=1) / np.maximum(np.diff(t), 1e-6)
-            speed = np.minimum(np.r_[step[0], step], np.r_[step, step[-1]])  # slower of the two neighbours
-        out[side] = (low < o.contact_height_m) & (speed < o.contact_speed_mps)
-    return out
-
-
-def break_contacts_at_gaps(contacts: dict[str, np.ndarray], times_s: np.ndarray) -> dict[str, np.ndarray]:
-    """Contacts with the first frame after a gap in the track (a step over 1.5x the median step: frames
-    skipped or the person unseen) cleared, so a foot re-lands there: no pinning or slide across the gap."""
-    t = np.asarray(times_s, dtype=np.float64)
-    if len(t) < 3:
-        return contacts
-    step = np.diff(t)
-    after_gap = np.r_[False, step > 1.5 * np.median(step)]
-    return {side: np.asarray(c, dtype=bool) & ~after_gap for side, c in contacts.items()}
-
-
-def foot_slide_cm_per_s(ground: Ground, joints_fk3: np.ndarray, times_s: np.ndarray,
-                        contacts: dict[str, np.ndarray]) -> float:  # fmt: skip
-    """How far touching feet move along the ground, cm per second of contact (both feet summed over
-    consecutive contact frames); nan without contact."""
-    t = np.asarray(times_s, dtype=np.float64)
-    dist, dur = 0.0, 0.0
-    for side, idx in FOOT_JOINTS.items():
-        w = ground.to_world(np.asarray(joints_fk3, dtype=np.float64)[:, idx].mean(axis=1))[:, [0, 2]]
-        c = contacts[side]
-        both = c[1:] & c[:-1]
-        dist += float(np.linalg.norm(np.diff(w, axis=0), axis=1)[both].sum())
-        dur += float(np.diff(t)[both].sum())
-    return 100.0 * dist / dur if dur > 0 else float("nan")
-
-
-def pin_feet(ground: Ground, joints_fk3: np.ndarray, contacts: dict[str, np.ndarray]) -> np.ndarray:
-    """Per frame, the shift (F, 3) along the ground (camera frame, metres) to add to the whole body so
-    that touching feet stay where they landed; held between contacts (no jumps)."""
-    j = np.asarray(joints_fk3, dtype=np.float64)
-    feet_w = {s: ground.to_world(j[:, idx].mean(axis=1)) for s, idx in FOOT_JOINTS.items()}
-    shift_w = np.zeros((len(j), 3))
-    anchor: dict[str, np.ndarray | None] = {s: None for s in FOOT_JOINTS}
-    prev = np.zeros(3)
-    for f in range(len(j)):
-        pulls = []
-        for s in FOOT_JOINTS:
-            if not contacts[s][f]:
-                anchor[s] = None
-                continue
-            if anchor[s] is None:  # lands: it stays where it lands, with the shift so far
-                anchor[s] = feet_w[s][f] + prev
-            pulls.append(anchor[s] - feet_w[s][f])
-        cur = np.mean(pulls, axis=0) if pulls else prev
-        cur = cur * np.array([1.0, 0.0, 1.0])  # along the ground only
-        shift_w[f] = cur
-        prev = cur
-    return shift_w @ ground.world_T_cam_44[:3, :3]  # a direction: world -> camera rotation only
-
-
-def floor_shift_cam(ground: Ground, joints_fk3: np.ndarray, contacts: dict[str, np.ndarray],
-                    sole_m: float = 0.0) -> np.ndarray:  # fmt: skip
-    """The constant shift (3,) along the ground's normal (camera frame, metres) that puts a track's
-    touching feet on the ground: the median height of the lowest point of each touching foot over its
-    contact frames (without contacts: of the track's lowest foot point, its 20th percentile, as
-    foot_contacts' floor) brought to `sole_m` (how far the lowest foot joint sits above the sole: the
-    mesh then stands on the plane). A single view's depth error lifts or sinks one person's feet off
-    the plane fitted to everyone's; this lands them on it."""
-    j = np.asarray(joints_fk3, dtype=np.float64)
-    lows = [ground.height_m(j[np.asarray(contacts[s], dtype=bool)][:, idx]).min(axis=1)
-            for s, idx in FOOT_JOINTS.items()]  # fmt: skip
-    low = np.concatenate(lows)
-    low = low[np.isfinite(low)]
-    if not len(low):
-        all_low = ground.height_m(j[:, FOOT_JOINTS["left"] + FOOT_JOINTS["right"]]).min(axis=1)
-        all_low = all_low[np.isfinite(all_low)]
-        if not len(all_low):
-            return np.zeros(3)
-        return (sole_m - float(np.percentile(all_low, 20))) * ground.normal_cam_3
-    return (sole_m - float(np.median(low))) * ground.normal_cam_3
-
-
-def sole_height_m(rest_verts_v3: np.ndarray, rest_joints_k3: np.ndarray, up_3: np.ndarray) -> float:
-    """How far a body's lowest foot joint (heel, toes) sits above its sole (its lowest vertex) in its
-    rest pose, along `up_3` (the rest frame's up), metres."""
-    up = np.asarray(up_3, dtype=np.float64)
-    feet = np.asarray(rest_joints_k3, dtype=np.float64)[FOOT_JOINTS["left"] + FOOT_JOINTS["right"]]
-    return float((feet @ up).min() - (np.asarray(rest_verts_v3, dtype=np.float64) @ up).min())
