@@ -20,7 +20,7 @@ from app.multiview_run import CALIB_SUFFIXES
 from app.ui import multiview_handlers as MH
 from app.ui.lifecycle import IDLE_TIMEOUT_S, Lifecycle
 from app.ui.multiview_state import MultiviewSession
-from app.ui.state import SessionRegistry
+from app.ui.state import SessionRegistry, session_end_callbacks
 from app.ui.video_handlers import VIDEO_SUFFIXES
 
 SESSION_STATE_TTL_S = IDLE_TIMEOUT_S
@@ -77,12 +77,7 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
     def example() -> tuple[list[str], list[str]]:
         return [str(p) for p in MH.EXAMPLE_VIDEOS], [str(MH.EXAMPLE_CALIBRATION)]
 
-    def unload(request: gr.Request) -> None:
-        sessions.end(getattr(request, "session_hash", None))
-
-    def expire(held: MultiviewSession | None) -> None:  # Gradio expired the tab's state (no unload seen)
-        if held is not None:
-            sessions.expire(held.session_id)
+    unload, expire = session_end_callbacks(sessions)
 
     with gr.Tab("Multi-view", elem_id="multiview-tab"), gr.Row(equal_height=False):
         held = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=expire)

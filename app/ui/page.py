@@ -24,7 +24,7 @@ from app.ui import canvas as C
 from app.ui import handlers as H
 from app.ui import lifecycle as L
 from app.ui.multiview_page import build_multiview_tab
-from app.ui.state import SessionRegistry, UISession
+from app.ui.state import SessionRegistry, UISession, session_end_callbacks
 from app.ui.video_page import build_video_tab
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 
@@ -142,12 +142,7 @@ def build_demo(engine: H.Engine | None = None, registry: SessionRegistry | None 
     def show_joint(mode: str) -> Any:
         return gr.update(visible=mode == "keypoint")
 
-    def delete_state(state: UISession | None) -> None:
-        if state is not None:  # Gradio expired the state: end the session unless it is still active
-            sessions.expire(state.session_id)
-
-    def unload(request: gr.Request) -> None:
-        sessions.end(getattr(request, "session_hash", None))
+    unload, delete_state = session_end_callbacks(sessions)
 
     # ---------------------------------------------------------------------------------- layout
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import numpy as np
 import rerun as rr
 
@@ -351,3 +352,17 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+def session_end_callbacks(sessions: SessionRegistry) -> tuple[Callable[[gr.Request], None], Callable[[Any], None]]:
+    """A tab's two ends of its session, as Gradio callbacks: `unload` (the tab closed; for demo.unload) and
+    `delete_state` (Gradio expired the tab's gr.State without an unload; its delete_callback)."""
+
+    def unload(request: gr.Request) -> None:
+        sessions.end(getattr(request, "session_hash", None))
+
+    def delete_state(held: Any) -> None:
+        if held is not None:  # end the session unless it is still active
+            sessions.expire(held.session_id)
+
+    return unload, delete_state

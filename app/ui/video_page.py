@@ -20,7 +20,7 @@ from app.ui import handlers as H
 from app.ui import video_handlers as VH
 from app.ui import video_prompts as VP
 from app.ui.lifecycle import IDLE_TIMEOUT_S, Lifecycle
-from app.ui.state import SessionRegistry
+from app.ui.state import SessionRegistry, session_end_callbacks
 from app.ui.video_state import VideoSession
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 
@@ -91,12 +91,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
     def example() -> str:
         return str(VH.EXAMPLE_VIDEO)
 
-    def unload(request: gr.Request) -> None:
-        sessions.end(getattr(request, "session_hash", None))
-
-    def expire(held: VideoSession | None) -> None:  # Gradio expired the tab's state (no unload seen)
-        if held is not None:
-            sessions.expire(held.session_id)
+    unload, expire = session_end_callbacks(sessions)
 
     with gr.Tab("Video", elem_id="video-tab"), gr.Row(equal_height=False):
         held = gr.State(None, time_to_live=SESSION_STATE_TTL_S, delete_callback=expire)
