@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.scene.ground import FEET_LEVEL_M, FOOT_RADIUS_M, FootedBody, GroundPlane, _unit, body_up
+from pipelines.scene.ground import FEET_LEVEL_M, FootedBody, GroundPlane, _unit, body_up, foot_points
 
 MAX_FOOT_TILT_DEG = 10.0
 
@@ -17,11 +17,7 @@ def _soles(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
     """Per foot (left, right) the sole point: the foot's centre laid down to its lowest vertex along up (2, 3)."""
     out = []
     for side in ("left", "right"):
-        names = [f"{side}_ankle", f"{side}_heel", f"{side}_big_toe", f"{side}_small_toe"]
-        pts_k3 = np.stack([body.joints[n] for n in names if n in body.joints])
-        centre_3 = pts_k3.mean(axis=0)
-        near = np.linalg.norm(body.verts_v3 - centre_3, axis=1) < FOOT_RADIUS_M
-        verts = body.verts_v3[near] if near.any() else pts_k3
+        centre_3, verts = foot_points(body, side)
         low = float((verts @ up_3).min())
         out.append(centre_3 + (low - float(centre_3 @ up_3)) * up_3)
     return np.stack(out)

@@ -21,7 +21,7 @@ from app.ui import multiview_handlers as MH
 from app.ui.lifecycle import IDLE_TIMEOUT_S, Lifecycle
 from app.ui.multiview_state import MultiviewSession
 from app.ui.state import SessionRegistry, session_end_callbacks
-from app.ui.video_handlers import VIDEO_SUFFIXES
+from app.ui.video_handlers import VIDEO_SUFFIXES, stream_outputs
 
 SESSION_STATE_TTL_S = IDLE_TIMEOUT_S
 PROGRESS = gr.Progress()
@@ -65,9 +65,7 @@ def build_multiview_tab(demo: gr.Blocks, registry: SessionRegistry | None = None
         first = held is not state
         for u in MH.on_multiview_run(state, videos, calibration, n_frames, max_side, sync, refine,
                                      progress=progress):  # fmt: skip
-            # The streaming viewer takes None as "no new chunk" (gr.skip() would break its stream).
-            yield (u.chunk, gr.skip() if u.status is None else u.status,
-                   gr.skip() if u.files is None else (u.files or None), state if first else gr.skip())  # fmt: skip
+            yield stream_outputs(u, state, first)
             first = False
 
     def cancel(request: gr.Request) -> None:

@@ -48,6 +48,14 @@ class VideoUpdate(NamedTuple):
     """Frames processed so far."""
 
 
+def stream_outputs(update: VideoUpdate | Any, held: Any, first: bool) -> tuple:
+    """A streamed run's step (a VideoUpdate or a MultiviewUpdate: chunk, status, files) as the tab's outputs
+    (viewer, status, downloads, held session). The streaming viewer takes None as "no new chunk"
+    (gr.skip() would break its stream); the held session is sent with the first step only."""
+    return (update.chunk, gr.skip() if update.status is None else update.status,
+            gr.skip() if update.files is None else (update.files or None), held if first else gr.skip())  # fmt: skip
+
+
 def parse_options(stride: float | None, start_s: float | None, end_s: float | None, max_side: float | None,
                   smooth: bool, max_people: float | None) -> VideoRunOptions:  # fmt: skip
     """The tab's inputs as run options (empty fields take their defaults; an end of 0 means the end)."""

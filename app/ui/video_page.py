@@ -72,9 +72,7 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
         for u in VH.on_video_run(state, path, stride, start_s, end_s, max_side, smooth, max_people,
                                  progress=progress, engine=engine,
                                  prompts=VP.video_prompts(prompt_state, path)):  # fmt: skip
-            # The streaming viewer takes None as "no new chunk" (gr.skip() would break its stream).
-            yield (u.chunk, gr.skip() if u.status is None else u.status,
-                   gr.skip() if u.files is None else (u.files or None), state if first else gr.skip())  # fmt: skip
+            yield VH.stream_outputs(u, state, first)
             first = False
 
     def cancel(request: gr.Request) -> None:

@@ -215,16 +215,22 @@ def body_up(body: FootedBody) -> np.ndarray:
     return _unit(shoulders - ankles)
 
 
+def foot_points(body: FootedBody, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """One foot's centre (3,) (the mean of its ankle, heel and toe keypoints) and its points (n, 3): the mesh
+    vertices within FOOT_RADIUS_M of the centre, or those keypoints without a mesh near it."""
+    names = [f"{side}_ankle", f"{side}_heel", f"{side}_big_toe", f"{side}_small_toe"]
+    pts_k3 = np.stack([body.joints[n] for n in names if n in body.joints])
+    centre_3 = pts_k3.mean(axis=0)
+    near = np.linalg.norm(body.verts_v3 - centre_3, axis=1) < FOOT_RADIUS_M
+    return centre_3, (body.verts_v3[near] if near.any() else pts_k3)
+
+
 def foot_contacts(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
     """Per foot (left, right) the lowest point along `up_3` of its heel half and of its toe half (4, 3):
     left heel, left toe, right heel, right toe (mesh vertices; the keypoints without a mesh)."""
     out = []
     for side in ("left", "right"):
-        names = [f"{side}_ankle", f"{side}_heel", f"{side}_big_toe", f"{side}_small_toe"]
-        pts_k3 = np.stack([body.joints[n] for n in names if n in body.joints])
-        centre_3 = pts_k3.mean(axis=0)
-        near = np.linalg.norm(body.verts_v3 - centre_3, axis=1) < FOOT_RADIUS_M
-        verts_v3 = body.verts_v3[near] if near.any() else pts_k3
+        centre_3, verts_v3 = foot_points(body, side)
         heel = body.joints.get(f"{side}_heel", body.joints[f"{side}_ankle"])
         toes = [body.joints[n] for n in (f"{side}_big_toe", f"{side}_small_toe") if n in body.joints]
         toe = np.mean(toes, axis=0) if toes else centre_3
