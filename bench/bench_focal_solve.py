@@ -230,7 +230,7 @@ def _evaluate_pooled(shots: list[Shot]) -> tuple[list[float], list[float], float
     return fe, de, 0.0
 
 
-METHODS = {"default": "body fit's focal (default)", "pooled": "pooled per camera (video mode), one focal",
+METHODS = {"default": "body fit's focal (default)", "pooled": "pooled per camera, one focal (its 5 images' people)",
            "fit+0": "solve: fitted joints, keypoints only",
            "fit+1": "solve: fitted joints + silhouette", "landmarks+0": "solve: world landmarks, keypoints only",
            "landmarks+1": "solve: world landmarks + silhouette"}  # fmt: skip
@@ -258,11 +258,39 @@ def per_camera_rows(name: str, role: str, prior_label: str, shots: list[Shot]) -
     return rows
 
 
+def video_rows(name: str, role: str, n_frames: int) -> list[list[str]]:
+    """The video mode's focal (pipelines.modes.video: the tracks' first fits of its first frames, pooled) on
+    each camera's first `n_frames` frames (every 2nd: 30 frames/s), under each prior, in the same run."""
+    from pipelines.io.video_io import VideoFrame
+    from pipelines.modes.image import ImagePipeline
+    from pipelines.modes.video import VideoOptions, VideoPipeline
+    from pipelines.multiview.calibration import load_qualisys_calibration
+    from pipelines.multiview.video import read_frames
+
+    folder = DATA_DIR / f"multiview/{name}"
+    image = ImagePipeline()
+    rows = []
+    for cam in load_qualisys_calibration(folder / "Calib.qca.txt"):
+        frames = list(read_frames(folder / f"{cam.name}.mp4", list(range(0, 2 * n_frames, 2))))
+        for fov, prior_label in PRIORS:
+            with prior_centre(fov):
+                video = VideoPipeline(image, VideoOptions(rate_hz=30.0))
+                for index, rgb in frames:
+                    video.process(VideoFrame(index, index / 60.0, rgb, 1.0))
+            pool = video._focal_pool  # noqa: SLF001 - what the video pooled, for the table
+            rows.append([f"{name} ({role})", cam.name, f"{prior_label}: {fov:g} deg", str(len(frames)),
+                         str(len(pool.estimates)) if pool else "–",
+                         f"{100 * (video.camera.focal_px / cam.camera.focal_px - 1):+.1f}"])  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=None, help="pickle of the fitted people (read if present)")
     parser.add_argument("--methods", default="default,pooled,fit+0",
                         help=f"comma-separated, of {', '.join(METHODS)}")  # fmt: skip
+    parser.add_argument("--video-frames", type=int, default=6,
+                        help="also the video mode's focal on each camera's first N frames (0: not run)")  # fmt: skip
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -299,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\nPer camera: median signed focal error of its images (body fit's focal) and of its pooled focal.\n")
     print(markdown_table(["set", "camera", "prior", "images", "per image, signed (%)", "pooled, signed (%)"],
                          cam_rows))  # fmt: skip
+    if args.video_frames > 0:
+        video = [r for name, role in SETS if name != "h36m" for r in video_rows(name, role, args.video_frames)]
+        print("\nVideo mode: the focal it holds after its first frames (signed error), per camera.\n")
+        print(markdown_table(["set", "camera", "prior", "frames", "people pooled", "focal err, signed (%)"], video))
 
 
 if __name__ == "__main__":
