@@ -4,8 +4,9 @@ The prior is a 63.5 degree diagonal field of view (a 35 mm lens in 35 mm terms),
 0.35 (x0.70 to x1.42 at one sigma: 25 to 50 mm equivalent). Why its centre is there:
 
 - The body says little about the focal. On the tuning data, fits at fixed focals 0.7-1.25x the estimate
-  change a body's cost by under 1 (H36M S1, S5) to a few units (pose2sim_single; bystanders pull either
-  way), so the estimate stays near the prior's centre: the centre decides most of the focal error.
+  change a body's cost by under 1.5 (chi-square units; H36M S1, S5) to 4-8 (pose2sim_single's dancer;
+  bystanders pull either way), so the estimate stays near the prior's centre: the centre decides most of
+  the focal error.
 - Chosen on the tuning data, on the one calibrated camera there that is not a held-out view: H36M S1 / S5's
   camera 54138969 (f = 1144 px at 1000x1002, a 63.5 degree diagonal). pose2sim_single was not used: its
   cameras are the held-out pose2sim_multi's (one calibration file), and H36M's held-out frames (S7, S8)
