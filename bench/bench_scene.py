@@ -33,8 +33,8 @@ from pipelines.scene.refine import DEPTH_KINDS, RefineOptions, refine_depth
 from pipelines.scene.zbuffer import render_depth
 
 W, H = 320, 240
-PREVIOUS = RefineOptions(smoothness=0.3, first_diff=0.0)
-"""The previous release's field constants (no first-difference term), the baseline row."""
+PREVIOUS = RefineOptions(inverse_field_in_depth=False)
+"""The previous release's refinement (for kind 'inverse' the field in disparity), the baseline row."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -96,7 +96,7 @@ def main() -> None:
         r = {k: np.array(v) for k, v in res[kind].items()}
         a_raw, a_glob = (float(r[n][:, 0].mean()) for n in ("raw", "global"))
         for name, label in (("raw", "raw input"), ("global", "global scale + shift"),
-                            ("previous", "full refinement, previous constants (baseline)"),
+                            ("previous", "full refinement, previous release (baseline)"),
                             ("full", "full refinement")):  # fmt: skip
             a = float(r[name][:, 0].mean())
             rows.append([kind, label, f"{a:.3f}", f"{r[name][:, 1].mean():.3f}",
