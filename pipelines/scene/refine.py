@@ -4,9 +4,12 @@ The people of known metric size are a ruler: the visible surface of their fitted
 gives metric depths inside their masks, and the ground plane under their feet gives more on the
 floor. The input depth is mapped to metres by
 
-    refined(x) = s(x) * d(x) + b(x)        (for kind 'inverse', the same in disparity: 1 / refined depth)
+    refined(x) = s(x) * d(x) + b(x)
 
-first with one global scale and shift (robust fit), then with a smooth per-pixel affine field:
+first with one global scale and shift (robust fit), then with a smooth per-pixel affine field. For kind
+'inverse' (disparity up to scale and shift) the global fit is in disparity (1 / depth = s * d + b), then
+turned into depth, and the field maps that depth (d(x) above = 1 / (s d + b)), plus one global term
+in its square (`RefineOptions.inverse_quadratic`). The field:
 s and b live on a coarse grid of nodes, are bilinearly upsampled, kept smooth by second-difference
 regularisation plus a weaker first-difference term (so that away from the anchors they level off rather
 than extrapolate a slope) and pulled weakly towards the global fit; the data term is a relative error
@@ -83,7 +86,8 @@ class RefinedDepth:
     global_shift: float
     """Shift of the global fit (same domain)."""
     scale_hw: np.ndarray
-    """The per-pixel scale s(x) of the full refinement."""
+    """The per-pixel scale s(x) of the full refinement (kind 'inverse': of the global fit's depth,
+    1 / (global_scale * d + global_shift), its depth^2 term included)."""
     shift_hw: np.ndarray
     """The per-pixel shift b(x)."""
     kind: str
