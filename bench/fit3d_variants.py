@@ -47,6 +47,10 @@ class CachedSample:
     held_out: bool
 
 
+# Pickled under the module's name, also when run as `python -m` (then __name__ is "__main__").
+CachedSample.__module__ = "bench.fit3d_variants"
+
+
 def _detect(pipeline: ImagePipeline, rgb: np.ndarray) -> list[PersonDetection]:
     session = ImageSession()
     image = LoadedImage(rgb_hw3=rgb, path=None, exif_focal_px=None, exif_note=None, warnings=[])
@@ -139,7 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-sample", action="store_true", help="print every H36M frame")
     args = parser.parse_args(argv)
     if args.cache.is_file():
-        samples = pickle.loads(args.cache.read_bytes())
+        try:
+            samples = pickle.loads(args.cache.read_bytes())
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+            msg = f"{args.cache} is not a detection cache of this bench ({err}); delete it to rebuild."
+            raise SystemExit(msg) from None
     else:
         samples = build_cache(args.every)
         args.cache.write_bytes(pickle.dumps(samples))
