@@ -5,9 +5,9 @@
     python -m bench.bench_multiview --baseline-code ../main --repeats 2   # speed against another checkout
 
 Per capture, end to end as `app.cli multiview` runs (decoding, keypoints, fusion, bodies, every output
-file and result.rrd; bench.multiview_speed, a fresh process per run, wall time per stage), with and
-without the bodies; with `--baseline-code DIR` the same runs on that checkout's code (e.g. main's),
-alternated with this code's so that both see the same load. Then, on this code's keypoints, the fusion
+file and result.rrd; bench.multiview_speed, a fresh process per run, wall and CPU time per stage), with and
+without the bodies; with `--baseline-code DIR` the same run (with bodies) on that checkout's code (e.g.
+main's), alternated with this code's so that both see the same load. Then, on this code's keypoints, the fusion
 with every option (the method), and baselines in the same run: plain triangulation (the given
 calibration, no time offsets, no refinement), and the method without time offsets / without camera
 refinement. Reprojection: median over the inlier keypoints (confidence >= 0.5) of every view,
@@ -78,7 +78,7 @@ def _throughput(args: argparse.Namespace) -> tuple[list[list], list[dict]]:
     for capture in CAPTURES:
         for _ in range(max(1, args.repeats)):
             for body in (True, False):
-                for label, code in codes[::-1]:
+                for label, code in codes[::-1] if body else codes[:1]:  # without bodies: this code only
                     r = _speed_run(code, capture, args.frames, body)
                     r["code"] = f"{label} ({code.name})"
                     runs.append(r)
