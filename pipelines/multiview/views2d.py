@@ -3,8 +3,8 @@
 Each view's video is decoded with pipelines.io.video_io (optionally downscaled for the detector),
 people are detected by the embedded segmentation stage in one pass per frame (as the video mode does),
 tracked by pipelines.tracking.tracker.PersonTracker and their 2D keypoints smoothed by the video mode's
-1-euro filter (pipelines.multiview.smooth2d). Keypoints are returned in pixels of the SOURCE video (origin top-left, with the lens
-distortion of the raw image), BlazePose order (33 points).
+1-euro filter (pipelines.multiview.smooth2d). Keypoints are returned in pixels of the SOURCE video (origin
+top-left, with the lens distortion of the raw image), BlazePose order (33 points).
 """
 
 from __future__ import annotations
