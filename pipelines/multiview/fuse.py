@@ -49,9 +49,11 @@ class FuseOptions:
     other views (pipelines.multiview.flips)."""
     intrinsics: bool | str = False
     """Also refine each camera's focal length and principal point (True), or its focal length only ("focal")."""
-    ba_every: int = 4
-    """Bundle adjustment on every n-th frame (speed; the final triangulation uses every frame). 4 rather than 2
-    (chosen on pose2sim_single: median reprojection 5.16 -> 5.11 px, the fusion ~2x faster)."""
+    ba_frames: int = 25
+    """Bundle adjustment on about this many frames, evenly spread: every n-th frame, n = frames // ba_frames (at
+    least 1), so its cost stays bounded on long captures; the final triangulation uses every frame. On 100
+    frames every 4th (before: every 2nd; chosen on pose2sim_single: median reprojection 5.16 -> 5.11 px, the
+    bundle adjustment ~2x faster)."""
     outlier_px: float = 50.0
     """Views farther than this from the consensus are left out of a point (triangulate_points)."""
     refined_outlier_px: float = 20.0
@@ -338,8 +340,9 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
 
 def _refine(und_p: list[np.ndarray], conf_p: list[np.ndarray], offsets: np.ndarray, cams: list[CalibratedCamera],
             options: FuseOptions) -> RefineReport:  # fmt: skip
-    """Bundle adjustment on the inlier keypoints of every `ba_every`-th frame (starting from `cams`)."""
-    tri = _triangulate_people(und_p, conf_p, offsets, cams, options.outlier_px, every=max(1, options.ba_every))
+    """Bundle adjustment on the inlier keypoints of about `ba_frames` frames (starting from `cams`)."""
+    every = max(1, und_p[0].shape[1] // max(1, options.ba_frames))
+    tri = _triangulate_people(und_p, conf_p, offsets, cams, options.outlier_px, every=every)
     pts, views, pidx, xy, w = [], [], [], [], []
     base = 0
     for res, xy_s, c_s in tri:
