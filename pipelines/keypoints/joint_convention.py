@@ -14,9 +14,9 @@ joints).
 
 - `MPII_CONVENTION`: the medians of the per-joint solutions on the 2 MPII tuning photos' BlazePose
   keypoints with box prompts (4 hips, 4 shoulders); held-out photos were not used. Mean hip error
-  there 5.8 -> 2.7 % of the box.
+  there 5.8 -> 2.6 % of the box.
 - `COCO_CONVENTION` (COCO's keypoint definition, which PoseTrack's labels follow): BlazePose's own. The
-  MPII offsets moved the hips of the PoseTrack tuning person away from the labels (mean 7.5 -> 9.4 % of the
+  MPII offsets moved the hips of the PoseTrack tuning person away from the labels (mean 7.5 -> 9.0 % of the
   box), and one labelled COCO-style tuning person is too few to fit offsets of COCO's own.
 
 Use a convention for anything scored against, or written for, a dataset's labels (bench/bench_crowds.py's
