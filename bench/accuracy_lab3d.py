@@ -137,6 +137,34 @@ def _body_xy(person: PersonResult) -> tuple[np.ndarray, np.ndarray]:
     return kp.xy_k2[idx].astype(np.float64), kp.conf_k[idx].astype(np.float64)
 
 
+def matched_hip_distances(views: list[list[PersonResult]], cams: list[CalibratedCamera], max_px: float = 40.0
+                          ) -> list[list[float | None]]:  # fmt: skip
+    """Per view, per person: the distance (metres) from that camera to the person's mid-hip triangulated
+    from their match across the views (match_people); None for a person matched in no other view."""
+    hips = [BLAZEPOSE_NAMES.index(n) for n in ("left_hip", "right_hip")]
+    refs: list[list[float | None]] = [[None] * len(v) for v in views]
+    for choice, xyz_world in match_people(views, cams, max_px):
+        hip_w = xyz_world[hips].mean(axis=0)
+        for v, i in enumerate(choice):
+            if i is not None and np.isfinite(hip_w).all():
+                refs[v][i] = float(np.linalg.norm(cams[v].to_cam(hip_w)))
+    return refs
+
+
+def matched_body_refs(views: list[list], cams: list[CalibratedCamera], max_px: float = 40.0
+                      ) -> list[tuple[int, int, int, np.ndarray]]:  # fmt: skip
+    """Every (match index, view, detection index, the match's 12 body joints (BODY12_NAMES) triangulated
+    from all views and put in that view's camera frame (12, 3), metres) for the people of one frame
+    matched across the views (match_people) whose 12 joints all triangulate."""
+    body_ids = [BLAZEPOSE_NAMES.index(n) for n in BODY12_NAMES]
+    out = []
+    for m, (choice, xyz_world) in enumerate(match_people(views, cams, max_px)):
+        ref_world = xyz_world[body_ids]
+        if np.isfinite(ref_world).all():
+            out += [(m, v, c, cams[v].to_cam(ref_world)) for v, c in enumerate(choice) if c is not None]
+    return out
+
+
 def match_people(views: list[list[PersonResult]], cams: list[CalibratedCamera], max_px: float
                  ) -> list[tuple[list[int | None], np.ndarray]]:  # fmt: skip
     """People matched across views: (detection index per view or None, triangulated BlazePose points
@@ -220,20 +248,12 @@ def run_multiview(pipeline: ImagePipeline, folder: Path, frames: list[int], matc
                                           cam.camera.focal_px, profile_scales)  # fmt: skip
     samples = []
     held_out = name not in TUNED_ON
-    body_ids = [BLAZEPOSE_NAMES.index(n) for n in BODY12_NAMES]
     for index in frames:
         views = [true_runs[c.name][index].people for c in cams]
-        for m, (choice, xyz_world) in enumerate(match_people(views, cams, match_px)):
-            ref_world = xyz_world[body_ids]
-            if not np.isfinite(ref_world).all():
-                continue
-            for v, c in enumerate(choice):
-                if c is None:
-                    continue
-                ref_cam = ref_world @ cams[v].cam_T_world_44[:3, :3].T + cams[v].cam_T_world_44[:3, 3]
-                scores = _score(views[v][c], ref_cam)
-                if scores is not None:
-                    samples.append(Sample(name, f"{cams[v].name} frame {index}", m, *scores, held_out=held_out))
+        for m, v, c, ref_cam in matched_body_refs(views, cams, match_px):
+            scores = _score(views[v][c], ref_cam)
+            if scores is not None:
+                samples.append(Sample(name, f"{cams[v].name} frame {index}", m, *scores, held_out=held_out))
     return samples, focal, profiles
 
 

@@ -333,7 +333,7 @@ def evaluate(
             if pred is None:
                 n_missed += int(not method.note)
                 continue
-            ref_cam_k3 = ref_coco_k3 @ cam.cam_T_world_44[:3, :3].T + cam.cam_T_world_44[:3, 3]
+            ref_cam_k3 = cam.to_cam(ref_coco_k3)
             ref_cam = dict(zip(COCO17_NAMES, ref_cam_k3, strict=True))
             score = score_sample(pred, ref_cam, method.absolute, frame, cam.name)
             if score is not None:

@@ -34,7 +34,6 @@ import pipelines.camera.prior as focal_prior
 from bench.common import DATA_DIR, machine_description, markdown_table
 from pipelines.camera.blade import RENDER_SIDE_PX, BladePerson, blade_people, solve_focal_distance
 from pipelines.camera.focal import FocalEstimate, FocalPool
-from pipelines.keypoints.names import BLAZEPOSE_NAMES
 
 SETS = [("pose2sim_single", "tuning"), ("pose2sim_multi", "held out"), ("h36m", "S1, S5 tuning; S7, S8 held out")]
 FRAMES = list(range(0, 100, 20))
@@ -117,7 +116,7 @@ def _shot(name: str, result, true_focal_px: float, refs: list[float | None], cam
 
 
 def collect_multiview(folder: Path, pipeline) -> list[Shot]:  # noqa: ANN001 - ImagePipeline
-    from bench.accuracy_lab3d import match_people
+    from bench.accuracy_lab3d import matched_hip_distances
     from pipelines.io.image_io import LoadedImage
     from pipelines.multiview.calibration import load_qualisys_calibration
     from pipelines.multiview.video import read_frames
@@ -131,17 +130,10 @@ def collect_multiview(folder: Path, pipeline) -> list[Shot]:  # noqa: ANN001 - I
                 image = LoadedImage(rgb_hw3=rgb, path=None, exif_focal_px=None, exif_note=None, warnings=[])
                 results[c.name, index] = pipeline.run(image)
                 estimates[c.name, index] = recorder.take()
-    hips = [BLAZEPOSE_NAMES.index(n) for n in ("left_hip", "right_hip")]
     shots = []
     for index in FRAMES:
         views = [[p for p in results[c.name, index].people if p.body is not None] for c in cams]
-        refs: list[list[float | None]] = [[None] * len(v) for v in views]
-        for choice, xyz_world in match_people(views, cams, 40.0):
-            hip_w = xyz_world[hips].mean(axis=0)
-            for v, i in enumerate(choice):
-                if i is not None and np.isfinite(hip_w).all():
-                    T = cams[v].cam_T_world_44
-                    refs[v][i] = float(np.linalg.norm(T[:3, :3] @ hip_w + T[:3, 3]))
+        refs = matched_hip_distances(views, cams)
         for v, c in enumerate(cams):
             shots.append(_shot(f"{folder.name} {c.name} {index}", results[c.name, index], c.camera.focal_px,
                                refs[v], c.name, estimates[c.name, index]))  # fmt: skip

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.accuracy_lab3d import matched_hip_distances
 from bench.accuracy_multiview import CachedSegmenter, Method, observe
 from bench.common import machine_description, markdown_table
 from bench.ground_first_slice import first_slice_ground
@@ -74,21 +75,6 @@ def _fitted(people: list) -> list:  # noqa: ANN001 - PersonResult
     return [p for p in people if p.body is not None and footed_bodies([p])]
 
 
-def _ref_distances(views_people: list[list], cams: list[CalibratedCamera]) -> list[list[float | None]]:
-    """Per view, per person: the mid-hip distance of its match across the views (triangulated)."""
-    from bench.accuracy_lab3d import match_people
-
-    hips = [BLAZEPOSE_NAMES.index(n) for n in ("left_hip", "right_hip")]
-    refs: list[list[float | None]] = [[None] * len(v) for v in views_people]
-    for choice, xyz_world in match_people(views_people, cams, 40.0):
-        hip_w = xyz_world[hips].mean(axis=0)
-        for v, i in enumerate(choice):
-            if i is not None and np.isfinite(hip_w).all():
-                T = cams[v].cam_T_world_44
-                refs[v][i] = float(np.linalg.norm(T[:3, :3] @ hip_w + T[:3, 3]))
-    return refs
-
-
 def collect(data: Path, frames: list[int]) -> tuple[list[ViewFrames], float]:
     """Run the image pipeline on every (view, frame), with the calibrated focal and without one; also the
     lowest triangulated foot point's z."""
@@ -113,13 +99,13 @@ def collect(data: Path, frames: list[int]) -> tuple[list[ViewFrames], float]:
     hip_ids = [BLAZEPOSE_NAMES.index(n) for n in ("left_hip", "right_hip")]
     support_z = float(np.nanmedian([np.nanmin(r.xyz_n3[foot_ids, 2]) for r in refs]))
     n = len(frames)
-    dist_true = [_ref_distances([runs[v * n + i][0] for v in range(len(cams))], cams) for i in range(n)]
-    dist_est = [_ref_distances([runs[v * n + i][1] for v in range(len(cams))], cams) for i in range(n)]
+    dist_true = [matched_hip_distances([runs[v * n + i][0] for v in range(len(cams))], cams) for i in range(n)]
+    dist_est = [matched_hip_distances([runs[v * n + i][1] for v in range(len(cams))], cams) for i in range(n)]
     views = []
     for v, cam in enumerate(cams):
         hips = []
         for r in refs:
-            hip_c = cam.cam_T_world_44[:3, :3] @ r.xyz_n3[hip_ids].mean(axis=0) + cam.cam_T_world_44[:3, 3]
+            hip_c = cam.to_cam(r.xyz_n3[hip_ids].mean(axis=0))
             hips.append(hip_c if np.isfinite(hip_c).all() else None)
         mine = runs[v * n:(v + 1) * n]
         views.append(ViewFrames(

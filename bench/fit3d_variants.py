@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.accuracy_lab3d import TUNED_ON, _score, match_people
+from bench.accuracy_lab3d import TUNED_ON, _score, matched_body_refs
 from bench.common import BODY12_NAMES, DATA_DIR, markdown_table
 from pipelines.hmr.embedded import EmbeddedHMR
 from pipelines.hmr.fit import FitOptions
 from pipelines.io.image_io import LoadedImage, load_image
-from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.modes.image import ImagePipeline, ImageSession
 from pipelines.multiview.calibration import load_qualisys_calibration
 from pipelines.multiview.video import read_frames
@@ -73,7 +72,6 @@ def build_cache(every: int) -> list[CachedSample]:
         ref = np.array([frame["joints3d_cam"][n] for n in BODY12_NAMES])
         out.append(CachedSample("h36m " + frame["subject"], frame["image"].split(".")[0], rgb.shape[1], rgb.shape[0],
                                 float(np.mean(frame["focal_px"])), det, ref, frame["subject"] not in TUNED_ON))
-    body_ids = [BLAZEPOSE_NAMES.index(n) for n in BODY12_NAMES]
     for name in ("pose2sim_single", "pose2sim_multi"):
         mv = DATA_DIR / "multiview" / name
         cams = load_qualisys_calibration(mv / "Calib.qca.txt")
@@ -87,18 +85,10 @@ def build_cache(every: int) -> list[CachedSample]:
                 sizes[cam.name] = (rgb.shape[1], rgb.shape[0])
                 per[index].append([PersonResult(i, d) for i, d in enumerate(_detect(pipeline, rgb))])
         for index in frames:
-            for choice, xyz_world in match_people(per[index], cams, 40.0):
-                ref_world = xyz_world[body_ids]
-                if not np.isfinite(ref_world).all():
-                    continue
-                for v, c in enumerate(choice):
-                    if c is None:
-                        continue
-                    T = cams[v].cam_T_world_44
-                    ref = ref_world @ T[:3, :3].T + T[:3, 3]
-                    w, h = sizes[cams[v].name]
-                    out.append(CachedSample(name, f"{cams[v].name} frame {index}", w, h, cams[v].camera.focal_px,
-                                            per[index][v][c].detection, ref, name not in TUNED_ON))
+            for _, v, c, ref in matched_body_refs(per[index], cams):
+                w, h = sizes[cams[v].name]
+                out.append(CachedSample(name, f"{cams[v].name} frame {index}", w, h, cams[v].camera.focal_px,
+                                        per[index][v][c].detection, ref, name not in TUNED_ON))
         print(f"{name}: {sum(s.set == name for s in out)} samples", flush=True)
     return out
 

@@ -48,10 +48,14 @@ class CalibratedCamera:
         """Camera centre in world coordinates (metres)."""
         return self.camera.world_T_cam[:3, 3].copy()
 
+    def to_cam(self, xyz_world_n3: np.ndarray) -> np.ndarray:
+        """World points (N, 3) or one point (3,) in this camera's OpenCV frame (metres)."""
+        return np.asarray(xyz_world_n3) @ self.cam_T_world_44[:3, :3].T + self.cam_T_world_44[:3, 3]
+
     def project_world(self, xyz_world_n3: np.ndarray) -> np.ndarray:
-        """Project world points (N, 3) to undistorted pixels (N, 2)."""
-        xyz_cam_n3 = xyz_world_n3 @ self.cam_T_world_44[:3, :3].T + self.cam_T_world_44[:3, 3]
-        return self.camera.project(xyz_cam_n3)
+        """Project world points (N, 3) to undistorted pixels (N, 2) (points behind the camera are clipped
+        to 1 um in front of it, as Camera.project does)."""
+        return self.camera.project(self.to_cam(xyz_world_n3))
 
 
 def make_camera(name: str, K_33: np.ndarray, dist_k: np.ndarray, cam_T_world_44: np.ndarray,

@@ -78,7 +78,7 @@ def _project_all(xyz_n3: np.ndarray, cams: Sequence[CalibratedCamera]) -> tuple[
     z_vn = np.empty((len(cams), len(xyz_n3)))
     for v, cam in enumerate(cams):
         K_33 = cam.camera.K_33
-        xyz_cam_n3 = xyz_n3 @ cam.cam_T_world_44[:3, :3].T + cam.cam_T_world_44[:3, 3]
+        xyz_cam_n3 = cam.to_cam(xyz_n3)
         z_vn[v] = xyz_cam_n3[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             xy_vn2[v] = (xyz_cam_n3[:, :2] / xyz_cam_n3[:, 2:3]) @ K_33[:2, :2].T + K_33[:2, 2]
