@@ -2,9 +2,11 @@
 
     python -m bench.bench_scene                      # 20 held-out scenes (seeds 0..19), 320x240
     python -m bench.bench_scene --seeds 100-107      # the tuning seeds the constants were chosen on
+    python -m bench.bench_scene --body proxy         # the previous release's box person instead of Anny
 
-Each scene (bench/scene_synth.py): a room (floor, walls, ceiling, three boxes), a box person of
-1.6-1.9 m standing 2.8-4.5 m away, a camera 1.2-1.8 m high, pitched 5-20 degrees down, rolled up to
+Each scene (bench/scene_synth.py): a room (floor, walls, ceiling, three boxes), a person of 1.6-1.9 m
+(the Anny body mesh in its rest A-pose, scaled to that height, turned up to 30 degrees; or the box
+proxy) standing 2.8-4.5 m away, a camera 1.2-1.8 m high, pitched 5-20 degrees down, rolled up to
 4 degrees. The depth input is the true depth corrupted by an unknown scale and shift and a smooth
 multiplicative warp (exp of low-frequency cosines, 15 % amplitude, at most 0.75 cycles across the image)
 plus 0.5 % noise, in metres ('metric': scale 0.6-1.6, shift +-0.5 m), as depth up to scale and shift
@@ -27,7 +29,7 @@ import time
 import numpy as np
 
 from bench.common import machine_description, markdown_table
-from bench.scene_synth import FootedBody, abs_rel, corrupt, delta1, make_scene
+from bench.scene_synth import BODY_KINDS, FootedBody, abs_rel, corrupt, delta1, make_scene
 from pipelines.scene.ground import fit_ground
 from pipelines.scene.refine import DEPTH_KINDS, RefineOptions, refine_depth
 from pipelines.scene.zbuffer import render_depth
@@ -45,11 +47,12 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
-def run(seeds: list[int], kinds: list[str], body_error: float) -> dict[str, dict[str, list[float]]]:
+def run(seeds: list[int], kinds: list[str], body_error: float, body_kind: str = "anny"
+        ) -> dict[str, dict[str, list[float]]]:  # fmt: skip
     res: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        scene = make_scene(rng, W, H)
+        scene = make_scene(rng, W, H, body=body_kind)
         err_rng = np.random.default_rng(10_000 + seed)
         f = 1.0 + err_rng.uniform(-body_error, body_error) if body_error else 1.0
         verts = scene.body_verts_cam_v3 * f
@@ -87,12 +90,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-19", help="scene seeds, e.g. 0-19 (held out) or 100-107 (tuning)")
     parser.add_argument("--kinds", default="metric,relative,inverse")
     parser.add_argument("--body-error", type=float, default=0.0, help="fitted body distance error, e.g. 0.05")
+    parser.add_argument("--body", choices=BODY_KINDS, default="anny",
+                        help="the person: the Anny body mesh, or the previous release's box proxy")  # fmt: skip
     args = parser.parse_args()
     seeds = _seeds(args.seeds)
     kinds = args.kinds.split(",")
-    res = run(seeds, kinds, args.body_error)
+    res = run(seeds, kinds, args.body_error, args.body)
     print(f"\nMachine: {machine_description()}; {len(seeds)} scenes (seeds {args.seeds}), {W}x{H}, "
-          f"body distance error up to {100 * args.body_error:.0f} %.\n")  # fmt: skip
+          f"body {args.body}, body distance error up to {100 * args.body_error:.0f} %.\n")  # fmt: skip
     rows = []
     for kind in kinds:
         r = {k: np.array(v) for k, v in res[kind].items()}

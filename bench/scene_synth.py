@@ -1,15 +1,19 @@
 """Synthetic scenes with known metric depth for the scene refinement (bench_scene and the tests).
 
-A room (floor, back and side walls, boxes on the floor) and a person-sized proxy body (boxes for the
-legs, torso, arms and head, of a given height) seen by a pinhole camera at a given height, pitch and
-roll. World frame: z up, floor z = 0. Everything is rendered with pipelines.scene.zbuffer into the
-true depth (metres, OpenCV camera frame). `corrupt` makes the depth input: an unknown scale and shift
-and a smooth low-frequency multiplicative warp, in depth ('relative') or disparity ('inverse').
+A room (floor, back and side walls, boxes on the floor) and a person of a given height standing on the
+floor, seen by a pinhole camera at a given height, pitch and roll. The person is the Anny body mesh
+(pipelines.registry.create("body", "anny"): the average adult in Anny's rest A-pose, scaled to the
+height, turned by a yaw, soles on the floor), or with body="proxy" the previous release's box person
+(boxes for the legs, torso, arms and head). World frame: z up, floor z = 0. Everything is rendered
+with pipelines.scene.zbuffer into the true depth (metres, OpenCV camera frame); the person's mask is
+where its mesh is the nearest surface. `corrupt` makes the depth input: an unknown scale and shift and
+a smooth low-frequency multiplicative warp, in depth ('relative') or disparity ('inverse').
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -72,6 +76,38 @@ def proxy_body(foot_xy: np.ndarray, height_m: float) -> tuple[np.ndarray, np.nda
     return v, f, j
 
 
+BODY_KINDS = ("anny", "proxy")
+
+
+@lru_cache(maxsize=1)
+def _anny_rest() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Anny's average adult at rest in Anny's frame (z up, facing -y, +x on its left): vertices, faces, joints."""
+    from pipelines.body.anny_points import output_joints
+    from pipelines.registry import create
+
+    anny = create("body", "anny")
+    verts_v3 = anny.rest_vertices(anny.coeffs(anny.default_pheno()))
+    names, joints_j3 = output_joints(anny, verts_v3)
+    return verts_v3, np.asarray(anny.faces_f3), dict(zip(names, joints_j3, strict=True))
+
+
+def anny_body(foot_xy: np.ndarray, height_m: float, yaw_deg: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """The Anny mesh standing at `foot_xy` (world, z up; the ankles' midpoint), `height_m` tall (soles at
+    z = 0), facing the camera (-y) turned by `yaw_deg` about z: mesh and named joints (world)."""
+    v_rest, faces_f3, j_rest = _anny_rest()
+    scale = height_m / float(np.ptp(v_rest[:, 2]))
+    origin_3 = np.array([*(j_rest["left_ankle"][:2] + j_rest["right_ankle"][:2]) / 2, v_rest[:, 2].min()])
+    a = np.radians(yaw_deg)
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    at = np.array([foot_xy[0], foot_xy[1], 0.0])
+
+    def place(p_n3: np.ndarray) -> np.ndarray:
+        return scale * (p_n3 - origin_3) @ Rz.T + at
+
+    return place(v_rest), faces_f3.copy(), {k: place(p[None])[0] for k, p in j_rest.items()}
+
+
 @dataclass
 class SynthScene:
     """One rendered scene."""
@@ -89,6 +125,8 @@ class SynthScene:
     camera_height_m: float
     pitch_deg: float
     roll_deg: float
+    body_height_m: float
+    """The person's height (metres; the mesh's extent along the world's up)."""
 
 
 def camera_pose(height_m: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
@@ -106,8 +144,11 @@ def camera_pose(height_m: float, pitch_deg: float, roll_deg: float) -> np.ndarra
     return T
 
 
-def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240) -> SynthScene:
-    """A random room, camera and person (see the module docstring)."""
+def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240, body: str = "anny") -> SynthScene:
+    """A random room, camera and person (see the module docstring); `body`: 'anny' or 'proxy' (BODY_KINDS).
+    The same seed gives the same room, camera and person's place and height for both bodies."""
+    if body not in BODY_KINDS:
+        raise ValueError(f"body must be one of {', '.join(BODY_KINDS)}, not {body!r}")
     cam_h = rng.uniform(1.2, 1.8)
     pitch = rng.uniform(5, 20)
     roll = rng.uniform(-4, 4)
@@ -129,7 +170,9 @@ def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240) ->
         parts.append(box_mesh(np.array([c[0] - size[0] / 2, c[1] - size[1] / 2, 0]),
                               np.array([c[0] + size[0] / 2, c[1] + size[1] / 2, size[2]])))  # fmt: skip
     foot = np.array([rng.uniform(-0.8, 0.8), rng.uniform(2.8, 4.5)])
-    bv, bf, joints = proxy_body(foot, rng.uniform(1.6, 1.9))
+    body_height = rng.uniform(1.6, 1.9)
+    yaw = rng.uniform(-30, 30)
+    bv, bf, joints = anny_body(foot, body_height, yaw) if body == "anny" else proxy_body(foot, body_height)
 
     def to_cam(v: np.ndarray) -> np.ndarray:
         return v @ T[:3, :3].T + T[:3, 3]
@@ -143,7 +186,8 @@ def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240) ->
     depth = np.where(np.isfinite(depth), depth, np.nan)
     body = FootedBody(verts_v3=body_cam, joints={k: to_cam(v[None])[0] for k, v in joints.items()})
     return SynthScene(depth_m_hw=depth, person_mask_hw=mask, K_33=K, cam_T_world_44=T, body_verts_cam_v3=body_cam,
-                      body_faces_f3=bf, body=body, camera_height_m=cam_h, pitch_deg=pitch, roll_deg=roll)  # fmt: skip
+                      body_faces_f3=bf, body=body, camera_height_m=cam_h, pitch_deg=pitch, roll_deg=roll,
+                      body_height_m=body_height)  # fmt: skip
 
 
 def smooth_warp(rng: np.random.Generator, width: int, height: int, amplitude: float) -> np.ndarray:

@@ -48,17 +48,46 @@ def test_zbuffer_matches_a_tilted_plane_and_keeps_the_nearest_surface() -> None:
     assert depth[5, 5] == pytest.approx(truth[5, 5])
 
 
-def test_ground_plane_of_a_rendered_scene_is_recovered_from_one_standing_body() -> None:
-    scene = make_scene(np.random.default_rng(7), W, H)
+def test_synthetic_scene_has_the_anny_body_of_its_height_standing_where_drawn() -> None:
+    """The bench's person is the Anny mesh (not boxes), soles on the floor, as tall as drawn, and its mask is
+    where that mesh is the nearest surface of the rendered depth."""
+    rng = np.random.default_rng(7)
+    scene = make_scene(rng, W, H)
+    proxy = make_scene(np.random.default_rng(7), W, H, body="proxy")
+    assert len(scene.body_verts_cam_v3) == 13718 and scene.body_height_m == proxy.body_height_m
+    np.testing.assert_allclose(scene.camera_height_m, proxy.camera_height_m)  # same room and camera
+    R, t = scene.cam_T_world_44[:3, :3], scene.cam_T_world_44[:3, 3]
+    verts_w = (scene.body_verts_cam_v3 - t) @ R
+    assert abs(verts_w[:, 2].min()) < 1e-9
+    assert np.ptp(verts_w[:, 2]) == pytest.approx(scene.body_height_m, rel=1e-9)
+    def feet_xy(s) -> np.ndarray:  # noqa: ANN001 - SynthScene; the ankles' midpoint on the floor (world)
+        return ((s.body.joints["left_ankle"] + s.body.joints["right_ankle"]) / 2 - t) @ R
+
+    np.testing.assert_allclose(feet_xy(scene)[:2], feet_xy(proxy)[:2], atol=1e-9)  # the same place
+    body_hw = _anchors(scene)
+    assert 500 < scene.person_mask_hw.sum() < 0.2 * W * H
+    np.testing.assert_array_equal(body_hw[scene.person_mask_hw], scene.depth_m_hw[scene.person_mask_hw])
+    with pytest.raises(ValueError, match="body must be one of"):
+        make_scene(rng, W, H, body="boxes")
+
+
+@pytest.mark.parametrize(("body", "height_cm", "pitch_deg", "floor_rtol"),
+                         [("proxy", 1.0, 0.5, 5e-3), ("anny", 5.0, 1.0, 1e-2)])  # fmt: skip
+def test_ground_plane_of_a_rendered_scene_is_recovered_from_one_standing_body(
+    body: str, height_cm: float, pitch_deg: float, floor_rtol: float
+) -> None:
+    """The box proxy stands exactly upright; Anny's rest pose leans about 0.6 degrees (its shoulders ahead of
+    its ankles), and one body's up sets most of the plane's tilt, so its ground is looser."""
+    scene = make_scene(np.random.default_rng(7), W, H, body=body)
     ground = fit_ground([scene.body])
     assert ground is not None
-    assert ground.camera_height_m == pytest.approx(scene.camera_height_m, abs=0.01)
-    assert ground.pitch_deg == pytest.approx(scene.pitch_deg, abs=0.5)
+    assert ground.camera_height_m == pytest.approx(scene.camera_height_m, abs=height_cm / 100)
+    assert ground.pitch_deg == pytest.approx(scene.pitch_deg, abs=pitch_deg)
     assert ground.roll_deg == pytest.approx(scene.roll_deg, abs=1.0)  # the level-camera prior pulls towards 0
     # the plane passes under the feet: floor pixels get the rendered floor depth
     floor_hw = ground.depth_hw(scene.K_33, W, H)
     bottom = floor_hw[-5:, W // 2]
-    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=5e-3)
+    np.testing.assert_allclose(bottom, scene.depth_m_hw[-5:, W // 2], rtol=floor_rtol)
     # the ground frame: z up, the contacts on z = 0, the camera at z = its height
     T = ground.ground_T_cam()
     assert len(ground.contacts_cam_n3) == 4  # heel and toe of both feet
