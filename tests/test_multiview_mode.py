@@ -224,6 +224,30 @@ def test_known_frame_offset_is_recovered(cams: list[CalibratedCamera], motion_fk
     assert r.median_reproj_px < 1.5
 
 
+def test_self_calibration_with_two_people_side_by_side(cams: list[CalibratedCamera], motion_fk3: np.ndarray) -> None:
+    """Two people making the same motion side by side (pose2sim_multi's treadmill, at its hardest): a person of
+    one view paired with the other person of another also fits an essential matrix; the cameras found from the
+    people must still be the true ones, whatever order each view lists its tracks in."""
+    from pipelines.multiview.selfcalib import guess_camera, initial_cameras
+
+    # the intrinsics the self-calibration assumes (focal prior, no distortion) with the true poses: only the
+    # poses are to be found
+    rig = [make_camera(c.name, guess_camera(c.name, c.camera.width, c.camera.height).camera.K_33, np.zeros(5),
+                       c.cam_T_world_44, c.camera.width, c.camera.height) for c in cams]  # fmt: skip
+    beside = motion_fk3 + np.array([0.0, 0.7, 0.0])
+    one, two = _synthetic_views(rig, motion_fk3, noise_px=1.0), _synthetic_views(rig, beside, noise_px=1.0)
+    views = []
+    for v, (a, b) in enumerate(zip(one, two, strict=True)):
+        rows = (a, b) if v % 2 == 0 else (b, a)  # the track order says nothing
+        views.append(ViewTracks(a.name, a.frames, np.concatenate([r.xy_tfk2 for r in rows]),
+                                np.concatenate([r.conf_tfk for r in rows]), [0, 1]))  # fmt: skip
+    found, inliers, notes = initial_cameras(views, [(c.camera.width, c.camera.height) for c in cams])
+    assert not notes and all(c is not None for c in found)
+    for v in range(1, len(cams)):
+        assert _relative_rotation_deg(cams[0], cams[v], found[0], found[v]) < 1.0, v
+        assert inliers[v] > 0
+
+
 # ------------------------------------------------------------------------------ calibration formats
 
 
