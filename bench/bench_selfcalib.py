@@ -60,7 +60,8 @@ def compare(est: list, given: dict) -> dict:  # noqa: ANN001 - CalibratedCamera 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--cache", type=Path, default=None, help="bench_multiview's --cache folder (reused; filled when empty)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="bench_multiview's --cache folder (reused; filled when empty)")
     parser.add_argument("--json", type=Path, default=None, help="also save all numbers to this JSON file")
     args = parser.parse_args()
     print(machine_description(), f"; load average {os.getloadavg()[0]:.1f}")
