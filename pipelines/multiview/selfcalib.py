@@ -2,13 +2,17 @@
 
 1. Intrinsics: the project's focal prior per video (pipelines.camera.prior), principal point at the image
    centre, no lens distortion (refined later with the poses).
-2. Relative poses: per view, against the reference view (the first), every pair of tracks gives an
-   essential matrix from all their co-visible keypoints over time (OpenCV findEssentialMat, RANSAC); the
-   pair is the same person when its triangulated limbs keep their lengths (MAX_BONE_SPREAD); the view whose
-   best pair has the most inliers gives the first relative pose (recoverPose). Every person
-   the two views share (a track pair whose keypoints fit that pose) is triangulated (baseline 1, an
-   arbitrary scale); every other view is placed against those points (solvePnPRansac, each of its
-   tracks against each person; the most inliers win), so that all views share one scale.
+2. Relative poses: per view, against the reference view (the first), every hypothesis of which of its
+   tracks is which track of the reference (no track twice) gives one essential matrix from all its pairs'
+   co-visible keypoints over time at once (OpenCV findEssentialMat, RANSAC; recoverPose: the inliers in
+   front of both cameras); a pair stays one person only when its triangulated limbs keep their lengths
+   (MAX_BONE_SPREAD); the hypothesis with the most inliers wins. (Two people walking side by side: each
+   alone gives a poorly constrained pose, and a person paired with the other person of another view still
+   fits many keypoints; both people at once pin the right pose and pairing.) The view with the most inliers
+   gives the first relative pose; the people of its hypothesis are triangulated (baseline 1, an arbitrary
+   scale), and every other view is placed against all of them at once (solvePnPRansac over the hypotheses
+   of which of its tracks is which person; the most inliers in front of the camera win), so that all views
+   share one scale.
 3. The usual fusion (association, time offsets, bundle adjustment, here with the intrinsics free) runs
    on those cameras; the metric scale then comes from the people's height (the tallest fused person is
    taken to be `person_height_m`, 1.70 m by default: state yours when you know it), and the world frame
