@@ -15,7 +15,8 @@ from scipy.spatial.transform import Rotation
 from pipelines.errors import UserFacingError
 from pipelines.io.video_io import probe
 from pipelines.modes.multiview import MultiviewOptions, run_multiview
-from pipelines.multiview.calibration import CalibratedCamera, distort_points, load_qualisys_calibration, make_camera
+from pipelines.multiview.body_fit import BodyOptions
+from pipelines.multiview.calibration import CalibratedCamera, distort_points, make_camera
 from pipelines.multiview.formats import (
     load_calibration,
     save_opencv_yml,
@@ -31,16 +32,6 @@ from tests.cli_helpers import error_lines, run_cli
 N_FRAMES = 16
 QUICK = FuseOptions(sync=False, refine=False)
 """Fusion without offsets and refinement: the bad-input tests check which views are used, not the accuracy."""
-
-
-@pytest.fixture(scope="module")
-def single_dir(data_dir: Path) -> Path:
-    return data_dir / "multiview" / "pose2sim_single"
-
-
-@pytest.fixture(scope="module")
-def cams(single_dir: Path) -> list[CalibratedCamera]:
-    return load_qualisys_calibration(single_dir / "Calib.qca.txt")
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +126,22 @@ def test_fused_body_reprojects_into_every_view(real_fusion, real_body) -> None: 
     assert np.all(head[:, 2] - ankle[:, 2] > 1.2)
 
 
+def test_default_tracking_reads_reduced_frames_and_answers_in_source_pixels(videos: list[Path],
+                                                                          single_dir: Path) -> None:  # fmt: skip
+    """The default per-view stage (landmark tracking) decodes the 1088x1920 videos at 960 px for speed; its
+    keypoints come back in the videos' own pixels, so the fused person reprojects onto them."""
+    assert MultiviewOptions().tracking_max_side == 960
+    result = run_multiview(videos, single_dir / "Calib.qca.txt",
+                           MultiviewOptions(n_frames=N_FRAMES, body=BodyOptions(fit=False)))  # fmt: skip
+    for view in result.views:
+        xy = view.xy_tfk2[view.conf_tfk > 0.5]
+        assert len(xy) > 10 * N_FRAMES
+        assert xy[:, 1].max() > 1000  # the feet are in the lower half of the 1920 px tall frame, not at 960 px
+        assert (xy[:, 0] > -50).all() and (xy[:, 0] < 1088 + 50).all()
+    assert len(result.fusion.people) == 1
+    assert result.fusion.median_reproj_px < 6.5
+
+
 MULTI_FRAMES = 40
 """pose2sim_multi's frames: the cameras from its people need more than a few (16: 15-40 degrees off)."""
 
@@ -143,8 +150,6 @@ MULTI_FRAMES = 40
 def multi_result(data_dir: Path):  # noqa: ANN201 - MultiviewResult
     """pose2sim_multi's first frames tracked as the mode does (landmark tracker) and fused with its
     calibration (once per module; no bodies)."""
-    from pipelines.multiview.body_fit import BodyOptions
-
     folder = data_dir / "multiview" / "pose2sim_multi"
     videos = [folder / f"cam0{i}.mp4" for i in range(1, 5)]
     return run_multiview(videos, folder / "Calib.qca.txt",
