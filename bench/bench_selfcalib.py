@@ -1,7 +1,7 @@
 """Self-calibration from the people against the given calibration, on the 4-camera captures.
 
     python -m bench.bench_selfcalib                       # both captures, 100 frames each
-    python -m bench.bench_selfcalib --cache /tmp/mv       # reuse bench_multiview's per-view keypoints
+    python -m bench.bench_selfcalib --cache /tmp/mv       # reuse (or save) bench_multiview's per-view keypoints
 
 Per capture: the multi-view mode without its calibration file (pipelines.multiview.selfcalib: essential
 matrices and PnP from the people's keypoints, then the bundle adjustment with the focal lengths free,
@@ -60,7 +60,8 @@ def compare(est: list, given: dict) -> dict:  # noqa: ANN001 - CalibratedCamera 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--cache", type=Path, default=None, help="bench_multiview's --cache folder (reused)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="bench_multiview's --cache folder (reused; filled when empty)")
     parser.add_argument("--json", type=Path, default=None, help="also save all numbers to this JSON file")
     args = parser.parse_args()
     print(machine_description(), f"; load average {os.getloadavg()[0]:.1f}")
@@ -77,6 +78,10 @@ def main() -> None:
         calibrated = run_multiview(videos, folder / "Calib.qca.txt", opts, views=views)
         t1 = time.perf_counter()
         views = calibrated.views
+        if cache is not None and not cache.is_dir():  # for the next run
+            cache.mkdir(parents=True)
+            for v in views:
+                v.save(cache / f"{v.name}.npz")
         given = {c.name: c for c in load_qualisys_calibration(folder / "Calib.qca.txt")}
         try:
             est = run_multiview(videos, None, opts, views=views)

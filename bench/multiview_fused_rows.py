@@ -108,7 +108,7 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
     views = load_views(data, cams, n_frames, cache)
     t0 = time.perf_counter()
     full = fuse_views(views, cams, FuseOptions(), fps=fps)
-    bodies_full = fit_bodies(full, BodyOptions())
+    bodies_full = fit_bodies(full, BodyOptions(), fps=fps)
     body_s = sum(b.fit_s for b in bodies_full)
     if len(full.people) != 1:
         preds = None  # single-view methods take the first detection: single-person captures only
@@ -146,7 +146,7 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
             fa = fuse_views([views[i] for i in a], [cams_r[i] for i in a], quick, fps=fps)
             fb = fuse_views([views[i] for i in b], [cams_r[i] for i in b], quick, fps=fps)
             match = _match(fa, fb)
-            bodies = {bd.id: bd for bd in fit_bodies(fa, BodyOptions())}
+            bodies = {bd.id: bd for bd in fit_bodies(fa, BodyOptions(), fps=fps)}
             ref_name = "other pair's triangulation"
             for pid, qid in match.items():
                 pa, qb = fa.people[pid], fb.people[qid]

@@ -85,8 +85,24 @@ def test_real_person_height_and_world_frame(real_fusion, cams: list[CalibratedCa
 def real_body(real_fusion):  # noqa: ANN001, ANN201 - PersonBody
     from pipelines.multiview.body_fit import BodyOptions, fit_bodies
 
-    [body] = fit_bodies(real_fusion, BodyOptions(fit_every=2))
+    [body] = fit_bodies(real_fusion, BodyOptions(fit_every=2), fps=60.0)
     return body
+
+
+def _mean_acceleration(x_fk3: np.ndarray, fps: float) -> float:
+    """Mean norm of the joints' second difference over time, m/s^2."""
+    return float(np.nanmean(np.linalg.norm(np.diff(x_fk3, 2, axis=0), axis=-1)) * fps**2)
+
+
+def test_fused_body_motion_is_smoothed_over_time(real_fusion, real_body) -> None:  # noqa: ANN001
+    """The temporal smoothness of the body fit: the same fit without it jitters more, and lands no closer to the
+    views' keypoints than a pixel better."""
+    from pipelines.multiview.body_fit import BodyOptions, fit_bodies
+
+    [raw] = fit_bodies(real_fusion, BodyOptions(fit_every=2, smooth_s=0.0), fps=60.0)
+    assert np.array_equal(raw.frames, real_body.frames)
+    assert _mean_acceleration(real_body.joints_world_fk3, 60.0) < 0.7 * _mean_acceleration(raw.joints_world_fk3, 60.0)
+    assert real_body.median_reproj_px < raw.median_reproj_px + 1.0
 
 
 def test_fused_body_reprojects_into_every_view(real_fusion, real_body) -> None:  # noqa: ANN001
@@ -126,22 +142,26 @@ def test_default_tracking_reads_reduced_frames_and_answers_in_source_pixels(vide
     assert result.fusion.median_reproj_px < 6.5
 
 
-def test_two_people_are_told_apart_across_views(data_dir: Path) -> None:
-    """pose2sim_multi: two people close together on a treadmill, a bystander in some views."""
-    from pipelines.registry import create
+MULTI_FRAMES = 40
+"""pose2sim_multi's frames: the cameras from its people need more than a few (16: 15-40 degrees off)."""
 
+
+@pytest.fixture(scope="module")
+def multi_result(data_dir: Path):  # noqa: ANN201 - MultiviewResult
+    """pose2sim_multi's first frames tracked as the mode does (landmark tracker) and fused with its
+    calibration (once per module; no bodies)."""
     folder = data_dir / "multiview" / "pose2sim_multi"
     videos = [folder / f"cam0{i}.mp4" for i in range(1, 5)]
-    detector = create("segmentation", "embedded", single_pass=True, max_people=4)
-    try:
-        result = run_multiview(videos, folder / "Calib.qca.txt", MultiviewOptions(n_frames=N_FRAMES, max_side=960),
-                               detector=detector)  # fmt: skip
-    finally:
-        detector.close()
-    fusion = result.fusion
+    return run_multiview(videos, folder / "Calib.qca.txt",
+                         MultiviewOptions(n_frames=MULTI_FRAMES, body=BodyOptions(fit=False)))  # fmt: skip
+
+
+def test_two_people_are_told_apart_across_views(multi_result) -> None:  # noqa: ANN001
+    """pose2sim_multi: two people close together on a treadmill, a bystander in some views."""
+    fusion = multi_result.fusion
     assert len(fusion.people) == 2  # the bystander, seen by one view, is no one's
     for person in fusion.people:
-        assert len(person.members) >= 2 and person.frames_ok.sum() >= N_FRAMES - 2
+        assert len(person.members) >= 2 and person.frames_ok.sum() >= MULTI_FRAMES - 2
         assert 1.3 < person.height_m < 2.0
     for v in range(4):  # no view gives the same track to both people
         rows = [r for p in fusion.people for r in p.members.get(v, [])]
@@ -150,6 +170,22 @@ def test_two_people_are_told_apart_across_views(data_dir: Path) -> None:
     hips = [np.nanmean((p.joints_fk3[:, i] + p.joints_fk3[:, j]) / 2, axis=0) for p in fusion.people]
     assert np.linalg.norm(hips[0] - hips[1]) > 0.3
     assert fusion.median_reproj_px < 0.7 * fusion.plain_median_reproj_px
+
+
+def test_cameras_from_two_people_side_by_side(multi_result) -> None:  # noqa: ANN001
+    """Without the calibration file, pose2sim_multi's cameras come from its two people walking side by side:
+    each person alone, or a person of one view paired with the other person of another, also fits an
+    essential matrix, but a wrong one; the cameras found must be near the given calibration (itself a few
+    degrees off for these videos)."""
+    from pipelines.multiview.selfcalib import initial_cameras
+
+    given = multi_result.cams_given
+    sizes = [(c.camera.width, c.camera.height) for c in given]
+    found, inliers, notes = initial_cameras(multi_result.views, sizes)
+    assert not notes and all(c is not None for c in found)
+    for v in range(1, len(given)):  # before the bundle adjustment, the focal lengths still the prior's
+        assert _relative_rotation_deg(given[0], given[v], found[0], found[v]) < 12.0, given[v].name
+        assert inliers[v] >= 100
 
 
 # --------------------------------------------------------------- synthetic views from the real motion

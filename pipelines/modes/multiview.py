@@ -189,7 +189,7 @@ def run_multiview(videos: list[Path], calib_path: Path | None, options: Multivie
     else:
         fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
     t2 = time.perf_counter()
-    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say)
+    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say, fps=infos[0].fps)
     t3 = time.perf_counter()
     return MultiviewResult(infos, cams, views, fusion, infos[0].fps,
                            {"keypoints": t1 - t0, "fusion": t2 - t1, "bodies": t3 - t2}, notes + fusion.warnings,

@@ -12,9 +12,11 @@ Per person:
   is initialised there from the fused 3D joints (orientation and limbs: pipelines.hmr.init), then
   fitted to all views with its shape free (phenotype; one shape per person), on its best-seen frame;
 - every `fit_every`-th frame from there, forward then backward, is fitted warm-started from the
-  previous fit (pose and translation only, the shape held): the temporal smoothness is the warm start
-  on the 1-euro-filtered keypoints; the frames between are interpolated (bone rotations slerped, root
-  linearly);
+  previous fit (pose and translation only, the shape held), on the 1-euro-filtered keypoints; the frames
+  between are interpolated (bone rotations slerped, root linearly);
+- temporal smoothness: the whole motion is then filtered over time by the video mode's zero-phase
+  Savitzky-Golay filter (pipelines.tracking.track_smoothing: each bone's rotation as a quaternion, the
+  root's position; `smooth_s`), and the body posed again from it;
 - the results are turned into the calibration's world frame (metres, z up): bone rotations, bone
   heads, joints. Frames where the person has fewer than 12 triangulated joints get no body.
 """
@@ -35,6 +37,7 @@ from pipelines.hmr.kinematics import forward
 from pipelines.hmr.solver import BodyFitter
 from pipelines.multiview.calibration import CalibratedCamera
 from pipelines.multiview.fuse import FUSED_JOINT_NAMES, FusedPerson, FusionResult
+from pipelines.tracking.track_smoothing import TrackSmoothingOptions, savgol_track, smooth_rotations
 
 MIN_JOINTS = 12
 """A frame gets a body when the person has at least this many triangulated joints (FusedPerson.frames_ok)."""
@@ -57,6 +60,13 @@ class BodyOptions:
     sigma_frac: float = 0.005
     """2D sigma per view: this fraction of the person's height in that view's image (at least 1.5 px), as
     the single-view fit's 0.4 % / 0.8."""
+    sigma_3d_m: float = 0.0
+    """> 0: the warm-started frames also fit the fused (triangulated) joints, hip-centred, with this sigma
+    (metres; the single-view fit's 3D landmark and bone-direction terms); 0 = the views' 2D only."""
+    smooth_s: float = 0.2
+    """Temporal smoothing of the fitted motion: a zero-phase Savitzky-Golay window (seconds) over each bone's
+    rotation and the root (the video mode's pipelines.tracking.track_smoothing, its polynomial order), the
+    bodies posed again from them; 0 = off (also when fit_bodies is not told the frame rate)."""
 
 
 @dataclass
@@ -192,8 +202,11 @@ class _PersonFitter:
         opts = FitOptions(**{**hmr_options.__dict__})
         opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters, 0
         opts.fit_shape, opts.fit_focal = False, False
-        no3d = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
-        return self.fitter.fit(no3d, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
+        if self.options.sigma_3d_m > 0:  # the fused joints as a target too
+            opts.sigma_3d_m = self.options.sigma_3d_m
+        else:
+            tg = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
+        return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
 
 
 def _slerp_local(a_j33: np.ndarray, b_j33: np.ndarray, s: float) -> np.ndarray:
@@ -202,10 +215,25 @@ def _slerp_local(a_j33: np.ndarray, b_j33: np.ndarray, s: float) -> np.ndarray:
     return a_j33 @ Rotation.from_rotvec(rel * s).as_matrix()
 
 
+def _smoothed(fitter: BodyFitter, heads_j3: np.ndarray, G_fj33: np.ndarray, root_f3: np.ndarray, times_s: np.ndarray,
+              window_s: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Bone rotations (F, J, 3, 3) and root heads (F, 3) filtered over time (track_smoothing), and the motion
+    posed again from them: (G, posed heads (F, J, 3))."""
+    options = TrackSmoothingOptions(window_s=window_s)
+    G = smooth_rotations(G_fj33, times_s, options)
+    root = savgol_track(root_f3, times_s, options)
+    par = fitter.skel.parents
+    local = G.copy()
+    local[:, 1:] = np.swapaxes(G[:, par[1:]], -1, -2) @ G[:, 1:]
+    out = [forward(fitter.skel, heads_j3, local[i], root[i]) for i in range(len(G))]
+    return np.stack([g for g, _ in out]), np.stack([o for _, o in out])
+
+
 def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCamera], options: BodyOptions,
-               hmr_options: FitOptions,
-               should_stop: Callable[[], None] | None = None) -> PersonBody | None:  # fmt: skip
-    """Fit one fused person (see the module docstring); None when no frame has enough joints."""
+               hmr_options: FitOptions, should_stop: Callable[[], None] | None = None,
+               fps: float | None = None) -> PersonBody | None:  # fmt: skip
+    """Fit one fused person (see the module docstring); None when no frame has enough joints. `fps`: the
+    videos' frame rate (the temporal smoothing needs it)."""
     import time
 
     t0 = time.perf_counter()
@@ -247,6 +275,8 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
             local = _slerp_local(states[a].local_j33, states[b].local_j33, s)
             root = (1 - s) * states[a].root_pos_3 + s * states[b].root_pos_3
         G_f[i], o_f[i] = forward(fitter.skel, rest.heads_j3, local, root)
+    if fps and options.smooth_s > 0:
+        G_f, o_f = _smoothed(fitter, rest.heads_j3, G_f, o_f[:, 0], frames / fps, options.smooth_s)
     # Into the world frame: x_world = R_ref^T (x_ref - t_ref).
     R_t = pf.R_ref.T
     G_w = np.einsum("ab,fjbc->fjac", R_t, G_f)
@@ -278,9 +308,10 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
 
 
 def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=None,  # noqa: ANN001
-               progress: Callable[[str], None] | None = None) -> list[PersonBody]:  # fmt: skip
+               progress: Callable[[str], None] | None = None, fps: float | None = None
+               ) -> list[PersonBody]:  # fmt: skip
     """One body per fused person (see the module docstring); `hmr`: an embedded HMR stage (its body and
-    fitter; created when None)."""
+    fitter; created when None); `fps`: the videos' frame rate (without it, no temporal smoothing)."""
     options = options or BodyOptions()
     if not options.fit or not fusion.people:
         return []
@@ -294,7 +325,7 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
         message = f"fitting the body of person {person.id}"
         say(message)
         fitted = fit_person(hmr.fitter, person, list(fusion.cams), options, hmr.options,
-                            partial(say, message))  # fmt: skip
+                            partial(say, message), fps)  # fmt: skip
         if fitted is not None:
             out.append(fitted)
     return out
