@@ -7,6 +7,10 @@ Entity paths are those of viz.rerun_log (same annotation contexts, colours and k
                                               (a JPEG per frame only when Rerun cannot read the video)
     world/camera/image/people/{id}/bbox       Boxes2D per frame
     world/camera/image/people/{id}/keypoints  Points2D per frame
+    world/camera/image/people/{id}/mask       SegmentationImage (class id = id + 1, source pixels), only for
+                                              a person whose mask was corrected, on the frames it was made
+                                              (VideoFrameResult.masks: the correction's frame, then at
+                                              VideoMaskOptions.mask_hz); the viewer shows the last one
     world/people/{id}/skeleton                Points3D per frame (links from the AnnotationContext); logged
                                               again at the end once each whole track is smoothed
     world/people/{id}/mesh                    Mesh3D: triangles once, vertex positions at `mesh_hz`
@@ -91,7 +95,7 @@ class VideoLogger:
         scale = result.frame.scale
         K_src_33 = np.asarray(result.camera.K_33, dtype=np.float64).copy()
         K_src_33[:2] /= scale  # processed pixels -> source pixels
-        h, w = result.frame.rgb_hw3.shape[:2]
+        h, w = result.frame.shape_hw
         size = [round(w / scale), round(h / scale)]
         pinhole = rr.Pinhole(image_from_camera=K_src_33.astype(np.float32), resolution=size,
                              camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=0.5)  # fmt: skip
@@ -128,6 +132,8 @@ class VideoLogger:
             box = np.asarray(det.bbox_xyxy, dtype=np.float64) / scale
             self.rec.log(f"{base2d}/bbox", rr.Boxes2D(array=box, array_format=rr.Box2DFormat.XYXY, class_ids=[cls],
                                                       labels=[f"person {person.id}"]))  # fmt: skip
+            if person.id in result.masks:
+                self._log_mask(f"{base2d}/mask", result.masks[person.id], cls)
             kp = det.keypoints2d
             xy_k2 = np.asarray(kp.xy_k2, dtype=np.float64) / scale
             ok_k = np.isfinite(xy_k2).all(axis=1) & (np.asarray(kp.conf_k) > 0.3)
@@ -162,6 +168,17 @@ class VideoLogger:
             self.rec.log(f"{PEOPLE_3D_PATH}/{gone}", rr.Clear(recursive=True))
             self._last_mesh_s.pop(gone, None)
         self._seen_2d, self._seen_3d = ids_2d, ids_3d
+
+    def _log_mask(self, path: str, mask_hw: np.ndarray, cls: int) -> None:
+        """A person's mask as a segmentation image of the source video's size (class `cls` where the mask
+        is over 0.5, 0 elsewhere; nearest-neighbour upscaled, so the class ids stay ids). A binary image
+        compresses to a few tens of KB in the .rrd's chunks."""
+        dtype = np.uint8 if cls < 256 else np.uint16
+        ids_hw = (np.asarray(mask_hw) > 0.5).astype(dtype) * dtype(cls)
+        size = (int(self.info.width), int(self.info.height))
+        if (ids_hw.shape[1], ids_hw.shape[0]) != size and all(size):
+            ids_hw = cv2.resize(ids_hw, size, interpolation=cv2.INTER_NEAREST)
+        self.rec.log(path, rr.SegmentationImage(ids_hw))
 
     def read(self) -> bytes | None:
         """With `stream`: everything logged since the last read (also after `close`), as one rrd chunk a

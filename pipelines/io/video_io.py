@@ -63,16 +63,41 @@ class VideoInfo:
 
 @dataclass
 class VideoFrame:
-    """One decoded (and possibly downscaled) frame."""
+    """One decoded frame, downscaled by `scale` when it is used as pixels.
+
+    The decoder hands out the source frame (`source_bgr_hw3`) and the downscaled RGB frame is made on
+    first use of `rgb_hw3` (and kept): the landmark tracker crops its 256 px regions from the source
+    frame and needs the downscaled one only on the frames its person detector runs, so most frames
+    are never downscaled (pipelines.tracking.landmark_tracking)."""
 
     index: int
     """Index of the frame in the video (0-based, before the stride)."""
     time_s: float
     """Presentation time in seconds (index / fps)."""
-    rgb_hw3: np.ndarray
-    """The frame, RGB uint8, downscaled by `scale`."""
-    scale: float
+    _rgb_hw3: np.ndarray | None = field(repr=False)
+    """The frame downscaled, RGB uint8; None until `rgb_hw3` makes it from the source frame."""
+    scale: float = 1.0
     """Processed pixels per source pixel (1.0 when not downscaled)."""
+    source_bgr_hw3: np.ndarray | None = field(default=None, repr=False)
+    """The frame as decoded, BGR uint8, source pixels; None when only the processed frame is known."""
+
+    @property
+    def rgb_hw3(self) -> np.ndarray:
+        """The frame, RGB uint8, downscaled by `scale` (made from the source frame on first use)."""
+        if self._rgb_hw3 is None:
+            assert self.source_bgr_hw3 is not None
+            small_bgr_hw3 = _scaled_to(self.source_bgr_hw3, self.shape_hw)
+            self._rgb_hw3 = cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB)
+        return self._rgb_hw3
+
+    @property
+    def shape_hw(self) -> tuple[int, int]:
+        """(height, width) of the processed frame, without making it."""
+        if self._rgb_hw3 is not None:
+            return int(self._rgb_hw3.shape[0]), int(self._rgb_hw3.shape[1])
+        assert self.source_bgr_hw3 is not None
+        h, w = self.source_bgr_hw3.shape[:2]
+        return scaled_size_hw(h, w, self.scale)
 
 
 @dataclass
@@ -155,15 +180,29 @@ def check_length(info: VideoInfo, stride: int, start_s: float, end_s: float | No
     return n
 
 
-def _resized(image_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
-    """The image downscaled so that its longer side is at most max_side, and the scale."""
-    rgb_hw3 = image_hw3
-    h, w = rgb_hw3.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        return cv2.resize(rgb_hw3, size, interpolation=cv2.INTER_AREA), scale
-    return rgb_hw3, 1.0
+def scaled_size_hw(h: int, w: int, scale: float) -> tuple[int, int]:
+    """(height, width) of an h x w frame downscaled by `scale` (as the decoder rounds them)."""
+    if scale >= 1.0:
+        return h, w
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _scale_for(h: int, w: int, max_side: int | None) -> float:
+    """The scale that brings the longer side to at most max_side (1.0: not downscaled)."""
+    return max_side / max(h, w) if max_side and max(h, w) > max_side else 1.0
+
+
+def _scaled_to(image_hw3: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """The image resampled to `shape_hw` by pixel-area averaging (as is, when already that size)."""
+    if image_hw3.shape[:2] == tuple(shape_hw):
+        return image_hw3
+    return cv2.resize(image_hw3, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def _lazy_frame(index: int, time_s: float, bgr_hw3: np.ndarray, max_side: int | None) -> VideoFrame:
+    """A frame of the decoded `bgr_hw3`, downscaled to max_side when used (VideoFrame.rgb_hw3)."""
+    h, w = bgr_hw3.shape[:2]
+    return VideoFrame(index, time_s, None, _scale_for(h, w, max_side), bgr_hw3)
 
 
 def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, max_side: int | None,
@@ -189,8 +228,7 @@ def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, m
             report.notes.append(f"{info.path.name}/{path.name}: {w}x{h}, not {info.width}x{info.height} as the "
                                 f"first frame; frame {index} skipped.")  # fmt: skip
             continue
-        small_bgr_hw3, scale = _resized(bgr_hw3, max_side)
-        yield VideoFrame(index, index / info.fps, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
+        yield _lazy_frame(index, index / info.fps, bgr_hw3, max_side)
 
 
 def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_side: int | None,
@@ -229,8 +267,7 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
                 if not ok or bgr_hw3 is None:
                     report.problems.append(f"{info.path.name}: frame {index} is damaged; decoding stopped there.")
                     break
-                small_bgr_hw3, scale = _resized(bgr_hw3, max_side)  # resized first: fewer pixels to convert
-                yield VideoFrame(index, time_s, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
+                yield _lazy_frame(index, time_s, bgr_hw3, max_side)  # downscaled when used, then converted
             index += 1
     finally:
         capture.release()
