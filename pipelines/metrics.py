@@ -1,4 +1,7 @@
-"""Accuracy metrics for 3D joints (benchmarks and tests).
+"""Similarity alignment (Procrustes) of 3D point sets, and accuracy metrics for 3D joints.
+
+`procrustes` is the project's one Procrustes: the metrics below, the fit's torso initialisation and the
+multi-view skeleton's bone rotations use it.
 
 Joint arrays are (K, 3) in metres, in the same frame and joint order for prediction and reference;
 the metrics return metres (multiply by 1000 for the usual millimetre tables).
@@ -23,14 +26,19 @@ class Similarity:
         return self.scale * x_k3 @ self.R_33.T + self.t_3
 
 
-def procrustes(pred_k3: np.ndarray, ref_k3: np.ndarray, with_scale: bool = True) -> Similarity:
+def procrustes(pred_k3: np.ndarray, ref_k3: np.ndarray, with_scale: bool = True,
+               with_translation: bool = True) -> Similarity:
     """The similarity (rotation, translation and, optionally, uniform scale) that best maps pred onto ref
-    in the least-squares sense (Umeyama's closed form; reflections excluded)."""
+    in the least-squares sense (Umeyama's closed form; reflections excluded). Without translation the
+    rotation (and scale) is about the origin: the points are not centred and t_3 is zero."""
     pred_k3 = np.asarray(pred_k3, dtype=np.float64)
     ref_k3 = np.asarray(ref_k3, dtype=np.float64)
     if pred_k3.shape != ref_k3.shape or pred_k3.ndim != 2 or pred_k3.shape[1] != 3:
         raise ValueError(f"procrustes needs two (K, 3) arrays of one shape: {pred_k3.shape}, {ref_k3.shape}")
-    mu_pred_3, mu_ref_3 = pred_k3.mean(axis=0), ref_k3.mean(axis=0)
+    if with_translation:
+        mu_pred_3, mu_ref_3 = pred_k3.mean(axis=0), ref_k3.mean(axis=0)
+    else:
+        mu_pred_3 = mu_ref_3 = np.zeros(3)
     p_k3, r_k3 = pred_k3 - mu_pred_3, ref_k3 - mu_ref_3
     cov_33 = r_k3.T @ p_k3 / len(p_k3)
     U_33, S_3, Vt_33 = np.linalg.svd(cov_33)

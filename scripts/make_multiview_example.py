@@ -1,9 +1,12 @@
 """Make the Multi-view tab's example (assets/examples/multiview/): the first 30 frames of Pose2Sim's
 Demo_SinglePerson cameras (../shared/data/multiview/pose2sim_single), downscaled to a third and re-encoded
-with OpenCV (MPEG-4 Part 2, the only encoder OpenCV's wheel has here), and its Qualisys calibration
-written as the project's JSON with the intrinsics scaled to the downscaled size.
+as H.264 (libx264 through PyAV: Rerun's viewer plays H.264, not the MPEG-4 Part 2 of OpenCV's own writer),
+and its Qualisys calibration written as the project's JSON with the intrinsics scaled to the downscaled size.
 
-    .venv/bin/python scripts/make_multiview_example.py [--data ../shared/data]
+PyAV is needed only here, not by the app (its wheels bundle FFmpeg with the GPL x264 encoder):
+
+    python -m venv /tmp/avenv && /tmp/avenv/bin/pip install av
+    PYTHONPATH=/tmp/avenv/lib/python3.11/site-packages .venv/bin/python scripts/make_multiview_example.py
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import av
 import cv2
 
 from pipelines.multiview.calibration import load_qualisys_calibration, make_camera
@@ -34,13 +38,17 @@ def main() -> None:
         fps = cap.get(cv2.CAP_PROP_FPS)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         size = (round(w * SCALE / 2) * 2, round(h * SCALE / 2) * 2)  # even sizes for the encoder
-        writer = cv2.VideoWriter(str(OUT / video.name), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        for _ in range(N_FRAMES):
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            writer.write(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA))
-        writer.release()
+        with av.open(str(OUT / video.name), "w") as out:
+            stream = out.add_stream("libx264", rate=round(fps))
+            stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+            stream.options = {"crf": "26", "bf": "0"}  # no B-frames: frame references stay in decode order
+            for _ in range(N_FRAMES):
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            out.mux(stream.encode())
         cap.release()
         sx, sy = size[0] / cam.camera.width, size[1] / cam.camera.height
         K = cam.camera.K_33.copy()

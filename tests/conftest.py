@@ -54,3 +54,25 @@ def pipeline():  # noqa: ANN201 - pipelines.modes.image.ImagePipeline
     pipe = ImagePipeline()
     pipe.warmup()
     return pipe
+
+
+@pytest.fixture(scope="module")
+def engine(pipeline):  # noqa: ANN001, ANN201 - app.ui.handlers.Engine around the warm ImagePipeline
+    """The playground's worker pool around the session's warm pipeline (the UI handler tests)."""
+    from app.ui.handlers import Engine
+
+    return Engine(pipeline)
+
+
+@pytest.fixture(scope="session")
+def single_dir() -> Path:
+    """The one-person 4-camera capture (videos and Calib.qca.txt)."""
+    return DATA / "multiview" / "pose2sim_single"
+
+
+@pytest.fixture(scope="session")
+def cams(single_dir: Path):  # noqa: ANN201 - list[pipelines.multiview.calibration.CalibratedCamera]
+    """The capture's given calibration (Qualisys)."""
+    from pipelines.multiview.calibration import load_qualisys_calibration
+
+    return load_qualisys_calibration(single_dir / "Calib.qca.txt")

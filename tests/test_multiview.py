@@ -21,17 +21,6 @@ from pipelines.multiview.triangulate import triangulate_points
 from pipelines.multiview.video import read_frames
 
 
-@pytest.fixture(scope="module")
-def single_dir(data_dir: Path) -> Path:
-    """The one-person 4-camera capture (videos and Calib.qca.txt)."""
-    return data_dir / "multiview" / "pose2sim_single"
-
-
-@pytest.fixture(scope="module")
-def cams(single_dir: Path) -> list[CalibratedCamera]:
-    return load_qualisys_calibration(single_dir / "Calib.qca.txt")
-
-
 def _synthetic_points(n: int, seed: int = 0) -> np.ndarray:
     """Points in the volume where the person stands (world metres, z up)."""
     rng = np.random.default_rng(seed)

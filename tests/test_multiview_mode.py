@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from pipelines.errors import UserFacingError
 from pipelines.io.video_io import probe
 from pipelines.modes.multiview import MultiviewOptions, run_multiview
-from pipelines.multiview.calibration import CalibratedCamera, distort_points, load_qualisys_calibration, make_camera
+from pipelines.multiview.calibration import CalibratedCamera, distort_points, make_camera
 from pipelines.multiview.formats import (
     load_calibration,
     save_opencv_yml,
@@ -31,16 +31,6 @@ from tests.cli_helpers import error_lines, run_cli
 N_FRAMES = 16
 QUICK = FuseOptions(sync=False, refine=False)
 """Fusion without offsets and refinement: the bad-input tests check which views are used, not the accuracy."""
-
-
-@pytest.fixture(scope="module")
-def single_dir(data_dir: Path) -> Path:
-    return data_dir / "multiview" / "pose2sim_single"
-
-
-@pytest.fixture(scope="module")
-def cams(single_dir: Path) -> list[CalibratedCamera]:
-    return load_qualisys_calibration(single_dir / "Calib.qca.txt")
 
 
 @pytest.fixture(scope="module")

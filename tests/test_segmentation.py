@@ -232,8 +232,8 @@ def test_empty_prompts_return_people_unchanged(
 @pytest.mark.parametrize(
     ("prompts", "message"),
     [
-        (Prompts(points_n3=np.array([[900.0, 10.0, 1]])), "point (900, 10) is outside the 801x1200 image"),
-        (Prompts(points_n3=np.array([[10.0, -5.0, 0]])), "point (10, -5) is outside the 801x1200 image"),
+        (Prompts(points_n3=np.array([[900.0, 10.0, 1]])), "the point at (900, 10) is outside the 801x1200 image"),
+        (Prompts(points_n3=np.array([[10.0, -5.0, 0]])), "the point at (10, -5) is outside the 801x1200 image"),
         (Prompts(box_xyxy=np.array([100.0, 100.0, 900.0, 500.0])), "is outside the 801x1200 image"),
         (Prompts(box_xyxy=np.array([300.0, 100.0, 200.0, 500.0])), "is empty"),
         (Prompts(keypoints={"left_wrist": (2000.0, 5.0)}), "is outside the 801x1200 image"),

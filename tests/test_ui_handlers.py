@@ -59,11 +59,6 @@ def person_centre_display(state: UISession) -> tuple[float, float]:
     return (xs[i] + 0.5) * state.display_scale, (ys[i] + 0.5) * state.display_scale
 
 
-@pytest.fixture(scope="module")
-def engine(pipeline) -> H.Engine:  # noqa: ANN001 - conftest's warm ImagePipeline
-    return H.Engine(pipeline)
-
-
 @pytest.fixture()
 def state() -> UISession:
     s = UISession()

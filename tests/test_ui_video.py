@@ -27,11 +27,6 @@ FPS = 60.0  # the example clip: 100 frames at 60 fps, 540x960
 STRIDE, END_S = 6, 1.0  # frames 0, 6, ..., 54: 10 frames
 
 
-@pytest.fixture(scope="module")
-def engine(pipeline) -> H.Engine:  # noqa: ANN001 - conftest's warm ImagePipeline
-    return H.Engine(pipeline)
-
-
 @pytest.fixture()
 def state() -> VideoSession:
     s = VideoSession()

@@ -3,7 +3,8 @@
     world                                    the calibration's world frame (z up, metres)
     world/cams/{name}                        Transform3D (camera pose, refined) + Pinhole (static)
     world/cams/{name}/image                  AssetVideo (static) + VideoFrameReference per frame (the view's own
-                                             frame: grid frame + its time offset)
+                                             frame: grid frame + its time offset); for a video the viewer cannot
+                                             play (not H.264/H.265/AV1/VP9 in MP4), JPEG frames at IMAGE_HZ
     world/cams/{name}/image/detected/{id}    the view's keypoints of person id (raw pixels)
     world/cams/{name}/image/fused/{id}       the fused skeleton reprojected into the view (with distortion)
     world/people/{id}/skeleton               fused 3D joints per frame
@@ -28,6 +29,10 @@ from pipelines.multiview.calibration import distort_points
 from pipelines.multiview.fuse import FUSED_JOINT_NAMES
 from viz.export import person_color
 from viz.rerun_log import APPLICATION_ID
+from viz.video_asset import FrameImages, log_video_asset
+
+IMAGE_HZ = 5.0
+"""Rate of the JPEG frames logged for a view whose video the viewer cannot play (full size, quality 70)."""
 
 _LINKS = [(FUSED_JOINT_NAMES.index(a), FUSED_JOINT_NAMES.index(b)) for a, b in BLAZEPOSE_LINKS
           if a in FUSED_JOINT_NAMES and b in FUSED_JOINT_NAMES]  # fmt: skip
@@ -60,18 +65,18 @@ def save_multiview_rrd(result: MultiviewResult, path: str | Path, *, mesh_hz: fl
                 triangle_indices=np.asarray(anny.faces_f3, dtype=np.uint32),
                 albedo_factor=(*person_color(b.id), 255)), static=True)  # fmt: skip
     timestamps: list[np.ndarray | None] = []
+    images: dict[int, FrameImages] = {}
+    last_image_s: dict[int, float] = {}
     for v, cam in enumerate(fusion.cams):
         base = f"world/cams/{cam.name}"
         R = cam.cam_T_world_44[:3, :3]
         rec.log(base, rr.Transform3D(translation=cam.centre_world_3, mat3x3=R.T), static=True)
         rec.log(base, rr.Pinhole(image_from_camera=cam.camera.K_33, resolution=[cam.camera.width, cam.camera.height],
                                  camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=0.4), static=True)  # fmt: skip
-        try:
-            video = rr.AssetVideo(path=str(result.infos[v].path))
-            timestamps.append(np.asarray(video.read_frame_timestamps_nanos(), dtype=np.int64))
-            rec.log(f"{base}/image", video, static=True)
-        except Exception:  # noqa: BLE001 - a container Rerun cannot read: the view is drawn without its video
-            timestamps.append(None)
+        ts = log_video_asset(rec, f"{base}/image", result.infos[v].path)
+        timestamps.append(ts)
+        if ts is None:  # a video the viewer cannot play: its frames as images, at IMAGE_HZ
+            images[v] = FrameImages(result.infos[v].path)
     ids = np.arange(len(FUSED_JOINT_NAMES))
     for f in range(fusion.n_frames):
         rec.set_time("frame", sequence=f)
@@ -82,6 +87,11 @@ def save_multiview_rrd(result: MultiviewResult, path: str | Path, *, mesh_hz: fl
             ts = timestamps[v]
             if ts is not None and 0 <= own < len(ts):
                 rec.log(base, rr.VideoFrameReference(nanoseconds=int(ts[own])))
+            elif v in images and f / result.fps - last_image_s.get(v, -np.inf) >= 1.0 / IMAGE_HZ - 1e-6:
+                image = images[v].at(own) if own >= 0 else None
+                if image is not None:
+                    rec.log(base, image)
+                    last_image_s[v] = f / result.fps
             err = fusion.reproj_px_vf[v, f]
             if np.isfinite(err):
                 rec.log(f"reproj/{cam.name}", rr.Scalars(float(err)))

@@ -48,6 +48,7 @@ from viz.rerun_log import (
     JointVocabulary,
     RerunLogger,
 )
+from viz.video_asset import log_video_asset
 
 
 class VideoLogger:
@@ -81,15 +82,9 @@ class VideoLogger:
         self._logged_focal_px: float | None = None
         self.frame_timestamps_ns: np.ndarray | None = None
         self.video_asset = False
-        try:
-            if info.is_folder:  # a folder of frames: JPEG frames (no video file to reference)
-                raise IsADirectoryError(info.path)
-            video = rr.AssetVideo(path=str(info.path))
-            self.frame_timestamps_ns = np.asarray(video.read_frame_timestamps_nanos(), dtype=np.int64)
-            self.rec.log(IMAGE_PATH, video, static=True)
-            self.video_asset = True
-        except Exception:  # noqa: BLE001 - a codec or container Rerun cannot read: JPEG frames instead
-            self.frame_timestamps_ns = None
+        if not info.is_folder:  # a folder of frames, or a video the viewer cannot play: JPEG frames
+            self.frame_timestamps_ns = log_video_asset(self.rec, IMAGE_PATH, info.path)
+            self.video_asset = self.frame_timestamps_ns is not None
 
     def _log_camera(self, result: VideoFrameResult) -> None:
         scale = result.frame.scale

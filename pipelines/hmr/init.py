@@ -12,6 +12,7 @@ import numpy as np
 
 from pipelines.body.anny_model import RestState
 from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotation_between, rotvec_to_matrix
+from pipelines.metrics import procrustes
 
 # Anny (x: person's left, y: back, z: up) -> OpenCV camera, for a person facing the camera upright.
 ANNY_TO_CAM_FACING_33 = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -39,14 +40,6 @@ def _point(name: str, names: list[str], pts_k3: np.ndarray, ok_k: np.ndarray) ->
     if len(idx) != len(parts) or not all(ok_k[i] for i in idx):
         return None
     return pts_k3[idx].mean(0)
-
-
-def procrustes_rotation(src_n3: np.ndarray, dst_n3: np.ndarray, w_n: np.ndarray) -> np.ndarray:
-    """Rotation R minimising sum w |R src - dst|^2 (both already centred)."""
-    H = (src_n3 * w_n[:, None]).T @ dst_n3
-    U, _, Vt = np.linalg.svd(H)
-    d = np.sign(np.linalg.det(Vt.T @ U.T))
-    return Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
 
 
 def solve_translation(x_k3: np.ndarray, xy_k2: np.ndarray, w_k: np.ndarray, focal: float,
@@ -88,9 +81,7 @@ def analytic_init(skel: Skeleton, bone_labels: list[str], pm: PointModel, rest: 
         rest_local = np.tile(np.eye(3), (n_j, 1, 1))
         G, o = forward(skel, rest.heads_j3, rest_local, root)
         x_rest, _ = pm.evaluate(offs, G, o)
-        src = x_rest[torso] - x_rest[torso].mean(0)
-        dst = hip3d_k3[torso] - hip3d_k3[torso].mean(0)
-        local[0] = procrustes_rotation(src, dst, np.ones(len(torso)))
+        local[0] = procrustes(x_rest[torso], hip3d_k3[torso], with_scale=False).R_33
         for bone, a, b in CHAINS:
             if bone not in bone_labels:
                 continue

@@ -36,6 +36,9 @@ class VideoHeader:
     """Length in seconds."""
     frame_count: int | None
     """Frames of the video track."""
+    codec: str | None = None
+    """The video track's codec as the container names it (MP4: the sample entry, e.g. 'avc1', 'mp4v');
+    None where it is not read (AVI, Matroska)."""
 
 
 class _Damaged(Exception):  # noqa: N818 - internal signal
@@ -125,6 +128,7 @@ def _mp4(f: BinaryIO) -> VideoHeader:
     width = height = 0
     duration_s: float | None = None
     frames: int | None = None
+    codec: str | None = None
     for kind, body in _boxes(moov):
         if kind == b"mvhd":
             scale, duration = (struct.unpack_from(">IQ", body, 20) if body[0] == 1
@@ -134,21 +138,24 @@ def _mp4(f: BinaryIO) -> VideoHeader:
         elif kind == b"trak":
             track = _mp4_track(body)
             if track is not None:
-                w, h, n = track
+                w, h, n, entry = track
                 if w * h > width * height:
-                    width, height = w, h
+                    width, height, codec = w, h, entry
+                elif codec is None:
+                    codec = entry
                 frames = max(frames or 0, n) if n is not None else frames
-    return VideoHeader("MP4/MOV", width, height, duration_s, frames)
+    return VideoHeader("MP4/MOV", width, height, duration_s, frames, codec)
 
 
-def _mp4_track(trak: bytes) -> tuple[int, int, int | None] | None:
-    """(width, height, sample count) of a video track; None for another kind of track."""
+def _mp4_track(trak: bytes) -> tuple[int, int, int | None, str | None] | None:
+    """(width, height, sample count, codec) of a video track; None for another kind of track."""
     children = dict(_boxes(trak))
     mdia = dict(_boxes(children.get(b"mdia", b"")))
     hdlr = mdia.get(b"hdlr", b"")
     if hdlr[8:12] != b"vide":
         return None
     w = h = 0
+    codec = None
     tkhd = children.get(b"tkhd", b"")
     if len(tkhd) >= 8:
         w, h = (v >> 16 for v in struct.unpack_from(">II", tkhd, len(tkhd) - 8))
@@ -157,9 +164,10 @@ def _mp4_track(trak: bytes) -> tuple[int, int, int | None] | None:
     if len(stsd) >= 8 + 8 + 36:  # version/flags, count, then the first sample entry (visual: width at +32)
         ew, eh = struct.unpack_from(">HH", stsd, 8 + 8 + 24)
         w, h = max(w, ew), max(h, eh)
+        codec = stsd[12:16].decode("latin-1").strip() or None
     stsz = stbl.get(b"stsz", b"")
     count = struct.unpack_from(">I", stsz, 8)[0] if len(stsz) >= 12 else None
-    return w, h, count
+    return w, h, count, codec
 
 
 # ------------------------------------------------------------------------------------------------- AVI

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from pipelines.hmr.init import procrustes_rotation
 from pipelines.hmr.kinematics import rotation_between
+from pipelines.metrics import procrustes
 from pipelines.multiview.fuse import FUSED_JOINT_NAMES
 
 # (joint, parent, rest direction in world axes: z up, person facing -y, person's left = +x)
@@ -97,5 +97,5 @@ def skeleton_motion(joints_fk3: np.ndarray) -> SkeletonMotion:
             if len(kids) == 1:
                 rot[f, b] = Rotation.from_rotvec(rotation_between(src[0], dst[0])).as_matrix()
             else:
-                rot[f, b] = procrustes_rotation(src, dst, np.ones(len(kids)))
+                rot[f, b] = procrustes(src, dst, with_scale=False, with_translation=False).R_33
     return SkeletonMotion(rest, rot, pts[:, 0])

@@ -14,37 +14,48 @@ from pipelines.keypoints.names import PROMPTABLE_NAMES
 from pipelines.types import PersonDetection, Prompts
 
 
-def validate_prompts(prompts: Prompts, width: int, height: int) -> None:
-    """Raise BadPromptError (one plain sentence) for a prompt outside the image or an unknown joint."""
-    size = f"{width}x{height}"
+def check_prompts(points_n3: np.ndarray, boxes_n4: np.ndarray, keypoints: dict[str, tuple[float, float]],
+                  width: int, height: int, noun: str = "image", where: str = "") -> None:
+    """Raise BadPromptError (one plain sentence) for a point whose label is not 0/1, a point, box or joint
+    outside the `width` x `height` `noun` ("image", "video"), an empty box, or an unknown joint name.
+    `where` ends each sentence's subject (" on frame 12"). The one check of the photo and video prompts."""
+    size = f"{width}x{height} {noun}"
 
     def inside(x: float, y: float) -> bool:
         return bool(np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height)
 
+    for x, y, label in np.asarray(points_n3, dtype=np.float64).reshape(-1, 3):
+        if label not in (0, 1):
+            raise BadPromptError(f"the point at ({x:g}, {y:g}){where} has label {label:g}; use 1 (person) or 0 (not)")
+        if not inside(x, y):
+            raise BadPromptError(f"the point at ({x:g}, {y:g}){where} is outside the {size}")
+    for x0, y0, x1, y1 in np.asarray(boxes_n4, dtype=np.float64).reshape(-1, 4):
+        text = f"the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}){where}"
+        if not (inside(x0, y0) and inside(x1, y1)):
+            raise BadPromptError(f"{text} is outside the {size}")
+        if x1 <= x0 or y1 <= y0:
+            raise BadPromptError(f"{text} is empty: x1 must be > x0 and y1 > y0")
+    for name, (x, y) in keypoints.items():
+        if name not in PROMPTABLE_NAMES:
+            raise BadPromptError(f"unknown joint name {name!r}{where} (e.g. left_wrist, right_knee)")
+        if not inside(x, y):
+            raise BadPromptError(f"keypoint {name} at ({x:g}, {y:g}){where} is outside the {size}")
+
+
+def validate_prompts(prompts: Prompts, width: int, height: int) -> None:
+    """Raise BadPromptError (one plain sentence) for too many prompts, or one outside the image or an
+    unknown joint (check_prompts)."""
     points_n3 = np.asarray(prompts.points_n3, dtype=np.float64).reshape(-1, 3)
     n = len(points_n3) + (prompts.box_xyxy is not None) + len(prompts.keypoints)
     if n > MAX_IMAGE_PROMPTS:
         raise BadPromptError(f"{n} prompts were given; the limit is {MAX_IMAGE_PROMPTS} a photo")
-    for x, y, label in points_n3:
-        if label not in (0, 1):
-            raise BadPromptError(f"point ({x:g}, {y:g}) has label {label:g}; use 1 (person) or 0 (not)")
-        if not inside(x, y):
-            raise BadPromptError(f"point ({x:g}, {y:g}) is outside the {size} image")
+    boxes_n4 = np.zeros((0, 4))
     if prompts.box_xyxy is not None:
         box = np.asarray(prompts.box_xyxy, dtype=np.float64).reshape(-1)
         if box.shape != (4,):
             raise BadPromptError("a box needs four numbers: x0, y0, x1, y1")
-        x0, y0, x1, y1 = box
-        text = f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
-        if not (inside(x0, y0) and inside(x1, y1)):
-            raise BadPromptError(f"{text} is outside the {size} image")
-        if x1 <= x0 or y1 <= y0:
-            raise BadPromptError(f"{text} is empty: x1 must be > x0 and y1 > y0")
-    for name, (x, y) in prompts.keypoints.items():
-        if name not in PROMPTABLE_NAMES:
-            raise BadPromptError(f"unknown joint name {name!r} (e.g. left_wrist, right_knee)")
-        if not inside(x, y):
-            raise BadPromptError(f"keypoint {name} at ({x:g}, {y:g}) is outside the {size} image")
+        boxes_n4 = box[None]
+    check_prompts(points_n3, boxes_n4, prompts.keypoints, width, height)
 
 
 def split_prompts(prompts: Prompts, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from pipelines.errors import BadPromptError
 from pipelines.io.limits import MAX_VIDEO_PROMPTS
-from pipelines.keypoints.names import PROMPTABLE_NAMES
+from pipelines.segmentation.prompts import check_prompts
 from pipelines.types import Keypoints2D, PersonDetection
 
 CARRY_S = 1.0
@@ -84,11 +84,6 @@ class VideoPrompts:
     def validate(self, width: int, height: int, frame_count: int, frames: list[int] | None = None) -> None:
         """Raise BadPromptError (one sentence) for a prompt outside the `width` x `height` video, on a
         frame past its end (`frame_count` > 0) or not among the processed `frames`, or an unknown joint."""
-        size = f"{width}x{height}"
-
-        def inside(x: float, y: float) -> bool:
-            return 0 <= x < width and 0 <= y < height
-
         n = sum(len(f.points_n3) + len(f.boxes_n4) + len(f.keypoints) for f in self.frames.values())
         if n > MAX_VIDEO_PROMPTS:
             raise BadPromptError(f"{n} prompts were given; the limit is {MAX_VIDEO_PROMPTS} a video")
@@ -98,23 +93,9 @@ class VideoPrompts:
             if frames is not None and i not in set(frames):
                 raise BadPromptError(f"a prompt is on frame {i}, which is not processed with this stride and "
                                      f"time range (processed frames are e.g. {frames[:3]})")  # fmt: skip
-            for x, y, label in f.points_n3:
-                if label not in (0, 1):
-                    raise BadPromptError(f"the point at ({x:g}, {y:g}) on frame {i} has label {label}; use 1 or 0")
-                if not inside(x, y):
-                    raise BadPromptError(f"the point at ({x:g}, {y:g}) on frame {i} is outside the {size} video")
-            for x0, y0, x1, y1 in f.boxes_n4:
-                text = f"the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) on frame {i}"
-                if not (inside(x0, y0) and inside(x1, y1)):
-                    raise BadPromptError(f"{text} is outside the {size} video")
-                if x1 <= x0 or y1 <= y0:
-                    raise BadPromptError(f"{text} is empty: x1 must be > x0 and y1 > y0")
-            for name, (x, y) in f.keypoints.items():
-                if name not in PROMPTABLE_NAMES:
-                    raise BadPromptError(f"unknown joint name {name!r} on frame {i} (e.g. left_wrist, right_knee)")
-                if not inside(x, y):
-                    raise BadPromptError(f"keypoint {name} at ({x:g}, {y:g}) on frame {i} is outside the {size} video")
-
+            check_prompts(np.asarray(f.points_n3, dtype=np.float64).reshape(-1, 3),
+                          np.asarray(f.boxes_n4, dtype=np.float64).reshape(-1, 4), f.keypoints,
+                          width, height, noun="video", where=f" on frame {i}")
 
 @dataclass
 class _Carry:
