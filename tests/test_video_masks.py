@@ -32,7 +32,8 @@ def _run(video: Path, prompts: VideoPrompts | None) -> tuple[list, object]:
 
     info = probe(video)
     pipe = VideoPipeline(_pipeline(), VideoOptions(rate_hz=info.fps / STRIDE, mesh_hz=0), prompts=prompts)
-    results = list(pipe.run(read_video(info, stride=STRIDE, end_s=END_S, max_side=MAX_SIDE)))
+    frames = read_video(info, stride=STRIDE, end_s=END_S, max_side=MAX_SIDE, keep_source=pipe.wants_source_frames)
+    results = list(pipe.run(frames))
     return results, pipe
 
 
@@ -49,7 +50,7 @@ def _landmark_mask(video: Path, index: int) -> tuple[np.ndarray, np.ndarray, flo
 
     info = probe(video)
     tracker = LandmarkTrackingDetector()
-    for frame in read_video(info, stride=STRIDE, end_s=(index + 1) / info.fps, max_side=MAX_SIDE):
+    for frame in read_video(info, stride=STRIDE, end_s=(index + 1) / info.fps, max_side=MAX_SIDE, keep_source=True):
         people = tracker.detect_frame(frame)
     return tracker.last_regions[0].mask_hw(frame.shape_hw), np.asarray(people[0].bbox_xyxy), frame.scale
 

@@ -199,14 +199,20 @@ def _scaled_to(image_hw3: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image_hw3, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA)
 
 
-def _lazy_frame(index: int, time_s: float, bgr_hw3: np.ndarray, max_side: int | None) -> VideoFrame:
-    """A frame of the decoded `bgr_hw3`, downscaled to max_side when used (VideoFrame.rgb_hw3)."""
+def _lazy_frame(index: int, time_s: float, bgr_hw3: np.ndarray, max_side: int | None, keep_source: bool
+                ) -> VideoFrame:  # fmt: skip
+    """A frame of the decoded `bgr_hw3`, downscaled to max_side: when used (VideoFrame.rgb_hw3) with
+    `keep_source`, else now (in the decoding thread; the source frame is not kept)."""
     h, w = bgr_hw3.shape[:2]
-    return VideoFrame(index, time_s, None, _scale_for(h, w, max_side), bgr_hw3)
+    frame = VideoFrame(index, time_s, None, _scale_for(h, w, max_side), bgr_hw3)
+    if not keep_source:
+        frame.rgb_hw3  # noqa: B018 - made here
+        frame.source_bgr_hw3 = None
+    return frame
 
 
 def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, max_side: int | None,
-                   report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+                   report: DecodeReport, keep_source: bool) -> Iterator[VideoFrame]:  # fmt: skip
     assert info.frame_paths is not None
     for index, path in enumerate(info.frame_paths):
         if last is not None and index > last:
@@ -228,14 +234,14 @@ def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, m
             report.notes.append(f"{info.path.name}/{path.name}: {w}x{h}, not {info.width}x{info.height} as the "
                                 f"first frame; frame {index} skipped.")  # fmt: skip
             continue
-        yield _lazy_frame(index, index / info.fps, bgr_hw3, max_side)
+        yield _lazy_frame(index, index / info.fps, bgr_hw3, max_side, keep_source)
 
 
 def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_side: int | None,
-            report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+            report: DecodeReport, keep_source: bool) -> Iterator[VideoFrame]:  # fmt: skip
     first, last = wanted_range(info, start_s, end_s)
     if info.is_folder:
-        yield from _folder_frames(info, stride, first, last, max_side, report)
+        yield from _folder_frames(info, stride, first, last, max_side, report, keep_source)
         return
     capture = open_capture(info.path)
     variable = False
@@ -267,7 +273,7 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
                 if not ok or bgr_hw3 is None:
                     report.problems.append(f"{info.path.name}: frame {index} is damaged; decoding stopped there.")
                     break
-                yield _lazy_frame(index, time_s, bgr_hw3, max_side)  # downscaled when used, then converted
+                yield _lazy_frame(index, time_s, bgr_hw3, max_side, keep_source)
             index += 1
     finally:
         capture.release()
@@ -280,10 +286,12 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
 
 def read_video(info: VideoInfo, *, stride: int = 1, start_s: float = 0.0, end_s: float | None = None,
                max_side: int | None = None, report: DecodeReport | None = None,
-               prefetch: int = 4) -> Iterator[VideoFrame]:  # fmt: skip
+               prefetch: int = 4, keep_source: bool = False) -> Iterator[VideoFrame]:  # fmt: skip
     """Yield the wanted frames in order: every `stride`-th frame from `start_s` up to `end_s` (seconds),
     downscaled so that the longer side is at most `max_side` pixels. With `prefetch` > 0 frames are
-    decoded in a thread, at most `prefetch` ahead (OpenCV releases the GIL while decoding).
+    decoded in a thread, at most `prefetch` ahead (OpenCV releases the GIL while decoding). `keep_source`:
+    each frame keeps the decoded frame and is downscaled on first use (VideoFrame; the video mode's
+    landmark tracker crops from the source frame); else frames are downscaled while decoding.
     Problems met while decoding (truncated file, damaged frame) end the stream and are added to `report`.
     """
     if stride < 1:
@@ -291,7 +299,7 @@ def read_video(info: VideoInfo, *, stride: int = 1, start_s: float = 0.0, end_s:
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise UserFacingError(f"The time range {start_s}..{end_s} s is empty or negative.")
     report = report if report is not None else DecodeReport()
-    frames = _frames(info, stride, start_s, end_s, max_side, report)
+    frames = _frames(info, stride, start_s, end_s, max_side, report, keep_source)
     if prefetch <= 0:
         yield from frames
         return

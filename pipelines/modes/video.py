@@ -260,6 +260,12 @@ class VideoPipeline:
             detections = self.image._get("keypoints").add_keypoints(rgb_hw3, detections)
         return detections
 
+    @property
+    def wants_source_frames(self) -> bool:
+        """Whether frames should keep their decoded source frame (read_video's `keep_source`): the landmark
+        tracker crops from it, and most frames are then never downscaled (see detect_frame)."""
+        return isinstance(self._segmenter(), LandmarkTrackingDetector) and not self.options.hands
+
     def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
         """`detect` on a decoded frame: the landmark tracker crops its regions from the source frame (the
         downscaled frame is made only when a stage needs its pixels: the person detector, the hands, the
