@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -89,6 +90,26 @@ class VideoFrame:
             small_bgr_hw3 = _scaled_to(self.source_bgr_hw3, self.shape_hw)
             self._rgb_hw3 = cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB)
         return self._rgb_hw3
+
+    def window_rgb(self, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, int, int]:
+        """The processed frame's pixels over the window (x0, y0, x1, y1) (processed pixels), grown to the
+        downscale's pixel grid, and its top-left corner (ox, oy): the same values as that part of
+        `rgb_hw3`, made from the source frame's pixels under it alone (a pixel-area downscale by a ratio
+        p / q maps source pixel q * k onto processed pixel p * k exactly). When the frame is already made,
+        or the ratio is not a small fraction, the window of `rgb_hw3` itself."""
+        h, w = self.shape_hw
+        ix0, iy0 = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
+        ix1, iy1 = int(np.clip(np.ceil(x1), ix0 + 1, w)), int(np.clip(np.ceil(y1), iy0 + 1, h))
+        grid = None if self._rgb_hw3 is not None or self.source_bgr_hw3 is None else _area_grid(
+            self.source_bgr_hw3.shape[:2], (h, w))  # fmt: skip
+        if grid is None:
+            return self.rgb_hw3[iy0:iy1, ix0:ix1], ix0, iy0
+        (py, qy), (px, qx) = grid
+        ix0, iy0 = ix0 // px * px, iy0 // py * py
+        ix1, iy1 = min(w, -(-ix1 // px) * px), min(h, -(-iy1 // py) * py)
+        src = self.source_bgr_hw3[iy0 // py * qy : iy1 // py * qy, ix0 // px * qx : ix1 // px * qx]
+        small_bgr = cv2.resize(src, (ix1 - ix0, iy1 - iy0), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small_bgr, cv2.COLOR_BGR2RGB), ix0, iy0
 
     @property
     def shape_hw(self) -> tuple[int, int]:
@@ -190,6 +211,19 @@ def scaled_size_hw(h: int, w: int, scale: float) -> tuple[int, int]:
 def _scale_for(h: int, w: int, max_side: int | None) -> float:
     """The scale that brings the longer side to at most max_side (1.0: not downscaled)."""
     return max_side / max(h, w) if max_side and max(h, w) > max_side else 1.0
+
+
+def _area_grid(src_hw: tuple[int, int], dst_hw: tuple[int, int], max_q: int = 8
+               ) -> tuple[tuple[int, int], tuple[int, int]] | None:  # fmt: skip
+    """Per axis (rows, columns), the downscale's ratio dst / src as (p, q) in lowest terms, when both are
+    small fractions (q <= max_q) that tile both sizes (1080 -> 720 and 1920 -> 1280: 2 / 3); else None."""
+    out = []
+    for src, dst in zip(src_hw, dst_hw, strict=True):
+        ratio = Fraction(int(dst), int(src))
+        if ratio.denominator > max_q or dst % ratio.numerator:
+            return None
+        out.append((ratio.numerator, ratio.denominator))
+    return out[0], out[1]
 
 
 def _scaled_to(image_hw3: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:

@@ -14,17 +14,17 @@ all-zero view of the frame's size; the landmark model's own mask of each tracked
 `last_regions` (pipelines.tracking.video_masks pastes it into the frame when a mask prompt asks).
 Pixels of the given frame, origin at the top-left corner.
 
-`detect_frame` takes a decoded VideoFrame: the tracked regions are cropped from its source frame (the
-256 px crop, area-averaged by crop_region), so the downscaled frame is made only on the frames the
-person detector runs (1 in `redetect_every`): decoding then costs the decode alone (the 1080p -> 720p
-area downscale was ~10 ms of CPU a frame). The landmarks are in pixels of the processed frame either way.
+`detect_frame` takes a decoded VideoFrame: each tracked region's crop is cut from the processed frame's
+pixels under that region only, made from the source frame (VideoFrame.window_rgb: the same pixel-area
+downscale, the same values), so the whole downscaled frame is made only on the frames the person
+detector runs (1 in `redetect_every`; the 1080p -> 720p area downscale of a whole frame was ~10 ms of
+CPU). The crops, hence the landmarks, are those of the whole downscaled frame, to the last bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from pipelines.io.video_io import VideoFrame
@@ -34,26 +34,6 @@ from pipelines.segmentation.pose_landmarks import INPUT_SIDE, PoseLandmarkModel,
 from pipelines.segmentation.roi import RotatedRect, crop_region
 from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
 from pipelines.types import PersonDetection
-
-
-def reduced_crop(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int) -> np.ndarray:
-    """crop_region of a large region, its power-of-two area reductions done here on even-sized sub-images
-    (OpenCV's exact 2:1 pixel-area path, ~0.4 ms for a 1300 px region of a 1080p frame; an odd size
-    falls back to its general path, ~3 ms): the same averaging, the odd edge pixel dropped as crop_region
-    drops it."""
-    h, w = image_hw3.shape[:2]
-    x0, y0, x1, y1 = rect.bounds_xyxy()
-    ix0, iy0 = int(np.clip(np.floor(x0) - 2, 0, w - 1)), int(np.clip(np.floor(y0) - 2, 0, h - 1))
-    ix1, iy1 = int(np.clip(np.ceil(x1) + 2, ix0 + 1, w)), int(np.clip(np.ceil(y1) + 2, iy0 + 1, h))
-    src = image_hw3[iy0:iy1, ix0:ix1]
-    cx, cy = rect.center_xy[0] - ix0, rect.center_xy[1] - iy0
-    factor = 1
-    while rect.size_px / (factor * crop_side) > 2.0 and min(src.shape[:2]) >= 4:
-        sh, sw = src.shape[0] // 2, src.shape[1] // 2
-        src = cv2.resize(src[: 2 * sh, : 2 * sw], (sw, sh), interpolation=cv2.INTER_AREA)
-        factor *= 2
-    rect_src = RotatedRect((cx / factor, cy / factor), rect.size_px / factor, rect.rotation_rad)
-    return crop_region(src, rect_src, crop_side)
 
 
 @dataclass
@@ -126,11 +106,13 @@ class LandmarkTrackingDetector:
         (as EmbeddedSegmenter._landmarks_in, which crops the image it is given)."""
         if rect.size_px < 8:
             return None
-        assert frame.source_bgr_hw3 is not None
-        s = frame.scale
-        rect_src = RotatedRect((rect.center_xy[0] / s, rect.center_xy[1] / s), rect.size_px / s, rect.rotation_rad)
-        crop_rgb = reduced_crop(frame.source_bgr_hw3, rect_src, INPUT_SIDE)[..., ::-1]
-        # The crop is the same region's: decoded with the processed frame's rect, into its pixels.
+        # The processed frame's pixels under the region (crop_region's window of it, 2 px beyond the
+        # region's bounds), made from the source frame: the same crop as from the whole processed frame.
+        x0, y0, x1, y1 = rect.bounds_xyxy()
+        window_rgb, ox, oy = frame.window_rgb(np.floor(x0) - 2, np.floor(y0) - 2, np.ceil(x1) + 2, np.ceil(y1) + 2)
+        rect_w = RotatedRect((rect.center_xy[0] - ox, rect.center_xy[1] - oy), rect.size_px, rect.rotation_rad)
+        crop_rgb = crop_region(window_rgb, rect_w, INPUT_SIDE)
+        # Decoded with the processed frame's rect: into its pixels.
         lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
         return lm if lm.presence >= self.options.min_presence else None
 
