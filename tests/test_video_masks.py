@@ -113,3 +113,23 @@ def test_cli_writes_the_corrected_masks(video: Path, tmp_path: Path, plain: tupl
     assert frames and frames[0] == AT
     logged = timeline_values(out / "result.rrd", "frame", "world/camera/image/people/0/mask")
     assert logged == set(frames)
+
+
+def test_the_tracker_finds_the_same_landmarks_without_downscaling_every_frame(video: Path) -> None:
+    from pipelines.io.video_io import VideoFrame, probe, read_video
+    from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
+
+    info = probe(video)
+    frames = list(read_video(info, stride=3, end_s=0.5, max_side=1280, keep_source=True, prefetch=0))
+    per_path = {}
+    for name, opts in (("whole", None), ("windows", LandmarkTrackingOptions()),
+                       ("source", LandmarkTrackingOptions(source_crops=True))):  # fmt: skip
+        tracker = LandmarkTrackingDetector(opts) if opts is not None else LandmarkTrackingDetector()
+        lazy = [VideoFrame(f.index, f.time_s, None, f.scale, f.source_bgr_hw3) for f in frames]
+        people = [tracker.detect(f.rgb_hw3) if opts is None else tracker.detect_frame(f) for f in lazy]
+        per_path[name] = np.stack([p[0].keypoints2d.xy_k2 for p in people])
+        if opts is not None:
+            assert sum(f._rgb_hw3 is not None for f in lazy) == tracker.detector_runs < len(lazy)
+    assert np.array_equal(per_path["windows"], per_path["whole"])  # the default: the same, to the last bit
+    gap = np.linalg.norm(per_path["source"] - per_path["whole"], axis=-1)
+    assert np.median(gap) < 3.0  # the opt-in source crops: close (a pixel or so), not the same

@@ -85,6 +85,9 @@ class VideoOptions:
     first slice's path, with masks; the bench's baseline). Other segmentation backends: every frame."""
     redetect_every: int = 10
     """"tracking": frames between two runs of the person detector (people who enter later)."""
+    source_crops: bool = False
+    """"tracking": crop the landmark model's regions from the decoded frame itself (faster, slightly less
+    accurate; LandmarkTrackingOptions.source_crops). Off by default."""
     redetect_tiles: tuple[float, ...] = ()
     """"tracking": the person detector's tiles besides the whole frame (fractions of the short side, as
     TileSettings.tile_fracs): small people at the edges are found; () = the whole frame only."""
@@ -224,7 +227,7 @@ class VideoPipeline:
             if embedded and self.options.detector == "tracking":
                 self._detector = LandmarkTrackingDetector(LandmarkTrackingOptions(
                     max_people=self.options.max_people, redetect_every=self.options.redetect_every,
-                    tile_fracs=self.options.redetect_tiles))  # fmt: skip
+                    tile_fracs=self.options.redetect_tiles, source_crops=self.options.source_crops))  # fmt: skip
             elif embedded:
                 self._detector = create("segmentation", "embedded", single_pass=True,
                                         max_people=self.options.max_people)  # fmt: skip
