@@ -15,7 +15,9 @@ body fits; no file writing):
 - box recall: the same with one box prompt per annotated person (its joints' box + 10 %, as a user
   draws it), the person the prompt selects;
 - PCK@0.05: share of annotated joints within 0.05 x box size (box long side) of the projected fitted
-  joints of the prompted person (a person without a body scores 0);
+  joints of the prompted person (a person without a body scores 0), in BlazePose's joint convention and
+  in the dataset's (pipelines.keypoints.joint_convention: MPII's hips and shoulders for the MPII photos,
+  COCO's for PoseTrack's), with a per-joint table;
 - time: median seconds per photo, warm (the prompts re-use the photo's cached detections).
 """
 
@@ -44,6 +46,16 @@ class Scores:
     box_pck: list[float] = field(default_factory=list)
     box_pck_2d: list[float] = field(default_factory=list)
     """The same for the prompted person's 2D keypoints (the detector's, before the fit)."""
+    box_pck_conv: list[float] = field(default_factory=list)
+    """box_pck with the fitted joints in the dataset's joint convention (pipelines.keypoints.joint_convention:
+    MPII's for the MPII photos, COCO's for PoseTrack's)."""
+    box_pck_2d_conv: list[float] = field(default_factory=list)
+    """box_pck_2d with the 2D keypoints in the dataset's joint convention."""
+    box_pck_mpii_all: list[float] = field(default_factory=list)
+    """box_pck with MPII's convention for every person, PoseTrack's too (the alternative not taken)."""
+    joint_hits: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    """(variant, joint name) -> per annotated joint of the box-prompted people, within 0.05 x box size.
+    Variants: VARIANTS."""
     seconds: list[float] = field(default_factory=list)
     """Per photo: the automatic run."""
     people: list[int] = field(default_factory=list)
@@ -56,13 +68,34 @@ def _read(path: Path):  # noqa: ANN202 - pipelines.io.image_io.LoadedImage
     return load_image(path)
 
 
-def _body_joints(frame, person) -> dict[str, np.ndarray]:  # noqa: ANN001
+def _body_joints(frame, person, convention=None) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The fitted body's 17 COCO joints projected into the photo (BlazePose's convention, or `convention`)."""
+    from pipelines.keypoints.joint_convention import coco17_from
     from pipelines.keypoints.names import COCO17_NAMES
 
     body = person.body
     idx = [body.joints3d_cam.names.index(n) for n in COCO17_NAMES]
     xy = frame.camera.project(body.joints3d_cam.xyz_k3[idx])
+    if convention is not None:
+        return coco17_from(xy, list(COCO17_NAMES), convention)
     return dict(zip(COCO17_NAMES, xy, strict=True))
+
+
+def _keypoints(kp, convention=None) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """A detection's 2D keypoints with confidence > 0 (BlazePose's convention, or `convention`)."""
+    from pipelines.keypoints.joint_convention import to_convention
+
+    xy = to_convention(kp.xy_k2, list(kp.names), convention) if convention is not None else kp.xy_k2
+    return {n: p for n, p, c in zip(kp.names, xy, kp.conf_k, strict=True) if c > 0}
+
+
+VARIANTS = ("2D", "2D, dataset's convention", "body", "body, dataset's convention")
+
+
+def _score_joints(scores: Scores, variant: str, pred: dict[str, np.ndarray] | None, gt) -> None:  # noqa: ANN001
+    for name, xy in gt.joints.items():
+        hit = pred is not None and name in pred and float(np.linalg.norm(pred[name] - xy)) <= 0.05 * gt.size_px
+        scores.joint_hits.setdefault((variant, name), []).append(hit)
 
 
 def _prompt_box(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -71,10 +104,12 @@ def _prompt_box(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def run_labelled(pipe, gt: GtImage, scores: Scores) -> None:  # noqa: ANN001
+    from pipelines.keypoints.joint_convention import DATASET_CONVENTIONS, MPII_CONVENTION
     from pipelines.modes.image import ImageSession
     from pipelines.segmentation.embedded import select_person
     from pipelines.types import Prompts
 
+    convention = DATASET_CONVENTIONS[gt.rel_path.split("/")[0]]
     image = _read(CROWDS / gt.rel_path)
     h, w = image.rgb_hw3.shape[:2]
     session = ImageSession()
@@ -93,15 +128,24 @@ def run_labelled(pipe, gt: GtImage, scores: Scores) -> None:  # noqa: ANN001
         chosen = select_person(dets, np.zeros((0, 2)), np.zeros((0, 2)), box)
         if chosen is None or frame.people[chosen].body is None:
             scores.box_hits.append(False)
-            scores.box_pck.append(0.0)
-            scores.box_pck_2d.append(0.0)
+            for pcks in (scores.box_pck, scores.box_pck_2d, scores.box_pck_conv, scores.box_pck_2d_conv,
+                         scores.box_pck_mpii_all):
+                pcks.append(0.0)
+            for variant in VARIANTS:
+                _score_joints(scores, variant, None, person)
             continue
         kp = frame.people[chosen].detection.keypoints2d
-        scores.box_pck_2d.append(pck({n: xy for n, xy, c in zip(kp.names, kp.xy_k2, kp.conf_k, strict=True)
-                                      if c > 0}, person, 0.05))  # fmt: skip
         joints = _body_joints(frame, frame.people[chosen])
+        preds = {"2D": _keypoints(kp), "2D, dataset's convention": _keypoints(kp, convention), "body": joints,
+                 "body, dataset's convention": _body_joints(frame, frame.people[chosen], convention)}  # fmt: skip
+        scores.box_pck_2d.append(pck(preds["2D"], person, 0.05))
+        scores.box_pck_2d_conv.append(pck(preds["2D, dataset's convention"], person, 0.05))
+        scores.box_pck_mpii_all.append(pck(_body_joints(frame, frame.people[chosen], MPII_CONVENTION), person, 0.05))
         scores.box_hits.append(bool(match([joints], [person])))
         scores.box_pck.append(pck(joints, person, 0.05))
+        scores.box_pck_conv.append(pck(preds["body, dataset's convention"], person, 0.05))
+        for variant, pred in preds.items():
+            _score_joints(scores, variant, pred, person)
 
 
 def run_unlabelled(pipe, paths: list[Path], scores: Scores) -> None:  # noqa: ANN001
@@ -146,23 +190,31 @@ def _pct(hits: list[bool]) -> str:
     return f"{100 * np.mean(hits):.0f} % ({sum(hits)}/{len(hits)})" if hits else "-"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only-embedded", action="store_true", help="skip the two baseline detections")
+    parser.add_argument("--skip-coco", action="store_true", help="skip the 20 unlabelled COCO photos")
+    parser.add_argument("--skip-timing", action="store_true", help="skip the collage and one-person tables")
+    args = parser.parse_args(argv)
     from pipelines.modes.image import ImagePipeline
     from pipelines.segmentation.embedded import EmbeddedSegmenter, SinglePassSegmenter
     from pipelines.segmentation.pose_detector import TileSettings
 
     tiled = ImagePipeline()
     tiled.warmup()
-    previous = ImagePipeline()  # the tiled detection as the previous release set it up, same other stages
-    previous._backends["segmentation"] = EmbeddedSegmenter(
-        tiles=TileSettings(min_score=0.5), min_found_presence=0.5, look_behind=False, min_box_presence=0.2
-    )
-    previous.warmup()
-    single = ImagePipeline()
-    single._backends["segmentation"] = SinglePassSegmenter()  # the former detection, same other stages
-    single.warmup()
-    methods = {"embedded (tiled)": tiled, "tiled, previous settings (baseline)": previous,
-               "single pass (baseline)": single}  # fmt: skip
+    methods = {"embedded (tiled)": tiled}
+    if not args.only_embedded:
+        previous = ImagePipeline()  # the tiled detection as the previous release set it up, same other stages
+        previous._backends["segmentation"] = EmbeddedSegmenter(
+            tiles=TileSettings(min_score=0.5), min_found_presence=0.5, look_behind=False, min_box_presence=0.2
+        )
+        previous.warmup()
+        single = ImagePipeline()
+        single._backends["segmentation"] = SinglePassSegmenter()  # the former detection, same other stages
+        single.warmup()
+        methods |= {"tiled, previous settings (baseline)": previous, "single pass (baseline)": single}
 
     load_at_start = os.getloadavg()[0]
     labelled = {g.rel_path: g for g in load_labelled(CROWDS)}
@@ -174,9 +226,10 @@ def main() -> None:
             for rel in rels:
                 run_labelled(pipe, labelled[rel], scores)
             results[(name, split)] = scores
-        scores = Scores()
-        run_unlabelled(pipe, coco, scores)
-        results[(name, "coco")] = scores
+        if not args.skip_coco:
+            scores = Scores()
+            run_unlabelled(pipe, coco, scores)
+            results[(name, "coco")] = scores
 
     print(f"Machine: {machine_description()}; load average {os.getloadavg()[0]:.1f} when the tables were done, "
           f"{load_at_start:.1f} at the start "
@@ -189,27 +242,33 @@ def main() -> None:
         for split in ("held-out", "tuning", "all"):
             if split == "all":
                 parts = [results[(name, "held-out")], results[(name, "tuning")]]
-                s = Scores(
-                    auto_hits=sum((p.auto_hits for p in parts), []), box_hits=sum((p.box_hits for p in parts), []),
-                    box_pck=sum((p.box_pck for p in parts), []), box_pck_2d=sum((p.box_pck_2d for p in parts), []),
-                    seconds=sum((p.seconds for p in parts), []),
-                    people=sum((p.people for p in parts), []),
-                )  # fmt: skip
+                s = Scores(**{f: sum((getattr(p, f) for p in parts), []) for f in (
+                    "auto_hits", "box_hits", "box_pck", "box_pck_2d", "box_pck_conv", "box_pck_2d_conv",
+                    "box_pck_mpii_all", "seconds", "people")})  # fmt: skip
             else:
                 s = results[(name, split)]
             rows.append([
                 name, f"labelled, {split}", _pct(s.auto_hits), _pct(s.box_hits),
+                f"{100 * np.mean(s.box_pck_conv):.1f}", f"{100 * np.mean(s.box_pck_2d_conv):.1f}",
                 f"{100 * np.mean(s.box_pck):.1f}", f"{100 * np.mean(s.box_pck_2d):.1f}",
+                f"{100 * np.mean(s.box_pck_mpii_all):.1f}",
                 f"{statistics.median(s.seconds):.2f} s", str(sum(s.people)),
             ])  # fmt: skip
-        c = results[(name, "coco")]
-        timing = f"{statistics.median(c.seconds):.2f} s (max {max(c.seconds):.2f})"
-        rows.append([name, "COCO (unlabelled)", "-", "-", "-", "-", timing, str(sum(c.people))])
+        if (name, "coco") in results:
+            c = results[(name, "coco")]
+            timing = f"{statistics.median(c.seconds):.2f} s (max {max(c.seconds):.2f})"
+            rows.append([name, "COCO (unlabelled)", "-", "-", "-", "-", "-", "-", "-", timing, str(sum(c.people))])
     header = ["method", "images", "crowd recall (no prompt)", "recall with a box per person",
-              "PCK@0.05 (box prompts)", "PCK@0.05 of the 2D keypoints", "time per photo (median, warm)",
-              "bodies fitted (no prompt)"]  # fmt: skip
+              "PCK@0.05 (box prompts, dataset's convention)", "PCK@0.05 of the 2D keypoints (dataset's convention)",
+              "PCK@0.05 (box, BlazePose's convention)", "PCK@0.05 of the 2D keypoints (BlazePose's convention)",
+              "PCK@0.05 (box, MPII's convention for all)",
+              "time per photo (median, warm)", "bodies fitted (no prompt)"]  # fmt: skip
     print(markdown_table(header, rows))
+    print("\nPer joint, PCK@0.05 of the box-prompted people (embedded):\n")
+    print(per_joint_table(results, next(iter(methods))))
 
+    if args.skip_timing:
+        return
     from pipelines.io.image_io import LoadedImage
     from pipelines.modes.image import ImageSession
 
@@ -231,6 +290,23 @@ def main() -> None:
     print(markdown_table(["method", "time (no file writing)", "CPU (both cores)", "bodies fitted",
                           "last run's stages (s)"], rows))  # fmt: skip
     print("\n" + one_person_table(methods))
+
+
+def per_joint_table(results: dict[tuple[str, str], Scores], method: str) -> str:
+    """Rows: joints; columns: each variant (2D / body, BlazePose's / the dataset's convention) on held-out and
+    tuning."""
+    names = sorted({n for split in ("held-out", "tuning") for (_, n) in results[(method, split)].joint_hits})
+    rows = []
+    for n in [*names, "all"]:
+        row = [n]
+        for split in ("held-out", "tuning"):
+            hits = results[(method, split)].joint_hits
+            for variant in VARIANTS:
+                h = sum((v for (var, j), v in hits.items() if var == variant and n in (j, "all")), [])
+                row.append(f"{100 * np.mean(h):.0f} ({len(h)})" if h else "-")
+        rows.append(row)
+    header = ["joint"] + [f"{v}, {split}" for split in ("held-out", "tuning") for v in VARIANTS]
+    return markdown_table(header, rows)
 
 
 def one_person_table(methods: dict) -> str:

@@ -1,20 +1,24 @@
 """Ground plane from one view's fitted bodies against a calibrated 4-camera rig (pose2sim).
 
-    python -m bench.bench_ground_multiview                        # the three sets below, true focal
+    python -m bench.bench_ground_multiview                        # the three sets below
     python -m bench.bench_ground_multiview --cache /tmp/ground.pkl  # keep the fitted bodies for reruns
 
-Per view and frame, the image pipeline (embedded backends, true focal) fits the people; the ground is
-put under their feet three ways: "first slice" (the baseline, bench.ground_first_slice: one person
+Per view and frame, the image pipeline (embedded backends) fits the people twice: with the calibrated
+focal given ("cal") and without a focal (the pipeline's own estimate, the default path: "own"). The
+ground is put under their feet: "first slice" (the baseline, bench.ground_first_slice: one person
 upright, several people a least-squares plane through their soles), "per photo"
 (pipelines.scene.ground.fit_ground: heel and toe contacts of all people, the bodies' up as the normal's
 prior, one distance error per person) and "over time" (fit_ground_over_time on all the set's frames of
-that view, a static camera).
+that view, a static camera); and, as a diagnostic, the same with every body moved along its ray to the
+triangulated distance of its person (the bodies' distance errors removed).
 Against the calibration (Qualisys, world z up, read by pipelines.multiview.calibration): the camera's
 pitch and roll (the world's up in the camera frame) and its height. pose2sim_single: the man is on a
 treadmill, whose belt is above z = 0: the height is taken above the lowest triangulated foot point
 (heels and toes of the 4-view BlazePose triangulation of bench.accuracy_multiview, median over the
-frames); also the fitted root's distance error against the triangulated mid-hip. pose2sim_multi: the
-people stand on the floor, z = 0.
+frames). pose2sim_multi: the people stand on the floor, z = 0. Root distance errors: every fitted body
+matched to a person triangulated from the 4 views (bench.accuracy_lab3d.match_people), mid-hips. The
+second table gives per view the focal error (own), the distance errors and the signed height and pitch
+errors (the issue's real-data row).
 
 Sets: the constants of pipelines.scene.ground were chosen on pose2sim_single frames 0, 20, .., 80
 ("tuning"); pose2sim_single frames 10, 30, .., 90 and pose2sim_multi frames 0, 20, .., 80 are held out.
@@ -25,7 +29,7 @@ from __future__ import annotations
 import argparse
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,27 +52,59 @@ SETS = [("pose2sim_single", "tuning", list(range(0, 100, 20))),
 
 @dataclass
 class ViewFrames:
-    """One view's fitted bodies over a set's frames."""
+    """One view's fitted bodies over a set's frames: with the calibrated focal, and with the pipeline's own."""
 
     cam: CalibratedCamera
     bodies: list[list[FootedBody]]
-    """Per frame the fitted bodies (camera frame, metres)."""
+    """Per frame the bodies fitted with the calibrated focal (camera frame, metres; feet-only meshes)."""
     ref_hip_cam: list[np.ndarray | None]
-    """Per frame the triangulated mid-hip of the (single) person in this camera's frame; None if unknown."""
+    """Per frame the triangulated mid-hip of the first person in this camera's frame; None if unknown."""
+    ref_dist_m: list[list[float | None]] = field(default_factory=list)
+    """Per frame, per body of `bodies`: its person's triangulated mid-hip distance (people matched across
+    the views), None if unmatched."""
+    bodies_est: list[list[FootedBody]] = field(default_factory=list)
+    """Per frame the bodies fitted without a focal (the pipeline's own estimate, the default path)."""
+    ref_dist_est_m: list[list[float | None]] = field(default_factory=list)
+    focal_est_px: list[float] = field(default_factory=list)
+    """Per frame the pipeline's own focal (pixels)."""
+
+
+def _fitted(people: list) -> list:  # noqa: ANN001 - PersonResult
+    """The people that footed_bodies keeps, in its order."""
+    return [p for p in people if p.body is not None and footed_bodies([p])]
+
+
+def _ref_distances(views_people: list[list], cams: list[CalibratedCamera]) -> list[list[float | None]]:
+    """Per view, per person: the mid-hip distance of its match across the views (triangulated)."""
+    from bench.accuracy_lab3d import match_people
+
+    hips = [BLAZEPOSE_NAMES.index(n) for n in ("left_hip", "right_hip")]
+    refs: list[list[float | None]] = [[None] * len(v) for v in views_people]
+    for choice, xyz_world in match_people(views_people, cams, 40.0):
+        hip_w = xyz_world[hips].mean(axis=0)
+        for v, i in enumerate(choice):
+            if i is not None and np.isfinite(hip_w).all():
+                T = cams[v].cam_T_world_44
+                refs[v][i] = float(np.linalg.norm(T[:3, :3] @ hip_w + T[:3, 3]))
+    return refs
 
 
 def collect(data: Path, frames: list[int]) -> tuple[list[ViewFrames], float]:
-    """Run the image pipeline on every (view, frame); also the lowest triangulated foot point's z."""
+    """Run the image pipeline on every (view, frame), with the calibrated focal and without one; also the
+    lowest triangulated foot point's z."""
     from pipelines.modes.image import ImagePipeline
+    from pipelines.scene.ground import feet_only
 
     cams = [c for c in load_qualisys_calibration(data / "Calib.qca.txt") if (data / f"{c.name}.mp4").is_file()]
     pipeline = ImagePipeline()
-    fitted: list[list[FootedBody]] = []
+    runs: list[tuple[list, list, float]] = []  # per (view, frame): people (true focal), people (own), own focal
 
     def predict(rgb_hw3: np.ndarray, camera) -> dict | None:  # noqa: ANN001
         result = pipeline.run_array(rgb_hw3, focal_px=camera.focal_px)
-        fitted.append(footed_bodies(result.people))
-        return fitted[-1][0].joints if fitted[-1] else None
+        own = pipeline.run_array(rgb_hw3)
+        runs.append((_fitted(result.people), _fitted(own.people), float(own.camera.K_33[0][0])))
+        first = footed_bodies(runs[-1][0])
+        return first[0].joints if first else None
 
     obs = observe(cams, frames, data, CachedSegmenter(), [Method("hmr", predict, absolute=True)])
     refs = [triangulate_points(obs.xy_fvn2[i], obs.conf_fvn[i], cams, min_conf=0.1, outlier_px=50.0)
@@ -76,42 +112,99 @@ def collect(data: Path, frames: list[int]) -> tuple[list[ViewFrames], float]:
     foot_ids = [BLAZEPOSE_NAMES.index(n) for n in FOOT_NAMES]
     hip_ids = [BLAZEPOSE_NAMES.index(n) for n in ("left_hip", "right_hip")]
     support_z = float(np.nanmedian([np.nanmin(r.xyz_n3[foot_ids, 2]) for r in refs]))
+    n = len(frames)
+    dist_true = [_ref_distances([runs[v * n + i][0] for v in range(len(cams))], cams) for i in range(n)]
+    dist_est = [_ref_distances([runs[v * n + i][1] for v in range(len(cams))], cams) for i in range(n)]
     views = []
     for v, cam in enumerate(cams):
         hips = []
         for r in refs:
             hip_c = cam.cam_T_world_44[:3, :3] @ r.xyz_n3[hip_ids].mean(axis=0) + cam.cam_T_world_44[:3, 3]
             hips.append(hip_c if np.isfinite(hip_c).all() else None)
-        views.append(ViewFrames(cam=cam, bodies=fitted[v * len(frames):(v + 1) * len(frames)], ref_hip_cam=hips))
+        mine = runs[v * n:(v + 1) * n]
+        views.append(ViewFrames(
+            cam=cam, bodies=[[feet_only(b) for b in footed_bodies(t)] for t, _, _ in mine], ref_hip_cam=hips,
+            ref_dist_m=[dist_true[i][v] for i in range(n)],
+            bodies_est=[[feet_only(b) for b in footed_bodies(o)] for _, o, _ in mine],
+            ref_dist_est_m=[dist_est[i][v] for i in range(n)], focal_est_px=[f for _, _, f in mine]))  # fmt: skip
     return views, support_z
 
 
-def errors(views: list[ViewFrames], truth_z: float, fit: Callable, over_time: bool) -> dict[str, list[float]]:
-    """Height (cm), pitch and roll (deg) errors of every (view, frame), or of every view over time."""
-    e: dict[str, list[float]] = {"height": [], "pitch": [], "roll": []}
-    for vf in views:
-        R = vf.cam.cam_T_world_44[:3, :3]
-        truth = GroundPlane(normal_cam=R @ np.array([0.0, 0.0, 1.0]), contacts_cam_n3=np.zeros((0, 3)),
-                            offset_m=float(vf.cam.centre_world_3[2]) - truth_z, source="calibration")  # fmt: skip
-        grounds = [fit_ground_over_time(vf.bodies)] if over_time else [fit(b) for b in vf.bodies]
-        for g in grounds:
-            if g is None:
-                continue
-            e["height"].append(100 * (g.camera_height_m - truth.camera_height_m))
-            e["pitch"].append(g.pitch_deg - truth.pitch_deg)
-            e["roll"].append(g.roll_deg - truth.roll_deg)
-    return e
+def _truth(vf: ViewFrames, truth_z: float) -> GroundPlane:
+    R = vf.cam.cam_T_world_44[:3, :3]
+    return GroundPlane(normal_cam=R @ np.array([0.0, 0.0, 1.0]), contacts_cam_n3=np.zeros((0, 3)),
+                       offset_m=float(vf.cam.centre_world_3[2]) - truth_z, source="calibration")  # fmt: skip
 
 
-def distance_errors(views: list[ViewFrames]) -> list[float]:
-    """The first body's mid-hip distance error (%) against the triangulated one."""
+def _hip_dist(b: FootedBody) -> float:
+    return float(np.linalg.norm((b.joints["left_hip"] + b.joints["right_hip"]) / 2))
+
+
+def at_reference_distance(bodies: list[FootedBody], refs: list[float | None]) -> list[FootedBody]:
+    """The bodies scaled about the camera so that their mid-hip is at the triangulated distance (the
+    bodies' distance error removed; a diagnostic); unmatched bodies are left out."""
     out = []
-    for vf in views:
-        for bodies, ref in zip(vf.bodies, vf.ref_hip_cam, strict=True):
-            if bodies and ref is not None:
-                hip = (bodies[0].joints["left_hip"] + bodies[0].joints["right_hip"]) / 2
-                out.append(100 * (np.linalg.norm(hip) / np.linalg.norm(ref) - 1))
+    for b, ref in zip(bodies, refs, strict=True):
+        if ref is not None:
+            k = ref / _hip_dist(b)
+            out.append(FootedBody(verts_v3=b.verts_v3 * k, joints={n: v * k for n, v in b.joints.items()}))
     return out
+
+
+@dataclass
+class Variant:
+    """One way to get the ground of a view: which bodies, which fit, per photo or over time."""
+
+    label: str
+    bodies: Callable[[ViewFrames], list[list[FootedBody]]]
+    fit: Callable[[list[FootedBody]], GroundPlane | None]
+    over_time: bool = False
+    fit_over_time: Callable = fit_ground_over_time
+
+
+def view_errors(vf: ViewFrames, truth_z: float, variant: Variant) -> np.ndarray:
+    """(n, 3) height (cm), pitch and roll (deg) errors of every frame's ground (one row over time)."""
+    truth = _truth(vf, truth_z)
+    frames = variant.bodies(vf)
+    grounds = [variant.fit_over_time(frames)] if variant.over_time else [variant.fit(b) for b in frames]
+    rows = [(100 * (g.camera_height_m - truth.camera_height_m), g.pitch_deg - truth.pitch_deg,
+             g.roll_deg - truth.roll_deg) for g in grounds if g is not None]  # fmt: skip
+    return np.array(rows).reshape(-1, 3)
+
+
+def distance_errors(vf: ViewFrames, own_focal: bool) -> list[float]:
+    """Signed mid-hip distance errors (%) of every matched body against the triangulated people."""
+    bodies, refs = (vf.bodies_est, vf.ref_dist_est_m) if own_focal else (vf.bodies, vf.ref_dist_m)
+    return [100 * (_hip_dist(b) / ref - 1) for fr, rf in zip(bodies, refs, strict=True)
+            for b, ref in zip(fr, rf, strict=True) if ref is not None]  # fmt: skip
+
+
+def _variants() -> list[Variant]:
+    def calibrated(vf: ViewFrames) -> list[list[FootedBody]]:
+        return vf.bodies
+
+    def own(vf: ViewFrames) -> list[list[FootedBody]]:
+        return vf.bodies_est
+
+    def at_ref(vf: ViewFrames) -> list[list[FootedBody]]:
+        return [at_reference_distance(b, r) for b, r in zip(vf.bodies, vf.ref_dist_m, strict=True)]
+
+    return [
+        Variant("first slice (baseline), calibrated focal", calibrated, first_slice_ground),
+        Variant("per photo, calibrated focal", calibrated, fit_ground),
+        Variant("over time, calibrated focal", calibrated, fit_ground, over_time=True),
+        Variant("per photo, own focal (default path)", own, fit_ground),
+        Variant("over time, own focal", own, fit_ground, over_time=True),
+        Variant("per photo, bodies at the triangulated distance (diagnostic)", at_ref, fit_ground),
+        Variant("over time, bodies at the triangulated distance (diagnostic)", at_ref, fit_ground, over_time=True),
+    ]
+
+
+def _med(values: np.ndarray | list[float], signed: bool = False) -> str:
+    v = np.asarray(values, dtype=np.float64)
+    if not v.size:
+        return "–"
+    return f"{np.median(v):+.1f}" if signed else f"{np.median(np.abs(v)):.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=None, help="pickle of the fitted bodies (read if present)")
     args = parser.parse_args(argv)
     cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.is_file() else {}
-    rows = []
+    rows, view_rows = [], []
+    variants = _variants()
     for name, role, frames in SETS:
         key = f"{name}:{frames}"
         if key not in cached:
@@ -128,24 +222,35 @@ def main(argv: list[str] | None = None) -> None:
             if args.cache:
                 args.cache.write_bytes(pickle.dumps(cached))
         views, support_z = cached[key]
-        single = name == "pose2sim_single"
-        truth_z = support_z if single else 0.0
-        dist = distance_errors(views) if single else []
+        truth_z = support_z if name == "pose2sim_single" else 0.0
+        label = f"{name} {frames[0]}, {frames[1]}, .., {frames[-1]} ({role})"
         people = np.mean([len(b) for vf in views for b in vf.bodies])
-        for method, fit, over_time in (("first slice (baseline)", first_slice_ground, False),
-                                       ("per photo", fit_ground, False), ("over time", None, True)):  # fmt: skip
-            e = errors(views, truth_z, fit, over_time)
-
-            def med(key: str) -> str:
-                return f"{np.median(np.abs(e[key])):.1f}" if e[key] else "–"  # noqa: B023
-
-            rows.append([f"{name} {frames[0]}, {frames[1]}, .., {frames[-1]} ({role})", f"{people:.1f}", method,
-                         str(len(e["height"])), med("height"), med("pitch"), med("roll"),
-                         f"{np.median(np.abs(dist)):.1f}" if dist else "–"])  # fmt: skip
-    print(f"\nMachine: {machine_description()}; true focal; medians of absolute errors over views x frames "
-          "('over time': over the 4 views).\n")  # fmt: skip
+        per_view = {v.label: [view_errors(vf, truth_z, v) for vf in views] for v in variants}
+        for v in variants:
+            e = np.concatenate(per_view[v.label])
+            own = "own focal" in v.label
+            dist = [d for vf in views for d in distance_errors(vf, own)]
+            rows.append([label, f"{people:.1f}", v.label, str(len(e)), _med(e[:, 0]), _med(e[:, 1]), _med(e[:, 2]),
+                         _med(dist)])  # fmt: skip
+        for i, vf in enumerate(views):
+            focal = [100 * (f / vf.cam.camera.focal_px - 1) for f in vf.focal_est_px]
+            cells = [label, vf.cam.name, _med(focal, True), _med(distance_errors(vf, True), True),
+                     _med(distance_errors(vf, False), True)]
+            for k in (3, 1, 4, 2):  # own focal, calibrated; per photo, over time
+                e = per_view[variants[k].label][i]
+                cells += [_med(e[:, 0], True), _med(e[:, 1], True)]
+            view_rows.append(cells)
+    print(f"\nMachine: {machine_description()}; medians of absolute errors over views x frames ('over time': "
+          "over the 4 views); root distance: every body matched to a triangulated person.\n")  # fmt: skip
     print(markdown_table(["set (frames)", "fitted people per photo", "ground", "estimates", "height err (cm)",
                           "pitch err (deg)", "roll err (deg)", "root dist. err (%)"], rows))  # fmt: skip
+    print("\nPer view (signed medians over the frames; own = the pipeline's focal, the default path; cal = the "
+          "calibrated focal given):\n")  # fmt: skip
+    print(markdown_table(["set (frames)", "view", "focal err (%)", "root dist. err own (%)",
+                          "root dist. err cal (%)", "height err own, per photo (cm)", "pitch err own, per photo (deg)",
+                          "height err cal, per photo (cm)", "pitch err cal, per photo (deg)",
+                          "height err own, over time (cm)", "pitch err own, over time (deg)",
+                          "height err cal, over time (cm)", "pitch err cal, over time (deg)"], view_rows))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -311,3 +311,46 @@ def test_max_people_is_a_pipeline_setting() -> None:
 
     assert ImagePipeline()._get("segmentation").max_people >= 20  # the default looks for a crowd
     assert ImagePipeline(PipelineConfig(max_people=3))._get("segmentation").max_people == 3
+
+
+def test_everyone_in_a_photo_is_fitted_with_its_one_focal(pipeline, labelled) -> None:  # noqa: ANN001
+    """Two signers and bystanders, focal unknown: the photo gets one estimated focal, and every fitted
+    body (the batch of people, each first fitted with its own focal estimate) is refitted with it."""
+    gt, image = next((g, im) for g, im in labelled if g.rel_path == "mpii/052475643.jpg")
+    loaded = LoadedImage(rgb_hw3=image, path=None, exif_focal_px=None, exif_note=None, warnings=[])
+    frame = pipeline.run(loaded, session=ImageSession())
+    bodies = [p.body for p in frame.people if p.body is not None]
+    assert len(bodies) >= 2
+    assert frame.camera.source == "estimated"
+    for body in bodies:
+        assert float(body.params["focal_px"]) == pytest.approx(frame.camera.focal_px, rel=1e-9)
+        assert body.reprojection_px_mean < 0.03 * max(image.shape[:2])  # and fits its person with it
+
+
+def test_the_mirrored_look_is_skipped_only_where_it_could_not_change_a_find(
+    segmenter: EmbeddedSegmenter, labelled: list[tuple[GtImage, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A region whose first landmark run is below the presence threshold is rejected without running the
+    mirrored crop (its average's presence could only be lower): fewer model runs, the same people."""
+    from pipelines.segmentation.pose_landmarks import PoseLandmarkModel
+
+    gt, image = next((g, im) for g, im in labelled if g.rel_path == "mpii/004645041.jpg")  # a tuning photo
+    runs = {"n": 0}
+    model_run = segmenter.landmarks.model.run
+
+    def counted(x):  # noqa: ANN001, ANN202
+        runs["n"] += 1
+        return model_run(x)
+
+    monkeypatch.setattr(segmenter.landmarks.model, "run", counted)
+    fast = segmenter.detect(image)
+    fast_runs, runs["n"] = runs["n"], 0
+    every_run = PoseLandmarkModel.run
+    monkeypatch.setattr(PoseLandmarkModel, "run", lambda self, im, rect, mirror_average=False, skip_mirror_below=None:
+                        every_run(self, im, rect, mirror_average))  # fmt: skip
+    full = segmenter.detect(image)
+    assert fast_runs < runs["n"]
+    assert len(fast) == len(full) >= 1
+    for a, b in zip(fast, full, strict=True):
+        np.testing.assert_array_equal(a.keypoints2d.xy_k2, b.keypoints2d.xy_k2)
+        np.testing.assert_array_equal(a.mask_hw, b.mask_hw)

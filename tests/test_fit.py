@@ -8,6 +8,7 @@ import pytest
 from pipelines.body.anny_model import AnnyBody
 from pipelines.body.anny_points import output_joints
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
+from pipelines.hmr.bone_lengths import LENGTH_NAMES, LengthTerms
 from pipelines.hmr.fit import FitOptions, FitTargets
 from pipelines.hmr.init import ANNY_TO_CAM_FACING_33
 from pipelines.hmr.kinematics import forward, rotation_between, rotvec_to_matrix
@@ -250,6 +251,47 @@ def test_fit_keeps_the_depth_of_a_limb_pointing_at_the_camera(fitter: BodyFitter
     assert input_dz > 0.5 * true_dz
     assert fit_dz < 0.8 * true_dz  # at least 80 % of the true depth
     assert np.nanmean(report.err_px_k) < 1.5
+
+
+def test_free_bone_lengths_recover_long_forearms_and_their_depth(fitter: BodyFitter) -> None:
+    """A person whose forearms are 15 % longer than Anny's proportions give, right forearm reaching toward
+    the camera, exact 2D and 3D: with the bone lengths free (FitOptions.sigma_length) the fitted forearm
+    comes closer to its true length and depth than with Anny's fixed proportions. Off by default."""
+    body = fitter.body
+    pheno = np.array([0.3, 0.5, 0.6, 0.45, 0.7, 0.5])
+    lengths = LengthTerms.build(fitter.skel, body.bone_labels)
+    scale_l = np.zeros(lengths.n_lengths)
+    scale_l[LENGTH_NAMES.index("forearm")] = 0.15
+    rest = body.rest_heads(pheno)
+    G, o = forward(fitter.skel, lengths.shifted_heads(rest.heads_j3, scale_l), _reaching_pose(fitter, pheno),
+                   np.array([0.1, 0.2, 3.5]))  # fmt: skip
+    pm = fitter.point_model(tuple(FIT_NAMES))
+    x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
+    K = np.array([[1400.0, 0, 540], [0, 1400.0, 960], [0, 0, 1]])
+    uv = x[:, :2] / x[:, 2:] * 1400.0 + K[:2, 2]
+    hips = [FIT_NAMES.index("left_hip"), FIT_NAMES.index("right_hip")]
+    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x - x[hips].mean(0))
+
+    def forearm(report) -> tuple[float, float]:  # noqa: ANN001
+        v_fit = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3)
+        names, joints = output_joints(body, v_fit)
+        d = joints[names.index("right_wrist")] - joints[names.index("right_elbow")]
+        return float(np.linalg.norm(d)), float(d[2])
+
+    v_true = body.skin(rest.coeffs_n, rest.heads_j3, G, o)
+    names, joints = output_joints(body, v_true)
+    true_d = joints[names.index("right_wrist")] - joints[names.index("right_elbow")]
+    fixed = fitter.fit(targets, K, FitOptions())
+    free = fitter.fit(targets, K, FitOptions(sigma_length=0.1))
+    assert len(fixed.state.length_scale_l) == 0  # the default keeps Anny's proportions
+    assert free.state.length_scale_l[LENGTH_NAMES.index("forearm")] > 0.07  # of the true 0.15, under the prior
+    len_fixed, dz_fixed = forearm(fixed)
+    len_free, dz_free = forearm(free)
+    true_len = float(np.linalg.norm(true_d))
+    assert abs(len_free - true_len) < 0.75 * abs(len_fixed - true_len)
+    assert true_d[2] < -0.2  # metres toward the camera
+    assert abs(dz_free - true_d[2]) < 0.7 * abs(dz_fixed - true_d[2])
+    assert np.nanmean(free.err_px_k) < np.nanmean(fixed.err_px_k)
 
 
 def test_focal_from_synthetic_bodies_moves_toward_the_truth(fitter: BodyFitter) -> None:

@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 from pipelines.errors import UserFacingError
 from pipelines.io.video_io import probe
 from pipelines.modes.multiview import MultiviewOptions, run_multiview
+from pipelines.multiview.body_fit import BodyOptions
 from pipelines.multiview.calibration import CalibratedCamera, distort_points, make_camera
 from pipelines.multiview.formats import (
     load_calibration,
@@ -107,6 +108,22 @@ def test_fused_body_reprojects_into_every_view(real_fusion, real_body) -> None: 
     assert np.nanmedian(gap) < 0.04
     head, ankle = body.joints_world_fk3[:, 0], body.joints_world_fk3[:, body.joint_names.index("left_ankle")]
     assert np.all(head[:, 2] - ankle[:, 2] > 1.2)
+
+
+def test_default_tracking_reads_reduced_frames_and_answers_in_source_pixels(videos: list[Path],
+                                                                          single_dir: Path) -> None:  # fmt: skip
+    """The default per-view stage (landmark tracking) decodes the 1088x1920 videos at 960 px for speed; its
+    keypoints come back in the videos' own pixels, so the fused person reprojects onto them."""
+    assert MultiviewOptions().tracking_max_side == 960
+    result = run_multiview(videos, single_dir / "Calib.qca.txt",
+                           MultiviewOptions(n_frames=N_FRAMES, body=BodyOptions(fit=False)))  # fmt: skip
+    for view in result.views:
+        xy = view.xy_tfk2[view.conf_tfk > 0.5]
+        assert len(xy) > 10 * N_FRAMES
+        assert xy[:, 1].max() > 1000  # the feet are in the lower half of the 1920 px tall frame, not at 960 px
+        assert (xy[:, 0] > -50).all() and (xy[:, 0] < 1088 + 50).all()
+    assert len(result.fusion.people) == 1
+    assert result.fusion.median_reproj_px < 6.5
 
 
 def test_two_people_are_told_apart_across_views(data_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """The camera before any body is fitted: the user's focal, else EXIF's, else a prior (pipelines.camera.prior).
 
-Why the prior is a 60 degree diagonal field of view: see pipelines.camera.prior.
+Why the prior is a 63.5 degree diagonal field of view: see pipelines.camera.prior.
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ Each person's fit solves the focal with its body under the same log-normal prior
 Gaussian in log(focal) (the fit's Laplace approximation, prior included). Dividing the prior out
 leaves each person's own evidence; the shared focal multiplies the prior once with every person's
 evidence. People whose fit says nothing about the focal (variance at or above the prior's) add nothing.
+A video pools the people of its first frames the same way (FocalPool).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -38,3 +39,38 @@ def combine_focal_estimates(estimates: list[FocalEstimate], prior_px: float, pri
         info += own_info
         weighted += own_info * own_mean
     return FocalEstimate(math.exp(weighted / info), 1.0 / info)
+
+
+POOL_FRAMES = 5
+"""A video's focal is pooled over the people first seen in its first this many processed frames."""
+
+
+@dataclass
+class FocalPool:
+    """One camera's focal from the people of several frames (a video: every track's first fit during its first
+    `frames` frames), each person's evidence counted once and the prior once (combine_focal_estimates)."""
+
+    prior_px: float
+    prior_sigma_log: float
+    frames: int = POOL_FRAMES
+    estimates: list[FocalEstimate] = field(default_factory=list)
+    frames_seen: int = 0
+
+    @property
+    def open(self) -> bool:
+        """Whether new people still add to the focal (after `frames` frames it is held)."""
+        return self.frames_seen < self.frames
+
+    def add(self, estimate: FocalEstimate) -> FocalEstimate:
+        """Add one person's estimate (its fit's posterior, the prior included); returns the pooled focal."""
+        self.estimates.append(estimate)
+        return self.pooled()
+
+    def pooled(self) -> FocalEstimate:
+        """The focal shared by every estimate so far (one estimate: its own; none: the prior)."""
+        if len(self.estimates) == 1:
+            return self.estimates[0]
+        return combine_focal_estimates(self.estimates, self.prior_px, self.prior_sigma_log)
+
+    def end_frame(self) -> None:
+        self.frames_seen += 1

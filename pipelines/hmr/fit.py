@@ -9,6 +9,7 @@ Terms (each a block of residuals; all in the OpenCV camera frame, metres, pixels
   lengths: each limb keeps its own length and takes its tilt in depth from the 3D;
 - the person mask: projected surface samples are pulled inside the mask (distance transform);
 - a pose prior per bone (twist / swing / hinge, see prior.py) and a shape prior toward the average;
+- optionally (FitOptions.sigma_length) free bone lengths under a Gaussian prior (bone_lengths.py);
 - optionally a log-normal prior on the focal length when the focal is estimated with the body.
 Pose, translation, phenotype (shape) and focal length are solved together; shape and focal are
 switched on after a few pose-only iterations. The fit reports the variance of log(focal) so that
@@ -25,6 +26,7 @@ import numpy as np
 
 from pipelines.body.anny_model import FIT_PHENOTYPES, AnnyBody, RestState
 from pipelines.body.anny_pose import nearest_rotations
+from pipelines.hmr.bone_lengths import LengthTerms
 from pipelines.hmr.kinematics import PointModel, Skeleton, forward, rotvec_to_matrix
 from pipelines.hmr.prior import PriorTerms
 
@@ -65,9 +67,12 @@ class FitState:
     pheno_p: np.ndarray
     """Anny phenotype values (AnnyBody.phenotype_labels order)."""
     focal_px: float
+    length_scale_l: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Relative change of each bone length of pipelines.hmr.bone_lengths (empty: lengths not fitted)."""
 
     def copy(self) -> FitState:
-        return FitState(self.local_j33.copy(), self.root_pos_3.copy(), self.pheno_p.copy(), float(self.focal_px))
+        return FitState(self.local_j33.copy(), self.root_pos_3.copy(), self.pheno_p.copy(), float(self.focal_px),
+                        self.length_scale_l.copy())  # fmt: skip
 
 
 @dataclass
@@ -94,6 +99,10 @@ class FitOptions:
     from +9 % to +4 % of MediaPipe's PA-MPJPE but changed nothing beyond noise on the held-out data and
     raised the 2D error (pose2sim_multi 3.99 -> 4.65 px), so it is not the default."""
     sigma_shape: float = 0.3
+    sigma_length: float = 0.0
+    """Prior sigma of each bone length's relative change (pipelines.hmr.bone_lengths); 0 = lengths fixed
+    (Anny's proportions). 0.08 changed the held-out PA-MPJPE within noise (S7 -3.6 mm, S8 -0.8 mm,
+    pose2sim_multi -0.1 mm) and cost pose2sim_single 0.9 mm (README, 3D accuracy), so it is not the default."""
     sigma_mask_px: float = 6.0
     mask_samples: int = 300
     huber_k: float = 2.5
@@ -128,6 +137,8 @@ class _Problem:
         subclasses that see a point several times (pipelines.multiview.body_fit: once per camera)."""
         self._dc_rest: RestState | None = None
         self.cxy = K_33[:2, 2].copy()
+        self.lengths = LengthTerms.build(skel, body.bone_labels) if opts.sigma_length > 0 else None
+        self.n_length = self.lengths.n_lengths if self.lengths is not None else 0
         self.surface = surface
         names = targets.names
         # Effective 2D observations: prompts replace detections of the same name.
@@ -212,9 +223,14 @@ class _Problem:
 
     def build(self, state: FitState, rest: RestState, active: np.ndarray, sub_aj: np.ndarray, prior: PriorTerms,
               free_shape: bool, free_focal: bool, want_jac: bool):  # fmt: skip
-        """Stacked residuals, and the Jacobian if asked: columns [3A rotations, 3 translation, S shape, 1 focal]."""
+        """Stacked residuals, and the Jacobian if asked: columns [3A rotations, 3 translation,
+        L bone lengths (with sigma_length), S shape, 1 focal]."""
         o_opts = self.opts
-        G, o = forward(self.skel, rest.heads_j3, state.local_j33, state.root_pos_3)
+        heads = rest.heads_j3
+        n_l = self.n_length
+        if n_l:
+            heads = self.lengths.shifted_heads(rest.heads_j3, state.length_scale_l)
+        G, o = forward(self.skel, heads, state.local_j33, state.root_pos_3)
         offs = self.pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
         x, contrib = self.pm.evaluate(offs, G, o)
         f = state.focal_px
@@ -222,13 +238,15 @@ class _Problem:
         uv, duv_dx = self.project(x if obs is None else x[obs], f)
         n_a = len(active)
         n_s = len(FIT_PHENOTYPES) if free_shape else 0
-        n_cols = 3 * n_a + 3 + n_s + (1 if free_focal else 0)
+        n_cols = 3 * n_a + 3 + n_l + n_s + (1 if free_focal else 0)
         res, jacs = [], []
 
         dx_dtheta = None
         if want_jac:
             Jr = self.pm.rotation_jacobian(contrib, o, sub_aj, active).reshape(len(x), 3, 3 * n_a)
             dx_dtheta = np.concatenate([Jr, np.broadcast_to(np.eye(3), (len(x), 3, 3))], axis=2)
+            if n_l:
+                dx_dtheta = np.concatenate([dx_dtheta, self.lengths.point_jacobian(self.pm, rest.heads_j3, G)], axis=2)
             if free_shape:
                 dx_dtheta = np.concatenate([dx_dtheta, self._shape_jac(rest, G, self.pm)], axis=2)
 
@@ -296,6 +314,8 @@ class _Problem:
                 g = np.stack([self._bilinear(self.dt_gx, uvc), self._bilinear(self.dt_gy, uvc)], axis=1)
                 Jrs = self.surface.rotation_jacobian(cs, o, sub_aj, active).reshape(len(xs), 3, 3 * n_a)
                 dxs = np.concatenate([Jrs, np.broadcast_to(np.eye(3), (len(xs), 3, 3))], axis=2)
+                if n_l:
+                    dxs = np.concatenate([dxs, self.lengths.point_jacobian(self.surface, rest.heads_j3, G)], axis=2)
                 if free_shape:
                     dxs = np.concatenate([dxs, self._shape_jac(rest, G, self.surface)], axis=2)
                 js = np.einsum("ka,kab,kbn->kn", g, duvs, dxs)
@@ -314,13 +334,21 @@ class _Problem:
                 jp[i, :, 3 * a : 3 * a + 3] = Jp[i]
             jacs.append(jp.reshape(-1, n_cols))
 
+        # Bone-length prior
+        if n_l:
+            res.append(state.length_scale_l / o_opts.sigma_length)
+            if want_jac:
+                jl = np.zeros((n_l, n_cols))
+                jl[:, 3 * n_a + 3 : 3 * n_a + 3 + n_l] = np.eye(n_l) / o_opts.sigma_length
+                jacs.append(jl)
         # Shape prior
         if free_shape:
             idx = self._shape_idx()
             res.append((state.pheno_p[idx] - 0.5) / o_opts.sigma_shape)
             if want_jac:
                 js = np.zeros((n_s, n_cols))
-                js[:, 3 * n_a + 3 : 3 * n_a + 3 + n_s] = np.eye(n_s) / o_opts.sigma_shape
+                k0 = 3 * n_a + 3 + n_l
+                js[:, k0 : k0 + n_s] = np.eye(n_s) / o_opts.sigma_shape
                 jacs.append(js)
         # Focal prior
         if free_focal and o_opts.focal_prior_px:
@@ -346,7 +374,7 @@ class _Problem:
 
 
 def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.ndarray, step: np.ndarray,
-                 shape_idx: list[int], free_shape: bool, free_focal: bool) -> FitState:  # fmt: skip
+                 shape_idx: list[int], free_shape: bool, free_focal: bool, n_length: int = 0) -> FitState:  # fmt: skip
     """New state after an LM step: world-axis rotations of each active bone's subtree (parents first)."""
     n_a = len(active)
     new = state.copy()
@@ -371,6 +399,9 @@ def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.
     new.local_j33[active] = nearest_rotations(new.local_j33[active])
     new.root_pos_3 = state.root_pos_3 + step[3 * n_a : 3 * n_a + 3]
     k = 3 * n_a + 3
+    if n_length:
+        new.length_scale_l = np.clip(state.length_scale_l + step[k : k + n_length], -0.3, 0.4)
+        k += n_length
     if free_shape:
         new.pheno_p = state.pheno_p.copy()
         new.pheno_p[shape_idx] = np.clip(state.pheno_p[shape_idx] + step[k : k + len(shape_idx)], 0.0, 1.0)

@@ -108,6 +108,8 @@ class BodyFitter:
             local, root = analytic_init(self.skel, body.bone_labels, pm, rest, names, targets.xy_k2,
                                         targets.conf_k, targets.hip3d_k3, focal, K_33[:2, 2])  # fmt: skip
             state = FitState(local, root, pheno, focal)
+        if len(state.length_scale_l) != problem.n_length:
+            state.length_scale_l = np.zeros(problem.n_length)
 
         shape_idx = [body.phenotype_labels.index(n) for n in FIT_PHENOTYPES]
         n_done = 0
@@ -152,7 +154,8 @@ class BodyFitter:
                     focal_log_var = None
             for _ in range(5):
                 step = np.linalg.solve(JtJ + lam * np.diag(diag), -g)
-                cand = apply_update(self.skel, state, G, active, step, shape_idx, free_shape, free_focal)
+                cand = apply_update(self.skel, state, G, active, step, shape_idx, free_shape, free_focal,
+                                    problem.n_length)
                 cand_rest = body.rest_heads(cand.pheno_p) if free_shape else rest
                 r_new, _, _ = problem.build(cand, cand_rest, active, sub_aj, prior, free_shape, free_focal, False)
                 if r_new @ r_new < cost:

@@ -16,7 +16,8 @@ two cores are both busy and memory stays flat. Warm-started fits compute the ful
 
 Assumptions and what is held:
 - A static camera: one camera (intrinsics, and the camera frame as the frame of every result) for
-  the whole video. Its focal is the user's, else estimated with the first fitted body, then held.
+  the whole video. Its focal is the user's, else estimated with the people first fitted in its first
+  frames (pipelines.camera.focal.FocalPool: every track's first fit, pooled), then held.
 - One body shape per track: solved on the track's first fitted frame, then held; later frames
   fit pose and translation only, warm-started from the track's previous frame (a few LM iterations).
 Units are metres, in the OpenCV camera frame (x right, y down, z forward); pixels are those of the
@@ -25,6 +26,7 @@ processed (possibly downscaled) frames, origin at the top-left corner.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+from pipelines.camera.focal import FocalEstimate, FocalPool
 from pipelines.camera.prior import focal_prior_px
 from pipelines.errors import UserFacingError
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets
@@ -190,6 +193,8 @@ class VideoPipeline:
         self.tracker = PersonTracker(max_age=self.options.max_age)
         self.tracks: dict[int, TrackHistory] = {}
         self.camera: Camera | None = None
+        self._focal_pool: FocalPool | None = None
+        """While the focal is still being estimated (no user focal), the people's estimates so far."""
         self.frames_done: list[int] = []
         self._detector: Any = None
         self._last_mesh_s: dict[int, float] = {}
@@ -286,6 +291,7 @@ class VideoPipeline:
     def _camera(self, w: int, h: int) -> Camera:
         if self.camera is None or (self.camera.width, self.camera.height) != (w, h):
             self.camera = self.image._get("camera").initial(w, h, None, self.options.focal_px)
+            self._focal_pool = FocalPool(*focal_prior_px(w, h)) if self.camera.source == "default" else None
         return self.camera
 
     def process(self, frame: VideoFrame, detections: list[PersonDetection] | None = None,
@@ -331,6 +337,8 @@ class VideoPipeline:
         if not detections:
             warnings.append(f"frame {frame.index}: nobody found.")
         warnings += self.prompts.problems[n_problems:] + self.prompts.notes[n_notes:]
+        if self._focal_pool is not None and self._focal_pool.estimates:
+            self._focal_pool.end_frame()
         self.frames_done.append(frame.index)
         return VideoFrameResult(frame, camera, people, warnings, self.backend_uses(), masks)
 
@@ -338,7 +346,7 @@ class VideoPipeline:
         hmr = self.image.hmr
         det = person.detection
         if track.last_state is None:
-            estimate = camera.source == "default"
+            estimate = self._focal_pool is not None and self._focal_pool.open
             prior_f, _ = focal_prior_px(camera.width, camera.height)
             if self._masks:
                 fit = hmr.fit(camera, det, {}, estimate_focal=estimate, focal_prior_px=prior_f)
@@ -350,7 +358,8 @@ class VideoPipeline:
                 report = hmr.fitter.fit(targets, camera.K_33, opts, None)
                 body = hmr.to_body_fit(report, targets)
             if estimate:
-                self.camera = Camera.from_focal(report.state.focal_px, camera.width, camera.height, "estimated")
+                pooled = self._focal_pool.add(FocalEstimate(report.state.focal_px, report.focal_log_var or math.inf))
+                self.camera = Camera.from_focal(pooled.focal_px, camera.width, camera.height, "estimated")
             track.pheno_p = report.state.pheno_p.copy()
             track.height_m = body.height_m
             track.last_state = report.state
@@ -361,6 +370,7 @@ class VideoPipeline:
         opts.fit_shape, opts.fit_focal = False, False
         targets = hmr.targets(det, {}, use_mask=self._masks)
         warm = track.last_state.copy()
+        warm.root_pos_3 = warm.root_pos_3 * (camera.focal_px / warm.focal_px)  # same size in the image
         warm.focal_px = camera.focal_px
         report = hmr.fitter.fit(targets, camera.K_33, opts, warm)
         track.last_state = report.state

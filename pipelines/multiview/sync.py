@@ -46,15 +46,17 @@ def offset_costs(xy_pvfk2: list[np.ndarray], conf_pvfk: list[np.ndarray], cams: 
     n_views = len(cams)
     F = {u: fundamental_33(cams[view], cams[u]) for u in range(n_views) if u != view}
     out = np.full(len(candidates), np.inf)
+    others = [[(u, shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan),
+                shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0)) for u in F]
+              for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True)]  # the same for every candidate
     for c, d in enumerate(candidates):
         dists = []
-        for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True):
+        for xy_vfk2, conf_vfk, shifted in zip(xy_pvfk2, conf_pvfk, others, strict=True):
             xa = shift_frames(xy_vfk2[view], d, np.nan)
             ca = shift_frames(conf_vfk[view], d, 0.0)
-            for u in F:
-                xb = shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan)
-                cb = shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0)
-                ok = (ca > MIN_CONF) & (cb > MIN_CONF) & np.isfinite(xa).all(-1) & np.isfinite(xb).all(-1)
+            ok_a = (ca > MIN_CONF) & np.isfinite(xa).all(-1)
+            for u, xb, cb in shifted:
+                ok = ok_a & (cb > MIN_CONF) & np.isfinite(xb).all(-1)
                 if ok.any():
                     dists.append(epipolar_px(xa[ok], xb[ok], F[u]))
         if dists:

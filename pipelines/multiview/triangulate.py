@@ -116,9 +116,8 @@ def _consensus_views(
         pair_n = active_vn[a] & active_vn[b]
         if not pair_n.any():
             continue
-        pair_weight_vn = np.zeros_like(weight_vn[:, pair_n])
-        pair_weight_vn[[a, b]] = weight_vn[[a, b]][:, pair_n]
-        xyz_n3 = _dlt(xn_vn2[:, pair_n], pair_weight_vn, Rt_v34)
+        ab = [a, b]  # the pair's rows only (the other views' rows would be zero)
+        xyz_n3 = _dlt(xn_vn2[ab][:, pair_n], weight_vn[ab][:, pair_n], Rt_v34[ab])
         err_vn = _reproj_errors(xyz_n3, xy_vn2[:, pair_n], cams)
         inlier_vn = active_vn[:, pair_n] & (np.nan_to_num(err_vn, nan=np.inf) < outlier_px)
         count_n = inlier_vn.sum(axis=0)
@@ -150,33 +149,38 @@ def _gauss_newton(
 
 def _gauss_newton_steps(xyz_n3: np.ndarray, xy_vn2: np.ndarray, weight_vn: np.ndarray,
                         cams: Sequence[CalibratedCamera], n_iter: int, ok_n: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The Gauss-Newton steps on the points `ok_n` (the others are returned as they are), every view at once."""
+    idx_n = np.flatnonzero(ok_n)
+    if not len(idx_n):
+        return xyz_n3
+    R_v33 = np.stack([cam.cam_T_world_44[:3, :3] for cam in cams])
+    t_v3 = np.stack([cam.cam_T_world_44[:3, 3] for cam in cams])
+    f_v2 = np.stack([[cam.camera.K_33[0, 0], cam.camera.K_33[1, 1]] for cam in cams])
+    c_v2 = np.stack([cam.camera.K_33[:2, 2] for cam in cams])
+    X_n3 = xyz_n3[idx_n]
+    xy_vn2, w_vn = xy_vn2[:, idx_n], weight_vn[:, idx_n]
+    eye_33 = 1e-9 * np.eye(3)
     for _ in range(n_iter):
-        H_n33 = np.zeros((len(xyz_n3), 3, 3))
-        g_n3 = np.zeros((len(xyz_n3), 3))
-        for v, cam in enumerate(cams):
-            R_33, t_3 = cam.cam_T_world_44[:3, :3], cam.cam_T_world_44[:3, 3]
-            K_33 = cam.camera.K_33
-            p_n3 = np.nan_to_num(xyz_n3) @ R_33.T + t_3
-            z_n = np.where(np.abs(p_n3[:, 2]) > 1e-6, p_n3[:, 2], 1e-6)
-            u_n2 = p_n3[:, :2] / z_n[:, None] * np.array([K_33[0, 0], K_33[1, 1]]) + K_33[:2, 2]
-            r_n2 = u_n2 - xy_vn2[v]
-            # d(pixel)/d(cam point): [[fx/z, 0, -fx x/z^2], [0, fy/z, -fy y/z^2]]
-            J_n23 = np.zeros((len(xyz_n3), 2, 3))
-            J_n23[:, 0, 0] = K_33[0, 0] / z_n
-            J_n23[:, 1, 1] = K_33[1, 1] / z_n
-            J_n23[:, 0, 2] = -K_33[0, 0] * p_n3[:, 0] / z_n**2
-            J_n23[:, 1, 2] = -K_33[1, 1] * p_n3[:, 1] / z_n**2
-            J_n23 = J_n23 @ R_33
-            w_n = weight_vn[v]
-            H_n33 += w_n[:, None, None] * np.einsum("nki,nkj->nij", J_n23, J_n23)
-            g_n3 += w_n[:, None] * np.einsum("nki,nk->ni", J_n23, r_n2)
-        H_n33 += 1e-9 * np.eye(3)
-        step_n3 = np.zeros_like(xyz_n3)
-        step_n3[ok_n] = np.linalg.solve(H_n33[ok_n], -g_n3[ok_n][..., None])[..., 0]
-        xyz_n3 += step_n3
+        p_vn3 = np.einsum("vab,nb->vna", R_v33, X_n3) + t_v3[:, None]
+        z_vn = np.where(np.abs(p_vn3[..., 2]) > 1e-6, p_vn3[..., 2], 1e-6)
+        r_vn2 = p_vn3[..., :2] / z_vn[..., None] * f_v2[:, None] + c_v2[:, None] - xy_vn2
+        # d(pixel)/d(cam point): [[fx/z, 0, -fx x/z^2], [0, fy/z, -fy y/z^2]], then d(cam point)/d(X) = R
+        D_vn23 = np.zeros((*z_vn.shape, 2, 3))
+        D_vn23[..., 0, 0] = f_v2[:, None, 0] / z_vn
+        D_vn23[..., 1, 1] = f_v2[:, None, 1] / z_vn
+        D_vn23[..., 0, 2] = -f_v2[:, None, 0] * p_vn3[..., 0] / z_vn**2
+        D_vn23[..., 1, 2] = -f_v2[:, None, 1] * p_vn3[..., 1] / z_vn**2
+        J_vn23 = np.einsum("vnab,vbc->vnac", D_vn23, R_v33)
+        Jw_vn23 = J_vn23 * w_vn[..., None, None]
+        H_n33 = np.einsum("vnki,vnkj->nij", Jw_vn23, J_vn23) + eye_33
+        g_n3 = np.einsum("vnki,vnk->ni", Jw_vn23, r_vn2)
+        step_n3 = np.linalg.solve(H_n33, -g_n3[..., None])[..., 0]
+        X_n3 = X_n3 + step_n3
         if np.nanmax(np.abs(step_n3), initial=0.0) < 1e-9:
             break
-    return xyz_n3
+    out_n3 = xyz_n3.copy()
+    out_n3[idx_n] = X_n3
+    return out_n3
 
 
 def triangulate_points(

@@ -68,6 +68,14 @@ class GroundPriors:
     """How far (radians) a body's up (mid-ankles to mid-shoulders) may be from the ground's normal."""
     depth_rel_err: float = 0.05
     """A body's relative distance error (all its points scaled about the camera); 0 = distances exact."""
+    up_outlier_rad: float = 0.0
+    """Scale (radians) of Cauchy weights on each body's up against the current normal, for its up prior
+    and its contacts (a body fitted upside down or lying, a far false detection, counts little);
+    0 = every body counts fully."""
+    stance_m: float = 0.0
+    """Scale (metres) of Cauchy weights on the height difference of a body's two feet along the current
+    normal, for its up prior only (a body with one foot raised, kicking, lunging or mid-stride, leans; its
+    lower foot still touches the ground); 0 = off."""
 
 
 def pitch_deg(normal_cam_3: np.ndarray) -> float:
@@ -255,7 +263,8 @@ def feet_only(body: FootedBody) -> FootedBody:
 
 
 def _plane(c_n3: np.ndarray, w_n: np.ndarray, g_n: np.ndarray, ups_b3: np.ndarray, up_3: np.ndarray,
-           offset_m: float, priors: GroundPriors) -> tuple[np.ndarray, float]:  # fmt: skip
+           offset_m: float, priors: GroundPriors, up_w_b: np.ndarray | None = None
+           ) -> tuple[np.ndarray, float]:  # fmt: skip
     """Normal and offset from weighted contacts (`g_n`: each one's person) and the priors (see the module
     docstring). A person's contacts share one distance error: its whole body scaled by 1 + e about the
     camera (e ~ priors.depth_rel_err), which moves its plane's offset by offset * e and keeps its normal. So each
@@ -279,10 +288,18 @@ def _plane(c_n3: np.ndarray, w_n: np.ndarray, g_n: np.ndarray, ups_b3: np.ndarra
     mean_3 = (w_g[:, None] * means_g3).sum(axis=0) / w_g.sum()
     d_g3 = means_g3 - mean_3
     M_33 += (w_g[:, None] * d_g3).T @ d_g3
-    M_33 += (len(ups_b3) * np.eye(3) - ups_b3.T @ ups_b3) / priors.body_up_sigma_rad**2  # sum (I - u u^T) / s^2
+    up_w_b = np.ones(len(ups_b3)) if up_w_b is None else up_w_b
+    M_33 += (up_w_b.sum() * np.eye(3) - (up_w_b[:, None] * ups_b3).T @ ups_b3) / priors.body_up_sigma_rad**2
+    # = sum w (I - u u^T) / s^2
     _, vecs = np.linalg.eigh(M_33)
     normal = _unit(vecs[:, 0] * np.sign(vecs[:, 0] @ up_3))
     return normal, -float(mean_3 @ normal)
+
+
+def _up_weights(ups_b3: np.ndarray, normal_3: np.ndarray, scale_rad: float) -> np.ndarray:
+    """Cauchy weights of the bodies' ups on their angles to `normal_3`."""
+    angle_b = np.arccos(np.clip(ups_b3 @ normal_3, -1.0, 1.0))
+    return _robust_weights(angle_b, scale_rad)
 
 
 def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], priors: GroundPriors | None = None
@@ -296,16 +313,26 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], prior
     tall = [(f, b) for f, b in flat if np.ptp(np.stack(list(b.joints.values())) @ body_up(b)) >= MIN_BODY_EXTENT_M]
     flat = tall or flat
     ups_b3 = np.stack([body_up(b) for _, b in flat])
+    up_w_b = np.ones(len(flat))
     up_3 = _unit(ups_b3.mean(axis=0))
+    if priors.up_outlier_rad > 0:  # a robust mean of the ups (IRLS on their angles to it)
+        for _ in range(10):
+            up_w_b = _up_weights(ups_b3, up_3, priors.up_outlier_rad)
+            up_3 = _unit((up_w_b[:, None] * ups_b3).sum(axis=0))
     normal, offset = up_3, None
     group_of = {}
     for i, (_, b) in enumerate(flat):
         group_of[i] = group_of.setdefault(("track", b.track_id), len(group_of)) if b.track_id is not None else -1 - i
     for _ in range(ITERATIONS):
+        if priors.up_outlier_rad > 0:
+            up_w_b = _up_weights(ups_b3, normal, priors.up_outlier_rad)
+        prior_w_b = up_w_b.copy()
         contacts, weights, groups = [], [], []
         for i, (_, b) in enumerate(flat):
             c_43 = foot_contacts(b, normal)
             h_4 = c_43 @ normal
+            if priors.stance_m > 0:  # left foot (rows 0, 1) against right foot (rows 2, 3)
+                prior_w_b[i] *= _robust_weights(np.array(h_4[:2].min() - h_4[2:].min()), priors.stance_m)
             low = h_4 - h_4.min()
             keep = low <= FEET_LEVEL_M
             contacts.append(c_43[keep])
@@ -314,11 +341,11 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], prior
             if offset is not None:  # a body in the air (a jump, a bad fit) counts little
                 w = w * _robust_weights(h_4[keep] + offset, CONTACT_SCALE_M)
             w = w / max(float(np.sum(c_43[keep].mean(axis=0) ** 2)), 1.0)  # its depth error grows with distance
-            weights.append(w)
+            weights.append(w * up_w_b[i])
         c_n3, w_n = np.concatenate(contacts), np.concatenate(weights)
         if offset is None:
             offset = -float(np.median(c_n3 @ normal))
-        normal, offset = _plane(c_n3, w_n, np.concatenate(groups), ups_b3, up_3, offset, priors)
+        normal, offset = _plane(c_n3, w_n, np.concatenate(groups), ups_b3, up_3, offset, priors, prior_w_b)
     n_frames = len({f for f, _ in flat})
     people = max(sum(1 for g, _ in flat if g == f) for f in range(len(bodies_per_frame)))
     source = (f"feet of {people} {'person' if people == 1 else 'people'}"

@@ -449,7 +449,7 @@ class EmbeddedSegmenter:
         """The landmark model in one region, None when it sees no person there."""
         if rect.size_px < 8:
             return None
-        lm = self.landmarks.run(image, rect, mirror_average)
+        lm = self.landmarks.run(image, rect, mirror_average, skip_mirror_below=min_presence)
         return lm if lm.presence >= min_presence else None
 
     @staticmethod
