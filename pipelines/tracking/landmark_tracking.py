@@ -76,9 +76,11 @@ class LandmarkTrackingOptions:
     frame's pixels under it. Opt-in: measured on pose2sim_single (100 frames, load 15-21, main in the same
     run) ~15 % less CPU a frame, but the landmarks move by ~1 px and PA-MPJPE against the 4-view
     triangulation is 0.1-1.2 mm worse on every view (cam01 tuning, cam02-04 held out)."""
-    landmark_threads: int | None = 1
-    """Threads of the landmark model's interpreter (None: the default, 2 here). One: the video's other
-    stages (decoding, the fits) keep the second core, and a model run costs ~20 % less CPU than with two."""
+    landmark_threads: int | None = None
+    """Threads of the landmark model's interpreter (None: the default, 2 here). One costs ~20 % less CPU a
+    model run (12.6 against 15.9 ms, load ~13) but makes the detection thread the slowest stage: measured
+    interleaved with the default at load 2-6 on pose2sim_single cam01 (100 frames), 14.5 frames/s mean of
+    5 runs against 17.6."""
 
 
 @dataclass
