@@ -41,7 +41,11 @@ def parse_frame_keypoint(text: str) -> tuple[int, tuple[str, tuple[float, float]
 def add_prompt_arguments(vid: argparse.ArgumentParser) -> None:
     vid.add_argument("--point", type=parse_frame_point, action="append", default=[], metavar="F:X,Y[,1|0]",
                      help="on frame F, the person at (X, Y) (source pixels): 1 (default) = track only the people "
-                          "clicked, from F on; 0 = stop tracking this person from F on (repeatable)")  # fmt: skip
+                          "clicked, from F on; 0 = stop tracking this person from F on. More than one point (or a "
+                          "box and a point) on one person on frame F corrects their mask there and on the "
+                          "following frames (the points move with the person's box): 1 = this is the person, "
+                          "0 = this is not (then 0 does not stop tracking them); the masks go to result.rrd "
+                          "(repeatable)")  # fmt: skip
     vid.add_argument("--box", type=parse_frame_box, action="append", default=[], metavar="F:X0,Y0,X1,Y1",
                      help="on frame F, track the person in this box (as a point with 1; repeatable)")
     vid.add_argument("--keypoint", type=parse_frame_keypoint, action="append", default=[], metavar="F:NAME=X,Y",

@@ -179,7 +179,8 @@ class VideoRun:
         frame is processed (`cancelled`); the pipeline's iterator is closed, which stops its threads."""
         o = self.options
         decoded = read_video(self.info, stride=o.stride, start_s=o.start_s, end_s=o.end_s,
-                             max_side=o.max_side or None, report=self.report)  # fmt: skip
+                             max_side=o.max_side or None, report=self.report,
+                             keep_source=self.pipeline.wants_source_frames)  # fmt: skip
         results = self.pipeline.run(decoded)
         try:
             if should_stop is not None and should_stop():

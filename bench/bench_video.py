@@ -97,7 +97,8 @@ def run_clip(video: Path, stride: int, max_side: int, n_frames: int | None, smoo
     boxes: dict[int, list[tuple[int, np.ndarray]]] = {}
 
     def clip():  # noqa: ANN202
-        return read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report)
+        return read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report,
+                          keep_source=vp.wants_source_frames)
 
     frames = clip() if loop_to is None else looped(clip, loop_to, info.fps)
     with PeakRss() as mem:

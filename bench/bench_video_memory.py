@@ -36,7 +36,8 @@ def one_run(n_frames: int, rrd: bool) -> dict:
     outputs = VideoOutputs(Path(tempfile.mkdtemp(prefix="bench_mem_")) / "out", info, write_rrd=rrd)
     start = rss_mb()
     with PeakRss() as streaming:
-        for result in video.run(looped(lambda: read_video(info, max_side=1280, report=DecodeReport()),
+        for result in video.run(looped(lambda: read_video(info, max_side=1280, report=DecodeReport(),
+                                                          keep_source=video.wants_source_frames),
                                        n_frames, info.fps)):  # fmt: skip
             outputs.add(result)
     with PeakRss() as writing:

@@ -5,7 +5,8 @@ Layout of `out_dir`:
                       track: id, height_m, frames, joints3d_cam (per frame, per joint [x, y, z]; metres, OpenCV
                       camera frame); plus the warnings; "ground": the ground plane and world frame fitted to
                       the feet (pipelines.tracking.feet; a static camera assumed), and per track its root
-                      on it ("root_world", metres), its feet contacts and their slide
+                      on it ("root_world", metres), its feet contacts and their slide; "mask_frames": the
+                      frames on which a mask correction made its mask (logged to result.rrd)
     track_<id>.npz    per-frame body parameters of that track (bone rotations, root position, joints) + meta_json
     track_<id>.bvh    the skeleton's motion (see viz.bvh: metres), in the ground's world frame
     track_<id>.glb    the body as an animated, skinned glTF (see viz.gltf_anim): one keyframe per frame,
@@ -180,6 +181,7 @@ class VideoOutputs:
                 "joints3d_cam": np.round(np.stack(track.joints_cam_fk3).astype(np.float64), 5),
                 "files": {"params": f"track_{track.id}.npz", "bvh": f"track_{track.id}.bvh",
                           "glb": f"track_{track.id}.glb"},
+                "mask_frames": list(pipeline.masks.frames_with_mask.get(track.id, [])),
                 **self._world_entry(track.id),
             })  # fmt: skip
             names += self._write_track_files(track, body, pipeline)

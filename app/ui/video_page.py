@@ -108,9 +108,11 @@ def build_video_tab(demo: gr.Blocks, engine: H.Engine, registry: SessionRegistry
                 max_side = gr.Number(VH.DEFAULT_MAX_SIDE, label="Max resolution (px, longer side)", minimum=0,
                                      precision=0, info="frames are downscaled to it; 0: never")  # fmt: skip
                 smooth = gr.Checkbox(True, label="Temporal smoothing (each whole track, once the video has run)")
-            with gr.Accordion("Prompts: who to track, joint corrections", open=False, elem_id="video-prompts"):
+            with gr.Accordion("Prompts: who to track, mask and joint corrections", open=False, elem_id="video-prompts"):
                 gr.Markdown("Show a frame and click on it. Positive points (or a box) track only the people "
-                            "clicked, from that frame on; a negative point stops tracking a person; a keypoint "
+                            "clicked, from that frame on; a negative point stops tracking a person; more than "
+                            "one point on a person (or a box and a point) corrects their mask on that frame and "
+                            "the following ones (negative: not the person), shown in the viewer; a keypoint "
                             "moves a joint on that frame, and the correction fades out over the next second.")
                 prompt_state = gr.State(VP.VideoPromptState())
                 with gr.Row():

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -63,16 +64,61 @@ class VideoInfo:
 
 @dataclass
 class VideoFrame:
-    """One decoded (and possibly downscaled) frame."""
+    """One decoded frame, downscaled by `scale` when it is used as pixels.
+
+    The decoder hands out the source frame (`source_bgr_hw3`) and the downscaled RGB frame is made on
+    first use of `rgb_hw3` (and kept): the landmark tracker crops its 256 px regions from the source
+    frame and needs the downscaled one only on the frames its person detector runs, so most frames
+    are never downscaled (pipelines.tracking.landmark_tracking)."""
 
     index: int
     """Index of the frame in the video (0-based, before the stride)."""
     time_s: float
     """Presentation time in seconds (index / fps)."""
-    rgb_hw3: np.ndarray
-    """The frame, RGB uint8, downscaled by `scale`."""
-    scale: float
+    _rgb_hw3: np.ndarray | None = field(repr=False)
+    """The frame downscaled, RGB uint8; None until `rgb_hw3` makes it from the source frame."""
+    scale: float = 1.0
     """Processed pixels per source pixel (1.0 when not downscaled)."""
+    source_bgr_hw3: np.ndarray | None = field(default=None, repr=False)
+    """The frame as decoded, BGR uint8, source pixels; None when only the processed frame is known."""
+
+    @property
+    def rgb_hw3(self) -> np.ndarray:
+        """The frame, RGB uint8, downscaled by `scale` (made from the source frame on first use)."""
+        if self._rgb_hw3 is None:
+            assert self.source_bgr_hw3 is not None
+            small_bgr_hw3 = _scaled_to(self.source_bgr_hw3, self.shape_hw)
+            self._rgb_hw3 = cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB)
+        return self._rgb_hw3
+
+    def window_rgb(self, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, int, int]:
+        """The processed frame's pixels over the window (x0, y0, x1, y1) (processed pixels), grown to the
+        downscale's pixel grid, and its top-left corner (ox, oy): the same values as that part of
+        `rgb_hw3`, made from the source frame's pixels under it alone (a pixel-area downscale by a ratio
+        p / q maps source pixel q * k onto processed pixel p * k exactly). When the frame is already made,
+        or the ratio is not a small fraction, the window of `rgb_hw3` itself."""
+        h, w = self.shape_hw
+        ix0, iy0 = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
+        ix1, iy1 = int(np.clip(np.ceil(x1), ix0 + 1, w)), int(np.clip(np.ceil(y1), iy0 + 1, h))
+        grid = None if self._rgb_hw3 is not None or self.source_bgr_hw3 is None else _area_grid(
+            self.source_bgr_hw3.shape[:2], (h, w))  # fmt: skip
+        if grid is None:
+            return self.rgb_hw3[iy0:iy1, ix0:ix1], ix0, iy0
+        (py, qy), (px, qx) = grid
+        ix0, iy0 = ix0 // px * px, iy0 // py * py
+        ix1, iy1 = min(w, -(-ix1 // px) * px), min(h, -(-iy1 // py) * py)
+        src = self.source_bgr_hw3[iy0 // py * qy : iy1 // py * qy, ix0 // px * qx : ix1 // px * qx]
+        small_bgr = cv2.resize(src, (ix1 - ix0, iy1 - iy0), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small_bgr, cv2.COLOR_BGR2RGB), ix0, iy0
+
+    @property
+    def shape_hw(self) -> tuple[int, int]:
+        """(height, width) of the processed frame, without making it."""
+        if self._rgb_hw3 is not None:
+            return int(self._rgb_hw3.shape[0]), int(self._rgb_hw3.shape[1])
+        assert self.source_bgr_hw3 is not None
+        h, w = self.source_bgr_hw3.shape[:2]
+        return scaled_size_hw(h, w, self.scale)
 
 
 @dataclass
@@ -155,19 +201,52 @@ def check_length(info: VideoInfo, stride: int, start_s: float, end_s: float | No
     return n
 
 
-def _resized(image_hw3: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
-    """The image downscaled so that its longer side is at most max_side, and the scale."""
-    rgb_hw3 = image_hw3
-    h, w = rgb_hw3.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        return cv2.resize(rgb_hw3, size, interpolation=cv2.INTER_AREA), scale
-    return rgb_hw3, 1.0
+def scaled_size_hw(h: int, w: int, scale: float) -> tuple[int, int]:
+    """(height, width) of an h x w frame downscaled by `scale` (as the decoder rounds them)."""
+    if scale >= 1.0:
+        return h, w
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _scale_for(h: int, w: int, max_side: int | None) -> float:
+    """The scale that brings the longer side to at most max_side (1.0: not downscaled)."""
+    return max_side / max(h, w) if max_side and max(h, w) > max_side else 1.0
+
+
+def _area_grid(src_hw: tuple[int, int], dst_hw: tuple[int, int], max_q: int = 8
+               ) -> tuple[tuple[int, int], tuple[int, int]] | None:  # fmt: skip
+    """Per axis (rows, columns), the downscale's ratio dst / src as (p, q) in lowest terms, when both are
+    small fractions (q <= max_q) that tile both sizes (1080 -> 720 and 1920 -> 1280: 2 / 3); else None."""
+    out = []
+    for src, dst in zip(src_hw, dst_hw, strict=True):
+        ratio = Fraction(int(dst), int(src))
+        if ratio.denominator > max_q or dst % ratio.numerator:
+            return None
+        out.append((ratio.numerator, ratio.denominator))
+    return out[0], out[1]
+
+
+def _scaled_to(image_hw3: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """The image resampled to `shape_hw` by pixel-area averaging (as is, when already that size)."""
+    if image_hw3.shape[:2] == tuple(shape_hw):
+        return image_hw3
+    return cv2.resize(image_hw3, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def _lazy_frame(index: int, time_s: float, bgr_hw3: np.ndarray, max_side: int | None, keep_source: bool
+                ) -> VideoFrame:  # fmt: skip
+    """A frame of the decoded `bgr_hw3`, downscaled to max_side: when used (VideoFrame.rgb_hw3) with
+    `keep_source`, else now (in the decoding thread; the source frame is not kept)."""
+    h, w = bgr_hw3.shape[:2]
+    frame = VideoFrame(index, time_s, None, _scale_for(h, w, max_side), bgr_hw3)
+    if not keep_source:
+        frame.rgb_hw3  # noqa: B018 - made here
+        frame.source_bgr_hw3 = None
+    return frame
 
 
 def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, max_side: int | None,
-                   report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+                   report: DecodeReport, keep_source: bool) -> Iterator[VideoFrame]:  # fmt: skip
     assert info.frame_paths is not None
     for index, path in enumerate(info.frame_paths):
         if last is not None and index > last:
@@ -189,15 +268,14 @@ def _folder_frames(info: VideoInfo, stride: int, first: int, last: int | None, m
             report.notes.append(f"{info.path.name}/{path.name}: {w}x{h}, not {info.width}x{info.height} as the "
                                 f"first frame; frame {index} skipped.")  # fmt: skip
             continue
-        small_bgr_hw3, scale = _resized(bgr_hw3, max_side)
-        yield VideoFrame(index, index / info.fps, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
+        yield _lazy_frame(index, index / info.fps, bgr_hw3, max_side, keep_source)
 
 
 def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, max_side: int | None,
-            report: DecodeReport) -> Iterator[VideoFrame]:  # fmt: skip
+            report: DecodeReport, keep_source: bool) -> Iterator[VideoFrame]:  # fmt: skip
     first, last = wanted_range(info, start_s, end_s)
     if info.is_folder:
-        yield from _folder_frames(info, stride, first, last, max_side, report)
+        yield from _folder_frames(info, stride, first, last, max_side, report, keep_source)
         return
     capture = open_capture(info.path)
     variable = False
@@ -229,8 +307,7 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
                 if not ok or bgr_hw3 is None:
                     report.problems.append(f"{info.path.name}: frame {index} is damaged; decoding stopped there.")
                     break
-                small_bgr_hw3, scale = _resized(bgr_hw3, max_side)  # resized first: fewer pixels to convert
-                yield VideoFrame(index, time_s, cv2.cvtColor(small_bgr_hw3, cv2.COLOR_BGR2RGB), scale)
+                yield _lazy_frame(index, time_s, bgr_hw3, max_side, keep_source)
             index += 1
     finally:
         capture.release()
@@ -243,10 +320,12 @@ def _frames(info: VideoInfo, stride: int, start_s: float, end_s: float | None, m
 
 def read_video(info: VideoInfo, *, stride: int = 1, start_s: float = 0.0, end_s: float | None = None,
                max_side: int | None = None, report: DecodeReport | None = None,
-               prefetch: int = 4) -> Iterator[VideoFrame]:  # fmt: skip
+               prefetch: int = 4, keep_source: bool = False) -> Iterator[VideoFrame]:  # fmt: skip
     """Yield the wanted frames in order: every `stride`-th frame from `start_s` up to `end_s` (seconds),
     downscaled so that the longer side is at most `max_side` pixels. With `prefetch` > 0 frames are
-    decoded in a thread, at most `prefetch` ahead (OpenCV releases the GIL while decoding).
+    decoded in a thread, at most `prefetch` ahead (OpenCV releases the GIL while decoding). `keep_source`:
+    each frame keeps the decoded frame and is downscaled on first use (VideoFrame; the video mode's
+    landmark tracker crops from the source frame); else frames are downscaled while decoding.
     Problems met while decoding (truncated file, damaged frame) end the stream and are added to `report`.
     """
     if stride < 1:
@@ -254,7 +333,7 @@ def read_video(info: VideoInfo, *, stride: int = 1, start_s: float = 0.0, end_s:
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise UserFacingError(f"The time range {start_s}..{end_s} s is empty or negative.")
     report = report if report is not None else DecodeReport()
-    frames = _frames(info, stride, start_s, end_s, max_side, report)
+    frames = _frames(info, stride, start_s, end_s, max_side, report, keep_source)
     if prefetch <= 0:
         yield from frames
         return

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ from pipelines.tracking.prompts import PromptSelector, VideoPrompts
 from pipelines.tracking.smoothing import DetectionSmoother, SmoothingOptions
 from pipelines.tracking.track_smoothing import TrackSmoothingOptions, savgol_track, smooth_rotations
 from pipelines.tracking.tracker import PersonTracker
+from pipelines.tracking.video_masks import VideoMaskOptions, VideoMasks
 from pipelines.types import BackendUse, BodyFit, Camera, Keypoints3D, PersonDetection, PersonResult
 
 
@@ -87,6 +88,9 @@ class VideoOptions:
     first slice's path, with masks; the bench's baseline). Other segmentation backends: every frame."""
     redetect_every: int = 10
     """"tracking": frames between two runs of the person detector (people who enter later)."""
+    source_crops: bool = False
+    """"tracking": crop the landmark model's regions from the decoded frame itself (faster, slightly less
+    accurate; LandmarkTrackingOptions.source_crops). Off by default."""
     redetect_tiles: tuple[float, ...] = ()
     """"tracking": the person detector's tiles besides the whole frame (fractions of the short side, as
     TileSettings.tile_fracs): small people at the edges are found; () = the whole frame only."""
@@ -99,6 +103,8 @@ class VideoOptions:
     """run(): decode and detect in their own threads, ahead of the fits."""
     queue_size: int = 3
     """run(): at most this many detected frames wait for their fits (memory stays flat)."""
+    masks: VideoMaskOptions = field(default_factory=VideoMaskOptions)
+    """Mask corrections (pipelines.tracking.video_masks): how often a corrected person's mask is made."""
     gil_switch_s: float = 0.0005
     """run(), threaded: Python's thread switch interval while the video runs (pipelines.io.ahead.
     gil_switch_interval; Python's default is 5 ms). Measured on cam01 (100 frames, load ~21, 3 runs of
@@ -154,6 +160,9 @@ class VideoFrameResult:
     """Plain-language notes for this frame."""
     backends: dict[str, BackendUse] = field(default_factory=dict)
     """Per stage run so far: the backend asked for and the one in use (they differ after a fallback)."""
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    """Track id -> that person's corrected mask on this frame, float32 (H, W) in [0, 1], processed pixels
+    (also their detection's `mask_hw`); only people with a mask correction, at its rate (VideoMasks)."""
 
 
 def check_video_config(config: PipelineConfig) -> None:
@@ -180,6 +189,7 @@ class VideoPipeline:
         check_video_config(self.image.config)
         self.options = options or VideoOptions()
         self.prompts = PromptSelector(prompts or VideoPrompts())
+        self.masks = VideoMasks(self.options.masks)
         self.tracker = PersonTracker(max_age=self.options.max_age)
         self.tracks: dict[int, TrackHistory] = {}
         self.camera: Camera | None = None
@@ -197,12 +207,12 @@ class VideoPipeline:
             for frame in frames:
                 yield self.process(frame)
             return
-        ahead = run_ahead(frames, lambda frame: (frame, self.detect(frame.rgb_hw3)), self.options.queue_size,
-                          "video-detect")  # fmt: skip
+        ahead = run_ahead(frames, lambda frame: (frame, self.detect_frame(frame), self._regions()),
+                          self.options.queue_size, "video-detect")  # fmt: skip
         try:
             with gil_switch_interval(self.options.gil_switch_s):
-                for frame, detections in ahead:
-                    yield self.process(frame, detections)
+                for frame, detections, regions in ahead:
+                    yield self.process(frame, detections, regions)
         finally:
             ahead.close()
 
@@ -222,7 +232,7 @@ class VideoPipeline:
             if embedded and self.options.detector == "tracking":
                 self._detector = LandmarkTrackingDetector(LandmarkTrackingOptions(
                     max_people=self.options.max_people, redetect_every=self.options.redetect_every,
-                    tile_fracs=self.options.redetect_tiles))  # fmt: skip
+                    tile_fracs=self.options.redetect_tiles, source_crops=self.options.source_crops))  # fmt: skip
             elif embedded:
                 self._detector = create("segmentation", "embedded", single_pass=True,
                                         max_people=self.options.max_people)  # fmt: skip
@@ -258,26 +268,57 @@ class VideoPipeline:
             detections = self.image._get("keypoints").add_keypoints(rgb_hw3, detections)
         return detections
 
+    @property
+    def wants_source_frames(self) -> bool:
+        """Whether frames should keep their decoded source frame (read_video's `keep_source`): the landmark
+        tracker crops from it, and most frames are then never downscaled (see detect_frame)."""
+        return isinstance(self._segmenter(), LandmarkTrackingDetector) and not self.options.hands
+
+    def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
+        """`detect` on a decoded frame: the landmark tracker crops its regions from the source frame (the
+        downscaled frame is made only when a stage needs its pixels: the person detector, the hands, the
+        other segmentation backends)."""
+        seg = self._segmenter()
+        if isinstance(seg, LandmarkTrackingDetector) and not self.options.hands:
+            return seg.detect_frame(frame)
+        return self.detect(frame.rgb_hw3)
+
+    def _regions(self) -> list[Any] | None:
+        """The landmark tracker's regions of the people its last detect returned (their masks), else None."""
+        seg = self._detector
+        return list(seg.last_regions) if isinstance(seg, LandmarkTrackingDetector) else None
+
     def _camera(self, w: int, h: int) -> Camera:
         if self.camera is None or (self.camera.width, self.camera.height) != (w, h):
             self.camera = self.image._get("camera").initial(w, h, None, self.options.focal_px)
             self._focal_pool = FocalPool(*focal_prior_px(w, h)) if self.camera.source == "default" else None
         return self.camera
 
-    def process(self, frame: VideoFrame, detections: list[PersonDetection] | None = None) -> VideoFrameResult:
-        """One frame: tracking, smoothing and fits (`detections`: the frame's detection stage, run here
-        when None)."""
-        rgb = frame.rgb_hw3
-        h, w = rgb.shape[:2]
+    def process(self, frame: VideoFrame, detections: list[PersonDetection] | None = None,
+                regions: list[Any] | None = None) -> VideoFrameResult:  # fmt: skip
+        """One frame: tracking, smoothing, mask corrections and fits (`detections`: the frame's detection
+        stage, run here when None; `regions`: the landmark tracker's regions of them, for their masks)."""
+        h, w = frame.shape_hw
         camera = self._camera(w, h)
         if detections is None:
-            detections = self.detect(rgb)
+            detections = self.detect_frame(frame)
+            regions = self._regions()
+        region_of = {} if regions is None else {id(d): r for d, r in zip(detections, regions, strict=False)}
         ids = self.tracker.update(detections)
         n_problems, n_notes = len(self.prompts.problems), len(self.prompts.notes)
         kept = self.prompts.select(frame.index, frame.scale, ids, detections)
         warnings: list[str] = []
         people: list[PersonResult] = []
+        masks: dict[int, np.ndarray] = {}
         for track_id, det in sorted(kept, key=lambda p: p[0]):
+            region = region_of.get(id(det))
+            if track_id in self.prompts.mask_points:
+                self.masks.add(track_id, frame.index, det, self.prompts.mask_points[track_id])
+            if self.masks.active and self.masks.due(track_id, frame.time_s):
+                base_hw = region.mask_hw((h, w)) if region is not None else det.mask_hw
+                masks[track_id] = self.masks.corrected(track_id, frame.index, frame.time_s, frame.rgb_hw3, det,
+                                                       base_hw)  # fmt: skip
+                det = replace(det, mask_hw=masks[track_id])
             track = self.tracks.setdefault(track_id, TrackHistory(track_id))
             if self.options.smooth and self.options.online_smooth:
                 if track.smoother is None:
@@ -299,7 +340,7 @@ class VideoPipeline:
         if self._focal_pool is not None and self._focal_pool.estimates:
             self._focal_pool.end_frame()
         self.frames_done.append(frame.index)
-        return VideoFrameResult(frame, camera, people, warnings, self.backend_uses())
+        return VideoFrameResult(frame, camera, people, warnings, self.backend_uses(), masks)
 
     def _fit(self, track: TrackHistory, camera: Camera, person: PersonResult, time_s: float) -> BodyFit:
         hmr = self.image.hmr

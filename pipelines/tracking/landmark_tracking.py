@@ -10,19 +10,51 @@ newcomers with the detector every `redetect_every` frames only (and on every fra
 tracked), so one person costs one landmark run (~18 ms) a frame, whatever the number allowed.
 
 Per-person masks are not computed (the video fit does not use them): `mask_hw` is a read-only
-all-zero view of the frame's size. Pixels of the given frame, origin at the top-left corner.
+all-zero view of the frame's size; the landmark model's own mask of each tracked region is kept in
+`last_regions` (pipelines.tracking.video_masks pastes it into the frame when a mask prompt asks).
+Pixels of the given frame, origin at the top-left corner.
+
+`detect_frame` takes a decoded VideoFrame: each tracked region's crop is cut from the processed frame's
+pixels under that region only, made from the source frame (VideoFrame.window_rgb: the same pixel-area
+downscale, the same values), so the whole downscaled frame is made only on the frames the person
+detector runs (1 in `redetect_every`; the 1080p -> 720p area downscale of a whole frame was ~10 ms of
+CPU). The crops, hence the landmarks, are those of the whole downscaled frame, to the last bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from pipelines.io.video_io import VideoFrame
 from pipelines.segmentation.embedded import EmbeddedSegmenter, _same, as_rgb_uint8, detection_from_landmarks
 from pipelines.segmentation.pose_detector import TileSettings
-from pipelines.segmentation.pose_landmarks import RegionLandmarks
+from pipelines.segmentation.pose_landmarks import INPUT_SIDE, PoseLandmarkModel, RegionLandmarks
+from pipelines.segmentation.roi import RotatedRect, crop_region
+from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
 from pipelines.types import PersonDetection
+
+
+def reduced_crop(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int) -> np.ndarray:
+    """crop_region of a large region, its power-of-two area reductions done here on even-sized sub-images
+    (OpenCV's exact 2:1 pixel-area path, ~0.4 ms for a 1300 px region of a 1080p frame; an odd size
+    falls back to its general path, ~3 ms): the same averaging, the odd edge pixel dropped as crop_region
+    drops it."""
+    h, w = image_hw3.shape[:2]
+    x0, y0, x1, y1 = rect.bounds_xyxy()
+    ix0, iy0 = int(np.clip(np.floor(x0) - 2, 0, w - 1)), int(np.clip(np.floor(y0) - 2, 0, h - 1))
+    ix1, iy1 = int(np.clip(np.ceil(x1) + 2, ix0 + 1, w)), int(np.clip(np.ceil(y1) + 2, iy0 + 1, h))
+    src = image_hw3[iy0:iy1, ix0:ix1]
+    cx, cy = rect.center_xy[0] - ix0, rect.center_xy[1] - iy0
+    factor = 1
+    while rect.size_px / (factor * crop_side) > 2.0 and min(src.shape[:2]) >= 4:
+        sh, sw = src.shape[0] // 2, src.shape[1] // 2
+        src = cv2.resize(src[: 2 * sh, : 2 * sw], (sw, sh), interpolation=cv2.INTER_AREA)
+        factor *= 2
+    rect_src = RotatedRect((cx / factor, cy / factor), rect.size_px / factor, rect.rotation_rad)
+    return crop_region(src, rect_src, crop_side)
 
 
 @dataclass
@@ -38,6 +70,17 @@ class LandmarkTrackingOptions:
     tile_fracs: tuple[float, ...] = ()
     """Detector tiles besides the whole frame (fractions of the short side); () = the whole frame only,
     one detector run (large people, as MediaPipe's single pass)."""
+    source_crops: bool = False
+    """detect_frame: cut each region's crop from the source frame itself (reduced_crop: power-of-two area
+    halvings of the region, no downscale to the processed size at all) instead of from the processed
+    frame's pixels under it. Opt-in: measured on pose2sim_single (100 frames, load 15-21, main in the same
+    run) ~15 % less CPU a frame, but the landmarks move by ~1 px and PA-MPJPE against the 4-view
+    triangulation is 0.1-1.2 mm worse on every view (cam01 tuning, cam02-04 held out)."""
+    landmark_threads: int | None = None
+    """Threads of the landmark model's interpreter (None: the default, 2 here). One costs ~20 % less CPU a
+    model run (12.6 against 15.9 ms, load ~13) but makes the detection thread the slowest stage: measured
+    interleaved with the default at load 2-6 on pose2sim_single cam01 (100 frames), 14.5 frames/s mean of
+    5 runs against 17.6."""
 
 
 @dataclass
@@ -50,6 +93,9 @@ class LandmarkTrackingDetector:
     """Frames processed so far."""
     detector_runs: int = 0
     """Frames on which the person detector ran."""
+    last_regions: list[RegionLandmarks] = field(default_factory=list)
+    """The regions of the people the last `detect` returned, in their order (their landmark model's mask
+    crops: pipelines.tracking.video_masks)."""
     _tracked: list[RegionLandmarks] = field(default_factory=list)
     _models: EmbeddedSegmenter | None = None
 
@@ -60,6 +106,9 @@ class LandmarkTrackingDetector:
             tiles = TileSettings(tile_fracs=self.options.tile_fracs, min_score=0.5)
             self._models = EmbeddedSegmenter(max_people=self.options.max_people, tiles=tiles,
                                              mirror_average_all=False, min_found_presence=0.5)  # fmt: skip
+            if self.options.landmark_threads is not None:
+                self._models.landmarks = PoseLandmarkModel(TfliteModel(POSE_LANDMARKS_FULL,
+                                                                       self.options.landmark_threads))  # fmt: skip
         return self._models
 
     def reset(self) -> None:
@@ -68,19 +117,57 @@ class LandmarkTrackingDetector:
 
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """The people in this frame (tracked ones first, in their order), [] when there is nobody."""
-        seg = self._segmenter()
         image = as_rgb_uint8(image_rgb_hw3)
+        seg = self._segmenter()
+        return self._detect(image.shape[:2], lambda rect: seg._landmarks_in(image, rect, self.options.min_presence),
+                            lambda: image)  # fmt: skip
+
+    def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
+        """`detect` on a decoded frame: the tracked regions cropped from its source frame (see the module
+        docstring); the same people, in pixels of the processed frame."""
+        if frame.source_bgr_hw3 is None or frame.scale == 1.0:
+            return self.detect(frame.rgb_hw3)
+        return self._detect(frame.shape_hw, lambda rect: self._landmarks_from_source(frame, rect),
+                            lambda: frame.rgb_hw3)  # fmt: skip
+
+    def _landmarks_from_source(self, frame: VideoFrame, rect: RotatedRect) -> RegionLandmarks | None:
+        """The landmark model in one region of the processed frame, its crop taken from the source frame
+        (as EmbeddedSegmenter._landmarks_in, which crops the image it is given)."""
+        if rect.size_px < 8:
+            return None
+        if self.options.source_crops:
+            assert frame.source_bgr_hw3 is not None
+            s = frame.scale
+            rect_src = RotatedRect((rect.center_xy[0] / s, rect.center_xy[1] / s), rect.size_px / s,
+                                   rect.rotation_rad)  # fmt: skip
+            crop_rgb = reduced_crop(frame.source_bgr_hw3, rect_src, INPUT_SIDE)[..., ::-1]
+            lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
+            return lm if lm.presence >= self.options.min_presence else None
+        # The processed frame's pixels under the region (crop_region's window of it, 2 px beyond the
+        # region's bounds), made from the source frame: the same crop as from the whole processed frame.
+        x0, y0, x1, y1 = rect.bounds_xyxy()
+        window_rgb, ox, oy = frame.window_rgb(np.floor(x0) - 2, np.floor(y0) - 2, np.ceil(x1) + 2, np.ceil(y1) + 2)
+        rect_w = RotatedRect((rect.center_xy[0] - ox, rect.center_xy[1] - oy), rect.size_px, rect.rotation_rad)
+        crop_rgb = crop_region(window_rgb, rect_w, INPUT_SIDE)
+        # Decoded with the processed frame's rect: into its pixels.
+        lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
+        return lm if lm.presence >= self.options.min_presence else None
+
+    def _detect(self, shape_hw: tuple[int, int], landmarks_in, image) -> list[PersonDetection]:  # noqa: ANN001
+        """detect's body: `landmarks_in(rect)` runs the landmark model in a region, `image()` gives the
+        processed frame (the person detector's input)."""
+        seg = self._segmenter()
         kept: list[RegionLandmarks] = []
         for prev in self._tracked:
-            lm = seg._landmarks_in(image, prev.next_rect(), self.options.min_presence)
+            lm = landmarks_in(prev.next_rect())
             if lm is not None and not any(_same(lm, q) for q in kept):
                 kept.append(lm)
         due = self.frames_seen % max(1, self.options.redetect_every) == 0
         if (due or not kept) and len(kept) < self.options.max_people:
             self.detector_runs += 1
-            seg.add_detected(image, kept, self.options.max_people)
+            seg.add_detected(image(), kept, self.options.max_people)
         self.frames_seen += 1
-        h, w = image.shape[:2]
+        h, w = shape_hw
         empty_hw = np.broadcast_to(np.float32(0.0), (h, w))
         people = []
         for lm in kept:
@@ -88,6 +175,7 @@ class LandmarkTrackingDetector:
             people.append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw))
         keep = [i for i, p in enumerate(people) if p.score >= seg.min_person_score]
         self._tracked = [kept[i] for i in keep]
+        self.last_regions = list(self._tracked)
         return [people[i] for i in keep]
 
     def close(self) -> None:

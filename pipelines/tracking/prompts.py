@@ -8,7 +8,13 @@ the tracker has given each detection its id (so the people keep their ids):
   on (earlier frames keep everyone). A point selects the person whose mask covers it, else the nearest
   one whose box holds it; a box selects the person whose box it overlaps best
   (pipelines.segmentation.embedded's helpers, as in the image mode). Prompts on later frames add people.
-- Negative points: the person under the point is dropped from that frame on.
+- Negative points: the person under the point is dropped from that frame on, unless a positive point
+  or a box selects that person on the same frame: then it is a mask correction (below); so is a
+  negative point on nobody's box but within half a box of a person selected on its frame.
+- Mask corrections: more than one prompt on a person selected on a frame (a positive point or a box,
+  and another point) reshapes that person's mask there and on the following frames: positive points
+  = this is the person, negative = this is not. `mask_points` hands them to the video pipeline
+  (pipelines.tracking.video_masks carries them on with the person's box).
 - Keypoint corrections `NAME=x,y` on frame F: that joint of the person the frame's positive prompt
   selects (else the person whose box holds the point) is moved to (x, y) on F (confidence 1), and the
   correction carries to the following frames as an offset in the person's box-normalised coordinates
@@ -107,6 +113,23 @@ def _box_wh(det: PersonDetection) -> np.ndarray:
     return np.array([max(x1 - x0, 1.0), max(y1 - y0, 1.0)])
 
 
+def _near(detections: list[PersonDetection], candidates: list[int], x: float, y: float, grow: float = 0.5
+          ) -> int | None:  # fmt: skip
+    """Of the `candidates` (indices into detections), the one whose box grown by `grow` of its size on
+    each side holds (x, y), the nearest box centre first; None when none does. (A negative point that
+    corrects a selected person's mask may lie off their box, which is their keypoints': on the hair, on
+    a bag held out.)"""
+    best, best_dist = None, np.inf
+    for c in candidates:
+        x0, y0, x1, y1 = np.asarray(detections[c].bbox_xyxy, dtype=np.float64)
+        gx, gy = grow * (x1 - x0), grow * (y1 - y0)
+        if x0 - gx <= x <= x1 + gx and y0 - gy <= y <= y1 + gy:
+            dist = float(np.hypot(x - (x0 + x1) / 2, y - (y0 + y1) / 2))
+            if dist < best_dist:
+                best, best_dist = c, dist
+    return best
+
+
 def _box_distance_diag(box_4: np.ndarray, ref_4: np.ndarray) -> float:
     """Distance between two xyxy boxes' centres, in diagonals of `ref_4`."""
     gap = (box_4[:2] + box_4[2:]) / 2 - (ref_4[:2] + ref_4[2:]) / 2
@@ -130,6 +153,9 @@ class PromptSelector:
     reacquire_diag: float = 2.0
     """A new track this close (box centres, in diagonals of the lost person's last box) to a lost
     selected or dropped person takes their place (see the module docstring)."""
+    mask_points: dict[int, np.ndarray] = field(default_factory=dict)
+    """This frame's mask corrections (set by `select`): track id -> its points (N, 3) (x, y, label) in
+    processed pixels (see the module docstring); empty on most frames."""
     _known: set[int] = field(default_factory=set)
     _last_box: dict[int, np.ndarray] = field(default_factory=dict)
     _carries: dict[tuple[int, str], _Carry] = field(default_factory=dict)
@@ -173,20 +199,11 @@ class PromptSelector:
 
         here = self.prompts.frames.get(int(index))
         self._pending = {}
+        self.mask_points = {}
         if here is None:
             return [(t, d) for t, d in zip(ids, detections, strict=True) if self.keeps(t)]
         picked: list[int] = []
-        for x, y, label in here.points_n3:
-            i = person_under_point(detections, x * scale, y * scale)
-            if i is None:
-                kind = "" if label == 1 else "negative "
-                self.problems.append(f"the {kind}point at ({x:g}, {y:g}) on frame {index} is on nobody; "
-                                     "nothing was selected")  # fmt: skip
-            elif label == 1:
-                picked.append(ids[i])
-                self.dropped.discard(ids[i])
-            else:
-                self.dropped.add(ids[i])
+        boxed: set[int] = set()
         for box in here.boxes_n4:
             i = person_in_box(detections, np.asarray(box, dtype=np.float64) * scale)
             if i is None:
@@ -195,7 +212,27 @@ class PromptSelector:
                                      "nobody; nothing was selected")  # fmt: skip
             else:
                 picked.append(ids[i])
+                boxed.add(ids[i])
                 self.dropped.discard(ids[i])
+        on: dict[int, list[tuple[float, float, int]]] = {}  # track id -> this frame's points on them
+        for x, y, label in sorted(here.points_n3, key=lambda p: -p[2]):  # positive ones first: they select
+            i = person_under_point(detections, x * scale, y * scale)
+            if i is None and label == 0:  # off everyone's box: a mask correction of a person selected here?
+                i = _near(detections, [c for c, t in enumerate(ids) if t in picked], x * scale, y * scale)
+            if i is None:
+                kind = "" if label == 1 else "negative "
+                self.problems.append(f"the {kind}point at ({x:g}, {y:g}) on frame {index} is on nobody; "
+                                     "nothing was selected")  # fmt: skip
+                continue
+            on.setdefault(ids[i], []).append((x * scale, y * scale, label))
+            if label == 1:
+                picked.append(ids[i])
+                self.dropped.discard(ids[i])
+            elif ids[i] not in picked:  # a negative point on someone not selected here: drop them
+                self.dropped.add(ids[i])
+        for t, pts in on.items():  # more than one prompt on a selected person: a mask correction
+            if t in picked and len(pts) + (t in boxed) > 1:
+                self.mask_points[t] = np.asarray(pts, dtype=np.float64)
         if picked:
             self.selected = (self.selected or set()) | set(picked)
         pairs = [(t, d) for t, d in zip(ids, detections, strict=True) if self.keeps(t)]
