@@ -3,8 +3,9 @@
 Each view's video is decoded with pipelines.io.video_io (optionally downscaled for the detector),
 people are detected by the embedded segmentation stage in one pass per frame (as the video mode does),
 tracked by pipelines.tracking.tracker.PersonTracker and their 2D keypoints smoothed by the video mode's
-1-euro filter (pipelines.multiview.smooth2d). Keypoints are returned in pixels of the SOURCE video (origin
-top-left, with the lens distortion of the raw image), BlazePose order (33 points).
+1-euro filter (pipelines.tracking.smoothing.keypoint_smoother_2d: the 2D keypoints alone). Keypoints are
+returned in pixels of the SOURCE video (origin top-left, with the lens distortion of the raw image),
+BlazePose order (33 points).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from pipelines.io.atomic import atomic_path
 from pipelines.io.video_io import DecodeReport, VideoInfo, read_video
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
-from pipelines.multiview.smooth2d import KeypointSmoother2D
+from pipelines.tracking.smoothing import CoordinateFilters, keypoint_smoother_2d
 from pipelines.tracking.tracker import PersonTracker
 
 N_KP = len(BLAZEPOSE_NAMES)
@@ -60,7 +61,7 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
     end_s = None if n_frames is None else (n_frames * stride - 0.5) / info.fps
     report = DecodeReport()
     tracker = PersonTracker(max_age=15)
-    smoothers: dict[int, KeypointSmoother2D] = {}
+    smoothers: dict[int, CoordinateFilters] = {}
     per_frame: list[tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = []
     for frame in read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report):
         dets = detector.detect(frame.rgb_hw3)
@@ -70,7 +71,7 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
             kp = det.keypoints2d
             xy_k2 = np.asarray(kp.xy_k2[:N_KP], np.float64)
             if smooth:  # the video mode's 1-euro filter, on the 2D keypoints only (the 3D ones are not used)
-                xy_k2 = smoothers.setdefault(tid, KeypointSmoother2D(info.fps / stride))(xy_k2, frame.time_s)
+                xy_k2 = smoothers.setdefault(tid, keypoint_smoother_2d(info.fps / stride))(xy_k2, frame.time_s)
             xy_k2 = xy_k2 / frame.scale
             found[tid] = (xy_k2, np.asarray(kp.conf_k[:N_KP], np.float64))
         per_frame.append((frame.index, found))

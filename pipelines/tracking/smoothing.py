@@ -37,6 +37,42 @@ class SmoothingOptions:
 
 
 @dataclass
+class CoordinateFilters:
+    """One 1-euro filter per coordinate of the first `n_body` points of a (K, D) array, made on first use."""
+
+    rate_hz: float
+    """Rate of the processed frames (fps / stride); the filters then follow the frames' timestamps."""
+    options: SmoothingOptions
+    beta: float
+    """Speed coefficient in the points' unit (options.beta_px or options.beta_m)."""
+    n_body: int = 33
+    """Points filtered (BlazePose's body); further points pass through unchanged."""
+    _filters: list[OneEuroFilter] = field(default_factory=list)
+
+    def __call__(self, pts_kd: np.ndarray, time_s: float) -> np.ndarray:
+        """A filtered copy of the points at `time_s` (seconds of video); NaN coordinates are skipped."""
+        out_kd = np.array(pts_kd, dtype=np.float64, copy=True)
+        n = min(self.n_body, len(out_kd))
+        if not self._filters:
+            o = self.options
+            self._filters = [OneEuroFilter(self.rate_hz, o.min_cutoff_hz, self.beta, o.d_cutoff_hz)
+                             for _ in range(n * out_kd.shape[1])]  # fmt: skip
+        flat = out_kd[:n].reshape(-1)
+        t = time_s + 1.0  # the library ignores a previous timestamp of exactly 0
+        for i in np.flatnonzero(np.isfinite(flat)):
+            flat[i] = self._filters[i](float(flat[i]), t)
+        out_kd[:n] = flat.reshape(n, -1)
+        return out_kd
+
+
+def keypoint_smoother_2d(rate_hz: float, options: SmoothingOptions | None = None) -> CoordinateFilters:
+    """The 1-euro filters of one track's 2D body keypoints (pixels) alone: what the multi-view mode
+    triangulates (it never reads the 3D landmarks); the same filters as DetectionSmoother's 2D ones."""
+    options = options or SmoothingOptions()
+    return CoordinateFilters(rate_hz, options, options.beta_px)
+
+
+@dataclass
 class DetectionSmoother:
     """One 1-euro filter per body keypoint coordinate of one track."""
 
@@ -46,33 +82,16 @@ class DetectionSmoother:
     """Filter parameters."""
     n_body: int = 33
     """Body keypoints filtered (BlazePose); hand points pass through unchanged."""
-    _f2d: list[OneEuroFilter] = field(default_factory=list)
-    _f3d: list[OneEuroFilter] = field(default_factory=list)
 
-    def _filters(self, n: int, beta: float) -> list[OneEuroFilter]:
-        o = self.options
-        return [OneEuroFilter(self.rate_hz, o.min_cutoff_hz, beta, o.d_cutoff_hz) for _ in range(n)]
+    def __post_init__(self) -> None:
+        self._f2d = CoordinateFilters(self.rate_hz, self.options, self.options.beta_px, self.n_body)
+        self._f3d = CoordinateFilters(self.rate_hz, self.options, self.options.beta_m, self.n_body)
 
     def __call__(self, det: PersonDetection, time_s: float) -> PersonDetection:
         """A copy of `det` with its body keypoints (2D and 3D) filtered up to `time_s`."""
         kp, k3 = det.keypoints2d, det.keypoints3d_hip
-        time_s = time_s + 1.0  # the library ignores a previous timestamp of exactly 0
-        n2 = min(self.n_body, len(kp.xy_k2))
-        n3 = min(self.n_body, len(k3.xyz_k3))
-        if not self._f2d:
-            self._f2d = self._filters(2 * n2, self.options.beta_px)
-            self._f3d = self._filters(3 * n3, self.options.beta_m)
-        xy_k2 = np.array(kp.xy_k2, dtype=np.float64, copy=True)
-        flat = xy_k2[:n2].reshape(-1)
-        ok2 = np.isfinite(flat)
-        for i in np.flatnonzero(ok2):
-            flat[i] = self._f2d[i](float(flat[i]), time_s)
-        xy_k2[:n2] = flat.reshape(n2, 2)
-        xyz_k3 = np.array(k3.xyz_k3, dtype=np.float64, copy=True)
-        flat3 = xyz_k3[:n3].reshape(-1)
-        for i in np.flatnonzero(np.isfinite(flat3)):
-            flat3[i] = self._f3d[i](float(flat3[i]), time_s)
-        xyz_k3[:n3] = flat3.reshape(n3, 3)
+        xy_k2 = self._f2d(kp.xy_k2, time_s)
+        xyz_k3 = self._f3d(k3.xyz_k3, time_s)
         return PersonDetection(
             bbox_xyxy=det.bbox_xyxy,
             score=det.score,
