@@ -82,10 +82,13 @@ def _cv_matrix(M_23: np.ndarray) -> np.ndarray:
     return out
 
 
-def crop_region(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int) -> np.ndarray:
+def crop_region(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int, even_halving: bool = False) -> np.ndarray:
     """The region resampled to crop_side x crop_side (beyond the image's edge: its edge pixels
     repeated, as mediapipe does). Only the part of the image under the region is read; a large region
-    is first reduced by powers of two (area averaging), so that a big person is not aliased."""
+    is first reduced by powers of two (area averaging), so that a big person is not aliased.
+    `even_halving`: each halving drops an odd last row / column first, so OpenCV takes its exact 2:1
+    pixel-area path (~0.4 ms for a 1300 px region of a 1080p frame, against ~3 ms for an odd size); the
+    pixels differ slightly from the default's."""
     h, w = image_hw3.shape[:2]
     x0, y0, x1, y1 = rect.bounds_xyxy()
     ix0, iy0 = int(np.clip(np.floor(x0) - 2, 0, w - 1)), int(np.clip(np.floor(y0) - 2, 0, h - 1))
@@ -95,6 +98,8 @@ def crop_region(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int) -> np.
     factor = 1
     while rect.size_px / (factor * crop_side) > 2.0 and min(src.shape[:2]) >= 4:
         sh, sw = src.shape[:2]
+        if even_halving:
+            src = src[: sh // 2 * 2, : sw // 2 * 2]
         src = cv2.resize(src, (sw // 2, sh // 2), interpolation=cv2.INTER_AREA)
         factor *= 2
     # After k halvings a sub-image pixel covers `factor` pixels (exactly, up to the dropped odd edge).

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from pipelines.io.video_io import VideoFrame
@@ -35,26 +34,6 @@ from pipelines.segmentation.pose_landmarks import INPUT_SIDE, PoseLandmarkModel,
 from pipelines.segmentation.roi import RotatedRect, crop_region
 from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
 from pipelines.types import PersonDetection
-
-
-def reduced_crop(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int) -> np.ndarray:
-    """crop_region of a large region, its power-of-two area reductions done here on even-sized sub-images
-    (OpenCV's exact 2:1 pixel-area path, ~0.4 ms for a 1300 px region of a 1080p frame; an odd size
-    falls back to its general path, ~3 ms): the same averaging, the odd edge pixel dropped as crop_region
-    drops it."""
-    h, w = image_hw3.shape[:2]
-    x0, y0, x1, y1 = rect.bounds_xyxy()
-    ix0, iy0 = int(np.clip(np.floor(x0) - 2, 0, w - 1)), int(np.clip(np.floor(y0) - 2, 0, h - 1))
-    ix1, iy1 = int(np.clip(np.ceil(x1) + 2, ix0 + 1, w)), int(np.clip(np.ceil(y1) + 2, iy0 + 1, h))
-    src = image_hw3[iy0:iy1, ix0:ix1]
-    cx, cy = rect.center_xy[0] - ix0, rect.center_xy[1] - iy0
-    factor = 1
-    while rect.size_px / (factor * crop_side) > 2.0 and min(src.shape[:2]) >= 4:
-        sh, sw = src.shape[0] // 2, src.shape[1] // 2
-        src = cv2.resize(src[: 2 * sh, : 2 * sw], (sw, sh), interpolation=cv2.INTER_AREA)
-        factor *= 2
-    rect_src = RotatedRect((cx / factor, cy / factor), rect.size_px / factor, rect.rotation_rad)
-    return crop_region(src, rect_src, crop_side)
 
 
 @dataclass
@@ -71,8 +50,8 @@ class LandmarkTrackingOptions:
     """Detector tiles besides the whole frame (fractions of the short side); () = the whole frame only,
     one detector run (large people, as MediaPipe's single pass)."""
     source_crops: bool = False
-    """detect_frame: cut each region's crop from the source frame itself (reduced_crop: power-of-two area
-    halvings of the region, no downscale to the processed size at all) instead of from the processed
+    """detect_frame: cut each region's crop from the source frame itself (crop_region with even_halving:
+    power-of-two area halvings of the region, no downscale to the processed size at all) instead of from the processed
     frame's pixels under it. Opt-in: measured on pose2sim_single (100 frames, load 15-21, main in the same
     run) ~15 % less CPU a frame, but the landmarks move by ~1 px and PA-MPJPE against the 4-view
     triangulation is 0.1-1.2 mm worse on every view (cam01 tuning, cam02-04 held out)."""
@@ -140,7 +119,7 @@ class LandmarkTrackingDetector:
             s = frame.scale
             rect_src = RotatedRect((rect.center_xy[0] / s, rect.center_xy[1] / s), rect.size_px / s,
                                    rect.rotation_rad)  # fmt: skip
-            crop_rgb = reduced_crop(frame.source_bgr_hw3, rect_src, INPUT_SIDE)[..., ::-1]
+            crop_rgb = crop_region(frame.source_bgr_hw3, rect_src, INPUT_SIDE, even_halving=True)[..., ::-1]
             lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
             return lm if lm.presence >= self.options.min_presence else None
         # The processed frame's pixels under the region (crop_region's window of it, 2 px beyond the
