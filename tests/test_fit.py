@@ -90,13 +90,8 @@ def test_fit_recovers_a_known_pose_shape_and_distance(fitter: BodyFitter) -> Non
     pheno_true = np.array([0.3, 0.5, 0.6, 0.45, 0.7, 0.5])
     rest = body.rest_heads(pheno_true)
     root_true = np.array([0.1, 0.2, 3.5])
-    G, o = forward(fitter.skel, rest.heads_j3, local_true, root_true)
-    pm = fitter.point_model(tuple(FIT_NAMES))
-    x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
-    K = np.array([[1400.0, 0, 540], [0, 1400.0, 960], [0, 0, 1]])
-    uv = x[:, :2] / x[:, 2:] * 1400.0 + K[:2, 2]
-    hips = [FIT_NAMES.index("left_hip"), FIT_NAMES.index("right_hip")]
-    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x - x[hips].mean(0))
+    uv, x_hip, K, (G, o) = _render(fitter, local_true, pheno_true, root_true, 1400.0)
+    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x_hip)
     report = fitter.fit(targets, K, FitOptions())
     assert np.nanmean(report.err_px_k) < 0.5
     assert np.nanmax(report.err_px_k) < 2.0
@@ -214,15 +209,17 @@ def _aim(fitter: BodyFitter, rest, local: np.ndarray, bone: str, child: str, dir
     local[j] = Gp.T @ rotvec_to_matrix(delta[None])[0] @ Gp @ local[j]
 
 
-def _render(fitter: BodyFitter, local: np.ndarray, pheno: np.ndarray, root_3: np.ndarray, focal: float):  # noqa: ANN202
-    """Exact keypoints of a known body: pixels (1080x1920 camera) and hip-centred 3D points (camera axes)."""
+def _render(fitter: BodyFitter, local: np.ndarray, pheno: np.ndarray, root_3: np.ndarray, focal: float,
+            heads_j3: np.ndarray | None = None):  # noqa: ANN202
+    """Exact keypoints of a known body: pixels (1080x1920 camera) and hip-centred 3D points (camera axes),
+    K, and the posed bones (G, o); `heads_j3` replaces the phenotype's bone heads (other proportions)."""
     rest = fitter.body.rest_heads(pheno)
-    G, o = forward(fitter.skel, rest.heads_j3, local, root_3)
+    G, o = forward(fitter.skel, rest.heads_j3 if heads_j3 is None else heads_j3, local, root_3)
     pm = fitter.point_model(tuple(FIT_NAMES))
     x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
     K = np.array([[focal, 0, 540], [0, focal, 960], [0, 0, 1]])
     hips = [FIT_NAMES.index("left_hip"), FIT_NAMES.index("right_hip")]
-    return x[:, :2] / x[:, 2:] * focal + K[:2, 2], x - x[hips].mean(0), K
+    return x[:, :2] / x[:, 2:] * focal + K[:2, 2], x - x[hips].mean(0), K, (G, o)
 
 
 def _reaching_pose(fitter: BodyFitter, pheno: np.ndarray) -> np.ndarray:
@@ -240,7 +237,7 @@ def test_fit_keeps_the_depth_of_a_limb_pointing_at_the_camera(fitter: BodyFitter
     """2D cannot tell a forearm's depth; 3D landmarks that say 'toward the camera' but flatten the depth
     to 40 % (as MediaPipe's tend to) must not flatten the fitted forearm: its bone length decides."""
     pheno = np.array([0.3, 0.5, 0.6, 0.45, 0.7, 0.5])
-    uv, rel_k3, K = _render(fitter, _reaching_pose(fitter, pheno), pheno, np.array([0.1, 0.2, 3.5]), 1400.0)
+    uv, rel_k3, K, _ = _render(fitter, _reaching_pose(fitter, pheno), pheno, np.array([0.1, 0.2, 3.5]), 1400.0)
     flat_k3 = rel_k3 * np.array([1.0, 1.0, 0.4])
     report = fitter.fit(FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), flat_k3), K, FitOptions())
     pm = fitter.point_model(tuple(FIT_NAMES))
@@ -263,14 +260,9 @@ def test_free_bone_lengths_recover_long_forearms_and_their_depth(fitter: BodyFit
     scale_l = np.zeros(lengths.n_lengths)
     scale_l[LENGTH_NAMES.index("forearm")] = 0.15
     rest = body.rest_heads(pheno)
-    G, o = forward(fitter.skel, lengths.shifted_heads(rest.heads_j3, scale_l), _reaching_pose(fitter, pheno),
-                   np.array([0.1, 0.2, 3.5]))  # fmt: skip
-    pm = fitter.point_model(tuple(FIT_NAMES))
-    x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
-    K = np.array([[1400.0, 0, 540], [0, 1400.0, 960], [0, 0, 1]])
-    uv = x[:, :2] / x[:, 2:] * 1400.0 + K[:2, 2]
-    hips = [FIT_NAMES.index("left_hip"), FIT_NAMES.index("right_hip")]
-    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x - x[hips].mean(0))
+    uv, x_hip, K, (G, o) = _render(fitter, _reaching_pose(fitter, pheno), pheno, np.array([0.1, 0.2, 3.5]), 1400.0,
+                                   heads_j3=lengths.shifted_heads(rest.heads_j3, scale_l))  # fmt: skip
+    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x_hip)
 
     def forearm(report) -> tuple[float, float]:  # noqa: ANN001
         v_fit = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3)
@@ -304,7 +296,7 @@ def test_focal_from_synthetic_bodies_moves_toward_the_truth(fitter: BodyFitter) 
         prior = 1400.0 * prior_scale
         estimates = []
         for root in ([-1.2, 0.2, 4.0], [0.1, 0.2, 3.0], [1.0, 0.3, 5.0]):
-            uv, rel_k3, K = _render(fitter, local, pheno, np.array(root), 1400.0)
+            uv, rel_k3, K, _ = _render(fitter, local, pheno, np.array(root), 1400.0)
             K[0, 0] = K[1, 1] = prior
             opts = FitOptions(fit_focal=True, focal_prior_px=prior)
             report = fitter.fit(FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), rel_k3), K, opts)
@@ -354,7 +346,7 @@ def test_fit_gives_the_blas_threads_back(fitter: BodyFitter) -> None:
 
     before = blas_threads()
     pheno = np.array([0.3, 0.5, 0.6, 0.45, 0.7, 0.5])
-    uv, rel_k3, K = _render(fitter, _reaching_pose(fitter, pheno), pheno, np.array([0.1, 0.2, 3.5]), 1400.0)
+    uv, rel_k3, K, _ = _render(fitter, _reaching_pose(fitter, pheno), pheno, np.array([0.1, 0.2, 3.5]), 1400.0)
     report = fitter.fit(FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), rel_k3), K, FitOptions())
     assert blas_threads() == before
     assert np.nanmean(report.err_px_k) < 1.0
