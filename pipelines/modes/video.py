@@ -348,23 +348,32 @@ class VideoPipeline:
         if track.last_state is None:
             estimate = self._focal_pool is not None and self._focal_pool.open
             prior_f, _ = focal_prior_px(camera.width, camera.height)
+            # Each person's focal evidence starts from the prior (as in the photo mode), not from the focal
+            # pooled so far: the pool then counts every person's pull once.
+            start = Camera.from_focal(prior_f, camera.width, camera.height, "default") if estimate else camera
             if self._masks:
-                fit = hmr.fit(camera, det, {}, estimate_focal=estimate, focal_prior_px=prior_f)
+                fit = hmr.fit(start, det, {}, estimate_focal=estimate, focal_prior_px=prior_f)
                 report, body = fit.report, fit.body
             else:  # no person mask: the image fit without its silhouette term
                 opts = FitOptions(**{**hmr.options.__dict__})
                 opts.fit_focal, opts.focal_prior_px = estimate, prior_f if estimate else camera.focal_px
                 targets = hmr.targets(det, {}, use_mask=False)
-                report = hmr.fitter.fit(targets, camera.K_33, opts, None)
+                report = hmr.fitter.fit(targets, start.K_33, opts, None)
                 body = hmr.to_body_fit(report, targets)
-            if estimate:
-                pooled = self._focal_pool.add(FocalEstimate(report.state.focal_px, report.focal_log_var or math.inf))
-                self.camera = Camera.from_focal(pooled.focal_px, camera.width, camera.height, "estimated")
             track.pheno_p = report.state.pheno_p.copy()
             track.height_m = body.height_m
             track.last_state = report.state
             self._last_mesh_s[track.id] = time_s
-            return body
+            if not estimate:
+                return body
+            pooled = self._focal_pool.add(FocalEstimate(report.state.focal_px, report.focal_log_var or math.inf))
+            self._rescale_recorded(pooled.focal_px / camera.focal_px)
+            self.camera = Camera.from_focal(pooled.focal_px, camera.width, camera.height, "estimated")
+            if pooled.focal_px == report.state.focal_px:  # the first person: the pool is their own estimate
+                return body
+            # This person's body at the pooled focal: a warm refit from their own (the mesh included).
+            del self._last_mesh_s[track.id]
+            return self._fit(track, self.camera, person, time_s)
         opts = FitOptions(**{**hmr.options.__dict__})
         opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters, 0
         opts.fit_shape, opts.fit_focal = False, False
@@ -380,6 +389,18 @@ class VideoPipeline:
             self._last_mesh_s[track.id] = time_s
             return hmr.to_body_fit(report, targets)
         return self._light_body_fit(report, targets, track)
+
+    def _rescale_recorded(self, k: float) -> None:
+        """The pooled focal changed by the factor `k`: every frame recorded so far (fitted at the old focal)
+        moves along its root's ray by `k`, keeping its pose and size, as a warm start does (the bodies stay
+        where they project and agree with the held camera)."""
+        if k == 1.0:
+            return
+        for track in self.tracks.values():
+            for f, root_3 in enumerate(track.root_pos_cam_f3):
+                shift_3 = (k - 1.0) * root_3
+                track.root_pos_cam_f3[f] = root_3 + shift_3
+                track.joints_cam_fk3[f] = (track.joints_cam_fk3[f] + shift_3).astype(np.float32)
 
     def _light_body_fit(self, report: FitReport, targets: FitTargets, track: TrackHistory) -> BodyFit:
         """A BodyFit without the mesh (`verts_cam_v3` is (0, 3)): the joints posed by the fit's point model
