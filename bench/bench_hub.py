@@ -134,7 +134,7 @@ def main() -> None:
             del seg
         embedded_cam = create("camera", "embedded")
         t_cam = _median_s(lambda: embedded_cam.initial(w, h, None, None), args.runs)
-        rows.append(["camera", "embedded", "60 degree prior", "–", size, None, t_cam * 1e3, None])
+        rows.append(["camera", "embedded", "field-of-view prior", "–", size, None, t_cam * 1e3, None])
         moge_models = [("Ruicheng/moge-2-vits-normal", "dinov2_vits14", "ViT-S")]
         if not args.skip_large:
             moge_models.append(("Ruicheng/moge-2-vitl-normal", "dinov2_vitl14", "ViT-L"))

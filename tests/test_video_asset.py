@@ -32,6 +32,7 @@ def reencode(src: Path, dst: Path, fourcc: str, frames: int) -> Path:
     fps = cap.get(cv2.CAP_PROP_FPS)
     size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} here"
     for _ in range(frames):
         ok, bgr = cap.read()
         assert ok
@@ -50,10 +51,11 @@ def test_viewer_plays_h264_mp4_only(tmp_path: Path) -> None:
     assert not viewer_plays(tmp_path / "junk.mp4")
 
 
-@pytest.mark.parametrize("fourcc, asset", [("avc1", True), ("mp4v", False)])
-def test_video_mode_logs_an_asset_or_frames(fourcc: str, asset: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("asset", [True, False])
+def test_video_mode_logs_an_asset_or_frames(asset: bool, tmp_path: Path) -> None:
+    """The H.264 example as an asset; the same clip re-encoded as MPEG-4 Part 2 as JPEG frames."""
     src = EXAMPLES / "dancer.mp4"
-    video = src if asset else reencode(src, tmp_path / "clip.mp4", fourcc, 6)
+    video = src if asset else reencode(src, tmp_path / "clip.mp4", "mp4v", 6)
     out = tmp_path / "out"
     code = main(["video", str(video), "--out", str(out), "--end", "0.09", "--quiet"])  # frames 0-5
     assert code == EXIT_OK

@@ -24,6 +24,7 @@ Units: metres (after the scale), OpenCV camera frames, undistorted pixels of the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -132,11 +133,13 @@ def _pair_points(a: ViewTracks, b: ViewTracks, ra: int, rb: int, Ka: np.ndarray,
 
 
 def _matchings(edges: list[tuple[int, int]], cap: int = MAX_HYPOTHESES) -> list[list[tuple[int, int]]]:
-    """Every non-empty set of track pairs in which no track appears twice (up to `cap`)."""
+    """Every non-empty set of track pairs in which no track appears twice. Where there are more than `cap`
+    (many track fragments), the `cap` smallest ones: every single pair first, then every two pairs, ..., so
+    that no pair is left untried because the first pairs fill the budget."""
     out: list[list[tuple[int, int]]] = []
 
     def grow(i: int, chosen: list[tuple[int, int]]) -> None:
-        if len(out) >= cap:
+        if len(out) > cap:
             return
         if i == len(edges):
             if chosen:
@@ -148,6 +151,15 @@ def _matchings(edges: list[tuple[int, int]], cap: int = MAX_HYPOTHESES) -> list[
         grow(i + 1, chosen)
 
     grow(0, [])
+    if len(out) <= cap:
+        return out
+    out = []
+    for size in range(1, len(edges) + 1):
+        for combo in itertools.combinations(edges, size):
+            if len({a for a, _ in combo}) == size and len({b for _, b in combo}) == size:
+                out.append(list(combo))
+                if len(out) == cap:
+                    return out
     return out
 
 
