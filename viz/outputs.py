@@ -32,6 +32,12 @@ from viz import export, scene_outputs
 
 CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
 MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
+OVERLAY_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
+                      cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]  # fmt: skip
+"""The overlay's lossless PNG: the fast zlib level, one row filter (~1.5x faster than adaptive filtering,
+same size) and Huffman coding only, no string matching (~1/3 less encoding time than level 1 alone, for
+a ~15 % larger file: 3.7 MB against 3.2 MB for the 1280 x 1920 lunge overlay). Level 0 (stored) encodes
+~10x faster but the file is 2.3x larger (7.4 MB)."""
 
 
 def _person_entry(person: PersonResult, files: dict[str, str] | None) -> dict[str, Any]:
@@ -102,10 +108,8 @@ def result_dict(
 def _write_overlay(path: Path, frame: FrameResult) -> None:
     overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
     bgr = cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR)
-    # Fast zlib level and a single row filter: ~1.5x faster than adaptive filtering, same file size.
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), bgr, params):
+        if not cv2.imwrite(str(tmp), bgr, OVERLAY_PNG_PARAMS):
             raise OSError(f"could not write {path}")
 
 
