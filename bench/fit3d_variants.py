@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.accuracy_lab3d import TUNED_ON, _score, matched_body_refs
+from bench.accuracy_lab3d import REFERENCE_CONVENTION, TUNED_ON, _score, matched_body_refs
 from bench.common import BODY12_NAMES, DATA_DIR, markdown_table
 from pipelines.hmr.embedded import EmbeddedHMR
 from pipelines.hmr.fit import FitOptions
@@ -44,10 +44,6 @@ class CachedSample:
     detection: PersonDetection
     ref_cam_k3: np.ndarray
     held_out: bool
-
-
-# Pickled under the module's name, also when run as `python -m` (then __name__ is "__main__").
-CachedSample.__module__ = "bench.fit3d_variants"
 
 
 def _detect(pipeline: ImagePipeline, rgb: np.ndarray) -> list[PersonDetection]:
@@ -101,13 +97,18 @@ def parse_variant(text: str) -> dict:
     return out
 
 
-def run_variant(hmr: EmbeddedHMR, samples: list[CachedSample], overrides: dict
+def run_variant(hmr: EmbeddedHMR, samples: list[CachedSample], overrides: dict, convention: str = "reference"
                 ) -> list[tuple[CachedSample, float, float]]:  # fmt: skip
+    """(sample, MediaPipe, fit) PA-MPJPE (mm) per sample; the fit's joints in `convention` ('coco', 'h36m',
+    or 'reference': each set's, accuracy_lab3d.REFERENCE_CONVENTION)."""
     hmr.options = FitOptions(**overrides)
     out = []
     for s in samples:
         fit = hmr.fit(Camera.from_focal(s.focal_px, s.width, s.height, "user"), s.detection)
-        scores = _score(PersonResult(0, s.detection, fit.body), s.ref_cam_k3)
+        conv = REFERENCE_CONVENTION[s.set.split()[0]] if convention == "reference" else convention
+        if convention == "h36m" and not s.set.startswith("h36m"):
+            conv = "coco"  # the 4-camera references are BlazePose keypoints: surface, not joint centres
+        scores = _score(PersonResult(0, s.detection, fit.body), s.ref_cam_k3, conv)
         if scores is not None:
             out.append((s, *scores))
     return out
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", action="append", default=None, help="FitOptions overrides, e.g. 'sigma_dir=0.1'")
     parser.add_argument("--held-out", action="store_true", help="also fit the held-out samples")
     parser.add_argument("--per-sample", action="store_true", help="print every H36M frame")
+    parser.add_argument("--joints", default="reference", choices=["reference", "coco", "h36m"],
+                        help="the fit's joints: each set's (accuracy_lab3d.REFERENCE_CONVENTION), coco, or h36m "
+                             "(skeleton joints on the H36M frames, coco on the 4-camera sets)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.cache.is_file():
         try:
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     hmr.warmup()
     for text in args.variant or [""]:
         t = time.perf_counter()
-        rows = run_variant(hmr, samples, parse_variant(text))
+        rows = run_variant(hmr, samples, parse_variant(text), args.joints)
         dt = (time.perf_counter() - t) / max(len(rows), 1)
         print(f"\nvariant: {text or 'default'}  ({dt:.2f} s / fit)")
         print(markdown_table(["set", "use", "samples", "mediapipe", "fit", "fit vs mp", "worst ratio"], summary(rows)))
@@ -158,4 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Through the imported module, so that the pickled CachedSample is the class a later run unpickles.
+    from bench.fit3d_variants import main as _main
+
+    _main()

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from pipelines.scene.frame_scene import SceneResult
 
 CameraSource = Literal["exif", "user", "estimated", "default", "model"]
+Joints3DConvention = Literal["coco", "h36m"]
+"""Where a body's joints sit: 'coco' on the surface, as COCO / BlazePose keypoints; 'h36m' at the joint
+centres of the skeleton, as motion capture (Human3.6M) gives them (BodyFit.joints)."""
 
 
 @dataclass
@@ -149,6 +152,24 @@ class BodyFit:
     """Largest 2D error among those keypoints, in pixels."""
     per_keypoint_px: dict[str, float] = field(default_factory=dict)
     """2D error per fitted keypoint name, in pixels."""
+    joints3d_skeleton_cam: Keypoints3D | None = None
+    """The body model's kinematic joint centres (hip, knee, ankle, shoulder, elbow, wrist joints and the
+    pelvis; BlazePose / COCO names), metres, camera frame; None where the backend gives none. The
+    convention of motion-capture skeletons (Human3.6M), where joints3d_cam is that of surface keypoints
+    (COCO, BlazePose): see `joints`."""
+
+    def joints(self, convention: Joints3DConvention = "coco") -> Keypoints3D:
+        """The joints in one convention: 'coco' (joints3d_cam: keypoints as COCO / BlazePose annotate them,
+        on the body's surface) or 'h36m' (joints3d_skeleton_cam: joint centres, as a mocap skeleton such as
+        Human3.6M's places them; the hips 3-5 cm farther apart). ValueError when the backend gave no
+        skeleton joints."""
+        if convention == "coco":
+            return self.joints3d_cam
+        if convention != "h36m":
+            raise ValueError(f"unknown joint convention {convention!r}: 'coco' or 'h36m'")
+        if self.joints3d_skeleton_cam is None:
+            raise ValueError(f"the {self.model} body of this backend gives no skeleton joints ('h36m')")
+        return self.joints3d_skeleton_cam
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.body.anny_model import AnnyBody
-from pipelines.body.anny_points import output_joints
+from pipelines.body.anny_points import SKELETON_JOINT_NAMES, output_joints, skeleton_joints
 from pipelines.camera.focal import FocalEstimate, combine_focal_estimates
 from pipelines.hmr.bone_lengths import LENGTH_NAMES, LengthTerms
 from pipelines.hmr.fit import FitOptions, FitTargets
@@ -350,3 +350,50 @@ def test_fit_gives_the_blas_threads_back(fitter: BodyFitter) -> None:
     report = fitter.fit(FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), rel_k3), K, FitOptions())
     assert blas_threads() == before
     assert np.nanmean(report.err_px_k) < 1.0
+
+
+def _width(names: list[str], xyz_k3: np.ndarray, joint: str) -> float:
+    return float(np.linalg.norm(xyz_k3[names.index(f"left_{joint}")] - xyz_k3[names.index(f"right_{joint}")]))
+
+
+def test_skeleton_joints_are_joint_centres_with_wider_hips(fitter: BodyFitter) -> None:
+    """The 'h36m' convention on Anny's rest pose, facing the camera 3 m away: 13 joints (pelvis first, the
+    mid-point of the hip joints), hip-joint centres 2-4 cm wider apart than the COCO regressor's hips (the
+    gap to Human3.6M's 24-29 cm), the other limb joints within 3 cm of the COCO ones."""
+    body = fitter.body
+    rest = body.rest_heads(body.default_pheno())
+    local = np.tile(np.eye(3), (len(body.bone_labels), 1, 1))
+    local[0] = ANNY_TO_CAM_FACING_33
+    G, o = forward(fitter.skel, rest.heads_j3, local, np.array([0.0, 0.0, 3.0]))
+    names, joints_k3 = skeleton_joints(body, o)
+    assert names == SKELETON_JOINT_NAMES and joints_k3.shape == (13, 3) and names[0] == "pelvis"
+    np.testing.assert_allclose(joints_k3[0], joints_k3[[names.index("left_hip"), names.index("right_hip")]].mean(0))
+    coco_names, coco_k3 = output_joints(body, body.skin(rest.coeffs_n, rest.heads_j3, G, o))
+    hips, coco_hips = _width(names, joints_k3, "hip"), _width(coco_names, coco_k3, "hip")
+    assert 0.2 < hips < 0.26 and 0.02 < hips - coco_hips < 0.04
+    assert joints_k3[names.index("left_hip"), 0] > joints_k3[names.index("right_hip"), 0]  # the person's left: +x
+    for name in names[1:]:
+        if "hip" not in name:
+            assert np.linalg.norm(joints_k3[names.index(name)] - coco_k3[coco_names.index(name)]) < 0.03, name
+
+
+def test_body_fit_gives_joints_in_either_convention(fitter: BodyFitter, pipeline) -> None:  # noqa: ANN001
+    """A fitted body (embedded backend) answers joints('coco') with its COCO joints and joints('h36m') with
+    the posed skeleton joints, named as the COCO ones; an unknown convention is an error."""
+    body = fitter.body
+    local = _pose(body, {"upperarm01.L": [0.3, 0.2, -0.6], "lowerleg01.L": [0.8, 0, 0]}, root_turn=0.4)
+    uv, x_hip, K, _ = _render(fitter, local, body.default_pheno(), np.array([0.1, 0.2, 3.5]), 1400.0)
+    targets = FitTargets(FIT_NAMES, uv, np.ones(len(FIT_NAMES)), x_hip)
+    report = pipeline.hmr.fitter.fit(targets, K, FitOptions())
+    fit = pipeline.hmr.to_body_fit(report, targets)
+    assert fit.joints("coco") is fit.joints3d_cam
+    h36m = fit.joints("h36m")
+    assert h36m.frame == "cam" and h36m.names == SKELETON_JOINT_NAMES
+    np.testing.assert_allclose(h36m.xyz_k3, skeleton_joints(body, report.o_j3)[1])
+    assert set(h36m.names[1:]) <= set(fit.joints3d_cam.names)
+    coco = fit.joints3d_cam
+    assert _width(h36m.names, h36m.xyz_k3, "hip") > _width(coco.names, coco.xyz_k3, "hip") + 0.015
+    knee = h36m.names.index("left_knee")
+    assert np.linalg.norm(h36m.xyz_k3[knee] - coco.xyz_k3[coco.names.index("left_knee")]) < 0.03
+    with pytest.raises(ValueError, match="unknown joint convention"):
+        fit.joints("mpii")  # type: ignore[arg-type]

@@ -88,6 +88,32 @@ OUTPUT_JOINT_NAMES: list[str] = [
 ]  # fmt: skip
 
 
+# Anny's kinematic joint centres (heads of the bones that turn about them), named like the body joints they
+# stand for: the convention of motion-capture skeletons such as Human3.6M's, whose hips are hip-joint centres
+# (24-29 cm apart on its subjects) where Anny's COCO regressor, a surface keypoint like BlazePose's, puts them
+# 17-19 cm apart. Which convention to compare against is a choice per reference (README, 3D accuracy); the fit
+# itself always explains BlazePose's keypoints with the COCO regressor.
+SKELETON_JOINT_BONES: dict[str, str] = {}
+for _side, _sfx in (("left", ".L"), ("right", ".R")):
+    SKELETON_JOINT_BONES.update({
+        f"{_side}_shoulder": "upperarm01" + _sfx, f"{_side}_elbow": "lowerarm01" + _sfx,
+        f"{_side}_wrist": "wrist" + _sfx, f"{_side}_hip": "upperleg01" + _sfx, f"{_side}_knee": "lowerleg01" + _sfx,
+        f"{_side}_ankle": "foot" + _sfx,
+    })  # fmt: skip
+SKELETON_JOINT_NAMES: list[str] = ["pelvis", *SKELETON_JOINT_BONES]
+"""The skeleton joints reported (pelvis: the mid-point of the hip-joint centres, as Human3.6M's root)."""
+
+
+def skeleton_joints(body: AnnyBody, heads_posed_j3: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The skeleton joints (SKELETON_JOINT_NAMES, (K, 3)) from the posed bone heads (J, 3) of a fit (the
+    report's o_j3: same frame, metres)."""
+    idx = [body.bone_labels.index(b) for b in SKELETON_JOINT_BONES.values()]
+    limbs_k3 = np.asarray(heads_posed_j3, dtype=np.float64)[idx]
+    names = list(SKELETON_JOINT_BONES)
+    pelvis_3 = limbs_k3[[names.index("left_hip"), names.index("right_hip")]].mean(axis=0)
+    return list(SKELETON_JOINT_NAMES), np.vstack([pelvis_3, limbs_k3])
+
+
 def _coco_regressor(body: AnnyBody) -> dict[str, np.ndarray]:
     t = body.tables
     return dict(zip(t.coco_labels, t.coco_weights_kv, strict=True))

@@ -239,6 +239,8 @@ def solve_camera_with_bodies(people: list, camera, silhouette_w: float = SILHOUE
         body = person.body
         body.verts_cam_v3 = body.verts_cam_v3 + shift_3
         body.joints3d_cam.xyz_k3 = body.joints3d_cam.xyz_k3 + shift_3
+        if body.joints3d_skeleton_cam is not None:
+            body.joints3d_skeleton_cam.xyz_k3 = body.joints3d_skeleton_cam.xyz_k3 + shift_3
         params = body.params
         if hasattr(params, "root_pos_cam_3"):
             params.root_pos_cam_3 = params.root_pos_cam_3 + shift_3

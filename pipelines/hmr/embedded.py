@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.body.anny_model import AnnyBody
-from pipelines.body.anny_points import known_point_names, output_joints
+from pipelines.body.anny_points import known_point_names, output_joints, skeleton_joints
 from pipelines.body.params import AnnyParams
 from pipelines.errors import BadPromptError
 from pipelines.hmr.fit import FitOptions, FitState, FitTargets
@@ -111,6 +111,7 @@ class EmbeddedHMR:
             reprojection_px_mean=float(err[used].mean()) if used.any() else float("nan"),
             reprojection_px_max=float(err[used].max()) if used.any() else float("nan"),
             per_keypoint_px=per_kp,
+            joints3d_skeleton_cam=Keypoints3D(*skeleton_joints(body, report.o_j3), frame="cam"),
         )
 
     def add_native_pose(self, fit: BodyFit) -> None:

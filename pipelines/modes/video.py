@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, skeleton_joints
 from pipelines.camera.focal import FocalEstimate, FocalPool
 from pipelines.camera.prior import focal_prior_px
 from pipelines.errors import UserFacingError
@@ -419,6 +419,7 @@ class VideoPipeline:
             verts_cam_v3=np.zeros((0, 3)),
             faces_f3=body.faces_f3,
             joints3d_cam=Keypoints3D(list(OUTPUT_JOINT_NAMES), joints_k3, frame="cam"),
+            joints3d_skeleton_cam=Keypoints3D(*skeleton_joints(body, report.o_j3), frame="cam"),
             height_m=float(track.height_m or np.nan),
             reprojection_px_mean=float(err[used].mean()) if used.any() else float("nan"),
             reprojection_px_max=float(err[used].max()) if used.any() else float("nan"),
