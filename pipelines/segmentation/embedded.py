@@ -31,7 +31,10 @@ from pipelines.registry import register
 from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
 from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their old home)
+    FACE_LANDMARKS,
+    box_faces,
     box_iou,
+    face_of,
     fraction_inside,
     select_person,
     split_prompts,
@@ -40,9 +43,6 @@ from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their 
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
 from pipelines.segmentation.roi import RotatedRect
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
-
-FACE_LANDMARKS = 11
-"""BlazePose's first 11 landmarks are the face's (nose, eyes, ears, mouth)."""
 
 UNSURE_SCORE = 0.5
 """Detector candidates below this score (mediapipe's own threshold) are 'unsure': only the best few of
@@ -233,11 +233,7 @@ def _scaled_up(person: PersonDetection, scale_xy: tuple[float, float], shape_hw:
 
 def _face_circle(lm: RegionLandmarks) -> tuple[np.ndarray, float] | None:
     """(centre (2,), width) in pixels of the confident face landmarks (3 or more), else None."""
-    conf = lm.visibility_k[:FACE_LANDMARKS] * lm.presence_k[:FACE_LANDMARKS]
-    face = lm.xy_k2[:FACE_LANDMARKS][conf >= 0.5]
-    if len(face) < 3:
-        return None
-    return face.mean(axis=0), max(float(np.ptp(face, axis=0).max()), 4.0)
+    return face_of(lm.xy_k2, lm.visibility_k * lm.presence_k)
 
 
 def _on_a_face(cand: PoseCandidate, faces: list[tuple[np.ndarray, float] | None]) -> bool:
@@ -282,6 +278,7 @@ class EmbeddedSegmenter:
         min_behind_face_px: float = 16.0,
         prompt_refinements: int = 1,
         box_regions: tuple[tuple[float, float], ...] = ((1.25, 0.0),),
+        paint_face_scale: float = 1.6,
     ) -> None:
         """Args:
             max_people: at most this many people per image (the best scores are kept).
@@ -317,6 +314,8 @@ class EmbeddedSegmenter:
             prompt_refinements: looks from the landmarks' own region after the first, per region tried.
             box_regions: squares tried around a prompted box, (side / the box's long side, turn in
                 degrees clockwise), after the detector's finds.
+            paint_face_scale: radius / face width of the grey disc painted over another person's face
+                in a prompted box (`_unentangled`; `add_hidden` paints 1.6 too).
         """
         check_model_files()
         self.max_people = max_people
@@ -335,6 +334,7 @@ class EmbeddedSegmenter:
         self.min_behind_face_px = min_behind_face_px
         self.prompt_refinements = prompt_refinements
         self.box_regions = box_regions
+        self.paint_face_scale = paint_face_scale
         self._region_cache: dict[tuple, PersonDetection | None] = {}
         self.grabcut = grabcut or GrabCutSettings()
         self.single_pass = single_pass
@@ -466,7 +466,8 @@ class EmbeddedSegmenter:
         return detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, mask_hw)
 
     def find_in_region(
-        self, image_rgb_hw3: np.ndarray, box_xyxy: np.ndarray | None = None, point_xy: np.ndarray | None = None
+        self, image_rgb_hw3: np.ndarray, box_xyxy: np.ndarray | None = None, point_xy: np.ndarray | None = None,
+        others: list[PersonDetection] | None = None,
     ) -> PersonDetection | None:
         """The person inside a prompted box, or under a clicked point, found by the detector and the
         landmark model on that region alone (upscaled as the models expect); None when there is none.
@@ -478,7 +479,9 @@ class EmbeddedSegmenter:
         wins. Where the landmark model is unsure everywhere (presence below `min_prompt_presence`), the
         best answer above `min_box_presence` is still taken: the user said there is someone. A point:
         the detector looks at squares of a third, two thirds and all of the image's short side centred
-        on it; the person's mask or landmarks' outline must hold it.
+        on it; the person's mask or landmarks' outline must hold it. `others`: the people already
+        found; where two of their faces share the box and the landmarks found have the wrong one
+        (entangled people), the box's own person is looked for again (`_unentangled`).
         """
         image = as_rgb_uint8(image_rgb_hw3)
         h, w = image.shape[:2]
@@ -486,6 +489,19 @@ class EmbeddedSegmenter:
         point = None if point_xy is None or box is not None else np.asarray(point_xy, dtype=np.float64).reshape(2)
         if box is None and point is None:
             return None
+        best, _ = self._best_region(image, box, point)
+        if best is None:
+            return None
+        if box is not None and others:
+            image, best = self._unentangled(image, box, best, others)
+        if self.mirror_average:
+            best = self.landmarks.run(image, best.rect, mirror_average=True)
+        return self._person_from(best, (h, w), box)
+
+    def _best_region(self, image: np.ndarray, box: np.ndarray | None, point: np.ndarray | None
+                     ) -> tuple[RegionLandmarks | None, float]:  # fmt: skip
+        """The landmarks that answer a prompt best over the regions tried, and their score."""
+        h, w = image.shape[:2]
         rects = self._region_rects(image, box, point)
         rects = rects if box is not None else rects[:4]
         floor = self.min_box_presence if box is not None else self.min_prompt_presence
@@ -505,11 +521,33 @@ class EmbeddedSegmenter:
                 score *= 0.1  # unsure: only when nothing better answers the prompt
             if score > best_score:
                 best, best_score = lm, score
-        if best is None:
-            return None
-        if self.mirror_average:
-            best = self.landmarks.run(image, best.rect, mirror_average=True)
-        return self._person_from(best, (h, w), box)
+        return best, best_score
+
+    def _unentangled(self, image: np.ndarray, box: np.ndarray, best: RegionLandmarks,
+                     others: list[PersonDetection]) -> tuple[np.ndarray, RegionLandmarks]:  # fmt: skip
+        """The box's own person where two faces share the box (entangled people): when the landmarks
+        found have not the face the box is drawn around (`box_faces`, among theirs and the other
+        people's), the other faces in the box are painted over (as `add_hidden` does) and the regions
+        are tried again; the new landmarks are kept when they have that face. Returns the image the
+        landmarks were found on (painted or not) and the landmarks. No model run without a conflict."""
+        faces = [face_of(p.keypoints2d.xy_k2, p.keypoints2d.conf_k) for p in others]
+        mine = _face_circle(best)
+        own, rivals = box_faces(box, [*faces, mine])
+        if own is None or own == len(faces) or not rivals:
+            return image, best
+        centre, width = faces[own]
+        if mine is not None and float(np.linalg.norm(mine[0] - centre)) <= width:
+            return image, best  # the landmarks found are of the box's own face
+        painted = image.copy()
+        for i in rivals:
+            f = mine if i == len(faces) else faces[i]
+            cv2.circle(painted, tuple(int(round(v)) for v in f[0]), int(round(self.paint_face_scale * f[1])),
+                       (127, 127, 127), -1)  # fmt: skip
+        alt, _ = self._best_region(painted, box, None)
+        alt_face = None if alt is None else _face_circle(alt)
+        if alt_face is None or float(np.linalg.norm(alt_face[0] - centre)) > width:
+            return image, best
+        return painted, alt
 
     def _region_rects(self, image: np.ndarray, box: np.ndarray | None, point: np.ndarray | None) -> list[RotatedRect]:
         """Regions to try for a prompt: the detector's finds around it (best first), then, for a box,
@@ -537,16 +575,18 @@ class EmbeddedSegmenter:
                 rects.append(RotatedRect(upright.center_xy, upright.size_px * scale, np.deg2rad(turn_deg)))
         return rects
 
-    def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None
-                     ) -> PersonDetection | None:  # fmt: skip
+    def _find_cached(self, image: np.ndarray, box_xyxy: np.ndarray | None, point_xy: np.ndarray | None,
+                     others: list[PersonDetection] | None = None) -> PersonDetection | None:  # fmt: skip
         """find_in_region, remembered for the last few prompts (every click re-applies a box)."""
+        faces = [face_of(p.keypoints2d.xy_k2, p.keypoints2d.conf_k) for p in others or []]
         key = (
             hashlib.sha1(np.ascontiguousarray(image[::9, ::9]).tobytes()).hexdigest(), image.shape,
             None if box_xyxy is None else tuple(np.round(box_xyxy, 2)),
             None if point_xy is None else tuple(np.round(point_xy, 2)),
+            tuple(None if f is None else (*np.round(f[0], 1), round(f[1], 1)) for f in faces),
         )  # fmt: skip
         if key not in self._region_cache:
-            self._region_cache[key] = self.find_in_region(image, box_xyxy, point_xy)
+            self._region_cache[key] = self.find_in_region(image, box_xyxy, point_xy, others)
             while len(self._region_cache) > 8:
                 self._region_cache.pop(next(iter(self._region_cache)))
         return self._region_cache[key]
@@ -609,7 +649,7 @@ class EmbeddedSegmenter:
         chosen = select_person(people, pos_n2, neg_n2, box)
         if box is not None or (chosen is None and len(pos_n2)):
             # A box always says who: the person the models find in it (an existing one, or a new one).
-            found = self._find_cached(image, box, None if box is not None else pos_n2.mean(axis=0))
+            found = self._find_cached(image, box, None if box is not None else pos_n2.mean(axis=0), people)
             if found is not None:
                 kp = found.keypoints2d
                 twin = [i for i, p in enumerate(people)

@@ -13,6 +13,9 @@ from pipelines.io.limits import MAX_IMAGE_PROMPTS
 from pipelines.keypoints.names import PROMPTABLE_NAMES
 from pipelines.types import PersonDetection, Prompts
 
+FACE_LANDMARKS = 11
+"""BlazePose's first 11 landmarks are the face's (nose, eyes, ears, mouth)."""
+
 
 def check_prompts(points_n3: np.ndarray, boxes_n4: np.ndarray, keypoints: dict[str, tuple[float, float]],
                   width: int, height: int, noun: str = "image", where: str = "") -> None:
@@ -86,6 +89,29 @@ def fraction_inside(xy_k2: np.ndarray, conf_k: np.ndarray, box_xyxy: np.ndarray,
     return float(inside.mean())
 
 
+def face_of(xy_k2: np.ndarray, conf_k: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(centre (2,), width) in pixels of the confident face landmarks (3 or more) of a landmark set."""
+    face = xy_k2[:FACE_LANDMARKS][conf_k[:FACE_LANDMARKS] >= 0.5]
+    if len(face) < 3:
+        return None
+    return face.mean(axis=0), max(float(np.ptp(face, axis=0).max()), 4.0)
+
+
+def box_faces(box: np.ndarray, faces: list[tuple[np.ndarray, float] | None]) -> tuple[int | None, list[int]]:
+    """Of the faces (centre, width) whose centre is in the box's upper half, the one the box is drawn
+    around (the nearest to its vertical centre line, in box widths) and the others, a face's width or
+    more away from it (two entangled people's faces); (None, []) when there are none."""
+    x0, y0, x1, y1 = box
+    inside = [i for i, f in enumerate(faces)
+              if f is not None and x0 <= f[0][0] <= x1 and y0 <= f[0][1] <= (y0 + y1) / 2]  # fmt: skip
+    if not inside:
+        return None, []
+    own = min(inside, key=lambda i: abs(faces[i][0][0] - (x0 + x1) / 2))
+    centre, width = faces[own]
+    others = [i for i in inside if float(np.linalg.norm(faces[i][0] - centre)) > max(width, faces[i][1])]
+    return own, others
+
+
 def person_under_point(people: list[PersonDetection], x: float, y: float) -> int | None:
     """The person whose mask covers (x, y); else the nearest one whose (10 % larger) box holds it."""
     col, row = int(x), int(y)
@@ -108,18 +134,28 @@ def person_under_point(people: list[PersonDetection], x: float, y: float) -> int
     return best
 
 
-def person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25) -> int | None:
+def person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: float = 0.25,
+                  face_key_share: float = 0.5) -> int | None:  # fmt: skip
     """The person whose box overlaps the prompt box most (IoU above `min_iou`), weighted by the share
-    of their confident landmarks inside the box (of two overlapping people, the one the box is around)."""
-    best, best_key = None, 0.0
+    of their confident landmarks inside the box (of two overlapping people, the one the box is around).
+    Where two faces share the box (entangled people, whose boxes and masks are nearly the same), the
+    person whose face the box is drawn around (`box_faces`) wins when their key is at least
+    `face_key_share` of the best."""
+    keys = {}
     for i, p in enumerate(people):
         iou = box_iou(p.bbox_xyxy, box_xyxy)
         if iou <= min_iou:
             continue
         kp = p.keypoints2d
         share = fraction_inside(kp.xy_k2, kp.conf_k, box_xyxy, 0.0) if (kp.conf_k >= 0.5).any() else 1.0
-        if iou * share > best_key:
-            best, best_key = i, iou * share
+        if iou * share > 0.0:
+            keys[i] = iou * share
+    if not keys:
+        return None
+    best = max(keys, key=lambda i: (keys[i], -i))
+    own, rivals = box_faces(box_xyxy, [face_of(p.keypoints2d.xy_k2, p.keypoints2d.conf_k) for p in people])
+    if own is not None and rivals and own in keys and keys[own] >= face_key_share * keys[best]:
+        return own
     return best
 
 
