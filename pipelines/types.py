@@ -161,7 +161,7 @@ class BodyFit:
     def joints(self, convention: Joints3DConvention = "coco") -> Keypoints3D:
         """The joints in one convention: 'coco' (joints3d_cam: keypoints as COCO / BlazePose annotate them,
         on the body's surface) or 'h36m' (joints3d_skeleton_cam: joint centres, as a mocap skeleton such as
-        Human3.6M's places them; the hips 3-5 cm farther apart). ValueError when the backend gave no
+        Human3.6M's places them; the hips wider apart, 3 cm on the rest pose). ValueError when the backend gave no
         skeleton joints."""
         if convention == "coco":
             return self.joints3d_cam
