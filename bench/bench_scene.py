@@ -35,7 +35,7 @@ from pipelines.scene.refine import DEPTH_KINDS, RefineOptions, refine_depth
 from pipelines.scene.zbuffer import render_depth
 
 W, H = 320, 240
-PREVIOUS = RefineOptions(inverse_field_in_depth=False)
+PREVIOUS = RefineOptions(inverse_field_in_depth=False, ground_tilt_sigma=None)
 """The previous release's refinement (for kind 'inverse' the field in disparity), the baseline row."""
 
 

@@ -387,3 +387,26 @@ def test_recording_has_the_scene_points_the_ground_and_the_up_axis(tmp_path) -> 
     frame.scene = SceneResult(ground=ground, points=cloud, depth_source="test")
     paths = entity_paths(save_rrd(frame, tmp_path / "scene.rrd"))
     assert {"world/scene/points", "world/scene/ground", "world/scene/up", "world/ground"} <= set(paths)
+
+
+def test_depth_squared_term_is_bounded_far_beyond_the_anchors() -> None:
+    """Disparity input whose depth errs by -1 % per metre (a disparity shift error, which the depth^2 term
+    corrects) and a far background no anchor sees: the term is linear in depth up to the farthest anchor,
+    then bounded (2x), so far away the refinement stays a bounded correction of the global fit."""
+    from pipelines.scene.refine import _tapered
+
+    x = np.array([0.0, 1.0, 2.0, 3.0, 1e6])
+    np.testing.assert_allclose(_tapered(x, 2.0)[:3], x[:3])  # linear up to x1
+    assert 2.0 < _tapered(x, 2.0)[3] < 3.0 and _tapered(x, 2.0)[4] < 4.0  # then bounded by 2 x1
+    scene = make_scene(np.random.default_rng(3), W, H)
+    z = scene.depth_m_hw
+    seen = z * (1 - 0.01 * z)
+    seen[:24] = 40.0
+    depth_in = (1 / seen + 0.05) / 0.37
+    kwargs = {"ground_depth_m_hw": _true_ground(scene).depth_hw(scene.K_33, W, H),
+              "exclude_ground_hw": scene.person_mask_hw}  # fmt: skip
+    out = refine_depth(depth_in, "inverse", _anchors(scene), **kwargs)
+    far = out.depth_m_hw[:24]
+    global_far = 1.0 / (out.global_scale * depth_in[:24] + out.global_shift)
+    assert np.isfinite(far).all() and np.all(np.abs(far / global_far - 1) < 0.5)
+    assert abs_rel(out.depth_m_hw[24:], z[24:]) < 0.02
