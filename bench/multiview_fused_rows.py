@@ -16,7 +16,9 @@ offsets, camera refinement); the refined cameras are then held. References:
 On the other-pair reference, the body and single-view rows use the same samples (frames where the body
 and the reference have all 12 joints).
 
-People are matched between the two pairs by their mid-hip (median distance < 0.3 m). Metrics on the
+The pairs' people are those of the 4-view fusion (its association, with the given calibration): each pair
+sees one person's tracks at a time, so a 2-view fusion cannot mix two people standing close together (it
+did on pose2sim_multi when each pair associated its own people). Metrics on the
 joints of bench.common: PA-MPJPE (Procrustes with scale) on 12 body / 17 COCO joints, root-relative
 MPJPE, and MPJPE with no alignment at all (world frame, metres: only meaningful for the fused rows).
 """
@@ -33,7 +35,7 @@ from bench.common import BODY12_NAMES, COCO17_NAMES, ROOT_NAMES, pa_mpjpe, root_
 from pipelines.io.video_io import probe
 from pipelines.multiview.body_fit import BodyOptions, fit_bodies
 from pipelines.multiview.calibration import CalibratedCamera
-from pipelines.multiview.fuse import FUSED_JOINT_NAMES, FuseOptions, FusionResult, fuse_views
+from pipelines.multiview.fuse import FUSED_JOINT_NAMES, FusedPerson, FuseOptions, fuse_views
 from pipelines.multiview.views2d import ViewTracks, track_view
 
 METRICS = ("pa12", "pa17", "rr12", "abs12")
@@ -66,22 +68,14 @@ def load_views(data: Path, cams: list[CalibratedCamera], n_frames: int, cache: P
     return views
 
 
-def _hip(joints_fk3: np.ndarray) -> np.ndarray:
-    return joints_fk3[:, [FUSED_JOINT_NAMES.index(n) for n in ROOT_NAMES]].mean(1)
-
-
-def _match(a: FusionResult, b: FusionResult) -> dict[int, int]:
-    """Person id in `a` -> the person of `b` with the nearest mid-hip (median < 0.3 m)."""
-    out = {}
-    for p in a.people:
-        best, best_d = None, 0.3
-        for q in b.people:
-            d = np.linalg.norm(_hip(p.joints_fk3) - _hip(q.joints_fk3), axis=-1)
-            d = d[np.isfinite(d)]
-            if len(d) > 5 and float(np.median(d)) < best_d:
-                best, best_d = q.id, float(np.median(d))
-        if best is not None:
-            out[p.id] = best
+def _person_views(views: list[ViewTracks], person: FusedPerson, idx: tuple[int, ...]) -> list[ViewTracks]:
+    """Views `idx`, each cut to the track rows the 4-view association gave `person` (one person per pair)."""
+    out = []
+    for i in idx:
+        rows = person.members[i]
+        v = views[i]
+        out.append(dataclasses.replace(v, xy_tfk2=v.xy_tfk2[rows], conf_tfk=v.conf_tfk[rows],
+                                       track_ids=[v.track_ids[r] for r in rows]))  # fmt: skip
     return out
 
 
@@ -102,13 +96,15 @@ def _in_fused_order(joints: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], preds: dict[str, dict] | None,
-               cache: Path | None, fps: float) -> dict:  # fmt: skip
-    """The fused rows (see the module docstring): {row name: {"reference", "n", metric means...}}."""
+               cache: Path | None, fps: float, body_options: BodyOptions | None = None) -> dict:  # fmt: skip
+    """The fused rows (see the module docstring): {row name: {"reference", "n", metric means...}};
+    `body_options`: the body fit's (default BodyOptions())."""
+    body_options = body_options or BodyOptions()
     n_frames = max(frames) + 1
     views = load_views(data, cams, n_frames, cache)
     t0 = time.perf_counter()
     full = fuse_views(views, cams, FuseOptions(), fps=fps)
-    bodies_full = fit_bodies(full, BodyOptions(), fps=fps)
+    bodies_full = fit_bodies(full, body_options, fps=fps)
     body_s = sum(b.fit_s for b in bodies_full)
     if len(full.people) != 1:
         preds = None  # single-view methods take the first detection: single-person captures only
@@ -143,14 +139,16 @@ def fused_rows(data: Path, cams: list[CalibratedCamera], frames: list[int], pred
     quick = FuseOptions(sync=False, refine=False)
     for pair_a, pair_b in SPLITS:
         for a, b in ((pair_a, pair_b), (pair_b, pair_a)):
-            fa = fuse_views([views[i] for i in a], [cams_r[i] for i in a], quick, fps=fps)
-            fb = fuse_views([views[i] for i in b], [cams_r[i] for i in b], quick, fps=fps)
-            match = _match(fa, fb)
-            bodies = {bd.id: bd for bd in fit_bodies(fa, BodyOptions(), fps=fps)}
-            ref_name = "other pair's triangulation"
-            for pid, qid in match.items():
-                pa, qb = fa.people[pid], fb.people[qid]
-                body = bodies.get(pid)
+            for person in full.people:  # each person of the 4-view association alone: the pairs cannot mix people
+                if not all(person.members.get(i) for i in (*a, *b)):
+                    continue
+                fa = fuse_views(_person_views(views, person, a), [cams_r[i] for i in a], quick, fps=fps)
+                fb = fuse_views(_person_views(views, person, b), [cams_r[i] for i in b], quick, fps=fps)
+                if len(fa.people) != 1 or len(fb.people) != 1:
+                    continue
+                pa, qb = fa.people[0], fb.people[0]
+                [body] = fit_bodies(fa, body_options, fps=fps) or [None]
+                ref_name = "other pair's triangulation"
                 index = {} if body is None else {int(f): i for i, f in enumerate(body.frames)}
                 for f in frames:
                     if f >= fa.n_frames or f >= fb.n_frames:

@@ -31,9 +31,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from pipelines.body.anny_model import AnnyBody
-from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regressor
+from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.hmr.fit import FitOptions, FitState, FitTargets, _Problem
-from pipelines.hmr.kinematics import forward
+from pipelines.hmr.kinematics import PointModel, forward
 from pipelines.hmr.solver import BodyFitter
 from pipelines.multiview.calibration import CalibratedCamera
 from pipelines.multiview.fuse import FUSED_JOINT_NAMES, FusedPerson, FusionResult
@@ -63,6 +63,22 @@ class BodyOptions:
     sigma_3d_m: float = 0.0
     """> 0: the warm-started frames also fit the fused (triangulated) joints, hip-centred, with this sigma
     (metres; the single-view fit's 3D landmark and bone-direction terms); 0 = the views' 2D only."""
+    keypoint_offsets: bool = True
+    """Per person, where the detector's keypoints sit on this body: after a first pass over the sequence, one
+    rigid offset per keypoint in its main bone's frame (rest-pose axes, metres) is solved on every fitted
+    frame and view at once (poses held; `_solve_keypoint_offsets`), and the fitted frames are fitted again
+    with it (`offset_pose_iters`). Off: the keypoints are Anny's regressed points as they are."""
+    offset_sigma_m: float = 0.03
+    """Prior sigma of each keypoint offset (metres, zero mean)."""
+    offset_every: int = 4
+    """The first pass (for the offsets only) fits every n-th frame."""
+    offset_pose_iters: int = 2
+    """LM iterations of a warm-started frame in the final pass, once the offsets are known."""
+    reinit_gap_m: float = 0.0
+    """A warm-started frame whose keypoints sit farther than this (median, metres) from the fused 3D joints has
+    lost the person (a fast limb, an occlusion): it is initialised again from those joints (as the first
+    frame, the shape held) and the better of the two kept (0 = never, the default: on pose2sim_single it
+    changed nothing; 0.08 was tried)."""
     smooth_s: float = 0.2
     """Temporal smoothing of the fitted motion: a zero-phase Savitzky-Golay window (seconds) over each bone's
     rotation and the root (the video mode's pipelines.tracking.track_smoothing, its polynomial order), the
@@ -106,16 +122,49 @@ class PersonBody:
     """Names of joints_world_fk3."""
 
 
+class OffsetPoints:
+    """A PointModel whose point k is moved by a rigid offset `offset_k3[k]` on its main bone (the bone of its
+    largest skinning weight): posed, it adds G_bone @ offset (rest-pose axes, metres). It is added to that
+    (point, bone) pair's rest offset, so the pose and shape Jacobians of the wrapped model stay exact (an
+    offset does not change with the shape)."""
+
+    def __init__(self, pm: PointModel, offset_k3: np.ndarray) -> None:
+        self.pm, self.offset_k3 = pm, offset_k3
+        self.pair_k = main_pairs(pm)
+        self.bone_k = pm.points.pair_bone[self.pair_k]
+
+    def rest_offsets(self, coeffs_n: np.ndarray, heads_j3: np.ndarray) -> np.ndarray:
+        offs = self.pm.rest_offsets(coeffs_n, heads_j3)
+        offs[self.pair_k] += self.offset_k3
+        return offs
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the wrapped model's
+        return getattr(self.pm, name)
+
+
+def main_pairs(pm: PointModel) -> np.ndarray:
+    """Per point of `pm`: the index of its (point, bone) pair of largest skinning weight (K,)."""
+    pts = pm.points
+    order = np.lexsort((-pts.pair_w, pts.pair_point))  # by point, the heaviest pair first
+    first = np.r_[True, np.diff(pts.pair_point[order]) != 0]
+    out = np.empty(len(pts.names), dtype=np.int64)
+    out[pts.pair_point[order][first]] = order[first]
+    return out
+
+
 class MultiViewProblem(_Problem):
     """The single-view fit's residuals with the 2D term over several cameras: observation row o is target
     point `obs_point[o]` seen by a camera with rotation R (fit frame -> that camera), translation t,
-    focal lengths and principal point (undistorted pixels)."""
+    focal lengths and principal point (undistorted pixels); `offset_k3`: the person's keypoint offsets
+    (OffsetPoints), None = none."""
 
     def __init__(self, body: AnnyBody, skel, pm, targets: FitTargets, K_33: np.ndarray,  # noqa: ANN001
                  opts: FitOptions, surface, *, obs_point_o: np.ndarray, xy_o2: np.ndarray, w_o: np.ndarray,  # noqa: ANN001
                  sigma_o: np.ndarray, R_o33: np.ndarray, t_o3: np.ndarray, fxy_o2: np.ndarray,
-                 cxy_o2: np.ndarray) -> None:  # fmt: skip
+                 cxy_o2: np.ndarray, offset_k3: np.ndarray | None = None) -> None:  # fmt: skip
         super().__init__(body, skel, pm, targets, K_33, opts, surface)
+        if offset_k3 is not None:  # the person's keypoint offsets (BodyOptions.keypoint_offsets)
+            self.pm = OffsetPoints(pm, offset_k3)
         self.obs_point = obs_point_o
         self.xy_obs, self.sqrt_w2d, self.sig2d = xy_o2, np.sqrt(w_o), sigma_o
         self.R_o33, self.t_o3, self.fxy_o2, self.cxy_o2 = R_o33, t_o3, fxy_o2, cxy_o2
@@ -160,6 +209,10 @@ class _PersonFitter:
                 span = np.percentile(ys.reshape(-1), 98) - np.percentile(ys.reshape(-1), 2)
                 sig[v] = max(1.5, options.sigma_frac * span)
         self.sigma_v = sig
+        self.offset_k3: np.ndarray | None = None
+        self.n_reinit = 0
+        """Frames initialised again from the fused joints (tracked_step)."""
+        """The person's keypoint offsets once solved (OffsetPoints), None before."""
 
     def targets(self, f: int) -> tuple[FitTargets, Callable[..., _Problem]]:
         """The frame's targets (the fused joints, hip-centred in the reference camera, for the 3D init) and
@@ -178,7 +231,8 @@ class _PersonFitter:
         tg = FitTargets(self.names, xy_ref, conf_ref, hip3d)
         factory = partial(MultiViewProblem, obs_point_o=k_idx, xy_o2=p.obs_xy_vfk2[v_idx, f, k_idx],
                           w_o=np.clip(self.w_vfk[v_idx, f, k_idx], 0, 1), sigma_o=self.sigma_v[v_idx],
-                          R_o33=self.R_v33[v_idx], t_o3=self.t_v3[v_idx], fxy_o2=fxy, cxy_o2=cxy)  # fmt: skip
+                          R_o33=self.R_v33[v_idx], t_o3=self.t_v3[v_idx], fxy_o2=fxy, cxy_o2=cxy,
+                          offset_k3=self.offset_k3)  # fmt: skip
         return tg, factory
 
     def first(self, f: int, hmr_options: FitOptions) -> FitState:
@@ -196,17 +250,103 @@ class _PersonFitter:
         no3d = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
         return self.fitter.fit(no3d, K_ref, full, warm, problem_factory=factory).state
 
-    def step(self, f: int, warm: FitState, hmr_options: FitOptions) -> FitState:
-        """Fit frame f warm-started from `warm` (pose and translation only)."""
+    def step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
+        """Fit frame f warm-started from `warm` (pose and translation only; `iters` LM iterations, default
+        BodyOptions.warm_pose_iters)."""
         tg, factory = self.targets(f)
         opts = FitOptions(**{**hmr_options.__dict__})
-        opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters, 0
+        opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters if iters is None else iters, 0
         opts.fit_shape, opts.fit_focal = False, False
         if self.options.sigma_3d_m > 0:  # the fused joints as a target too
             opts.sigma_3d_m = self.options.sigma_3d_m
         else:
             tg = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
         return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
+
+
+    def gap_m(self, state: FitState, f: int) -> float:
+        """Median distance (metres) between the body's keypoints of `state` and the fused joints of frame f."""
+        rest = self.fitter.body.rest_heads(state.pheno_p)
+        pm = self.fitter.point_model(tuple(self.names))
+        if self.offset_k3 is not None:
+            pm = OffsetPoints(pm, self.offset_k3)
+        G, o = forward(self.fitter.skel, rest.heads_j3, state.local_j33, state.root_pos_3)
+        x = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)[0]
+        j_ref = self.person.joints_fk3[f] @ self.R_ref.T + self.t_ref
+        d = np.linalg.norm(x - j_ref, axis=1)
+        return float(np.nanmedian(d)) if np.isfinite(d).any() else float("inf")
+
+    def tracked_step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
+        """`step`, and where its result has lost the person (BodyOptions.reinit_gap_m), a fit initialised again
+        from the fused 3D joints (the shape held): the one nearer to those joints."""
+        out = self.step(f, warm, hmr_options, iters)
+        limit = self.options.reinit_gap_m
+        if limit <= 0 or (gap := self.gap_m(out, f)) <= limit:
+            return out
+        tg, _ = self.targets(f)
+        K_ref = self.cams[self.ref].camera.K_33
+        init = FitOptions(**{**hmr_options.__dict__})
+        init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
+        fresh = self.fitter.fit(tg, K_ref, init, None).state  # the 3D init in the reference view
+        fresh.pheno_p = warm.pheno_p.copy()
+        fresh = self.step(f, fresh, hmr_options, self.options.first_pose_iters)
+        self.n_reinit += 1
+        return fresh if self.gap_m(fresh, f) < gap else out
+
+    def solve_offsets(self, states: dict[int, FitState], frames: np.ndarray, n_iter: int = 2) -> np.ndarray:
+        """The keypoint offsets (K, 3) (OffsetPoints: rest-pose axes of each keypoint's main bone, metres) that
+        bring the bodies of `states` (key -> state of grid frame frames[key]; poses held) closest to every
+        view's inlier keypoints: per keypoint, Gauss-Newton on its confidence-weighted, Huber-robust
+        reprojection residuals over all those frames and views (the fit's sigma per view), under a zero-mean
+        Gaussian prior of sigma BodyOptions.offset_sigma_m. The offset of a keypoint enters only its own
+        residuals, so each is a 3x3 solve."""
+        fitter, o = self.fitter, self.options
+        names = tuple(self.names)
+        pm = fitter.point_model(names)
+        n_k = len(names)
+        pheno = next(iter(states.values())).pheno_p
+        rest = fitter.body.rest_heads(pheno)
+        offs0 = pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
+        pair_k = main_pairs(pm)
+        bone_k = pm.points.pair_bone[pair_k]
+        x0, Gb, v_o, k_o, xy_o, w_o = [], [], [], [], [], []
+        for i, (key, st) in enumerate(sorted(states.items())):
+            f = int(frames[key])
+            G, og = forward(fitter.skel, rest.heads_j3, st.local_j33, st.root_pos_3)
+            x0.append(pm.evaluate(offs0, G, og)[0])
+            Gb.append(G[bone_k])
+            v_idx, k_idx = np.nonzero(self.w_vfk[:, f] > 0)
+            v_o.append(v_idx)
+            k_o.append(i * n_k + k_idx)
+            xy_o.append(self.person.obs_xy_vfk2[v_idx, f, k_idx])
+            w_o.append(np.clip(self.w_vfk[v_idx, f, k_idx], 0, 1))
+        x0_n3, G_n33 = np.concatenate(x0), np.concatenate(Gb)  # n = (state, keypoint)
+        v, n, xy, w = (np.concatenate(a) for a in (v_o, k_o, xy_o, w_o))
+        k = n % n_k
+        K_v = np.stack([c.camera.K_33 for c in self.cams])
+        sig = self.sigma_v[v]
+        huber_k = 2.5
+        d_k3 = np.zeros((n_k, 3))
+        for _ in range(n_iter):
+            x = x0_n3[n] + np.einsum("oab,ob->oa", G_n33[n], d_k3[k])
+            p = np.einsum("oab,ob->oa", self.R_v33[v], x) + self.t_v3[v]
+            z = np.clip(p[:, 2], 1e-3, None)
+            fxy = np.stack([K_v[v, 0, 0], K_v[v, 1, 1]], axis=1)
+            uv = fxy * p[:, :2] / z[:, None] + K_v[v, :2, 2]
+            e = (uv - xy) / sig[:, None]
+            norm = np.linalg.norm(e, axis=1)
+            wt = w * np.where(norm > huber_k, huber_k / np.maximum(norm, 1e-9), 1.0)  # IRLS Huber, as the fit
+            dp = np.zeros((len(z), 2, 3))
+            dp[:, 0, 0], dp[:, 1, 1] = fxy[:, 0] / z, fxy[:, 1] / z
+            dp[:, :, 2] = -fxy * p[:, :2] / z[:, None] ** 2
+            J = np.einsum("oab,obc,ocd->oad", dp, self.R_v33[v], G_n33[n]) / sig[:, None, None]  # d e / d offset
+            H = np.zeros((n_k, 3, 3))
+            g = np.zeros((n_k, 3))
+            np.add.at(H, k, wt[:, None, None] * np.einsum("oai,oaj->oij", J, J))
+            np.add.at(g, k, wt[:, None] * np.einsum("oai,oa->oi", J, e))
+            prec = 1.0 / o.offset_sigma_m**2
+            d_k3 = d_k3 - np.linalg.solve(H + prec * np.eye(3), (g + prec * d_k3)[..., None])[..., 0]
+        return d_k3
 
 
 def _slerp_local(a_j33: np.ndarray, b_j33: np.ndarray, s: float) -> np.ndarray:
@@ -245,22 +385,31 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
     pf = _PersonFitter(fitter, person, cams, options)
     seen = (pf.w_vfk[:, frames] > 0).sum((0, 2))
     start_i = int(np.flatnonzero(seen >= 0.9 * seen.max())[0])
+    first = pf.first(int(frames[start_i]), hmr_options)
+
+    def fit_pass(every: int, iters: int | None) -> dict[int, FitState]:
+        """Every `every`-th frame (and the ends), forward then backward from the start frame, each warm-started
+        from the previous one."""
+        keys = sorted(set(range(start_i % every, len(frames), every)) | {0, len(frames) - 1, start_i})
+        out = {start_i: first if pf.offset_k3 is None else pf.step(int(frames[start_i]), first, hmr_options, iters)}
+        for seq in ([k for k in keys if k > start_i], [k for k in keys if k < start_i][::-1]):
+            prev = out[start_i]
+            for k in seq:
+                if should_stop is not None:
+                    should_stop()
+                prev = out[k] = pf.tracked_step(int(frames[k]), prev, hmr_options, iters)
+        return out
+
     step = max(1, options.fit_every)
-    keys = sorted(set(range(start_i % step, len(frames), step)) | {0, len(frames) - 1, start_i})
-    states: dict[int, FitState] = {}
-    states[start_i] = pf.first(int(frames[start_i]), hmr_options)
-    forward_keys = [k for k in keys if k > start_i]
-    backward_keys = [k for k in keys if k < start_i][::-1]
-    for seq in (forward_keys, backward_keys):
-        prev = states[start_i]
-        for k in seq:
-            if should_stop is not None:
-                should_stop()
-            prev = states[k] = pf.step(int(frames[k]), prev, hmr_options)
-    pheno = states[start_i].pheno_p
+    iters_final = options.offset_pose_iters if options.keypoint_offsets else None
+    if options.keypoint_offsets:
+        pf.offset_k3 = pf.solve_offsets(fit_pass(max(1, options.offset_every), None), frames)
+    states = fit_pass(step, iters_final)
+    pheno = first.pheno_p
     rest = body.rest_heads(pheno)
     # Every frame with a body: fitted keys as they are, the others interpolated between their keys.
     key_arr = np.array(sorted(states))
+    extra: dict[int, FitState] = {}
     n_b = len(body.bone_labels)
     n = len(frames)
     G_f = np.empty((n, n_b, 3, 3))
@@ -274,6 +423,12 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
             s = (frames[i] - frames[a]) / (frames[b] - frames[a])
             local = _slerp_local(states[a].local_j33, states[b].local_j33, s)
             root = (1 - s) * states[a].root_pos_3 + s * states[b].root_pos_3
+            limit = options.reinit_gap_m
+            if limit > 0 and pf.gap_m(FitState(local, root, pheno, first.focal_px), int(frames[i])) > limit:
+                # the motion between the keys is not a slerp (a fast limb): this frame is fitted too
+                near = states[a] if s <= 0.5 else states[b]
+                extra[i] = pf.tracked_step(int(frames[i]), near, hmr_options, iters_final)
+                local, root = extra[i].local_j33, extra[i].root_pos_3
         G_f[i], o_f[i] = forward(fitter.skel, rest.heads_j3, local, root)
     if fps and options.smooth_s > 0:
         G_f, o_f = _smoothed(fitter, rest.heads_j3, G_f, o_f[:, 0], frames / fps, options.smooth_s)
@@ -281,12 +436,15 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
     R_t = pf.R_ref.T
     G_w = np.einsum("ab,fjbc->fjac", R_t, G_f)
     o_w = (o_f - pf.t_ref) @ R_t.T
-    idx_s, weights_ks = output_joint_regressor(body)
     rest_v = body.rest_vertices(rest.coeffs_n)
-    rest_s = rest_v[idx_s]
-    joints = np.stack([weights_ks @ body.skin(rest.coeffs_n, rest.heads_j3, G_w[i], o_w[i], vertex_idx=idx_s,
-                                               rest_v3=rest_s) for i in range(n)])  # fmt: skip
+    # The reported joints (the regressor's vertices, skinned) as a point model: linear blend skinning is linear,
+    # so each is a sum over bones of a bone transform and a precomputed term; no vertex is skinned.
+    pm_joints = fitter.point_model(tuple(f"anny:{name}" for name in OUTPUT_JOINT_NAMES))
+    offs_joints = pm_joints.rest_offsets(rest.coeffs_n, rest.heads_j3)
+    joints = np.stack([pm_joints.evaluate(offs_joints, G_w[i], o_w[i])[0] for i in range(n)])
     pm = fitter.point_model(tuple(FUSED_JOINT_NAMES))
+    if pf.offset_k3 is not None:
+        pm = OffsetPoints(pm, pf.offset_k3)
     offs = pm.rest_offsets(rest.coeffs_n, rest.heads_j3)
     kp = np.stack([pm.evaluate(offs, G_w[i], o_w[i])[0] for i in range(n)])
     n_v = len(cams)
@@ -302,7 +460,8 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
         all_err.append(err[inl])
     errs = np.concatenate(all_err)
     return PersonBody(person.id, pheno.copy(), float(np.ptp(rest_v[:, 2])), pf.ref, frames,
-                      np.isin(np.arange(n), key_arr), G_w.astype(np.float32), o_w.astype(np.float32), o_w[:, 0].copy(),
+                      np.isin(np.arange(n), [*key_arr, *extra]), G_w.astype(np.float32), o_w.astype(np.float32),
+                      o_w[:, 0].copy(),
                       joints, kp, err_vf, float(np.median(errs)) if len(errs) else float("nan"),
                       time.perf_counter() - t0)  # fmt: skip
 
