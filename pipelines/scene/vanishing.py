@@ -10,10 +10,11 @@ image; those shorter than MIN_LENGTH_FRAC of the image diagonal, on a person (th
 than `VanishingGates.max_segment_deg` from the bodies' up projected into the image at the segment are
 dropped. Each kept segment (end points p, q) defines its interpretation plane through the camera centre,
 normal n = (K^-1 p) x (K^-1 q); the up direction d lies in every plane of a vertical segment: n . d = 0.
-RANSAC over segment pairs (d = n_i x n_j; inliers |n . d| < sin(INLIER_DEG), scored by their length), then
-least squares on the inliers (the smallest eigenvector of sum length * n n^T) and the inliers re-picked
-(REFINE_ROUNDS). The sign of d is the bodies' up's. Several frames of a static camera pool their segments
-(`segments_of_frames`): the scene's lines repeat, the people's move.
+RANSAC over segment pairs (d = n_i x n_j, drawn only within `max_angle_to_bodies_deg` of the bodies' up;
+inliers |n . d| < sin(INLIER_DEG), scored by their length), then least squares on the inliers (the smallest
+eigenvector of sum length * n n^T) and the inliers re-picked (REFINE_ROUNDS). The sign of d is the bodies'
+up's. Several frames of a static camera pool their segments (a list of per-frame segments; the lengths count
+per frame): the scene's lines repeat, the people's move.
 
 `vertical_up` says whether the vanishing point is well supported (`VanishingGates`: inlier count, their
 total length in image diagonals, the angle to the bodies' up); the ground then takes it as its normal and
@@ -44,14 +45,15 @@ MAX_SEGMENTS = 4000
 class VanishingGates:
     """When the vanishing point is trusted over the bodies (chosen on pose2sim_single)."""
 
-    max_segment_deg: float = 20.0
+    max_segment_deg: float = 25.0
     """Candidate segments within this angle (degrees, in the image) of the bodies' up projected there."""
-    min_inliers: int = 8
+    min_inliers: int = 10
     """At least this many inlier segments ..."""
-    min_length_diag: float = 1.0
+    min_length_diag: float = 0.25
     """... of at least this total length, in image diagonals (pooled frames: per frame)."""
-    max_angle_to_bodies_deg: float = 10.0
-    """The vanishing point's up within this angle of the bodies' up."""
+    max_angle_to_bodies_deg: float = 20.0
+    """The vanishing point's up within this angle of the bodies' up (RANSAC draws no hypothesis outside:
+    the fitted bodies' up is 10-14 degrees off on pose2sim_single's videos, the vanishing point 0.1-5)."""
 
 
 @dataclass
@@ -143,6 +145,7 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
     q_n3 = np.c_[seg[:, 2:], np.ones(len(seg))] @ K_inv.T
     n_n3 = _unit_rows(np.cross(p_n3, q_n3))
     tol = np.sin(np.radians(INLIER_DEG))
+    cos_gate = np.cos(np.radians(g.max_angle_to_bodies_deg))
     rng = np.random.default_rng(seed)
     prob = length_n / length_n.sum()  # long segments are drawn more often
     best_d, best_score = up_prior, -1.0
@@ -152,6 +155,8 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
         if np.linalg.norm(d) < 1e-6:
             continue
         d = d / np.linalg.norm(d)
+        if abs(d @ up_prior) < cos_gate:  # not an up the bodies allow (e.g. a horizontal direction)
+            continue
         score = float(length_n[np.abs(n_n3 @ d) < tol].sum())
         if score > best_score:
             best_d, best_score = d, score
