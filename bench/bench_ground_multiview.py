@@ -43,6 +43,13 @@ from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_cali
 from pipelines.multiview.triangulate import triangulate_points
 from pipelines.scene.frame_scene import footed_bodies
 from pipelines.scene.ground import FootedBody, GroundPlane, fit_ground, fit_ground_over_time
+from pipelines.scene.vanishing import (
+    VanishingGates,
+    boxes_mask,
+    fit_ground_with_vanishing,
+    line_segments,
+    segments_off_mask,  # fmt: skip
+)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multiview"
 FOOT_NAMES = ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
@@ -186,6 +193,53 @@ def _variants() -> list[Variant]:
     ]
 
 
+def view_segments(data: Path, views: list[ViewFrames], frames: list[int]) -> list[list[np.ndarray]]:
+    """Per view, per frame: the image's line segments (n, 4) off the fitted people (their projected joints'
+    boxes, grown by 15 %), and the image size (width, height) as the last item of each view's list."""
+    from bench.accuracy_multiview import read_frames
+
+    out = []
+    for vf in views:
+        segs, size = [], (0, 0)
+        for i, (_, rgb_hw3) in enumerate(read_frames(data / f"{vf.cam.name}.mp4", frames)):
+            h, w = rgb_hw3.shape[:2]
+            size = (w, h)
+            K = vf.cam.camera.K_33
+            boxes = []
+            for b in vf.bodies[i]:
+                j = np.stack(list(b.joints.values()))
+                j = j[j[:, 2] > 0.1]
+                uv = (j[:, :2] / j[:, 2:]) @ K[:2, :2].T + K[:2, 2]
+                boxes.append([*uv.min(axis=0), *uv.max(axis=0)])
+            segs.append(segments_off_mask(line_segments(rgb_hw3), boxes_mask(np.array(boxes), w, h, 0.15)))
+        out.append([*segs, np.array(size)])
+    return out
+
+
+def vp_errors(vf: ViewFrames, segs: list[np.ndarray], truth_z: float, own_focal: bool, over_time: bool,
+              gates: VanishingGates) -> tuple[np.ndarray, int]:  # fmt: skip
+    """(n, 3) height (cm), pitch, roll (deg) errors of the ground with the vanishing point's normal where it
+    is supported; and how many estimates took it."""
+    truth = _truth(vf, truth_z)
+    w, h = (int(v) for v in segs[-1])
+    frames_segs = segs[:-1]
+    if own_focal:
+        bodies = vf.bodies_est
+        Ks = [np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]) for f in vf.focal_est_px]
+    else:
+        bodies, Ks = vf.bodies, [vf.cam.camera.K_33] * len(frames_segs)
+    if over_time:  # one focal for the camera: the median of the frames' (own), the calibrated one (cal)
+        K = Ks[0] if not own_focal else np.array([[np.median(vf.focal_est_px), 0, w / 2],
+                                                  [0, np.median(vf.focal_est_px), h / 2], [0, 0, 1.0]])
+        grounds = [fit_ground_with_vanishing(bodies, frames_segs, K, w, h, gates=gates)]
+    else:
+        grounds = [fit_ground_with_vanishing([b], [sg], K, w, h, gates=gates)
+                   for b, sg, K in zip(bodies, frames_segs, Ks, strict=True)]  # fmt: skip
+    rows = [(100 * (g.camera_height_m - truth.camera_height_m), g.pitch_deg - truth.pitch_deg,
+             g.roll_deg - truth.roll_deg) for g in grounds if g is not None]  # fmt: skip
+    return np.array(rows).reshape(-1, 3), sum(1 for g in grounds if g is not None and g.up_source != "bodies")
+
+
 def _med(values: np.ndarray | list[float], signed: bool = False) -> str:
     v = np.asarray(values, dtype=np.float64)
     if not v.size:
@@ -199,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=None, help="pickle of the fitted bodies (read if present)")
     args = parser.parse_args(argv)
     cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.is_file() else {}
-    rows, view_rows = [], []
+    rows, view_rows, vp_rows = [], [], []
     variants = _variants()
+    gates = VanishingGates()
     for name, role, frames in SETS:
         key = f"{name}:{frames}"
         if key not in cached:
@@ -208,6 +263,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.cache:
                 args.cache.write_bytes(pickle.dumps(cached))
         views, support_z = cached[key]
+        if f"segments:{key}" not in cached:
+            cached[f"segments:{key}"] = view_segments(args.data / name, views, frames)
+            if args.cache:
+                args.cache.write_bytes(pickle.dumps(cached))
+        segs = cached[f"segments:{key}"]
         truth_z = support_z if name == "pose2sim_single" else 0.0
         label = f"{name} {frames[0]}, {frames[1]}, .., {frames[-1]} ({role})"
         people = np.mean([len(b) for vf in views for b in vf.bodies])
@@ -218,6 +278,17 @@ def main(argv: list[str] | None = None) -> None:
             dist = [d for vf in views for d in distance_errors(vf, own)]
             rows.append([label, f"{people:.1f}", v.label, str(len(e)), _med(e[:, 0]), _med(e[:, 1]), _med(e[:, 2]),
                          _med(dist)])  # fmt: skip
+        for own, over_time in ((False, False), (False, True), (True, False), (True, True)):
+            res = [vp_errors(vf, sg, truth_z, own, over_time, gates) for vf, sg in zip(views, segs, strict=True)]
+            e = np.concatenate([r[0] for r in res])
+            took = sum(r[1] for r in res)
+            what = ("over time" if over_time else "per photo") + (", own focal" if own else ", calibrated focal")
+            rows.append([label, f"{people:.1f}", f"{what}, vanishing point ({took} of {len(e)} took it)", str(len(e)),
+                         _med(e[:, 0]), _med(e[:, 1]), _med(e[:, 2]), "–"])  # fmt: skip
+            if not own:
+                for vf, r in zip(views, res, strict=True):
+                    vp_rows.append([label, vf.cam.name, what, str(r[1]), _med(r[0][:, 0], True), _med(r[0][:, 1], True),
+                                    _med(r[0][:, 2], True)])  # fmt: skip
         for i, vf in enumerate(views):
             focal = [100 * (f / vf.cam.camera.focal_px - 1) for f in vf.focal_est_px]
             cells = [label, vf.cam.name, _med(focal, True), _med(distance_errors(vf, True), True),
@@ -237,6 +308,9 @@ def main(argv: list[str] | None = None) -> None:
                           "height err cal, per photo (cm)", "pitch err cal, per photo (deg)",
                           "height err own, over time (cm)", "pitch err own, over time (deg)",
                           "height err cal, over time (cm)", "pitch err cal, over time (deg)"], view_rows))  # fmt: skip
+    print("\nPer view, the vanishing point's ground (calibrated focal; signed medians):\n")
+    print(markdown_table(["set (frames)", "view", "ground", "took the vanishing point", "height err (cm)",
+                          "pitch err (deg)", "roll err (deg)"], vp_rows))  # fmt: skip
 
 
 if __name__ == "__main__":

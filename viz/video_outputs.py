@@ -30,6 +30,7 @@ from pipelines.body.anny_points import OUTPUT_JOINT_NAMES, output_joint_regresso
 from pipelines.io.video_io import VideoInfo
 from pipelines.modes.video import TrackHistory, VideoFrameResult, VideoPipeline
 from pipelines.scene.ground import GroundPlane
+from pipelines.scene.vanishing import boxes_mask, line_segments, segments_off_mask
 from pipelines.tracking.feet import (
     break_contacts_at_gaps,
     floor_shift_cam,
@@ -44,6 +45,10 @@ from viz.bvh import out_frame, write_bvh
 from viz.gltf_anim import write_animated_glb
 from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
 
+VP_SAMPLE_S = 1.0
+"""A frame's line segments are kept for the ground's vertical vanishing point every this many seconds ..."""
+VP_MAX_FRAMES = 10
+"""... at most this many frames."""
 ANNY_UP_3 = np.array([0.0, 0.0, 1.0])
 """Up in Anny's rest frame (z up)."""
 
@@ -63,6 +68,10 @@ class VideoOutputs:
         self.tmp = make_staging_dir(self.out_dir)
         self.logger = None
         self.scale = 1.0
+        self.segments: list[np.ndarray] = []
+        """Line segments (off the people) of frames sampled every VP_SAMPLE_S, for the vanishing point."""
+        self._segments_t = -np.inf
+        self._segments_wh = (0, 0)
         if write_rrd:
             from viz.video_log import VideoLogger
 
@@ -70,8 +79,22 @@ class VideoOutputs:
 
     def add(self, result: VideoFrameResult) -> None:
         self.scale = result.frame.scale
+        self._sample_segments(result)
         if self.logger is not None:
             self.logger.log(result)
+
+    def _sample_segments(self, result: VideoFrameResult) -> None:
+        """Keep the line segments of a frame every VP_SAMPLE_S (at most VP_MAX_FRAMES), the people's boxes
+        masked out: the ground's vertical vanishing point pools them (a static camera)."""
+        if len(self.segments) >= VP_MAX_FRAMES or result.frame.time_s < self._segments_t + VP_SAMPLE_S:
+            return
+        rgb_hw3 = result.frame.rgb_hw3
+        h, w = rgb_hw3.shape[:2]
+        if self.segments and self._segments_wh != (w, h):
+            return
+        boxes = np.array([p.detection.bbox_xyxy for p in result.people]).reshape(-1, 4)
+        self.segments.append(segments_off_mask(line_segments(rgb_hw3), boxes_mask(boxes, w, h, 0.15)))
+        self._segments_t, self._segments_wh = result.frame.time_s, (w, h)
 
     def abort(self) -> None:
         """Drop the staging folder (nothing is changed in `out_dir`)."""
@@ -103,7 +126,11 @@ class VideoOutputs:
     def _fit_ground(self, pipeline: VideoPipeline) -> None:
         """The ground under the static camera, and per track its contacts, foot slide and pinned root."""
         tracks = [t for t in pipeline.tracks.values() if t.frames]
-        self.ground = tracks_ground([np.stack(t.joints_cam_fk3) for t in tracks], [t.frames for t in tracks])
+        cam = pipeline.camera
+        use_vp = bool(self.segments) and cam is not None and (cam.width, cam.height) == self._segments_wh
+        self.ground = tracks_ground([np.stack(t.joints_cam_fk3) for t in tracks], [t.frames for t in tracks],
+                                   self.segments if use_vp else None, cam.K_33 if use_vp else None,
+                                   self._segments_wh if use_vp else None)  # fmt: skip
         self.world = {}
         if self.ground is None:
             return

@@ -102,6 +102,11 @@ class GroundPlane:
     """The sole points the plane was fitted to (metres, camera frame)."""
     source: str
     """How it was found, in words (e.g. 'feet of 1 person, body upright')."""
+    up_source: str = "bodies"
+    """Where the normal came from: "bodies" (the bodies' up and their feet) or "vanishing_point" (the
+    scene's vertical vanishing point, pipelines.scene.vanishing; the feet fix only the offset)."""
+    vanishing: dict | None = None
+    """The vertical vanishing point's support (`VerticalVanishing.as_dict`), when one was looked for."""
 
     @property
     def camera_height_m(self) -> float:
@@ -125,6 +130,8 @@ class GroundPlane:
             "normal_cam": [float(v) for v in self.normal_cam],
             "offset_m": float(self.offset_m),
             "source": self.source,
+            "up_source": self.up_source,
+            "vanishing_point": self.vanishing,
             "n_contacts": self.n_contacts,
             "rms_m": None if not np.isfinite(self.rms_m) else round(self.rms_m, 5),
             "convention": "plane: normal_cam . X + offset_m = 0 (OpenCV camera frame, metres, normal up); "
@@ -263,8 +270,8 @@ def feet_only(body: FootedBody) -> FootedBody:
 
 
 def _plane(c_n3: np.ndarray, w_n: np.ndarray, g_n: np.ndarray, ups_b3: np.ndarray, up_3: np.ndarray,
-           offset_m: float, priors: GroundPriors, up_w_b: np.ndarray | None = None
-           ) -> tuple[np.ndarray, float]:  # fmt: skip
+           offset_m: float, priors: GroundPriors, up_w_b: np.ndarray | None = None,
+           fixed_normal_3: np.ndarray | None = None) -> tuple[np.ndarray, float]:  # fmt: skip
     """Normal and offset from weighted contacts (`g_n`: each one's person) and the priors (see the module
     docstring). A person's contacts share one distance error: its whole body scaled by 1 + e about the
     camera (e ~ priors.depth_rel_err), which moves its plane's offset by offset * e and keeps its normal. So each
@@ -287,6 +294,8 @@ def _plane(c_n3: np.ndarray, w_n: np.ndarray, g_n: np.ndarray, ups_b3: np.ndarra
     means_g3, w_g = np.stack(means), np.array(w_eff)
     mean_3 = (w_g[:, None] * means_g3).sum(axis=0) / w_g.sum()
     d_g3 = means_g3 - mean_3
+    if fixed_normal_3 is not None:
+        return fixed_normal_3, -float(mean_3 @ fixed_normal_3)
     M_33 += (w_g[:, None] * d_g3).T @ d_g3
     up_w_b = np.ones(len(ups_b3)) if up_w_b is None else up_w_b
     M_33 += (up_w_b.sum() * np.eye(3) - (up_w_b[:, None] * ups_b3).T @ ups_b3) / priors.body_up_sigma_rad**2
@@ -302,10 +311,11 @@ def _up_weights(ups_b3: np.ndarray, normal_3: np.ndarray, scale_rad: float) -> n
     return _robust_weights(angle_b, scale_rad)
 
 
-def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], priors: GroundPriors | None = None
-                         ) -> GroundPlane | None:  # fmt: skip
+def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], priors: GroundPriors | None = None,
+                         up_cam_3: np.ndarray | None = None) -> GroundPlane | None:  # fmt: skip
     """The ground under the bodies of several frames seen by one static camera (or of one frame: a
-    list of one list); None without any body or with the camera under the plane."""
+    list of one list); None without any body or with the camera under the plane. `up_cam_3`: the normal
+    from other evidence (the scene's vertical vanishing point): the feet then fix only the offset."""
     priors = priors or GroundPriors()
     flat = [(f, b) for f, frame in enumerate(bodies_per_frame) for b in frame]
     if not flat:
@@ -319,7 +329,8 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], prior
         for _ in range(10):
             up_w_b = _up_weights(ups_b3, up_3, priors.up_outlier_rad)
             up_3 = _unit((up_w_b[:, None] * ups_b3).sum(axis=0))
-    normal, offset = up_3, None
+    fixed = None if up_cam_3 is None else _unit(np.asarray(up_cam_3, dtype=np.float64))
+    normal, offset = (up_3 if fixed is None else fixed), None
     group_of = {}
     for i, (_, b) in enumerate(flat):
         group_of[i] = group_of.setdefault(("track", b.track_id), len(group_of)) if b.track_id is not None else -1 - i
@@ -345,17 +356,21 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], prior
         c_n3, w_n = np.concatenate(contacts), np.concatenate(weights)
         if offset is None:
             offset = -float(np.median(c_n3 @ normal))
-        normal, offset = _plane(c_n3, w_n, np.concatenate(groups), ups_b3, up_3, offset, priors, prior_w_b)
+        normal, offset = _plane(c_n3, w_n, np.concatenate(groups), ups_b3, up_3, offset, priors, prior_w_b,
+                                fixed_normal_3=fixed)
     n_frames = len({f for f, _ in flat})
     people = max(sum(1 for g, _ in flat if g == f) for f in range(len(bodies_per_frame)))
     source = (f"feet of {people} {'person' if people == 1 else 'people'}"
               + (f" over {n_frames} frames" if n_frames > 1 else "")
-              + f" ({len(c_n3)} contacts, the bodies' up as the normal's prior)")  # fmt: skip
+              + (f" ({len(c_n3)} contacts, the bodies' up as the normal's prior)" if fixed is None
+                 else f" ({len(c_n3)} contacts, the normal from the vertical vanishing point)"))  # fmt: skip
     if offset is None or offset < 0:  # the camera below the ground: the bodies say nothing sensible
         return None
-    return GroundPlane(normal_cam=normal, offset_m=offset, contacts_cam_n3=c_n3, source=source)
+    return GroundPlane(normal_cam=normal, offset_m=offset, contacts_cam_n3=c_n3, source=source,
+                       up_source="bodies" if fixed is None else "vanishing_point")  # fmt: skip
 
 
-def fit_ground(bodies: Sequence[FootedBody], priors: GroundPriors | None = None) -> GroundPlane | None:
+def fit_ground(bodies: Sequence[FootedBody], priors: GroundPriors | None = None,
+               up_cam_3: np.ndarray | None = None) -> GroundPlane | None:  # fmt: skip
     """The ground under the given bodies of one photo (see the module docstring); None without any body."""
-    return fit_ground_over_time([list(bodies)], priors)
+    return fit_ground_over_time([list(bodies)], priors, up_cam_3)

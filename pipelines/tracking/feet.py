@@ -25,6 +25,7 @@ import numpy as np
 
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.scene.ground import FootedBody, GroundPlane, fit_ground_over_time
+from pipelines.scene.vanishing import fit_ground_with_vanishing
 
 FOOT_JOINTS = {
     side: [OUTPUT_JOINT_NAMES.index(f"{side}_{n}") for n in ("heel", "big_toe", "small_toe")]
@@ -47,12 +48,15 @@ class ContactOptions:
     """... when it moves slower than this along the ground."""
 
 
-def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequence[Sequence[int]] | None = None
-                  ) -> GroundPlane | None:  # fmt: skip
+def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequence[Sequence[int]] | None = None,
+                  segments_per_frame: Sequence[np.ndarray] | None = None, K_33: np.ndarray | None = None,
+                  size_wh: tuple[int, int] | None = None) -> GroundPlane | None:  # fmt: skip
     """The ground under every track's feet over the video (each track (F, K, 3) output joints, camera frame;
     `frames_per_track`: the video frame index of each row, so that people seen together count as one
     frame's people; at most MAX_FRAMES frames are used); None with fewer than MIN_FRAMES frames in all, or
-    when no sensible plane is found."""
+    when no sensible plane is found. With `segments_per_frame` (line segments of sampled frames, the people
+    masked out; pixels of a `size_wh` image with intrinsics `K_33`) their pooled vertical vanishing point
+    gives the normal when well supported (pipelines.scene.vanishing)."""
     tracks = [np.asarray(j, dtype=np.float64) for j in joints_per_track]
     if sum(len(j) for j in tracks) < MIN_FRAMES:
         return None
@@ -67,6 +71,8 @@ def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequ
     frames = sorted(by_frame)
     if len(frames) > MAX_FRAMES:
         frames = [frames[i] for i in np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)]
+    if segments_per_frame is not None and K_33 is not None and size_wh is not None:
+        return fit_ground_with_vanishing([by_frame[f] for f in frames], segments_per_frame, K_33, *size_wh)
     return fit_ground_over_time([by_frame[f] for f in frames])
 
 

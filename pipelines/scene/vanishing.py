@@ -1,0 +1,206 @@
+"""The world's up from the scene itself: the vertical vanishing point of the image's line segments.
+
+Walls' edges, door frames, table legs and poles are vertical in the world; seen by a pinhole camera their
+image lines meet in the vertical vanishing point vp, and K^-1 vp is the world's up in the camera frame
+(OpenCV frame: x right, y down, z forward). This is evidence for the ground's normal that does not come
+from the fitted bodies (whose up has a per-view bias, see pipelines.scene.ground).
+
+Segments: OpenCV's line segment detector (cv2.createLineSegmentDetector, OpenCV >= 4.5.1) on the grey
+image; those shorter than MIN_LENGTH_FRAC of the image diagonal, on a person (the `exclude_hw` mask) or more
+than `VanishingGates.max_segment_deg` from the bodies' up projected into the image at the segment are
+dropped. Each kept segment (end points p, q) defines its interpretation plane through the camera centre,
+normal n = (K^-1 p) x (K^-1 q); the up direction d lies in every plane of a vertical segment: n . d = 0.
+RANSAC over segment pairs (d = n_i x n_j, drawn only within `max_angle_to_bodies_deg` of the bodies' up;
+inliers |n . d| < sin(INLIER_DEG), scored by their length), then least squares on the inliers (the smallest
+eigenvector of sum length * n n^T) and the inliers re-picked (REFINE_ROUNDS). The sign of d is the bodies'
+up's. Several frames of a static camera pool their segments (a list of per-frame segments; the lengths count
+per frame): the scene's lines repeat, the people's move.
+
+`vertical_up` says whether the vanishing point is well supported (`VanishingGates`: inlier count, their
+total length in image diagonals, the angle to the bodies' up); the ground then takes it as its normal and
+the feet fix only the offset (pipelines.scene.ground.fit_ground_over_time's `up_cam_3`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipelines.scene.ground import FootedBody, GroundPlane, GroundPriors, fit_ground_over_time
+
+MIN_LENGTH_FRAC = 0.02
+"""Segments shorter than this fraction of the image diagonal are left out."""
+INLIER_DEG = 0.5
+"""A segment is an inlier when the up direction is within this angle of its interpretation plane."""
+RANSAC_ITERATIONS = 500
+REFINE_ROUNDS = 3
+MAX_SEGMENTS = 4000
+"""The longest this many segments are kept (pooled frames)."""
+
+
+@dataclass
+class VanishingGates:
+    """When the vanishing point is trusted over the bodies (chosen on pose2sim_single)."""
+
+    max_segment_deg: float = 25.0
+    """Candidate segments within this angle (degrees, in the image) of the bodies' up projected there."""
+    min_inliers: int = 10
+    """At least this many inlier segments ..."""
+    min_length_diag: float = 0.25
+    """... of at least this total length, in image diagonals (pooled frames: per frame)."""
+    max_angle_to_bodies_deg: float = 20.0
+    """The vanishing point's up within this angle of the bodies' up (RANSAC draws no hypothesis outside:
+    the fitted bodies' up is 10-14 degrees off on pose2sim_single's videos, the vanishing point 0.1-5)."""
+
+
+@dataclass
+class VerticalVanishing:
+    """The vertical vanishing point's up direction and its support."""
+
+    up_cam_3: np.ndarray
+    """Unit up direction (OpenCV camera frame), the bodies' up's sign."""
+    n_candidates: int
+    """Near-vertical segments considered."""
+    n_inliers: int
+    inlier_length_diag: float
+    """Total inlier length, in image diagonals per frame."""
+    angle_to_bodies_deg: float
+    supported: bool
+    """Whether it passed the gates (else the ground keeps the bodies' up)."""
+
+    def as_dict(self) -> dict:
+        return {"up_cam": [round(float(v), 6) for v in self.up_cam_3], "n_candidates": self.n_candidates,
+                "n_inliers": self.n_inliers, "inlier_length_diag": round(self.inlier_length_diag, 3),
+                "angle_to_bodies_deg": round(self.angle_to_bodies_deg, 3), "supported": self.supported}  # fmt: skip
+
+
+def line_segments(image: np.ndarray) -> np.ndarray:
+    """Line segments (n, 4): x1, y1, x2, y2 in pixels, of an RGB or grey uint8 image."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    lines = cv2.createLineSegmentDetector().detect(np.ascontiguousarray(grey, dtype=np.uint8))[0]
+    return np.zeros((0, 4)) if lines is None else lines.reshape(-1, 4).astype(np.float64)
+
+
+def segments_off_mask(segments_n4: np.ndarray, exclude_hw: np.ndarray | None) -> np.ndarray:
+    """The segments whose midpoint and both ends are off `exclude_hw` (True = a person)."""
+    if exclude_hw is None or not len(segments_n4):
+        return segments_n4
+    h, w = exclude_hw.shape
+    keep = np.ones(len(segments_n4), dtype=bool)
+    for a in (0.0, 0.5, 1.0):
+        p = segments_n4[:, :2] * (1 - a) + segments_n4[:, 2:] * a
+        x = np.clip(p[:, 0].round().astype(int), 0, w - 1)
+        y = np.clip(p[:, 1].round().astype(int), 0, h - 1)
+        keep &= ~exclude_hw[y, x]
+    return segments_n4[keep]
+
+
+def _unit_rows(v_n3: np.ndarray) -> np.ndarray:
+    return v_n3 / np.maximum(np.linalg.norm(v_n3, axis=-1, keepdims=True), 1e-12)
+
+
+def near_vertical(segments_n4: np.ndarray, K_33: np.ndarray, up_cam_3: np.ndarray, max_deg: float) -> np.ndarray:
+    """Mask (n,) of the segments within `max_deg` (image angle) of the up direction's image line through
+    their midpoint (towards its vanishing point K up, which may be at infinity)."""
+    mid_n2 = (segments_n4[:, :2] + segments_n4[:, 2:]) / 2
+    vp_3 = K_33 @ up_cam_3
+    # towards (or away from) the vanishing point: the sign does not matter
+    toward_n2 = np.broadcast_to(vp_3[:2], mid_n2.shape) if abs(vp_3[2]) < 1e-9 else vp_3[:2] / vp_3[2] - mid_n2
+    seg_n2 = segments_n4[:, 2:] - segments_n4[:, :2]
+    cos_n = np.abs(np.sum(_unit_rows(seg_n2) * _unit_rows(toward_n2), axis=1))
+    return cos_n >= np.cos(np.radians(max_deg))
+
+
+def _lsq_direction(n_n3: np.ndarray, w_n: np.ndarray) -> np.ndarray:
+    """The unit d minimising sum w (n . d)^2."""
+    _, vecs = np.linalg.eigh((w_n[:, None] * n_n3).T @ n_n3)
+    return vecs[:, 0]
+
+
+def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, height: int,
+                bodies_up_cam_3: np.ndarray, gates: VanishingGates | None = None, seed: int = 0
+                ) -> VerticalVanishing | None:  # fmt: skip
+    """The vertical vanishing point's up from the segments (n, 4) of one or several frames of one camera
+    (pixels of a width x height image with intrinsics K_33); None with fewer than 2 candidate segments."""
+    g = gates or VanishingGates()
+    up_prior = np.asarray(bodies_up_cam_3, dtype=np.float64) / np.linalg.norm(bodies_up_cam_3)
+    diag = float(np.hypot(width, height))
+    n_frames = max(len(segments), 1)
+    seg = np.concatenate([np.zeros((0, 4))] + [np.asarray(s, dtype=np.float64).reshape(-1, 4) for s in segments])
+    length_n = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
+    keep = length_n >= MIN_LENGTH_FRAC * diag
+    seg, length_n = seg[keep], length_n[keep]
+    keep = near_vertical(seg, K_33, up_prior, g.max_segment_deg)
+    seg, length_n = seg[keep], length_n[keep]
+    if len(seg) > MAX_SEGMENTS:
+        top = np.argsort(-length_n)[:MAX_SEGMENTS]
+        seg, length_n = seg[top], length_n[top]
+    if len(seg) < 2:
+        return None
+    K_inv = np.linalg.inv(K_33)
+    p_n3 = np.c_[seg[:, :2], np.ones(len(seg))] @ K_inv.T
+    q_n3 = np.c_[seg[:, 2:], np.ones(len(seg))] @ K_inv.T
+    n_n3 = _unit_rows(np.cross(p_n3, q_n3))
+    tol = np.sin(np.radians(INLIER_DEG))
+    cos_gate = np.cos(np.radians(g.max_angle_to_bodies_deg))
+    rng = np.random.default_rng(seed)
+    prob = length_n / length_n.sum()  # long segments are drawn more often
+    best_d, best_score = up_prior, -1.0
+    for _ in range(RANSAC_ITERATIONS):
+        i, j = rng.choice(len(seg), size=2, replace=False, p=prob)
+        d = np.cross(n_n3[i], n_n3[j])
+        if np.linalg.norm(d) < 1e-6:
+            continue
+        d = d / np.linalg.norm(d)
+        if abs(d @ up_prior) < cos_gate:  # not an up the bodies allow (e.g. a horizontal direction)
+            continue
+        score = float(length_n[np.abs(n_n3 @ d) < tol].sum())
+        if score > best_score:
+            best_d, best_score = d, score
+    d = best_d
+    inl = np.abs(n_n3 @ d) < tol
+    for _ in range(REFINE_ROUNDS):
+        if inl.sum() < 2:
+            break
+        d = _lsq_direction(n_n3[inl], length_n[inl])
+        inl = np.abs(n_n3 @ d) < tol
+    d = d * (1.0 if d @ up_prior >= 0 else -1.0)
+    angle = float(np.degrees(np.arccos(np.clip(d @ up_prior, -1.0, 1.0))))
+    n_inl, inl_len = int(inl.sum()), float(length_n[inl].sum() / diag / n_frames)
+    ok = n_inl >= g.min_inliers and inl_len >= g.min_length_diag and angle <= g.max_angle_to_bodies_deg
+    return VerticalVanishing(up_cam_3=d, n_candidates=len(seg), n_inliers=n_inl, inlier_length_diag=inl_len,
+                             angle_to_bodies_deg=angle, supported=bool(ok))  # fmt: skip
+
+
+def boxes_mask(boxes_n4: np.ndarray, width: int, height: int, pad_frac: float = 0.1) -> np.ndarray:
+    """(height, width) bool mask of the boxes (x1, y1, x2, y2 pixels), each grown by `pad_frac` of its size
+    on every side (the people, whose limbs' edges are no vertical lines of the world)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x1, y1, x2, y2 in np.asarray(boxes_n4, dtype=np.float64).reshape(-1, 4):
+        px, py = pad_frac * (x2 - x1), pad_frac * (y2 - y1)
+        c1, r1 = int(max(np.floor(x1 - px), 0)), int(max(np.floor(y1 - py), 0))
+        c2, r2 = int(min(np.ceil(x2 + px), width)), int(min(np.ceil(y2 + py), height))
+        mask[r1:r2, c1:c2] = True
+    return mask
+
+
+def fit_ground_with_vanishing(bodies_per_frame: Sequence[Sequence[FootedBody]],
+                              segments_per_frame: Sequence[np.ndarray], K_33: np.ndarray, width: int, height: int,
+                              priors: GroundPriors | None = None,
+                              gates: VanishingGates | None = None) -> GroundPlane | None:  # fmt: skip
+    """The ground of one static camera's frames (one frame: lists of one) with the normal from the vertical
+    vanishing point of `segments_per_frame` (the people already masked out) when it is well supported, else
+    from the bodies (`up_source` says which); the feet fix the offset either way. None as
+    fit_ground_over_time."""
+    ground = fit_ground_over_time(bodies_per_frame, priors)
+    if ground is None:
+        return None
+    vp = vertical_up(segments_per_frame, K_33, width, height, ground.normal_cam, gates)
+    if vp is not None and vp.supported:
+        fixed = fit_ground_over_time(bodies_per_frame, priors, up_cam_3=vp.up_cam_3)
+        ground = fixed if fixed is not None else ground
+    ground.vanishing = None if vp is None else vp.as_dict()
+    return ground

@@ -1,0 +1,102 @@
+"""The world's up from the vertical vanishing point (pipelines/scene/vanishing.py) and the ground using it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.scene_synth import camera_pose, proxy_body
+from pipelines.scene.ground import FootedBody, pitch_deg, roll_deg
+from pipelines.scene.vanishing import (
+    boxes_mask,
+    fit_ground_with_vanishing,
+    line_segments,
+    segments_off_mask,
+    vertical_up,  # fmt: skip
+)
+
+W, H = 640, 480
+K_33 = np.array([[600.0, 0, 330.0], [0, 600.0, 236.0], [0, 0, 1]])
+
+
+def _project(T_44: np.ndarray, p_world_3: np.ndarray) -> np.ndarray:
+    c = T_44[:3, :3] @ p_world_3 + T_44[:3, 3]
+    return (K_33 @ c)[:2] / c[2]
+
+
+def _room_image(T_44: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Grey image of vertical poles (world z) 2.5-9 m ahead, plus horizontal edges (world x and y)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((H, W, 3), 190, np.uint8)
+    for _ in range(14):
+        x, y = rng.uniform(-3.5, 3.5), rng.uniform(2.5, 9.0)
+        a, b = _project(T_44, np.array([x, y, 0.0])), _project(T_44, np.array([x, y, rng.uniform(1.5, 3.0)]))
+        cv2.line(img, tuple(int(v) for v in a.round()), tuple(int(v) for v in b.round()), (40, 40, 40), 3, cv2.LINE_AA)
+    for _ in range(6):  # not vertical in the world: must not pull the vanishing point
+        x, y, z = rng.uniform(-2, 2), rng.uniform(3, 8), rng.uniform(0.5, 2.5)
+        d = np.array([1.0, 0, 0]) if rng.random() < 0.5 else np.array([0, 1.0, 0])
+        a, b = _project(T_44, np.array([x, y, z])), _project(T_44, np.array([x, y, z]) + 1.5 * d)
+        cv2.line(img, tuple(int(v) for v in a.round()), tuple(int(v) for v in b.round()), (90, 60, 30), 3, cv2.LINE_AA)
+    return img
+
+
+def _person(T_44: np.ndarray, foot_xy: tuple[float, float], lean_deg: float) -> FootedBody:
+    """A box person whose fitted up leans `lean_deg` towards the camera (the bodies' per-view bias)."""
+    v, _, j = proxy_body(np.array(foot_xy), 1.75)
+    a = np.radians(lean_deg)
+    R_lean = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    base = np.array([foot_xy[0], foot_xy[1], 0.0])
+    v = (v - base) @ R_lean.T + base
+    j = {k: R_lean @ (p - base) + base for k, p in j.items()}
+    R, t = T_44[:3, :3], T_44[:3, 3]
+    return FootedBody(verts_v3=v @ R.T + t, joints={k: R @ p + t for k, p in j.items()})
+
+
+@pytest.mark.parametrize(("pitch", "roll"), [(15.0, 4.0), (25.0, -12.0)])
+def test_vertical_vanishing_point_of_drawn_poles_gives_the_pitch_and_roll(pitch: float, roll: float) -> None:
+    T = camera_pose(1.6, pitch, roll)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    assert pitch_deg(up_true) == pytest.approx(pitch) and roll_deg(up_true) == pytest.approx(roll)
+    tilt = np.radians(6.0)  # the bodies' up, 6 degrees off
+    side = np.cross(up_true, [1.0, 0, 0])
+    prior = up_true * np.cos(tilt) + side / np.linalg.norm(side) * np.sin(tilt)
+    segments = line_segments(_room_image(T))
+    vp = vertical_up([segments], K_33, W, H, prior)
+    assert vp is not None and vp.supported and vp.n_inliers >= 8
+    assert abs(pitch_deg(vp.up_cam_3) - pitch) < 0.5 and abs(roll_deg(vp.up_cam_3) - roll) < 0.5
+    assert vp.angle_to_bodies_deg == pytest.approx(6.0, abs=0.6)
+
+
+def test_ground_takes_the_vanishing_points_normal_and_the_feet_offset() -> None:
+    T = camera_pose(1.6, 18.0, 5.0)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    people = [_person(T, (-0.5, 4.0), 5.0), _person(T, (0.8, 5.0), 5.0)]
+    img = _room_image(T, seed=1)
+    segments = line_segments(img)
+    ground = fit_ground_with_vanishing([people], [segments], K_33, W, H)
+    bodies_only = fit_ground_with_vanishing([people], [np.zeros((0, 4))], K_33, W, H)
+    assert ground is not None and bodies_only is not None
+    assert ground.up_source == "vanishing_point" and bodies_only.up_source == "bodies"
+    assert ground.as_dict()["up_source"] == "vanishing_point" and ground.as_dict()["vanishing_point"]["supported"]
+    angle = np.degrees(np.arccos(np.clip(ground.normal_cam @ up_true, -1, 1)))
+    angle_bodies = np.degrees(np.arccos(np.clip(bodies_only.normal_cam @ up_true, -1, 1)))
+    assert angle < 0.5 < 3.0 < angle_bodies
+    assert ground.camera_height_m == pytest.approx(1.6, abs=0.03)
+
+
+def test_image_without_lines_falls_back_to_the_bodies() -> None:
+    T = camera_pose(1.5, 12.0, 0.0)
+    people = [_person(T, (0.0, 4.0), 0.0)]
+    rng = np.random.default_rng(3)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (0, 0), 2.0)
+    ground = fit_ground_with_vanishing([people], [line_segments(noise)], K_33, W, H)
+    assert ground is not None and ground.up_source == "bodies"
+    assert ground.as_dict()["up_source"] == "bodies"
+
+
+def test_segments_on_the_people_are_left_out() -> None:
+    segments = np.array([[10.0, 10, 10, 100], [300, 50, 305, 200]])
+    mask = boxes_mask(np.array([[280.0, 40, 330, 220]]), W, H, pad_frac=0.1)
+    assert mask.shape == (H, W) and mask[45, 300] and not mask[10, 10]
+    np.testing.assert_array_equal(segments_off_mask(segments, mask), segments[:1])
