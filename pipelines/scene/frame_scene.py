@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 
 from pipelines.scene.depth_file import load_depth_file
-from pipelines.scene.ground import FootedBody, GroundPlane
+from pipelines.scene.ground import FootedBody, GroundPlane, fit_ground
 from pipelines.scene.pointcloud import PointCloud, backproject
 from pipelines.scene.refine import RefinedDepth, refine_depth
-from pipelines.scene.vanishing import boxes_mask, fit_ground_with_vanishing, line_segments, segments_off_mask
 from pipelines.scene.zbuffer import render_depth
 from pipelines.types import PersonResult
 
@@ -109,9 +108,7 @@ def build_scene(rgb_hw3: np.ndarray, K_33: np.ndarray, people: list[PersonResult
     """Ground plane from the fitted people; with `depth_in`, its refinement into metres and the point cloud."""
     h, w = rgb_hw3.shape[:2]
     bodies = footed_bodies(people)
-    boxes = np.array([p.detection.bbox_xyxy for p in people]).reshape(-1, 4)
-    segments = segments_off_mask(line_segments(rgb_hw3), boxes_mask(boxes, w, h, 0.15)) if bodies else None
-    ground = fit_ground_with_vanishing([bodies], [segments], K_33, w, h) if bodies else None
+    ground = fit_ground(bodies)
     scene = SceneResult(ground=ground)
     if depth_in is None:
         scene.notes.append(NO_DEPTH_NOTE)
