@@ -222,8 +222,10 @@ def test_exports_stand_on_the_ground(runs: dict[str, Path]) -> None:
     # foot counts as touching up to the contact height above the track's floor level: no sole is further off
     from pipelines.tracking.feet import ContactOptions
 
+    # (3.5 cm median: where the scene's vertical vanishing point gives the floor's up, a body's own tilt error
+    # against it shows as a sole off the floor; with the bodies' up the floor followed the bodies: 3 cm)
     err = np.abs(soles)
-    assert np.median(err) < 0.03 and np.mean(err < 0.05) >= 0.8, soles
+    assert np.median(err) < 0.035 and np.mean(err < 0.05) >= 0.8, soles
     assert err.max() < ContactOptions().contact_height_m, soles
     assert np.all(np.array(heads) > 1.4), heads  # upright: the head 1.4+ m above it (the dancer is ~1.7 m)
     # The BVH: the same frame, its lowest bone heads (the toes) at the floor
