@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.scene.ground import FEET_LEVEL_M, FootedBody, GroundPlane, _unit, body_up, foot_points
+from pipelines.scene.ground import FEET_LEVEL_M, FootedBody, GroundPlane, body_up, foot_points, unit_rows
 
 MAX_FOOT_TILT_DEG = 10.0
 
@@ -28,7 +28,7 @@ def first_slice_ground(bodies: Sequence[FootedBody]) -> GroundPlane | None:
     if not bodies:
         return None
     ups = np.stack([body_up(b) for b in bodies])
-    up_3 = _unit(ups.mean(axis=0))
+    up_3 = unit_rows(ups.mean(axis=0))
     contacts = []
     for b, up_b in zip(bodies, ups, strict=True):
         s_23 = _soles(b, up_b)
@@ -38,8 +38,8 @@ def first_slice_ground(bodies: Sequence[FootedBody]) -> GroundPlane | None:
     if len(bodies) == 1:
         normal = up_3
         if len(c_n3) == 2:
-            e_3 = _unit(c_n3[1] - c_n3[0])
-            tilted = _unit(up_3 - (up_3 @ e_3) * e_3)
+            e_3 = unit_rows(c_n3[1] - c_n3[0])
+            tilted = unit_rows(up_3 - (up_3 @ e_3) * e_3)
             if np.degrees(np.arccos(np.clip(tilted @ up_3, -1, 1))) < MAX_FOOT_TILT_DEG:
                 normal = tilted
         source = "feet of 1 person (body upright, standing on the ground)"
@@ -51,7 +51,7 @@ def first_slice_ground(bodies: Sequence[FootedBody]) -> GroundPlane | None:
         _, vecs = np.linalg.eigh(M_33)
         normal = vecs[:, 0] * np.sign(vecs[:, 0] @ up_3)
         source = f"feet of {len(bodies)} people (least-squares plane through {len(c_n3)} soles)"
-    normal = _unit(normal)
+    normal = unit_rows(normal)
     offset = -float(np.median(c_n3 @ normal))
     if offset < 0:  # the camera below the ground: the bodies say nothing sensible
         return None

@@ -206,8 +206,10 @@ def world_T_cam_from_plane(normal_cam_3: np.ndarray, offset_m: float) -> np.ndar
     return T
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+def unit_rows(v_n3: np.ndarray) -> np.ndarray:
+    """Each row (or a single vector) scaled to unit length."""
+    return v_n3 / np.maximum(np.linalg.norm(v_n3, axis=-1, keepdims=True), 1e-12)
+
 
 
 @dataclass
@@ -227,7 +229,7 @@ def body_up(body: FootedBody) -> np.ndarray:
     j = body.joints
     shoulders = (j["left_shoulder"] + j["right_shoulder"]) / 2
     ankles = (j["left_ankle"] + j["right_ankle"]) / 2
-    return _unit(shoulders - ankles)
+    return unit_rows(shoulders - ankles)
 
 
 def foot_points(body: FootedBody, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +253,7 @@ def foot_contacts(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
         toe = np.mean(toes, axis=0) if toes else centre_3
         axis_3 = toe - heel
         axis_3 = axis_3 - (axis_3 @ up_3) * up_3
-        along_v = (verts_v3 - centre_3) @ _unit(axis_3) if np.linalg.norm(axis_3) > 1e-6 else np.zeros(len(verts_v3))
+        along_v = (verts_v3 - centre_3) @ unit_rows(axis_3) if np.linalg.norm(axis_3) > 1e-6 else np.zeros(len(verts_v3))
         for half in (along_v <= 0, along_v >= 0):
             pts = verts_v3[half] if half.any() else verts_v3
             out.append(pts[np.argmin(pts @ up_3)])
@@ -301,7 +303,7 @@ def _plane(c_n3: np.ndarray, w_n: np.ndarray, g_n: np.ndarray, ups_b3: np.ndarra
     M_33 += (up_w_b.sum() * np.eye(3) - (up_w_b[:, None] * ups_b3).T @ ups_b3) / priors.body_up_sigma_rad**2
     # = sum w (I - u u^T) / s^2
     _, vecs = np.linalg.eigh(M_33)
-    normal = _unit(vecs[:, 0] * np.sign(vecs[:, 0] @ up_3))
+    normal = unit_rows(vecs[:, 0] * np.sign(vecs[:, 0] @ up_3))
     return normal, -float(mean_3 @ normal)
 
 
@@ -324,12 +326,12 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], prior
     flat = tall or flat
     ups_b3 = np.stack([body_up(b) for _, b in flat])
     up_w_b = np.ones(len(flat))
-    up_3 = _unit(ups_b3.mean(axis=0))
+    up_3 = unit_rows(ups_b3.mean(axis=0))
     if priors.up_outlier_rad > 0:  # a robust mean of the ups (IRLS on their angles to it)
         for _ in range(10):
             up_w_b = _up_weights(ups_b3, up_3, priors.up_outlier_rad)
-            up_3 = _unit((up_w_b[:, None] * ups_b3).sum(axis=0))
-    fixed = None if up_cam_3 is None else _unit(np.asarray(up_cam_3, dtype=np.float64))
+            up_3 = unit_rows((up_w_b[:, None] * ups_b3).sum(axis=0))
+    fixed = None if up_cam_3 is None else unit_rows(np.asarray(up_cam_3, dtype=np.float64))
     normal, offset = (up_3 if fixed is None else fixed), None
     group_of = {}
     for i, (_, b) in enumerate(flat):
@@ -370,7 +372,6 @@ def fit_ground_over_time(bodies_per_frame: Sequence[Sequence[FootedBody]], prior
                        up_source="bodies" if fixed is None else "vanishing_point")  # fmt: skip
 
 
-def fit_ground(bodies: Sequence[FootedBody], priors: GroundPriors | None = None,
-               up_cam_3: np.ndarray | None = None) -> GroundPlane | None:  # fmt: skip
+def fit_ground(bodies: Sequence[FootedBody], priors: GroundPriors | None = None) -> GroundPlane | None:
     """The ground under the given bodies of one photo (see the module docstring); None without any body."""
-    return fit_ground_over_time([list(bodies)], priors, up_cam_3)
+    return fit_ground_over_time([list(bodies)], priors)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipelines.scene.ground import FootedBody, GroundPlane, GroundPriors, fit_ground_over_time
+from pipelines.scene.ground import FootedBody, GroundPlane, GroundPriors, fit_ground_over_time, unit_rows
 
 MIN_LENGTH_FRAC = 0.02
 """Segments shorter than this fraction of the image diagonal are left out."""
@@ -98,10 +98,6 @@ def segments_off_mask(segments_n4: np.ndarray, exclude_hw: np.ndarray | None) ->
     return segments_n4[keep]
 
 
-def _unit_rows(v_n3: np.ndarray) -> np.ndarray:
-    return v_n3 / np.maximum(np.linalg.norm(v_n3, axis=-1, keepdims=True), 1e-12)
-
-
 def near_vertical(segments_n4: np.ndarray, K_33: np.ndarray, up_cam_3: np.ndarray, max_deg: float) -> np.ndarray:
     """Mask (n,) of the segments within `max_deg` (image angle) of the up direction's image line through
     their midpoint (towards its vanishing point K up, which may be at infinity)."""
@@ -110,7 +106,7 @@ def near_vertical(segments_n4: np.ndarray, K_33: np.ndarray, up_cam_3: np.ndarra
     # towards (or away from) the vanishing point: the sign does not matter
     toward_n2 = np.broadcast_to(vp_3[:2], mid_n2.shape) if abs(vp_3[2]) < 1e-9 else vp_3[:2] / vp_3[2] - mid_n2
     seg_n2 = segments_n4[:, 2:] - segments_n4[:, :2]
-    cos_n = np.abs(np.sum(_unit_rows(seg_n2) * _unit_rows(toward_n2), axis=1))
+    cos_n = np.abs(np.sum(unit_rows(seg_n2) * unit_rows(toward_n2), axis=1))
     return cos_n >= np.cos(np.radians(max_deg))
 
 
@@ -143,7 +139,7 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
     K_inv = np.linalg.inv(K_33)
     p_n3 = np.c_[seg[:, :2], np.ones(len(seg))] @ K_inv.T
     q_n3 = np.c_[seg[:, 2:], np.ones(len(seg))] @ K_inv.T
-    n_n3 = _unit_rows(np.cross(p_n3, q_n3))
+    n_n3 = unit_rows(np.cross(p_n3, q_n3))
     tol = np.sin(np.radians(INLIER_DEG))
     cos_gate = np.cos(np.radians(g.max_angle_to_bodies_deg))
     rng = np.random.default_rng(seed)
