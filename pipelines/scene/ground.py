@@ -253,7 +253,8 @@ def foot_contacts(body: FootedBody, up_3: np.ndarray) -> np.ndarray:
         toe = np.mean(toes, axis=0) if toes else centre_3
         axis_3 = toe - heel
         axis_3 = axis_3 - (axis_3 @ up_3) * up_3
-        along_v = (verts_v3 - centre_3) @ unit_rows(axis_3) if np.linalg.norm(axis_3) > 1e-6 else np.zeros(len(verts_v3))
+        flat = np.linalg.norm(axis_3) <= 1e-6
+        along_v = np.zeros(len(verts_v3)) if flat else (verts_v3 - centre_3) @ unit_rows(axis_3)
         for half in (along_v <= 0, along_v >= 0):
             pts = verts_v3[half] if half.any() else verts_v3
             out.append(pts[np.argmin(pts @ up_3)])
