@@ -24,7 +24,7 @@ from pipelines.segmentation.pose_detector import (
     weighted_nms,
 )
 from pipelines.segmentation.roi import RotatedRect, crop_region, paste_region
-from pipelines.types import PersonDetection, Prompts
+from pipelines.types import Keypoints2D, PersonDetection, Prompts
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -326,6 +326,30 @@ def test_a_box_on_either_entangled_dancer_gives_that_dancer_a_body(pipeline, lab
         assert pck(joints, person, 0.1) > pck(joints, other, 0.1) + 0.2
     (a, _, xy_a), (_, _, xy_b) = bodies
     assert float(np.median(np.linalg.norm(xy_a - xy_b, axis=1))) > 0.05 * a.size_px
+
+
+def _synthetic_person(bbox: list[float], face_xy: tuple[float, float], face_half_px: float) -> PersonDetection:
+    """33 confident BlazePose landmarks: the 11 face points around `face_xy`, the rest spread in the box."""
+    x0, y0, x1, y1 = bbox
+    rng = np.random.default_rng(0)
+    body_k2 = np.c_[rng.uniform(x0 + 5, x1 - 5, 22), rng.uniform((y0 + y1) / 2, y1 - 5, 22)]
+    face_k2 = np.asarray(face_xy) + rng.uniform(-face_half_px, face_half_px, (11, 2))
+    xy_k2 = np.r_[face_k2, body_k2]
+    keypoints = Keypoints2D([f"p{i}" for i in range(33)], xy_k2, np.ones(33))
+    return PersonDetection(bbox_xyxy=np.asarray(bbox, float), score=0.9, keypoints2d=keypoints)
+
+
+def test_a_face_behind_the_entangled_pair_does_not_steer_the_box() -> None:
+    """Two entangled people in one box, the box drawn around the first one's face; a small face far
+    behind them (a bystander whose box hardly overlaps the prompt) sits nearer the box's centre line.
+    The box still means the first person, not the one whose box happens to fit it best."""
+    box = np.array([100.0, 100.0, 300.0, 500.0])
+    first = _synthetic_person([110, 100, 310, 500], (207, 150), 10)  # her face is the centred one
+    partner = _synthetic_person([100, 100, 300, 500], (262, 150), 10)  # his box fits the prompt best
+    bystander = _synthetic_person([196, 112, 206, 128], (201, 120), 2)
+    people = [partner, first, bystander]
+    assert select_person(people, np.zeros((0, 2)), np.zeros((0, 2)), box) == 1
+    assert select_person(people[:2], np.zeros((0, 2)), np.zeros((0, 2)), box) == 1  # the same without him
 
 
 def test_max_people_is_a_pipeline_setting() -> None:

@@ -138,8 +138,8 @@ def person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: 
                   face_key_share: float = 0.5) -> int | None:  # fmt: skip
     """The person whose box overlaps the prompt box most (IoU above `min_iou`), weighted by the share
     of their confident landmarks inside the box (of two overlapping people, the one the box is around).
-    Where two faces share the box (entangled people, whose boxes and masks are nearly the same), the
-    person whose face the box is drawn around (`box_faces`) wins when their key is at least
+    Where two candidates' faces share the box (entangled people, whose boxes and masks are nearly the
+    same), the person whose face the box is drawn around (`box_faces`) wins when their key is at least
     `face_key_share` of the best."""
     keys = {}
     for i, p in enumerate(people):
@@ -153,7 +153,9 @@ def person_in_box(people: list[PersonDetection], box_xyxy: np.ndarray, min_iou: 
     if not keys:
         return None
     best = max(keys, key=lambda i: (keys[i], -i))
-    own, rivals = box_faces(box_xyxy, [face_of(p.keypoints2d.xy_k2, p.keypoints2d.conf_k) for p in people])
+    faces = [face_of(p.keypoints2d.xy_k2, p.keypoints2d.conf_k) if i in keys else None  # candidates only: a
+             for i, p in enumerate(people)]  # small face behind them must not void or steer the rule
+    own, rivals = box_faces(box_xyxy, faces)
     if own is not None and rivals and own in keys and keys[own] >= face_key_share * keys[best]:
         return own
     return best
