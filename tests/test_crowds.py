@@ -23,6 +23,7 @@ from pipelines.segmentation.pose_detector import (
     tile_views,
     weighted_nms,
 )
+from pipelines.segmentation.pose_landmarks import RegionLandmarks
 from pipelines.segmentation.roi import RotatedRect, crop_region, paste_region
 from pipelines.types import Keypoints2D, PersonDetection, Prompts
 
@@ -350,6 +351,25 @@ def test_a_face_behind_the_entangled_pair_does_not_steer_the_box() -> None:
     people = [partner, first, bystander]
     assert select_person(people, np.zeros((0, 2)), np.zeros((0, 2)), box) == 1
     assert select_person(people[:2], np.zeros((0, 2)), np.zeros((0, 2)), box) == 1  # the same without him
+
+
+def test_painting_over_a_close_partner_face_leaves_the_box_own_face(monkeypatch) -> None:  # noqa: ANN001
+    """Where the found landmarks have the partner's face, the partner's face is painted over before a
+    second look; faces only 1.2 face widths apart: the grey disc must not reach the box's own face."""
+    box = np.array([100.0, 100.0, 300.0, 500.0])
+    own = _synthetic_person([100, 100, 300, 500], (200, 150), 10)  # the centred face (width ~20 px)
+    partner_k2 = own.keypoints2d.xy_k2 + np.array([24.0, 0.0])  # his face 1.2 widths to the right
+    found = RegionLandmarks(rect=RotatedRect((200.0, 300.0), 400.0), presence=0.9, xy_k2=partner_k2,
+                            visibility_k=np.ones(33), presence_k=np.ones(33), world_k3=np.zeros((33, 3)),
+                            aux_xy_62=np.zeros((6, 2)), mask_crop_hw=np.zeros((256, 256)))  # fmt: skip
+    seen = []
+    monkeypatch.setattr(EmbeddedSegmenter, "_best_region", lambda self, image, b, p: (seen.append(image), (None, 0)))
+    image = np.full((600, 400, 3), 255, np.uint8)
+    EmbeddedSegmenter()._unentangled(image, box, found, [own])
+    (painted,) = seen
+    face_k2 = np.rint(own.keypoints2d.xy_k2[:11]).astype(int)
+    assert (painted[face_k2[:, 1], face_k2[:, 0]] == 255).all()  # every own face point still unpainted
+    assert (painted[150, 224] == 127).all()  # the partner's face centre is painted
 
 
 def test_max_people_is_a_pipeline_setting() -> None:

@@ -541,8 +541,10 @@ class EmbeddedSegmenter:
         painted = image.copy()
         for i in rivals:
             f = mine if i == len(faces) else faces[i]
-            cv2.circle(painted, tuple(int(round(v)) for v in f[0]), int(round(self.paint_face_scale * f[1])),
-                       (127, 127, 127), -1)  # fmt: skip
+            # The disc stops short of the box's own face (0.6 of its width from its centre; rivals are
+            # more than a face width away).
+            radius = min(self.paint_face_scale * f[1], float(np.linalg.norm(f[0] - centre)) - 0.6 * width)
+            cv2.circle(painted, tuple(int(round(v)) for v in f[0]), int(round(radius)), (127, 127, 127), -1)
         alt, _ = self._best_region(painted, box, None)
         alt_face = None if alt is None else _face_circle(alt)
         if alt_face is None or float(np.linalg.norm(alt_face[0] - centre)) > width:
