@@ -81,8 +81,33 @@ class ImageSession:
     detections: list[PersonDetection] | None = None
     fits: dict[int, FitState | Any] = field(default_factory=dict)
     """Per person, the last fit's state (the hmr backend's own type) to warm-start the next fit."""
+    fitted_on: dict[int, PersonDetection] = field(default_factory=dict)
+    """Per person, the detection that fit explained: a warm start holds only while it is the same (see warm_start)."""
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
+
+    def warm_start(self, person_id: int, detection: PersonDetection) -> FitState | Any | None:
+        """The last fit of this person to start from, or None when it explained other keypoints: a box prompt
+        may replace a person's landmarks (the same index, new landmarks: an entangled neighbour's before) or
+        append a new person at an index that an earlier prompt's person had. Warm-started fits run fewer
+        iterations (prompt edits), which do not bring a pose fitted to someone else's landmarks back:
+        such a fit starts afresh from its own landmarks, as the first run did."""
+        done = self.fitted_on.get(person_id)
+        if done is None or not same_keypoints(done, detection):
+            return None
+        return self.fits.get(person_id)
+
+    def remember(self, person_id: int, detection: PersonDetection, state: FitState | Any) -> None:
+        """Keep a person's fit and the detection it explained (for warm_start)."""
+        self.fits[person_id] = state
+        self.fitted_on[person_id] = detection
+
+
+def same_keypoints(a: PersonDetection, b: PersonDetection) -> bool:
+    """Whether two detections carry the same 2D keypoints (names, positions and confidences)."""
+    ka, kb = a.keypoints2d, b.keypoints2d
+    return (a is b or ka is kb or (list(ka.names) == list(kb.names) and np.array_equal(ka.xy_k2, kb.xy_k2)
+                                   and np.array_equal(ka.conf_k, kb.conf_k)))  # fmt: skip
 
 
 def image_key(rgb_hw3: np.ndarray) -> str:
@@ -217,6 +242,7 @@ class ImagePipeline:
         key = image_key(rgb)
         if session is not None and session.image_key != key:
             session.image_key, session.detections, session.fits, session.focal_px = key, None, {}, None
+            session.fitted_on = {}
         if camera.source == "default" and session is not None and session.focal_px is not None:
             camera = Camera.from_focal(session.focal_px, w, h, "estimated")
         timings["camera"] = time.perf_counter() - t
@@ -261,7 +287,7 @@ class ImagePipeline:
             if n_ok < MIN_KEYPOINTS_TO_FIT and getattr(self.hmr, "needs_keypoints", True):
                 warnings.append(f"Person {person.id}: too few visible keypoints to fit a body.")
                 continue
-            warm = session.fits.get(person.id) if session is not None else None
+            warm = session.warm_start(person.id, person.detection) if session is not None else None
             try:
                 fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
                                    estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None,
@@ -273,7 +299,7 @@ class ImagePipeline:
                 estimated.append((person, fit))  # every person estimates the focal from the prior
             person.body = fit.body
             if session is not None:
-                session.fits[person.id] = fit.state
+                session.remember(person.id, person.detection, fit.state)
         if estimated:
             # One camera: the focal from every person's evidence, then each body refitted with it.
             shared = combine_focal_estimates([FocalEstimate(f.state.focal_px, f.report.focal_log_var or math.inf)
@@ -290,7 +316,7 @@ class ImagePipeline:
                                    image_rgb_hw3=rgb)  # fmt: skip
                 person.body = fit.body
                 if session is not None:
-                    session.fits[person.id] = fit.state
+                    session.remember(person.id, person.detection, fit.state)
             if self.config.focal_solve == "blade":
                 from pipelines.camera.blade import solve_camera_with_bodies
 
