@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,9 +24,18 @@ _COARSE_HAND = ("pinky", "index", "thumb")
 class PersonFit:
     """A fitted body and the state to warm-start the next fit of the same person."""
 
-    body: BodyFit
     state: FitState
     report: FitReport
+    make_body: Callable[[], BodyFit] = field(repr=False)
+    """Builds the body (skinned mesh, joints) on first access of `body`: a fit that is only a first pass
+    (the focal shared by several people refits each of them) never pays for its mesh."""
+    _body: BodyFit | None = field(default=None, init=False, repr=False)
+
+    @property
+    def body(self) -> BodyFit:
+        if self._body is None:
+            self._body = self.make_body()
+        return self._body
 
 
 @register("hmr", "embedded")
@@ -82,7 +92,7 @@ class EmbeddedHMR:
             opts.pose_iters, opts.shape_iters = 4, 2
         tg = self.targets(person, prompts or {})
         report = self.fitter.fit(tg, camera.K_33, opts, warm)
-        return PersonFit(self.to_body_fit(report, tg), report.state, report)
+        return PersonFit(report.state, report, lambda: self.to_body_fit(report, tg))
 
     def to_body_fit(self, report: FitReport, targets: FitTargets) -> BodyFit:
         body = self.body

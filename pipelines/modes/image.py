@@ -271,7 +271,8 @@ class ImagePipeline:
                 continue
             if estimate:
                 estimated.append((person, fit))  # every person estimates the focal from the prior
-            person.body = fit.body
+            else:
+                person.body = fit.body
             if session is not None:
                 session.fits[person.id] = fit.state
         if estimated:
@@ -283,6 +284,8 @@ class ImagePipeline:
             if session is not None:
                 session.focal_px = focal
             to_refit = estimated if len(estimated) > 1 else []  # one person: its fit already has this focal
+            if not to_refit:
+                estimated[0][0].body = estimated[0][1].body
             for person, fit in to_refit:
                 warm = fit.state.copy()
                 warm.root_pos_3 = warm.root_pos_3 * (focal / warm.focal_px)  # same size in the image
