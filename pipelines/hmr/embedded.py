@@ -94,6 +94,26 @@ class EmbeddedHMR:
         report = self.fitter.fit(tg, camera.K_33, opts, warm)
         return PersonFit(report.state, report, lambda: self.to_body_fit(report, tg))
 
+    def fit_many(self, camera: Camera, people: list[PersonDetection], prompts: list[dict[str, tuple[float, float]]],
+                 warms: list[FitState | None], estimate_focal: bool = False, focal_prior_px: float | None = None,
+                 fast: bool = False) -> list[PersonFit]:  # fmt: skip
+        """fit() for several people of one photo, fitted together (BodyFitter.fit_many); the same fits."""
+        out: list[PersonFit | None] = [None] * len(people)
+        groups: dict[bool, list[int]] = {}
+        for i, w in enumerate(warms):
+            groups.setdefault(bool(fast and w is not None), []).append(i)
+        for quick, idx in groups.items():
+            opts = FitOptions(**{**self.options.__dict__})
+            opts.fit_focal = estimate_focal
+            opts.focal_prior_px = focal_prior_px or camera.focal_px
+            if quick:
+                opts.pose_iters, opts.shape_iters = 4, 2
+            tgs = [self.targets(people[i], prompts[i] or {}) for i in idx]
+            reports = self.fitter.fit_many(tgs, camera.K_33, opts, [warms[i] for i in idx])
+            for i, tg, rep in zip(idx, tgs, reports, strict=True):
+                out[i] = PersonFit(rep.state, rep, lambda rep=rep, tg=tg: self.to_body_fit(rep, tg))
+        return out  # type: ignore[return-value]
+
     def to_body_fit(self, report: FitReport, targets: FitTargets) -> BodyFit:
         body = self.body
         st = report.state
