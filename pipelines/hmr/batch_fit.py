@@ -141,13 +141,18 @@ class BatchState:
     """The rest state's blendshape coefficients (follows pheno_bp)."""
     heads_bj3: np.ndarray
     """The rest state's bone heads."""
+    offs_bp3: np.ndarray
+    """The keypoints' pair rest offsets (rest_offsets_b; follow the rest state)."""
+    soffs_bp3: np.ndarray | None
+    """The same for the surface samples (None without a mask term)."""
 
     def take(self, sel: np.ndarray) -> BatchState:
-        return BatchState(*(a[sel] for a in self.__dict__.values()))
+        return BatchState(*(None if a is None else a[sel] for a in self.__dict__.values()))
 
     def put(self, sel: np.ndarray, other: BatchState) -> None:
         for k, v in other.__dict__.items():
-            getattr(self, k)[sel] = v
+            if v is not None:
+                getattr(self, k)[sel] = v
 
 
 class BatchProblem:
@@ -247,8 +252,7 @@ class BatchProblem:
         o_opts = self.opts
         n_b = len(st.root_b3)
         G, o = forward(self.skel, st.heads_bj3, st.local_bj33, st.root_b3)
-        offs = rest_offsets_b(self.pm, st.coeffs_bn, st.heads_bj3)
-        x, contrib = evaluate_b(self.pm, offs, G, o)
+        x, contrib = evaluate_b(self.pm, st.offs_bp3, G, o)
         f = st.focal_b
         uv, duv_dx = self._project(x, f)
         n_a = len(self.active)
@@ -312,7 +316,7 @@ class BatchProblem:
         # Silhouette: surface samples pulled inside the mask
         if self.surface is not None and self.has_mask.any():
             sf = self.surface
-            xs, cs = evaluate_b(sf, rest_offsets_b(sf, st.coeffs_bn, st.heads_bj3), G, o)
+            xs, cs = evaluate_b(sf, st.soffs_bp3, G, o)
             uvs, duvs = self._project(xs, f)
             uvc = uvs - self.dt_origin[:, None]
             scale = self.has_mask[:, None] / o_opts.sigma_mask_px / np.sqrt(xs.shape[1] / 50.0)
@@ -376,13 +380,19 @@ class BatchProblem:
         n_rest = 3 + (len(FIT_PHENOTYPES) if free_shape else 0) + (1 if free_focal else 0)
         return np.concatenate([rot, np.ones((n_b, n_rest))], axis=1)
 
+    def set_offsets(self, st: BatchState) -> None:
+        """Recompute the pair rest offsets of `st` after its rest state changed."""
+        st.offs_bp3 = rest_offsets_b(self.pm, st.coeffs_bn, st.heads_bj3)
+        if self.surface is not None:
+            st.soffs_bp3 = rest_offsets_b(self.surface, st.coeffs_bn, st.heads_bj3)
+
     def apply_update(self, st: BatchState, G: np.ndarray, step_bc: np.ndarray, free_shape: bool,
                      free_focal: bool) -> BatchState:  # fmt: skip
         n_a = len(self.active)
         local = rotate_subtrees_b(self.skel, st.local_bj33, G, self.active, self.is_active_bj,
                                   step_bc[:, : 3 * n_a].reshape(-1, n_a, 3))  # fmt: skip
         new = BatchState(local, st.root_b3 + step_bc[:, 3 * n_a : 3 * n_a + 3], st.pheno_bp.copy(), st.focal_b.copy(),
-                         st.coeffs_bn, st.heads_bj3)  # fmt: skip
+                         st.coeffs_bn, st.heads_bj3, st.offs_bp3, st.soffs_bp3)  # fmt: skip
         k = 3 * n_a + 3
         if free_shape:
             idx = self.shape_idx
@@ -391,6 +401,7 @@ class BatchProblem:
             new.coeffs_bn = self.body.coeffs_batch(new.pheno_bp)
             heads0, dheads = self.body.heads_basis
             new.heads_bj3 = heads0 + (new.coeffs_bn @ dheads.reshape(len(dheads), -1)).reshape(len(st.root_b3), -1, 3)
+            self.set_offsets(new)
         if free_focal:
             new.focal_b = st.focal_b * np.exp(np.clip(step_bc[:, k], -0.5, 0.5))
         return new
@@ -494,8 +505,9 @@ def fit_batch(fitter, targets: list[FitTargets], K_33: np.ndarray, opts: FitOpti
     coeffs = np.stack([body.coeffs(p) for p in pheno_bp])
     heads0, dheads = body.heads_basis
     st = BatchState(np.stack(locals_), np.array(roots), pheno_bp, np.array(focals), coeffs,
-                    heads0 + np.einsum("bn,njc->bjc", coeffs, dheads))  # fmt: skip
+                    heads0 + np.einsum("bn,njc->bjc", coeffs, dheads), np.zeros(0), None)  # fmt: skip
     problem = BatchProblem(problems, pm, surface, skel, active, is_active, priors, prior_rows, opts, body)
+    problem.set_offsets(st)
 
     n_done = np.zeros(len(targets), dtype=np.int64)
     focal_log_var = np.full(len(targets), np.nan)

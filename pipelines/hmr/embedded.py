@@ -117,9 +117,9 @@ class EmbeddedHMR:
     def to_body_fit(self, report: FitReport, targets: FitTargets) -> BodyFit:
         body = self.body
         st = report.state
-        verts = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3)
-        jnames, joints = output_joints(body, verts)
         rest_v = body.rest_vertices(report.rest.coeffs_n)
+        verts = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3, rest_v3=rest_v)
+        jnames, joints = output_joints(body, verts)
         err = report.err_px_k
         used = np.isfinite(err)
         per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}

@@ -100,6 +100,13 @@ class BodyFitter:
         for i, tg in enumerate(targets):
             active, _ = self._active([n for n, c in zip(tg.names, tg.conf_k, strict=True) if c > 0.2])
             groups.setdefault(tuple(active.tolist()), []).append(i)
+        # A person alone with its active bones joins the smallest group whose bones include its own (e.g. one
+        # hand found among people with both): a few masked columns cost less than a fit of its own.
+        for key in sorted(groups, key=len):
+            if len(groups[key]) == 1:
+                hosts = [k for k in groups if k != key and groups[k] and set(key) <= set(k)]
+                if hosts:
+                    groups[min(hosts, key=len)] += groups.pop(key)
         out: list[FitReport | None] = [None] * len(targets)
         with _blas_controller().limit(limits=1, user_api="blas"):
             for idx in groups.values():
