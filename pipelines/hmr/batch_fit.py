@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from pipelines.body.anny_model import FIT_PHENOTYPES, RestState
 from pipelines.body.anny_pose import nearest_rotations
 from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem
-from pipelines.hmr.kinematics import PointModel, Skeleton, forward, matrix_to_rotvec, rotvec_to_matrix
+from pipelines.hmr.kinematics import PointModel, Skeleton, forward, matrix_to_rotvec, rotation_between, rotvec_to_matrix
 from pipelines.hmr.prior import PriorTerms, left_jacobian_inverse
 
 
@@ -124,6 +124,73 @@ def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray
     proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
     new[:, active] = np.where(is_active_bj[:, active, None, None], proj, new[:, active])
     return new
+
+
+def coeffs_jacobian_b(body, pheno_bp: np.ndarray, indices: list[int], eps: float = 1e-4) -> np.ndarray:  # noqa: ANN001
+    """(B, N, S): AnnyBody.coeffs_jacobian(pheno, eps, indices) of each person, in one vectorised call."""
+    n_b, n_p = pheno_bp.shape
+    n_s = len(indices)
+    steps = np.zeros((n_s, n_p))
+    steps[np.arange(n_s), indices] = eps
+    rows = np.concatenate([pheno_bp[:, None] + steps, pheno_bp[:, None] - steps], axis=1)  # (B, 2S, P)
+    c = body.coeffs_batch(rows.reshape(-1, n_p)).reshape(n_b, 2 * n_s, -1)
+    return ((c[:, :n_s] - c[:, n_s:]) / (2 * eps)).transpose(0, 2, 1)
+
+
+def analytic_init_b(skel: Skeleton, bone_labels: list[str], pm: PointModel, coeffs_bn: np.ndarray,
+                    heads_bj3: np.ndarray, targets: list[FitTargets], focal_b: np.ndarray,
+                    cxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """pipelines.hmr.init.analytic_init for B people (targets padded to pm's names): one batched forward pass
+    per bone chain instead of one per chain and person. Local rotations (B, J, 3, 3), root positions (B, 3)."""
+    from pipelines.hmr.init import ANNY_TO_CAM_FACING_33, CHAINS, _point, solve_translation
+    from pipelines.metrics import procrustes
+
+    names = pm.points.names
+    n_b, n_j = len(targets), len(skel.parents)
+    local = np.tile(np.eye(3), (n_b, n_j, 1, 1))
+    local[:, 0] = ANNY_TO_CAM_FACING_33
+    offs = rest_offsets_b(pm, coeffs_bn, heads_bj3)
+    root = np.tile([0.0, 0.0, 3.0], (n_b, 1))
+
+    def points(sel: np.ndarray, loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        G, o = forward(skel, heads_bj3[sel], loc, root[sel])
+        return evaluate_b(pm, offs[sel], G, o)[0], G
+
+    ok3 = [np.isfinite(t.hip3d_k3).all(axis=1) if t.hip3d_k3 is not None else np.zeros(len(names), bool)
+           for t in targets]  # fmt: skip
+    torso = [names.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder") if n in names]
+    chained = np.array([i for i, t in enumerate(targets) if t.hip3d_k3 is not None and len(torso) == 4
+                        and all(ok3[i][k] for k in torso)], dtype=np.int64)  # fmt: skip
+    if len(chained):
+        x_rest, _ = points(chained, np.tile(np.eye(3), (len(chained), n_j, 1, 1)))
+        for x_k3, i in zip(x_rest, chained, strict=True):
+            local[i, 0] = procrustes(x_k3[torso], targets[i].hip3d_k3[torso], with_scale=False).R_33
+    ok_all = np.ones(len(names), dtype=bool)
+    for bone, a, b in CHAINS:
+        if bone not in bone_labels:
+            continue
+        goals = {}
+        for i in chained:
+            ta, tb = _point(a, names, targets[i].hip3d_k3, ok3[i]), _point(b, names, targets[i].hip3d_k3, ok3[i])
+            if ta is not None and tb is not None:
+                goals[int(i)] = tb - ta
+        if not goals:
+            continue
+        sel = np.array(list(goals), dtype=np.int64)
+        x, G = points(sel, local[sel])
+        j = bone_labels.index(bone)
+        for x_k3, G_j33, i in zip(x, G, sel, strict=True):
+            delta = rotation_between(_point(b, names, x_k3, ok_all) - _point(a, names, x_k3, ok_all), goals[int(i)])
+            Gp = G_j33[skel.parents[j]]
+            local[i, j] = Gp.T @ rotvec_to_matrix(delta[None])[0] @ Gp @ local[i, j]
+    x, _ = points(np.arange(n_b), local)
+    for i, t in enumerate(targets):
+        w = np.where(t.conf_k > 0.3, t.conf_k, 0.0)
+        if (w > 0).sum() >= 2:
+            tr = solve_translation(x[i] - root[i], t.xy_k2, w, float(focal_b[i]), cxy)
+            if tr[2] > 0.3:
+                root[i] = tr
+    return local, root
 
 
 # ----- the batched problem -----
@@ -262,7 +329,7 @@ class BatchProblem:
         dx = dc = None
         if want_jac:
             if free_shape:
-                dc = np.stack([self.body.coeffs_jacobian(p, indices=self.shape_idx) for p in st.pheno_bp])
+                dc = coeffs_jacobian_b(self.body, st.pheno_bp, self.shape_idx)
             dx = self._dx(self.pm, contrib, o, st, G, dc, free_shape)
 
         def with_focal(j: np.ndarray, col: np.ndarray | None = None) -> np.ndarray:
@@ -459,8 +526,6 @@ def lm_batch(problem: BatchProblem, st: BatchState, n_iter: int, free_shape: boo
 def fit_batch(fitter, targets: list[FitTargets], K_33: np.ndarray, opts: FitOptions,  # noqa: ANN001 - BodyFitter
               warms: list[FitState | None]) -> list[FitReport]:  # fmt: skip
     """Fit several people of one camera together (the one-by-one BodyFitter._fit, batched)."""
-    from pipelines.hmr.init import analytic_init
-
     body, skel = fitter.body, fitter.skel
     names_u: list[str] = []
     for tg in targets:
@@ -483,29 +548,29 @@ def fit_batch(fitter, targets: list[FitTargets], K_33: np.ndarray, opts: FitOpti
         union_priors.update({k: v for k, v in pri.items() if k not in union_priors})
     prior_rows = np.array([[name in pri for name in union_priors] for pri in prior_sets])
 
-    locals_, roots, phenos, focals, priors, problems = [], [], [], [], [], []
+    phenos, focals, priors, problems, padded = [], [], [], [], []
     for tg, warm in zip(targets, warms, strict=True):
-        focal = float(K_33[0, 0]) if warm is None or not opts.fit_focal else warm.focal_px
+        focals.append(float(K_33[0, 0]) if warm is None or not opts.fit_focal else warm.focal_px)
         pheno = warm.pheno_p.copy() if warm is not None else body.default_pheno()
+        phenos.append(pheno)
         rest = body.rest_heads(pheno)
         priors.append(PriorTerms.build(union_priors, body.bone_labels, rest.heads_j3, skel.parents,
                                        fitter.chain_children))  # fmt: skip
-        if warm is not None:
-            local, root = warm.local_j33.copy(), warm.root_pos_3.copy()
-        else:
-            pm_own = fitter.point_model(tuple(tg.names))
-            local, root = analytic_init(skel, body.bone_labels, pm_own, rest, list(tg.names), tg.xy_k2, tg.conf_k,
-                                        tg.hip3d_k3, focal, K_33[:2, 2])  # fmt: skip
-        problems.append(_Problem(body, skel, pm, pad_targets(tg, names_u), K_33, opts, surface))
-        locals_.append(local)
-        roots.append(root)
-        phenos.append(pheno)
-        focals.append(focal)
+        padded.append(pad_targets(tg, names_u))
+        problems.append(_Problem(body, skel, pm, padded[-1], K_33, opts, surface))
     pheno_bp = np.array(phenos)
     coeffs = np.stack([body.coeffs(p) for p in pheno_bp])
     heads0, dheads = body.heads_basis
-    st = BatchState(np.stack(locals_), np.array(roots), pheno_bp, np.array(focals), coeffs,
-                    heads0 + np.einsum("bn,njc->bjc", coeffs, dheads), np.zeros(0), None)  # fmt: skip
+    heads = heads0 + np.einsum("bn,njc->bjc", coeffs, dheads)
+    local, root = np.zeros((len(targets), len(body.bone_labels), 3, 3)), np.zeros((len(targets), 3))
+    cold = [i for i, w in enumerate(warms) if w is None]
+    for i, w in enumerate(warms):
+        if w is not None:
+            local[i], root[i] = w.local_j33, w.root_pos_3
+    if cold:
+        local[cold], root[cold] = analytic_init_b(skel, body.bone_labels, pm, coeffs[cold], heads[cold],
+                                                  [padded[i] for i in cold], np.array(focals)[cold], K_33[:2, 2])
+    st = BatchState(local, root, pheno_bp, np.array(focals), coeffs, heads, np.zeros(0), None)
     problem = BatchProblem(problems, pm, surface, skel, active, is_active, priors, prior_rows, opts, body)
     problem.set_offsets(st)
 
