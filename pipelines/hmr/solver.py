@@ -16,6 +16,9 @@ from pipelines.hmr.init import analytic_init
 from pipelines.hmr.kinematics import PointModel, Skeleton
 from pipelines.hmr.prior import PriorTerms, body_bone_priors, finger_bone_priors
 
+MAX_BATCH = 16
+"""Most people fitted together in one batch (BodyFitter.fit_many)."""
+
 
 @lru_cache(maxsize=1)
 def _blas_controller() -> ThreadpoolController:
@@ -107,9 +110,11 @@ class BodyFitter:
                 hosts = [k for k in groups if k != key and groups[k] and set(key) <= set(k)]
                 if hosts:
                     groups[min(hosts, key=len)] += groups.pop(key)
+        # At most MAX_BATCH people a batch: the stacked Jacobians grow with the people (~2 MB a person).
+        batches = [idx[k : k + MAX_BATCH] for idx in groups.values() for k in range(0, len(idx), MAX_BATCH)]
         out: list[FitReport | None] = [None] * len(targets)
         with _blas_controller().limit(limits=1, user_api="blas"):
-            for idx in groups.values():
+            for idx in batches:
                 if len(idx) == 1:
                     reps = [self._fit(targets[idx[0]], K_33, opts, warms[idx[0]])]
                 else:
