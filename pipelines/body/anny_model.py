@@ -171,15 +171,47 @@ class AnnyBody:
         wi = np.prod(np.where(mask, phens[None, :], 1.0), axis=1)
         return wi @ proj if proj is not None else wi
 
-    def coeffs_jacobian(self, pheno_p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    def coeffs_batch(self, pheno_bp: np.ndarray) -> np.ndarray:
+        """coeffs for B phenotype vectors at once: (B, P) -> (B, N) (the same map, vectorised)."""
+        features, mask, proj = self._coeff_tables
+        pheno_bp = np.asarray(pheno_bp, dtype=np.float64)
+        n_b = len(pheno_bp)
+        rows = np.arange(n_b)
+        phens = np.empty((n_b, mask.shape[1]))
+        phens[:, :3] = 1.0 / 3.0
+        for pos, anchors, idx in features:
+            value = np.clip(pheno_bp[:, idx], anchors[0], anchors[-1]) if idx >= 0 else np.full(n_b, 0.5)
+            i = np.clip(np.searchsorted(anchors, value, side="left"), 1, len(anchors) - 1)
+            alpha = (value - anchors[i - 1]) / (anchors[i] - anchors[i - 1])
+            phens[:, pos : pos + len(anchors)] = 0.0
+            phens[rows, pos + i - 1] = 1.0 - alpha
+            phens[rows, pos + i] = alpha
+        cols_mk = self._coeff_factor_columns
+        wi = np.prod(np.concatenate([phens, np.ones((n_b, 1))], axis=1)[:, cols_mk], axis=2)
+        return wi @ proj if proj is not None else wi
+
+    @cached_property
+    def _coeff_factor_columns(self) -> np.ndarray:
+        """(M, k) the phenotype-feature columns whose product is each mask row's weight (padded with the
+        index of a constant 1)."""
+        _, mask, _ = self._coeff_tables
+        k = max(1, int(mask.sum(axis=1).max()))
+        cols = np.full((mask.shape[0], k), mask.shape[1], dtype=np.int64)
+        for m, row in enumerate(mask):
+            nz = np.flatnonzero(row)
+            cols[m, : len(nz)] = nz
+        return cols
+
+    def coeffs_jacobian(self, pheno_p: np.ndarray, eps: float = 1e-4, indices: list[int] | None = None) -> np.ndarray:
         """(N, P) derivative of the blendshape coefficients per phenotype value (central differences;
-        the map is piecewise linear, so this is exact away from the interpolation anchors)."""
-        cols = []
-        for i in range(len(pheno_p)):
-            step = np.zeros(len(pheno_p))
-            step[i] = eps
-            cols.append((self.coeffs(pheno_p + step) - self.coeffs(pheno_p - step)) / (2 * eps))
-        return np.stack(cols, axis=1)
+        the map is piecewise linear, so this is exact away from the interpolation anchors). `indices`: only
+        those phenotypes' columns (N, len(indices)), e.g. the fit's FIT_PHENOTYPES."""
+        cols = list(range(len(pheno_p))) if indices is None else list(indices)
+        steps = np.zeros((len(cols), len(pheno_p)))
+        steps[np.arange(len(cols)), cols] = eps
+        pheno = np.asarray(pheno_p, dtype=np.float64)[None]
+        c = self.coeffs_batch(np.concatenate([pheno + steps, pheno - steps]))
+        return ((c[: len(cols)] - c[len(cols) :]) / (2 * eps)).T
 
     def rest_heads(self, pheno_p: np.ndarray) -> RestState:
         """A RestState without bone orientations (all the fit needs; rot_j33 is left empty)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,9 +24,18 @@ _COARSE_HAND = ("pinky", "index", "thumb")
 class PersonFit:
     """A fitted body and the state to warm-start the next fit of the same person."""
 
-    body: BodyFit
     state: FitState
     report: FitReport
+    make_body: Callable[[], BodyFit] = field(repr=False)
+    """Builds the body (skinned mesh, joints) on first access of `body`: a fit that is only a first pass
+    (the focal shared by several people refits each of them) never pays for its mesh."""
+    _body: BodyFit | None = field(default=None, init=False, repr=False)
+
+    @property
+    def body(self) -> BodyFit:
+        if self._body is None:
+            self._body = self.make_body()
+        return self._body
 
 
 @register("hmr", "embedded")
@@ -82,14 +92,34 @@ class EmbeddedHMR:
             opts.pose_iters, opts.shape_iters = 4, 2
         tg = self.targets(person, prompts or {})
         report = self.fitter.fit(tg, camera.K_33, opts, warm)
-        return PersonFit(self.to_body_fit(report, tg), report.state, report)
+        return PersonFit(report.state, report, lambda: self.to_body_fit(report, tg))
+
+    def fit_many(self, camera: Camera, people: list[PersonDetection], prompts: list[dict[str, tuple[float, float]]],
+                 warms: list[FitState | None], estimate_focal: bool = False, focal_prior_px: float | None = None,
+                 fast: bool = False) -> list[PersonFit]:  # fmt: skip
+        """fit() for several people of one photo, fitted together (BodyFitter.fit_many); the same fits."""
+        out: list[PersonFit | None] = [None] * len(people)
+        groups: dict[bool, list[int]] = {}
+        for i, w in enumerate(warms):
+            groups.setdefault(bool(fast and w is not None), []).append(i)
+        for quick, idx in groups.items():
+            opts = FitOptions(**{**self.options.__dict__})
+            opts.fit_focal = estimate_focal
+            opts.focal_prior_px = focal_prior_px or camera.focal_px
+            if quick:
+                opts.pose_iters, opts.shape_iters = 4, 2
+            tgs = [self.targets(people[i], prompts[i] or {}) for i in idx]
+            reports = self.fitter.fit_many(tgs, camera.K_33, opts, [warms[i] for i in idx])
+            for i, tg, rep in zip(idx, tgs, reports, strict=True):
+                out[i] = PersonFit(rep.state, rep, lambda rep=rep, tg=tg: self.to_body_fit(rep, tg))
+        return out  # type: ignore[return-value]
 
     def to_body_fit(self, report: FitReport, targets: FitTargets) -> BodyFit:
         body = self.body
         st = report.state
-        verts = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3)
-        jnames, joints = output_joints(body, verts)
         rest_v = body.rest_vertices(report.rest.coeffs_n)
+        verts = body.skin(report.rest.coeffs_n, report.rest.heads_j3, report.G_j33, report.o_j3, rest_v3=rest_v)
+        jnames, joints = output_joints(body, verts)
         err = report.err_px_k
         used = np.isfinite(err)
         per_kp = {n: float(e) for n, e in zip(targets.names, err, strict=True) if np.isfinite(e)}

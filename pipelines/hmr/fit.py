@@ -186,14 +186,14 @@ class _Problem:
         # Distance (px) to the mask, on a crop around it: outside the crop the distance is extrapolated
         # by clamping, which still points back toward the person.
         inside = mask_hw >= 0.5
-        ys, xs = np.nonzero(inside)
-        if len(ys) == 0:
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if len(rows) == 0:
             self.dt = None
             return
         h, w = mask_hw.shape
-        pad = int(0.15 * max(np.ptp(ys), np.ptp(xs))) + 8
-        y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + pad + 1)
-        x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + pad + 1)
+        pad = int(0.15 * max(rows[-1] - rows[0], cols[-1] - cols[0])) + 8
+        y0, y1 = max(0, rows[0] - pad), min(h, rows[-1] + pad + 1)
+        x0, x1 = max(0, cols[0] - pad), min(w, cols[-1] + pad + 1)
         outside = (~inside[y0:y1, x0:x1]).astype(np.uint8)
         dt = cv2.distanceTransform(outside, cv2.DIST_L2, 3).astype(np.float32)
         self.dt = dt
@@ -367,10 +367,35 @@ class _Problem:
 
     def _shape_jac(self, rest: RestState, G: np.ndarray, pm: PointModel) -> np.ndarray:
         if self._dc_rest is not rest:  # the phenotype Jacobian changes only with the rest state
-            self._dc = self.body.coeffs_jacobian(rest.pheno_p)[:, self._shape_idx()]
+            self._dc = self.body.coeffs_jacobian(rest.pheno_p, indices=self._shape_idx())
             self._dc_rest = rest
         _, dheads = self.body.heads_basis
         return pm.shape_jacobian(self._dc, dheads, G)
+
+
+def rotate_subtrees(skel: Skeleton, local_j33: np.ndarray, G_j33: np.ndarray, active: np.ndarray,
+                    delta_a3: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Local rotations after turning each active bone's subtree about its head by a world-axis rotation
+    vector (parents first: each child in its rotated parent's world), one depth level at a time."""
+    E_j33 = np.broadcast_to(np.eye(3), local_j33.shape).copy()
+    E_j33[active] = rotvec_to_matrix(delta_a3)
+    is_active = np.zeros(len(local_j33), dtype=bool)
+    is_active[active] = True
+    new_j33 = local_j33.copy()
+    G_new = np.empty_like(G_j33)
+    G_new[0] = E_j33[0] @ G_j33[0] if is_active[0] else G_j33[0]
+    new_j33[0] = G_new[0]
+    for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
+        Gp = G_new[p]
+        act = is_active[lvl]
+        if act.any():
+            a, pa = lvl[act], Gp[act]
+            new_j33[a] = pa.transpose(0, 2, 1) @ E_j33[a] @ pa @ local_j33[a]
+        G_new[lvl] = Gp @ new_j33[lvl]
+    # Rounding makes products of rotations drift from orthonormal, and a transpose is the inverse only of a
+    # rotation: over chained warm starts (video) the drift grows. Project the updated bones back (batched).
+    new_j33[active] = nearest_rotations(new_j33[active])
+    return new_j33
 
 
 def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.ndarray, step: np.ndarray,
@@ -378,25 +403,7 @@ def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.
     """New state after an LM step: world-axis rotations of each active bone's subtree (parents first)."""
     n_a = len(active)
     new = state.copy()
-    deltas = step[: 3 * n_a].reshape(n_a, 3)
-    E = rotvec_to_matrix(deltas)
-    # Parents are applied first (active is in depth order), each child in the rotated world.
-    G_new = G_j33.copy()
-    pos = {int(b): i for i, b in enumerate(active)}
-    for b in skel.order:
-        p = skel.parents[b]
-        Gp_new = G_new[p] if p >= 0 else None
-        if b == 0:
-            G_new[0] = E[pos[0]] @ G_j33[0] if 0 in pos else G_j33[0]
-            new.local_j33[0] = G_new[0]
-            continue
-        if b in pos:
-            L = Gp_new.T @ E[pos[b]] @ Gp_new @ state.local_j33[b]
-            new.local_j33[b] = L
-        G_new[b] = Gp_new @ new.local_j33[b]
-    # Rounding makes products of rotations drift from orthonormal, and a transpose is the inverse only of a
-    # rotation: over chained warm starts (video) the drift grows. Project the updated bones back (batched).
-    new.local_j33[active] = nearest_rotations(new.local_j33[active])
+    new.local_j33 = rotate_subtrees(skel, state.local_j33, G_j33, active, step[: 3 * n_a].reshape(n_a, 3))
     new.root_pos_3 = state.root_pos_3 + step[3 * n_a : 3 * n_a + 3]
     k = 3 * n_a + 3
     if n_length:

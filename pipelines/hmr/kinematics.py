@@ -82,6 +82,8 @@ class Skeleton:
             depth[j] = depth[self.parents[j]] + 1
         self.levels = [np.flatnonzero(depth == d) for d in range(depth.max() + 1)]
         self.order = np.concatenate(self.levels)
+        self.level_parents = [self.parents[lvl] for lvl in self.levels[1:]]
+        """Parent indices of each level's bones (levels[1:])."""
 
     def subtree_matrix(self, bones: np.ndarray) -> np.ndarray:
         """(A, J) 1.0 where bone j is in the subtree of bones[a] (itself included)."""
@@ -96,17 +98,22 @@ class Skeleton:
 
 def forward(skel: Skeleton, heads_j3: np.ndarray, local_j33: np.ndarray, root_pos_3: np.ndarray):
     """Bone world rotations G (J, 3, 3) and posed heads o (J, 3) from local rotations
-    (L_c = G_p^T G_c; for the root, L_0 = G_0) and the root head's position."""
-    G = np.empty_like(local_j33)
-    o = np.empty_like(heads_j3)
-    G[0] = local_j33[0]
-    o[0] = root_pos_3
+    (L_c = G_p^T G_c; for the root, L_0 = G_0) and the root head's position. Leading batch axes are
+    allowed: heads (..., J, 3), local (..., J, 3, 3), root (..., 3) -> G (..., J, 3, 3), o (..., J, 3)."""
+    # One (3, 4) transform [G | o] per bone, one matmul per depth level: T_c = T_p [[L_c, h_c - h_p], [0, 1]].
     par = skel.parents
-    for lvl in skel.levels[1:]:
-        p = par[lvl]
-        G[lvl] = G[p] @ local_j33[lvl]
-        o[lvl] = o[p] + np.einsum("nab,nb->na", G[p], heads_j3[lvl] - heads_j3[p])
-    return G, o
+    batch = local_j33.shape[:-3]
+    n_j = local_j33.shape[-3]
+    loc4 = np.zeros((*batch, n_j, 4, 4))
+    loc4[..., :3, :3] = local_j33
+    loc4[..., 1:, :3, 3] = heads_j3[..., 1:, :] - heads_j3[..., par[1:], :]
+    loc4[..., 3, 3] = 1.0
+    T = np.empty((*batch, n_j, 3, 4))
+    T[..., 0, :, :3] = local_j33[..., 0, :, :]
+    T[..., 0, :, 3] = root_pos_3
+    for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
+        T[..., lvl, :, :] = T[..., p, :, :] @ loc4[..., lvl, :, :]
+    return np.ascontiguousarray(T[..., :3]), np.ascontiguousarray(T[..., 3])
 
 
 @dataclass

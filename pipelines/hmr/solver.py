@@ -16,6 +16,9 @@ from pipelines.hmr.init import analytic_init
 from pipelines.hmr.kinematics import PointModel, Skeleton
 from pipelines.hmr.prior import PriorTerms, body_bone_priors, finger_bone_priors
 
+MAX_BATCH = 16
+"""Most people fitted together in one batch (BodyFitter.fit_many)."""
+
 
 @lru_cache(maxsize=1)
 def _blas_controller() -> ThreadpoolController:
@@ -85,6 +88,40 @@ class BodyFitter:
         # OpenBLAS's thread pool, whose threads wait for each other (worst on a busy machine).
         with _blas_controller().limit(limits=1, user_api="blas"):
             return self._fit(targets, K_33, opts, warm, problem_factory)
+
+    def fit_many(self, targets: list[FitTargets], K_33: np.ndarray, opts: FitOptions,
+                 warms: list[FitState | None]) -> list[FitReport]:  # fmt: skip
+        """Fit several people seen by one camera with the same options: together (pipelines.hmr.batch_fit,
+        the same fits up to rounding, faster) unless the options need the one-by-one fit (free bone lengths)."""
+        if len(targets) < 2 or opts.sigma_length > 0:
+            return [self.fit(tg, K_33, opts, w) for tg, w in zip(targets, warms, strict=True)]
+        from pipelines.hmr.batch_fit import fit_batch
+
+        # People with the same active bones (hands found or not) share a batch: a union with fingers that
+        # most people do not move would only add masked columns to everyone's solve.
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, tg in enumerate(targets):
+            active, _ = self._active([n for n, c in zip(tg.names, tg.conf_k, strict=True) if c > 0.2])
+            groups.setdefault(tuple(active.tolist()), []).append(i)
+        # A person alone with its active bones joins the smallest group whose bones include its own (e.g. one
+        # hand found among people with both): a few masked columns cost less than a fit of its own.
+        for key in sorted(groups, key=len):
+            if len(groups[key]) == 1:
+                hosts = [k for k in groups if k != key and groups[k] and set(key) <= set(k)]
+                if hosts:
+                    groups[min(hosts, key=len)] += groups.pop(key)
+        # At most MAX_BATCH people a batch: the stacked Jacobians grow with the people (~2 MB a person).
+        batches = [idx[k : k + MAX_BATCH] for idx in groups.values() for k in range(0, len(idx), MAX_BATCH)]
+        out: list[FitReport | None] = [None] * len(targets)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            for idx in batches:
+                if len(idx) == 1:
+                    reps = [self._fit(targets[idx[0]], K_33, opts, warms[idx[0]])]
+                else:
+                    reps = fit_batch(self, [targets[i] for i in idx], K_33, opts, [warms[i] for i in idx])
+                for i, rep in zip(idx, reps, strict=True):
+                    out[i] = rep
+        return out  # type: ignore[return-value]
 
     def _fit(self, targets: FitTargets, K_33: np.ndarray, opts: FitOptions, warm: FitState | None,
              problem_factory: Callable[..., _Problem] = _Problem) -> FitReport:  # fmt: skip

@@ -282,22 +282,23 @@ class ImagePipeline:
         estimate = camera.source == "default"
         prior_f, prior_sigma = focal_prior_px(w, h)
         estimated: list[tuple[PersonResult, PersonFit]] = []
+        to_fit: list[PersonResult] = []
         for person in frame.people:
             n_ok = int((person.detection.keypoints2d.conf_k > 0.5).sum()) + len(kp_prompts.get(person.id, {}))
             if n_ok < MIN_KEYPOINTS_TO_FIT and getattr(self.hmr, "needs_keypoints", True):
                 warnings.append(f"Person {person.id}: too few visible keypoints to fit a body.")
                 continue
-            warm = session.warm_start(person.id, person.detection) if session is not None else None
-            try:
-                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
-                                   estimate_focal=estimate, focal_prior_px=prior_f, fast=warm is not None,
-                                   image_rgb_hw3=rgb)  # fmt: skip
-            except NoBodyFound as err:  # this person only; the others are still fitted
-                warnings.append(f"Person {person.id}: {err}")
+            to_fit.append(person)
+        warms = [session.warm_start(p.id, p.detection) if session is not None else None for p in to_fit]
+        fits = self._fit_people(camera, to_fit, kp_prompts, warms, warnings, rgb, estimate_focal=estimate,
+                                focal_prior_px=prior_f, fast=True)  # fmt: skip
+        for person, fit in zip(to_fit, fits, strict=True):
+            if fit is None:
                 continue
             if estimate:
                 estimated.append((person, fit))  # every person estimates the focal from the prior
-            person.body = fit.body
+            else:
+                person.body = fit.body
             if session is not None:
                 session.remember(person.id, person.detection, fit.state)
         if estimated:
@@ -309,11 +310,15 @@ class ImagePipeline:
             if session is not None:
                 session.focal_px = focal
             to_refit = estimated if len(estimated) > 1 else []  # one person: its fit already has this focal
-            for person, fit in to_refit:
+            if not to_refit:
+                estimated[0][0].body = estimated[0][1].body
+            warms = []
+            for _, fit in to_refit:
                 warm = fit.state.copy()
                 warm.root_pos_3 = warm.root_pos_3 * (focal / warm.focal_px)  # same size in the image
-                fit = self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm, fast=True,
-                                   image_rgb_hw3=rgb)  # fmt: skip
+                warms.append(warm)
+            refits = self._fit_people(camera, [p for p, _ in to_refit], kp_prompts, warms, None, rgb, fast=True)
+            for (person, _), fit in zip(to_refit, refits, strict=True):
                 person.body = fit.body
                 if session is not None:
                     session.remember(person.id, person.detection, fit.state)
@@ -336,6 +341,28 @@ class ImagePipeline:
         if on_stage:
             on_stage("bodies", frame)
         return frame
+
+    def _fit_people(self, camera: Camera, people: list[PersonResult], kp_prompts: dict[int, dict],
+                    warms: list[Any], warnings: list[str] | None, rgb: np.ndarray, estimate_focal: bool = False,
+                    focal_prior_px: float | None = None, fast: bool = False) -> list[Any]:  # fmt: skip
+        """One fit per person (None where the backend found no body, with a warning): all together when the
+        backend fits several people at once (the embedded fit's fit_many), else one by one. `fast`: warm-started
+        people run the shorter fit."""
+        if len(people) > 1 and hasattr(self.hmr, "fit_many"):
+            return self.hmr.fit_many(camera, [p.detection for p in people], [kp_prompts.get(p.id, {}) for p in people],
+                                     warms, estimate_focal=estimate_focal, focal_prior_px=focal_prior_px, fast=fast)
+        out = []
+        for person, warm in zip(people, warms, strict=True):
+            try:
+                out.append(self.hmr.fit(camera, person.detection, kp_prompts.get(person.id, {}), warm=warm,
+                                        estimate_focal=estimate_focal, focal_prior_px=focal_prior_px,
+                                        fast=fast and warm is not None, image_rgb_hw3=rgb))  # fmt: skip
+            except NoBodyFound as err:  # this person only; the others are still fitted
+                if warnings is None:
+                    raise
+                warnings.append(f"Person {person.id}: {err}")
+                out.append(None)
+        return out
 
     def _add_hands_to_prompted(self, rgb: np.ndarray, detections: list[PersonDetection],
                                people: list[PersonDetection]) -> list[PersonDetection]:  # fmt: skip

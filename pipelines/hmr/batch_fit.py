@@ -1,0 +1,599 @@
+"""Several people of one photo fitted together: the fit of pipelines.hmr.fit, batched over people.
+
+The same residuals, Jacobians and Levenberg-Marquardt steps as BodyFitter.fit, with the people stacked on a
+leading axis so that each numpy call serves everyone (at this size the cost is per call, not per number).
+Every person is padded to the union of the keypoint names (confidence 0 and no 3D where a person has no such
+keypoint), the bones to the union of the active bones (the columns of a bone a person does not fit are
+masked, so its rotation stays put) and the bone-direction pairs to their union (weight 0 where missing).
+Each person keeps its own damping, its own accept/reject and stops on its own, in lockstep with the others:
+the result is each person's one-by-one fit up to rounding. Options the batch does not cover (free bone
+lengths) go through the one-by-one fit (BodyFitter.fit_many decides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.body.anny_model import FIT_PHENOTYPES, RestState
+from pipelines.body.anny_pose import nearest_rotations
+from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem
+from pipelines.hmr.kinematics import PointModel, Skeleton, forward, matrix_to_rotvec, rotation_between, rotvec_to_matrix
+from pipelines.hmr.prior import PriorTerms, left_jacobian_inverse
+
+
+def pad_targets(targets: FitTargets, names_u: list[str]) -> FitTargets:
+    """The same targets over the names `names_u` (a superset): missing keypoints unused (confidence 0, no 3D)."""
+    n_u = len(names_u)
+    pos = [names_u.index(n) for n in targets.names]
+    xy = np.zeros((n_u, 2))
+    conf = np.zeros(n_u)
+    xy[pos] = targets.xy_k2
+    conf[pos] = targets.conf_k
+    hip3d = None
+    if targets.hip3d_k3 is not None:
+        hip3d = np.full((n_u, 3), np.nan)
+        hip3d[pos] = targets.hip3d_k3
+    return FitTargets(list(names_u), xy, conf, hip3d, dict(targets.prompts), targets.mask_hw)
+
+
+# ----- batched point models (people on the leading axis) -----
+
+
+def evaluate_b(pm: PointModel, offs_bp3: np.ndarray, G_bj33: np.ndarray, o_bj3: np.ndarray):
+    """Posed points (B, K, 3) and pair contributions (B, P, 3)."""
+    b = pm.points.pair_bone
+    contrib = (G_bj33[:, b] @ offs_bp3[..., None])[..., 0] + pm.points.pair_w[:, None] * o_bj3[:, b]
+    n_b, n_p = contrib.shape[:2]
+    x = (pm._pair_to_point @ contrib.transpose(1, 0, 2).reshape(n_p, -1)).reshape(-1, n_b, 3).transpose(1, 0, 2)
+    return x, contrib
+
+
+def rest_offsets_b(pm: PointModel, coeffs_bn: np.ndarray, heads_bj3: np.ndarray) -> np.ndarray:
+    pts = pm.points
+    n_c, n_p = pts.pair_da_np3.shape[:2]
+    a = pts.pair_a0_p3 + (coeffs_bn @ pts.pair_da_np3.reshape(n_c, -1)).reshape(-1, n_p, 3)
+    return a - pts.pair_w[:, None] * heads_bj3[:, pts.pair_bone]
+
+
+def subtree_sums(pm: PointModel, subtree_aj: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(K*A, P) sparse sum of point k's pair contributions over the subtree of active bone a, and the
+    same for the weights (K, A): the S and W of PointModel.rotation_jacobian in one sparse product."""
+    pts = pm.points
+    n_k, n_a = len(pts.names), len(subtree_aj)
+    a_idx, p_idx = np.nonzero(subtree_aj[:, pts.pair_bone])
+    rows = pts.pair_point[p_idx] * n_a + a_idx
+    S = sp.csr_matrix((np.ones(len(rows)), (rows, p_idx)), shape=(n_k * n_a, len(pts.pair_bone)))
+    return S, pm.w_kj @ subtree_aj.T
+
+
+def rotation_jacobian_b(S_kap: sp.csr_matrix, W_ka: np.ndarray, contrib_bp3: np.ndarray, o_bj3: np.ndarray,
+                        active: np.ndarray) -> np.ndarray:  # fmt: skip
+    """(B, K, 3, 3A): d x_k / d delta_a (PointModel.rotation_jacobian per person): -[S_ka - W_ka o_a]_x."""
+    n_b, n_p = contrib_bp3.shape[:2]
+    n_k, n_a = W_ka.shape
+    S = (S_kap @ contrib_bp3.transpose(1, 0, 2).reshape(n_p, -1)).reshape(n_k, n_a, n_b, 3).transpose(2, 0, 1, 3)
+    v = S - W_ka[None, :, :, None] * o_bj3[:, active][:, None]
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    J = np.zeros((n_b, n_k, 3, n_a, 3))
+    J[:, :, 0, :, 1], J[:, :, 0, :, 2] = z, -y
+    J[:, :, 1, :, 0], J[:, :, 1, :, 2] = -z, x
+    J[:, :, 2, :, 0], J[:, :, 2, :, 1] = y, -x
+    return J.reshape(n_b, n_k, 3, 3 * n_a)
+
+
+def shape_jacobian_b(pm: PointModel, skel: Skeleton, dc_bns: np.ndarray, dheads_nj3: np.ndarray,
+                     G_bj33: np.ndarray) -> np.ndarray:  # fmt: skip
+    """(B, K, 3, S): PointModel.shape_jacobian per person."""
+    pts = pm.points
+    n_b, n_c, n_s = dc_bns.shape
+    n_p, n_j = pts.pair_da_np3.shape[1], dheads_nj3.shape[1]
+    dcT = dc_bns.transpose(0, 2, 1)
+    da = (dcT @ pts.pair_da_np3.reshape(n_c, -1)).reshape(n_b, n_s, n_p, 3)
+    dh = (dcT @ dheads_nj3.reshape(n_c, -1)).reshape(n_b, n_s, n_j, 3)
+    do = np.zeros_like(dh)
+    for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
+        do[:, :, lvl] = do[:, :, p] + (G_bj33[:, None, p] @ (dh[:, :, lvl] - dh[:, :, p])[..., None])[..., 0]
+    b = pts.pair_bone
+    w = pts.pair_w[:, None]
+    d_off = da - w * dh[:, :, b]
+    dcontrib = (G_bj33[:, None, b] @ d_off[..., None])[..., 0] + w * do[:, :, b]  # (B, S, P, 3)
+    dx = pm._pair_to_point @ dcontrib.transpose(2, 0, 1, 3).reshape(n_p, -1)  # (K, B*S*3)
+    return dx.reshape(-1, n_b, n_s, 3).transpose(1, 0, 3, 2)
+
+
+def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray, active: np.ndarray,
+                      is_active_bj: np.ndarray, delta_ba3: np.ndarray) -> np.ndarray:  # fmt: skip
+    """pipelines.hmr.fit.rotate_subtrees per person; a bone outside a person's own active set keeps its rotation."""
+    n_b = len(local_bj33)
+    E = np.broadcast_to(np.eye(3), local_bj33.shape).copy()
+    E[:, active] = rotvec_to_matrix(delta_ba3.reshape(-1, 3)).reshape(n_b, len(active), 3, 3)
+    new = local_bj33.copy()
+    G_new = np.empty_like(G_bj33)
+    G_new[:, 0] = np.where(is_active_bj[:, 0, None, None], E[:, 0] @ G_bj33[:, 0], G_bj33[:, 0])
+    new[:, 0] = G_new[:, 0]
+    for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
+        Gp = G_new[:, p]
+        act = is_active_bj[:, lvl]
+        if act.any():
+            L = Gp.transpose(0, 1, 3, 2) @ E[:, lvl] @ Gp @ local_bj33[:, lvl]
+            new[:, lvl] = np.where(act[..., None, None], L, local_bj33[:, lvl])
+        G_new[:, lvl] = Gp @ new[:, lvl]
+    proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
+    new[:, active] = np.where(is_active_bj[:, active, None, None], proj, new[:, active])
+    return new
+
+
+def coeffs_jacobian_b(body, pheno_bp: np.ndarray, indices: list[int], eps: float = 1e-4) -> np.ndarray:  # noqa: ANN001
+    """(B, N, S): AnnyBody.coeffs_jacobian(pheno, eps, indices) of each person, in one vectorised call."""
+    n_b, n_p = pheno_bp.shape
+    n_s = len(indices)
+    steps = np.zeros((n_s, n_p))
+    steps[np.arange(n_s), indices] = eps
+    rows = np.concatenate([pheno_bp[:, None] + steps, pheno_bp[:, None] - steps], axis=1)  # (B, 2S, P)
+    c = body.coeffs_batch(rows.reshape(-1, n_p)).reshape(n_b, 2 * n_s, -1)
+    return ((c[:, :n_s] - c[:, n_s:]) / (2 * eps)).transpose(0, 2, 1)
+
+
+def analytic_init_b(skel: Skeleton, bone_labels: list[str], pm: PointModel, coeffs_bn: np.ndarray,
+                    heads_bj3: np.ndarray, targets: list[FitTargets], focal_b: np.ndarray,
+                    cxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """pipelines.hmr.init.analytic_init for B people (targets padded to pm's names): one batched forward pass
+    per bone chain instead of one per chain and person. Local rotations (B, J, 3, 3), root positions (B, 3)."""
+    from pipelines.hmr.init import ANNY_TO_CAM_FACING_33, CHAINS, _point, solve_translation
+    from pipelines.metrics import procrustes
+
+    names = pm.points.names
+    n_b, n_j = len(targets), len(skel.parents)
+    local = np.tile(np.eye(3), (n_b, n_j, 1, 1))
+    local[:, 0] = ANNY_TO_CAM_FACING_33
+    offs = rest_offsets_b(pm, coeffs_bn, heads_bj3)
+    root = np.tile([0.0, 0.0, 3.0], (n_b, 1))
+
+    def points(sel: np.ndarray, loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        G, o = forward(skel, heads_bj3[sel], loc, root[sel])
+        return evaluate_b(pm, offs[sel], G, o)[0], G
+
+    ok3 = [np.isfinite(t.hip3d_k3).all(axis=1) if t.hip3d_k3 is not None else np.zeros(len(names), bool)
+           for t in targets]  # fmt: skip
+    torso = [names.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder") if n in names]
+    chained = np.array([i for i, t in enumerate(targets) if t.hip3d_k3 is not None and len(torso) == 4
+                        and all(ok3[i][k] for k in torso)], dtype=np.int64)  # fmt: skip
+    if len(chained):
+        x_rest, _ = points(chained, np.tile(np.eye(3), (len(chained), n_j, 1, 1)))
+        for x_k3, i in zip(x_rest, chained, strict=True):
+            local[i, 0] = procrustes(x_k3[torso], targets[i].hip3d_k3[torso], with_scale=False).R_33
+    ok_all = np.ones(len(names), dtype=bool)
+    for bone, a, b in CHAINS:
+        if bone not in bone_labels:
+            continue
+        goals = {}
+        for i in chained:
+            ta, tb = _point(a, names, targets[i].hip3d_k3, ok3[i]), _point(b, names, targets[i].hip3d_k3, ok3[i])
+            if ta is not None and tb is not None:
+                goals[int(i)] = tb - ta
+        if not goals:
+            continue
+        sel = np.array(list(goals), dtype=np.int64)
+        x, G = points(sel, local[sel])
+        j = bone_labels.index(bone)
+        for x_k3, G_j33, i in zip(x, G, sel, strict=True):
+            delta = rotation_between(_point(b, names, x_k3, ok_all) - _point(a, names, x_k3, ok_all), goals[int(i)])
+            Gp = G_j33[skel.parents[j]]
+            local[i, j] = Gp.T @ rotvec_to_matrix(delta[None])[0] @ Gp @ local[i, j]
+    x, _ = points(np.arange(n_b), local)
+    for i, t in enumerate(targets):
+        w = np.where(t.conf_k > 0.3, t.conf_k, 0.0)
+        if (w > 0).sum() >= 2:
+            tr = solve_translation(x[i] - root[i], t.xy_k2, w, float(focal_b[i]), cxy)
+            if tr[2] > 0.3:
+                root[i] = tr
+    return local, root
+
+
+# ----- the batched problem -----
+
+
+@dataclass
+class BatchState:
+    """The fit's variables of B people (FitState, stacked)."""
+
+    local_bj33: np.ndarray
+    root_b3: np.ndarray
+    pheno_bp: np.ndarray
+    focal_b: np.ndarray
+    coeffs_bn: np.ndarray
+    """The rest state's blendshape coefficients (follows pheno_bp)."""
+    heads_bj3: np.ndarray
+    """The rest state's bone heads."""
+    offs_bp3: np.ndarray
+    """The keypoints' pair rest offsets (rest_offsets_b; follow the rest state)."""
+    soffs_bp3: np.ndarray | None
+    """The same for the surface samples (None without a mask term)."""
+
+    def take(self, sel: np.ndarray) -> BatchState:
+        return BatchState(*(None if a is None else a[sel] for a in self.__dict__.values()))
+
+    def put(self, sel: np.ndarray, other: BatchState) -> None:
+        for k, v in other.__dict__.items():
+            if v is not None:
+                getattr(self, k)[sel] = v
+
+
+class BatchProblem:
+    """_Problem's residuals for B people at once (one camera, the same options; no free bone lengths)."""
+
+    def __init__(self, problems: list[_Problem], pm: PointModel, surface: PointModel | None, skel: Skeleton,
+                 active: np.ndarray, is_active_bj: np.ndarray, priors: list[PriorTerms], prior_rows_ba: np.ndarray,
+                 opts: FitOptions, body) -> None:  # noqa: ANN001 - AnnyBody  # fmt: skip
+        self.pm, self.surface, self.skel, self.opts, self.body = pm, surface, skel, opts, body
+        self.active, self.is_active_bj = active, is_active_bj
+        self.subtree_aj = skel.subtree_matrix(active)
+        self.sums = {id(m): subtree_sums(m, self.subtree_aj) for m in (pm, surface) if m is not None}
+        self.cxy = problems[0].cxy
+        self.hip_idx = problems[0].hip_idx
+        n_b, n_k = len(problems), len(pm.points.names)
+        self.xy_obs = np.stack([p.xy_obs for p in problems])
+        self.sqrt_w2d = np.stack([p.sqrt_w2d for p in problems])
+        self.sig2d = np.stack([p.sig2d for p in problems])
+        self.h3 = np.zeros((n_b, n_k, 3))
+        self.w3 = np.zeros((n_b, n_k))
+        for i, p in enumerate(problems):
+            if p.use3d:
+                self.h3[i], self.w3[i] = p.h3, p.w3
+        pairs = sorted({(int(a), int(b)) for p in problems if p.use3d for a, b in zip(p.bone_a, p.bone_b, strict=True)})
+        self.bone_a = np.array([a for a, _ in pairs], dtype=np.int64)
+        self.bone_b = np.array([b for _, b in pairs], dtype=np.int64)
+        self.w_bone = np.zeros((n_b, len(pairs)))
+        for i, p in enumerate(problems):
+            if p.use3d:
+                for a, b, w in zip(p.bone_a, p.bone_b, p.w_bone, strict=True):
+                    self.w_bone[i, pairs.index((int(a), int(b)))] = w
+        # Priors: the union's bones, each person's own axes; rows of bones a person does not fit are masked.
+        self.prior_bones = priors[0].bones
+        self.prior_axis_ba3 = np.stack([pr.axis_a3 for pr in priors])
+        self.prior_sig_axis, self.prior_sig_perp, self.prior_hinge = (priors[0].sigma_axis_a,
+                                                                      priors[0].sigma_perp_a, priors[0].hinge_a)
+        self.prior_rows_ba = prior_rows_ba.astype(np.float64)
+        pos = {int(b): i for i, b in enumerate(active)}
+        self.prior_cols = np.array([pos[int(b)] for b in self.prior_bones], dtype=np.int64)
+        # Masks, packed into flat images with per-person offsets (a person without a mask: weight 0).
+        self.has_mask = np.array([p.dt is not None for p in problems], dtype=np.float64)
+        if surface is not None and self.has_mask.any():
+            imgs = [(p.dt, p.dt_gx, p.dt_gy, p.dt_origin) if p.dt is not None else
+                    (np.zeros((2, 2), np.float32),) * 3 + (np.zeros(2),) for p in problems]  # fmt: skip
+            sizes = np.array([im[0].shape for im in imgs])
+            self.dt_hw = sizes
+            self.dt_off = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]]).astype(np.int64)
+            self.dt_flat = [np.concatenate([im[c].ravel() for im in imgs]).astype(np.float64) for c in range(3)]
+            self.dt_origin = np.stack([im[3] for im in imgs])
+        else:
+            self.has_mask[:] = 0.0
+        _, self.dheads = body.heads_basis
+        self.shape_idx = [body.phenotype_labels.index(n) for n in FIT_PHENOTYPES]
+
+    def take(self, sel: np.ndarray) -> BatchProblem:
+        """The same problem for the people `sel` only."""
+        sub = object.__new__(BatchProblem)
+        sub.__dict__.update(self.__dict__)
+        for k in ("is_active_bj", "xy_obs", "sqrt_w2d", "sig2d", "h3", "w3", "w_bone", "prior_axis_ba3",
+                  "prior_rows_ba", "has_mask"):  # fmt: skip
+            setattr(sub, k, getattr(self, k)[sel])
+        if self.has_mask.any():
+            sub.dt_hw, sub.dt_off, sub.dt_origin = self.dt_hw[sel], self.dt_off[sel], self.dt_origin[sel]
+        return sub
+
+    def _bilinear(self, c: int, xy_bm2: np.ndarray) -> np.ndarray:
+        img = self.dt_flat[c]
+        h, w = self.dt_hw[:, 0, None], self.dt_hw[:, 1, None]
+        x = np.clip(xy_bm2[..., 0] - 0.5, 0, w - 1.001)
+        y = np.clip(xy_bm2[..., 1] - 0.5, 0, h - 1.001)
+        x0, y0 = x.astype(int), y.astype(int)
+        fx, fy = x - x0, y - y0
+        i = self.dt_off[:, None] + y0 * w + x0
+        return (img[i] * (1 - fx) * (1 - fy) + img[i + 1] * fx * (1 - fy)
+                + img[i + w] * (1 - fx) * fy + img[i + w + 1] * fx * fy)  # fmt: skip
+
+    def _project(self, x_bk3: np.ndarray, f_b: np.ndarray):
+        z = np.clip(x_bk3[..., 2], 1e-3, None)
+        f = f_b[:, None]
+        uv = f[..., None] * x_bk3[..., :2] / z[..., None] + self.cxy
+        d = np.zeros((*z.shape, 2, 3))
+        d[..., 0, 0] = f / z
+        d[..., 1, 1] = f / z
+        d[..., :, 2] = -f[..., None] * x_bk3[..., :2] / z[..., None] ** 2
+        return uv, d
+
+    def _dx(self, pm: PointModel, contrib, o, st: BatchState, G, dc, free_shape: bool) -> np.ndarray:  # noqa: ANN001
+        Jr = rotation_jacobian_b(*self.sums[id(pm)], contrib, o, self.active)
+        n_b, n_k = Jr.shape[:2]
+        parts = [Jr, np.broadcast_to(np.eye(3), (n_b, n_k, 3, 3))]
+        if free_shape:
+            parts.append(shape_jacobian_b(pm, self.skel, dc, self.dheads, G))
+        return np.concatenate(parts, axis=3)
+
+    def build(self, st: BatchState, free_shape: bool, free_focal: bool, want_jac: bool):
+        """Residuals (B, R) and, if asked, Jacobians (B, R, C) with _Problem.build's columns (masked per person)."""
+        o_opts = self.opts
+        n_b = len(st.root_b3)
+        G, o = forward(self.skel, st.heads_bj3, st.local_bj33, st.root_b3)
+        x, contrib = evaluate_b(self.pm, st.offs_bp3, G, o)
+        f = st.focal_b
+        uv, duv_dx = self._project(x, f)
+        n_a = len(self.active)
+        n_s = len(FIT_PHENOTYPES) if free_shape else 0
+        n_cols = 3 * n_a + 3 + n_s + (1 if free_focal else 0)
+        res, jacs = [], []
+        dx = dc = None
+        if want_jac:
+            if free_shape:
+                dc = coeffs_jacobian_b(self.body, st.pheno_bp, self.shape_idx)
+            dx = self._dx(self.pm, contrib, o, st, G, dc, free_shape)
+
+        def with_focal(j: np.ndarray, col: np.ndarray | None = None) -> np.ndarray:
+            if not free_focal:
+                return j
+            col = np.zeros(j.shape[:-1]) if col is None else col
+            return np.concatenate([j, col[..., None]], axis=-1)
+
+        # 2D keypoints and prompts (Huber via IRLS weights)
+        e = (uv - self.xy_obs) / self.sig2d[..., None]
+        norm = np.linalg.norm(e, axis=-1)
+        huber = np.where(norm > o_opts.huber_k, np.sqrt(o_opts.huber_k / np.maximum(norm, 1e-9)), 1.0)
+        wk = (self.sqrt_w2d * huber)[..., None]
+        res.append((e * wk).reshape(n_b, -1))
+        if want_jac:
+            j2 = (duv_dx @ dx) / self.sig2d[..., None, None] * wk[..., None]
+            j2 = with_focal(j2, (uv - self.cxy) / self.sig2d[..., None] * wk)
+            jacs.append(j2.reshape(n_b, -1, n_cols))
+
+        # Metric 3D landmarks, hip-centred, up to a rotation (people without 3D: weight 0)
+        hip_mid = x[:, self.hip_idx].mean(1)
+        rel = x - hip_mid[:, None]
+        H = (self.h3 * self.w3[..., None] ** 2).transpose(0, 2, 1) @ rel
+        U, _, Vt = np.linalg.svd(H)
+        neg = np.linalg.det(U @ Vt) < 0
+        if neg.any():
+            U = U.copy()
+            U[neg, :, -1] *= -1
+        R = (U @ Vt).transpose(0, 2, 1)
+        r3 = (rel - self.h3 @ R.transpose(0, 2, 1)) / o_opts.sigma_3d_m * self.w3[..., None]
+        res.append(r3.reshape(n_b, -1))
+        if want_jac:
+            d_rel = dx - dx[:, self.hip_idx].mean(1, keepdims=True)
+            jacs.append(with_focal(d_rel / o_opts.sigma_3d_m * self.w3[..., None, None]).reshape(n_b, -1, n_cols))
+        if len(self.bone_a) and o_opts.sigma_dir > 0:
+            a, b = self.bone_a, self.bone_b
+            d_b3 = x[:, b] - x[:, a]
+            length = np.linalg.norm(d_b3, axis=-1, keepdims=True)
+            u_b3 = d_b3 / length
+            tgt = self.h3[:, b] - self.h3[:, a]
+            tn = np.linalg.norm(tgt, axis=-1, keepdims=True)
+            tgt = tgt @ R.transpose(0, 2, 1) / np.where(tn > 0, tn, 1.0)
+            sig_c = np.array([o_opts.sigma_dir, o_opts.sigma_dir, o_opts.sigma_dir_depth or o_opts.sigma_dir])
+            wb = self.w_bone[..., None] / sig_c
+            res.append(((u_b3 - tgt) * wb).reshape(n_b, -1))
+            if want_jac:
+                P = (np.eye(3) - u_b3[..., :, None] * u_b3[..., None, :]) / length[..., None]
+                jd = (P @ (dx[:, b] - dx[:, a])) * wb[..., None]
+                jacs.append(with_focal(jd).reshape(n_b, -1, n_cols))
+
+        # Silhouette: surface samples pulled inside the mask
+        if self.surface is not None and self.has_mask.any():
+            sf = self.surface
+            xs, cs = evaluate_b(sf, st.soffs_bp3, G, o)
+            uvs, duvs = self._project(xs, f)
+            uvc = uvs - self.dt_origin[:, None]
+            scale = self.has_mask[:, None] / o_opts.sigma_mask_px / np.sqrt(xs.shape[1] / 50.0)
+            res.append(self._bilinear(0, uvc) * scale)
+            if want_jac:
+                g = np.stack([self._bilinear(1, uvc), self._bilinear(2, uvc)], axis=-1)
+                dxs = self._dx(sf, cs, o, st, G, dc, free_shape)
+                js = ((g[..., None, :] @ duvs) @ dxs)[..., 0, :]
+                js = with_focal(js, np.einsum("bka,bka->bk", g, uvs - self.cxy))
+                jacs.append(js * scale[..., None])
+
+        # Pose prior (the union's bones; a person's rows of bones it does not fit are 0)
+        bones = self.prior_bones
+        w = matrix_to_rotvec(st.local_bj33[:, bones])
+        ax = self.prior_axis_ba3
+        along = np.einsum("bac,bac->ba", w, ax)
+        perp = w - along[..., None] * ax
+        hyper = np.where(self.prior_hinge, np.minimum(along, 0.0), 0.0)
+        rows = self.prior_rows_ba[..., None]
+        rp = np.concatenate([perp / self.prior_sig_perp[:, None], (along / self.prior_sig_axis)[..., None],
+                             (hyper / 0.05)[..., None]], axis=-1) * rows  # fmt: skip
+        res.append(rp.reshape(n_b, -1))
+        if want_jac:
+            dw = left_jacobian_inverse(w) @ G[:, self.skel.parents[bones]].transpose(0, 1, 3, 2)
+            d_along = np.einsum("bac,bacd->bad", ax, dw)
+            d_perp = dw - ax[..., None] * d_along[..., None, :]
+            d_hyper = np.where((self.prior_hinge & (along < 0))[..., None], d_along, 0.0)
+            Jp = np.concatenate([d_perp / self.prior_sig_perp[:, None, None],
+                                 (d_along / self.prior_sig_axis[:, None])[..., None, :],
+                                 (d_hyper / 0.05)[..., None, :]], axis=-2) * rows[..., None]  # fmt: skip
+            n_pr = len(bones)
+            jp = np.zeros((n_b, n_pr, 5, n_a, 3))
+            jp[:, np.arange(n_pr), :, self.prior_cols, :] = Jp.transpose(1, 0, 2, 3)
+            jp = jp.reshape(n_b, n_pr * 5, 3 * n_a)
+            jacs.append(np.concatenate([jp, np.zeros((n_b, n_pr * 5, n_cols - 3 * n_a))], axis=2))
+        # Shape prior
+        if free_shape:
+            res.append((st.pheno_bp[:, self.shape_idx] - 0.5) / o_opts.sigma_shape)
+            if want_jac:
+                js = np.zeros((n_b, n_s, n_cols))
+                k0 = 3 * n_a + 3
+                js[:, :, k0 : k0 + n_s] = np.eye(n_s) / o_opts.sigma_shape
+                jacs.append(js)
+        # Focal prior
+        if free_focal and o_opts.focal_prior_px:
+            res.append((np.log(f / o_opts.focal_prior_px) / o_opts.focal_sigma_log)[:, None])
+            if want_jac:
+                jf = np.zeros((n_b, 1, n_cols))
+                jf[:, 0, -1] = 1.0 / o_opts.focal_sigma_log
+                jacs.append(jf)
+        r = np.concatenate(res, axis=1)
+        J = None
+        if want_jac:
+            J = np.concatenate(jacs, axis=1) * self.col_mask(free_shape, free_focal)[:, None, :]
+        return r, J, (x, uv, G, o)
+
+    def col_mask(self, free_shape: bool, free_focal: bool) -> np.ndarray:
+        """(B, C) 1 for the columns each person fits (its own active bones), 0 for the union's others."""
+        n_b = len(self.is_active_bj)
+        rot = np.repeat(self.is_active_bj[:, self.active], 3, axis=1).astype(np.float64)
+        n_rest = 3 + (len(FIT_PHENOTYPES) if free_shape else 0) + (1 if free_focal else 0)
+        return np.concatenate([rot, np.ones((n_b, n_rest))], axis=1)
+
+    def set_offsets(self, st: BatchState) -> None:
+        """Recompute the pair rest offsets of `st` after its rest state changed."""
+        st.offs_bp3 = rest_offsets_b(self.pm, st.coeffs_bn, st.heads_bj3)
+        if self.surface is not None:
+            st.soffs_bp3 = rest_offsets_b(self.surface, st.coeffs_bn, st.heads_bj3)
+
+    def apply_update(self, st: BatchState, G: np.ndarray, step_bc: np.ndarray, free_shape: bool,
+                     free_focal: bool) -> BatchState:  # fmt: skip
+        n_a = len(self.active)
+        local = rotate_subtrees_b(self.skel, st.local_bj33, G, self.active, self.is_active_bj,
+                                  step_bc[:, : 3 * n_a].reshape(-1, n_a, 3))  # fmt: skip
+        new = BatchState(local, st.root_b3 + step_bc[:, 3 * n_a : 3 * n_a + 3], st.pheno_bp.copy(), st.focal_b.copy(),
+                         st.coeffs_bn, st.heads_bj3, st.offs_bp3, st.soffs_bp3)  # fmt: skip
+        k = 3 * n_a + 3
+        if free_shape:
+            idx = self.shape_idx
+            new.pheno_bp[:, idx] = np.clip(st.pheno_bp[:, idx] + step_bc[:, k : k + len(idx)], 0.0, 1.0)
+            k += len(idx)
+            new.coeffs_bn = self.body.coeffs_batch(new.pheno_bp)
+            heads0, dheads = self.body.heads_basis
+            new.heads_bj3 = heads0 + (new.coeffs_bn @ dheads.reshape(len(dheads), -1)).reshape(len(st.root_b3), -1, 3)
+            self.set_offsets(new)
+        if free_focal:
+            new.focal_b = st.focal_b * np.exp(np.clip(step_bc[:, k], -0.5, 0.5))
+        return new
+
+
+def lm_batch(problem: BatchProblem, st: BatchState, n_iter: int, free_shape: bool, free_focal: bool
+             ) -> tuple[BatchState, np.ndarray, np.ndarray]:  # fmt: skip
+    """BodyFitter._lm for every person in lockstep (each its own damping, accept/reject and stop); returns
+    the states, the iterations each person ran and the variance of log(focal) (NaN without a free focal)."""
+    n_b = len(st.root_b3)
+    lam = np.full(n_b, 1e-3)
+    running = np.ones(n_b, dtype=bool)
+    n_done = np.zeros(n_b, dtype=np.int64)
+    focal_log_var = np.full(n_b, np.nan)
+    for _ in range(n_iter):
+        sel = np.flatnonzero(running)
+        if len(sel) == 0:
+            break
+        n_done[sel] += 1
+        sub, cur = problem.take(sel), st.take(sel)
+        r, J, (_, _, G, _) = sub.build(cur, free_shape, free_focal, True)
+        cost = np.einsum("br,br->b", r, r)
+        JtJ = J.transpose(0, 2, 1) @ J
+        g = (J.transpose(0, 2, 1) @ r[..., None])[..., 0]
+        off = 1.0 - sub.col_mask(free_shape, free_focal)  # masked columns: identity, step 0
+        diag = np.einsum("bii->bi", JtJ) + 1e-9
+        if free_focal:
+            try:
+                eye = np.eye(JtJ.shape[1])
+                focal_log_var[sel] = np.linalg.inv(JtJ + (1e-9 * diag + off)[:, :, None] * eye)[:, -1, -1]
+            except np.linalg.LinAlgError:
+                focal_log_var[sel] = np.nan
+        pending = np.arange(len(sel))  # positions in sel still looking for a step
+        for _ in range(5):
+            lam_p = lam[sel[pending]]
+            A = JtJ[pending] + (lam_p[:, None] * diag[pending] + off[pending])[:, :, None] * np.eye(JtJ.shape[1])
+            step = np.linalg.solve(A, -g[pending][..., None])[..., 0]
+            base = cur.take(pending)
+            cand = sub.take(pending).apply_update(base, G[pending], step, free_shape, free_focal)
+            r_new, _, _ = sub.take(pending).build(cand, free_shape, free_focal, False)
+            c_new = np.einsum("br,br->b", r_new, r_new)
+            ok = c_new < cost[pending]
+            acc = pending[ok]
+            if len(acc):
+                st.put(sel[acc], cand.take(np.flatnonzero(ok)))
+                lam[sel[acc]] = np.maximum(lam[sel[acc]] / 3, 1e-7)
+            lam[sel[pending[~ok]]] *= 6
+            pending = pending[~ok]
+            if len(pending) == 0:
+                break
+        running[sel[pending]] = False  # no step improved: this person's phase ends
+    return st, n_done, focal_log_var
+
+
+def fit_batch(fitter, targets: list[FitTargets], K_33: np.ndarray, opts: FitOptions,  # noqa: ANN001 - BodyFitter
+              warms: list[FitState | None]) -> list[FitReport]:  # fmt: skip
+    """Fit several people of one camera together (the one-by-one BodyFitter._fit, batched)."""
+    body, skel = fitter.body, fitter.skel
+    names_u: list[str] = []
+    for tg in targets:
+        names_u += [n for n in tg.names if n not in names_u]
+    pm = fitter.point_model(tuple(names_u))
+    surface = fitter.surface_model(opts.mask_samples) if any(t.mask_hw is not None for t in targets) else None
+    n_j = len(body.bone_labels)
+    actives, prior_sets = [], []
+    for tg in targets:
+        act, pri = fitter._active([n for n, c in zip(tg.names, tg.conf_k, strict=True) if c > 0.2])
+        actives.append(act)
+        prior_sets.append(pri)
+    union_bones = set().union(*(set(a.tolist()) for a in actives))
+    active = np.array([b for b in skel.order if b in union_bones])
+    is_active = np.zeros((len(targets), n_j), dtype=bool)
+    for i, a in enumerate(actives):
+        is_active[i, a] = True
+    union_priors: dict = {}
+    for pri in prior_sets:
+        union_priors.update({k: v for k, v in pri.items() if k not in union_priors})
+    prior_rows = np.array([[name in pri for name in union_priors] for pri in prior_sets])
+
+    phenos, focals, priors, problems, padded = [], [], [], [], []
+    for tg, warm in zip(targets, warms, strict=True):
+        focals.append(float(K_33[0, 0]) if warm is None or not opts.fit_focal else warm.focal_px)
+        pheno = warm.pheno_p.copy() if warm is not None else body.default_pheno()
+        phenos.append(pheno)
+        rest = body.rest_heads(pheno)
+        priors.append(PriorTerms.build(union_priors, body.bone_labels, rest.heads_j3, skel.parents,
+                                       fitter.chain_children))  # fmt: skip
+        padded.append(pad_targets(tg, names_u))
+        problems.append(_Problem(body, skel, pm, padded[-1], K_33, opts, surface))
+    pheno_bp = np.array(phenos)
+    coeffs = np.stack([body.coeffs(p) for p in pheno_bp])
+    heads0, dheads = body.heads_basis
+    heads = heads0 + np.einsum("bn,njc->bjc", coeffs, dheads)
+    local, root = np.zeros((len(targets), len(body.bone_labels), 3, 3)), np.zeros((len(targets), 3))
+    cold = [i for i, w in enumerate(warms) if w is None]
+    for i, w in enumerate(warms):
+        if w is not None:
+            local[i], root[i] = w.local_j33, w.root_pos_3
+    if cold:
+        local[cold], root[cold] = analytic_init_b(skel, body.bone_labels, pm, coeffs[cold], heads[cold],
+                                                  [padded[i] for i in cold], np.array(focals)[cold], K_33[:2, 2])
+    st = BatchState(local, root, pheno_bp, np.array(focals), coeffs, heads, np.zeros(0), None)
+    problem = BatchProblem(problems, pm, surface, skel, active, is_active, priors, prior_rows, opts, body)
+    problem.set_offsets(st)
+
+    n_done = np.zeros(len(targets), dtype=np.int64)
+    focal_log_var = np.full(len(targets), np.nan)
+    phases = [(False, opts.pose_iters)]
+    if opts.fit_shape or opts.fit_focal:
+        phases.append((True, opts.shape_iters))
+    for late, n_phase in phases:
+        free_shape, free_focal = opts.fit_shape and late, opts.fit_focal and late
+        st, n, var = lm_batch(problem, st, n_phase, free_shape, free_focal)
+        n_done += n
+        if free_focal:
+            focal_log_var = var
+    r, _, (x, uv, G, o) = problem.build(st, False, False, False)
+    reports = []
+    for i, (tg, prob) in enumerate(zip(targets, problems, strict=True)):
+        keep = [names_u.index(n) for n in tg.names]
+        used = prob.sqrt_w2d[keep] > 0
+        uv_k2 = uv[i, keep]
+        err = np.where(used, np.linalg.norm(uv_k2 - prob.xy_obs[keep], axis=1), np.nan)
+        state = FitState(st.local_bj33[i].copy(), st.root_b3[i].copy(), st.pheno_bp[i].copy(), float(st.focal_b[i]))
+        rest = RestState(st.pheno_bp[i].copy(), st.coeffs_bn[i].copy(), st.heads_bj3[i].copy(), np.empty((0, 3, 3)))
+        var = float(focal_log_var[i]) if np.isfinite(focal_log_var[i]) else None
+        reports.append(FitReport(state, rest, G[i], o[i], uv_k2, err, int(n_done[i]), float(r[i] @ r[i]), var))
+    return reports
