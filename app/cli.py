@@ -133,13 +133,12 @@ def _import_writers(rrd: bool) -> None:
 
         anny_tables.load_cached()  # the body model tables, read ahead of the first fit
 
-        import trimesh  # noqa: F401
-
         import viz.outputs  # noqa: F401
 
         if rrd:
-            import pandas  # noqa: F401 - pyarrow imports it on rerun's first conversion anyway
+            from app.lazy_modules import pyarrow_without_pandas
 
+            pyarrow_without_pandas()  # rerun's conversions would import pandas (~0.6 s) for nothing
             import viz.rerun_log  # noqa: F401
 
 
