@@ -240,7 +240,7 @@ def _pipeline(config=None):  # noqa: ANN001, ANN202 - PipelineConfig | None -> I
 
 @functools.lru_cache(maxsize=2)
 def _prefetch_writers(rrd: bool) -> None:
-    """Read the body model tables and import the output writers (trimesh, rerun: ~1.5 s) in a thread while
+    """Read the body model tables and import the output writers (rerun: ~0.6 s of CPU) in a thread while
     the first photo runs (once per process): MediaPipe releases the GIL in its C++ graph, so on two cores
     part of it comes for free."""
     threading.Thread(target=_import_writers, args=(rrd,), name="import-writers", daemon=True).start()
