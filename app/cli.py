@@ -565,10 +565,14 @@ def exit_without_teardown(code: int) -> None:
     rerun, OpenCV and scipy loaded, freeing their ~2,000 modules took ~0.4 s of CPU (over 1 s of wall
     time on a busy machine), a tenth of a cold photo run, for nothing. What the atexit handlers would do
     that matters is done first (rerun's sinks and logging flushed, then stdout and stderr); while
-    another non-daemon thread or a child process is alive, it is a normal exit (they are waited for)."""
+    another non-daemon thread or a child process is alive, or a `weakref.finalize` waits for the exit (e.g. a
+    library's temporary folder), it is a normal exit."""
+    import weakref
+
     mp = sys.modules.get("multiprocessing")
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if others or (mp is not None and mp.active_children()):
+    finalizers = any(getattr(info, "atexit", False) for info in list(weakref.finalize._registry.values()))  # type: ignore[attr-defined]
+    if others or finalizers or (mp is not None and mp.active_children()):
         sys.exit(code)
     rerun = sys.modules.get("rerun")
     if rerun is not None:
