@@ -66,3 +66,36 @@ def import_mediapipe_lazily() -> bool:
     for short, module in placeholders.items():  # what `import a.b.c` would have set on the package
         setattr(solutions, short, module)
     return True
+
+
+def pyarrow_without_pandas() -> bool:
+    """Tell pyarrow, before its first conversion, that pandas is not there, when nothing has imported it.
+
+    Rerun converts every array it logs with pyarrow, and pyarrow's first conversion of a numpy array asks
+    whether it is a pandas object, which imports pandas (~0.6 s of CPU, a tenth of a cold photo run) for
+    data that never is one. With `pandas` blocked for that one first conversion, pyarrow records "no
+    pandas" and converts numpy arrays and lists exactly as before; an explicit pandas call later (such as
+    `Table.to_pandas()`) still imports it. Only for a process that does not use pandas otherwise (the
+    command line): do nothing when pandas is already imported. Returns whether the flag was set."""
+    if "pandas" in sys.modules:
+        return False
+    try:
+        import numpy as np
+        import pyarrow as pa
+    except ImportError:
+        return False
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)  # `import pandas` raises ModuleNotFoundError meanwhile
+    try:
+        pa.array(np.zeros(1))  # the first conversion: pyarrow tries pandas once and remembers the answer
+    finally:
+        sys.meta_path.remove(blocker)
+    return True
+
+
+class _NoPandas:
+    """A meta path finder that refuses pandas (and only it)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not used by this process", name=name)

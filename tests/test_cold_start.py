@@ -28,7 +28,7 @@ _PROBE = """
 import json, sys
 from app.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "torch": "torch" in sys.modules, "anny": "anny" in sys.modules}))
+print(json.dumps({"code": code, **{name: name in sys.modules for name in ("torch", "anny", "pandas", "trimesh")}}))
 """
 
 
@@ -63,6 +63,7 @@ def test_cached_cold_run_imports_neither_torch_nor_anny(cold_runs: dict) -> None
     probe = cold_runs["cached"]["probe"]
     assert probe["code"] == 0
     assert not probe["torch"] and not probe["anny"]
+    assert not probe["pandas"] and not probe["trimesh"]  # neither is needed to write the .rrd and the .glb
     assert (cold_runs["cached"]["out"] / "person_0.glb").is_file()
     # The baseline really took the other path (so the assertion above is not vacuous).
     assert cold_runs["uncached"]["probe"]["torch"]
@@ -101,6 +102,24 @@ def test_our_error_messages_still_reach_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "bad.jpg" in lines[0]
+
+
+def test_cli_process_writes_every_output_before_its_fast_exit(tmp_path: Path, lunge_path: Path) -> None:
+    """`python -m app.cli` ends with os._exit (no interpreter teardown): every file is complete by then, the
+    summary is printed and the exit code is 0."""
+    from viz.rrd_read import entity_paths
+
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "image", str(lunge_path), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("1 person(s) found, 1 fitted") and "person 0: height" in proc.stdout
+    assert {p.name for p in out.iterdir()} == {"result.json", "result.rrd", "overlay.png", "person_0.glb",
+                                              "person_0.obj", "person_0.npz"}  # fmt: skip
+    assert len(json.loads((out / "result.json").read_text())["people"]) == 1
+    assert {"world/people/0/mesh", "world/camera/image"} <= entity_paths(out / "result.rrd")  # footer written
+    glb = (out / "person_0.glb").read_bytes()
+    assert glb[:4] == b"glTF" and int.from_bytes(glb[8:12], "little") == len(glb)
 
 
 def test_numpy_rest_orientations_and_native_pose_match_anny(body: AnnyBody) -> None:

@@ -147,6 +147,28 @@ def test_glb_and_obj_load_upright(written: tuple[Path, list[Path]], frame: Frame
         assert np.allclose(mesh.vertices, expected_v3, atol=1e-5), name
 
 
+def test_glb_is_laid_out_as_trimesh_exports_it() -> None:
+    """The GLB writer (no trimesh import on the photo path) gives trimesh's file: the same JSON but the
+    generator, the same binary chunk, vertex colours kept."""
+    verts_v3, faces_f3 = _sphere(0.3, (0.1, -0.2, 2.5))
+    verts_gltf_v3, faces, colors_v4 = export._gltf_arrays(verts_v3, faces_f3, (66, 135, 245))
+    ours = export.glb_bytes(verts_gltf_v3, faces, colors_v4)
+    theirs = trimesh.Trimesh(vertices=verts_gltf_v3, faces=faces, vertex_colors=colors_v4,
+                             process=False).export(file_type="glb")  # fmt: skip
+
+    def chunks(glb: bytes) -> tuple[dict, bytes]:
+        n_json = int.from_bytes(glb[12:16], "little")
+        assert int.from_bytes(glb[8:12], "little") == len(glb) and n_json % 4 == 0
+        tree = json.loads(glb[20 : 20 + n_json])
+        tree["asset"].pop("generator")
+        return tree, glb[20 + n_json :]
+
+    assert chunks(ours) == chunks(theirs)
+    mesh = trimesh.load(trimesh.util.wrap_as_stream(ours), file_type="glb", force="mesh", process=False)
+    assert np.allclose(mesh.vertices, verts_gltf_v3, atol=1e-6) and np.array_equal(mesh.faces, faces)
+    assert (mesh.visual.vertex_colors == [66, 135, 245, 255]).all()
+
+
 def test_params_npz(written: tuple[Path, list[Path]]) -> None:
     out_dir, _ = written
     with np.load(out_dir / "person_0.npz") as data:
