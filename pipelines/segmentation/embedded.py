@@ -59,8 +59,11 @@ def bbox_from(
     """Box (x0, y0, x1, y1) around the mask (> 0.5) and the confident keypoints, clipped to the image."""
     h, w = mask_hw.shape
     boxes = []
-    fg_hw = mask_hw > 0.5
-    rows, cols = np.flatnonzero(fg_hw.any(axis=1)), np.flatnonzero(fg_hw.any(axis=0))
+    if mask_hw.size and mask_hw.strides == (0, 0):  # one value broadcast (the tracker's empty mask): no scan
+        rows, cols = (np.arange(h), np.arange(w)) if mask_hw[0, 0] > 0.5 else (np.zeros(0, int), np.zeros(0, int))
+    else:
+        fg_hw = mask_hw > 0.5
+        rows, cols = np.flatnonzero(fg_hw.any(axis=1)), np.flatnonzero(fg_hw.any(axis=0))
     if len(cols):
         boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
     good = (conf_k >= min_conf) & np.all(np.isfinite(xy_k2), axis=1)

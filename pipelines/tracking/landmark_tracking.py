@@ -32,7 +32,7 @@ from pipelines.segmentation.embedded import EmbeddedSegmenter, _same, as_rgb_uin
 from pipelines.segmentation.pose_detector import TileSettings
 from pipelines.segmentation.pose_landmarks import INPUT_SIDE, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.roi import RotatedRect, crop_region
-from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
+from pipelines.segmentation.tflite_runner import POSE_DETECTOR, POSE_LANDMARKS_FULL, TfliteModel
 from pipelines.types import PersonDetection
 
 
@@ -56,10 +56,18 @@ class LandmarkTrackingOptions:
     run) ~15 % less CPU a frame, but the landmarks move by ~1 px and PA-MPJPE against the 4-view
     triangulation is 0.1-1.2 mm worse on every view (cam01 tuning, cam02-04 held out)."""
     landmark_threads: int | None = None
-    """Threads of the landmark model's interpreter (None: the default, 2 here). One costs ~20 % less CPU a
-    model run (12.6 against 15.9 ms, load ~13) but makes the detection thread the slowest stage: measured
-    interleaved with the default at load 2-6 on pose2sim_single cam01 (100 frames), 14.5 frames/s mean of
-    5 runs against 17.6."""
+    """Threads of the landmark model's and the person detector's interpreters (None: the default, 2 here).
+    One costs ~20 % less CPU a model run (12.6 against 15.9 ms, load ~13) but makes the detection thread
+    the slowest stage of a single video: measured interleaved with the default at load 2-6 on
+    pose2sim_single cam01 (100 frames), 14.5 frames/s mean of 5 runs against 17.6. The multi-view mode,
+    which runs views side by side on every core, uses 1 (pipelines.multiview.views2d.track_views)."""
+    even_halving: bool = False
+    """detect: cut the tracked regions' crops with crop_region's even_halving (OpenCV's exact 2:1 pixel-area
+    path: ~0.8 against ~3 ms CPU for a 550 px region). The default halving of an odd-sized window resamples
+    it by slightly more than 2 (e.g. 557 -> 278 px) while the crop's geometry assumes exactly 2, which
+    pulls the landmarks towards the window's top-left corner by up to ~1 processed pixel; even_halving does
+    not. On by default in the multi-view mode (README, multi-view speed); the video mode keeps the former
+    crops."""
 
 
 @dataclass
@@ -86,8 +94,9 @@ class LandmarkTrackingDetector:
             self._models = EmbeddedSegmenter(max_people=self.options.max_people, tiles=tiles,
                                              mirror_average_all=False, min_found_presence=0.5)  # fmt: skip
             if self.options.landmark_threads is not None:
-                self._models.landmarks = PoseLandmarkModel(TfliteModel(POSE_LANDMARKS_FULL,
-                                                                       self.options.landmark_threads))  # fmt: skip
+                threads = self.options.landmark_threads
+                self._models.landmarks = PoseLandmarkModel(TfliteModel(POSE_LANDMARKS_FULL, threads))
+                self._models.detector.model = TfliteModel(POSE_DETECTOR, threads)
         return self._models
 
     def reset(self) -> None:
@@ -98,8 +107,18 @@ class LandmarkTrackingDetector:
         """The people in this frame (tracked ones first, in their order), [] when there is nobody."""
         image = as_rgb_uint8(image_rgb_hw3)
         seg = self._segmenter()
+        if self.options.even_halving:
+            return self._detect(image.shape[:2], lambda rect: self._landmarks_even(image, rect), lambda: image)
         return self._detect(image.shape[:2], lambda rect: seg._landmarks_in(image, rect, self.options.min_presence),
                             lambda: image)  # fmt: skip
+
+    def _landmarks_even(self, image: np.ndarray, rect: RotatedRect) -> RegionLandmarks | None:
+        """The landmark model in one region, its crop cut with even_halving (LandmarkTrackingOptions)."""
+        if rect.size_px < 8:
+            return None
+        crop_rgb = crop_region(image, rect, INPUT_SIDE, even_halving=True)
+        lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
+        return lm if lm.presence >= self.options.min_presence else None
 
     def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
         """`detect` on a decoded frame: the tracked regions cropped from its source frame (see the module

@@ -1,0 +1,74 @@
+"""The multi-view keypoint stage's cheaper pieces keep their results: crops cut with the exact 2:1 halving
+land where the region's geometry says (the default halving of an odd window does not), the landmark
+tracker's empty mask gives the box a dense one gives, and the per-view models run on one thread each on a
+2-core machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.segmentation.embedded import bbox_from
+from pipelines.segmentation.roi import RotatedRect, crop_region
+
+
+def _blob_offsets_px(even_halving: bool) -> np.ndarray:
+    """Distance (image pixels) between where 3 small blobs land in a 256 px crop of a 557 px region and
+    where the region's affine map puts them; the frame is 541 px wide, so the region's window is odd."""
+    h, w = 961, 541
+    rect = RotatedRect((270.3, 480.7), 557.0, 0.0)
+    pts_n2 = np.array([[470.0, 700.0], [120.0, 300.0], [400.0, 350.0]])
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    image_hw3 = np.zeros((h, w, 3), np.uint8)
+    for p in pts_n2:
+        blob_hw = 255 * np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * 4.0**2))
+        image_hw3[..., 1] = np.maximum(image_hw3[..., 1], blob_hw.astype(np.uint8))
+    M_23 = rect.img_from_crop_23(256)
+    expected_n2 = (pts_n2 - M_23[:, 2]) @ np.linalg.inv(M_23[:, :2]).T
+    crop_hw = crop_region(image_hw3, rect, 256, even_halving=even_halving)[..., 1].astype(np.float64)
+    cy, cx = np.mgrid[0:256, 0:256] + 0.5
+    out = []
+    for e in expected_n2:
+        weight_hw = ((cx - e[0]) ** 2 + (cy - e[1]) ** 2 < 8**2) * crop_hw
+        centroid = np.array([(weight_hw * cx).sum(), (weight_hw * cy).sum()]) / weight_hw.sum()
+        out.append(np.linalg.norm(centroid - e) * rect.size_px / 256)
+    return np.array(out)
+
+
+def test_even_halving_crop_keeps_the_region_geometry() -> None:
+    even, default = _blob_offsets_px(True), _blob_offsets_px(False)
+    assert even.max() < 0.1  # the exact 2:1 halving: where the map says
+    assert default.max() > 0.5  # 541 -> 270 px is a ratio of 2.004: pulled towards the window's corner
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_bbox_from_a_broadcast_mask_is_the_dense_masks_box(value: float) -> None:
+    xy_k2 = np.array([[100.0, 50.0], [300.0, 400.0], [250.0, 700.0]])
+    conf_k = np.array([0.9, 0.8, 0.2])
+    broadcast_hw = np.broadcast_to(np.float32(value), (540, 960))
+    dense_hw = np.full((540, 960), value, np.float32)
+    np.testing.assert_array_equal(bbox_from(broadcast_hw, xy_k2, conf_k), bbox_from(dense_hw, xy_k2, conf_k))
+    if value == 0.0:  # the keypoints' box alone (the third is unsure)
+        np.testing.assert_array_equal(bbox_from(broadcast_hw, xy_k2, conf_k), [100.0, 50.0, 300.0, 400.0])
+
+
+def test_view_detectors_use_one_model_thread_per_view_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ai_edge_litert")
+    from pipelines.multiview import views2d
+    from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector
+
+    made: list[LandmarkTrackingDetector] = []
+    original = views2d.make_view_detector
+
+    def spy(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None) -> object:
+        det = original(kind, max_people, model_threads)
+        made.append(det)
+        raise RuntimeError("stop before decoding")
+
+    monkeypatch.setattr(views2d, "make_view_detector", spy)
+    monkeypatch.setattr(views2d.os, "cpu_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="stop before decoding"):
+        views2d.track_views([object()], ["cam01"], threads=2)  # type: ignore[list-item]
+    seg = made[0]._segmenter()  # the models' interpreters are made on first use, not here
+    assert made[0].options.even_halving
+    assert seg.landmarks.model.num_threads == 1 and seg.detector.model.num_threads == 1
