@@ -107,9 +107,10 @@ class FitOptions:
     mask_samples: int = 300
     huber_k: float = 2.5
     loss_2d: str = "huber"
-    """Robust loss of the 2D term beyond huber_k sigmas: "huber" (linear), or "cauchy" (redescending: the cost
-    of a residual r is r^2 / (1 + (r / huber_k)^2), so a keypoint far off stops pulling; the multi-view body
-    fit, whose inlier keypoints can disagree with any body during a fast motion)."""
+    """Robust loss of the 2D term beyond huber_k sigmas, as IRLS weights: "huber" (linear), or "cauchy"
+    (redescending: weight 1 / (1 + (r / huber_k)^2), so the cost the LM compares, r^2 / (1 + (r / huber_k)^2),
+    is bounded and a keypoint far off stops pulling; the multi-view body fit, whose inlier keypoints can
+    disagree with any body during a fast motion)."""
 
 
 @dataclass
@@ -254,7 +255,7 @@ class _Problem:
             if free_shape:
                 dx_dtheta = np.concatenate([dx_dtheta, self._shape_jac(rest, G, self.pm)], axis=2)
 
-        # 2D keypoints and prompts (Huber via IRLS weights)
+        # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
         e = (uv - self.xy_obs) / self.sig2d[:, None]
         norm = np.linalg.norm(e, axis=1)
         if o_opts.loss_2d == "cauchy":

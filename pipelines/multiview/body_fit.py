@@ -226,9 +226,9 @@ class _PersonFitter:
                 sig[v] = max(1.5, options.sigma_frac * span)
         self.sigma_v = sig
         self.offset_k3: np.ndarray | None = None
-        self.n_reinit = 0
-        """Frames initialised again from the fused joints (tracked_step)."""
         """The person's keypoint offsets once solved (OffsetPoints), None before."""
+        self.n_reinit = 0
+        """Frames found lost (tracked_step: beyond BodyOptions.reinit_sigmas after their warm-started fit)."""
 
     def targets(self, f: int) -> tuple[FitTargets, Callable[..., _Problem]]:
         """The frame's targets (the fused joints, hip-centred in the reference camera, for the 3D init) and
