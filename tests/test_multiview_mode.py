@@ -105,6 +105,32 @@ def test_fused_body_motion_is_smoothed_over_time(real_fusion, real_body) -> None
     assert real_body.median_reproj_px < raw.median_reproj_px + 1.0
 
 
+def test_fused_body_recovers_from_a_wrong_start(real_fusion) -> None:  # noqa: ANN001
+    """A frame warm-started from a body turned 180 degrees about the vertical (a wrong pose carried over from the
+    previous frame) stays lost without the recovery; with it the body lands back on the views' keypoints."""
+    from pipelines.multiview.body_fit import _PersonFitter
+    from pipelines.registry import create
+
+    hmr = create("hmr", "embedded")
+    person = real_fusion.people[0]
+    frames = np.flatnonzero(person.frames_ok)
+    f0, f = int(frames[2]), int(frames[6])
+    lost_px = {}
+    for reinit in (0.0, BodyOptions().reinit_sigmas):
+        pf = _PersonFitter(hmr.fitter, person, list(real_fusion.cams), BodyOptions(reinit_sigmas=reinit))
+        right = pf.first(f0, hmr.options)
+        wrong = right.copy()
+        wrong.local_j33 = wrong.local_j33.copy()
+        up_ref = pf.R_ref @ np.array([0.0, 0.0, 1.0])  # world z (up) in the fit's frame
+        wrong.local_j33[0] = Rotation.from_rotvec(np.pi * up_ref).as_matrix() @ wrong.local_j33[0]
+        px_per_sigma = float(np.median(pf.sigma_v))
+        assert pf.lost_sigmas(wrong, f) * px_per_sigma > 60.0  # the wrong start is far off the person
+        lost_px[reinit] = pf.lost_sigmas(pf.tracked_step(f, wrong, hmr.options), f) * px_per_sigma
+        right_px = pf.lost_sigmas(pf.tracked_step(f, right, hmr.options), f) * px_per_sigma
+    assert lost_px[0.0] > 40.0, lost_px  # the warm start alone does not find the person again
+    assert lost_px[BodyOptions().reinit_sigmas] < min(15.0, right_px + 3.0), (lost_px, right_px)
+
+
 def test_fused_body_reprojects_into_every_view(real_fusion, real_body) -> None:  # noqa: ANN001
     """One Anny body per frame fitted to all views: its keypoints land on each view's detections."""
     person, body = real_fusion.people[0], real_body

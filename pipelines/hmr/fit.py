@@ -106,6 +106,11 @@ class FitOptions:
     sigma_mask_px: float = 6.0
     mask_samples: int = 300
     huber_k: float = 2.5
+    loss_2d: str = "huber"
+    """Robust loss of the 2D term beyond huber_k sigmas, as IRLS weights: "huber" (linear), or "cauchy"
+    (redescending: weight 1 / (1 + (r / huber_k)^2), so the cost the LM compares, r^2 / (1 + (r / huber_k)^2),
+    is bounded and a keypoint far off stops pulling; the multi-view body fit, whose inlier keypoints can
+    disagree with any body during a fast motion)."""
 
 
 @dataclass
@@ -250,10 +255,13 @@ class _Problem:
             if free_shape:
                 dx_dtheta = np.concatenate([dx_dtheta, self._shape_jac(rest, G, self.pm)], axis=2)
 
-        # 2D keypoints and prompts (Huber via IRLS weights)
+        # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
         e = (uv - self.xy_obs) / self.sig2d[:, None]
         norm = np.linalg.norm(e, axis=1)
-        huber = np.where(norm > o_opts.huber_k, np.sqrt(o_opts.huber_k / np.maximum(norm, 1e-9)), 1.0)
+        if o_opts.loss_2d == "cauchy":
+            huber = 1.0 / np.sqrt(1.0 + (norm / o_opts.huber_k) ** 2)
+        else:
+            huber = np.where(norm > o_opts.huber_k, np.sqrt(o_opts.huber_k / np.maximum(norm, 1e-9)), 1.0)
         wk = (self.sqrt_w2d * huber)[:, None]
         res.append((e * wk).ravel())
         if want_jac:

@@ -4,8 +4,8 @@ The video mode's fit (pipelines.hmr.solver.BodyFitter, Levenberg-Marquardt on po
 shape with its pose and shape priors) with a multi-camera data term (MultiViewProblem): each fused
 keypoint is projected into every view that saw it, and compared with that view's keypoint
 (undistorted source pixels, shifted by the view's time offset, left/right swaps undone); only the
-observations the robust triangulation kept (outlier views out) count, confidence-weighted and
-Huber-robust as in the single-view fit. The cameras are the fusion's (refined) ones.
+observations the robust triangulation kept (outlier views out) count, confidence-weighted, with a
+redescending (Cauchy) robust loss (BodyOptions.loss_2d). The cameras are the fusion's (refined) ones.
 
 Per person:
 - the fit's frame is the OpenCV frame of its reference camera (the view that saw it most): the body
@@ -14,6 +14,9 @@ Per person:
 - every `fit_every`-th frame from there, forward then backward, is fitted warm-started from the
   previous fit (pose and translation only, the shape held), on the 1-euro-filtered keypoints; the frames
   between are interpolated (bone rotations slerped, root linearly);
+- recovery: a fitted or interpolated frame whose body reprojects more than `reinit_sigmas` view sigmas
+  (median) from the person has lost it (a wrong pose carried over from the previous frame, a fast turn):
+  more iterations, then a fit from scratch from the frame's fused joints, kept where clearly better;
 - temporal smoothness: the whole motion is then filtered over time by the video mode's zero-phase
   Savitzky-Golay filter (pipelines.tracking.track_smoothing: each bone's rotation as a quaternion, the
   root's position; `smooth_s`), and the body posed again from it;
@@ -74,11 +77,24 @@ class BodyOptions:
     """The first pass (for the offsets only) fits every n-th frame."""
     offset_pose_iters: int = 2
     """LM iterations of a warm-started frame in the final pass, once the offsets are known."""
-    reinit_gap_m: float = 0.0
-    """A warm-started frame whose keypoints sit farther than this (median, metres) from the fused 3D joints has
-    lost the person (a fast limb, an occlusion): it is initialised again from those joints (as the first
-    frame, the shape held) and the better of the two kept (0 = never, the default: on pose2sim_single it
-    changed nothing; 0.08 was tried)."""
+    loss_2d: str = "cauchy"
+    """Robust loss of the views' 2D term (FitOptions.loss_2d): "cauchy" (redescending: during a fast motion a
+    view's inlier keypoints can disagree with any body, and a keypoint far off stops pulling) or "huber" (the
+    single-view fit's; pose2sim_single 7.56 px against 6.74 with cauchy)."""
+    loss_k: float = 1.5
+    """Where that loss departs from the square, in sigmas (FitOptions.huber_k; pose2sim_single: 1.5 / 2.5 / 4
+    gave 6.74 / 6.95 / 7.40 px with cauchy)."""
+    reinit_sigmas: float = 3.0
+    """A fitted frame whose keypoints reproject farther than this from the person (median over its inlier
+    observations, in each view's 2D sigmas) has lost the person (a fast turn or limb, a wrong local minimum
+    carried over from the previous frame): it gets `first_pose_iters` more iterations and, if still lost, a fit
+    from scratch, initialised from the frame's fused 3D joints (the shape held), which replaces it only where it
+    reprojects clearly better (`reinit_ratio`); an interpolated frame that far off is fitted too. 0 = never.
+    On pose2sim_single no fitted frame is beyond 2.8 sigmas; a body turned by 90-180 degrees is 20-90 off."""
+    reinit_ratio: float = 0.5
+    """The fresh fit replaces a lost frame's only where its error (as reinit_sigmas) is below this fraction of the
+    continued fit's (fused joints can be wrong themselves, e.g. left and right swapped, and a fresh start from
+    them would flip the body between frames); 0 = more iterations only."""
     smooth_s: float = 0.2
     """Temporal smoothing of the fitted motion: a zero-phase Savitzky-Golay window (seconds) over each bone's
     rotation and the root (the video mode's pipelines.tracking.track_smoothing, its polynomial order), the
@@ -210,9 +226,9 @@ class _PersonFitter:
                 sig[v] = max(1.5, options.sigma_frac * span)
         self.sigma_v = sig
         self.offset_k3: np.ndarray | None = None
-        self.n_reinit = 0
-        """Frames initialised again from the fused joints (tracked_step)."""
         """The person's keypoint offsets once solved (OffsetPoints), None before."""
+        self.n_reinit = 0
+        """Frames found lost (tracked_step: beyond BodyOptions.reinit_sigmas after their warm-started fit)."""
 
     def targets(self, f: int) -> tuple[FitTargets, Callable[..., _Problem]]:
         """The frame's targets (the fused joints, hip-centred in the reference camera, for the 3D init) and
@@ -235,6 +251,12 @@ class _PersonFitter:
                           offset_k3=self.offset_k3)  # fmt: skip
         return tg, factory
 
+    def fit_options(self, hmr_options: FitOptions) -> FitOptions:
+        """A copy of the HMR stage's fit options with this fit's robust loss."""
+        opts = FitOptions(**{**hmr_options.__dict__})
+        opts.loss_2d, opts.huber_k = self.options.loss_2d, self.options.loss_k
+        return opts
+
     def first(self, f: int, hmr_options: FitOptions) -> FitState:
         """Initialise on frame f from the fused 3D joints, then fit pose and shape to every view."""
         o = self.options
@@ -243,7 +265,7 @@ class _PersonFitter:
         init = FitOptions(**{**hmr_options.__dict__})
         init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
         warm = self.fitter.fit(tg, K_ref, init, None).state  # the 3D init in the reference view
-        full = FitOptions(**{**hmr_options.__dict__})
+        full = self.fit_options(hmr_options)
         full.pose_iters, full.shape_iters = o.first_pose_iters, o.shape_iters
         full.fit_shape, full.fit_focal = True, False
         full.sigma_dir = 0.0
@@ -254,7 +276,7 @@ class _PersonFitter:
         """Fit frame f warm-started from `warm` (pose and translation only; `iters` LM iterations, default
         BodyOptions.warm_pose_iters)."""
         tg, factory = self.targets(f)
-        opts = FitOptions(**{**hmr_options.__dict__})
+        opts = self.fit_options(hmr_options)
         opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters if iters is None else iters, 0
         opts.fit_shape, opts.fit_focal = False, False
         if self.options.sigma_3d_m > 0:  # the fused joints as a target too
@@ -264,34 +286,55 @@ class _PersonFitter:
         return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
 
 
-    def gap_m(self, state: FitState, f: int) -> float:
-        """Median distance (metres) between the body's keypoints of `state` and the fused joints of frame f."""
+    def keypoints(self, state: FitState) -> np.ndarray:
+        """The body's points for FUSED_JOINT_NAMES (K, 3) in the fit frame, with the keypoint offsets if solved."""
         rest = self.fitter.body.rest_heads(state.pheno_p)
         pm = self.fitter.point_model(tuple(self.names))
         if self.offset_k3 is not None:
             pm = OffsetPoints(pm, self.offset_k3)
         G, o = forward(self.fitter.skel, rest.heads_j3, state.local_j33, state.root_pos_3)
-        x = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)[0]
-        j_ref = self.person.joints_fk3[f] @ self.R_ref.T + self.t_ref
-        d = np.linalg.norm(x - j_ref, axis=1)
-        return float(np.nanmedian(d)) if np.isfinite(d).any() else float("inf")
+        return pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)[0]
 
-    def tracked_step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
-        """`step`, and where its result has lost the person (BodyOptions.reinit_gap_m), a fit initialised again
-        from the fused 3D joints (the shape held): the one nearer to those joints."""
-        out = self.step(f, warm, hmr_options, iters)
-        limit = self.options.reinit_gap_m
-        if limit <= 0 or (gap := self.gap_m(out, f)) <= limit:
-            return out
+    def lost_sigmas(self, state: FitState, f: int) -> float:
+        """How far the body of `state` is from the person on frame f: the median, over the frame's inlier
+        observations, of its keypoint's reprojection error in that view's 2D sigmas (inf when none)."""
+        x_k3 = self.keypoints(state)
+        v_idx, k_idx = np.nonzero(self.w_vfk[:, f] > 0)
+        if not len(v_idx):
+            return float("inf")
+        p_o3 = np.einsum("oab,ob->oa", self.R_v33[v_idx], x_k3[k_idx]) + self.t_v3[v_idx]
+        K_o33 = np.stack([self.cams[v].camera.K_33 for v in v_idx])
+        uv = np.einsum("oab,ob->oa", K_o33, p_o3)
+        uv = uv[:, :2] / np.clip(uv[:, 2:], 1e-3, None)
+        err = np.linalg.norm(uv - self.person.obs_xy_vfk2[v_idx, f, k_idx], axis=1) / self.sigma_v[v_idx]
+        return float(np.median(err))
+
+    def fresh_step(self, f: int, pheno_p: np.ndarray, hmr_options: FitOptions) -> FitState:
+        """Frame f fitted from scratch: initialised from its fused 3D joints (as the first frame) with the shape
+        `pheno_p` held, then `first_pose_iters` LM iterations on every view."""
         tg, _ = self.targets(f)
-        K_ref = self.cams[self.ref].camera.K_33
         init = FitOptions(**{**hmr_options.__dict__})
         init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
-        fresh = self.fitter.fit(tg, K_ref, init, None).state  # the 3D init in the reference view
-        fresh.pheno_p = warm.pheno_p.copy()
-        fresh = self.step(f, fresh, hmr_options, self.options.first_pose_iters)
+        fresh = self.fitter.fit(tg, self.cams[self.ref].camera.K_33, init, None).state  # the 3D init
+        fresh.pheno_p = pheno_p.copy()
+        return self.step(f, fresh, hmr_options, self.options.first_pose_iters)
+
+    def tracked_step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
+        """`step`, and where its result has lost the person (BodyOptions.reinit_sigmas): more iterations from it,
+        and a fit initialised again from the fused 3D joints (the shape held), which replaces it only where its
+        keypoints reproject clearly better (BodyOptions.reinit_ratio: a wrong fresh start, from fused joints
+        that are themselves wrong, must not flip the body between frames)."""
+        out = self.step(f, warm, hmr_options, iters)
+        limit = self.options.reinit_sigmas
+        if limit <= 0 or self.lost_sigmas(out, f) <= limit:
+            return out
         self.n_reinit += 1
-        return fresh if self.gap_m(fresh, f) < gap else out
+        more = self.step(f, out, hmr_options, self.options.first_pose_iters)
+        lost = self.lost_sigmas(more, f)
+        if lost <= limit or self.options.reinit_ratio <= 0:
+            return more
+        fresh = self.fresh_step(f, warm.pheno_p, hmr_options)
+        return fresh if self.lost_sigmas(fresh, f) < self.options.reinit_ratio * lost else more
 
     def solve_offsets(self, states: dict[int, FitState], frames: np.ndarray, n_iter: int = 2) -> np.ndarray:
         """The keypoint offsets (K, 3) (OffsetPoints: rest-pose axes of each keypoint's main bone, metres) that
@@ -423,8 +466,8 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
             s = (frames[i] - frames[a]) / (frames[b] - frames[a])
             local = _slerp_local(states[a].local_j33, states[b].local_j33, s)
             root = (1 - s) * states[a].root_pos_3 + s * states[b].root_pos_3
-            limit = options.reinit_gap_m
-            if limit > 0 and pf.gap_m(FitState(local, root, pheno, first.focal_px), int(frames[i])) > limit:
+            limit = options.reinit_sigmas
+            if limit > 0 and pf.lost_sigmas(FitState(local, root, pheno, first.focal_px), int(frames[i])) > limit:
                 # the motion between the keys is not a slerp (a fast limb): this frame is fitted too
                 near = states[a] if s <= 0.5 else states[b]
                 extra[i] = pf.tracked_step(int(frames[i]), near, hmr_options, iters_final)
