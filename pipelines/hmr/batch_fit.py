@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from pipelines.body.anny_model import FIT_PHENOTYPES, RestState
 from pipelines.body.anny_pose import nearest_rotations
-from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem
+from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem, robust_sqrt_weight
 from pipelines.hmr.kinematics import PointModel, Skeleton, forward, matrix_to_rotvec, rotation_between, rotvec_to_matrix
 from pipelines.hmr.prior import PriorTerms, left_jacobian_inverse
 
@@ -338,11 +338,10 @@ class BatchProblem:
             col = np.zeros(j.shape[:-1]) if col is None else col
             return np.concatenate([j, col[..., None]], axis=-1)
 
-        # 2D keypoints and prompts (Huber via IRLS weights)
+        # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
         e = (uv - self.xy_obs) / self.sig2d[..., None]
         norm = np.linalg.norm(e, axis=-1)
-        huber = np.where(norm > o_opts.huber_k, np.sqrt(o_opts.huber_k / np.maximum(norm, 1e-9)), 1.0)
-        wk = (self.sqrt_w2d * huber)[..., None]
+        wk = (self.sqrt_w2d * robust_sqrt_weight(norm, o_opts))[..., None]
         res.append((e * wk).reshape(n_b, -1))
         if want_jac:
             j2 = (duv_dx @ dx) / self.sig2d[..., None, None] * wk[..., None]

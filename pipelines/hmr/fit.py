@@ -113,6 +113,14 @@ class FitOptions:
     disagree with any body during a fast motion)."""
 
 
+def robust_sqrt_weight(norm: np.ndarray, o: FitOptions) -> np.ndarray:
+    """Square root of the IRLS weight of each 2D residual norm (in sigmas), of any shape: Huber (1 up to
+    huber_k, then sqrt(huber_k / r)) or Cauchy (1 / sqrt(1 + (r / huber_k)^2)), as `o.loss_2d` says."""
+    if o.loss_2d == "cauchy":
+        return 1.0 / np.sqrt(1.0 + (norm / o.huber_k) ** 2)
+    return np.where(norm > o.huber_k, np.sqrt(o.huber_k / np.maximum(norm, 1e-9)), 1.0)
+
+
 @dataclass
 class FitReport:
     state: FitState
@@ -258,11 +266,7 @@ class _Problem:
         # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
         e = (uv - self.xy_obs) / self.sig2d[:, None]
         norm = np.linalg.norm(e, axis=1)
-        if o_opts.loss_2d == "cauchy":
-            huber = 1.0 / np.sqrt(1.0 + (norm / o_opts.huber_k) ** 2)
-        else:
-            huber = np.where(norm > o_opts.huber_k, np.sqrt(o_opts.huber_k / np.maximum(norm, 1e-9)), 1.0)
-        wk = (self.sqrt_w2d * huber)[:, None]
+        wk = (self.sqrt_w2d * robust_sqrt_weight(norm, o_opts))[:, None]
         res.append((e * wk).ravel())
         if want_jac:
             dx_obs = dx_dtheta if obs is None else dx_dtheta[obs]
