@@ -35,7 +35,7 @@ from scipy.spatial.transform import Rotation
 
 from pipelines.body.anny_model import AnnyBody
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
-from pipelines.hmr.fit import FitOptions, FitState, FitTargets, _Problem
+from pipelines.hmr.fit import FitOptions, FitState, FitTargets, _Problem, robust_sqrt_weight
 from pipelines.hmr.kinematics import PointModel, forward
 from pipelines.hmr.solver import BodyFitter
 from pipelines.multiview.calibration import CalibratedCamera
@@ -368,7 +368,7 @@ class _PersonFitter:
         k = n % n_k
         K_v = np.stack([c.camera.K_33 for c in self.cams])
         sig = self.sigma_v[v]
-        huber_k = 2.5
+        offset_loss = FitOptions(huber_k=2.5, loss_2d="huber")  # the offsets' own robust loss
         d_k3 = np.zeros((n_k, 3))
         for _ in range(n_iter):
             x = x0_n3[n] + np.einsum("oab,ob->oa", G_n33[n], d_k3[k])
@@ -378,7 +378,7 @@ class _PersonFitter:
             uv = fxy * p[:, :2] / z[:, None] + K_v[v, :2, 2]
             e = (uv - xy) / sig[:, None]
             norm = np.linalg.norm(e, axis=1)
-            wt = w * np.where(norm > huber_k, huber_k / np.maximum(norm, 1e-9), 1.0)  # IRLS Huber, as the fit
+            wt = w * robust_sqrt_weight(norm, offset_loss) ** 2  # IRLS weights
             dp = np.zeros((len(z), 2, 3))
             dp[:, 0, 0], dp[:, 1, 1] = fxy[:, 0] / z, fxy[:, 1] / z
             dp[:, :, 2] = -fxy * p[:, :2] / z[:, None] ** 2
