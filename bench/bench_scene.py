@@ -16,7 +16,9 @@ inside its mask; the ground plane comes from the body's feet (pipelines.scene.gr
 [1 - E, 1 + E] (a distance error of the body fit), and the ground then comes from that body too.
 
 Rows: raw input (kind 'metric': read as metres; otherwise scaled to the person by the median ratio),
-the global scale + shift only, and the full refinement (per-pixel affine field). AbsRel = mean
+the global scale + shift only, and the full refinement (per-pixel affine field): the previous release's,
+this release's with the ground always at full weight (RefineOptions(ground_conflict_scale=None)), and
+this release's. AbsRel = mean
 |pred - gt| / gt; delta1 = share of pixels with max(pred/gt, gt/pred) < 1.25 (pixels without a
 prediction count as misses); "at the person": |median over the person's mask of refined / true depth - 1|,
 median and max over the scenes. --ground-tilt-deg / --ground-offset-m perturb the ground anchor (a
