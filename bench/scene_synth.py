@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipelines.scene.ground import FootedBody
+from pipelines.scene.ground import FootedBody, GroundPlane
 from pipelines.scene.zbuffer import render_depth
 
 _BOX_FACES = np.array([[0, 1, 2], [0, 2, 3], [4, 6, 5], [4, 7, 6], [0, 4, 5], [0, 5, 1],
@@ -188,6 +188,20 @@ def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240, bo
     return SynthScene(depth_m_hw=depth, person_mask_hw=mask, K_33=K, cam_T_world_44=T, body_verts_cam_v3=body_cam,
                       body_faces_f3=bf, body=body, camera_height_m=cam_h, pitch_deg=pitch, roll_deg=roll,
                       body_height_m=body_height)  # fmt: skip
+
+
+def perturbed_ground(ground: GroundPlane, tilt_deg: float = 0.0, offset_m: float = 0.0) -> GroundPlane:
+    """The ground plane tilted by `tilt_deg` about the camera's x axis through its contacts' centre (a
+    pitch error: positive = the plane's far side lower) and moved `offset_m` down (the camera that much
+    higher above it): a wrong ground anchor whose scale disagrees with the person's."""
+    a = np.radians(tilt_deg)
+    R = np.array([[1.0, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    n_3 = R @ ground.normal_cam
+    pivot_3 = (ground.contacts_cam_n3.mean(axis=0) if len(ground.contacts_cam_n3)
+               else -ground.offset_m * ground.normal_cam)  # fmt: skip
+    return GroundPlane(normal_cam=n_3, offset_m=float(-n_3 @ pivot_3) + offset_m,
+                       contacts_cam_n3=ground.contacts_cam_n3,
+                       source=f"{ground.source}, tilted {tilt_deg:+.1f} deg, {offset_m:+.2f} m")  # fmt: skip
 
 
 def smooth_warp(rng: np.random.Generator, width: int, height: int, amplitude: float) -> np.ndarray:

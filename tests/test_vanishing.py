@@ -100,3 +100,33 @@ def test_segments_on_the_people_are_left_out() -> None:
     mask = boxes_mask(np.array([[280.0, 40, 330, 220]]), W, H, pad_frac=0.1)
     assert mask.shape == (H, W) and mask[45, 300] and not mask[10, 10]
     np.testing.assert_array_equal(segments_off_mask(segments, mask), segments[:1])
+
+
+def test_photo_ground_takes_the_vanishing_point_with_the_peoples_boxes_masked() -> None:
+    """The photo mode's ground (pipelines.scene.frame_scene.photo_ground): the drawn room's vertical
+    vanishing point is its normal, not the bodies' up 5 degrees off; without it (up_from_scene=False)
+    the bodies' up."""
+    from types import SimpleNamespace
+
+    from pipelines.scene.frame_scene import photo_ground
+
+    T = camera_pose(1.6, 18.0, 5.0)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    bodies = [_person(T, (-0.5, 4.0), 5.0), _person(T, (0.8, 5.0), 5.0)]
+    img = _room_image(T, seed=1)
+    boxes = []
+    for b in bodies:
+        uv = np.stack([(K_33 @ p)[:2] / p[2] for p in b.joints.values()])
+        boxes.append([*uv.min(axis=0), *uv.max(axis=0)])
+        x1, y1, x2, y2 = (int(v) for v in boxes[-1])
+        cv2.rectangle(img, (x1 + 5, y1), (x2 - 5, y2), (20, 20, 20), 4)  # the person's edges: masked out
+    people = [SimpleNamespace(detection=SimpleNamespace(bbox_xyxy=np.array(box))) for box in boxes]
+    ground = photo_ground(img, K_33, people, bodies)
+    bodies_only = photo_ground(img, K_33, people, bodies, up_from_scene=False)
+    assert ground is not None and bodies_only is not None
+    assert ground.up_source == "vanishing_point" and bodies_only.up_source == "bodies"
+    angle = np.degrees(np.arccos(np.clip(ground.normal_cam @ up_true, -1, 1)))
+    angle_bodies = np.degrees(np.arccos(np.clip(bodies_only.normal_cam @ up_true, -1, 1)))
+    assert angle < 0.5 < 3.0 < angle_bodies
+    assert ground.camera_height_m == pytest.approx(1.6, abs=0.03)
+    assert photo_ground(img, K_33, [], []) is None  # nobody fitted: no ground

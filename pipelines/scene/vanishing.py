@@ -84,6 +84,23 @@ def line_segments(image: np.ndarray) -> np.ndarray:
     return np.zeros((0, 4)) if lines is None else lines.reshape(-1, 4).astype(np.float64)
 
 
+PHOTO_MAX_SIDE_PX = 1920
+"""A photo's segments are detected at most at this long side (LSD's time grows with the pixels; the
+segments are scaled back to the photo's pixels)."""
+PEOPLE_PAD_FRAC = 0.15
+"""The people's boxes are grown by this much on every side before their segments are dropped."""
+
+
+def photo_segments(rgb_hw3: np.ndarray, boxes_n4: np.ndarray) -> np.ndarray:
+    """The line segments (n, 4) of one photo off the people's boxes (x1, y1, x2, y2 pixels, grown by
+    PEOPLE_PAD_FRAC), in the photo's pixels; a photo larger than PHOTO_MAX_SIDE_PX is detected downscaled."""
+    h, w = rgb_hw3.shape[:2]
+    k = min(1.0, PHOTO_MAX_SIDE_PX / max(h, w))
+    small = rgb_hw3 if k == 1.0 else cv2.resize(rgb_hw3, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    segments_n4 = line_segments(small) / k
+    return segments_off_mask(segments_n4, boxes_mask(np.asarray(boxes_n4).reshape(-1, 4), w, h, PEOPLE_PAD_FRAC))
+
+
 def segments_off_mask(segments_n4: np.ndarray, exclude_hw: np.ndarray | None) -> np.ndarray:
     """The segments whose midpoint and both ends are off `exclude_hw` (True = a person)."""
     if exclude_hw is None or not len(segments_n4):
