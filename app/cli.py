@@ -13,6 +13,7 @@ Coordinates are pixels of the upright photo (EXIF rotation applied), origin at t
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import functools
 import os
@@ -284,6 +285,10 @@ def process_photo(job: Job, args: argparse.Namespace, prompts: Prompts, image=No
     for person in result.people:
         if person.body is not None:
             pipeline.hmr.add_native_pose(person.body)
+    if not args.no_rrd:
+        from app.lazy_modules import pyarrow_without_pandas
+
+        pyarrow_without_pandas()  # a no-op where the writers' import thread got there first
     write_outputs(job.out_dir, result, image_path=job.photo, write_rrd=not args.no_rrd)
     result.timings_s["write"] = time.perf_counter() - t
     return result
@@ -560,26 +565,24 @@ def run_video(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if report.problems or pipeline.prompts.problems else EXIT_OK
 
 
+def can_exit_fast() -> bool:
+    """Whether nothing is left that the interpreter's own exit would wait for: no other non-daemon thread
+    and no child process alive."""
+    mp = sys.modules.get("multiprocessing")
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    return not others and not (mp is not None and mp.active_children())
+
+
 def exit_without_teardown(code: int) -> None:
     """End the process once its outputs are written, without the interpreter's teardown: with MediaPipe,
     rerun, OpenCV and scipy loaded, freeing their ~2,000 modules took ~0.4 s of CPU (over 1 s of wall
-    time on a busy machine), a tenth of a cold photo run, for nothing. What the atexit handlers would do
-    that matters is done first (rerun's sinks and logging flushed, then stdout and stderr); while
-    another non-daemon thread or a child process is alive, or a `weakref.finalize` waits for the exit (e.g. a
-    library's temporary folder), it is a normal exit."""
-    import weakref
-
-    mp = sys.modules.get("multiprocessing")
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    finalizers = any(getattr(info, "atexit", False) for info in list(weakref.finalize._registry.values()))  # type: ignore[attr-defined]
-    if others or finalizers or (mp is not None and mp.active_children()):
+    time on a busy machine), a tenth of a cold photo run, for nothing. Every atexit handler still runs
+    first, in its own order (rerun's sinks, logging, `weakref.finalize` callbacks such as a library's
+    temporary folder), then stdout and stderr are flushed; while another non-daemon thread or a child
+    process is alive (`can_exit_fast`), it is a normal exit."""
+    if not can_exit_fast():
         sys.exit(code)
-    rerun = sys.modules.get("rerun")
-    if rerun is not None:
-        rerun.rerun_shutdown()
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        logging.shutdown()
+    atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit runs before the teardown
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe: nothing more to say anyway
             stream.flush()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -76,21 +77,32 @@ def pyarrow_without_pandas() -> bool:
     data that never is one. With `pandas` blocked for that one first conversion, pyarrow records "no
     pandas" and converts numpy arrays and lists exactly as before; an explicit pandas call later (such as
     `Table.to_pandas()`) still imports it. Only for a process that does not use pandas otherwise (the
-    command line): do nothing when pandas is already imported. Returns whether the flag was set."""
-    if "pandas" in sys.modules:
-        return False
-    try:
-        import numpy as np
-        import pyarrow as pa
-    except ImportError:
-        return False
-    blocker = _NoPandas()
-    sys.meta_path.insert(0, blocker)  # `import pandas` raises ModuleNotFoundError meanwhile
-    try:
-        pa.array(np.zeros(1))  # the first conversion: pyarrow tries pandas once and remembers the answer
-    finally:
-        sys.meta_path.remove(blocker)
-    return True
+    command line): do nothing when pandas is already imported. Safe to call from several threads (once
+    per process). Returns whether the flag is set."""
+    with _PANDAS_LOCK:
+        if _PANDAS_FLAG:
+            return True
+        if "pandas" in sys.modules:
+            return False
+        try:
+            import numpy as np
+            import pyarrow as pa
+        except ImportError:
+            return False
+        blocker = _NoPandas()
+        sys.meta_path.insert(0, blocker)  # `import pandas` raises ModuleNotFoundError meanwhile
+        try:
+            pa.array(np.zeros(1))  # the first conversion: pyarrow tries pandas once and remembers the answer
+        finally:
+            sys.meta_path.remove(blocker)
+        _PANDAS_FLAG.append(True)
+        return True
+
+
+_PANDAS_LOCK = threading.Lock()
+_PANDAS_FLAG: list[bool] = []  # non-empty once pyarrow was told
+
+
 
 
 class _NoPandas:

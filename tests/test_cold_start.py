@@ -110,9 +110,13 @@ def test_cli_process_writes_every_output_before_its_fast_exit(tmp_path: Path, lu
     from viz.rrd_read import entity_paths
 
     out = tmp_path / "o"
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "image", str(lunge_path), "--out", str(out), "--quiet"],
+    run_as_main = ("import sys\nfrom app import cli\ncode = cli.main(sys.argv[1:])\n"
+                   "print('exit: fast' if cli.can_exit_fast() else 'exit: normal', file=sys.stderr)\n"
+                   "cli.exit_without_teardown(code)")  # what `python -m app.cli` runs, telling which exit it takes
+    proc = subprocess.run([sys.executable, "-c", run_as_main, "image", str(lunge_path), "--out", str(out), "--quiet"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "exit: fast" in proc.stderr  # the files below were written before an os._exit
     assert proc.stdout.startswith("1 person(s) found, 1 fitted") and "person 0: height" in proc.stdout
     assert {p.name for p in out.iterdir()} == {"result.json", "result.rrd", "overlay.png", "person_0.glb",
                                               "person_0.obj", "person_0.npz"}  # fmt: skip
