@@ -5,7 +5,9 @@
 3. robust confidence-weighted triangulation (pipelines.multiview.triangulate), then the cameras
    refined by bundle adjustment on the inlier keypoints (pipelines.multiview.refine); offsets are
    estimated again with the refined cameras (and the cameras refined again if they changed);
-4. final triangulation per person and frame, light temporal smoothing (Savitzky-Golay over ~0.1 s,
+4. final triangulation per person and frame, a skeleton check (consistent_bones: joints of bones far from the
+   person's median length triangulated again from a consistent subset of their views, or left out), light
+   temporal smoothing (Savitzky-Golay over ~0.1 s,
    scipy.signal), and one height per person for the sequence (median bone lengths).
 World frame and units are those of the calibration (metres); pixels are undistorted source pixels.
 """
