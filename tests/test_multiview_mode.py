@@ -81,6 +81,46 @@ def test_real_person_height_and_world_frame(real_fusion, cams: list[CalibratedCa
         assert 2.5 < np.linalg.norm(j["left_hip"].mean(0) - cam.centre_world_3) < 4.5
 
 
+def _forearm_m(joints_fk3: np.ndarray) -> np.ndarray:
+    e, w = FUSED_JOINT_NAMES.index("left_elbow"), FUSED_JOINT_NAMES.index("left_wrist")
+    return np.linalg.norm(joints_fk3[:, w] - joints_fk3[:, e], axis=-1)
+
+
+def test_two_views_agreeing_on_an_impossible_wrist_are_rejected(real_views: list[ViewTracks],
+                                                                 cams: list[CalibratedCamera]) -> None:  # fmt: skip
+    """Two of the four views put the left wrist 0.3 m farther along the forearm on 4 of the 16 frames (they
+    agree with each other, so the pair consensus keeps them when the others are not clearly better): the skeleton
+    check finds the forearm 2x too long against the person's own median over the sequence, triangulates the wrist
+    again from the views that give it a plausible length, and the perturbed views are no longer its inliers."""
+
+    from pipelines.keypoints.names import BLAZEPOSE_NAMES
+
+    ref = fuse_views(real_views, cams, QUICK, fps=60.0).people[0]
+    e, w = FUSED_JOINT_NAMES.index("left_elbow"), FUSED_JOINT_NAMES.index("left_wrist")
+    frames = [f for f in range(2, 15, 3) if np.isfinite(ref.joints_fk3[f, [e, w]]).all()][:4]
+    views = [dataclasses.replace(v, xy_tfk2=v.xy_tfk2.copy()) for v in real_views]
+    bad_views = (0, 1)
+    for f in frames:
+        elbow, wrist = ref.joints_fk3[f, e], ref.joints_fk3[f, w]
+        far = wrist + 0.3 * (wrist - elbow) / np.linalg.norm(wrist - elbow)
+        for v in bad_views:
+            for row in ref.members[v]:
+                views[v].xy_tfk2[row, f, BLAZEPOSE_NAMES.index("left_wrist")] = distort_points(
+                    cams[v].project_world(far[None]), cams[v])[0]  # fmt: skip
+    median_m = float(np.nanmedian(_forearm_m(ref.joints_fk3)))
+    off = fuse_views(views, cams, dataclasses.replace(QUICK, bone_tolerance=0.0), fps=60.0).people[0]
+    on = fuse_views(views, cams, QUICK, fps=60.0).people[0]
+    gap_off = np.linalg.norm(off.joints_fk3[frames, w] - ref.joints_fk3[frames, w], axis=-1)
+    assert np.median(gap_off) > 0.1, gap_off  # without the check the agreeing pair wins on some frames
+    gap_on = np.linalg.norm(on.joints_fk3[frames, w] - ref.joints_fk3[frames, w], axis=-1)
+    kept = np.isfinite(gap_on)
+    assert kept.sum() >= len(frames) - 1 and np.all(gap_on[kept] < 0.05), gap_on  # metres
+    forearm = _forearm_m(on.joints_fk3)[frames]
+    assert np.all(np.abs(forearm[kept] / median_m - 1) < FuseOptions().bone_tolerance), (forearm, median_m)
+    assert not on.inlier_vfk[list(bad_views)][:, frames, w].any()
+    assert on.bone_check is not None and on.bone_check.retriangulated >= kept.sum()
+
+
 @pytest.fixture(scope="module")
 def real_body(real_fusion):  # noqa: ANN001, ANN201 - PersonBody
     from pipelines.multiview.body_fit import BodyOptions, fit_bodies

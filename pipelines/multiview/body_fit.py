@@ -168,6 +168,21 @@ def main_pairs(pm: PointModel) -> np.ndarray:
     return out
 
 
+def project_observations(x_o3: np.ndarray, R_o33: np.ndarray, t_o3: np.ndarray, fxy_o2: np.ndarray,
+                         cxy_o2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each observation's point x_o3 (fit frame) in its camera (rotation R, translation t from the fit frame;
+    focal lengths, principal point): undistorted pixels (O, 2) and d pixel / d x (O, 2, 3); depths clipped to
+    1 mm in front of the camera. The one projection of the fit, its loss check and the keypoint offsets."""
+    p = np.einsum("oab,ob->oa", R_o33, x_o3) + t_o3
+    z = np.clip(p[:, 2], 1e-3, None)
+    uv = fxy_o2 * p[:, :2] / z[:, None] + cxy_o2
+    d = np.zeros((len(z), 2, 3))
+    d[:, 0, 0] = fxy_o2[:, 0] / z
+    d[:, 1, 1] = fxy_o2[:, 1] / z
+    d[:, :, 2] = -fxy_o2 * p[:, :2] / z[:, None] ** 2
+    return uv, np.einsum("oab,obc->oac", d, R_o33)
+
+
 class MultiViewProblem(_Problem):
     """The single-view fit's residuals with the 2D term over several cameras: observation row o is target
     point `obs_point[o]` seen by a camera with rotation R (fit frame -> that camera), translation t,
@@ -187,14 +202,7 @@ class MultiViewProblem(_Problem):
 
     def project(self, x_o3: np.ndarray, focal: float) -> tuple[np.ndarray, np.ndarray]:
         """Pixels (O, 2) of each observation's camera and d pixel / d x (O, 2, 3) (x in the fit frame)."""
-        p = np.einsum("oab,ob->oa", self.R_o33, x_o3) + self.t_o3
-        z = np.clip(p[:, 2], 1e-3, None)
-        uv = self.fxy_o2 * p[:, :2] / z[:, None] + self.cxy_o2
-        d = np.zeros((len(z), 2, 3))
-        d[:, 0, 0] = self.fxy_o2[:, 0] / z
-        d[:, 1, 1] = self.fxy_o2[:, 1] / z
-        d[:, :, 2] = -self.fxy_o2 * p[:, :2] / z[:, None] ** 2
-        return uv, np.einsum("oab,obc->oac", d, self.R_o33)
+        return project_observations(x_o3, self.R_o33, self.t_o3, self.fxy_o2, self.cxy_o2)
 
 
 def _relative(cams: list[CalibratedCamera], ref: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,6 +223,9 @@ class _PersonFitter:
         self.w_vfk = w_vfk
         self.ref = int(np.argmax((w_vfk > 0).sum((1, 2))))
         self.R_v33, self.t_v3 = _relative(cams, self.ref)
+        K_v33 = np.stack([c.camera.K_33 for c in cams])
+        self.fxy_v2, self.cxy_v2 = np.stack([K_v33[:, 0, 0], K_v33[:, 1, 1]], axis=1), K_v33[:, :2, 2]
+        """Per view: focal lengths and principal point (undistorted pixels)."""
         ref_T = cams[self.ref].cam_T_world_44
         self.R_ref, self.t_ref = ref_T[:3, :3], ref_T[:3, 3]
         xy = person.obs_xy_vfk2
@@ -235,9 +246,7 @@ class _PersonFitter:
         the multi-view problem factory over its observations."""
         p = self.person
         v_idx, k_idx = np.nonzero(self.w_vfk[:, f] > 0)
-        K_v = [c.camera.K_33 for c in self.cams]
-        fxy = np.array([[K_v[v][0, 0], K_v[v][1, 1]] for v in v_idx]).reshape(-1, 2)
-        cxy = np.array([K_v[v][:2, 2] for v in v_idx]).reshape(-1, 2)
+        fxy, cxy = self.fxy_v2[v_idx], self.cxy_v2[v_idx]
         j_ref = p.joints_fk3[f] @ self.R_ref.T + self.t_ref
         hips = [self.names.index("left_hip"), self.names.index("right_hip")]
         hip3d = j_ref - np.nanmean(j_ref[hips], axis=0)
@@ -297,15 +306,14 @@ class _PersonFitter:
 
     def lost_sigmas(self, state: FitState, f: int) -> float:
         """How far the body of `state` is from the person on frame f: the median, over the frame's inlier
-        observations, of its keypoint's reprojection error in that view's 2D sigmas (inf when none)."""
-        x_k3 = self.keypoints(state)
+        observations, of its keypoint's reprojection error in that view's 2D sigmas (0 when there is none:
+        nothing to lose, and nothing a re-fit could use)."""
         v_idx, k_idx = np.nonzero(self.w_vfk[:, f] > 0)
         if not len(v_idx):
-            return float("inf")
-        p_o3 = np.einsum("oab,ob->oa", self.R_v33[v_idx], x_k3[k_idx]) + self.t_v3[v_idx]
-        K_o33 = np.stack([self.cams[v].camera.K_33 for v in v_idx])
-        uv = np.einsum("oab,ob->oa", K_o33, p_o3)
-        uv = uv[:, :2] / np.clip(uv[:, 2:], 1e-3, None)
+            return 0.0
+        x_k3 = self.keypoints(state)
+        uv, _ = project_observations(x_k3[k_idx], self.R_v33[v_idx], self.t_v3[v_idx], self.fxy_v2[v_idx],
+                                     self.cxy_v2[v_idx])  # fmt: skip
         err = np.linalg.norm(uv - self.person.obs_xy_vfk2[v_idx, f, k_idx], axis=1) / self.sigma_v[v_idx]
         return float(np.median(err))
 
@@ -366,23 +374,16 @@ class _PersonFitter:
         x0_n3, G_n33 = np.concatenate(x0), np.concatenate(Gb)  # n = (state, keypoint)
         v, n, xy, w = (np.concatenate(a) for a in (v_o, k_o, xy_o, w_o))
         k = n % n_k
-        K_v = np.stack([c.camera.K_33 for c in self.cams])
         sig = self.sigma_v[v]
         offset_loss = FitOptions(huber_k=2.5, loss_2d="huber")  # the offsets' own robust loss
         d_k3 = np.zeros((n_k, 3))
         for _ in range(n_iter):
             x = x0_n3[n] + np.einsum("oab,ob->oa", G_n33[n], d_k3[k])
-            p = np.einsum("oab,ob->oa", self.R_v33[v], x) + self.t_v3[v]
-            z = np.clip(p[:, 2], 1e-3, None)
-            fxy = np.stack([K_v[v, 0, 0], K_v[v, 1, 1]], axis=1)
-            uv = fxy * p[:, :2] / z[:, None] + K_v[v, :2, 2]
+            uv, duv_dx = project_observations(x, self.R_v33[v], self.t_v3[v], self.fxy_v2[v], self.cxy_v2[v])
             e = (uv - xy) / sig[:, None]
             norm = np.linalg.norm(e, axis=1)
             wt = w * robust_sqrt_weight(norm, offset_loss) ** 2  # IRLS weights
-            dp = np.zeros((len(z), 2, 3))
-            dp[:, 0, 0], dp[:, 1, 1] = fxy[:, 0] / z, fxy[:, 1] / z
-            dp[:, :, 2] = -fxy * p[:, :2] / z[:, None] ** 2
-            J = np.einsum("oab,obc,ocd->oad", dp, self.R_v33[v], G_n33[n]) / sig[:, None, None]  # d e / d offset
+            J = np.einsum("oab,obc->oac", duv_dx, G_n33[n]) / sig[:, None, None]  # d e / d offset
             H = np.zeros((n_k, 3, 3))
             g = np.zeros((n_k, 3))
             np.add.at(H, k, wt[:, None, None] * np.einsum("oai,oaj->oij", J, J))

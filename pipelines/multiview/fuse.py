@@ -5,15 +5,19 @@
 3. robust confidence-weighted triangulation (pipelines.multiview.triangulate), then the cameras
    refined by bundle adjustment on the inlier keypoints (pipelines.multiview.refine); offsets are
    estimated again with the refined cameras (and the cameras refined again if they changed);
-4. final triangulation per person and frame, light temporal smoothing (Savitzky-Golay over ~0.1 s,
+4. final triangulation per person and frame, a skeleton check (consistent_bones: joints of bones far from the
+   person's median length triangulated again from a consistent subset of their views, or left out), light
+   temporal smoothing (Savitzky-Golay over ~0.1 s,
    scipy.signal), and one height per person for the sequence (median bone lengths).
 World frame and units are those of the calibration (metres); pixels are undistorted source pixels.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 from scipy.signal import savgol_filter
@@ -24,7 +28,7 @@ from pipelines.multiview.calibration import CalibratedCamera, undistort_points
 from pipelines.multiview.flips import apply_swaps, fix_left_right
 from pipelines.multiview.refine import RefineReport, bundle_adjust
 from pipelines.multiview.sync import estimate_offsets, shift_frames
-from pipelines.multiview.triangulate import triangulate_points
+from pipelines.multiview.triangulate import TriangulationResult, triangulate_points
 from pipelines.multiview.views2d import ViewTracks
 
 FUSED_JOINT_NAMES: list[str] = COCO17_NAMES + ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
@@ -32,6 +36,15 @@ FUSED_JOINT_NAMES: list[str] = COCO17_NAMES + ["left_heel", "right_heel", "left_
 HEAD_ABOVE_EARS_M = 0.12
 """Height of the head above the ears added to the segment lengths (a typical adult's), metres."""
 _IDX = np.array([BLAZEPOSE_NAMES.index(n) for n in FUSED_JOINT_NAMES])
+CHECKED_BONES: list[tuple[str, str]] = [
+    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+    ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+    ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+]  # fmt: skip
+"""The bones whose lengths the skeleton check compares with the person's median (FuseOptions.bone_tolerance)."""
 
 
 @dataclass
@@ -59,10 +72,29 @@ class FuseOptions:
     refined_outlier_px: float = 20.0
     """The same threshold for the final triangulation once the cameras are refined (about 3 sigma of the
     keypoints' noise once the cameras agree; chosen on pose2sim_single)."""
+    bone_tolerance: float = 0.3
+    """Skeleton check of the final triangulation: a bone (shoulders, hips, upper and lower limbs, torso sides)
+    whose length on a frame differs from the person's median over the sequence by more than this fraction of
+    it (and by more than `bone_tolerance_m`) is implausible, however well its views agree (two views wrong the
+    same way, a left/right swap in one view); its joints are triangulated again from the subset of their views
+    that makes their bones plausible (most views, then least error), and a joint no subset explains is left out
+    (no observation: the body fit predicts it from the others). 0 = off. See `consistent_bones`."""
+    bone_tolerance_m: float = 0.05
+    """The smallest length change counted as implausible (metres; the keypoints' own noise on short bones)."""
     smooth_s: float = 0.0
     """Length of a Savitzky-Golay window over the 3D joints in seconds (0 = none; the 2D keypoints are
     already 1-euro filtered per view). Off by default: 0.1 s raised the median reprojection on
     pose2sim_single from 5.7 to 6.1 px and on pose2sim_multi from 7.2 to 10.1 px."""
+
+
+@dataclass
+class BoneCheck:
+    """What the skeleton check (consistent_bones) changed on one person."""
+
+    retriangulated: int = 0
+    """(frame, joint) points triangulated again from a subset of their views."""
+    dropped: int = 0
+    """(frame, joint) points left out (no subset of views gives them plausible bones)."""
 
 
 @dataclass
@@ -84,6 +116,8 @@ class FusedPerson:
     """Their confidences (views, F, K); 0 where absent."""
     inlier_vfk: np.ndarray | None = None
     """Bool (views, F, K): the observation took part in the final triangulation (outlier views out)."""
+    bone_check: BoneCheck | None = None
+    """What the skeleton check changed (FuseOptions.bone_tolerance); None when it did not run."""
 
     @property
     def frames_ok(self) -> np.ndarray:
@@ -179,6 +213,94 @@ def _triangulate_people(und: list[np.ndarray], conf: list[np.ndarray], offsets_v
             w_vn = np.where(np.isfinite(err) | (c_vn == 0), w_vn, c_vn)
         out.append((res, xy_s, c_s))
     return out
+
+
+def consistent_bones(res: TriangulationResult, xy_vfk2: np.ndarray, w_vfk: np.ndarray, cams: list[CalibratedCamera],
+                     outlier_px: float, tolerance: float, tolerance_m: float,
+                     passes: int = 2) -> tuple[TriangulationResult, BoneCheck]:  # fmt: skip
+    """The skeleton check of one person's triangulation (points n = frame * K + joint, FUSED_JOINT_NAMES).
+
+    The person's bone lengths (CHECKED_BONES) are their medians over the sequence; on a frame a bone is
+    implausible when its length is off by more than max(`tolerance` x median, `tolerance_m`). Each joint of an
+    implausible bone is triangulated again (plain DLT + Gauss-Newton) from every subset of at least 2 of its
+    confident views (`w_vfk` > 0) whose views all reproject it within `outlier_px`; the subset with the fewest
+    implausible bones around the joint (the neighbours as they are), then the most views, then the smallest mean
+    error replaces it where it has fewer implausible bones than now. `passes` rounds (a joint fixed in one lets its
+    neighbour be judged in the next); then a joint all of whose bones are still implausible is left out (NaN, no
+    view used). Returns the new result (reprojection errors recomputed) and what changed."""
+    n_v, n_f, n_k = w_vfk.shape
+    xyz_fk3 = res.xyz_n3.reshape(n_f, n_k, 3).copy()
+    used_vfk = res.used_vn.reshape(n_v, n_f, n_k).copy()
+    a_b = np.array([FUSED_JOINT_NAMES.index(a) for a, _ in CHECKED_BONES])
+    b_b = np.array([FUSED_JOINT_NAMES.index(b) for _, b in CHECKED_BONES])
+    incidence_bk = np.zeros((len(a_b), n_k), dtype=int)
+    incidence_bk[np.arange(len(a_b)), a_b] = incidence_bk[np.arange(len(a_b)), b_b] = 1
+
+    def lengths(x_fk3: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(x_fk3[:, a_b] - x_fk3[:, b_b], axis=-1)
+
+    with warnings.catch_warnings():  # a bone never seen: its median is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median_b = np.nanmedian(lengths(xyz_fk3), axis=0)
+    tol_b = np.maximum(tolerance * median_b, tolerance_m)
+    check = BoneCheck()
+    if not np.isfinite(median_b).any():
+        return res, check
+
+    def bad(len_fb: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.abs(len_fb - median_b) > tol_b  # NaN (a joint missing, a bone never seen): not implausible
+
+    seen_vfk = w_vfk > 0
+    subsets = [np.isin(np.arange(n_v), s) for r in range(n_v, 1, -1) for s in combinations(range(n_v), r)]
+    changed_fk = np.zeros((n_f, n_k), dtype=bool)
+    for _ in range(passes):
+        n_bad_fk = bad(lengths(xyz_fk3)).astype(int) @ incidence_bk
+        fs, ks = np.nonzero(n_bad_fk)
+        if not len(fs):
+            break
+        best_bad, best_n, best_err = n_bad_fk[fs, ks].copy(), np.zeros(len(fs), int), np.full(len(fs), np.inf)
+        best_x, best_used = xyz_fk3[fs, ks].copy(), used_vfk[:, fs, ks].copy()
+        for m_v in subsets:
+            idx = np.flatnonzero(seen_vfk[m_v][:, fs, ks].all(0))
+            if not len(idx):
+                continue
+            f_i, k_i = fs[idx], ks[idx]
+            w_vi = np.where(m_v[:, None], w_vfk[:, f_i, k_i], 0.0)
+            tri = triangulate_points(xy_vfk2[:, f_i, k_i], w_vi, cams, distorted=False, min_conf=1e-6,
+                                     outlier_px=np.inf)  # fmt: skip
+            err_i = tri.reproj_px_vn[m_v]
+            agree_i = np.isfinite(err_i).all(0) & (np.nan_to_num(err_i, nan=np.inf).max(0) < outlier_px)
+            # the candidate's bones, its neighbours as they are
+            n_bad_i = np.zeros(len(idx), int)
+            for bone, (a, b) in enumerate(zip(a_b, b_b, strict=True)):
+                for end, other in ((a, b), (b, a)):
+                    sel = k_i == end
+                    if sel.any():
+                        length = np.linalg.norm(tri.xyz_n3[sel] - xyz_fk3[f_i[sel], other], axis=-1)
+                        with np.errstate(invalid="ignore"):
+                            n_bad_i[sel] += np.abs(length - median_b[bone]) > tol_b[bone]
+            n_i, e_i = int(m_v.sum()), np.where(np.isfinite(err_i), err_i, 0.0).mean(0)
+            better = agree_i & ((n_bad_i < best_bad[idx]) | ((n_bad_i == best_bad[idx]) & (best_n[idx] > 0)
+                                                           & ((n_i > best_n[idx]) | ((n_i == best_n[idx])
+                                                                                     & (e_i < best_err[idx])))))
+            j = idx[better]
+            best_bad[j], best_n[j], best_err[j] = n_bad_i[better], n_i, e_i[better]
+            best_x[j], best_used[:, j] = tri.xyz_n3[better], m_v[:, None]
+        new = best_n > 0
+        xyz_fk3[fs[new], ks[new]] = best_x[new]
+        used_vfk[:, fs[new], ks[new]] = best_used[:, new]
+        changed_fk[fs[new], ks[new]] = True
+    len_fb = lengths(xyz_fk3)
+    n_bad_fk = bad(len_fb).astype(int) @ incidence_bk
+    n_known_fk = np.isfinite(len_fb).astype(int) @ incidence_bk
+    drop_fk = (n_bad_fk > 0) & (n_bad_fk == n_known_fk)
+    xyz_fk3[drop_fk] = np.nan
+    used_vfk[:, drop_fk] = False
+    check.retriangulated, check.dropped = int((changed_fk & ~drop_fk).sum()), int(drop_fk.sum())
+    xyz_n3 = xyz_fk3.reshape(-1, 3)
+    err_vn = _reproj_vn(xyz_n3, xy_vfk2.reshape(n_v, -1, 2), cams)
+    return TriangulationResult(xyz_n3, err_vn, used_vfk.reshape(n_v, -1)), check
 
 
 def _reproj_vn(xyz_n3: np.ndarray, xy_vn2: np.ndarray, cams: list[CalibratedCamera]) -> np.ndarray:
@@ -307,6 +429,14 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
     say("triangulating the people")
     final_outlier_px = options.refined_outlier_px if report is not None else options.outlier_px
     final = _triangulate_people(und_p, conf_p, offsets, cur_cams, final_outlier_px)
+    bone_checks = [BoneCheck() for _ in final]
+    if options.bone_tolerance > 0:
+        say("checking the skeletons")
+        for i, (res, xy_s, c_s) in enumerate(final):
+            res, bone_checks[i] = consistent_bones(res, xy_s, np.where(c_s >= MIN_CONF, c_s, 0.0), cur_cams,
+                                                   final_outlier_px, options.bone_tolerance,
+                                                   options.bone_tolerance_m)  # fmt: skip
+            final[i] = (res, xy_s, c_s)
     window = int(round(options.smooth_s * fps))
     fused: list[FusedPerson] = []
     err_all, err_view, err_conf, n_used = [], [[] for _ in range(n_views)], [], 0
@@ -326,7 +456,7 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
             for n in np.flatnonzero(used[v]):
                 err_vf[v][n // n_k].append(err[v, n])
         fused.append(FusedPerson(pid, person.members, joints, height_from_joints(joints), xy_s, _c,
-                                 used.reshape(n_views, n_frames, n_k)))  # fmt: skip
+                                 used.reshape(n_views, n_frames, n_k), bone_checks[pid]))  # fmt: skip
     all_e = np.concatenate(err_all) if err_all else np.zeros(0)
     per_view = np.array([np.median(np.concatenate(e)) if sum(map(len, e)) else np.nan for e in err_view])
     reproj_vf = np.array([[np.median(x) if x else np.nan for x in row] for row in err_vf])
