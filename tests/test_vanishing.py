@@ -177,3 +177,27 @@ def test_line_segments_of_a_reduced_image_are_in_the_full_images_pixels() -> Non
         u, v = s[2:] - s[:2], f[2:] - f[:2]
         cos = abs(u @ v) / np.linalg.norm(u) / np.linalg.norm(v)
         assert np.degrees(np.arccos(min(cos, 1.0))) < 0.3
+
+
+def test_photo_ground_from_the_segments_the_image_mode_detects_in_its_worker_thread() -> None:
+    """The image mode detects the photo's line segments while the bodies are fitted
+    (ImagePipeline._line_segments_soon) and hands them to photo_ground: the same ground as photo_ground
+    detecting them itself."""
+    from types import SimpleNamespace
+
+    from pipelines.modes.image import ImagePipeline
+    from pipelines.scene.frame_scene import photo_ground
+    from pipelines.scene.vanishing import photo_line_segments
+
+    T = camera_pose(1.6, 18.0, 5.0)
+    bodies = [_person(T, (-0.5, 4.0), 5.0)]
+    img = _room_image(T, seed=2)
+    uv = np.stack([(K_33 @ p)[:2] / p[2] for p in bodies[0].joints.values()])
+    people = [SimpleNamespace(detection=SimpleNamespace(bbox_xyxy=np.array([*uv.min(axis=0), *uv.max(axis=0)])))]
+    segments_n4 = ImagePipeline()._line_segments_soon(img).result(timeout=30)
+    np.testing.assert_array_equal(segments_n4, photo_line_segments(img))
+    given = photo_ground(img, K_33, people, bodies, all_segments_n4=segments_n4)
+    itself = photo_ground(img, K_33, people, bodies)
+    assert given is not None and itself is not None and given.up_source == "vanishing_point"
+    np.testing.assert_array_equal(given.normal_cam, itself.normal_cam)
+    assert given.offset_m == itself.offset_m and given.vanishing == itself.vanishing
