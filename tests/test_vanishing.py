@@ -130,3 +130,74 @@ def test_photo_ground_takes_the_vanishing_point_with_the_peoples_boxes_masked() 
     assert angle < 0.5 < 3.0 < angle_bodies
     assert ground.camera_height_m == pytest.approx(1.6, abs=0.03)
     assert photo_ground(img, K_33, [], []) is None  # nobody fitted: no ground
+
+
+def test_ransac_pairs_are_the_draws_of_rng_choice_without_replacement() -> None:
+    """vertical_up draws its RANSAC pairs at once (vanishing._draw_pairs): the same pairs, in the same
+    order, as one rng.choice(n, 2, replace=False, p) per iteration, repeats included (n = 3)."""
+    from pipelines.scene.vanishing import _draw_pairs
+
+    for n in (2, 3, 40):
+        length_n = np.random.default_rng(n).random(n) ** 3 + 0.01
+        prob_n = length_n / length_n.sum()
+        rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+        expected = np.array([rng_a.choice(n, size=2, replace=False, p=prob_n) for _ in range(300)])
+        pairs = _draw_pairs(rng_b, prob_n, 300)
+        np.testing.assert_array_equal(pairs, expected)
+        assert np.all(pairs[:, 0] != pairs[:, 1])
+        assert rng_a.random() == rng_b.random()  # the generators are left in the same state
+
+
+def test_line_segments_of_a_reduced_image_are_in_the_full_images_pixels() -> None:
+    """line_segments(max_side_px): LSD on the grey image reduced to that long side, the segments mapped
+    back (pixel centres) to within a pixel of the full-size ones; a smaller image is left as it is."""
+    img = np.full((1200, 1600, 3), 200, np.uint8)
+    cv2.line(img, (400, 100), (400, 1000), (30, 30, 30), 6)  # vertical, centre x = 400
+    cv2.line(img, (700, 300), (1300, 900), (30, 30, 30), 6)  # diagonal
+    full = line_segments(img)
+    half = line_segments(img, max_side_px=800)
+    assert len(full) >= 2 and len(half) >= 2
+    np.testing.assert_array_equal(line_segments(img, max_side_px=2000), full)
+
+    def nearest(seg_4: np.ndarray, segs_n4: np.ndarray) -> float:
+        d = [min(np.abs(seg_4 - s).max(), np.abs(seg_4 - s[[2, 3, 0, 1]]).max()) for s in segs_n4]
+        return float(min(d))
+
+    vertical = half[np.abs(half[:, 0] - half[:, 2]) < 2]
+    assert len(vertical) == 2  # the line's two edges, 7 px apart, centred on it (the pixel centres mapped back)
+    assert abs(vertical[:, [0, 2]].mean() - 400.0) < 0.5 and abs(np.ptp(vertical[:, 0]) - 7.0) < 1.0
+    long_full = full[np.linalg.norm(full[:, 2:] - full[:, :2], axis=1) > 300]
+    long_half = half[np.linalg.norm(half[:, 2:] - half[:, :2], axis=1) > 300]
+    assert len(long_half) == len(long_full)
+    # each long edge of the reduced image is where the full image's is (its ends within a few pixels,
+    # its direction within 0.3 degrees)
+    for s in long_half:
+        assert nearest(s, long_full) < 6.0
+        f = long_full[int(np.argmin([min(np.abs(s - q).max(), np.abs(s - q[[2, 3, 0, 1]]).max()) for q in long_full]))]
+        u, v = s[2:] - s[:2], f[2:] - f[:2]
+        cos = abs(u @ v) / np.linalg.norm(u) / np.linalg.norm(v)
+        assert np.degrees(np.arccos(min(cos, 1.0))) < 0.3
+
+
+def test_photo_ground_from_the_segments_the_image_mode_detects_in_its_worker_thread() -> None:
+    """The image mode detects the photo's line segments while the bodies are fitted
+    (ImagePipeline._line_segments_soon) and hands them to photo_ground: the same ground as photo_ground
+    detecting them itself."""
+    from types import SimpleNamespace
+
+    from pipelines.modes.image import ImagePipeline
+    from pipelines.scene.frame_scene import photo_ground
+    from pipelines.scene.vanishing import photo_line_segments
+
+    T = camera_pose(1.6, 18.0, 5.0)
+    bodies = [_person(T, (-0.5, 4.0), 5.0)]
+    img = _room_image(T, seed=2)
+    uv = np.stack([(K_33 @ p)[:2] / p[2] for p in bodies[0].joints.values()])
+    people = [SimpleNamespace(detection=SimpleNamespace(bbox_xyxy=np.array([*uv.min(axis=0), *uv.max(axis=0)])))]
+    segments_n4 = ImagePipeline()._line_segments_soon(img).result(timeout=30)
+    np.testing.assert_array_equal(segments_n4, photo_line_segments(img))
+    given = photo_ground(img, K_33, people, bodies, all_segments_n4=segments_n4)
+    itself = photo_ground(img, K_33, people, bodies)
+    assert given is not None and itself is not None and given.up_source == "vanishing_point"
+    np.testing.assert_array_equal(given.normal_cam, itself.normal_cam)
+    assert given.offset_m == itself.offset_m and given.vanishing == itself.vanishing

@@ -12,6 +12,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from pipelines.hmr.base import NoBodyFound
 from pipelines.io.image_io import LoadedImage
 from pipelines.registry import create, hmr_backend
 from pipelines.scene.frame_scene import build_scene, hub_depth_input, read_depth_input
+from pipelines.scene.vanishing import photo_line_segments
 from pipelines.segmentation.prompts import select_person, validate_prompts
 from pipelines.types import BackendUse, Camera, FrameResult, PersonDetection, PersonResult, Prompts
 
@@ -145,6 +147,7 @@ class ImagePipeline:
         self.config = config or PipelineConfig()
         self._backends: dict[str, object] = {}
         self._models: dict[tuple[str, ...], object] = {} if models is None else models
+        self._lines_pool: ThreadPoolExecutor | None = None
 
     @property
     def models(self) -> dict[tuple[str, ...], object]:
@@ -275,8 +278,9 @@ class ImagePipeline:
         if on_stage:
             on_stage("detections", frame)
 
-        # Body fits
+        # Body fits; meanwhile the scene's line segments (one core: the fit uses one)
         report(0.5, "fitting bodies")
+        lines = self._line_segments_soon(rgb) if self.config.scene and frame.people else None
         t = time.perf_counter()
         kp_prompts = assign_keypoint_prompts(people, prompts, selected)
         estimate = camera.source == "default"
@@ -333,7 +337,8 @@ class ImagePipeline:
             timings["depth"] = time.perf_counter() - t
         if self.config.scene:
             t = time.perf_counter()
-            frame.scene = build_scene(rgb, frame.camera.K_33, frame.people, depth_in or hub_depth_input(frame.depth))
+            frame.scene = build_scene(rgb, frame.camera.K_33, frame.people, depth_in or hub_depth_input(frame.depth),
+                                      all_segments_n4=None if lines is None else lines.result())  # fmt: skip
             timings["scene"] = time.perf_counter() - t
         frame.backends = self.backend_uses()
         warnings += [u.sentence() for u in frame.backends.values() if u.reason is not None]
@@ -341,6 +346,13 @@ class ImagePipeline:
         if on_stage:
             on_stage("bodies", frame)
         return frame
+
+    def _line_segments_soon(self, rgb_hw3: np.ndarray) -> Future:
+        """The photo's line segments for the scene's vanishing point (vanishing.photo_line_segments, OpenCV's
+        LSD, which releases the GIL), detected in a worker thread while the bodies are fitted."""
+        if self._lines_pool is None:
+            self._lines_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-segments")
+        return self._lines_pool.submit(photo_line_segments, rgb_hw3)
 
     def _fit_people(self, camera: Camera, people: list[PersonResult], kp_prompts: dict[int, dict],
                     warms: list[Any], warnings: list[str] | None, rgb: np.ndarray, estimate_focal: bool = False,

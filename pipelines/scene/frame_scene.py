@@ -105,24 +105,28 @@ def person_anchors(people: list[PersonResult], K_33: np.ndarray, width: int, hei
 
 
 def photo_ground(rgb_hw3: np.ndarray, K_33: np.ndarray, people: list[PersonResult], bodies: list[FootedBody],
-                 up_from_scene: bool = True) -> GroundPlane | None:  # fmt: skip
+                 up_from_scene: bool = True, all_segments_n4: np.ndarray | None = None
+                 ) -> GroundPlane | None:  # fmt: skip
     """The photo's ground under the fitted bodies; with `up_from_scene`, its normal from the photo's
     vertical vanishing point where that is well supported (pipelines.scene.vanishing; the people's boxes
-    masked out), else the bodies' up."""
+    masked out), else the bodies' up. `all_segments_n4`: the photo's line segments when already detected
+    (vanishing.photo_line_segments)."""
     if not up_from_scene or not bodies:
         return fit_ground(bodies)
     h, w = rgb_hw3.shape[:2]
     boxes_n4 = np.array([p.detection.bbox_xyxy for p in people]).reshape(-1, 4)
-    return fit_ground_with_vanishing([bodies], [photo_segments(rgb_hw3, boxes_n4)], K_33, w, h)
+    segments_n4 = photo_segments(rgb_hw3, boxes_n4, all_segments_n4)
+    return fit_ground_with_vanishing([bodies], [segments_n4], K_33, w, h)
 
 
 def build_scene(rgb_hw3: np.ndarray, K_33: np.ndarray, people: list[PersonResult],
-                depth_in: DepthInput | None, up_from_scene: bool = True) -> SceneResult:  # fmt: skip
-    """Ground plane from the fitted people (`photo_ground`); with `depth_in`, its refinement into metres
-    and the point cloud."""
+                depth_in: DepthInput | None, up_from_scene: bool = True,
+                all_segments_n4: np.ndarray | None = None) -> SceneResult:  # fmt: skip
+    """Ground plane from the fitted people (`photo_ground`; `all_segments_n4` as there); with `depth_in`,
+    its refinement into metres and the point cloud."""
     h, w = rgb_hw3.shape[:2]
     bodies = footed_bodies(people)
-    ground = photo_ground(rgb_hw3, K_33, people, bodies, up_from_scene)
+    ground = photo_ground(rgb_hw3, K_33, people, bodies, up_from_scene, all_segments_n4)
     scene = SceneResult(ground=ground)
     if depth_in is None:
         scene.notes.append(NO_DEPTH_NOTE)

@@ -77,27 +77,46 @@ class VerticalVanishing:
                 "angle_to_bodies_deg": round(self.angle_to_bodies_deg, 3), "supported": self.supported}  # fmt: skip
 
 
-def line_segments(image: np.ndarray) -> np.ndarray:
-    """Line segments (n, 4): x1, y1, x2, y2 in pixels, of an RGB or grey uint8 image."""
+def line_segments(image: np.ndarray, max_side_px: int | None = None) -> np.ndarray:
+    """Line segments (n, 4): x1, y1, x2, y2 in pixels, of an RGB or grey uint8 image. `max_side_px`: a
+    larger image is converted to grey and reduced (area averaging) to this long side first (LSD's time
+    grows with the pixels), the segments mapped back to the image's pixels."""
     grey = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape[:2]
+    k = 1.0 if max_side_px is None else min(1.0, max_side_px / max(h, w))
+    if k < 1.0:
+        grey = cv2.resize(grey, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
     lines = cv2.createLineSegmentDetector().detect(np.ascontiguousarray(grey, dtype=np.uint8))[0]
-    return np.zeros((0, 4)) if lines is None else lines.reshape(-1, 4).astype(np.float64)
+    if lines is None:
+        return np.zeros((0, 4))
+    seg_n4 = lines.reshape(-1, 4).astype(np.float64)
+    if k < 1.0:  # pixel centres: x = (x_small + 0.5) * w / w_small - 0.5
+        sx, sy = w / grey.shape[1], h / grey.shape[0]
+        seg_n4 = (seg_n4 + 0.5) * np.array([sx, sy, sx, sy]) - 0.5
+    return seg_n4
 
 
 PHOTO_MAX_SIDE_PX = 1920
-"""A photo's segments are detected at most at this long side (LSD's time grows with the pixels; the
-segments are scaled back to the photo's pixels)."""
+"""A photo's segments are detected at most at this long side (LSD's time grows with the pixels: ~0.25-0.45 s
+of one core for 1-2.5 Mpx; the image mode hides it behind the body fit, in a worker thread). Smaller was
+tried on pose2sim_single's tuning frames (1080x1920) and left out: from 1600 px down the per-photo
+vanishing points got worse against the calibration (README, "Speed: one photo")."""
 PEOPLE_PAD_FRAC = 0.15
 """The people's boxes are grown by this much on every side before their segments are dropped."""
 
 
-def photo_segments(rgb_hw3: np.ndarray, boxes_n4: np.ndarray) -> np.ndarray:
+def photo_line_segments(rgb_hw3: np.ndarray) -> np.ndarray:
+    """All the line segments (n, 4) of one photo, in its pixels (detected at most at PHOTO_MAX_SIDE_PX)."""
+    return line_segments(rgb_hw3, PHOTO_MAX_SIDE_PX)
+
+
+def photo_segments(rgb_hw3: np.ndarray, boxes_n4: np.ndarray, all_segments_n4: np.ndarray | None = None
+                   ) -> np.ndarray:  # fmt: skip
     """The line segments (n, 4) of one photo off the people's boxes (x1, y1, x2, y2 pixels, grown by
-    PEOPLE_PAD_FRAC), in the photo's pixels; a photo larger than PHOTO_MAX_SIDE_PX is detected downscaled."""
+    PEOPLE_PAD_FRAC), in the photo's pixels. `all_segments_n4`: photo_line_segments(rgb_hw3) when already
+    detected (the image mode detects them while the bodies are fitted)."""
     h, w = rgb_hw3.shape[:2]
-    k = min(1.0, PHOTO_MAX_SIDE_PX / max(h, w))
-    small = rgb_hw3 if k == 1.0 else cv2.resize(rgb_hw3, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
-    segments_n4 = line_segments(small) / k
+    segments_n4 = photo_line_segments(rgb_hw3) if all_segments_n4 is None else all_segments_n4
     return segments_off_mask(segments_n4, boxes_mask(np.asarray(boxes_n4).reshape(-1, 4), w, h, PEOPLE_PAD_FRAC))
 
 
@@ -125,6 +144,25 @@ def near_vertical(segments_n4: np.ndarray, K_33: np.ndarray, up_cam_3: np.ndarra
     seg_n2 = segments_n4[:, 2:] - segments_n4[:, :2]
     cos_n = np.abs(np.sum(unit_rows(seg_n2) * unit_rows(toward_n2), axis=1))
     return cos_n >= np.cos(np.radians(max_deg))
+
+
+def _draw_pairs(rng: np.random.Generator, prob_n: np.ndarray, n_pairs: int) -> np.ndarray:
+    """(n_pairs, 2) index pairs, each two different indices drawn with probabilities `prob_n`: the same
+    draws as `n_pairs` calls of rng.choice(n, size=2, replace=False, p=prob_n) (numpy's inverse-CDF
+    sampling, a repeated index drawn again with its probability removed), without their per-call checks."""
+    cdf_n = np.cumsum(prob_n)
+    cdf_n /= cdf_n[-1]
+    pairs = np.empty((n_pairs, 2), dtype=np.int64)
+    for k in range(n_pairs):
+        i, j = cdf_n.searchsorted(rng.random(2), side="right")
+        if i == j:
+            rest_n = prob_n.copy()
+            rest_n[i] = 0.0
+            cdf_rest_n = np.cumsum(rest_n)
+            cdf_rest_n /= cdf_rest_n[-1]
+            j = int(cdf_rest_n.searchsorted(rng.random(1), side="right")[0])
+        pairs[k] = i, j
+    return pairs
 
 
 def _lsq_direction(n_n3: np.ndarray, w_n: np.ndarray) -> np.ndarray:
@@ -161,18 +199,17 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
     cos_gate = np.cos(np.radians(g.max_angle_to_bodies_deg))
     rng = np.random.default_rng(seed)
     prob = length_n / length_n.sum()  # long segments are drawn more often
-    best_d, best_score = up_prior, -1.0
-    for _ in range(RANSAC_ITERATIONS):
-        i, j = rng.choice(len(seg), size=2, replace=False, p=prob)
-        d = np.cross(n_n3[i], n_n3[j])
-        if np.linalg.norm(d) < 1e-6:
-            continue
-        d = d / np.linalg.norm(d)
-        if abs(d @ up_prior) < cos_gate:  # not an up the bodies allow (e.g. a horizontal direction)
-            continue
-        score = float(length_n[np.abs(n_n3 @ d) < tol].sum())
-        if score > best_score:
-            best_d, best_score = d, score
+    pairs_m2 = _draw_pairs(rng, prob, RANSAC_ITERATIONS)
+    d_m3 = np.cross(n_n3[pairs_m2[:, 0]], n_n3[pairs_m2[:, 1]])
+    norm_m = np.linalg.norm(d_m3, axis=1)
+    ok_m = norm_m >= 1e-6
+    d_m3[ok_m] /= norm_m[ok_m, None]
+    ok_m &= np.abs(d_m3 @ up_prior) >= cos_gate  # else not an up the bodies allow (e.g. a horizontal direction)
+    best_d = up_prior
+    if ok_m.any():
+        d_k3 = d_m3[ok_m]
+        score_k = length_n @ (np.abs(n_n3 @ d_k3.T) < tol)  # inliers' total length per hypothesis
+        best_d = d_k3[int(np.argmax(score_k))]  # the first of the best, as a loop would keep
     d = best_d
     inl = np.abs(n_n3 @ d) < tol
     for _ in range(REFINE_ROUNDS):
