@@ -5,6 +5,8 @@ tracker's empty mask gives the box a dense one gives, and the per-view models ru
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -82,8 +84,6 @@ def test_landmarks_on_every_second_frame_interpolate_slow_motion_only() -> None:
     a third of its size), the frames between two detections get their mean where the person moves little,
     a median ~1 px from what the model gives on them; with a zero threshold every frame runs the model."""
     pytest.importorskip("ai_edge_litert")
-    from pathlib import Path
-
     from pipelines.io.video_io import probe
     from pipelines.multiview.views2d import make_view_detector, track_view
 
@@ -101,3 +101,11 @@ def test_landmarks_on_every_second_frame_interpolate_slow_motion_only() -> None:
     gap_px = np.linalg.norm(half.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]
     assert np.median(gap_px) < 2.0
     assert 0.0 < np.median(np.linalg.norm(zero.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]) < 2.0
+
+
+def test_cli_refuses_a_negative_skip_motion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    code, _, err = run_cli(["multiview", "--videos", tmp_path / "a.mp4", tmp_path / "b.mp4", "--out", tmp_path / "o",
+                            "--skip-motion", "-0.1"], capsys)  # fmt: skip
+    assert code != 0 and "--skip-motion must be a fraction of the person's size (0: off); got -0.1." in err
