@@ -4,7 +4,9 @@ pipelines.modes.multiview and viz.multiview_outputs)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 from pathlib import Path
 
 MULTIVIEW_HELP = """exit codes:
@@ -45,6 +47,9 @@ def add_multiview_parser(sub: argparse._SubParsersAction) -> None:
     mv.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames of each video")
     mv.add_argument("--max-side", type=int, default=1280, metavar="PX",
                     help="downscale frames for the detector to this longer side (default 1280; 0 = never)")
+    mv.add_argument("--skip-motion", type=float, default=0.1, metavar="F",
+                    help="the landmark model on every 2nd frame only, the frames between interpolated where no "
+                         "keypoint moved more than this fraction of the person's size (default 0.1; 0 = every frame)")
     mv.add_argument("--no-sync", action="store_true", help="do not estimate time offsets (videos are in sync)")
     mv.add_argument("--no-refine", action="store_true", help="keep the cameras as calibrated (no bundle adjustment)")
     mv.add_argument("--smooth-s", type=float, default=0.0, metavar="S",
@@ -68,6 +73,30 @@ def _default_calib(first_video: Path) -> Path | None:
     return None
 
 
+def _prepare_outputs(rrd: bool) -> None:
+    with contextlib.suppress(Exception):  # a failure shows where the writers are used, not here
+        from pipelines.body import anny_tables
+
+        anny_tables.load_cached()  # the body model tables, read ahead of the first fit
+        import pygltflib  # noqa: F401
+
+        if rrd:
+            from app.lazy_modules import pyarrow_without_pandas
+
+            pyarrow_without_pandas()  # rerun's conversions would import pandas (~0.6 s of CPU) for nothing
+            import viz.multiview_log  # noqa: F401  (rerun: ~0.65 s of CPU)
+
+
+def prepare_outputs_in_background(rrd: bool = True) -> threading.Thread:
+    """Read the body model's tables and import the output stage's writers (rerun, pygltflib) in a thread,
+    started before the keypoint stage: the views' models and decoders release the GIL, so on two cores
+    this leaves the single-core stages after the keypoints (README, multi-view speed). Also tells pyarrow
+    that pandas is not there (app.lazy_modules.pyarrow_without_pandas: the command line does not use it)."""
+    thread = threading.Thread(target=_prepare_outputs, args=(rrd,), name="import-writers", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_multiview_cli(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -83,6 +112,9 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--max-side must be a number of pixels (0 = full size); got {args.max_side}.")
     if args.body_every < 1:
         raise UserFacingError(f"--body-every must be at least 1; got {args.body_every}.")
+    if args.skip_motion < 0:
+        raise UserFacingError(f"--skip-motion must be a fraction of the person's size (0: off); got "
+                              f"{args.skip_motion}.")
     if args.mesh_hz < 0:
         raise UserFacingError(f"--mesh-hz must be 0 (no meshes) or more; got {args.mesh_hz}.")
     if args.person_height is not None and not 0.5 < args.person_height < 2.5:
@@ -92,13 +124,16 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         print(f"note: no calibration file: the cameras are estimated from the people (the tallest taken to be "
               f"{args.person_height or 1.70:.2f} m tall).", file=sys.stderr)  # fmt: skip
     options = MultiviewOptions(n_frames=args.frames, max_side=args.max_side or None,
+                               skip_motion=args.skip_motion or None,
                                fuse=FuseOptions(sync=not args.no_sync, refine=not args.no_refine,
                                                 smooth_s=args.smooth_s),
                                body=BodyOptions(fit=not args.no_body, fit_every=args.body_every),
                                person_height_m=args.person_height)  # fmt: skip
+    preparing = prepare_outputs_in_background(rrd=not args.no_rrd)
     with tqdm(disable=args.quiet, unit="frame", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         result = run_multiview(args.videos, calib, options, progress=bar.set_description,
                                on_frame=lambda: bar.update(1))
+    preparing.join()  # done long before in a normal run; the writers never race with the imports
     written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     report = report_dict(result)
     print(f"{result.fusion.n_frames} frame(s) of {len(result.infos)} view(s) fused, {len(result.fusion.people)} "

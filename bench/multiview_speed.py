@@ -68,12 +68,20 @@ def run_once(capture: str, frames: int, body: bool) -> dict:
         mod = importlib.import_module(module)
         setattr(mod, name, _timed(seconds, cpu, stage, getattr(mod, name)))
     from viz.multiview_outputs import write_outputs
+
+    try:  # as the CLI does (a checkout without it: nothing ahead)
+        from app.cli_multiview import prepare_outputs_in_background
+    except ImportError:
+        prepare_outputs_in_background = None
     folder = DATA_DIR / "multiview" / capture
     videos = sorted(folder.glob("cam0*.mp4"))
     load0 = os.getloadavg()[0]
     start, start_cpu = time.perf_counter(), time.process_time()
+    preparing = None if prepare_outputs_in_background is None else prepare_outputs_in_background(rrd=True)
     result = run_multiview(videos, folder / "Calib.qca.txt",
                            MultiviewOptions(n_frames=frames, body=BodyOptions(fit=body)))  # fmt: skip
+    if preparing is not None:
+        preparing.join()
     with tempfile.TemporaryDirectory() as tmp:
         write_outputs(result, Path(tmp) / "out")
     wall, wall_cpu = time.perf_counter() - start, time.process_time() - start_cpu

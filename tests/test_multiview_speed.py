@@ -5,6 +5,8 @@ tracker's empty mask gives the box a dense one gives, and the per-view models ru
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,15 +62,50 @@ def test_view_detectors_use_one_model_thread_per_view_on_two_cores(monkeypatch: 
     made: list[LandmarkTrackingDetector] = []
     original = views2d.make_view_detector
 
-    def spy(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None) -> object:
-        det = original(kind, max_people, model_threads)
+    def spy(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None,
+            skip_motion: float | None = None) -> object:  # fmt: skip
+        det = original(kind, max_people, model_threads, skip_motion)
         made.append(det)
         raise RuntimeError("stop before decoding")
 
     monkeypatch.setattr(views2d, "make_view_detector", spy)
     monkeypatch.setattr(views2d.os, "cpu_count", lambda: 2)
-    with pytest.raises(RuntimeError, match="stop before decoding"):
-        views2d.track_views([object()], ["cam01"], threads=2)  # type: ignore[list-item]
-    seg = made[0]._segmenter()  # the models' interpreters are made on first use, not here
-    assert made[0].options.even_halving
-    assert seg.landmarks.model.num_threads == 1 and seg.detector.model.num_threads == 1
+    for n_views, expected in ((4, 1), (1, 2)):  # two views at a time: one thread each; one view alone: two
+        made.clear()
+        with pytest.raises(RuntimeError, match="stop before decoding"):
+            views2d.track_views([object()] * n_views, [f"cam{i}" for i in range(n_views)], threads=2)  # type: ignore[list-item]
+        seg = made[0]._segmenter()  # the models' interpreters are made on first use, not here
+        assert made[0].options.even_halving
+        assert seg.landmarks.model.num_threads == expected and seg.detector.model.num_threads == expected
+
+
+def test_landmarks_on_every_second_frame_interpolate_slow_motion_only() -> None:
+    """The landmark tracker with skip_motion (detect_pair): on the example clip (30 frames of pose2sim_single,
+    a third of its size), the frames between two detections get their mean where the person moves little,
+    a median ~1 px from what the model gives on them; with a zero threshold every frame runs the model."""
+    pytest.importorskip("ai_edge_litert")
+    from pipelines.io.video_io import probe
+    from pipelines.multiview.views2d import make_view_detector, track_view
+
+    clip = Path(__file__).resolve().parents[1] / "assets" / "examples" / "multiview" / "cam01.mp4"
+    info = probe(clip)
+    runs = {}
+    for skip in (None, 1e9, 0.0):
+        det = make_view_detector(model_threads=1, skip_motion=skip)
+        runs[skip] = (track_view(info, "cam01", det, max_side=None, smooth=False), det.interpolated)
+        det.close()
+    every, (half, n_half), (zero, n_zero) = runs[None][0], runs[1e9], runs[0.0]
+    assert n_zero == 0 and 10 <= n_half <= 15  # 30 frames, the detector's frames (0, 10, 20) not skipped
+    assert half.xy_tfk2.shape == every.xy_tfk2.shape == zero.xy_tfk2.shape  # one person, every frame
+    sure = (every.conf_tfk[0] > 0.5) & (half.conf_tfk[0] > 0.5)
+    gap_px = np.linalg.norm(half.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]
+    assert np.median(gap_px) < 2.0
+    assert 0.0 < np.median(np.linalg.norm(zero.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]) < 2.0
+
+
+def test_cli_refuses_a_negative_skip_motion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    code, _, err = run_cli(["multiview", "--videos", tmp_path / "a.mp4", tmp_path / "b.mp4", "--out", tmp_path / "o",
+                            "--skip-motion", "-0.1"], capsys)  # fmt: skip
+    assert code != 0 and "--skip-motion must be a fraction of the person's size (0: off); got -0.1." in err

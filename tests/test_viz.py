@@ -314,3 +314,15 @@ def test_vertex_normals_of_sphere_are_radial() -> None:
     normals_v3 = vertex_normals(verts_v3, faces_f3)
     assert np.allclose(np.linalg.norm(normals_v3, axis=1), 1.0)
     assert np.einsum("vi,vi->v", normals_v3, verts_v3).min() > 0.99
+
+
+def test_vertex_normals_match_trimesh_on_an_uneven_mesh() -> None:
+    """The animated GLB's normals (viz.gltf_anim, no trimesh import) against trimesh's angle-weighted ones,
+    on an ellipsoid with uneven triangles: the same surface directions."""
+    verts_v3, faces_f3 = _sphere(1.0, (0.0, 0.0, 0.0))
+    rng = np.random.default_rng(0)
+    verts_v3 = verts_v3 * np.array([0.3, 1.0, 0.6]) + rng.normal(0.0, 0.002, verts_v3.shape)
+    ours_v3 = vertex_normals(verts_v3, faces_f3)
+    theirs_v3 = trimesh.Trimesh(verts_v3, faces_f3, process=False).vertex_normals
+    angle_deg = np.degrees(np.arccos(np.clip(np.einsum("vi,vi->v", ours_v3, theirs_v3), -1.0, 1.0)))
+    assert np.median(angle_deg) < 1.0 and angle_deg.max() < 10.0

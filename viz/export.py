@@ -169,6 +169,17 @@ def write_json(path: str | Path, obj: Any) -> Path:
 # --------------------------------------------------------------------------------------- overlay
 
 
+def vertex_normals(verts_v3: np.ndarray, faces_f3: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (V, 3), unit length (zero for unused vertices)."""
+    tri = verts_v3[faces_f3]
+    face_n_f3 = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
+    normals_v3 = np.zeros_like(verts_v3, dtype=np.float64)
+    flat = faces_f3.reshape(-1)
+    for axis in range(3):
+        normals_v3[:, axis] = np.bincount(flat, np.repeat(face_n_f3[:, axis], 3), minlength=len(verts_v3))
+    return normals_v3 / np.maximum(np.linalg.norm(normals_v3, axis=1, keepdims=True), 1e-12)
+
+
 def _face_normals(tri_f33: np.ndarray) -> np.ndarray:
     n_f3 = np.cross(tri_f33[:, 1] - tri_f33[:, 0], tri_f33[:, 2] - tri_f33[:, 0])
     return n_f3 / np.maximum(np.linalg.norm(n_f3, axis=1, keepdims=True), 1e-12)

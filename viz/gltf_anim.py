@@ -27,6 +27,7 @@ import numpy as np
 from pipelines.io.atomic import atomic_path
 from pipelines.tracking.track_smoothing import continuous_quaternions
 from viz.bvh import BVH_T_CAM_33, BVH_T_REST_33, bvh_joint_names, out_frame
+from viz.export import vertex_normals
 
 GLTF_T_CAM_33 = BVH_T_CAM_33
 """OpenCV camera axes -> glTF axes (y up, camera looking down -z)."""
@@ -75,14 +76,13 @@ def write_animated_glb(path: str | Path, *, rest_verts_v3: np.ndarray, faces_f3:
     Written atomically (temporary file + rename)."""
     R_oc_33, t_o_3 = out_frame(out_T_cam_44)
     import pygltflib as g
-    import trimesh
 
     path = Path(path)
     parents = np.asarray(parents_j, dtype=int)
     n_j = len(parents)
     verts = (np.asarray(rest_verts_v3, dtype=np.float64) @ GLTF_T_REST_33.T).astype(np.float32)
     faces = np.asarray(faces_f3, dtype=np.uint32)
-    normals = np.asarray(trimesh.Trimesh(verts, faces, process=False).vertex_normals, dtype=np.float32)
+    normals = vertex_normals(verts.astype(np.float64), faces).astype(np.float32)  # without trimesh (~0.4 s CPU)
     heads = np.asarray(rest_heads_j3, dtype=np.float64) @ GLTF_T_REST_33.T
     joints_v4, weights_v4 = top_influences(np.asarray(skin_idx_vn), np.asarray(skin_w_vn))
     ibm_j44 = np.tile(np.eye(4), (n_j, 1, 1))

@@ -31,7 +31,7 @@ from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
 from pipelines.keypoints import names
 from pipelines.types import Camera, FrameResult, PersonResult
 from viz.blueprint import default_blueprint
-from viz.export import person_color
+from viz.export import person_color, vertex_normals
 
 APPLICATION_ID = "hmr-playground"
 CAMERA_PATH = "world/camera"
@@ -105,17 +105,6 @@ def _class_descriptions(person_ids: Iterable[int], vocab: JointVocabulary) -> li
             rr.ClassDescription(info=info, keypoint_annotations=keypoints, keypoint_connections=connections)
         )
     return out
-
-
-def vertex_normals(verts_v3: np.ndarray, faces_f3: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (V, 3), unit length (zero for unused vertices)."""
-    tri = verts_v3[faces_f3]
-    face_n_f3 = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
-    normals_v3 = np.zeros_like(verts_v3, dtype=np.float64)
-    flat = faces_f3.reshape(-1)
-    for axis in range(3):
-        normals_v3[:, axis] = np.bincount(flat, np.repeat(face_n_f3[:, axis], 3), minlength=len(verts_v3))
-    return normals_v3 / np.maximum(np.linalg.norm(normals_v3, axis=1, keepdims=True), 1e-12)
 
 
 def _to_world(world_T_cam_44: np.ndarray, pts_cam_n3: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ BlazePose order (33 points).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.io.atomic import atomic_path
-from pipelines.io.video_io import DecodeReport, VideoInfo, read_video
+from pipelines.io.video_io import DecodeReport, VideoFrame, VideoInfo, read_video
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.tracking.smoothing import CoordinateFilters, keypoint_smoother_2d
 from pipelines.tracking.tracker import PersonTracker
@@ -64,8 +64,8 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
     tracker = PersonTracker(max_age=15)
     smoothers: dict[int, CoordinateFilters] = {}
     per_frame: list[tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = []
-    for frame in read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report):
-        dets = detector.detect(frame.rgb_hw3)
+    frames = read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report)
+    for frame, dets in _frame_detections(frames, detector):
         ids = tracker.update(dets)
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for tid, det in zip(ids, dets, strict=True):
@@ -94,30 +94,53 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
     return ViewTracks(name, frames, xy, conf, keep, report.problems)
 
 
-def make_view_detector(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None) -> Any:
+def _frame_detections(frames: Iterable[VideoFrame], detector: Any) -> Iterator[tuple[VideoFrame, list[Any]]]:
+    """Each frame with its people, in order; a detector with `can_skip` / `detect_pair` (the landmark
+    tracker with LandmarkTrackingOptions.skip_motion) gets the frames it may skip in pairs with the next."""
+    can_skip = getattr(detector, "can_skip", None)
+    pending: VideoFrame | None = None
+    for frame in frames:
+        if pending is not None:
+            first, second = detector.detect_pair(pending.rgb_hw3, frame.rgb_hw3)
+            yield pending, first
+            yield frame, second
+            pending = None
+        elif can_skip is not None and can_skip():
+            pending = frame
+        else:
+            yield frame, detector.detect(frame.rgb_hw3)
+    if pending is not None:  # the last frame
+        yield pending, detector.detect(pending.rgb_hw3)
+
+
+def make_view_detector(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None,
+                       skip_motion: float | None = None) -> Any:  # fmt: skip
     """A person detector for one view's frames: "tracking" = BlazePose landmarks tracked from frame to frame,
     the person detector every 10 frames (pipelines.tracking.landmark_tracking, the video mode's default;
     crops cut with its exact 2:1 halving, LandmarkTrackingOptions.even_halving); "image" = the embedded
     segmenter's full single-pass detection on every frame (the first slice's). `model_threads`: threads of
-    each model's interpreter (None: the default)."""
+    each model's interpreter (None: the default); `skip_motion`: the tracker's landmark model on every 2nd
+    frame only, where people move less (LandmarkTrackingOptions.skip_motion; "tracking" only)."""
     if kind == "tracking":
         from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
 
-        return LandmarkTrackingDetector(LandmarkTrackingOptions(max_people=max_people, landmark_threads=model_threads,
-                                                                even_halving=True))  # fmt: skip
+        options = LandmarkTrackingOptions(max_people=max_people, landmark_threads=model_threads, even_halving=True,
+                                          skip_motion=skip_motion)  # fmt: skip
+        return LandmarkTrackingDetector(options)
     from pipelines.registry import create
 
     return create("segmentation", "embedded", single_pass=True, max_people=max_people)
 
 
 def track_views(infos: list[VideoInfo], names: list[str], *, detector: Any = None, kind: str = "tracking",
-                threads: int = 2, progress: Callable[[str], None] | None = None,
+                threads: int = 2, progress: Callable[[str], None] | None = None, skip_motion: float | None = None,
                 **kwargs: Any) -> list[ViewTracks]:  # fmt: skip
     """Every view's tracks. With `detector` (one shared stage): the views one after the other (its tracked
     people forgotten between views); else one detector of `kind` per view, `threads` views at a time (the
-    decoders and the TFLite models release the GIL), each model on cores / `threads` threads (at most 2: one
-    on this 2-core machine, where two views side by side already fill both cores and a second interpreter
-    thread only waits: ~15 % more CPU a landmark run). `kwargs` go to track_view."""
+    decoders and the TFLite models release the GIL), each model on cores / (views at a time) threads (at
+    most 2: one on this 2-core machine when two views run side by side, as they already fill both cores and a
+    second interpreter thread only waits: ~15 % more CPU a landmark run; two for a single view).
+    `skip_motion`: make_view_detector's. `kwargs` go to track_view."""
     say = progress or (lambda _msg: None)
     if detector is not None:
         out = []
@@ -129,18 +152,19 @@ def track_views(infos: list[VideoInfo], names: list[str], *, detector: Any = Non
         return out
     from concurrent.futures import ThreadPoolExecutor
 
-    model_threads = min(2, max(1, (os.cpu_count() or 1) // max(1, threads)))
+    at_once = max(1, min(threads, len(infos)))
+    model_threads = min(2, max(1, (os.cpu_count() or 1) // at_once))
 
     def one(item: tuple[VideoInfo, str]) -> ViewTracks:
-        own = make_view_detector(kind, model_threads=model_threads)
+        own = make_view_detector(kind, model_threads=model_threads, skip_motion=skip_motion)
         try:
             return track_view(item[0], item[1], own, **kwargs)
         finally:
             if hasattr(own, "close"):
                 own.close()
 
-    say(f"keypoints and tracking: {len(infos)} views, {max(1, threads)} at a time")
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="view-keypoints") as pool:
+    say(f"keypoints and tracking: {len(infos)} views, {at_once} at a time")
+    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="view-keypoints") as pool:
         futures = [pool.submit(one, item) for item in zip(infos, names, strict=True)]
         try:
             return [f.result() for f in futures]

@@ -447,12 +447,13 @@ class EmbeddedSegmenter:
             return None
         return second
 
-    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect, min_presence: float, mirror_average: bool = False
-                      ) -> RegionLandmarks | None:  # fmt: skip
-        """The landmark model in one region, None when it sees no person there."""
+    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect, min_presence: float, mirror_average: bool = False,
+                      even_halving: bool = False) -> RegionLandmarks | None:  # fmt: skip
+        """The landmark model in one region, None when it sees no person there (`even_halving`: the crop's,
+        PoseLandmarkModel.run)."""
         if rect.size_px < 8:
             return None
-        lm = self.landmarks.run(image, rect, mirror_average, skip_mirror_below=min_presence)
+        lm = self.landmarks.run(image, rect, mirror_average, skip_mirror_below=min_presence, even_halving=even_halving)
         return lm if lm.presence >= min_presence else None
 
     @staticmethod

@@ -128,12 +128,13 @@ class PoseLandmarkModel:
     model: TfliteModel = field(default_factory=lambda: TfliteModel(POSE_LANDMARKS_FULL))
 
     def run(self, image_hw3: np.ndarray, rect: RotatedRect, mirror_average: bool = False,
-            skip_mirror_below: float | None = None) -> RegionLandmarks:  # fmt: skip
+            skip_mirror_below: float | None = None, even_halving: bool = False) -> RegionLandmarks:  # fmt: skip
         """The landmarks in one region. `mirror_average`: also run on the mirrored crop and average the
         two (left and right swapped back): one more model run, steadier landmarks. `skip_mirror_below`:
         when the first run's presence is below it, that run is returned alone (the average's presence,
-        the lower of the two, could only be lower: a caller that rejects below it decides the same)."""
-        crop = crop_region(image_hw3, rect, INPUT_SIDE)
+        the lower of the two, could only be lower: a caller that rejects below it decides the same).
+        `even_halving`: the crop cut with crop_region's exact 2:1 halvings (see there)."""
+        crop = crop_region(image_hw3, rect, INPUT_SIDE, even_halving=even_halving)
         out = self._decode(crop, rect, mirrored=False)
         if not mirror_average or (skip_mirror_below is not None and out.presence < skip_mirror_below):
             return out

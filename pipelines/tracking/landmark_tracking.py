@@ -68,6 +68,10 @@ class LandmarkTrackingOptions:
     pulls the landmarks towards the window's top-left corner by up to ~1 processed pixel; even_halving does
     not. On by default in the multi-view mode (README, multi-view speed); the video mode keeps the former
     crops."""
+    skip_motion: float | None = None
+    """detect_pair (every 2nd frame, pipelines.multiview.views2d.track_view): a person tracked on both
+    neighbours of a skipped frame gets their mean landmarks there when no confident landmark moved more than
+    this fraction of the person's region size between them; else the model runs on it. None: every frame."""
 
 
 @dataclass
@@ -83,7 +87,10 @@ class LandmarkTrackingDetector:
     last_regions: list[RegionLandmarks] = field(default_factory=list)
     """The regions of the people the last `detect` returned, in their order (their landmark model's mask
     crops: pipelines.tracking.video_masks)."""
+    interpolated: int = 0
+    """People of skipped frames given the mean of their two neighbours' landmarks (detect_pair)."""
     _tracked: list[RegionLandmarks] = field(default_factory=list)
+    _last_sources: list[int | None] = field(default_factory=list)
     _models: EmbeddedSegmenter | None = None
 
     def _segmenter(self) -> EmbeddedSegmenter:
@@ -101,24 +108,61 @@ class LandmarkTrackingDetector:
 
     def reset(self) -> None:
         """Forget the tracked people (a cut, a seek)."""
-        self._tracked = []
+        self._tracked, self._last_sources = [], []
 
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """The people in this frame (tracked ones first, in their order), [] when there is nobody."""
         image = as_rgb_uint8(image_rgb_hw3)
-        seg = self._segmenter()
-        if self.options.even_halving:
-            return self._detect(image.shape[:2], lambda rect: self._landmarks_even(image, rect), lambda: image)
-        return self._detect(image.shape[:2], lambda rect: seg._landmarks_in(image, rect, self.options.min_presence),
-                            lambda: image)  # fmt: skip
+        return self._detect(image.shape[:2], lambda rect: self._landmarks_in(image, rect), lambda: image)
 
-    def _landmarks_even(self, image: np.ndarray, rect: RotatedRect) -> RegionLandmarks | None:
-        """The landmark model in one region, its crop cut with even_halving (LandmarkTrackingOptions)."""
-        if rect.size_px < 8:
-            return None
-        crop_rgb = crop_region(image, rect, INPUT_SIDE, even_halving=True)
-        lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
-        return lm if lm.presence >= self.options.min_presence else None
+    def _landmarks_in(self, image: np.ndarray, rect: RotatedRect) -> RegionLandmarks | None:
+        """The landmark model in one region of `image` (None: nobody there), the crop as the options say."""
+        return self._segmenter()._landmarks_in(image, rect, self.options.min_presence,
+                                               even_halving=self.options.even_halving)  # fmt: skip
+
+    def can_skip(self) -> bool:
+        """Whether the next frame may be left to detect_pair (LandmarkTrackingOptions.skip_motion): the
+        option is on, someone is tracked and the person detector is not due on it."""
+        due = self.frames_seen % max(1, self.options.redetect_every) == 0
+        return self.options.skip_motion is not None and bool(self._tracked) and not due
+
+    def detect_pair(self, skipped_rgb_hw3: np.ndarray, next_rgb_hw3: np.ndarray
+                    ) -> tuple[list[PersonDetection], list[PersonDetection]]:  # fmt: skip
+        """The people of two consecutive frames, the landmark model run on the second only where it can be
+        (after can_skip): the second frame is tracked from the frame before the first; on the first, each
+        person tracked on both sides gets the mean of the two (landmarks, confidences), unless they moved
+        more than `skip_motion` of their region's size (a confident landmark's displacement, the largest)
+        or were lost on the second frame: then the model runs on the first frame too, in the region it
+        would have had. The first frame's list: the tracked people, in their order."""
+        before = list(self._tracked)
+        self.frames_seen += 1  # the skipped frame counts for redetect_every
+        after = self.detect(next_rgb_hw3)
+        image = None
+        seg = self._segmenter()
+        shape_hw = np.shape(skipped_rgb_hw3)[:2]
+        empty_hw = np.broadcast_to(np.float32(0.0), shape_hw)
+        limit = float(self.options.skip_motion or 0.0)
+        people: list[PersonDetection] = []
+        for i, prev in enumerate(before):
+            j = self._last_sources.index(i) if i in self._last_sources else None
+            conf_a_k = np.clip(prev.visibility_k * prev.presence_k, 0.0, 1.0)
+            if j is not None:
+                nxt = self.last_regions[j]
+                conf_b_k = np.clip(nxt.visibility_k * nxt.presence_k, 0.0, 1.0)
+                sure = (conf_a_k >= 0.5) & (conf_b_k >= 0.5)
+                step_k = np.linalg.norm(nxt.xy_k2 - prev.xy_k2, axis=1)[sure]
+                if step_k.size and float(step_k.max()) <= limit * prev.rect.size_px:
+                    self.interpolated += 1
+                    people.append(detection_from_landmarks((prev.xy_k2 + nxt.xy_k2) / 2, (conf_a_k + conf_b_k) / 2,
+                                                           (prev.world_k3 + nxt.world_k3) / 2, empty_hw))  # fmt: skip
+                    continue
+            if image is None:
+                image = as_rgb_uint8(skipped_rgb_hw3)
+            lm = self._landmarks_in(image, prev.next_rect())
+            if lm is not None:
+                conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
+                people.append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw))
+        return [p for p in people if p.score >= seg.min_person_score], after
 
     def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
         """`detect` on a decoded frame: the tracked regions cropped from its source frame (see the module
@@ -156,14 +200,17 @@ class LandmarkTrackingDetector:
         processed frame (the person detector's input)."""
         seg = self._segmenter()
         kept: list[RegionLandmarks] = []
-        for prev in self._tracked:
+        sources: list[int | None] = []  # the index in the previous frame's tracked people, None: new
+        for i, prev in enumerate(self._tracked):
             lm = landmarks_in(prev.next_rect())
             if lm is not None and not any(_same(lm, q) for q in kept):
                 kept.append(lm)
+                sources.append(i)
         due = self.frames_seen % max(1, self.options.redetect_every) == 0
         if (due or not kept) and len(kept) < self.options.max_people:
             self.detector_runs += 1
             seg.add_detected(image(), kept, self.options.max_people)
+        sources += [None] * (len(kept) - len(sources))
         self.frames_seen += 1
         h, w = shape_hw
         empty_hw = np.broadcast_to(np.float32(0.0), (h, w))
@@ -173,6 +220,7 @@ class LandmarkTrackingDetector:
             people.append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw))
         keep = [i for i, p in enumerate(people) if p.score >= seg.min_person_score]
         self._tracked = [kept[i] for i in keep]
+        self._last_sources = [sources[i] for i in keep]
         self.last_regions = list(self._tracked)
         return [people[i] for i in keep]
 
