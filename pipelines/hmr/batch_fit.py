@@ -18,9 +18,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipelines.body.anny_model import FIT_PHENOTYPES, RestState
-from pipelines.body.anny_pose import nearest_rotations
-from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem, robust_sqrt_weight
-from pipelines.hmr.kinematics import PointModel, Skeleton, forward, matrix_to_rotvec, rotation_between, rotvec_to_matrix
+from pipelines.hmr.fit import (
+    FitOptions,
+    FitReport,
+    FitState,
+    FitTargets,
+    _Problem,
+    robust_sqrt_weight,
+    rotate_subtrees_b,
+)
+from pipelines.hmr.init import analytic_init_b
+from pipelines.hmr.kinematics import PointModel, Skeleton, evaluate_b, forward, matrix_to_rotvec, rest_offsets_b
 from pipelines.hmr.prior import PriorTerms, left_jacobian_inverse
 
 
@@ -40,22 +48,6 @@ def pad_targets(targets: FitTargets, names_u: list[str]) -> FitTargets:
 
 
 # ----- batched point models (people on the leading axis) -----
-
-
-def evaluate_b(pm: PointModel, offs_bp3: np.ndarray, G_bj33: np.ndarray, o_bj3: np.ndarray):
-    """Posed points (B, K, 3) and pair contributions (B, P, 3)."""
-    b = pm.points.pair_bone
-    contrib = (G_bj33[:, b] @ offs_bp3[..., None])[..., 0] + pm.points.pair_w[:, None] * o_bj3[:, b]
-    n_b, n_p = contrib.shape[:2]
-    x = (pm._pair_to_point @ contrib.transpose(1, 0, 2).reshape(n_p, -1)).reshape(-1, n_b, 3).transpose(1, 0, 2)
-    return x, contrib
-
-
-def rest_offsets_b(pm: PointModel, coeffs_bn: np.ndarray, heads_bj3: np.ndarray) -> np.ndarray:
-    pts = pm.points
-    n_c, n_p = pts.pair_da_np3.shape[:2]
-    a = pts.pair_a0_p3 + (coeffs_bn @ pts.pair_da_np3.reshape(n_c, -1)).reshape(-1, n_p, 3)
-    return a - pts.pair_w[:, None] * heads_bj3[:, pts.pair_bone]
 
 
 def subtree_sums(pm: PointModel, subtree_aj: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -102,95 +94,6 @@ def shape_jacobian_b(pm: PointModel, skel: Skeleton, dc_bns: np.ndarray, dheads_
     dcontrib = (G_bj33[:, None, b] @ d_off[..., None])[..., 0] + w * do[:, :, b]  # (B, S, P, 3)
     dx = pm._pair_to_point @ dcontrib.transpose(2, 0, 1, 3).reshape(n_p, -1)  # (K, B*S*3)
     return dx.reshape(-1, n_b, n_s, 3).transpose(1, 0, 3, 2)
-
-
-def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray, active: np.ndarray,
-                      is_active_bj: np.ndarray, delta_ba3: np.ndarray) -> np.ndarray:  # fmt: skip
-    """pipelines.hmr.fit.rotate_subtrees per person; a bone outside a person's own active set keeps its rotation."""
-    n_b = len(local_bj33)
-    E = np.broadcast_to(np.eye(3), local_bj33.shape).copy()
-    E[:, active] = rotvec_to_matrix(delta_ba3.reshape(-1, 3)).reshape(n_b, len(active), 3, 3)
-    new = local_bj33.copy()
-    G_new = np.empty_like(G_bj33)
-    G_new[:, 0] = np.where(is_active_bj[:, 0, None, None], E[:, 0] @ G_bj33[:, 0], G_bj33[:, 0])
-    new[:, 0] = G_new[:, 0]
-    for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
-        Gp = G_new[:, p]
-        act = is_active_bj[:, lvl]
-        if act.any():
-            L = Gp.transpose(0, 1, 3, 2) @ E[:, lvl] @ Gp @ local_bj33[:, lvl]
-            new[:, lvl] = np.where(act[..., None, None], L, local_bj33[:, lvl])
-        G_new[:, lvl] = Gp @ new[:, lvl]
-    proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
-    new[:, active] = np.where(is_active_bj[:, active, None, None], proj, new[:, active])
-    return new
-
-
-def coeffs_jacobian_b(body, pheno_bp: np.ndarray, indices: list[int], eps: float = 1e-4) -> np.ndarray:  # noqa: ANN001
-    """(B, N, S): AnnyBody.coeffs_jacobian(pheno, eps, indices) of each person, in one vectorised call."""
-    n_b, n_p = pheno_bp.shape
-    n_s = len(indices)
-    steps = np.zeros((n_s, n_p))
-    steps[np.arange(n_s), indices] = eps
-    rows = np.concatenate([pheno_bp[:, None] + steps, pheno_bp[:, None] - steps], axis=1)  # (B, 2S, P)
-    c = body.coeffs_batch(rows.reshape(-1, n_p)).reshape(n_b, 2 * n_s, -1)
-    return ((c[:, :n_s] - c[:, n_s:]) / (2 * eps)).transpose(0, 2, 1)
-
-
-def analytic_init_b(skel: Skeleton, bone_labels: list[str], pm: PointModel, coeffs_bn: np.ndarray,
-                    heads_bj3: np.ndarray, targets: list[FitTargets], focal_b: np.ndarray,
-                    cxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """pipelines.hmr.init.analytic_init for B people (targets padded to pm's names): one batched forward pass
-    per bone chain instead of one per chain and person. Local rotations (B, J, 3, 3), root positions (B, 3)."""
-    from pipelines.hmr.init import ANNY_TO_CAM_FACING_33, CHAINS, _point, solve_translation
-    from pipelines.metrics import procrustes
-
-    names = pm.points.names
-    n_b, n_j = len(targets), len(skel.parents)
-    local = np.tile(np.eye(3), (n_b, n_j, 1, 1))
-    local[:, 0] = ANNY_TO_CAM_FACING_33
-    offs = rest_offsets_b(pm, coeffs_bn, heads_bj3)
-    root = np.tile([0.0, 0.0, 3.0], (n_b, 1))
-
-    def points(sel: np.ndarray, loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        G, o = forward(skel, heads_bj3[sel], loc, root[sel])
-        return evaluate_b(pm, offs[sel], G, o)[0], G
-
-    ok3 = [np.isfinite(t.hip3d_k3).all(axis=1) if t.hip3d_k3 is not None else np.zeros(len(names), bool)
-           for t in targets]  # fmt: skip
-    torso = [names.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder") if n in names]
-    chained = np.array([i for i, t in enumerate(targets) if t.hip3d_k3 is not None and len(torso) == 4
-                        and all(ok3[i][k] for k in torso)], dtype=np.int64)  # fmt: skip
-    if len(chained):
-        x_rest, _ = points(chained, np.tile(np.eye(3), (len(chained), n_j, 1, 1)))
-        for x_k3, i in zip(x_rest, chained, strict=True):
-            local[i, 0] = procrustes(x_k3[torso], targets[i].hip3d_k3[torso], with_scale=False).R_33
-    ok_all = np.ones(len(names), dtype=bool)
-    for bone, a, b in CHAINS:
-        if bone not in bone_labels:
-            continue
-        goals = {}
-        for i in chained:
-            ta, tb = _point(a, names, targets[i].hip3d_k3, ok3[i]), _point(b, names, targets[i].hip3d_k3, ok3[i])
-            if ta is not None and tb is not None:
-                goals[int(i)] = tb - ta
-        if not goals:
-            continue
-        sel = np.array(list(goals), dtype=np.int64)
-        x, G = points(sel, local[sel])
-        j = bone_labels.index(bone)
-        for x_k3, G_j33, i in zip(x, G, sel, strict=True):
-            delta = rotation_between(_point(b, names, x_k3, ok_all) - _point(a, names, x_k3, ok_all), goals[int(i)])
-            Gp = G_j33[skel.parents[j]]
-            local[i, j] = Gp.T @ rotvec_to_matrix(delta[None])[0] @ Gp @ local[i, j]
-    x, _ = points(np.arange(n_b), local)
-    for i, t in enumerate(targets):
-        w = np.where(t.conf_k > 0.3, t.conf_k, 0.0)
-        if (w > 0).sum() >= 2:
-            tr = solve_translation(x[i] - root[i], t.xy_k2, w, float(focal_b[i]), cxy)
-            if tr[2] > 0.3:
-                root[i] = tr
-    return local, root
 
 
 # ----- the batched problem -----
@@ -329,7 +232,7 @@ class BatchProblem:
         dx = dc = None
         if want_jac:
             if free_shape:
-                dc = coeffs_jacobian_b(self.body, st.pheno_bp, self.shape_idx)
+                dc = self.body.coeffs_jacobian_batch(st.pheno_bp, indices=self.shape_idx)
             dx = self._dx(self.pm, contrib, o, st, G, dc, free_shape)
 
         def with_focal(j: np.ndarray, col: np.ndarray | None = None) -> np.ndarray:

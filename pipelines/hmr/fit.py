@@ -385,29 +385,38 @@ class _Problem:
         return pm.shape_jacobian(self._dc, dheads, G)
 
 
-def rotate_subtrees(skel: Skeleton, local_j33: np.ndarray, G_j33: np.ndarray, active: np.ndarray,
-                    delta_a3: np.ndarray) -> np.ndarray:  # fmt: skip
-    """Local rotations after turning each active bone's subtree about its head by a world-axis rotation
-    vector (parents first: each child in its rotated parent's world), one depth level at a time."""
-    E_j33 = np.broadcast_to(np.eye(3), local_j33.shape).copy()
-    E_j33[active] = rotvec_to_matrix(delta_a3)
-    is_active = np.zeros(len(local_j33), dtype=bool)
-    is_active[active] = True
-    new_j33 = local_j33.copy()
-    G_new = np.empty_like(G_j33)
-    G_new[0] = E_j33[0] @ G_j33[0] if is_active[0] else G_j33[0]
-    new_j33[0] = G_new[0]
+def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray, active: np.ndarray,
+                      is_active_bj: np.ndarray, delta_ba3: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Local rotations (B, J, 3, 3) of B people after turning each active bone's subtree about its head by a
+    world-axis rotation vector (delta (B, A, 3), parents first: each child in its rotated parent's world), one
+    depth level at a time; a bone outside a person's own active set (is_active_bj False) keeps its rotation."""
+    n_b = len(local_bj33)
+    E = np.broadcast_to(np.eye(3), local_bj33.shape).copy()
+    E[:, active] = rotvec_to_matrix(delta_ba3.reshape(-1, 3)).reshape(n_b, len(active), 3, 3)
+    new = local_bj33.copy()
+    G_new = np.empty_like(G_bj33)
+    G_new[:, 0] = np.where(is_active_bj[:, 0, None, None], E[:, 0] @ G_bj33[:, 0], G_bj33[:, 0])
+    new[:, 0] = G_new[:, 0]
     for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
-        Gp = G_new[p]
-        act = is_active[lvl]
+        Gp = G_new[:, p]
+        act = is_active_bj[:, lvl]
         if act.any():
-            a, pa = lvl[act], Gp[act]
-            new_j33[a] = pa.transpose(0, 2, 1) @ E_j33[a] @ pa @ local_j33[a]
-        G_new[lvl] = Gp @ new_j33[lvl]
+            L = Gp.transpose(0, 1, 3, 2) @ E[:, lvl] @ Gp @ local_bj33[:, lvl]
+            new[:, lvl] = np.where(act[..., None, None], L, local_bj33[:, lvl])
+        G_new[:, lvl] = Gp @ new[:, lvl]
     # Rounding makes products of rotations drift from orthonormal, and a transpose is the inverse only of a
     # rotation: over chained warm starts (video) the drift grows. Project the updated bones back (batched).
-    new_j33[active] = nearest_rotations(new_j33[active])
-    return new_j33
+    proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
+    new[:, active] = np.where(is_active_bj[:, active, None, None], proj, new[:, active])
+    return new
+
+
+def rotate_subtrees(skel: Skeleton, local_j33: np.ndarray, G_j33: np.ndarray, active: np.ndarray,
+                    delta_a3: np.ndarray) -> np.ndarray:  # fmt: skip
+    """rotate_subtrees_b for one person (every bone of `active` turned)."""
+    is_active = np.zeros((1, len(local_j33)), dtype=bool)
+    is_active[0, active] = True
+    return rotate_subtrees_b(skel, local_j33[None], G_j33[None], active, is_active, delta_a3[None])[0]
 
 
 def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.ndarray, step: np.ndarray,
