@@ -141,6 +141,7 @@ class BatchProblem:
         self.xy_obs = np.stack([p.xy_obs for p in problems])
         self.sqrt_w2d = np.stack([p.sqrt_w2d for p in problems])
         self.sig2d = np.stack([p.sig2d for p in problems])
+        self.use3d = np.array([p.use3d for p in problems], dtype=bool)
         self.h3 = np.zeros((n_b, n_k, 3))
         self.w3 = np.zeros((n_b, n_k))
         for i, p in enumerate(problems):
@@ -181,7 +182,7 @@ class BatchProblem:
         """The same problem for the people `sel` only."""
         sub = object.__new__(BatchProblem)
         sub.__dict__.update(self.__dict__)
-        for k in ("is_active_bj", "xy_obs", "sqrt_w2d", "sig2d", "h3", "w3", "w_bone", "prior_axis_ba3",
+        for k in ("is_active_bj", "xy_obs", "sqrt_w2d", "sig2d", "use3d", "h3", "w3", "w_bone", "prior_axis_ba3",
                   "prior_rows_ba", "has_mask"):  # fmt: skip
             setattr(sub, k, getattr(self, k)[sel])
         if self.has_mask.any():
@@ -254,13 +255,16 @@ class BatchProblem:
         # Metric 3D landmarks, hip-centred, up to a rotation (people without 3D: weight 0)
         hip_mid = x[:, self.hip_idx].mean(1)
         rel = x - hip_mid[:, None]
-        H = (self.h3 * self.w3[..., None] ** 2).transpose(0, 2, 1) @ rel
-        U, _, Vt = np.linalg.svd(H)
-        neg = np.linalg.det(U @ Vt) < 0
-        if neg.any():
-            U = U.copy()
-            U[neg, :, -1] *= -1
-        R = (U @ Vt).transpose(0, 2, 1)
+        # The rotation only for people with 3D (as the one-by-one fit): numpy's stacked SVD raises for the
+        # whole stack if one matrix holds a NaN, so another person's must not enter it.
+        R = np.broadcast_to(np.eye(3), (n_b, 3, 3)).copy()
+        if self.use3d.any():
+            h3, w3, rel3 = self.h3[self.use3d], self.w3[self.use3d], rel[self.use3d]
+            U, _, Vt = np.linalg.svd((h3 * w3[..., None] ** 2).transpose(0, 2, 1) @ rel3)
+            neg = np.linalg.det(U @ Vt) < 0
+            if neg.any():
+                U[neg, :, -1] *= -1
+            R[self.use3d] = (U @ Vt).transpose(0, 2, 1)
         r3 = (rel - self.h3 @ R.transpose(0, 2, 1)) / o_opts.sigma_3d_m * self.w3[..., None]
         res.append(r3.reshape(n_b, -1))
         if want_jac:
@@ -398,11 +402,15 @@ def lm_batch(problem: BatchProblem, st: BatchState, n_iter: int, free_shape: boo
         off = 1.0 - sub.col_mask(free_shape, free_focal)  # masked columns: identity, step 0
         diag = np.einsum("bii->bi", JtJ) + 1e-9
         if free_focal:
+            A_bcc = JtJ + (1e-9 * diag + off)[:, :, None] * np.eye(JtJ.shape[1])
             try:
-                eye = np.eye(JtJ.shape[1])
-                focal_log_var[sel] = np.linalg.inv(JtJ + (1e-9 * diag + off)[:, :, None] * eye)[:, -1, -1]
-            except np.linalg.LinAlgError:
-                focal_log_var[sel] = np.nan
+                focal_log_var[sel] = np.linalg.inv(A_bcc)[:, -1, -1]
+            except np.linalg.LinAlgError:  # one singular matrix fails the stack: each person on its own
+                for i, A_cc in zip(sel, A_bcc, strict=True):
+                    try:
+                        focal_log_var[i] = np.linalg.inv(A_cc)[-1, -1]
+                    except np.linalg.LinAlgError:
+                        focal_log_var[i] = np.nan
         pending = np.arange(len(sel))  # positions in sel still looking for a step
         for _ in range(5):
             lam_p = lam[sel[pending]]

@@ -112,12 +112,22 @@ class FitOptions:
     is bounded and a keypoint far off stops pulling; the multi-view body fit, whose inlier keypoints can
     disagree with any body during a fast motion)."""
 
+    def __post_init__(self) -> None:
+        if self.loss_2d not in LOSSES_2D:
+            raise ValueError(f"FitOptions.loss_2d must be one of {', '.join(LOSSES_2D)}, not {self.loss_2d!r}")
+
+
+LOSSES_2D: tuple[str, ...] = ("huber", "cauchy")
+"""The robust losses of the 2D term (FitOptions.loss_2d)."""
+
 
 def robust_sqrt_weight(norm: np.ndarray, o: FitOptions) -> np.ndarray:
     """Square root of the IRLS weight of each 2D residual norm (in sigmas), of any shape: Huber (1 up to
     huber_k, then sqrt(huber_k / r)) or Cauchy (1 / sqrt(1 + (r / huber_k)^2)), as `o.loss_2d` says."""
     if o.loss_2d == "cauchy":
         return 1.0 / np.sqrt(1.0 + (norm / o.huber_k) ** 2)
+    if o.loss_2d != "huber":  # set after the options were made (FitOptions.__post_init__ checks the others)
+        raise ValueError(f"FitOptions.loss_2d must be one of {', '.join(LOSSES_2D)}, not {o.loss_2d!r}")
     return np.where(norm > o.huber_k, np.sqrt(o.huber_k / np.maximum(norm, 1e-9)), 1.0)
 
 
