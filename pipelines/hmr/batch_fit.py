@@ -24,12 +24,16 @@ from pipelines.hmr.fit import (
     FitState,
     FitTargets,
     _Problem,
-    robust_sqrt_weight,
     rotate_subtrees_b,
+    term_2d_b,
+    term_mask_b,
+    term_pose_prior_b,
+    terms_3d_b,
+    terms_shape_focal_b,
 )
 from pipelines.hmr.init import analytic_init_b
-from pipelines.hmr.kinematics import PointModel, Skeleton, evaluate_b, forward, matrix_to_rotvec, rest_offsets_b
-from pipelines.hmr.prior import PriorTerms, left_jacobian_inverse
+from pipelines.hmr.kinematics import PointModel, Skeleton, evaluate_b, forward, rest_offsets_b
+from pipelines.hmr.prior import PriorTerms, prior_residuals_b
 
 
 def pad_targets(targets: FitTargets, names_u: list[str]) -> FitTargets:
@@ -221,7 +225,6 @@ class BatchProblem:
     def build(self, st: BatchState, free_shape: bool, free_focal: bool, want_jac: bool):
         """Residuals (B, R) and, if asked, Jacobians (B, R, C) with _Problem.build's columns (masked per person)."""
         o_opts = self.opts
-        n_b = len(st.root_b3)
         G, o = forward(self.skel, st.heads_bj3, st.local_bj33, st.root_b3)
         x, contrib = evaluate_b(self.pm, st.offs_bp3, G, o)
         f = st.focal_b
@@ -236,55 +239,14 @@ class BatchProblem:
                 dc = self.body.coeffs_jacobian_batch(st.pheno_bp, indices=self.shape_idx)
             dx = self._dx(self.pm, contrib, o, st, G, dc, free_shape)
 
-        def with_focal(j: np.ndarray, col: np.ndarray | None = None) -> np.ndarray:
-            if not free_focal:
-                return j
-            col = np.zeros(j.shape[:-1]) if col is None else col
-            return np.concatenate([j, col[..., None]], axis=-1)
-
-        # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
-        e = (uv - self.xy_obs) / self.sig2d[..., None]
-        norm = np.linalg.norm(e, axis=-1)
-        wk = (self.sqrt_w2d * robust_sqrt_weight(norm, o_opts))[..., None]
-        res.append((e * wk).reshape(n_b, -1))
-        if want_jac:
-            j2 = (duv_dx @ dx) / self.sig2d[..., None, None] * wk[..., None]
-            j2 = with_focal(j2, (uv - self.cxy) / self.sig2d[..., None] * wk)
-            jacs.append(j2.reshape(n_b, -1, n_cols))
-
-        # Metric 3D landmarks, hip-centred, up to a rotation (people without 3D: weight 0)
-        hip_mid = x[:, self.hip_idx].mean(1)
-        rel = x - hip_mid[:, None]
-        # The rotation only for people with 3D (as the one-by-one fit): numpy's stacked SVD raises for the
-        # whole stack if one matrix holds a NaN, so another person's must not enter it.
-        R = np.broadcast_to(np.eye(3), (n_b, 3, 3)).copy()
-        if self.use3d.any():
-            h3, w3, rel3 = self.h3[self.use3d], self.w3[self.use3d], rel[self.use3d]
-            U, _, Vt = np.linalg.svd((h3 * w3[..., None] ** 2).transpose(0, 2, 1) @ rel3)
-            neg = np.linalg.det(U @ Vt) < 0
-            if neg.any():
-                U[neg, :, -1] *= -1
-            R[self.use3d] = (U @ Vt).transpose(0, 2, 1)
-        r3 = (rel - self.h3 @ R.transpose(0, 2, 1)) / o_opts.sigma_3d_m * self.w3[..., None]
-        res.append(r3.reshape(n_b, -1))
-        if want_jac:
-            d_rel = dx - dx[:, self.hip_idx].mean(1, keepdims=True)
-            jacs.append(with_focal(d_rel / o_opts.sigma_3d_m * self.w3[..., None, None]).reshape(n_b, -1, n_cols))
-        if len(self.bone_a) and o_opts.sigma_dir > 0:
-            a, b = self.bone_a, self.bone_b
-            d_b3 = x[:, b] - x[:, a]
-            length = np.linalg.norm(d_b3, axis=-1, keepdims=True)
-            u_b3 = d_b3 / length
-            tgt = self.h3[:, b] - self.h3[:, a]
-            tn = np.linalg.norm(tgt, axis=-1, keepdims=True)
-            tgt = tgt @ R.transpose(0, 2, 1) / np.where(tn > 0, tn, 1.0)
-            sig_c = np.array([o_opts.sigma_dir, o_opts.sigma_dir, o_opts.sigma_dir_depth or o_opts.sigma_dir])
-            wb = self.w_bone[..., None] / sig_c
-            res.append(((u_b3 - tgt) * wb).reshape(n_b, -1))
+        # 2D keypoints and prompts; the metric 3D landmarks and bone directions (people without 3D: weight 0)
+        terms = [term_2d_b(uv, duv_dx, dx, self.xy_obs, self.sig2d, self.sqrt_w2d, self.cxy, o_opts, free_focal)]
+        terms += terms_3d_b(x, dx, self.hip_idx, self.h3, self.w3, self.use3d, self.bone_a, self.bone_b, self.w_bone,
+                            o_opts, free_focal)  # fmt: skip
+        for r_t, j_t in terms:
+            res.append(r_t)
             if want_jac:
-                P = (np.eye(3) - u_b3[..., :, None] * u_b3[..., None, :]) / length[..., None]
-                jd = (P @ (dx[:, b] - dx[:, a])) * wb[..., None]
-                jacs.append(with_focal(jd).reshape(n_b, -1, n_cols))
+                jacs.append(j_t)
 
         # Silhouette: surface samples pulled inside the mask
         if self.surface is not None and self.has_mask.any():
@@ -292,54 +254,29 @@ class BatchProblem:
             xs, cs = evaluate_b(sf, st.soffs_bp3, G, o)
             uvs, duvs = self._project(xs, f)
             uvc = uvs - self.dt_origin[:, None]
-            scale = self.has_mask[:, None] / o_opts.sigma_mask_px / np.sqrt(xs.shape[1] / 50.0)
-            res.append(self._bilinear(0, uvc) * scale)
+            scale = self.has_mask / o_opts.sigma_mask_px / np.sqrt(xs.shape[1] / 50.0)
+            g = dxs = None
             if want_jac:
                 g = np.stack([self._bilinear(1, uvc), self._bilinear(2, uvc)], axis=-1)
                 dxs = self._dx(sf, cs, o, st, G, dc, free_shape)
-                js = ((g[..., None, :] @ duvs) @ dxs)[..., 0, :]
-                js = with_focal(js, np.einsum("bka,bka->bk", g, uvs - self.cxy))
-                jacs.append(js * scale[..., None])
+            rs, js = term_mask_b(self._bilinear(0, uvc), g, uvs, duvs, dxs, scale, self.cxy, free_focal)
+            res.append(rs)
+            if want_jac:
+                jacs.append(js)
 
         # Pose prior (the union's bones; a person's rows of bones it does not fit are 0)
         bones = self.prior_bones
-        w = matrix_to_rotvec(st.local_bj33[:, bones])
-        ax = self.prior_axis_ba3
-        along = np.einsum("bac,bac->ba", w, ax)
-        perp = w - along[..., None] * ax
-        hyper = np.where(self.prior_hinge, np.minimum(along, 0.0), 0.0)
         rows = self.prior_rows_ba[..., None]
-        rp = np.concatenate([perp / self.prior_sig_perp[:, None], (along / self.prior_sig_axis)[..., None],
-                             (hyper / 0.05)[..., None]], axis=-1) * rows  # fmt: skip
-        res.append(rp.reshape(n_b, -1))
-        if want_jac:
-            dw = left_jacobian_inverse(w) @ G[:, self.skel.parents[bones]].transpose(0, 1, 3, 2)
-            d_along = np.einsum("bac,bacd->bad", ax, dw)
-            d_perp = dw - ax[..., None] * d_along[..., None, :]
-            d_hyper = np.where((self.prior_hinge & (along < 0))[..., None], d_along, 0.0)
-            Jp = np.concatenate([d_perp / self.prior_sig_perp[:, None, None],
-                                 (d_along / self.prior_sig_axis[:, None])[..., None, :],
-                                 (d_hyper / 0.05)[..., None, :]], axis=-2) * rows[..., None]  # fmt: skip
-            n_pr = len(bones)
-            jp = np.zeros((n_b, n_pr, 5, n_a, 3))
-            jp[:, np.arange(n_pr), :, self.prior_cols, :] = Jp.transpose(1, 0, 2, 3)
-            jp = jp.reshape(n_b, n_pr * 5, 3 * n_a)
-            jacs.append(np.concatenate([jp, np.zeros((n_b, n_pr * 5, n_cols - 3 * n_a))], axis=2))
-        # Shape prior
-        if free_shape:
-            res.append((st.pheno_bp[:, self.shape_idx] - 0.5) / o_opts.sigma_shape)
+        rp, Jp = prior_residuals_b(st.local_bj33, G, self.skel.parents, bones, self.prior_axis_ba3,
+                                   self.prior_sig_axis, self.prior_sig_perp, self.prior_hinge)  # fmt: skip
+        jp = Jp * rows[..., None] if want_jac else None
+        terms = [term_pose_prior_b(rp * rows, jp, self.prior_cols, n_a, n_cols)]
+        terms += terms_shape_focal_b(st.pheno_bp[:, self.shape_idx], f, 3 * n_a + 3, n_cols, o_opts, free_shape,
+                                     free_focal, want_jac)  # fmt: skip
+        for r_t, j_t in terms:
+            res.append(r_t)
             if want_jac:
-                js = np.zeros((n_b, n_s, n_cols))
-                k0 = 3 * n_a + 3
-                js[:, :, k0 : k0 + n_s] = np.eye(n_s) / o_opts.sigma_shape
-                jacs.append(js)
-        # Focal prior
-        if free_focal and o_opts.focal_prior_px:
-            res.append((np.log(f / o_opts.focal_prior_px) / o_opts.focal_sigma_log)[:, None])
-            if want_jac:
-                jf = np.zeros((n_b, 1, n_cols))
-                jf[:, 0, -1] = 1.0 / o_opts.focal_sigma_log
-                jacs.append(jf)
+                jacs.append(j_t)
         r = np.concatenate(res, axis=1)
         J = None
         if want_jac:
