@@ -183,14 +183,20 @@ def terms_3d_b(x_bk3: np.ndarray, dx_bk3c: np.ndarray | None, hip_idx: list[int]
     rel = x_bk3 - x_bk3[:, hip_idx].mean(1)[:, None]
     # The rotation only for people with 3D: numpy's stacked SVD raises for the whole stack if one matrix
     # holds a NaN, so another person's must not enter it.
-    R = np.broadcast_to(np.eye(3), (n_b, 3, 3)).copy()
+    R = np.broadcast_to(np.eye(3), (n_b, 3, 3))
     if use3d_b.any():
-        h3, w3, rel3 = h3_bk3[use3d_b], w3_bk[use3d_b], rel[use3d_b]
+        every = use3d_b.all()  # (the one-person fit: no copies)
+        h3, w3, rel3 = (h3_bk3, w3_bk, rel) if every else (h3_bk3[use3d_b], w3_bk[use3d_b], rel[use3d_b])
         U, _, Vt = np.linalg.svd((h3 * w3[..., None] ** 2).transpose(0, 2, 1) @ rel3)
         neg = np.linalg.det(U @ Vt) < 0
         if neg.any():
             U[neg, :, -1] *= -1
-        R[use3d_b] = (U @ Vt).transpose(0, 2, 1)
+        R_33 = (U @ Vt).transpose(0, 2, 1)
+        if every:
+            R = R_33
+        else:
+            R = R.copy()
+            R[use3d_b] = R_33
     r3 = (rel - h3_bk3 @ R.transpose(0, 2, 1)) / o.sigma_3d_m * w3_bk[..., None]
     j3 = None
     if dx_bk3c is not None:
@@ -228,7 +234,7 @@ def term_mask_b(d_bm: np.ndarray, g_bm2: np.ndarray | None, uv_bm2: np.ndarray, 
     r = d_bm * scale_b[:, None]
     if dx_bm3c is None or g_bm2 is None:
         return r, None
-    js = ((g_bm2[..., None, :] @ duv_bm23) @ dx_bm3c)[..., 0, :]
+    js = np.einsum("zmb,zmbn->zmn", np.einsum("zma,zmab->zmb", g_bm2, duv_bm23), dx_bm3c)  # (2x faster than @)
     js = _with_focal(js, free_focal, np.einsum("bka,bka->bk", g_bm2, uv_bm2 - cxy))
     return r, js * scale_b[:, None, None]
 
@@ -476,14 +482,17 @@ def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray
     for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
         Gp = G_new[:, p]
         act = is_active_bj[:, lvl]
-        if act.any():
-            L = Gp.transpose(0, 1, 3, 2) @ E[:, lvl] @ Gp @ local_bj33[:, lvl]
-            new[:, lvl] = np.where(act[..., None, None], L, local_bj33[:, lvl])
+        some = act.any(axis=0)  # the level's bones that someone turns
+        if some.any():
+            a, Ga = lvl[some], Gp[:, some]
+            L = Ga.transpose(0, 1, 3, 2) @ E[:, a] @ Ga @ local_bj33[:, a]
+            new[:, a] = L if act[:, some].all() else np.where(act[:, some, None, None], L, local_bj33[:, a])
         G_new[:, lvl] = Gp @ new[:, lvl]
     # Rounding makes products of rotations drift from orthonormal, and a transpose is the inverse only of a
     # rotation: over chained warm starts (video) the drift grows. Project the updated bones back (batched).
     proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
-    new[:, active] = np.where(is_active_bj[:, active, None, None], proj, new[:, active])
+    mine = is_active_bj[:, active]
+    new[:, active] = proj if mine.all() else np.where(mine[..., None, None], proj, new[:, active])
     return new
 
 
