@@ -7,7 +7,10 @@ keypoint), the bones to the union of the active bones (the columns of a bone a p
 masked, so its rotation stays put) and the bone-direction pairs to their union (weight 0 where missing).
 Each person keeps its own damping, its own accept/reject and stops on its own, in lockstep with the others:
 the result is each person's one-by-one fit up to rounding. Options the batch does not cover (free bone
-lengths) go through the one-by-one fit (BodyFitter.fit_many decides).
+lengths) go through the one-by-one fit (BodyFitter.fit_many decides). The residual terms, the subtree update
+and the analytic init are one implementation each, batched (pipelines.hmr.fit's term_*_b, rotate_subtrees_b,
+pipelines.hmr.init.analytic_init_b), which the one-person fit calls with a batch of one; what stays here is
+the batch's own bookkeeping (padding, packed masks, masked columns, the lockstep LM).
 """
 
 from __future__ import annotations
