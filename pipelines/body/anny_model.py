@@ -157,19 +157,8 @@ class AnnyBody:
 
     def coeffs(self, pheno_p: np.ndarray) -> np.ndarray:
         """Blendshape coefficients for phenotype values: Anny's piecewise-linear map, in numpy
-        (the same numbers as Anny's torch code, ~100x faster for one body)."""
-        features, mask, proj = self._coeff_tables
-        phens = np.empty(mask.shape[1])
-        phens[:3] = 1.0 / 3.0  # race weights, all at their default
-        for pos, anchors, idx in features:
-            value = float(np.clip(pheno_p[idx], anchors[0], anchors[-1])) if idx >= 0 else 0.5
-            i = int(np.clip(np.searchsorted(anchors, value, side="left"), 1, len(anchors) - 1))
-            alpha = (value - anchors[i - 1]) / (anchors[i] - anchors[i - 1])
-            phens[pos : pos + len(anchors)] = 0.0
-            phens[pos + i - 1] = 1.0 - alpha
-            phens[pos + i] = alpha
-        wi = np.prod(np.where(mask, phens[None, :], 1.0), axis=1)
-        return wi @ proj if proj is not None else wi
+        (the same numbers as Anny's torch code, ~100x faster for one body); coeffs_batch of one."""
+        return self.coeffs_batch(np.asarray(pheno_p, dtype=np.float64)[None])[0]
 
     def coeffs_batch(self, pheno_bp: np.ndarray) -> np.ndarray:
         """coeffs for B phenotype vectors at once: (B, P) -> (B, N) (the same map, vectorised)."""
@@ -206,12 +195,21 @@ class AnnyBody:
         """(N, P) derivative of the blendshape coefficients per phenotype value (central differences;
         the map is piecewise linear, so this is exact away from the interpolation anchors). `indices`: only
         those phenotypes' columns (N, len(indices)), e.g. the fit's FIT_PHENOTYPES."""
-        cols = list(range(len(pheno_p))) if indices is None else list(indices)
-        steps = np.zeros((len(cols), len(pheno_p)))
-        steps[np.arange(len(cols)), cols] = eps
         pheno = np.asarray(pheno_p, dtype=np.float64)[None]
-        c = self.coeffs_batch(np.concatenate([pheno + steps, pheno - steps]))
-        return ((c[: len(cols)] - c[len(cols) :]) / (2 * eps)).T
+        return self.coeffs_jacobian_batch(pheno, eps, indices)[0]
+
+    def coeffs_jacobian_batch(self, pheno_bp: np.ndarray, eps: float = 1e-4,
+                              indices: list[int] | None = None) -> np.ndarray:  # fmt: skip
+        """(B, N, S): coeffs_jacobian of each of B phenotype vectors (B, P), in one vectorised call."""
+        pheno_bp = np.asarray(pheno_bp, dtype=np.float64)
+        n_b, n_p = pheno_bp.shape
+        cols = list(range(n_p)) if indices is None else list(indices)
+        n_s = len(cols)
+        steps = np.zeros((n_s, n_p))
+        steps[np.arange(n_s), cols] = eps
+        rows = np.concatenate([pheno_bp[:, None] + steps, pheno_bp[:, None] - steps], axis=1)  # (B, 2S, P)
+        c = self.coeffs_batch(rows.reshape(-1, n_p)).reshape(n_b, 2 * n_s, -1)
+        return ((c[:, :n_s] - c[:, n_s:]) / (2 * eps)).transpose(0, 2, 1)
 
     def rest_heads(self, pheno_p: np.ndarray) -> RestState:
         """A RestState without bone orientations (all the fit needs; rot_j33 is left empty)."""

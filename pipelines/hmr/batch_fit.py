@@ -7,7 +7,10 @@ keypoint), the bones to the union of the active bones (the columns of a bone a p
 masked, so its rotation stays put) and the bone-direction pairs to their union (weight 0 where missing).
 Each person keeps its own damping, its own accept/reject and stops on its own, in lockstep with the others:
 the result is each person's one-by-one fit up to rounding. Options the batch does not cover (free bone
-lengths) go through the one-by-one fit (BodyFitter.fit_many decides).
+lengths) go through the one-by-one fit (BodyFitter.fit_many decides). The residual terms, the subtree update
+and the analytic init are one implementation each, batched (pipelines.hmr.fit's term_*_b, rotate_subtrees_b,
+pipelines.hmr.init.analytic_init_b), which the one-person fit calls with a batch of one; what stays here is
+the batch's own bookkeeping (padding, packed masks, masked columns, the lockstep LM).
 """
 
 from __future__ import annotations
@@ -18,10 +21,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipelines.body.anny_model import FIT_PHENOTYPES, RestState
-from pipelines.body.anny_pose import nearest_rotations
-from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem, robust_sqrt_weight
-from pipelines.hmr.kinematics import PointModel, Skeleton, forward, matrix_to_rotvec, rotation_between, rotvec_to_matrix
-from pipelines.hmr.prior import PriorTerms, left_jacobian_inverse
+from pipelines.hmr.fit import (
+    FitOptions,
+    FitReport,
+    FitState,
+    FitTargets,
+    _Problem,
+    rotate_subtrees_b,
+    term_2d_b,
+    term_mask_b,
+    term_pose_prior_b,
+    terms_3d_b,
+    terms_shape_focal_b,
+)
+from pipelines.hmr.init import analytic_init_b
+from pipelines.hmr.kinematics import PointModel, Skeleton, evaluate_b, forward, rest_offsets_b
+from pipelines.hmr.prior import PriorTerms, prior_residuals_b
 
 
 def pad_targets(targets: FitTargets, names_u: list[str]) -> FitTargets:
@@ -40,22 +55,6 @@ def pad_targets(targets: FitTargets, names_u: list[str]) -> FitTargets:
 
 
 # ----- batched point models (people on the leading axis) -----
-
-
-def evaluate_b(pm: PointModel, offs_bp3: np.ndarray, G_bj33: np.ndarray, o_bj3: np.ndarray):
-    """Posed points (B, K, 3) and pair contributions (B, P, 3)."""
-    b = pm.points.pair_bone
-    contrib = (G_bj33[:, b] @ offs_bp3[..., None])[..., 0] + pm.points.pair_w[:, None] * o_bj3[:, b]
-    n_b, n_p = contrib.shape[:2]
-    x = (pm._pair_to_point @ contrib.transpose(1, 0, 2).reshape(n_p, -1)).reshape(-1, n_b, 3).transpose(1, 0, 2)
-    return x, contrib
-
-
-def rest_offsets_b(pm: PointModel, coeffs_bn: np.ndarray, heads_bj3: np.ndarray) -> np.ndarray:
-    pts = pm.points
-    n_c, n_p = pts.pair_da_np3.shape[:2]
-    a = pts.pair_a0_p3 + (coeffs_bn @ pts.pair_da_np3.reshape(n_c, -1)).reshape(-1, n_p, 3)
-    return a - pts.pair_w[:, None] * heads_bj3[:, pts.pair_bone]
 
 
 def subtree_sums(pm: PointModel, subtree_aj: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -104,95 +103,6 @@ def shape_jacobian_b(pm: PointModel, skel: Skeleton, dc_bns: np.ndarray, dheads_
     return dx.reshape(-1, n_b, n_s, 3).transpose(1, 0, 3, 2)
 
 
-def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray, active: np.ndarray,
-                      is_active_bj: np.ndarray, delta_ba3: np.ndarray) -> np.ndarray:  # fmt: skip
-    """pipelines.hmr.fit.rotate_subtrees per person; a bone outside a person's own active set keeps its rotation."""
-    n_b = len(local_bj33)
-    E = np.broadcast_to(np.eye(3), local_bj33.shape).copy()
-    E[:, active] = rotvec_to_matrix(delta_ba3.reshape(-1, 3)).reshape(n_b, len(active), 3, 3)
-    new = local_bj33.copy()
-    G_new = np.empty_like(G_bj33)
-    G_new[:, 0] = np.where(is_active_bj[:, 0, None, None], E[:, 0] @ G_bj33[:, 0], G_bj33[:, 0])
-    new[:, 0] = G_new[:, 0]
-    for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
-        Gp = G_new[:, p]
-        act = is_active_bj[:, lvl]
-        if act.any():
-            L = Gp.transpose(0, 1, 3, 2) @ E[:, lvl] @ Gp @ local_bj33[:, lvl]
-            new[:, lvl] = np.where(act[..., None, None], L, local_bj33[:, lvl])
-        G_new[:, lvl] = Gp @ new[:, lvl]
-    proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
-    new[:, active] = np.where(is_active_bj[:, active, None, None], proj, new[:, active])
-    return new
-
-
-def coeffs_jacobian_b(body, pheno_bp: np.ndarray, indices: list[int], eps: float = 1e-4) -> np.ndarray:  # noqa: ANN001
-    """(B, N, S): AnnyBody.coeffs_jacobian(pheno, eps, indices) of each person, in one vectorised call."""
-    n_b, n_p = pheno_bp.shape
-    n_s = len(indices)
-    steps = np.zeros((n_s, n_p))
-    steps[np.arange(n_s), indices] = eps
-    rows = np.concatenate([pheno_bp[:, None] + steps, pheno_bp[:, None] - steps], axis=1)  # (B, 2S, P)
-    c = body.coeffs_batch(rows.reshape(-1, n_p)).reshape(n_b, 2 * n_s, -1)
-    return ((c[:, :n_s] - c[:, n_s:]) / (2 * eps)).transpose(0, 2, 1)
-
-
-def analytic_init_b(skel: Skeleton, bone_labels: list[str], pm: PointModel, coeffs_bn: np.ndarray,
-                    heads_bj3: np.ndarray, targets: list[FitTargets], focal_b: np.ndarray,
-                    cxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """pipelines.hmr.init.analytic_init for B people (targets padded to pm's names): one batched forward pass
-    per bone chain instead of one per chain and person. Local rotations (B, J, 3, 3), root positions (B, 3)."""
-    from pipelines.hmr.init import ANNY_TO_CAM_FACING_33, CHAINS, _point, solve_translation
-    from pipelines.metrics import procrustes
-
-    names = pm.points.names
-    n_b, n_j = len(targets), len(skel.parents)
-    local = np.tile(np.eye(3), (n_b, n_j, 1, 1))
-    local[:, 0] = ANNY_TO_CAM_FACING_33
-    offs = rest_offsets_b(pm, coeffs_bn, heads_bj3)
-    root = np.tile([0.0, 0.0, 3.0], (n_b, 1))
-
-    def points(sel: np.ndarray, loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        G, o = forward(skel, heads_bj3[sel], loc, root[sel])
-        return evaluate_b(pm, offs[sel], G, o)[0], G
-
-    ok3 = [np.isfinite(t.hip3d_k3).all(axis=1) if t.hip3d_k3 is not None else np.zeros(len(names), bool)
-           for t in targets]  # fmt: skip
-    torso = [names.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder") if n in names]
-    chained = np.array([i for i, t in enumerate(targets) if t.hip3d_k3 is not None and len(torso) == 4
-                        and all(ok3[i][k] for k in torso)], dtype=np.int64)  # fmt: skip
-    if len(chained):
-        x_rest, _ = points(chained, np.tile(np.eye(3), (len(chained), n_j, 1, 1)))
-        for x_k3, i in zip(x_rest, chained, strict=True):
-            local[i, 0] = procrustes(x_k3[torso], targets[i].hip3d_k3[torso], with_scale=False).R_33
-    ok_all = np.ones(len(names), dtype=bool)
-    for bone, a, b in CHAINS:
-        if bone not in bone_labels:
-            continue
-        goals = {}
-        for i in chained:
-            ta, tb = _point(a, names, targets[i].hip3d_k3, ok3[i]), _point(b, names, targets[i].hip3d_k3, ok3[i])
-            if ta is not None and tb is not None:
-                goals[int(i)] = tb - ta
-        if not goals:
-            continue
-        sel = np.array(list(goals), dtype=np.int64)
-        x, G = points(sel, local[sel])
-        j = bone_labels.index(bone)
-        for x_k3, G_j33, i in zip(x, G, sel, strict=True):
-            delta = rotation_between(_point(b, names, x_k3, ok_all) - _point(a, names, x_k3, ok_all), goals[int(i)])
-            Gp = G_j33[skel.parents[j]]
-            local[i, j] = Gp.T @ rotvec_to_matrix(delta[None])[0] @ Gp @ local[i, j]
-    x, _ = points(np.arange(n_b), local)
-    for i, t in enumerate(targets):
-        w = np.where(t.conf_k > 0.3, t.conf_k, 0.0)
-        if (w > 0).sum() >= 2:
-            tr = solve_translation(x[i] - root[i], t.xy_k2, w, float(focal_b[i]), cxy)
-            if tr[2] > 0.3:
-                root[i] = tr
-    return local, root
-
-
 # ----- the batched problem -----
 
 
@@ -238,6 +148,7 @@ class BatchProblem:
         self.xy_obs = np.stack([p.xy_obs for p in problems])
         self.sqrt_w2d = np.stack([p.sqrt_w2d for p in problems])
         self.sig2d = np.stack([p.sig2d for p in problems])
+        self.use3d = np.array([p.use3d for p in problems], dtype=bool)
         self.h3 = np.zeros((n_b, n_k, 3))
         self.w3 = np.zeros((n_b, n_k))
         for i, p in enumerate(problems):
@@ -278,7 +189,7 @@ class BatchProblem:
         """The same problem for the people `sel` only."""
         sub = object.__new__(BatchProblem)
         sub.__dict__.update(self.__dict__)
-        for k in ("is_active_bj", "xy_obs", "sqrt_w2d", "sig2d", "h3", "w3", "w_bone", "prior_axis_ba3",
+        for k in ("is_active_bj", "xy_obs", "sqrt_w2d", "sig2d", "use3d", "h3", "w3", "w_bone", "prior_axis_ba3",
                   "prior_rows_ba", "has_mask"):  # fmt: skip
             setattr(sub, k, getattr(self, k)[sel])
         if self.has_mask.any():
@@ -317,7 +228,6 @@ class BatchProblem:
     def build(self, st: BatchState, free_shape: bool, free_focal: bool, want_jac: bool):
         """Residuals (B, R) and, if asked, Jacobians (B, R, C) with _Problem.build's columns (masked per person)."""
         o_opts = self.opts
-        n_b = len(st.root_b3)
         G, o = forward(self.skel, st.heads_bj3, st.local_bj33, st.root_b3)
         x, contrib = evaluate_b(self.pm, st.offs_bp3, G, o)
         f = st.focal_b
@@ -329,55 +239,17 @@ class BatchProblem:
         dx = dc = None
         if want_jac:
             if free_shape:
-                dc = coeffs_jacobian_b(self.body, st.pheno_bp, self.shape_idx)
+                dc = self.body.coeffs_jacobian_batch(st.pheno_bp, indices=self.shape_idx)
             dx = self._dx(self.pm, contrib, o, st, G, dc, free_shape)
 
-        def with_focal(j: np.ndarray, col: np.ndarray | None = None) -> np.ndarray:
-            if not free_focal:
-                return j
-            col = np.zeros(j.shape[:-1]) if col is None else col
-            return np.concatenate([j, col[..., None]], axis=-1)
-
-        # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
-        e = (uv - self.xy_obs) / self.sig2d[..., None]
-        norm = np.linalg.norm(e, axis=-1)
-        wk = (self.sqrt_w2d * robust_sqrt_weight(norm, o_opts))[..., None]
-        res.append((e * wk).reshape(n_b, -1))
-        if want_jac:
-            j2 = (duv_dx @ dx) / self.sig2d[..., None, None] * wk[..., None]
-            j2 = with_focal(j2, (uv - self.cxy) / self.sig2d[..., None] * wk)
-            jacs.append(j2.reshape(n_b, -1, n_cols))
-
-        # Metric 3D landmarks, hip-centred, up to a rotation (people without 3D: weight 0)
-        hip_mid = x[:, self.hip_idx].mean(1)
-        rel = x - hip_mid[:, None]
-        H = (self.h3 * self.w3[..., None] ** 2).transpose(0, 2, 1) @ rel
-        U, _, Vt = np.linalg.svd(H)
-        neg = np.linalg.det(U @ Vt) < 0
-        if neg.any():
-            U = U.copy()
-            U[neg, :, -1] *= -1
-        R = (U @ Vt).transpose(0, 2, 1)
-        r3 = (rel - self.h3 @ R.transpose(0, 2, 1)) / o_opts.sigma_3d_m * self.w3[..., None]
-        res.append(r3.reshape(n_b, -1))
-        if want_jac:
-            d_rel = dx - dx[:, self.hip_idx].mean(1, keepdims=True)
-            jacs.append(with_focal(d_rel / o_opts.sigma_3d_m * self.w3[..., None, None]).reshape(n_b, -1, n_cols))
-        if len(self.bone_a) and o_opts.sigma_dir > 0:
-            a, b = self.bone_a, self.bone_b
-            d_b3 = x[:, b] - x[:, a]
-            length = np.linalg.norm(d_b3, axis=-1, keepdims=True)
-            u_b3 = d_b3 / length
-            tgt = self.h3[:, b] - self.h3[:, a]
-            tn = np.linalg.norm(tgt, axis=-1, keepdims=True)
-            tgt = tgt @ R.transpose(0, 2, 1) / np.where(tn > 0, tn, 1.0)
-            sig_c = np.array([o_opts.sigma_dir, o_opts.sigma_dir, o_opts.sigma_dir_depth or o_opts.sigma_dir])
-            wb = self.w_bone[..., None] / sig_c
-            res.append(((u_b3 - tgt) * wb).reshape(n_b, -1))
+        # 2D keypoints and prompts; the metric 3D landmarks and bone directions (people without 3D: weight 0)
+        terms = [term_2d_b(uv, duv_dx, dx, self.xy_obs, self.sig2d, self.sqrt_w2d, self.cxy, o_opts, free_focal)]
+        terms += terms_3d_b(x, dx, self.hip_idx, self.h3, self.w3, self.use3d, self.bone_a, self.bone_b, self.w_bone,
+                            o_opts, free_focal)  # fmt: skip
+        for r_t, j_t in terms:
+            res.append(r_t)
             if want_jac:
-                P = (np.eye(3) - u_b3[..., :, None] * u_b3[..., None, :]) / length[..., None]
-                jd = (P @ (dx[:, b] - dx[:, a])) * wb[..., None]
-                jacs.append(with_focal(jd).reshape(n_b, -1, n_cols))
+                jacs.append(j_t)
 
         # Silhouette: surface samples pulled inside the mask
         if self.surface is not None and self.has_mask.any():
@@ -385,54 +257,29 @@ class BatchProblem:
             xs, cs = evaluate_b(sf, st.soffs_bp3, G, o)
             uvs, duvs = self._project(xs, f)
             uvc = uvs - self.dt_origin[:, None]
-            scale = self.has_mask[:, None] / o_opts.sigma_mask_px / np.sqrt(xs.shape[1] / 50.0)
-            res.append(self._bilinear(0, uvc) * scale)
+            scale = self.has_mask / o_opts.sigma_mask_px / np.sqrt(xs.shape[1] / 50.0)
+            g = dxs = None
             if want_jac:
                 g = np.stack([self._bilinear(1, uvc), self._bilinear(2, uvc)], axis=-1)
                 dxs = self._dx(sf, cs, o, st, G, dc, free_shape)
-                js = ((g[..., None, :] @ duvs) @ dxs)[..., 0, :]
-                js = with_focal(js, np.einsum("bka,bka->bk", g, uvs - self.cxy))
-                jacs.append(js * scale[..., None])
+            rs, js = term_mask_b(self._bilinear(0, uvc), g, uvs, duvs, dxs, scale, self.cxy, free_focal)
+            res.append(rs)
+            if want_jac:
+                jacs.append(js)
 
         # Pose prior (the union's bones; a person's rows of bones it does not fit are 0)
         bones = self.prior_bones
-        w = matrix_to_rotvec(st.local_bj33[:, bones])
-        ax = self.prior_axis_ba3
-        along = np.einsum("bac,bac->ba", w, ax)
-        perp = w - along[..., None] * ax
-        hyper = np.where(self.prior_hinge, np.minimum(along, 0.0), 0.0)
         rows = self.prior_rows_ba[..., None]
-        rp = np.concatenate([perp / self.prior_sig_perp[:, None], (along / self.prior_sig_axis)[..., None],
-                             (hyper / 0.05)[..., None]], axis=-1) * rows  # fmt: skip
-        res.append(rp.reshape(n_b, -1))
-        if want_jac:
-            dw = left_jacobian_inverse(w) @ G[:, self.skel.parents[bones]].transpose(0, 1, 3, 2)
-            d_along = np.einsum("bac,bacd->bad", ax, dw)
-            d_perp = dw - ax[..., None] * d_along[..., None, :]
-            d_hyper = np.where((self.prior_hinge & (along < 0))[..., None], d_along, 0.0)
-            Jp = np.concatenate([d_perp / self.prior_sig_perp[:, None, None],
-                                 (d_along / self.prior_sig_axis[:, None])[..., None, :],
-                                 (d_hyper / 0.05)[..., None, :]], axis=-2) * rows[..., None]  # fmt: skip
-            n_pr = len(bones)
-            jp = np.zeros((n_b, n_pr, 5, n_a, 3))
-            jp[:, np.arange(n_pr), :, self.prior_cols, :] = Jp.transpose(1, 0, 2, 3)
-            jp = jp.reshape(n_b, n_pr * 5, 3 * n_a)
-            jacs.append(np.concatenate([jp, np.zeros((n_b, n_pr * 5, n_cols - 3 * n_a))], axis=2))
-        # Shape prior
-        if free_shape:
-            res.append((st.pheno_bp[:, self.shape_idx] - 0.5) / o_opts.sigma_shape)
+        rp, Jp = prior_residuals_b(st.local_bj33, G, self.skel.parents, bones, self.prior_axis_ba3,
+                                   self.prior_sig_axis, self.prior_sig_perp, self.prior_hinge)  # fmt: skip
+        jp = Jp * rows[..., None] if want_jac else None
+        terms = [term_pose_prior_b(rp * rows, jp, self.prior_cols, n_a, n_cols)]
+        terms += terms_shape_focal_b(st.pheno_bp[:, self.shape_idx], f, 3 * n_a + 3, n_cols, o_opts, free_shape,
+                                     free_focal, want_jac)  # fmt: skip
+        for r_t, j_t in terms:
+            res.append(r_t)
             if want_jac:
-                js = np.zeros((n_b, n_s, n_cols))
-                k0 = 3 * n_a + 3
-                js[:, :, k0 : k0 + n_s] = np.eye(n_s) / o_opts.sigma_shape
-                jacs.append(js)
-        # Focal prior
-        if free_focal and o_opts.focal_prior_px:
-            res.append((np.log(f / o_opts.focal_prior_px) / o_opts.focal_sigma_log)[:, None])
-            if want_jac:
-                jf = np.zeros((n_b, 1, n_cols))
-                jf[:, 0, -1] = 1.0 / o_opts.focal_sigma_log
-                jacs.append(jf)
+                jacs.append(j_t)
         r = np.concatenate(res, axis=1)
         J = None
         if want_jac:
@@ -495,11 +342,15 @@ def lm_batch(problem: BatchProblem, st: BatchState, n_iter: int, free_shape: boo
         off = 1.0 - sub.col_mask(free_shape, free_focal)  # masked columns: identity, step 0
         diag = np.einsum("bii->bi", JtJ) + 1e-9
         if free_focal:
+            A_bcc = JtJ + (1e-9 * diag + off)[:, :, None] * np.eye(JtJ.shape[1])
             try:
-                eye = np.eye(JtJ.shape[1])
-                focal_log_var[sel] = np.linalg.inv(JtJ + (1e-9 * diag + off)[:, :, None] * eye)[:, -1, -1]
-            except np.linalg.LinAlgError:
-                focal_log_var[sel] = np.nan
+                focal_log_var[sel] = np.linalg.inv(A_bcc)[:, -1, -1]
+            except np.linalg.LinAlgError:  # one singular matrix fails the stack: each person on its own
+                for i, A_cc in zip(sel, A_bcc, strict=True):
+                    try:
+                        focal_log_var[i] = np.linalg.inv(A_cc)[-1, -1]
+                    except np.linalg.LinAlgError:
+                        focal_log_var[i] = np.nan
         pending = np.arange(len(sel))  # positions in sel still looking for a step
         for _ in range(5):
             lam_p = lam[sel[pending]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from pipelines.body.anny_model import AnnyBody
 from pipelines.body.anny_points import known_point_names, output_joints, skeleton_joints
 from pipelines.body.params import AnnyParams
 from pipelines.errors import BadPromptError
+from pipelines.hmr.base import NoBodyFound
 from pipelines.hmr.fit import FitOptions, FitState, FitTargets
 from pipelines.hmr.solver import BodyFitter, FitReport
 from pipelines.registry import create, register
@@ -91,8 +92,11 @@ class EmbeddedHMR:
         if fast and warm is not None:
             opts.pose_iters, opts.shape_iters = 4, 2
         tg = self.targets(person, prompts or {})
-        report = self.fitter.fit(tg, camera.K_33, opts, warm)
-        return PersonFit(report.state, report, lambda: self.to_body_fit(report, tg))
+        try:
+            report = self.fitter.fit(tg, camera.K_33, opts, warm)
+        except np.linalg.LinAlgError as err:  # e.g. non-finite keypoints: this person only
+            raise NoBodyFound(f"the body fit failed on this person's keypoints ({err}).") from err
+        return PersonFit(report.state, report, self._body_maker(report, tg))
 
     def fit_many(self, camera: Camera, people: list[PersonDetection], prompts: list[dict[str, tuple[float, float]]],
                  warms: list[FitState | None], estimate_focal: bool = False, focal_prior_px: float | None = None,
@@ -111,8 +115,14 @@ class EmbeddedHMR:
             tgs = [self.targets(people[i], prompts[i] or {}) for i in idx]
             reports = self.fitter.fit_many(tgs, camera.K_33, opts, [warms[i] for i in idx])
             for i, tg, rep in zip(idx, tgs, reports, strict=True):
-                out[i] = PersonFit(rep.state, rep, lambda rep=rep, tg=tg: self.to_body_fit(rep, tg))
+                out[i] = PersonFit(rep.state, rep, self._body_maker(rep, tg))
         return out  # type: ignore[return-value]
+
+    def _body_maker(self, report: FitReport, targets: FitTargets) -> Callable[[], BodyFit]:
+        """PersonFit.make_body for a fit: it keeps the targets without their mask (a full-resolution image
+        per person, which the body does not need, held as long as the fit)."""
+        lean = replace(targets, mask_hw=None)
+        return lambda: self.to_body_fit(report, lean)
 
     def to_body_fit(self, report: FitReport, targets: FitTargets) -> BodyFit:
         body = self.body

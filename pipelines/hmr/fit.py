@@ -112,12 +112,22 @@ class FitOptions:
     is bounded and a keypoint far off stops pulling; the multi-view body fit, whose inlier keypoints can
     disagree with any body during a fast motion)."""
 
+    def __post_init__(self) -> None:
+        if self.loss_2d not in LOSSES_2D:
+            raise ValueError(f"FitOptions.loss_2d must be one of {', '.join(LOSSES_2D)}, not {self.loss_2d!r}")
+
+
+LOSSES_2D: tuple[str, ...] = ("huber", "cauchy")
+"""The robust losses of the 2D term (FitOptions.loss_2d)."""
+
 
 def robust_sqrt_weight(norm: np.ndarray, o: FitOptions) -> np.ndarray:
     """Square root of the IRLS weight of each 2D residual norm (in sigmas), of any shape: Huber (1 up to
     huber_k, then sqrt(huber_k / r)) or Cauchy (1 / sqrt(1 + (r / huber_k)^2)), as `o.loss_2d` says."""
     if o.loss_2d == "cauchy":
         return 1.0 / np.sqrt(1.0 + (norm / o.huber_k) ** 2)
+    if o.loss_2d != "huber":  # set after the options were made (FitOptions.__post_init__ checks the others)
+        raise ValueError(f"FitOptions.loss_2d must be one of {', '.join(LOSSES_2D)}, not {o.loss_2d!r}")
     return np.where(norm > o.huber_k, np.sqrt(o.huber_k / np.maximum(norm, 1e-9)), 1.0)
 
 
@@ -136,6 +146,133 @@ class FitReport:
     focal_log_var: float | None = None
     """When the focal was solved: the variance of log(focal) at the solution (Laplace approximation,
     the focal prior included), to weigh this person's focal against other people's."""
+
+
+def _with_focal(j: np.ndarray, free_focal: bool, col: np.ndarray | None = None) -> np.ndarray:
+    """Jacobian rows (..., C) with the focal's column appended (zeros, or `col`) when the focal is free."""
+    if not free_focal:
+        return j
+    return np.concatenate([j, (np.zeros(j.shape[:-1]) if col is None else col)[..., None]], axis=-1)
+
+
+def term_2d_b(uv_bo2: np.ndarray, duv_bo23: np.ndarray, dx_bo3c: np.ndarray | None, xy_bo2: np.ndarray,
+              sig_bo: np.ndarray, sqrt_w_bo: np.ndarray, cxy: np.ndarray, o: FitOptions,
+              free_focal: bool) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """The 2D term of B people (keypoints and prompts, Huber or Cauchy via IRLS weights): residuals (B, 2O) of
+    the projections uv (B, O, 2) against the observations, and with the points' Jacobian dx (B, O, 3, C) theirs
+    (B, 2O, C (+1 with a free focal: uv - c is d uv / d log f))."""
+    n_b = len(uv_bo2)
+    e = (uv_bo2 - xy_bo2) / sig_bo[..., None]
+    wk = (sqrt_w_bo * robust_sqrt_weight(np.linalg.norm(e, axis=-1), o))[..., None]
+    r = (e * wk).reshape(n_b, -1)
+    if dx_bo3c is None:
+        return r, None
+    j = (duv_bo23 @ dx_bo3c) / sig_bo[..., None, None] * wk[..., None]
+    j = _with_focal(j, free_focal, (uv_bo2 - cxy) / sig_bo[..., None] * wk)
+    return r, j.reshape(n_b, -1, j.shape[-1])
+
+
+def terms_3d_b(x_bk3: np.ndarray, dx_bk3c: np.ndarray | None, hip_idx: list[int], h3_bk3: np.ndarray,
+               w3_bk: np.ndarray, use3d_b: np.ndarray, bone_a: np.ndarray, bone_b: np.ndarray, w_bone_bp: np.ndarray,
+               o: FitOptions, free_focal: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """The 3D terms of B people: the metric landmarks h3 (hip-centred, weights w3, 0 = unused) against the
+    hip-centred points up to a rotation (Procrustes), then the directions of the bones (bone_a -> bone_b,
+    weights w_bone) against the landmarks' (the same rotation). (residuals (B, R), Jacobian (B, R, C) or None)
+    per term; people without 3D (use3d_b False) get the identity rotation (and should have weights 0)."""
+    n_b = len(x_bk3)
+    rel = x_bk3 - x_bk3[:, hip_idx].mean(1)[:, None]
+    # The rotation only for people with 3D: numpy's stacked SVD raises for the whole stack if one matrix
+    # holds a NaN, so another person's must not enter it.
+    R = np.broadcast_to(np.eye(3), (n_b, 3, 3))
+    if use3d_b.any():
+        every = use3d_b.all()  # (the one-person fit: no copies)
+        h3, w3, rel3 = (h3_bk3, w3_bk, rel) if every else (h3_bk3[use3d_b], w3_bk[use3d_b], rel[use3d_b])
+        U, _, Vt = np.linalg.svd((h3 * w3[..., None] ** 2).transpose(0, 2, 1) @ rel3)
+        neg = np.linalg.det(U @ Vt) < 0
+        if neg.any():
+            U[neg, :, -1] *= -1
+        R_33 = (U @ Vt).transpose(0, 2, 1)
+        if every:
+            R = R_33
+        else:
+            R = R.copy()
+            R[use3d_b] = R_33
+    r3 = (rel - h3_bk3 @ R.transpose(0, 2, 1)) / o.sigma_3d_m * w3_bk[..., None]
+    j3 = None
+    if dx_bk3c is not None:
+        d_rel = dx_bk3c - dx_bk3c[:, hip_idx].mean(1, keepdims=True)
+        j3 = _with_focal(d_rel / o.sigma_3d_m * w3_bk[..., None, None], free_focal)
+        j3 = j3.reshape(n_b, -1, j3.shape[-1])
+    out = [(r3.reshape(n_b, -1), j3)]
+    # Bone directions against the landmarks' (same rotation): free of the landmarks' bone lengths, so a limb
+    # keeps its own length and takes its tilt in depth from the 3D.
+    if len(bone_a) and o.sigma_dir > 0:
+        d_b3 = x_bk3[:, bone_b] - x_bk3[:, bone_a]
+        length = np.linalg.norm(d_b3, axis=-1, keepdims=True)
+        u_b3 = d_b3 / length
+        tgt = h3_bk3[:, bone_b] - h3_bk3[:, bone_a]
+        tn = np.linalg.norm(tgt, axis=-1, keepdims=True)
+        tgt = tgt @ R.transpose(0, 2, 1) / np.where(tn > 0, tn, 1.0)
+        sig_c = np.array([o.sigma_dir, o.sigma_dir, o.sigma_dir_depth or o.sigma_dir])
+        wb = w_bone_bp[..., None] / sig_c
+        jd = None
+        if dx_bk3c is not None:
+            P = (np.eye(3) - u_b3[..., :, None] * u_b3[..., None, :]) / length[..., None]
+            jd = (P @ (dx_bk3c[:, bone_b] - dx_bk3c[:, bone_a])) * wb[..., None]
+            jd = _with_focal(jd, free_focal)
+            jd = jd.reshape(n_b, -1, jd.shape[-1])
+        out.append((((u_b3 - tgt) * wb).reshape(n_b, -1), jd))
+    return out
+
+
+def term_mask_b(d_bm: np.ndarray, g_bm2: np.ndarray | None, uv_bm2: np.ndarray, duv_bm23: np.ndarray,
+                dx_bm3c: np.ndarray | None, scale_b: np.ndarray, cxy: np.ndarray,
+                free_focal: bool) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """The silhouette term of B people: the distances d (B, M) (px) of the projected surface samples uv to the
+    mask, times scale_b (1 / sigma / sqrt(M / 50); 0 without a mask), and with the distance's image gradient g
+    (B, M, 2) and the samples' Jacobian dx (B, M, 3, C) their Jacobian (B, M, C (+1 with a free focal))."""
+    r = d_bm * scale_b[:, None]
+    if dx_bm3c is None or g_bm2 is None:
+        return r, None
+    js = np.einsum("zmb,zmbn->zmn", np.einsum("zma,zmab->zmb", g_bm2, duv_bm23), dx_bm3c)  # (2x faster than @)
+    js = _with_focal(js, free_focal, np.einsum("bka,bka->bk", g_bm2, uv_bm2 - cxy))
+    return r, js * scale_b[:, None, None]
+
+
+def term_pose_prior_b(rp_ba5: np.ndarray, Jp_ba53: np.ndarray | None, cols_a: np.ndarray, n_active: int,
+                      n_cols: int) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """The pose prior's residuals (B, A, 5) and Jacobians (B, A, 5, 3) (prior.prior_residuals_b) as rows (B, 5A)
+    and (B, 5A, C): prior bone a turns active bone cols_a[a] (columns 3 cols_a[a] .. +3 of the 3 n_active)."""
+    n_b, n_pr = rp_ba5.shape[:2]
+    r = rp_ba5.reshape(n_b, -1)
+    if Jp_ba53 is None:
+        return r, None
+    jp = np.zeros((n_b, n_pr, 5, n_active, 3))
+    jp[:, np.arange(n_pr), :, cols_a, :] = Jp_ba53.transpose(1, 0, 2, 3)
+    jp = jp.reshape(n_b, n_pr * 5, 3 * n_active)
+    return r, np.concatenate([jp, np.zeros((n_b, n_pr * 5, n_cols - 3 * n_active))], axis=2)
+
+
+def terms_shape_focal_b(pheno_bs: np.ndarray, focal_b: np.ndarray, k_shape: int, n_cols: int, o: FitOptions,
+                        free_shape: bool, free_focal: bool,
+                        want_jac: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """The shape prior (the fitted phenotypes pheno_bs (B, S) toward 0.5, columns k_shape .. +S) and the focal
+    prior (log-normal around o.focal_prior_px, the last column) of B people, where free."""
+    n_b, n_s = pheno_bs.shape
+    out: list[tuple[np.ndarray, np.ndarray | None]] = []
+    if free_shape:
+        js = None
+        if want_jac:
+            js = np.zeros((n_b, n_s, n_cols))
+            js[:, :, k_shape : k_shape + n_s] = np.eye(n_s) / o.sigma_shape
+        out.append(((pheno_bs - 0.5) / o.sigma_shape, js))
+    if free_focal and o.focal_prior_px:
+        jf = None
+        if want_jac:
+            jf = np.zeros((n_b, 1, n_cols))
+            jf[:, 0, -1] = 1.0 / o.focal_sigma_log
+        out.append(((np.log(focal_b / o.focal_prior_px) / o.focal_sigma_log)[:, None], jf))
+    return out
 
 
 class _Problem:
@@ -263,112 +400,57 @@ class _Problem:
             if free_shape:
                 dx_dtheta = np.concatenate([dx_dtheta, self._shape_jac(rest, G, self.pm)], axis=2)
 
-        # 2D keypoints and prompts (Huber or Cauchy via IRLS weights)
-        e = (uv - self.xy_obs) / self.sig2d[:, None]
-        norm = np.linalg.norm(e, axis=1)
-        wk = (self.sqrt_w2d * robust_sqrt_weight(norm, o_opts))[:, None]
-        res.append((e * wk).ravel())
-        if want_jac:
-            dx_obs = dx_dtheta if obs is None else dx_dtheta[obs]
-            j2 = np.einsum("kab,kbn->kan", duv_dx, dx_obs) / self.sig2d[:, None, None] * wk[:, :, None]
-            if free_focal:
-                j2 = np.concatenate([j2, ((uv - self.cxy) / self.sig2d[:, None] * wk)[:, :, None]], axis=2)
-            jacs.append(j2.reshape(-1, n_cols))
-
-        # Metric 3D landmarks, hip-centred, up to a rotation
+        # 2D keypoints and prompts; the metric 3D landmarks and bone directions (batches of one)
+        dx_obs = None if dx_dtheta is None else (dx_dtheta if obs is None else dx_dtheta[obs])[None]
+        r2, j2 = term_2d_b(uv[None], duv_dx[None], dx_obs, self.xy_obs[None], self.sig2d[None], self.sqrt_w2d[None],
+                           self.cxy, o_opts, free_focal)  # fmt: skip
+        terms = [(r2, j2)]
         if self.use3d:
-            hip_mid = x[self.hip_idx].mean(0)
-            rel = x - hip_mid
-            v = self.h3_valid
-            H = (self.h3[v] * self.w3[v, None] ** 2).T @ rel[v]
-            U, _, Vt = np.linalg.svd(H)
-            R = (U @ Vt).T
-            if np.linalg.det(R) < 0:
-                U[:, -1] *= -1
-                R = (U @ Vt).T
-            target = self.h3 @ R.T
-            r3 = (rel - target) / o_opts.sigma_3d_m * self.w3[:, None]
-            res.append(r3.ravel())
+            terms += terms_3d_b(x[None], None if dx_dtheta is None else dx_dtheta[None], self.hip_idx, self.h3[None],
+                                self.w3[None], np.ones(1, dtype=bool), self.bone_a, self.bone_b, self.w_bone[None],
+                                o_opts, free_focal)  # fmt: skip
+        for r_t, j_t in terms:
+            res.append(r_t[0])
             if want_jac:
-                d_rel = dx_dtheta - dx_dtheta[self.hip_idx].mean(0, keepdims=True)
-                j3 = d_rel / o_opts.sigma_3d_m * self.w3[:, None, None]
-                if free_focal:
-                    j3 = np.concatenate([j3, np.zeros((len(x), 3, 1))], axis=2)
-                jacs.append(j3.reshape(-1, n_cols))
-            # Bone directions against the landmarks' (same rotation): free of the landmarks' bone
-            # lengths, so a limb keeps its own length and takes its tilt in depth from the 3D.
-            if len(self.bone_a) and o_opts.sigma_dir > 0:
-                a, b = self.bone_a, self.bone_b
-                d_b3 = x[b] - x[a]
-                length = np.linalg.norm(d_b3, axis=1, keepdims=True)
-                u_b3 = d_b3 / length
-                tgt = self.h3[b] - self.h3[a]
-                tgt = tgt @ R.T / np.linalg.norm(tgt, axis=1, keepdims=True)
-                sig_c = np.array([o_opts.sigma_dir, o_opts.sigma_dir, o_opts.sigma_dir_depth or o_opts.sigma_dir])
-                wb = self.w_bone[:, None] / sig_c[None, :]
-                res.append(((u_b3 - tgt) * wb).ravel())
-                if want_jac:
-                    P = (np.eye(3)[None] - u_b3[:, :, None] * u_b3[:, None, :]) / length[:, :, None]
-                    jd = np.einsum("bij,bjn->bin", P, dx_dtheta[b] - dx_dtheta[a]) * wb[:, :, None]
-                    if free_focal:
-                        jd = np.concatenate([jd, np.zeros((len(b), 3, 1))], axis=2)
-                    jacs.append(jd.reshape(-1, n_cols))
+                jacs.append(j_t[0])
 
         # Silhouette: surface samples pulled inside the mask
         if self.dt is not None and self.surface is not None:
             xs, cs = self.surface.evaluate(self.surface.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
             uvs, duvs = self.project(xs, f)
             uvc = uvs - self.dt_origin
-            d = self._bilinear(self.dt, uvc)
-            rs = d / o_opts.sigma_mask_px / np.sqrt(len(xs) / 50.0)
-            res.append(rs)
+            g = dxs = None
             if want_jac:
-                g = np.stack([self._bilinear(self.dt_gx, uvc), self._bilinear(self.dt_gy, uvc)], axis=1)
+                g = np.stack([self._bilinear(self.dt_gx, uvc), self._bilinear(self.dt_gy, uvc)], axis=1)[None]
                 Jrs = self.surface.rotation_jacobian(cs, o, sub_aj, active).reshape(len(xs), 3, 3 * n_a)
                 dxs = np.concatenate([Jrs, np.broadcast_to(np.eye(3), (len(xs), 3, 3))], axis=2)
                 if n_l:
                     dxs = np.concatenate([dxs, self.lengths.point_jacobian(self.surface, rest.heads_j3, G)], axis=2)
                 if free_shape:
                     dxs = np.concatenate([dxs, self._shape_jac(rest, G, self.surface)], axis=2)
-                js = np.einsum("ka,kab,kbn->kn", g, duvs, dxs)
-                if free_focal:
-                    js = np.concatenate([js, np.einsum("ka,ka->k", g, uvs - self.cxy)[:, None]], axis=1)
-                jacs.append(js / o_opts.sigma_mask_px / np.sqrt(len(xs) / 50.0))
+                dxs = dxs[None]
+            scale = np.array([1.0 / o_opts.sigma_mask_px / np.sqrt(len(xs) / 50.0)])
+            rs, js = term_mask_b(self._bilinear(self.dt, uvc)[None], g, uvs[None], duvs[None], dxs, scale, self.cxy,
+                                 free_focal)  # fmt: skip
+            res.append(rs[0])
+            if want_jac:
+                jacs.append(js[0])
 
-        # Pose prior
+        # Pose prior, bone-length prior, shape and focal priors
         rp, Jp = prior.residuals(state.local_j33, G, self.skel.parents)
-        res.append(rp.ravel())
-        if want_jac:
-            jp = np.zeros((rp.shape[0], rp.shape[1], n_cols))
-            pos = {int(b): i for i, b in enumerate(active)}
-            for i, b in enumerate(prior.bones):
-                a = pos[int(b)]
-                jp[i, :, 3 * a : 3 * a + 3] = Jp[i]
-            jacs.append(jp.reshape(-1, n_cols))
-
-        # Bone-length prior
+        pos = {int(b): i for i, b in enumerate(active)}
+        cols = np.array([pos[int(b)] for b in prior.bones], dtype=np.int64)
+        terms = [term_pose_prior_b(rp[None], Jp[None] if want_jac else None, cols, n_a, n_cols)]
         if n_l:
-            res.append(state.length_scale_l / o_opts.sigma_length)
+            jl = np.zeros((1, n_l, n_cols))
+            jl[0, :, 3 * n_a + 3 : 3 * n_a + 3 + n_l] = np.eye(n_l) / o_opts.sigma_length
+            terms.append(((state.length_scale_l / o_opts.sigma_length)[None], jl))
+        terms += terms_shape_focal_b(state.pheno_p[self._shape_idx()][None], np.array([f]), 3 * n_a + 3 + n_l, n_cols,
+                                     o_opts, free_shape, free_focal, want_jac)  # fmt: skip
+        for r_t, j_t in terms:
+            res.append(r_t[0])
             if want_jac:
-                jl = np.zeros((n_l, n_cols))
-                jl[:, 3 * n_a + 3 : 3 * n_a + 3 + n_l] = np.eye(n_l) / o_opts.sigma_length
-                jacs.append(jl)
-        # Shape prior
-        if free_shape:
-            idx = self._shape_idx()
-            res.append((state.pheno_p[idx] - 0.5) / o_opts.sigma_shape)
-            if want_jac:
-                js = np.zeros((n_s, n_cols))
-                k0 = 3 * n_a + 3 + n_l
-                js[:, k0 : k0 + n_s] = np.eye(n_s) / o_opts.sigma_shape
-                jacs.append(js)
-        # Focal prior
-        if free_focal and o_opts.focal_prior_px:
-            res.append(np.array([np.log(f / o_opts.focal_prior_px) / o_opts.focal_sigma_log]))
-            if want_jac:
-                jf = np.zeros((1, n_cols))
-                jf[0, -1] = 1.0 / o_opts.focal_sigma_log
-                jacs.append(jf)
+                jacs.append(j_t[0])
 
         r = np.concatenate(res)
         J = np.concatenate(jacs, axis=0) if want_jac else None
@@ -385,29 +467,41 @@ class _Problem:
         return pm.shape_jacobian(self._dc, dheads, G)
 
 
-def rotate_subtrees(skel: Skeleton, local_j33: np.ndarray, G_j33: np.ndarray, active: np.ndarray,
-                    delta_a3: np.ndarray) -> np.ndarray:  # fmt: skip
-    """Local rotations after turning each active bone's subtree about its head by a world-axis rotation
-    vector (parents first: each child in its rotated parent's world), one depth level at a time."""
-    E_j33 = np.broadcast_to(np.eye(3), local_j33.shape).copy()
-    E_j33[active] = rotvec_to_matrix(delta_a3)
-    is_active = np.zeros(len(local_j33), dtype=bool)
-    is_active[active] = True
-    new_j33 = local_j33.copy()
-    G_new = np.empty_like(G_j33)
-    G_new[0] = E_j33[0] @ G_j33[0] if is_active[0] else G_j33[0]
-    new_j33[0] = G_new[0]
+def rotate_subtrees_b(skel: Skeleton, local_bj33: np.ndarray, G_bj33: np.ndarray, active: np.ndarray,
+                      is_active_bj: np.ndarray, delta_ba3: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Local rotations (B, J, 3, 3) of B people after turning each active bone's subtree about its head by a
+    world-axis rotation vector (delta (B, A, 3), parents first: each child in its rotated parent's world), one
+    depth level at a time; a bone outside a person's own active set (is_active_bj False) keeps its rotation."""
+    n_b = len(local_bj33)
+    E = np.broadcast_to(np.eye(3), local_bj33.shape).copy()
+    E[:, active] = rotvec_to_matrix(delta_ba3.reshape(-1, 3)).reshape(n_b, len(active), 3, 3)
+    new = local_bj33.copy()
+    G_new = np.empty_like(G_bj33)
+    G_new[:, 0] = np.where(is_active_bj[:, 0, None, None], E[:, 0] @ G_bj33[:, 0], G_bj33[:, 0])
+    new[:, 0] = G_new[:, 0]
     for lvl, p in zip(skel.levels[1:], skel.level_parents, strict=True):
-        Gp = G_new[p]
-        act = is_active[lvl]
-        if act.any():
-            a, pa = lvl[act], Gp[act]
-            new_j33[a] = pa.transpose(0, 2, 1) @ E_j33[a] @ pa @ local_j33[a]
-        G_new[lvl] = Gp @ new_j33[lvl]
+        Gp = G_new[:, p]
+        act = is_active_bj[:, lvl]
+        some = act.any(axis=0)  # the level's bones that someone turns
+        if some.any():
+            a, Ga = lvl[some], Gp[:, some]
+            L = Ga.transpose(0, 1, 3, 2) @ E[:, a] @ Ga @ local_bj33[:, a]
+            new[:, a] = L if act[:, some].all() else np.where(act[:, some, None, None], L, local_bj33[:, a])
+        G_new[:, lvl] = Gp @ new[:, lvl]
     # Rounding makes products of rotations drift from orthonormal, and a transpose is the inverse only of a
     # rotation: over chained warm starts (video) the drift grows. Project the updated bones back (batched).
-    new_j33[active] = nearest_rotations(new_j33[active])
-    return new_j33
+    proj = nearest_rotations(new[:, active].reshape(-1, 3, 3)).reshape(n_b, len(active), 3, 3)
+    mine = is_active_bj[:, active]
+    new[:, active] = proj if mine.all() else np.where(mine[..., None, None], proj, new[:, active])
+    return new
+
+
+def rotate_subtrees(skel: Skeleton, local_j33: np.ndarray, G_j33: np.ndarray, active: np.ndarray,
+                    delta_a3: np.ndarray) -> np.ndarray:  # fmt: skip
+    """rotate_subtrees_b for one person (every bone of `active` turned)."""
+    is_active = np.zeros((1, len(local_j33)), dtype=bool)
+    is_active[0, active] = True
+    return rotate_subtrees_b(skel, local_j33[None], G_j33[None], active, is_active, delta_a3[None])[0]
 
 
 def apply_update(skel: Skeleton, state: FitState, G_j33: np.ndarray, active: np.ndarray, step: np.ndarray,

@@ -172,3 +172,22 @@ class PointModel:
         dcontrib = np.einsum("pab,spb->spa", G_j33[b], d_off) + pts.pair_w[None, :, None] * do[:, b]
         dx = np.stack([self._pair_to_point @ dcontrib[s] for s in range(dcontrib.shape[0])], axis=-1)
         return dx  # (K, 3, S)
+
+
+# ----- the same, batched over people (leading axis B) -----
+
+
+def evaluate_b(pm: PointModel, offs_bp3: np.ndarray, G_bj33: np.ndarray, o_bj3: np.ndarray):
+    """Posed points (B, K, 3) and pair contributions (B, P, 3)."""
+    b = pm.points.pair_bone
+    contrib = (G_bj33[:, b] @ offs_bp3[..., None])[..., 0] + pm.points.pair_w[:, None] * o_bj3[:, b]
+    n_b, n_p = contrib.shape[:2]
+    x = (pm._pair_to_point @ contrib.transpose(1, 0, 2).reshape(n_p, -1)).reshape(-1, n_b, 3).transpose(1, 0, 2)
+    return x, contrib
+
+
+def rest_offsets_b(pm: PointModel, coeffs_bn: np.ndarray, heads_bj3: np.ndarray) -> np.ndarray:
+    pts = pm.points
+    n_c, n_p = pts.pair_da_np3.shape[:2]
+    a = pts.pair_a0_p3 + (coeffs_bn @ pts.pair_da_np3.reshape(n_c, -1)).reshape(-1, n_p, 3)
+    return a - pts.pair_w[:, None] * heads_bj3[:, pts.pair_bone]

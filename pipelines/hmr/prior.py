@@ -101,19 +101,31 @@ class PriorTerms:
         return PriorTerms(np.array(bones), np.array(axes), np.array(s_ax), np.array(s_perp), np.array(hinge))
 
     def residuals(self, local_j33: np.ndarray, G_j33: np.ndarray, parents: np.ndarray):
-        """Residuals (A, 5) and their Jacobian (A, 5, 3) w.r.t. each bone's world-axis increment."""
-        w = matrix_to_rotvec(local_j33[self.bones])  # (A, 3)
-        a = self.axis_a3
-        along = np.einsum("ac,ac->a", w, a)
-        perp = w - along[:, None] * a
-        hyper = np.where(self.hinge_a, np.minimum(along, 0.0), 0.0)
-        r = np.concatenate([perp / self.sigma_perp_a[:, None], (along / self.sigma_axis_a)[:, None],
-                            (hyper / 0.05)[:, None]], axis=1)  # fmt: skip
-        # d w / d delta = Jl^-1(w) G_p^T
-        dw = left_jacobian_inverse(w) @ G_j33[parents[self.bones]].transpose(0, 2, 1)
-        d_along = np.einsum("ac,acd->ad", a, dw)
-        d_perp = dw - a[:, :, None] * d_along[:, None, :]
-        d_hyper = np.where((self.hinge_a & (along < 0))[:, None], d_along, 0.0)
-        J = np.concatenate([d_perp / self.sigma_perp_a[:, None, None], (d_along / self.sigma_axis_a[:, None])[:, None],
-                            (d_hyper / 0.05)[:, None]], axis=1)  # fmt: skip
-        return r, J
+        """Residuals (A, 5) and their Jacobian (A, 5, 3) w.r.t. each bone's world-axis increment
+        (prior_residuals_b of one)."""
+        r, J = prior_residuals_b(local_j33[None], G_j33[None], parents, self.bones, self.axis_a3[None],
+                                 self.sigma_axis_a, self.sigma_perp_a, self.hinge_a)  # fmt: skip
+        return r[0], J[0]
+
+
+def prior_residuals_b(local_bj33: np.ndarray, G_bj33: np.ndarray, parents: np.ndarray, bones_a: np.ndarray,
+                      axis_ba3: np.ndarray, sigma_axis_a: np.ndarray, sigma_perp_a: np.ndarray,
+                      hinge_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The pose prior of B people (PriorTerms' bones and sigmas, each person its own axes (B, A, 3)): residuals
+    (B, A, 5) (swing / sigma_perp (3), twist or hinge angle / sigma_axis, hyperextension / 0.05) and their
+    Jacobian (B, A, 5, 3) w.r.t. each bone's world-axis increment."""
+    w = matrix_to_rotvec(local_bj33[:, bones_a])  # (B, A, 3)
+    a = axis_ba3
+    along = np.einsum("bac,bac->ba", w, a)
+    perp = w - along[..., None] * a
+    hyper = np.where(hinge_a, np.minimum(along, 0.0), 0.0)
+    r = np.concatenate([perp / sigma_perp_a[:, None], (along / sigma_axis_a)[..., None],
+                        (hyper / 0.05)[..., None]], axis=-1)  # fmt: skip
+    # d w / d delta = Jl^-1(w) G_p^T
+    dw = left_jacobian_inverse(w) @ G_bj33[:, parents[bones_a]].transpose(0, 1, 3, 2)
+    d_along = np.einsum("bac,bacd->bad", a, dw)
+    d_perp = dw - a[..., None] * d_along[..., None, :]
+    d_hyper = np.where((hinge_a & (along < 0))[..., None], d_along, 0.0)
+    J = np.concatenate([d_perp / sigma_perp_a[:, None, None], (d_along / sigma_axis_a[:, None])[..., None, :],
+                        (d_hyper / 0.05)[..., None, :]], axis=-2)  # fmt: skip
+    return r, J

@@ -92,7 +92,9 @@ class BodyFitter:
     def fit_many(self, targets: list[FitTargets], K_33: np.ndarray, opts: FitOptions,
                  warms: list[FitState | None]) -> list[FitReport]:  # fmt: skip
         """Fit several people seen by one camera with the same options: together (pipelines.hmr.batch_fit,
-        the same fits up to rounding, faster) unless the options need the one-by-one fit (free bone lengths)."""
+        the same fits up to rounding, faster) unless the options need the one-by-one fit (free bone lengths).
+        A batch that raises np.linalg.LinAlgError is refitted one person at a time; a person whose own fit
+        raises too makes this raise (the caller falls back to fit() per person, see ImagePipeline._fit_people)."""
         if len(targets) < 2 or opts.sigma_length > 0:
             return [self.fit(tg, K_33, opts, w) for tg, w in zip(targets, warms, strict=True)]
         from pipelines.hmr.batch_fit import fit_batch
@@ -118,7 +120,13 @@ class BodyFitter:
                 if len(idx) == 1:
                     reps = [self._fit(targets[idx[0]], K_33, opts, warms[idx[0]])]
                 else:
-                    reps = fit_batch(self, [targets[i] for i in idx], K_33, opts, [warms[i] for i in idx])
+                    try:
+                        reps = fit_batch(self, [targets[i] for i in idx], K_33, opts, [warms[i] for i in idx])
+                    except np.linalg.LinAlgError:
+                        # numpy's stacked solvers raise for the whole stack when one person's matrix fails
+                        # (a NaN, a singular system): this batch one person at a time, so that only that
+                        # person's own fit can fail (and raise, as BodyFitter.fit does).
+                        reps = [self._fit(targets[i], K_33, opts, warms[i]) for i in idx]
                 for i, rep in zip(idx, reps, strict=True):
                     out[i] = rep
         return out  # type: ignore[return-value]

@@ -358,11 +358,17 @@ class ImagePipeline:
                     warms: list[Any], warnings: list[str] | None, rgb: np.ndarray, estimate_focal: bool = False,
                     focal_prior_px: float | None = None, fast: bool = False) -> list[Any]:  # fmt: skip
         """One fit per person (None where the backend found no body, with a warning): all together when the
-        backend fits several people at once (the embedded fit's fit_many), else one by one. `fast`: warm-started
-        people run the shorter fit."""
+        backend fits several people at once (the embedded fit's fit_many), else (or if that raises) one by one.
+        `fast`: warm-started people run the shorter fit."""
         if len(people) > 1 and hasattr(self.hmr, "fit_many"):
-            return self.hmr.fit_many(camera, [p.detection for p in people], [kp_prompts.get(p.id, {}) for p in people],
-                                     warms, estimate_focal=estimate_focal, focal_prior_px=focal_prior_px, fast=fast)
+            prompts = [kp_prompts.get(p.id, {}) for p in people]
+            try:
+                return self.hmr.fit_many(camera, [p.detection for p in people], prompts, warms,
+                                         estimate_focal=estimate_focal, focal_prior_px=focal_prior_px, fast=fast)
+            except Exception:
+                # One person's failure must not cost the others their bodies: one by one below, where it is that
+                # person's own NoBodyFound (an error that is no one person's raises again there).
+                pass
         out = []
         for person, warm in zip(people, warms, strict=True):
             try:
