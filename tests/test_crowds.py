@@ -412,8 +412,10 @@ def test_the_mirrored_look_is_skipped_only_where_it_could_not_change_a_find(
     fast = segmenter.detect(image)
     fast_runs, runs["n"] = runs["n"], 0
     every_run = PoseLandmarkModel.run
-    monkeypatch.setattr(PoseLandmarkModel, "run", lambda self, im, rect, mirror_average=False, skip_mirror_below=None:
-                        every_run(self, im, rect, mirror_average))  # fmt: skip
+    def every_mirror(self, im, rect, mirror_average=False, skip_mirror_below=None, even_halving=False):  # noqa: ANN001, ANN202
+        return every_run(self, im, rect, mirror_average, even_halving=even_halving)  # never skips the mirrored look
+
+    monkeypatch.setattr(PoseLandmarkModel, "run", every_mirror)
     full = segmenter.detect(image)
     assert fast_runs < runs["n"]
     assert len(fast) == len(full) >= 1

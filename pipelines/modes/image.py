@@ -9,10 +9,12 @@ warm-starts the fit. `on_stage` receives the partial result after each stage (fo
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +149,6 @@ class ImagePipeline:
         self.config = config or PipelineConfig()
         self._backends: dict[str, object] = {}
         self._models: dict[tuple[str, ...], object] = {} if models is None else models
-        self._lines_pool: ThreadPoolExecutor | None = None
 
     @property
     def models(self) -> dict[tuple[str, ...], object]:
@@ -349,10 +350,21 @@ class ImagePipeline:
 
     def _line_segments_soon(self, rgb_hw3: np.ndarray) -> Future:
         """The photo's line segments for the scene's vanishing point (vanishing.photo_line_segments, OpenCV's
-        LSD, which releases the GIL), detected in a worker thread while the bodies are fitted."""
-        if self._lines_pool is None:
-            self._lines_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-segments")
-        return self._lines_pool.submit(photo_line_segments, rgb_hw3)
+        LSD, which releases the GIL), detected in a daemon thread of this photo's while the bodies are fitted
+        (no pool left behind: a process may end without waiting for it, and an abandoned run does not delay
+        the next photo's)."""
+        future: Future = Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(photo_line_segments(rgb_hw3))
+            except BaseException as err:  # read by the scene stage's result()
+                future.set_exception(err)
+
+        threading.Thread(target=work, name="line-segments", daemon=True).start()
+        return future
 
     def _fit_people(self, camera: Camera, people: list[PersonResult], kp_prompts: dict[int, dict],
                     warms: list[Any], warnings: list[str] | None, rgb: np.ndarray, estimate_focal: bool = False,
@@ -365,10 +377,10 @@ class ImagePipeline:
             try:
                 return self.hmr.fit_many(camera, [p.detection for p in people], prompts, warms,
                                          estimate_focal=estimate_focal, focal_prior_px=focal_prior_px, fast=fast)
-            except Exception:
+            except (NoBodyFound, np.linalg.LinAlgError) as err:
                 # One person's failure must not cost the others their bodies: one by one below, where it is that
-                # person's own NoBodyFound (an error that is no one person's raises again there).
-                pass
+                # person's own NoBodyFound. Any other error is a bug and raises.
+                logging.getLogger(__name__).warning("batched fit failed (%s); fitting one by one", err)
         out = []
         for person, warm in zip(people, warms, strict=True):
             try:
