@@ -128,21 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import_writers(rrd: bool) -> None:
-    with contextlib.suppress(Exception):  # a failure shows where the writers are used, not here
-        from pipelines.body import anny_tables
-
-        anny_tables.load_cached()  # the body model tables, read ahead of the first fit
-
-        import viz.outputs  # noqa: F401
-
-        if rrd:
-            from app.lazy_modules import pyarrow_without_pandas
-
-            pyarrow_without_pandas()  # rerun's conversions would import pandas (~0.6 s) for nothing
-            import viz.rerun_log  # noqa: F401
-
-
 # ------------------------------------------------------------- backends and device (hub backends)
 
 
@@ -241,10 +226,11 @@ def _pipeline(config=None):  # noqa: ANN001, ANN202 - PipelineConfig | None -> I
 
 @functools.lru_cache(maxsize=2)
 def _prefetch_writers(rrd: bool) -> None:
-    """Read the body model tables and import the output writers (rerun: ~0.6 s of CPU) in a thread while
-    the first photo runs (once per process): MediaPipe releases the GIL in its C++ graph, so on two cores
-    part of it comes for free."""
-    threading.Thread(target=_import_writers, args=(rrd,), name="import-writers", daemon=True).start()
+    """Read the body model tables and import the photo's output writers ahead, while the first photo runs
+    (app.lazy_modules.import_writers_ahead)."""
+    from app.lazy_modules import import_writers_ahead
+
+    import_writers_ahead(("viz.outputs",), ("viz.rerun_log",), rrd)
 
 
 def _prompts(args: argparse.Namespace) -> Prompts:

@@ -4,7 +4,6 @@ pipelines.modes.multiview and viz.multiview_outputs)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import threading
 from pathlib import Path
@@ -73,28 +72,14 @@ def _default_calib(first_video: Path) -> Path | None:
     return None
 
 
-def _prepare_outputs(rrd: bool) -> None:
-    with contextlib.suppress(Exception):  # a failure shows where the writers are used, not here
-        from pipelines.body import anny_tables
-
-        anny_tables.load_cached()  # the body model tables, read ahead of the first fit
-        import pygltflib  # noqa: F401
-
-        if rrd:
-            from app.lazy_modules import pyarrow_without_pandas
-
-            pyarrow_without_pandas()  # rerun's conversions would import pandas (~0.6 s of CPU) for nothing
-            import viz.multiview_log  # noqa: F401  (rerun: ~0.65 s of CPU)
-
-
 def prepare_outputs_in_background(rrd: bool = True) -> threading.Thread:
-    """Read the body model's tables and import the output stage's writers (rerun, pygltflib) in a thread,
-    started before the keypoint stage: the views' models and decoders release the GIL, so on two cores
-    this leaves the single-core stages after the keypoints (README, multi-view speed). Also tells pyarrow
-    that pandas is not there (app.lazy_modules.pyarrow_without_pandas: the command line does not use it)."""
-    thread = threading.Thread(target=_prepare_outputs, args=(rrd,), name="import-writers", daemon=True)
-    thread.start()
-    return thread
+    """Read the body model's tables and import the output stage's writers (pygltflib; rerun) in a thread,
+    started before the keypoint stage (app.lazy_modules.import_writers_ahead): the views' models and
+    decoders release the GIL, so on two cores this leaves the single-core stages after the keypoints
+    (README, multi-view speed)."""
+    from app.lazy_modules import import_writers_ahead
+
+    return import_writers_ahead(("pygltflib",), ("viz.multiview_log",), rrd)
 
 
 def run_multiview_cli(args: argparse.Namespace) -> int:

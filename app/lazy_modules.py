@@ -11,6 +11,8 @@ do here: the import system reads `__spec__`, which makes it load at once.)
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import sys
 import threading
@@ -111,3 +113,28 @@ class _NoPandas:
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
         if name == "pandas":
             raise ModuleNotFoundError("pandas is not used by this process", name=name)
+
+
+def import_writers_ahead(modules: tuple[str, ...], rrd_modules: tuple[str, ...], rrd: bool) -> threading.Thread:
+    """Read the body model's tables and import the output stage's writers in a daemon thread while the
+    models run (they release the GIL, so on two cores part of it comes for free): `modules`, then, with
+    `rrd`, pyarrow told that pandas is not there (pyarrow_without_pandas) and `rrd_modules` (rerun: ~0.6 s
+    of CPU). A failure only shows later, where the writers are used."""
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            from pipelines.body import anny_tables
+
+            anny_tables.load_cached()
+        names = list(modules)
+        if rrd:
+            pyarrow_without_pandas()
+            names += rrd_modules
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=work, name="import-writers", daemon=True)
+    thread.start()
+    return thread
+
