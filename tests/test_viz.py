@@ -326,3 +326,12 @@ def test_vertex_normals_match_trimesh_on_an_uneven_mesh() -> None:
     theirs_v3 = trimesh.Trimesh(verts_v3, faces_f3, process=False).vertex_normals
     angle_deg = np.degrees(np.arccos(np.clip(np.einsum("vi,vi->v", ours_v3, theirs_v3), -1.0, 1.0)))
     assert np.median(angle_deg) < 1.0 and angle_deg.max() < 10.0
+
+
+def test_vertex_normals_are_unit_for_unused_and_degenerate_vertices() -> None:
+    """glTF requires unit NORMALs: a vertex outside every face, or only in a zero-area face, still gets one."""
+    verts_v3 = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5], [2, 2, 2], [3, 3, 3]], dtype=np.float64)
+    faces_f3 = np.array([[0, 1, 2], [4, 4, 5]])  # vertex 3 unused; 4 and 5 only in a degenerate face
+    normals_v3 = vertex_normals(verts_v3, faces_f3)
+    assert np.allclose(np.linalg.norm(normals_v3, axis=1), 1.0)
+    assert np.allclose(normals_v3[0], [0.0, 0.0, 1.0])

@@ -170,14 +170,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def vertex_normals(verts_v3: np.ndarray, faces_f3: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (V, 3), unit length (zero for unused vertices)."""
+    """Area-weighted vertex normals (V, 3), unit length as glTF's NORMAL must be: a vertex of no face, or only of
+    degenerate ones, gets +z."""
     tri = verts_v3[faces_f3]
     face_n_f3 = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
     normals_v3 = np.zeros_like(verts_v3, dtype=np.float64)
     flat = faces_f3.reshape(-1)
     for axis in range(3):
         normals_v3[:, axis] = np.bincount(flat, np.repeat(face_n_f3[:, axis], 3), minlength=len(verts_v3))
-    return normals_v3 / np.maximum(np.linalg.norm(normals_v3, axis=1, keepdims=True), 1e-12)
+    length_v1 = np.linalg.norm(normals_v3, axis=1, keepdims=True)
+    return np.where(length_v1 > 1e-12, normals_v3 / np.maximum(length_v1, 1e-12), np.array([0.0, 0.0, 1.0]))
 
 
 def _face_normals(tri_f33: np.ndarray) -> np.ndarray:
