@@ -92,6 +92,7 @@ def test_batched_fit_equals_the_one_by_one_fits(fitter: BodyFitter) -> None:
 NON_DEFAULT_OPTIONS: dict[str, dict] = {
     "loss_2d": {"loss_2d": "cauchy"},
     "huber_k": {"huber_k": 1.0},
+    "min_conf_2d": {"min_conf_2d": 0.2},  # the low-confidence wrist dropped
     "sigma_px": {"sigma_px": 2.0},
     "sigma_prompt_px": {"sigma_prompt_px": 2.0},
     "sigma_3d_m": {"sigma_3d_m": 0.12},
