@@ -192,6 +192,29 @@ def test_fused_body_reprojects_into_every_view(real_fusion, real_body) -> None: 
     assert np.all(head[:, 2] - ankle[:, 2] > 1.2)
 
 
+def test_fused_body_sits_at_the_keypoints_noise_floor(real_fusion, real_body) -> None:  # noqa: ANN001
+    """Synthetic views of a known motion (the real body's keypoints) with 2D noise that makes the triangulation
+    reproject as the real one does: the default fit lands closer to the truth in 3D than the
+    triangulated points, and reprojects about as far from the noisy keypoints as the truth itself does (a body
+    far below that would be fitting the noise; far above, missing the person)."""
+    from bench.multiview_noise_floor import median_px, residuals_vfk2, synthetic_fusion
+    from pipelines.multiview.body_fit import fit_bodies
+
+    person, n_k = real_fusion.people[0], len(FUSED_JOINT_NAMES)
+    truth = np.full((real_fusion.n_frames, n_k, 3), np.nan)
+    truth[real_body.frames] = real_body.keypoints_world_fk3
+    sigma_v = np.full(len(real_fusion.cams), 6.0)  # rms 2D noise, px: the triangulation then at ~3.9 px
+    syn, obs, mask = synthetic_fusion(real_fusion, person, truth, sigma_v, rho=0.0)
+    tri_px = median_px(residuals_vfk2(syn.people[0].joints_fk3, obs, real_fusion.cams), mask)
+    truth_px = median_px(residuals_vfk2(truth, obs, real_fusion.cams), mask)
+    assert 3.5 < tri_px < 0.85 * truth_px, (tri_px, truth_px)  # the triangulation's reprojection is below the noise
+    [body] = fit_bodies(syn, BodyOptions(), fps=60.0)
+    assert abs(body.median_reproj_px - truth_px) < 0.6, (body.median_reproj_px, truth_px)
+    gap_mm = 1000 * np.linalg.norm(body.keypoints_world_fk3 - truth[body.frames], axis=-1)
+    tri_mm = 1000 * np.linalg.norm(syn.people[0].joints_fk3[body.frames] - truth[body.frames], axis=-1)
+    assert np.nanmedian(gap_mm) < 0.8 * np.nanmedian(tri_mm), (np.nanmedian(gap_mm), np.nanmedian(tri_mm))
+
+
 def test_default_tracking_reads_reduced_frames_and_answers_in_source_pixels(videos: list[Path],
                                                                           single_dir: Path) -> None:  # fmt: skip
     """The default per-view stage (landmark tracking) decodes the 1088x1920 videos at 960 px for speed; its

@@ -53,7 +53,9 @@ class BodyOptions:
     fit: bool = True
     """Fit the bodies at all (off: keypoint tracks only)."""
     fit_every: int = 2
-    """Fit every n-th frame, interpolate the others (speed; 1 = every frame)."""
+    """Fit every n-th frame, interpolate the others (speed; 1 = every frame: pose2sim_single 6.57 -> 6.50 px
+    with `offset_pose_iters` 3, the same distance to the truth on synthetic views with the keypoints'
+    temporally correlated noise, bench/multiview_noise_floor.py, ~+10 % of the pipeline's CPU)."""
     first_pose_iters: int = 8
     """LM iterations of the first (shape-solving) frame, pose only, then `shape_iters` with the shape free."""
     shape_iters: int = 6
@@ -75,8 +77,12 @@ class BodyOptions:
     """Prior sigma of each keypoint offset (metres, zero mean)."""
     offset_every: int = 4
     """The first pass (for the offsets only) fits every n-th frame."""
-    offset_pose_iters: int = 2
-    """LM iterations of a warm-started frame in the final pass, once the offsets are known."""
+    offset_pose_iters: int = 4
+    """LM iterations of a warm-started frame in the final pass, once the offsets are known (4, was 2; chosen on
+    pose2sim_single: 2 / 4 / 6 gave body median reprojection 6.72 / 6.57 / 6.49 px, and on its synthetic views
+    of a known motion with the keypoints' noise, bench/multiview_noise_floor.py, 7.1 -> 6.6 mm from the truth
+    (i.i.d. noise) and 8.6 -> 8.2 mm (noise correlated over time as the real one); bodies stage about
+    +0.1-0.3 CPU s per person and 100 frames)."""
     loss_2d: str = "cauchy"
     """Robust loss of the views' 2D term (FitOptions.loss_2d): "cauchy" (redescending: during a fast motion a
     view's inlier keypoints can disagree with any body, and a keypoint far off stops pulling) or "huber" (the
