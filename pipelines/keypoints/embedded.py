@@ -137,13 +137,14 @@ class EmbeddedHandKeypoints:
     def __init__(self, min_detection_confidence: float = 0.3, min_presence_confidence: float = 0.5,
                  lanes: int | None = None) -> None:
         """`lanes`: HandLandmarker graphs that share a photo's crops, one thread each (default: one per
-        core, at most 2); each graph is created on its first crop."""
+        core, at most 2), from the second call with crops on; each graph is created on its first crop."""
         check_model_files()
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
         self.lanes = max(1, lanes if lanes is not None else min(2, os.cpu_count() or 1))
         self._tasks = [LazyTask(self._create) for _ in range(self.lanes)]
         self._task = self._tasks[0]
+        self._calls_with_crops = 0
 
     def _create(self) -> Any:
         return create_hand_landmarker(
@@ -159,8 +160,10 @@ class EmbeddedHandKeypoints:
 
     def _detect_in_crops(self, image: np.ndarray, crops: list[tuple[int, int, int, int]]) -> list[list[HandCandidate]]:
         """The hands in each crop, in the crops' order; the crops shared out over the lanes (MediaPipe
-        releases the GIL while a graph runs; a crop's result does not depend on the lane)."""
-        n_threads = min(self.lanes, len(crops))
+        releases the GIL while a graph runs; a crop's result does not depend on the lane). The first call
+        with crops uses one lane: a one-photo process does not make a second graph (~0.05 s of CPU)."""
+        n_threads = min(self.lanes, len(crops)) if self._calls_with_crops else 1
+        self._calls_with_crops += bool(crops)
         if n_threads <= 1:
             return [self._detect_in_crop(image, c) for c in crops]
         results: list[list[HandCandidate]] = [[] for _ in crops]
