@@ -3,6 +3,7 @@ a box or a click on a person the automatic pass missed gives that person a body.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -17,14 +18,16 @@ from pipelines.segmentation.embedded import EmbeddedSegmenter, face_gap, same_pe
 from pipelines.segmentation.pose_detector import (
     INPUT_SIDE,
     NUM_ANCHORS,
+    TiledPoseDetector,
     TileSettings,
     decode_detections,
     ssd_anchors_a2,
     tile_views,
     weighted_nms,
 )
-from pipelines.segmentation.pose_landmarks import RegionLandmarks
+from pipelines.segmentation.pose_landmarks import PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.roi import RotatedRect, crop_region, paste_region
+from pipelines.segmentation.tflite_runner import POSE_DETECTOR, POSE_LANDMARKS_FULL, TfliteModel
 from pipelines.types import Keypoints2D, PersonDetection, Prompts
 
 
@@ -123,6 +126,68 @@ def test_a_turned_region_maps_back_to_the_same_pixels() -> None:
 
 
 # --- real photos ---
+
+
+def test_map_lanes_runs_items_at_once_and_keeps_their_order() -> None:
+    """Two lanes: two items run at the same time (a barrier of 2 only opens so), each on its own
+    interpreter's runner; the results come back in the items' order; an error reaches the caller."""
+    import threading
+
+    model = TfliteModel(POSE_DETECTOR, lanes=2)
+    assert model.num_threads == 1  # one XNNPACK thread per lane: the lanes are the parallelism
+    both = threading.Barrier(2, timeout=10)
+    runners: dict[int, object] = {}
+
+    def work(i: int, run: object) -> int:
+        if i < 2:
+            both.wait()  # raises BrokenBarrierError after 10 s unless another lane runs item 0 or 1 at once
+        runners[i] = run
+        return 10 * i
+
+    assert model.map_lanes(work, list(range(7))) == [0, 10, 20, 30, 40, 50, 60]
+    assert runners[0] is not runners[1]
+
+    def fail(i: int, run: object) -> int:
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+
+    with pytest.raises(ValueError, match="item 3"):
+        model.map_lanes(fail, list(range(6)))
+
+
+def test_detector_on_two_lanes_finds_what_one_finds_on_a_crowd_photo(labelled) -> None:  # noqa: ANN001
+    """The tiles of a crowd photo shared over two interpreters give the same candidates, in the same
+    order, as one interpreter taking them one by one (the landmark regions follow from them)."""
+    g, rgb = next((g, rgb) for g, rgb in labelled if g.rel_path.startswith("posetrack18/0034"))
+    serial = TiledPoseDetector(model=TfliteModel(POSE_DETECTOR, num_threads=2, lanes=1))
+    threaded = TiledPoseDetector()
+    assert threaded.model.lanes == min(2, os.cpu_count() or 1)
+    a, b = serial.detect(rgb), threaded.detect(rgb)
+    assert len(a) == len(b) >= len(g.people)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.face_xyxy, y.face_xyxy)
+        np.testing.assert_array_equal(x.keypoints_42, y.keypoints_42)
+        assert x.score == y.score and x.views == y.views and len(x.alternates) == len(y.alternates)
+    serial.close()
+    threaded.close()
+
+
+def test_a_mirror_pair_on_two_lanes_is_the_serial_average(lunge_path: Path) -> None:
+    """EmbeddedSegmenter(parallel_mirror=True): a mirror-averaged look runs both crops at once on two
+    lanes; the same landmarks as one after the other, and where the first look is below
+    `skip_mirror_below` the first look alone (the mirrored run is dropped)."""
+    rgb = _read_rgb(lunge_path)
+    rect = TiledPoseDetector().detect(rgb)[0].roi()
+    serial = PoseLandmarkModel()
+    paired = PoseLandmarkModel(pair_model=TfliteModel(POSE_LANDMARKS_FULL, lanes=2))
+    a, b = serial.run(rgb, rect, mirror_average=True), paired.run(rgb, rect, mirror_average=True)
+    assert a.presence == b.presence > 0.9
+    for attr in ("xy_k2", "visibility_k", "world_k3", "aux_xy_62", "mask_crop_hw"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+    alone, skipped = serial.run(rgb, rect), paired.run(rgb, rect, mirror_average=True, skip_mirror_below=1.1)
+    np.testing.assert_array_equal(alone.xy_k2, skipped.xy_k2)
+    assert not np.array_equal(alone.xy_k2, a.xy_k2)  # the average is another answer than one look
 
 
 def test_tiled_path_agrees_with_mediapipes_own_on_one_person(segmenter: EmbeddedSegmenter, lunge_path: Path) -> None:

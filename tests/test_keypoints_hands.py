@@ -79,6 +79,27 @@ def test_hands_lie_at_the_blazepose_hands_of_their_side(
     assert np.linalg.norm(xy["left_hand_wrist"] - xy["right_hand_wrist"]) > 150
 
 
+def test_crops_on_two_lanes_give_the_hands_of_one_lane(
+    lunge_rgb: np.ndarray, lunge_people: list[PersonDetection], with_hands: list[PersonDetection]
+) -> None:
+    """Lunge's two hand crops run on two HandLandmarker graphs at once (from a stage's second call on):
+    the same hands, names and confidences as one graph taking the crops one by one."""
+    one = EmbeddedHandKeypoints(lanes=1)
+    serial = one.add_keypoints(lunge_rgb, lunge_people)
+    one.close()
+    two = EmbeddedHandKeypoints(lanes=2)
+    for _ in range(2):  # the first call runs on one lane, the second on both
+        both = two.add_keypoints(lunge_rgb, lunge_people)
+    assert two._tasks[1]._task is not None  # the second graph was made and used
+    two.close()
+    assert both[0].keypoints2d.names == serial[0].keypoints2d.names
+    np.testing.assert_array_equal(both[0].keypoints2d.xy_k2, serial[0].keypoints2d.xy_k2)
+    assert len(serial[0].keypoints2d.names) == len(BLAZEPOSE_NAMES) + 42  # both hands
+    assert serial[0].keypoints2d.names == with_hands[0].keypoints2d.names
+    np.testing.assert_array_equal(serial[0].keypoints2d.xy_k2, with_hands[0].keypoints2d.xy_k2)
+    np.testing.assert_array_equal(serial[0].keypoints2d.conf_k, with_hands[0].keypoints2d.conf_k)
+
+
 def test_running_twice_replaces_the_hands(
     hands: EmbeddedHandKeypoints, lunge_rgb: np.ndarray, with_hands: list[PersonDetection]
 ) -> None:

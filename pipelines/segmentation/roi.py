@@ -111,8 +111,10 @@ def crop_region(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int, even_h
     )  # fmt: skip
 
 
-def paste_region(crop_hw: np.ndarray, rect: RotatedRect, shape_hw: tuple[int, int]) -> np.ndarray:
-    """A crop of the region (e.g. a mask) warped back into a float32 (H, W) image (0 outside it)."""
+def paste_region(crop_hw: np.ndarray, rect: RotatedRect, shape_hw: tuple[int, int], floor: float | None = None
+                 ) -> np.ndarray:  # fmt: skip
+    """A crop of the region (e.g. a mask) warped back into a float32 (H, W) image (0 outside it).
+    `floor`: values below it are set to 0 (only the region's box is scanned: the rest is 0)."""
     h, w = shape_hw
     crop_side = crop_hw.shape[0]
     out = np.zeros((h, w), dtype=np.float32)
@@ -123,8 +125,11 @@ def paste_region(crop_hw: np.ndarray, rect: RotatedRect, shape_hw: tuple[int, in
         return out
     M_23 = rect.img_from_crop_23(crop_side).copy()
     M_23[:, 2] -= np.array([ix0, iy0])  # into the sub-image that holds the region
-    out[iy0:iy1, ix0:ix1] = cv2.warpAffine(
+    sub_hw = cv2.warpAffine(
         crop_hw.astype(np.float32), _cv_matrix(M_23), (ix1 - ix0, iy1 - iy0), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )  # fmt: skip
+    if floor is not None:
+        sub_hw[sub_hw < floor] = 0.0
+    out[iy0:iy1, ix0:ix1] = sub_hw
     return out
