@@ -100,6 +100,26 @@ class RefineOptions:
     relative / inverse): None 0.034 / 0.039 / 0.042, 0.1 0.037 / 0.039 / 0.043, 0.2 0.035 / 0.038 / 0.042;
     with the ground moved 25 cm the largest error at the person 9.5 / 6.1 / 4.7 % (None), 8.5 / 5.5 / 5.3 %
     (0.2), 3.9 / 2.3 / 3.7 % (0.1, but worse held out: README, metric scene)."""
+    log_scale_kinds: tuple[str, ...] = DEPTH_KINDS
+    """Kinds refined by the log-scale model instead of the affine field (`_fit_log_field`): refined =
+    exp(h(x)) * (g(x) + delta) in the working domain (depth; disparity for kind 'inverse'), g the global
+    fit, h a smooth field on the same grid, delta one global shift. It is the form of an affine-invariant
+    depth (or disparity) with a smooth multiplicative error: one field instead of two, so the anchors on
+    the person and the floor fix it better and it extrapolates as a scale only (the affine field's shift
+    field, away from the anchors, is a free offset). () gives the previous release's affine field (the
+    options above). Chosen on the tuning seeds 100-107 (AbsRel metric / relative / inverse 0.035 / 0.038 /
+    0.042 -> 0.032 / 0.035 / 0.039; largest error at the person 1.9 / 11.0 / 0.5 % -> 1.7 / 2.2 / 1.0 %)."""
+    log_smoothness: float = 0.01
+    """`smoothness` of the log-scale field (tuning seeds, with `log_first_diff` 0.005: 0.003 / 0.01 / 0.02
+    gave relative AbsRel 0.046 / 0.036 / -, inverse 0.053 / 0.040 / 0.041; the affine field's 0.1 / 0.02
+    are far too stiff for it: even with the true floor as anchor 0.039 / 0.043)."""
+    log_first_diff: float = 0.005
+    """`first_diff` of the log-scale field (0 / 0.002 / 0.005 / 0.01 on the tuning seeds, inverse AbsRel
+    0.055 / 0.039 / 0.039 / 0.042)."""
+    log_shift_damping: float = 1e-3
+    """Weight pulling the log-scale model's global shift delta (in units of the median |g|) towards 0."""
+    log_irls_iterations: int = 10
+    """Gauss-Newton / IRLS iterations of the log-scale model (6: inverse AbsRel 0.040, 10: 0.039)."""
     inverse_smoothness: float = 0.03
     """`smoothness` of that depth field for kind 'inverse' (the global disparity fit's shift error leaves
     a depth error growing with the distance, which a stiffer field cannot follow; tuning seeds 0.051 ->
@@ -282,7 +302,8 @@ def refine_depth(
         notes.append("no person anchors: scaled by the ground plane alone")
     glob_pred_hw = s0 * d_hw + b0
     g_s, g_b, fk = s0, b0, kind  # fk: the domain of the field
-    if kind == "inverse" and opt.inverse_field_in_depth:
+    log_model = kind in opt.log_scale_kinds
+    if kind == "inverse" and opt.inverse_field_in_depth and not log_model:
         # the field in depth: its input is the global fit turned into depth, scale 1, shift 0
         d_hw = _to_depth(glob_pred_hw, kind)
         ok_hw &= np.isfinite(d_hw)
@@ -290,6 +311,7 @@ def refine_depth(
         glob_pred_hw, s0, b0, fk = d_hw, 1.0, 0.0, "metric"
         opt = replace(opt, smoothness=opt.inverse_smoothness)
     scale_m = float(np.median(np.abs(d_hw[ok_hw]))) if ok_hw.any() else 1.0
+    depth_scale_m = scale_m if fk != "inverse" else float(np.nanmedian(_to_depth(glob_pred_hw[ok_hw], fk)))
 
     # 2. the smooth field: refined = glob + s0 * (alpha(x) d + beta(x) m), alpha, beta on a coarse grid
     gw = opt.grid_cells + 1 if w >= h else max(2, round(opt.grid_cells * w / h)) + 1
@@ -298,16 +320,19 @@ def refine_depth(
     n_nodes = gh * gw
     D2 = _second_diff(gh, gw)
     n_ground = 0
-    quad = kind == "inverse" and opt.inverse_field_in_depth and opt.inverse_quadratic
+    quad = kind == "inverse" and opt.inverse_field_in_depth and opt.inverse_quadratic and not log_model
     tilt_uv = None  # the ground's tilt: normalised pixel offsets from the pivot (the people's lowest pixels)
-    tilt_sigma = opt.ground_tilt_sigma if kind != "inverse" else None
+    # the tilt weighting: not for the affine field of kind 'inverse' (its depth^2 term needs the far floor)
+    tilt_sigma = opt.ground_tilt_sigma if kind != "inverse" or log_model else None
     tilted = opt.ground_tilt_weight is not None or tilt_sigma is not None
-    if ground_ok is not None and len(py) >= 3 and tilted and fk != "inverse":
+    if ground_ok is not None and len(py) >= 3 and tilted and (fk != "inverse" or log_model):
         low = py >= np.percentile(py, 98)
         u0, v0, size = float(np.median(px[low])), float(np.median(py[low])), float(max(h, w))
         tilt_uv = ((np.arange(w) + 0.5 - u0) / size, (np.arange(h) + 0.5 - v0) / size)
     ground_cur_hw = ground_depth_m_hw
     fit = _Field(np.zeros(n_nodes), np.zeros(n_nodes), 0.0, 1.0, np.zeros(2))
+    g_scale = float(np.median(np.abs(glob_pred_hw[ok_hw]))) if ok_hw.any() else 1.0
+    log_h, log_delta = np.zeros(n_nodes), 0.0
     pred_hw = glob_pred_hw
     passes = opt.ground_tolerance if ground_ok is not None else (None,)
     for tol in passes:
@@ -322,19 +347,27 @@ def refine_depth(
                 g_w: float | np.ndarray = agree * opt.ground_weight if groups else 1.0
                 if tilt_uv is not None and tilt_sigma is not None:
                     # the relative depth error of a tilt error about the pivot: depth x image offset
-                    err_n = (tilt_sigma * ground_depth_m_hw[gy, gx] / scale_m
+                    err_n = (tilt_sigma * ground_depth_m_hw[gy, gx] / depth_scale_m
                              * np.hypot(tilt_uv[0][gx], tilt_uv[1][gy]))  # fmt: skip
                     g_w = g_w / n_ground / (1.0 + (err_n / opt.robust_scale) ** 2)
                 groups.append((gy, gx, ground_depth_m_hw[gy, gx], g_w, True))
+        if log_model:
+            log_h, log_delta = _fit_log_field(groups, glob_pred_hw, g_scale, fk, Wy, Wx, gh, gw, D2, opt)
+            pred_hw = np.exp(Wy @ log_h.reshape(gh, gw) @ Wx.T) * (glob_pred_hw + g_scale * log_delta)
+            continue
         fit = _fit_field(groups, d_hw, s0, b0, scale_m, fk, Wy, Wx, gh, gw, D2, opt, quad, tilt_uv)
         pred_hw = glob_pred_hw + s0 * (fit.alpha_hw(Wy, Wx, gh, gw, d_hw, scale_m) * d_hw
                                        + (Wy @ fit.beta.reshape(gh, gw) @ Wx.T) * scale_m)  # fmt: skip
         if tilt_uv is not None:
             ground_cur_hw = _tilted(ground_depth_m_hw, tilt_uv, fit.tilt / scale_m)
-    alpha_hw = fit.alpha_hw(Wy, Wx, gh, gw, d_hw, scale_m)
-    beta_hw = Wy @ fit.beta.reshape(gh, gw) @ Wx.T
-    scale_hw = s0 * (1 + alpha_hw)
-    shift_hw = b0 + s0 * scale_m * beta_hw
+    if log_model:  # refined = exp(h) * (s0 d + b0 + g_scale delta)
+        e_hw = np.exp(Wy @ log_h.reshape(gh, gw) @ Wx.T)
+        scale_hw, shift_hw = s0 * e_hw, e_hw * (b0 + g_scale * log_delta)
+    else:
+        alpha_hw = fit.alpha_hw(Wy, Wx, gh, gw, d_hw, scale_m)
+        beta_hw = Wy @ fit.beta.reshape(gh, gw) @ Wx.T
+        scale_hw = s0 * (1 + alpha_hw)
+        shift_hw = b0 + s0 * scale_m * beta_hw
     pred_hw = scale_hw * d_hw + shift_hw
     depth_m = _to_depth(pred_hw, fk)
     depth_m = np.where(ok_hw, depth_m, np.nan).astype(np.float32)
@@ -510,3 +543,38 @@ def _fit_field(groups: list, d_hw: np.ndarray, s0: float, b0: float, scale_m: fl
     gamma = float(x[2 * n_nodes]) if quad else 0.0
     tilt = x[-2:].copy() if tilt_uv is not None else np.zeros(2)
     return _Field(x[:n_nodes], x[n_nodes:2 * n_nodes], gamma, x1, tilt)
+
+
+def _fit_log_field(groups: list, g_hw: np.ndarray, g_scale: float, kind: str, Wy: np.ndarray, Wx: np.ndarray,
+                   gh: int, gw: int, D2: sp.csr_matrix, opt: RefineOptions) -> tuple[np.ndarray, float]:  # fmt: skip
+    """Gauss-Newton IRLS for the log-scale model pred = exp(h) * (g + g_scale * delta) in the working
+    domain (`g_hw` the global fit there): h on the grid nodes (`log_smoothness` on its second differences,
+    `log_first_diff` on its first, `damping` towards 0), delta one global shift (`log_shift_damping`);
+    relative residuals pred / target - 1, Cauchy-robust. Returns (h on the nodes, delta)."""
+    n_nodes = gh * gw
+    Bs, g_l, t_l, w_l = [], [], [], []
+    for ys, xs, z_n, total_w, _ in groups:
+        Bs.append(sp.csr_matrix((Wy[ys][:, :, None] * Wx[xs][:, None, :]).reshape(len(ys), n_nodes)))
+        g_l.append(g_hw[ys, xs])
+        t_l.append(_target(z_n, kind))
+        w_l.append(np.full(len(ys), total_w / len(ys)) if np.isscalar(total_w) else total_w)
+    B = sp.vstack(Bs).tocsr()
+    g_n, t_n, w0 = np.concatenate(g_l), np.concatenate(t_l), np.concatenate(w_l)
+    reg = opt.log_smoothness * (D2.T @ D2).toarray() + opt.damping * np.eye(n_nodes)
+    if opt.log_first_diff > 0:
+        R1 = _first_diff(gh, gw)
+        reg += opt.log_first_diff * (R1.T @ R1).toarray()
+    reg = np.pad(reg, ((0, 1), (0, 1)))
+    reg[-1, -1] = opt.log_shift_damping
+    x = np.zeros(n_nodes + 1)
+    w = w0.copy()
+    for _ in range(opt.log_irls_iterations):
+        e_n = np.exp(B @ x[:n_nodes])
+        base_n = g_n + g_scale * x[-1]
+        r = e_n * base_n / t_n - 1.0
+        J = sp.hstack([sp.diags(e_n * base_n / t_n) @ B, sp.csr_matrix((e_n * g_scale / t_n)[:, None])]).tocsr()
+        Jw = J.multiply(w[:, None]).tocsr()
+        x = x + np.linalg.solve((J.T @ Jw).toarray() + reg, -(Jw.T @ r) - reg @ x)
+        r = np.exp(B @ x[:n_nodes]) * (g_n + g_scale * x[-1]) / t_n - 1.0
+        w = w0 * _robust_weights(r, opt.robust_scale)
+    return x[:n_nodes], float(x[-1])
