@@ -16,9 +16,9 @@ inside its mask; the ground plane comes from the body's feet (pipelines.scene.gr
 [1 - E, 1 + E] (a distance error of the body fit), and the ground then comes from that body too.
 
 Rows: raw input (kind 'metric': read as metres; otherwise scaled to the person by the median ratio),
-the global scale + shift only, and the full refinement (per-pixel affine field): the previous release's,
-this release's with the ground always at full weight (RefineOptions(ground_conflict_scale=None)), and
-this release's. AbsRel = mean
+the global scale + shift only, and the full refinement: an older release's (affine field, for 'inverse'
+in disparity), the previous release's (the affine field s(x) d + b(x), RefineOptions(log_scale_kinds=())),
+and this release's (the log-scale model exp(h(x)) * (g(x) + delta), refine.py). AbsRel = mean
 |pred - gt| / gt; delta1 = share of pixels with max(pred/gt, gt/pred) < 1.25 (pixels without a
 prediction count as misses); "at the person": |median over the person's mask of refined / true depth - 1|,
 median and max over the scenes. --ground-tilt-deg / --ground-offset-m perturb the ground anchor (a
@@ -39,10 +39,12 @@ from pipelines.scene.refine import DEPTH_KINDS, RefineOptions, refine_depth
 from pipelines.scene.zbuffer import render_depth
 
 W, H = 320, 240
-PREVIOUS = RefineOptions(inverse_field_in_depth=False, ground_tilt_sigma=None, ground_conflict_scale=None)
-"""The previous release's refinement (for kind 'inverse' the field in disparity), the baseline row."""
-NO_CONFLICT = RefineOptions(ground_conflict_scale=None)
-"""This release's refinement without the ground's down-weighting where it disagrees with the people."""
+PREVIOUS = RefineOptions(inverse_field_in_depth=False, ground_tilt_sigma=None, ground_conflict_scale=None,
+                         log_scale_kinds=())  # fmt: skip
+"""An older release's refinement (the affine field; for kind 'inverse' in disparity)."""
+AFFINE = RefineOptions(log_scale_kinds=())
+"""The previous release's refinement (main's before the log-scale model: the affine field s(x) d + b(x),
+the ground's down-weighting where it disagrees with the people), the baseline row."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -83,7 +85,7 @@ def run(seeds: list[int], kinds: list[str], body_error: float, body_kind: str = 
             dt_before = time.perf_counter() - t
             t = time.perf_counter()
             no_conflict = refine_depth(depth_in, kind, anchor, ground_depth_m_hw=ground_hw,
-                                       exclude_ground_hw=scene.person_mask_hw, options=NO_CONFLICT)  # fmt: skip
+                                       exclude_ground_hw=scene.person_mask_hw, options=AFFINE)  # fmt: skip
             dt_no_conflict = time.perf_counter() - t
             m = scene.person_mask_hw
             glob = out.global_scale * depth_in + out.global_shift
@@ -126,8 +128,8 @@ def main() -> None:
         a_raw, a_glob = (float(r[n][:, 0].mean()) for n in ("raw", "global"))
         timed = {"full": 0, "previous": 1, "no_conflict": 2}
         for name, label in (("raw", "raw input"), ("global", "global scale + shift"),
-                            ("previous", "full refinement, previous release (baseline)"),
-                            ("no_conflict", "full refinement, ground always at full weight"),
+                            ("previous", "full refinement, older release (affine field, inverse in disparity)"),
+                            ("no_conflict", "full refinement, previous release: affine field (baseline)"),
                             ("full", "full refinement")):  # fmt: skip
             a = float(r[name][:, 0].mean())
             rows.append([kind, label, f"{a:.3f}", f"{r[name][:, 1].mean():.3f}",
