@@ -31,6 +31,8 @@ from viz import export, scene_outputs
 
 CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
 MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
+
+
 def _person_entry(person: PersonResult, files: dict[str, str] | None) -> dict[str, Any]:
     det = person.detection
     entry: dict[str, Any] = {
