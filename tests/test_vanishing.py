@@ -180,7 +180,7 @@ def test_line_segments_of_a_reduced_image_are_in_the_full_images_pixels() -> Non
 
 
 def test_photo_ground_from_the_segments_the_image_mode_detects_in_its_worker_thread() -> None:
-    """The image mode detects the photo's line segments while the bodies are fitted
+    """The image mode detects the photo's line segments while the people are found and fitted
     (ImagePipeline._line_segments_soon) and hands them to photo_ground: the same ground as photo_ground
     detecting them itself."""
     from types import SimpleNamespace

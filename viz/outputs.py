@@ -22,22 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pipelines.errors import UserFacingError
-from pipelines.io.atomic import atomic_path
+from pipelines.io.atomic import process_umask, write_bytes_atomic
 from pipelines.types import FrameResult, PersonResult, Prompts
 from viz import export, scene_outputs
 
 CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
 MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
-OVERLAY_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
-                      cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]  # fmt: skip
-"""The overlay's lossless PNG: the fast zlib level, one row filter (~1.5x faster than adaptive filtering,
-same size) and Huffman coding only, no string matching (~1/3 less encoding time than level 1 alone, for
-a ~15 % larger file: 3.7 MB against 3.2 MB for the 1280 x 1920 lunge overlay). Level 0 (stored) encodes
-~10x faster but the file is 2.3x larger (7.4 MB)."""
 
 
 def _person_entry(person: PersonResult, files: dict[str, str] | None) -> dict[str, Any]:
@@ -106,24 +99,34 @@ def result_dict(
 
 
 def _write_overlay(path: Path, frame: FrameResult) -> None:
+    """The overlay as a lossless PNG (export.png_bytes: Huffman coding only, two bands deflated in parallel;
+    3.7 MB for the 1280 x 1920 lunge overlay)."""
     overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
-    bgr = cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), bgr, OVERLAY_PNG_PARAMS):
-            raise OSError(f"could not write {path}")
+    write_bytes_atomic(path, export.png_bytes(overlay_rgb_hw3))
 
 
 def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:
-    # The overlay (rasterising and PNG encoding release the GIL) is made in a worker thread while the
-    # meshes, the recording and the JSON are written here.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Independent files in parallel: the overlay (rasterising and PNG encoding release the GIL) and the
+    # recording (rerun encodes and writes in its own threads) each in a worker thread, while the meshes,
+    # the parameters and the JSON are written here.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="write-outputs") as pool:
         overlay = pool.submit(_write_overlay, tmp / "overlay.png", frame)
-        names = _write_rest(tmp, frame, image_path, write_rrd)
+        recording = pool.submit(_write_rrd, tmp / "result.rrd", frame) if write_rrd else None
+        names = _write_rest(tmp, frame, image_path)
         overlay.result()
+        if recording is not None:
+            recording.result()
+            names.insert(names.index("result.json"), "result.rrd")
     return [*names, "overlay.png"]
 
 
-def _write_rest(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:
+def _write_rrd(path: Path, frame: FrameResult) -> None:
+    from viz.rerun_log import save_rrd  # rerun (~0.5 s to import) only when a recording is written
+
+    save_rrd(frame, path)
+
+
+def _write_rest(tmp: Path, frame: FrameResult, image_path: str | Path | None) -> list[str]:
     names: list[str] = []
     person_files: dict[int, dict[str, str]] = {}
     for person in frame.people:
@@ -151,11 +154,6 @@ def _write_rest(tmp: Path, frame: FrameResult, image_path: str | Path | None, wr
         person_files[person.id] = files
 
     names += scene_outputs.write_scene_files(tmp, frame)
-    if write_rrd:
-        from viz.rerun_log import save_rrd  # rerun (~0.5 s to import) only when a recording is written
-
-        save_rrd(frame, tmp / "result.rrd")
-        names.append("result.rrd")
     export.write_json(tmp / "result.json", result_dict(frame, image_path, person_files))
     names.append("result.json")
     return names
@@ -187,9 +185,7 @@ def make_staging_dir(out_dir: str | Path) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     except OSError as err:
         raise UserFacingError(f"Cannot write into {out_dir.parent}: {err.strerror or err}.") from err
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp, 0o777 & ~process_umask())
     return tmp
 
 

@@ -11,10 +11,26 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+_UMASK_LOCK = threading.Lock()
+
+
+def process_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc/self/status): setting it
+    to 0 and back, the only portable way, is a race when several threads write files at once (a file
+    created by another thread meanwhile gets mode 0666, and two such pairs can leave the umask at 0)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        umask = os.umask(0)
+        os.umask(umask)
+    return umask
 
 
 @contextlib.contextmanager
@@ -28,9 +44,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plain open() would give the usual permissions
+        os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes 0600; a plain open() would give the usual permissions
         yield tmp
         os.replace(tmp, path)
     except BaseException:

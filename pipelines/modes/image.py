@@ -89,6 +89,9 @@ class ImageSession:
     """Per person, the detection that fit explained: a warm start holds only while it is the same (see warm_start)."""
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
+    line_segments: Future | None = None
+    """The image's line segments for the scene's vanishing point (prompt-independent; a Future of
+    vanishing.photo_line_segments, detected in a worker thread: prompt edits wait for no new detection)."""
 
     def warm_start(self, person_id: int, detection: PersonDetection) -> FitState | Any | None:
         """The last fit of this person to start from, or None when it explained other keypoints: a box prompt
@@ -246,7 +249,16 @@ class ImagePipeline:
         key = image_key(rgb)
         if session is not None and session.image_key != key:
             session.image_key, session.detections, session.fits, session.focal_px = key, None, {}, None
-            session.fitted_on = {}
+            session.fitted_on, session.line_segments = {}, None
+        # The scene's line segments depend on the photo only: detected from the start, in a worker thread
+        # beside the detection and the fits (OpenCV's LSD releases the GIL), once per image of a session.
+        lines: Future | None = None
+        if self.config.scene:
+            lines = session.line_segments if session is not None else None
+            if lines is None:
+                lines = self._line_segments_soon(rgb)
+                if session is not None:
+                    session.line_segments = lines
         if camera.source == "default" and session is not None and session.focal_px is not None:
             camera = Camera.from_focal(session.focal_px, w, h, "estimated")
         timings["camera"] = time.perf_counter() - t
@@ -279,9 +291,8 @@ class ImagePipeline:
         if on_stage:
             on_stage("detections", frame)
 
-        # Body fits; meanwhile the scene's line segments (one core: the fit uses one)
+        # Body fits (one core); the scene's line segments are still being detected meanwhile
         report(0.5, "fitting bodies")
-        lines = self._line_segments_soon(rgb) if self.config.scene and frame.people else None
         t = time.perf_counter()
         kp_prompts = assign_keypoint_prompts(people, prompts, selected)
         estimate = camera.source == "default"
@@ -339,7 +350,7 @@ class ImagePipeline:
         if self.config.scene:
             t = time.perf_counter()
             frame.scene = build_scene(rgb, frame.camera.K_33, frame.people, depth_in or hub_depth_input(frame.depth),
-                                      all_segments_n4=None if lines is None else lines.result())  # fmt: skip
+                                      all_segments_n4=self._segments(lines, frame.people))  # fmt: skip
             timings["scene"] = time.perf_counter() - t
         frame.backends = self.backend_uses()
         warnings += [u.sentence() for u in frame.backends.values() if u.reason is not None]
@@ -348,11 +359,18 @@ class ImagePipeline:
             on_stage("bodies", frame)
         return frame
 
+    @staticmethod
+    def _segments(lines: Future | None, people: list[PersonResult]) -> np.ndarray | None:
+        """The line segments for build_scene: waited for only when a body can use them (photo_ground)."""
+        if lines is None or not any(p.body is not None for p in people):
+            return None
+        return lines.result()
+
     def _line_segments_soon(self, rgb_hw3: np.ndarray) -> Future:
         """The photo's line segments for the scene's vanishing point (vanishing.photo_line_segments, OpenCV's
-        LSD, which releases the GIL), detected in a daemon thread of this photo's while the bodies are fitted
-        (no pool left behind: a process may end without waiting for it, and an abandoned run does not delay
-        the next photo's)."""
+        LSD, which releases the GIL), detected in a daemon thread of this photo's while the people are found
+        and their bodies fitted (no pool left behind: a process may end without waiting for it, and an
+        abandoned run does not delay the next photo's)."""
         future: Future = Future()
 
         def work() -> None:

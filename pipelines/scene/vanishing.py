@@ -98,7 +98,8 @@ def line_segments(image: np.ndarray, max_side_px: int | None = None) -> np.ndarr
 
 PHOTO_MAX_SIDE_PX = 1920
 """A photo's segments are detected at most at this long side (LSD's time grows with the pixels: ~0.25-0.45 s
-of one core for 1-2.5 Mpx; the image mode hides it behind the body fit, in a worker thread). Smaller was
+of one core for 1-2.5 Mpx; the image mode runs it in a worker thread from the start of a run, beside the
+detection and the body fit, once per image of a session). Smaller was
 tried on pose2sim_single's tuning frames (1080x1920) and left out: from 1600 px down the per-photo
 vanishing points got worse against the calibration (README, "Speed: one photo")."""
 PEOPLE_PAD_FRAC = 0.15
