@@ -1,9 +1,8 @@
-"""The photo's output path made faster must write the same things: PNG pixels, OBJ text, overlay pixels,
+"""The photo's output path made faster must write the same things: OBJ text, overlay pixels,
 every file of a frame (also when a worker thread fails), the session's line segments detected once."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -17,22 +16,6 @@ from pipelines.types import Camera
 from tests.test_viz import _frame, _person
 from viz import export, outputs
 from viz.outputs import write_outputs
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 3), (7, 5, 3), (64, 33, 3)])
-@pytest.mark.parametrize("parts", [1, 2, 3, 100])
-def test_png_bytes_decode_to_the_same_pixels(shape: tuple[int, int, int], parts: int) -> None:
-    rgb_hw3 = np.random.default_rng(sum(shape) + parts).integers(0, 256, shape, dtype=np.uint8)
-    data = export.png_bytes(rgb_hw3, parts)
-    Image.open(io.BytesIO(data)).verify()  # chunk CRCs
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), rgb_hw3)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    np.testing.assert_array_equal(bgr[:, :, ::-1], rgb_hw3)
-
-
-def test_png_bytes_refuses_what_is_not_rgb() -> None:
-    with pytest.raises(ValueError, match="RGB"):
-        export.png_bytes(np.zeros((4, 4), np.uint8))
 
 
 def _reference_obj(verts_v3: np.ndarray, faces_f3: np.ndarray, color_rgb: tuple[int, int, int]) -> str:

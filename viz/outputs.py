@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pipelines.errors import UserFacingError
@@ -31,6 +32,12 @@ from viz import export, scene_outputs
 
 CAMERA_CONVENTION = "OpenCV: x right, y down, z forward; metres"
 MESH_AXES = "glTF: x right, y up, z towards the viewer; metres; origin at the camera centre"
+OVERLAY_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
+                      cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]  # fmt: skip
+"""The overlay's lossless PNG: the fast zlib level, one row filter (~1.5x faster than adaptive filtering,
+same size) and Huffman coding only, no string matching (~1/3 less encoding time than level 1 alone, for
+a ~15 % larger file: 3.7 MB against 3.2 MB for the 1280 x 1920 lunge overlay). Level 0 (stored) encodes
+~10x faster but the file is 2.3x larger (7.4 MB)."""
 
 
 def _person_entry(person: PersonResult, files: dict[str, str] | None) -> dict[str, Any]:
@@ -99,10 +106,12 @@ def result_dict(
 
 
 def _write_overlay(path: Path, frame: FrameResult) -> None:
-    """The overlay as a lossless PNG (export.png_bytes: Huffman coding only, two bands deflated in parallel;
-    3.7 MB for the 1280 x 1920 lunge overlay)."""
+    """The overlay as a lossless PNG (OpenCV's encoder, OVERLAY_PNG_PARAMS; it releases the GIL)."""
     overlay_rgb_hw3 = export.render_overlay(frame.image_rgb_hw3, frame.camera, frame.people)
-    write_bytes_atomic(path, export.png_bytes(overlay_rgb_hw3))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(overlay_rgb_hw3, cv2.COLOR_RGB2BGR), OVERLAY_PNG_PARAMS)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    write_bytes_atomic(path, png.tobytes())
 
 
 def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, write_rrd: bool) -> list[str]:
