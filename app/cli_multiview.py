@@ -104,6 +104,9 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--mesh-hz must be 0 (no meshes) or more; got {args.mesh_hz}.")
     if args.person_height is not None and not 0.5 < args.person_height < 2.5:
         raise UserFacingError(f"--person-height must be in metres (0.5 to 2.5); got {args.person_height}.")
+    from viz.outputs import check_out_dir
+
+    check_out_dir(args.out)  # a bad --out is told now, not after the whole run
     calib = None if args.self_calibrate else args.calib or _default_calib(args.videos[0])
     if calib is None:
         print(f"note: no calibration file: the cameras are estimated from the people (the tallest taken to be "
