@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -113,3 +114,24 @@ def test_ctrl_c_before_the_first_video_frame_does_not_speak_of_a_photo(
     [line] = error_lines(err)
     assert line.startswith("error: interrupted before the first frame was processed") and "photo" not in line
     assert not (tmp_path / "out").exists()
+
+
+def test_multiview_summary_without_anybody_fused_says_so(
+    tmp_path: Path, single_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A capture where nobody is fused (or a camera that sees nobody) prints "n/a" / "no fused person seen", not
+    Python's None, beside the error line that says why."""
+    import viz.multiview_outputs as mv_out
+
+    result = SimpleNamespace(fusion=SimpleNamespace(n_frames=4, people=[]), infos=[None] * 4, bodies=[],
+                             warnings=["no person is seen by two views: nothing can be triangulated."])  # fmt: skip
+    views = [{"name": f"cam0{i}", "time_offset_frames": None, "median_reproj_px": None, "rotation_change_deg": None,
+              "translation_change_m": None} for i in range(1, 5)]  # fmt: skip
+    monkeypatch.setattr(mv_mode, "run_multiview", lambda *_a, **_k: result)
+    monkeypatch.setattr(mv_out, "write_outputs", lambda *_a, **_k: [tmp_path / "out" / "tracks.json"])
+    monkeypatch.setattr(mv_out, "report_dict", lambda _r: {"median_reproj_px": None, "plain_median_reproj_px": None,
+                                                           "fused_fps": 2.0, "views": views})  # fmt: skip
+    code, out, err = run_cli(_mv_args(single_dir, tmp_path / "out"), capsys)
+    assert code == 3 and "None" not in out
+    assert "median reprojection n/a (plain triangulation n/a)" in out and "  cam04: no fused person seen" in out
+    assert error_lines(err) == ["error: no person is seen by two views: nothing can be triangulated."]
