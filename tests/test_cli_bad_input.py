@@ -109,11 +109,15 @@ def test_ctrl_c_before_the_first_video_frame_does_not_speak_of_a_photo(
     monkeypatch.setattr(cli, "_pipeline", interrupted)
     clip = tmp_path / "clip.mp4"
     shutil.copyfile(single_dir / "cam01.mp4", clip)
-    code, _, err = run_cli(["video", clip, "--out", tmp_path / "out", "--quiet"], capsys)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tracks.json").write_text("{}")  # an earlier run's result
+    code, _, err = run_cli(["video", clip, "--out", out, "--quiet"], capsys)
     assert code == 130
     [line] = error_lines(err)
     assert line.startswith("error: interrupted before the first frame was processed") and "photo" not in line
-    assert not (tmp_path / "out").exists()
+    assert [p.name for p in out.iterdir()] == ["tracks.json"] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.mp4", "out"]
 
 
 def test_multiview_summary_without_anybody_fused_says_so(
