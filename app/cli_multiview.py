@@ -127,7 +127,11 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         result = run_multiview(args.videos, calib, options, progress=bar.set_description,
                                on_frame=lambda: bar.update(1))
     preparing.join()  # done long before in a normal run; the writers never race with the imports
-    written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
+    from app.ctrl_c import ctrl_c_deferred
+
+    with ctrl_c_deferred("note: Ctrl-C: the fused views are being written first; press Ctrl-C again to stop now "
+                         "and write nothing."):  # fmt: skip
+        written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     report = report_dict(result)
     print(f"{result.fusion.n_frames} frame(s) of {len(result.infos)} view(s) fused, {len(result.fusion.people)} "
           f"person(s); median reprojection {_or_none(report['median_reproj_px'], 'px')} (plain triangulation "

@@ -139,3 +139,38 @@ def test_multiview_summary_without_anybody_fused_says_so(
     assert code == 3 and "None" not in out
     assert "median reprojection n/a (plain triangulation n/a)" in out and "  cam04: no fused person seen" in out
     assert error_lines(err) == ["error: no person is seen by two views: nothing can be triangulated."]
+
+
+def test_ctrl_c_while_the_multiview_outputs_are_written_still_writes_them(
+    tmp_path: Path, single_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run is done when its outputs are written: a first Ctrl-C there is told and the files still land
+    (before, they were dropped with the whole run); a second one stops at once."""
+    import os
+    import signal
+
+    import viz.multiview_outputs as mv_out
+
+    result = SimpleNamespace(fusion=SimpleNamespace(n_frames=4, people=[]), infos=[None] * 4, bodies=[], warnings=[])
+    monkeypatch.setattr(mv_mode, "run_multiview", lambda *_a, **_k: result)
+    monkeypatch.setattr(mv_out, "report_dict", lambda _r: {"median_reproj_px": 1.0, "plain_median_reproj_px": 2.0,
+                                                           "fused_fps": 2.0, "views": []})  # fmt: skip
+    presses: list[int] = [1]
+    before = signal.getsignal(signal.SIGINT)
+
+    def write_after_ctrl_c(_result: object, out: Path, **_k: object) -> list[Path]:
+        for _ in presses:
+            os.kill(os.getpid(), signal.SIGINT)
+        out.mkdir()
+        (out / "tracks.json").write_text("{}")
+        return [out / "tracks.json"]
+
+    monkeypatch.setattr(mv_out, "write_outputs", write_after_ctrl_c)
+    code, out, err = run_cli(_mv_args(single_dir, tmp_path / "out"), capsys)
+    assert code == 0 and "wrote 1 file(s)" in out and (tmp_path / "out" / "tracks.json").is_file()
+    assert "note: Ctrl-C: the fused views are being written first; press Ctrl-C again" in err
+    presses.append(2)
+    code, _, err = run_cli(_mv_args(single_dir, tmp_path / "out2"), capsys)
+    assert code == 130 and not (tmp_path / "out2").exists()
+    assert error_lines(err)[-1].startswith("error: interrupted: nothing was written")
+    assert signal.getsignal(signal.SIGINT) is before  # restored
