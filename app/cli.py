@@ -373,6 +373,16 @@ def run_image(args: argparse.Namespace) -> int:
     return run_batch(jobs, problems, args, prompts)
 
 
+INTERRUPTED = {
+    "image": "interrupted; the photo being processed was not written (the photos finished before it are).",
+    "video": "interrupted before the first frame was processed (or while the outputs were written): nothing was "
+             "written, and an existing output folder is left as it was.",
+    "multiview": "interrupted: nothing was written (the views are fused only once every video is read), and an "
+                 "existing output folder is left as it was.",
+}
+"""The message of a Ctrl-C that reaches main (the video's frame loop handles its own: the frames done are written)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _WARNED.clear()  # each run warns once per stage that fell back
@@ -388,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except KeyboardInterrupt:
-            print("error: interrupted; the photo being processed was not written", file=sys.stderr)
+            print(f"error: {INTERRUPTED[args.command]}", file=sys.stderr)
             return 130
         except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback unless asked
             if args.debug:
@@ -513,17 +523,22 @@ def run_video(args: argparse.Namespace) -> int:
                     bar.update(1)
             except KeyboardInterrupt:  # the frames done so far are still written
                 interrupted = True
-                report.problems.append(f"{info.path.name}: interrupted after {len(pipeline.frames_done)} frame(s).")
+                report.problems.append(f"{info.path.name}: interrupted after {len(pipeline.frames_done)} frame(s); "
+                                       "the outputs hold those frames.")
         if not pipeline.frames_done:
             outputs.abort()
             why = report.problems[0] if report.problems else f"{info.path.name}: no frame in the requested range."
             raise UserFacingError(why)
         warnings = report.problems + report.notes + warnings
-        written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
-                                                      "end_s": args.end, "max_side": args.max_side,
-                                                      "smooth": not args.no_smooth,
-                                                      "online_smooth": args.online_smooth, "hands": args.hands,
-                                                      "prompts": prompts.as_dict()})  # fmt: skip
+        from app.ctrl_c import ctrl_c_deferred
+
+        with ctrl_c_deferred(f"note: Ctrl-C: the {len(pipeline.frames_done)} frame(s) done are being written first; "
+                             "press Ctrl-C again to stop now and write nothing."):  # fmt: skip
+            written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
+                                                          "end_s": args.end, "max_side": args.max_side,
+                                                          "smooth": not args.no_smooth,
+                                                          "online_smooth": args.online_smooth, "hands": args.hands,
+                                                          "prompts": prompts.as_dict()})  # fmt: skip
     except BaseException:
         outputs.abort()
         raise

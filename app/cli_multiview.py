@@ -82,6 +82,11 @@ def prepare_outputs_in_background(rrd: bool = True) -> threading.Thread:
     return import_writers_ahead(("pygltflib",), ("viz.multiview_log",), rrd)
 
 
+def _or_none(value: float | None, unit: str) -> str:
+    """A report's figure for the summary lines: 'n/a' where it is None (nobody fused), else with its unit."""
+    return "n/a" if value is None else f"{value} {unit}"
+
+
 def run_multiview_cli(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -104,6 +109,9 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--mesh-hz must be 0 (no meshes) or more; got {args.mesh_hz}.")
     if args.person_height is not None and not 0.5 < args.person_height < 2.5:
         raise UserFacingError(f"--person-height must be in metres (0.5 to 2.5); got {args.person_height}.")
+    from viz.outputs import check_out_dir
+
+    check_out_dir(args.out)  # a bad --out is told now, not after the whole run
     calib = None if args.self_calibrate else args.calib or _default_calib(args.videos[0])
     if calib is None:
         print(f"note: no calibration file: the cameras are estimated from the people (the tallest taken to be "
@@ -119,14 +127,21 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
         result = run_multiview(args.videos, calib, options, progress=bar.set_description,
                                on_frame=lambda: bar.update(1))
     preparing.join()  # done long before in a normal run; the writers never race with the imports
-    written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
+    from app.ctrl_c import ctrl_c_deferred
+
+    with ctrl_c_deferred("note: Ctrl-C: the fused views are being written first; press Ctrl-C again to stop now "
+                         "and write nothing."):  # fmt: skip
+        written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     report = report_dict(result)
     print(f"{result.fusion.n_frames} frame(s) of {len(result.infos)} view(s) fused, {len(result.fusion.people)} "
-          f"person(s); median reprojection {report['median_reproj_px']} px (plain triangulation "
-          f"{report['plain_median_reproj_px']} px); {report['fused_fps']} fused frames/s; wrote {len(written)} "
-          f"file(s) to {args.out}")  # fmt: skip
+          f"person(s); median reprojection {_or_none(report['median_reproj_px'], 'px')} (plain triangulation "
+          f"{_or_none(report['plain_median_reproj_px'], 'px')}); {report['fused_fps']} fused frames/s; wrote "
+          f"{len(written)} file(s) to {args.out}")  # fmt: skip
     for v in report["views"]:
-        print(f"  {v['name']}: time offset {v['time_offset_frames']} frames, median reprojection "
+        if v["median_reproj_px"] is None:  # nobody fused in this view (its error line says why)
+            print(f"  {v['name']}: no fused person seen")
+            continue
+        print(f"  {v['name']}: time offset {_or_none(v['time_offset_frames'], 'frames')}, median reprojection "
               f"{v['median_reproj_px']} px, camera moved {v['rotation_change_deg']} deg / "
               f"{v['translation_change_m']} m")
     for p in result.fusion.people:

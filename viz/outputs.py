@@ -193,9 +193,18 @@ def make_staging_dir(out_dir: str | Path) -> Path:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     except OSError as err:
+        blocker = next((a for a in out_dir.parents if a.exists()), None)
+        if blocker is not None and not blocker.is_dir():  # a file where a folder of the path should be
+            raise UserFacingError(f"Cannot write into {out_dir}: {blocker} is a file, not a folder.") from err
         raise UserFacingError(f"Cannot write into {out_dir.parent}: {err.strerror or err}.") from err
     os.chmod(tmp, 0o777 & ~process_umask())
     return tmp
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Raise UserFacingError (one sentence) now when `out_dir` cannot be written, before a long run whose
+    outputs are written only at its end; leaves nothing behind but the parent folders."""
+    os.rmdir(make_staging_dir(out_dir))
 
 
 def commit_staging_dir(tmp: Path, out_dir: str | Path) -> None:

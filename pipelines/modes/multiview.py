@@ -95,6 +95,19 @@ def match_cameras(videos: list[Path], cams: list[CalibratedCamera], calib_name: 
     if all(c is not None for c in by_name) and len({c.name for c in by_name}) == len(videos):
         return by_name  # type: ignore[return-value]
     if len(cams) != len(videos):
+        names = [c.name for c in cams]
+        named = [c.name if c is not None else None for c in by_name]
+        twice = [n for i, n in enumerate(named) if n is not None and n in named[:i]]
+        if twice:
+            both = [v.name for v, c in zip(videos, by_name, strict=True) if c is not None and c.name == twice[0]]
+            raise UserFacingError(f"The videos {' and '.join(both)} both name camera {twice[0]} of the calibration "
+                                  f"{calib_name}: give one video per camera.")  # fmt: skip
+        unmatched = [v.name for v, c in zip(videos, by_name, strict=True) if c is None]
+        if len(unmatched) < len(videos):  # some videos name a camera, these do not
+            raise UserFacingError(
+                f"The calibration {calib_name} has no camera for {', '.join(unmatched)} (its {len(cams)} camera(s): "
+                f"{', '.join(names)}; {len(videos)} video(s) were given): give the calibration of every camera, or "
+                "only the videos of its cameras.")
         raise UserFacingError(
             f"The calibration {calib_name} describes {len(cams)} camera(s) ({', '.join(c.name for c in cams)}) but "
             f"{len(videos)} video(s) were given, and the video names do not name its cameras: give one video per "
@@ -106,6 +119,11 @@ def fit_camera_to_video(cam: CalibratedCamera, info: VideoInfo) -> tuple[Calibra
     """The camera for the video's decoded size: as given when the sizes agree within 1 %, scaled when the
     video is a uniformly resized copy, else None and the reason."""
     if not cam.size_known:
+        cx, cy = cam.camera.K_33[0, 2], cam.camera.K_33[1, 2]
+        if abs(cx - info.width / 2) > info.width / 4 or abs(cy - info.height / 2) > info.height / 4:
+            return None, (f"{info.path.name} is {info.width}x{info.height} but camera {cam.name} of the calibration "
+                          f"has its principal point at ({cx:.0f}, {cy:.0f}), far from the image centre: not the "
+                          "same camera setting (or another image size); the view is left out.")  # fmt: skip
         return make_camera(cam.name, cam.camera.K_33, cam.dist_k, cam.cam_T_world_44, info.width, info.height), None
     cw, ch = cam.camera.width, cam.camera.height
     sx, sy = info.width / cw, info.height / ch

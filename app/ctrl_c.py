@@ -1,0 +1,34 @@
+"""Ctrl-C while the command line writes its outputs: the work is done by then, so a first Ctrl-C is noted and
+the outputs are still written; a second one stops at once (nothing is written, an existing --out is kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred(note: str) -> Iterator[list[bool]]:
+    """Within the block a first SIGINT prints `note` to stderr and is otherwise held back; a second raises
+    KeyboardInterrupt. Yields a list that is non-empty once Ctrl-C was pressed. Outside the main thread (where
+    Python takes no signal handler) it changes nothing."""
+    pressed: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+        print(note, file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
