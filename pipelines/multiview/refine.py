@@ -251,7 +251,11 @@ def schur_lm(x0: np.ndarray, residuals: Callable[[np.ndarray], tuple[np.ndarray,
     r, g = residuals(x)
     c = cost(r, g)
     lam, nu = 1e-3, 2.0
-    pair = obs_view_m * n_p + obs_point_m  # the (view, point) block of each observation
+    n_m = len(obs_view_m)
+    # sums over the observations as sparse products: of each point's, each view's, each (view, point) pair's
+    by_point = csr_matrix((np.ones(n_m), (obs_point_m, np.arange(n_m))), shape=(n_p, n_m))
+    by_view = csr_matrix((np.ones(n_m), (obs_view_m, np.arange(n_m))), shape=(n_v, n_m))
+    by_pair = csr_matrix((np.ones(n_m), (obs_point_m * n_v + obs_view_m, np.arange(n_m))), shape=(n_p * n_v, n_m))
     for _ in range(max_iter):
         J_m29, G_7v6 = blocks(x)
         # the loss's first derivative in r (the gradient) and its second (the curvature: exact in r)
@@ -260,30 +264,25 @@ def schur_lm(x0: np.ndarray, residuals: Callable[[np.ndarray], tuple[np.ndarray,
         gr_m2 = r * rho1_m2
         Jc, Jp, Jwc, Jwp = J_m29[..., :6], J_m29[..., 6:], Jw[..., :6], Jw[..., 6:]
         G = G_7v6.reshape(7, n_c)
+        U_v66 = (by_view @ np.einsum("mri,mrj->mij", Jwc, Jc).reshape(n_m, 36)).reshape(n_v, 6, 6)
         U = np.zeros((n_v, 6, n_v, 6))
-        U[np.arange(n_v), :, np.arange(n_v)] = np.stack(
-            [np.einsum("mri,mrj->ij", Jwc[obs_view_m == v], Jc[obs_view_m == v]) for v in range(n_v)])
+        U[np.arange(n_v), :, np.arange(n_v)] = U_v66
         U = U.reshape(n_c, n_c) + G.T @ G
-        V = np.zeros((n_p, 3, 3))
-        np.add.at(V, obs_point_m, np.einsum("mri,mrj->mij", Jwp, Jp))
-        W = np.zeros((n_v * n_p, 6, 3))
-        np.add.at(W, pair, np.einsum("mri,mrj->mij", Jwc, Jp))
-        W = W.reshape(n_v, n_p, 6, 3).transpose(0, 2, 1, 3).reshape(n_c, n_p, 3)  # (pose unknowns, point, xyz)
-        gc = np.zeros((n_v, 6))
-        np.add.at(gc, obs_view_m, np.einsum("mri,mr->mi", Jc, gr_m2))
-        gc = gc.ravel() + G.T @ g
-        gp = np.zeros((n_p, 3))
-        np.add.at(gp, obs_point_m, np.einsum("mri,mr->mi", Jp, gr_m2))
+        V = (by_point @ np.einsum("mri,mrj->mij", Jwp, Jp).reshape(n_m, 9)).reshape(n_p, 3, 3)
+        # per point its (pose unknowns, xyz) block (n_p, 6 n_v, 3): the views that see it, zeros elsewhere
+        W = (by_pair @ np.einsum("mri,mrj->mij", Jwc, Jp).reshape(n_m, 18)).reshape(n_p, n_c, 3)
+        gc = (by_view @ np.einsum("mri,mr->mi", Jc, gr_m2)).ravel() + G.T @ g
+        gp = by_point @ np.einsum("mri,mr->mi", Jp, gr_m2)
         dU, dV = np.diag(U).copy(), np.einsum("pii->pi", V).copy()
+        W_c3p = W.transpose(1, 0, 2).reshape(n_c, 3 * n_p)
         accepted = False
         for _retry in range(12):
             Ud = U + np.diag(lam * dU + 1e-12)
-            Vd = V + (lam * dV + 1e-12)[:, :, None] * np.eye(3)
-            Vinv = np.linalg.inv(Vd)
-            WV = np.einsum("cpi,pij->cpj", W, Vinv)
-            S = Ud - np.einsum("cpj,dpj->cd", WV, W)
-            d_c = np.linalg.solve(S, -gc + np.einsum("cpj,pj->c", WV, gp))
-            d_p = -np.einsum("pij,pj->pi", Vinv, gp + np.einsum("cpi,c->pi", W, d_c))
+            Vinv = _inv_sym33(V + (lam * dV + 1e-12)[:, :, None] * np.eye(3))
+            WV_c3p = (W @ Vinv).transpose(1, 0, 2).reshape(n_c, 3 * n_p)
+            S = Ud - WV_c3p @ W_c3p.T
+            d_c = np.linalg.solve(S, -gc + WV_c3p @ gp.ravel())
+            d_p = -(Vinv @ (gp + (W_c3p.T @ d_c).reshape(n_p, 3))[..., None])[..., 0]
             x_new = x + np.concatenate([d_c, d_p.ravel()])
             r_new, g_new = residuals(x_new)
             c_new = cost(r_new, g_new)
@@ -302,3 +301,14 @@ def schur_lm(x0: np.ndarray, residuals: Callable[[np.ndarray], tuple[np.ndarray,
         if gain < ftol * c:
             break
     return x
+
+
+def _inv_sym33(M_n33: np.ndarray) -> np.ndarray:
+    """Inverses of symmetric 3x3 matrices by the adjugate (no LAPACK call per matrix)."""
+    a, b, c = M_n33[:, 0, 0], M_n33[:, 0, 1], M_n33[:, 0, 2]
+    d, e, f = M_n33[:, 1, 1], M_n33[:, 1, 2], M_n33[:, 2, 2]
+    A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
+    D, E, F = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * A + b * B + c * C
+    adj_n33 = np.stack([np.stack([A, B, C], -1), np.stack([B, D, E], -1), np.stack([C, E, F], -1)], 1)
+    return adj_n33 / det[:, None, None]
