@@ -62,11 +62,8 @@ def run_once(capture: str, frames: int, body: bool) -> dict:
 
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    mode = importlib.import_module("pipelines.modes.multiview")
-    # the bodies' stage: once around the people's threads where the code has them (fit_bodies runs in each)
-    bodies_fn = "_fit_bodies_at_once" if hasattr(mode, "_fit_bodies_at_once") else "fit_bodies"
     for stage, (module, name) in {**STAGES, "keypoints": ("pipelines.modes.multiview", "track_views"),
-                                  "bodies": ("pipelines.modes.multiview", bodies_fn),
+                                  "bodies": ("pipelines.modes.multiview", "fit_bodies"),
                                   "outputs": ("viz.multiview_outputs", "write_outputs")}.items():  # fmt: skip
         mod = importlib.import_module(module)
         setattr(mod, name, _timed(seconds, cpu, stage, getattr(mod, name)))

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -139,44 +137,12 @@ def _write_body(result: MultiviewResult, body, tmp: Path) -> list[str]:  # noqa:
     return [f"track_{body.id}.npz", f"track_{body.id}.glb"]
 
 
-def _save_rrd(result: MultiviewResult, path: Path, mesh_hz: float) -> None:
-    from viz.multiview_log import save_multiview_rrd
-
-    save_multiview_rrd(result, path, mesh_hz=mesh_hz)
-
-
-class _Background:
-    """`fn()` in a thread of its own; `result()` waits and re-raises its error in the caller's thread."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="multiview-rrd", daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        try:
-            fn()
-        except BaseException as err:  # noqa: BLE001 - handed to the caller by result()
-            self._error = err
-
-    def wait(self) -> None:
-        self._thread.join()
-
-    def result(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = True,
                   mesh_hz: float = 5.0) -> list[Path]:  # fmt: skip
     """Write everything (see the module docstring); `mesh_hz`: full body meshes per second in result.rrd."""
     out_dir = Path(out_dir)
     tmp = make_staging_dir(out_dir)
-    recording = None
     try:
-        if rrd:  # the recording in a thread beside the other files (rerun's encoder and numpy release the GIL)
-            recording = _Background(lambda: _save_rrd(result, tmp / "result.rrd", mesh_hz))
         names = ["tracks.json", "report.json", "calibration.json"]
         write_text_atomic(tmp / "tracks.json", json.dumps(tracks_dict(result)))
         write_text_atomic(tmp / "report.json", json.dumps(report_dict(result), indent=1))
@@ -193,13 +159,13 @@ def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = T
             names += [f"track_{p.id}.trc", f"track_{p.id}.bvh"]
         for body in result.bodies:
             names += _write_body(result, body, tmp)
-        if recording is not None:
-            recording.result()
+        if rrd:
+            from viz.multiview_log import save_multiview_rrd
+
+            save_multiview_rrd(result, tmp / "result.rrd", mesh_hz=mesh_hz)
             names.append("result.rrd")
         commit_staging_dir(tmp, out_dir)
     except BaseException:
-        if recording is not None:
-            recording.wait()  # never remove the staging folder under the recording's feet
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return [out_dir / n for n in names]

@@ -195,27 +195,8 @@ def run_multiview(videos: list[Path], calib_path: Path | None, options: Multivie
     else:
         fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
     t2 = time.perf_counter()
-    bodies = _fit_bodies_at_once(fusion, options, hmr, say, infos[0].fps)
+    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say, fps=infos[0].fps)
     t3 = time.perf_counter()
     return MultiviewResult(infos, cams, views, fusion, infos[0].fps,
                            {"keypoints": t1 - t0, "fusion": t2 - t1, "bodies": t3 - t2}, notes + fusion.warnings,
                            bodies, report)  # fmt: skip
-
-
-def _fit_bodies_at_once(fusion: FusionResult, options: MultiviewOptions, hmr, say: Callable[[str], None],  # noqa: ANN001
-                        fps: float) -> list[PersonBody]:  # fmt: skip
-    """fit_bodies, with two or more people one thread per person (up to `options.threads`; the same bodies:
-    each person is fitted on their own, and the body's array work releases the GIL), else as it is."""
-    n_threads = min(options.threads, len(fusion.people))
-    if not options.body.fit or n_threads < 2:
-        return fit_bodies(fusion, options.body, hmr=hmr, progress=say, fps=fps)
-    if hmr is None:  # one model for every thread (its fitter keeps no state between fits)
-        from pipelines.registry import create
-
-        hmr = create("hmr", "embedded")
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="multiview-body") as pool:
-        futures = [pool.submit(fit_bodies, dataclasses.replace(fusion, people=[person]), options.body, hmr=hmr,
-                               progress=say, fps=fps) for person in fusion.people]  # fmt: skip
-        return [body for future in futures for body in future.result()]
