@@ -2,8 +2,10 @@
 
 Unknowns: each camera's pose (a rotation vector applied on the world side, R = R0 exp([w]x), and its
 centre C) and the 3D points (one per person, frame and joint). Residuals: the confidence-weighted
-reprojection error in undistorted pixels, under a robust loss (soft L1, scale `loss_px`), solved by
-scipy.optimize.least_squares with a sparse Jacobian. Intrinsics and distortion are held.
+reprojection error in undistorted pixels, under a robust loss (soft L1, scale `loss_px`), solved with
+the analytic Jacobian by `schur_lm` (Levenberg-Marquardt, the points eliminated per step); with the
+intrinsics free (the self-calibration) by scipy.optimize.least_squares on the sparsity pattern.
+Distortion is held.
 
 The gauge (a world rotation, translation and scale that move every camera and point together) is
 fixed by 7 stiff residuals: the rotation vectors sum to zero, the centroid of the camera centres is
