@@ -15,6 +15,7 @@ from pipelines.multiview.calibration import (
     CalibratedCamera,
     distort_points,
     load_qualisys_calibration,
+    make_camera,
     undistort_points,
 )
 from pipelines.multiview.triangulate import triangulate_points
@@ -259,3 +260,61 @@ def test_mpjpe_and_root_metrics() -> None:
     root_3 = np.array([0.0, 0.3, 4.0])
     assert root_distance_error(root_3 * 1.1, root_3) == pytest.approx(0.1)
     assert root_distance_error(root_3 * 0.8, root_3) == pytest.approx(-0.2)
+
+
+# ------------------------------------------------------------------------------ bundle adjustment, DLT
+
+
+def test_dlt_is_the_homogeneous_least_squares_solution(cams: list[CalibratedCamera]) -> None:
+    from pipelines.multiview.triangulate import _dlt, _normalised
+
+    rng = np.random.default_rng(3)
+    xyz_n3 = _synthetic_points(400, seed=3)
+    xy_vn2 = np.stack([cam.project_world(xyz_n3) for cam in cams]) + rng.normal(0, 3.0, (len(cams), 400, 2))
+    w_vn = rng.uniform(0.3, 1.0, (len(cams), 400))
+    w_vn[2:, :100] = 0.0  # two views only
+    Rt_v34 = np.stack([cam.cam_T_world_44[:3] for cam in cams])
+    xn_vn2 = _normalised(xy_vn2, cams)
+    # the definition: the unit vector minimising |A h| (A's right singular vector of the smallest singular value)
+    rows_x = xn_vn2[..., 0:1] * Rt_v34[:, None, 2] - Rt_v34[:, None, 0]
+    rows_y = xn_vn2[..., 1:2] * Rt_v34[:, None, 2] - Rt_v34[:, None, 1]
+    A_nr4 = (np.stack([rows_x, rows_y], 2) * w_vn[..., None, None]).transpose(1, 0, 2, 3).reshape(400, -1, 4)
+    h_n4 = np.linalg.svd(A_nr4)[2][:, -1]
+    np.testing.assert_allclose(_dlt(xn_vn2, w_vn, Rt_v34), h_n4[:, :3] / h_n4[:, 3:], atol=1e-6)
+
+
+def _moved(cam: CalibratedCamera, deg: float, metres: float) -> CalibratedCamera:
+    T = cam.cam_T_world_44.copy()
+    T[:3, :3] = Rotation.from_rotvec(np.radians(deg) * np.array([0.6, 0.8, 0.0])).as_matrix() @ T[:3, :3]
+    T[:3, 3] += np.array([0.0, metres, 0.0])
+    return make_camera(cam.name, cam.camera.K_33, cam.dist_k, T, cam.camera.width, cam.camera.height)
+
+
+def test_bundle_adjustment_moves_a_perturbed_camera_back(cams: list[CalibratedCamera]) -> None:
+    from pipelines.multiview.refine import bundle_adjust
+
+    rng = np.random.default_rng(5)
+    xyz_n3 = _synthetic_points(200, seed=5)
+    n_v, n_p = len(cams), len(xyz_n3)
+    view_m, point_m = np.repeat(np.arange(n_v), n_p), np.tile(np.arange(n_p), n_v)
+    xy_m2 = np.concatenate([cam.project_world(xyz_n3) for cam in cams]) + rng.normal(0, 1.0, (n_v * n_p, 2))
+    xy_m2[::25] += 40.0  # gross outliers: the robust loss keeps them from pulling
+    wrong = list(cams)
+    wrong[1] = _moved(cams[1], 2.0, 0.04)
+    start_n3 = triangulate_points(xy_m2.reshape(n_v, n_p, 2), np.ones((n_v, n_p)), wrong, distorted=False).xyz_n3
+    outs = {solver: bundle_adjust(start_n3, view_m, point_m, xy_m2, np.ones(n_v * n_p), wrong, solver=solver)
+            for solver in ("schur", "scipy")}  # fmt: skip
+    for out in outs.values():
+        assert out.median_px_before > 5.0 and out.median_px_after < 1.5  # the 1 px noise
+        assert int(np.argmax(out.rotation_change_deg_v)) == 1 and out.rotation_change_deg_v[1] > 1.0
+        for v in (0, 2, 3):  # the rig's relative rotations as they were (the gauge: the world may turn as a whole)
+            rel_true = cams[1].cam_T_world_44[:3, :3] @ cams[v].cam_T_world_44[:3, :3].T
+            rel = out.cams[1].cam_T_world_44[:3, :3] @ out.cams[v].cam_T_world_44[:3, :3].T
+            assert np.degrees(Rotation.from_matrix(rel @ rel_true.T).magnitude()) < 0.25  # of the 2 degrees
+        d = [np.linalg.norm(c[0].centre_world_3 - c[2].centre_world_3) for c in (cams, out.cams)]
+        assert abs(d[1] / d[0] - 1) < 0.01  # the metric scale kept
+    # the Schur-complement solver reaches scipy's least_squares' optimum (the same robust cost)
+    schur, ref = outs["schur"], outs["scipy"]
+    np.testing.assert_allclose(schur.rotation_change_deg_v, ref.rotation_change_deg_v, atol=0.01)
+    np.testing.assert_allclose(schur.translation_change_m_v, ref.translation_change_m_v, atol=1e-3)
+    assert abs(schur.median_px_after - ref.median_px_after) < 0.01

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.multiview.associate import MIN_CONF, epipolar_px, fundamental_33
+from pipelines.multiview.associate import MIN_CONF, fundamental_33
 from pipelines.multiview.calibration import CalibratedCamera
 
 
@@ -42,27 +42,35 @@ def shift_frames(a_f: np.ndarray, offset: float, fill: float) -> np.ndarray:
 
 def offset_costs(xy_pvfk2: list[np.ndarray], conf_pvfk: list[np.ndarray], cams: list[CalibratedCamera],
                  offsets_v: np.ndarray, view: int, candidates: Sequence[float]) -> np.ndarray:  # fmt: skip
-    """Median epipolar distance (px) of `view` against the others for each candidate offset."""
+    """Median epipolar distance (px, associate.epipolar_px) of `view` against the others for each candidate
+    offset (integers)."""
     n_views = len(cams)
     F = {u: fundamental_33(cams[view], cams[u]) for u in range(n_views) if u != view}
     out = np.full(len(candidates), np.inf)
     others = [[(u, shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan),
                 shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0)) for u in F]
               for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True)]  # the same for every candidate
-    for c, d in enumerate(candidates):
-        dists = []
-        for xy_vfk2, conf_vfk, shifted in zip(xy_pvfk2, conf_pvfk, others, strict=True):
-            xa = shift_frames(xy_vfk2[view], d, np.nan)
-            ca = shift_frames(conf_vfk[view], d, 0.0)
-            ok_a = (ca > MIN_CONF) & np.isfinite(xa).all(-1)
-            for u, xb, cb in shifted:
-                ok = ok_a & (cb > MIN_CONF) & np.isfinite(xb).all(-1)
-                if ok.any():
-                    dists.append(epipolar_px(xa[ok], xb[ok], F[u]))
-        if dists:
-            all_d = np.concatenate(dists)
-            if len(all_d) >= 20:
-                out[c] = float(np.median(all_d))
+    # every candidate at once: the view's keypoints shifted by each (C, F, K, 2), against each other view's
+    dist_cs, ok_cs = [], []
+    for xy_vfk2, conf_vfk, shifted in zip(xy_pvfk2, conf_pvfk, others, strict=True):
+        xa_cfk2 = np.stack([shift_frames(xy_vfk2[view], d, np.nan) for d in candidates])
+        ca_cfk = np.stack([shift_frames(conf_vfk[view], d, 0.0) for d in candidates])
+        ok_a = (ca_cfk > MIN_CONF) & np.isfinite(xa_cfk2).all(-1)
+        ha = np.concatenate([np.nan_to_num(xa_cfk2), np.ones((*xa_cfk2.shape[:-1], 1))], axis=-1)
+        for u, xb, cb in shifted:
+            ok = ok_a & ((cb > MIN_CONF) & np.isfinite(xb).all(-1))[None]
+            hb = np.concatenate([np.nan_to_num(xb), np.ones((*xb.shape[:-1], 1))], axis=-1)
+            lb, la = ha @ F[u].T, hb @ F[u]  # lines in b (C, F, K, 3), in a (F, K, 3)
+            num = np.abs(np.sum(hb * lb, axis=-1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
+            dist_cs.append(d_cfk.reshape(len(candidates), -1))
+            ok_cs.append(ok.reshape(len(candidates), -1))
+    if dist_cs:
+        all_d, all_ok = np.concatenate(dist_cs, axis=1), np.concatenate(ok_cs, axis=1)
+        for c in range(len(candidates)):
+            if all_ok[c].sum() >= 20:
+                out[c] = float(np.median(all_d[c, all_ok[c]]))
     return out
 
 

@@ -63,13 +63,27 @@ def _dlt(xn_vn2: np.ndarray, weight_vn: np.ndarray, Rt_v34: np.ndarray) -> np.nd
     A_vn24 = np.stack([row_x_vn4, row_y_vn4], axis=2) * weight_vn[..., None, None]
     A_n_2v_4 = A_vn24.transpose(1, 0, 2, 3).reshape(n_points, 2 * n_views, 4)
     A_n_2v_4 = np.nan_to_num(A_n_2v_4, nan=0.0, posinf=0.0, neginf=0.0)
-    # The right singular vector of the smallest singular value = the eigenvector of A^T A with the smallest
-    # eigenvalue: one 4x4 symmetric eigenproblem per point (several times faster than the batched SVD).
+    # The homogeneous solution (A^T A's eigenvector of the smallest eigenvalue) by one step of inverse iteration
+    # from the inhomogeneous one (X4 = 1: the 3x3 normal equations, solved in closed form): the eigenvalue gap is
+    # large (the noise against the views' spread), so it agrees with np.linalg.eigh's to ~1e-8 m at a
+    # fraction of its cost (one LAPACK eigenproblem per point was a fifth of the fusion's CPU).
     AtA_n44 = np.einsum("nri,nrj->nij", A_n_2v_4, A_n_2v_4)
-    _, vec_n44 = np.linalg.eigh(AtA_n44)
-    X_n4 = vec_n44[:, :, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return X_n4[:, :3] / X_n4[:, 3:4]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        X_n3 = _solve_sym33(AtA_n44[:, :3, :3], -AtA_n44[:, :3, 3])
+        h_n4 = np.concatenate([X_n3, np.ones((n_points, 1))], axis=1)
+        h_n4 = np.linalg.solve(AtA_n44 + 1e-12 * np.eye(4), h_n4[..., None])[..., 0]
+        return h_n4[:, :3] / h_n4[:, 3:4]
+
+
+def _solve_sym33(M_n33: np.ndarray, b_n3: np.ndarray) -> np.ndarray:
+    """x = M^-1 b for symmetric 3x3 matrices by the adjugate (NaN / inf where M is singular)."""
+    a, b, c = M_n33[:, 0, 0], M_n33[:, 0, 1], M_n33[:, 0, 2]
+    d, e, f = M_n33[:, 1, 1], M_n33[:, 1, 2], M_n33[:, 2, 2]
+    A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
+    D, E, F = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * A + b * B + c * C
+    adj_n33 = np.stack([np.stack([A, B, C], -1), np.stack([B, D, E], -1), np.stack([C, E, F], -1)], 1)
+    return (adj_n33 @ b_n3[..., None])[..., 0] / det[:, None]
 
 
 def _project_all(xyz_n3: np.ndarray, cams: Sequence[CalibratedCamera]) -> tuple[np.ndarray, np.ndarray]:
