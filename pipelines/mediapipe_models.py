@@ -22,11 +22,13 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from pipelines.registry import BackendUnavailable
+
+T = TypeVar("T")
 
 BUNDLE_FORMAT = 1
 """Bump when the way bundles are built changes, so that stale cached bundles are rebuilt."""
@@ -224,6 +226,46 @@ class LazyTask:
             if self._task is not None:
                 self._task.close()
                 self._task = None
+
+
+def map_on_lanes(work: Callable[[int, int], T], n_items: int, n_lanes: int, name: str = "lane") -> list[T]:
+    """[work(i, lane) for i in range(n_items)], the items shared out over `n_lanes` threads (the calling one is
+    lane 0; each takes the next item when it is done), `lane` telling a thread's own model (its lock held by
+    `work`). The results in the items' order, whichever lane computed them; the first error is raised once
+    every thread is done (an error, or a Ctrl-C while waiting, stops the lanes taking further items)."""
+    n_threads = min(n_lanes, n_items)
+    if n_threads <= 1:
+        return [work(i, 0) for i in range(n_items)]
+    results: list[Any] = [None] * n_items
+    errors: list[BaseException] = []
+    counter = iter(range(n_items))
+    take = threading.Lock()
+
+    def lane_loop(lane: int) -> None:
+        while not errors:
+            with take:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                results[i] = work(i, lane)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(err)
+
+    threads = [threading.Thread(target=lane_loop, args=(k,), daemon=True, name=f"{name}-{k}")
+               for k in range(1, n_threads)]  # fmt: skip
+    for t in threads:
+        t.start()
+    try:
+        lane_loop(0)
+        for t in threads:
+            t.join()
+    except BaseException as err:  # a Ctrl-C while joining: the other lanes take no further item
+        errors.append(err)
+        raise
+    if errors:
+        raise errors[0]
+    return results
 
 
 def to_mp_image(image_rgb_hw3: np.ndarray) -> Any:

@@ -16,14 +16,20 @@ per-landmark visibility or presence for hands; a hand is only returned when its 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from pipelines.keypoints.names import ALL_HAND_NAMES, BLAZEPOSE_NAMES, hand_names
-from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_hand_landmarker, to_mp_image
+from pipelines.mediapipe_models import (
+    LazyTask,
+    as_rgb_uint8,
+    check_model_files,
+    create_hand_landmarker,
+    map_on_lanes,
+    to_mp_image,
+)
 from pipelines.registry import register
 from pipelines.types import Keypoints2D, PersonDetection
 
@@ -164,34 +170,8 @@ class EmbeddedHandKeypoints:
         with crops uses one lane: a one-photo process does not make a second graph (~0.05 s of CPU)."""
         n_threads = min(self.lanes, len(crops)) if self._calls_with_crops else 1
         self._calls_with_crops += bool(crops)
-        if n_threads <= 1:
-            return [self._detect_in_crop(image, c) for c in crops]
-        results: list[list[HandCandidate]] = [[] for _ in crops]
-        errors: list[BaseException] = []
-        counter = iter(range(len(crops)))
-        take = threading.Lock()
-
-        def lane_loop(lane: int) -> None:
-            while not errors:
-                with take:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                try:
-                    results[i] = self._detect_in_crop(image, crops[i], lane)
-                except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-                    errors.append(err)
-
-        threads = [threading.Thread(target=lane_loop, args=(k,), daemon=True, name=f"hand-lane-{k}")
-                   for k in range(1, n_threads)]  # fmt: skip
-        for t in threads:
-            t.start()
-        lane_loop(0)
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return results
+        return map_on_lanes(lambda i, lane: self._detect_in_crop(image, crops[i], lane), len(crops), n_threads,
+                            "hand-lane")  # fmt: skip
 
     def _detect_in_crop(self, image: np.ndarray, crop_xyxy: tuple[int, int, int, int], lane: int = 0
                         ) -> list[HandCandidate]:  # fmt: skip

@@ -26,6 +26,7 @@ from scipy.spatial.transform import Rotation
 
 from pipelines.hmr.solver import _blas_controller
 from pipelines.multiview.calibration import CalibratedCamera, make_camera
+from pipelines.multiview.triangulate import inv_sym33
 
 
 @dataclass
@@ -280,7 +281,7 @@ def schur_lm(x0: np.ndarray, residuals: Callable[[np.ndarray], tuple[np.ndarray,
         accepted = False
         for _retry in range(12):
             Ud = U + np.diag(lam * dU + 1e-12)
-            Vinv = _inv_sym33(V + (lam * dV + 1e-12)[:, :, None] * np.eye(3))
+            Vinv = inv_sym33(V + (lam * dV + 1e-12)[:, :, None] * np.eye(3))
             WV_c3p = (W @ Vinv).transpose(1, 0, 2).reshape(n_c, 3 * n_p)
             S = Ud - WV_c3p @ W_c3p.T
             d_c = np.linalg.solve(S, -gc + WV_c3p @ gp.ravel())
@@ -304,13 +305,3 @@ def schur_lm(x0: np.ndarray, residuals: Callable[[np.ndarray], tuple[np.ndarray,
             break
     return x
 
-
-def _inv_sym33(M_n33: np.ndarray) -> np.ndarray:
-    """Inverses of symmetric 3x3 matrices by the adjugate (no LAPACK call per matrix)."""
-    a, b, c = M_n33[:, 0, 0], M_n33[:, 0, 1], M_n33[:, 0, 2]
-    d, e, f = M_n33[:, 1, 1], M_n33[:, 1, 2], M_n33[:, 2, 2]
-    A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
-    D, E, F = a * f - c * c, b * c - a * e, a * d - b * b
-    det = a * A + b * B + c * C
-    adj_n33 = np.stack([np.stack([A, B, C], -1), np.stack([B, D, E], -1), np.stack([C, E, F], -1)], 1)
-    return adj_n33 / det[:, None, None]

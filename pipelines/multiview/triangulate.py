@@ -76,14 +76,20 @@ def _dlt(xn_vn2: np.ndarray, weight_vn: np.ndarray, Rt_v34: np.ndarray) -> np.nd
 
 
 def _solve_sym33(M_n33: np.ndarray, b_n3: np.ndarray) -> np.ndarray:
-    """x = M^-1 b for symmetric 3x3 matrices by the adjugate (NaN / inf where M is singular)."""
+    """x = M^-1 b for symmetric 3x3 matrices (NaN / inf where M is singular)."""
+    return (inv_sym33(M_n33) @ b_n3[..., None])[..., 0]
+
+
+def inv_sym33(M_n33: np.ndarray) -> np.ndarray:
+    """Inverses of symmetric 3x3 matrices (N, 3, 3) by the adjugate (no LAPACK call per matrix; NaN / inf where
+    one is singular)."""
     a, b, c = M_n33[:, 0, 0], M_n33[:, 0, 1], M_n33[:, 0, 2]
     d, e, f = M_n33[:, 1, 1], M_n33[:, 1, 2], M_n33[:, 2, 2]
     A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
     D, E, F = a * f - c * c, b * c - a * e, a * d - b * b
     det = a * A + b * B + c * C
     adj_n33 = np.stack([np.stack([A, B, C], -1), np.stack([B, D, E], -1), np.stack([C, E, F], -1)], 1)
-    return (adj_n33 @ b_n3[..., None])[..., 0] / det[:, None]
+    return adj_n33 / det[:, None, None]
 
 
 def _project_all(xyz_n3: np.ndarray, cams: Sequence[CalibratedCamera]) -> tuple[np.ndarray, np.ndarray]:

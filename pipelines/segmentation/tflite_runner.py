@@ -12,6 +12,7 @@ threads give the same outputs).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from pipelines.mediapipe_models import map_on_lanes
 from pipelines.registry import BackendUnavailable
 
 POSE_DETECTOR = "modules/pose_detection/pose_detection.tflite"
@@ -98,38 +100,8 @@ class TfliteModel:
         calling one included; each takes the next item when it is done), `run` bound to that thread's
         interpreter. The results in the items' order, whichever lane computed them; the first error is
         raised once all threads are done."""
-        n_threads = min(self.lanes, len(items))
-        if n_threads <= 1:
-            return [work(item, self.run) for item in items]
-        results: list[Any] = [None] * len(items)
-        errors: list[BaseException] = []
-        counter = iter(range(len(items)))
-        take = threading.Lock()
-
-        def lane_loop(lane: int) -> None:
-            def run(x: np.ndarray) -> list[np.ndarray]:
-                return self._run_on(lane, x)
-
-            while not errors:
-                with take:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                try:
-                    results[i] = work(items[i], run)
-                except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-                    errors.append(err)
-
-        threads = [threading.Thread(target=lane_loop, args=(k,), daemon=True, name=f"tflite-lane-{k}")
-                   for k in range(1, n_threads)]  # fmt: skip
-        for t in threads:
-            t.start()
-        lane_loop(0)
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return results
+        runners = [self.run] + [functools.partial(self._run_on, lane) for lane in range(1, self.lanes)]
+        return map_on_lanes(lambda i, lane: work(items[i], runners[lane]), len(items), self.lanes, "tflite-lane")
 
     def close(self) -> None:
         for ln in self._lanes:
