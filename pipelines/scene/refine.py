@@ -128,6 +128,8 @@ class RefineOptions:
     log_shift_damping: float = 1e-3
     """Weight pulling the log-scale model's global shift delta (in units of the median |g|) towards 0."""
     log_irls_iterations: int = 10
+    """Gauss-Newton / IRLS iterations of the log-scale model (tuning seeds, inverse AbsRel 6 / 10 / 12:
+    0.040 / 0.039 / 0.038)."""
     log_warm_iterations: int | None = 4
     """With a value: the log-scale model's later ground passes start from the previous pass's fit and run
     this many iterations (None: each pass from the global fit, `log_irls_iterations`). Tuning seeds: 4
@@ -139,8 +141,6 @@ class RefineOptions:
     corrected it: tuning seeds, inverse AbsRel (0.3, 0.12) 0.039, (0.3, 0.12, 0.12) 0.036, (0.3, 0.2, 0.12)
     0.035, (0.5, 0.3, 0.12) 0.034, (0.5, 0.3, 0.2, 0.12) 0.033 but slower (relative 0.035 / 0.034 / 0.035 /
     0.036 / 0.035, metric 0.032 throughout)."""
-    """Gauss-Newton / IRLS iterations of the log-scale model (tuning seeds, inverse AbsRel 6 / 10 / 12:
-    0.040 / 0.039 / 0.038)."""
     inverse_smoothness: float = 0.03
     """`smoothness` of that depth field for kind 'inverse' (the global disparity fit's shift error leaves
     a depth error growing with the distance, which a stiffer field cannot follow; tuning seeds 0.051 ->
@@ -374,6 +374,8 @@ def refine_depth(
                              * np.hypot(tilt_uv[0][gx], tilt_uv[1][gy]))  # fmt: skip
                     g_w = g_w / n_ground / (1.0 + (err_n / opt.robust_scale) ** 2)
                 groups.append((gy, gx, ground_depth_m_hw[gy, gx], g_w, True))
+        if not groups:  # no person anchors, and no ground pixel within this pass's tolerance: the fit so far
+            continue
         if log_model:
             warm = (log_h, log_delta) if i_pass and opt.log_warm_iterations else None
             log_h, log_delta = _fit_log_field(groups, glob_pred_hw, g_scale, fk, Wy, Wx, gh, gw, D2, opt, warm,
