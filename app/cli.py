@@ -533,12 +533,13 @@ def run_video(args: argparse.Namespace) -> int:
         from app.ctrl_c import ctrl_c_deferred
 
         with ctrl_c_deferred(f"note: Ctrl-C: the {len(pipeline.frames_done)} frame(s) done are being written first; "
-                             "press Ctrl-C again to stop now and write nothing."):  # fmt: skip
+                             "press Ctrl-C again to stop now and write nothing.") as pressed:  # fmt: skip
             written = outputs.finish(pipeline, warnings, {"stride": args.stride, "start_s": args.start,
                                                           "end_s": args.end, "max_side": args.max_side,
                                                           "smooth": not args.no_smooth,
                                                           "online_smooth": args.online_smooth, "hands": args.hands,
                                                           "prompts": prompts.as_dict()})  # fmt: skip
+        interrupted = interrupted or bool(pressed)  # written, but the run was still stopped by the user
     except BaseException:
         outputs.abort()
         raise

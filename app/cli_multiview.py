@@ -130,7 +130,7 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
     from app.ctrl_c import ctrl_c_deferred
 
     with ctrl_c_deferred("note: Ctrl-C: the fused views are being written first; press Ctrl-C again to stop now "
-                         "and write nothing."):  # fmt: skip
+                         "and write nothing.") as pressed:  # fmt: skip
         written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
     report = report_dict(result)
     print(f"{result.fusion.n_frames} frame(s) of {len(result.infos)} view(s) fused, {len(result.fusion.people)} "
@@ -152,4 +152,6 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
               f"reprojection {b.median_reproj_px:.1f} px")  # fmt: skip
     for w in result.warnings:
         print(f"error: {w}", file=sys.stderr)
+    if pressed:  # the outputs are written, but the user stopped the run: not a success for a script
+        return 130
     return 3 if result.warnings else 0

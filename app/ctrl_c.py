@@ -14,8 +14,9 @@ from types import FrameType
 @contextlib.contextmanager
 def ctrl_c_deferred(note: str) -> Iterator[list[bool]]:
     """Within the block a first SIGINT prints `note` to stderr and is otherwise held back; a second raises
-    KeyboardInterrupt. Yields a list that is non-empty once Ctrl-C was pressed. Outside the main thread (where
-    Python takes no signal handler) it changes nothing."""
+    KeyboardInterrupt. Yields a list that is non-empty once Ctrl-C was pressed (the command then ends with exit
+    code 130 once its outputs are written, as a Ctrl-C during the video's frames does). Outside the main thread
+    (where Python takes no signal handler) it changes nothing."""
     pressed: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
         yield pressed
@@ -30,5 +31,5 @@ def ctrl_c_deferred(note: str) -> Iterator[list[bool]]:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield pressed
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:  # None: a handler not set from Python, which cannot be put back; Python's default then
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)

@@ -145,7 +145,8 @@ def test_ctrl_c_while_the_multiview_outputs_are_written_still_writes_them(
     tmp_path: Path, single_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The run is done when its outputs are written: a first Ctrl-C there is told and the files still land
-    (before, they were dropped with the whole run); a second one stops at once."""
+    (before, they were dropped with the whole run), the exit code still 130 (a script stops as the user asked);
+    a second one stops at once."""
     import os
     import signal
 
@@ -167,10 +168,61 @@ def test_ctrl_c_while_the_multiview_outputs_are_written_still_writes_them(
 
     monkeypatch.setattr(mv_out, "write_outputs", write_after_ctrl_c)
     code, out, err = run_cli(_mv_args(single_dir, tmp_path / "out"), capsys)
-    assert code == 0 and "wrote 1 file(s)" in out and (tmp_path / "out" / "tracks.json").is_file()
+    assert code == 130 and "wrote 1 file(s)" in out and (tmp_path / "out" / "tracks.json").is_file()
     assert "note: Ctrl-C: the fused views are being written first; press Ctrl-C again" in err
     presses.append(2)
     code, _, err = run_cli(_mv_args(single_dir, tmp_path / "out2"), capsys)
     assert code == 130 and not (tmp_path / "out2").exists()
     assert error_lines(err)[-1].startswith("error: interrupted: nothing was written")
     assert signal.getsignal(signal.SIGINT) is before  # restored
+
+
+def test_ctrl_c_while_the_video_outputs_are_written_still_writes_them_and_exits_130(
+    tmp_path: Path, single_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The video's frames are done when its outputs are written: a Ctrl-C there is told, the files land and the
+    exit code is 130, as for a Ctrl-C during the frames (a script that runs several videos stops)."""
+    import os
+    import signal
+
+    import app.cli as cli
+    import pipelines.modes.video as video_mode
+    import viz.video_outputs as video_out
+
+    class OneFrame:  # the video pipeline, one empty frame done (no model runs)
+        def __init__(self, *_a: object, **_k: object) -> None:
+            self.frames_done, self.tracks, self.camera = [0], {}, None
+            self.prompts = SimpleNamespace(problems=[])
+
+        def run(self, _frames: object):  # noqa: ANN202 - the results, one per frame
+            yield SimpleNamespace(people=[], warnings=[], backends={})
+
+        def close(self) -> None:
+            pass
+
+    class Outputs:
+        ground = None
+
+        def __init__(self, out: Path, *_a: object, **_k: object) -> None:
+            self.out = Path(out)
+
+        def add(self, _result: object) -> None:
+            pass
+
+        def abort(self) -> None:
+            pass
+
+        def finish(self, *_a: object) -> list[Path]:
+            os.kill(os.getpid(), signal.SIGINT)
+            self.out.mkdir()
+            (self.out / "tracks.json").write_text("{}")
+            return [self.out / "tracks.json"]
+
+    monkeypatch.setattr(cli, "_pipeline", lambda _config: None)
+    monkeypatch.setattr(video_mode, "VideoPipeline", OneFrame)
+    monkeypatch.setattr(video_out, "VideoOutputs", Outputs)
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(single_dir / "cam01.mp4", clip)
+    code, out, err = run_cli(["video", clip, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert "note: Ctrl-C: the 1 frame(s) done are being written first; press Ctrl-C again" in err
+    assert code == 130 and "wrote 1 file(s)" in out and (tmp_path / "out" / "tracks.json").is_file()
