@@ -84,9 +84,9 @@ def run(seeds: list[int], kinds: list[str], body_error: float, body_kind: str = 
                                   exclude_ground_hw=scene.person_mask_hw, options=PREVIOUS)  # fmt: skip
             dt_before = time.perf_counter() - t
             t = time.perf_counter()
-            no_conflict = refine_depth(depth_in, kind, anchor, ground_depth_m_hw=ground_hw,
+            affine = refine_depth(depth_in, kind, anchor, ground_depth_m_hw=ground_hw,
                                        exclude_ground_hw=scene.person_mask_hw, options=AFFINE)  # fmt: skip
-            dt_no_conflict = time.perf_counter() - t
+            dt_affine = time.perf_counter() - t
             m = scene.person_mask_hw
             glob = out.global_scale * depth_in + out.global_shift
             glob = np.where(glob > 1e-6, 1 / glob, np.nan) if kind == "inverse" else glob
@@ -95,12 +95,12 @@ def run(seeds: list[int], kinds: list[str], body_error: float, body_kind: str = 
                 raw = raw * np.nanmedian(anchor / raw)
             gt = scene.depth_m_hw
             for name, pred in (("raw", raw), ("global", glob), ("previous", before.depth_m_hw),
-                               ("no_conflict", no_conflict.depth_m_hw), ("full", out.depth_m_hw)):  # fmt: skip
+                               ("affine", affine.depth_m_hw), ("full", out.depth_m_hw)):  # fmt: skip
                 r = res[kind].setdefault(name, [])
                 # the person's own error: |median of refined / true depth over its mask - 1|
                 at_person = abs(float(np.nanmedian(pred[m] / gt[m])) - 1.0)
                 r.append((abs_rel(pred, gt), delta1(pred, gt), at_person))
-            res[kind].setdefault("seconds", []).append((dt, dt_before, dt_no_conflict))
+            res[kind].setdefault("seconds", []).append((dt, dt_before, dt_affine))
     return res
 
 
@@ -126,10 +126,10 @@ def main() -> None:
     for kind in kinds:
         r = {k: np.array(v) for k, v in res[kind].items()}
         a_raw, a_glob = (float(r[n][:, 0].mean()) for n in ("raw", "global"))
-        timed = {"full": 0, "previous": 1, "no_conflict": 2}
+        timed = {"full": 0, "previous": 1, "affine": 2}
         for name, label in (("raw", "raw input"), ("global", "global scale + shift"),
                             ("previous", "full refinement, older release (affine field, inverse in disparity)"),
-                            ("no_conflict", "full refinement, previous release: affine field (baseline)"),
+                            ("affine", "full refinement, previous release: affine field (baseline)"),
                             ("full", "full refinement")):  # fmt: skip
             a = float(r[name][:, 0].mean())
             rows.append([kind, label, f"{a:.3f}", f"{r[name][:, 1].mean():.3f}",
