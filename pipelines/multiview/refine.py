@@ -74,7 +74,7 @@ def _with_pose(cam: CalibratedCamera, R_33: np.ndarray, C_3: np.ndarray, K_33: n
 
 def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
                   obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, min_obs: int = 30,
-                  **kwargs: float | bool) -> RefineReport:  # fmt: skip
+                  **kwargs: float | bool | str) -> RefineReport:  # fmt: skip
     """Refine the cameras with at least `min_obs` observations (the others are held: with nothing to
     pin them they would take up the gauge); see `_bundle_adjust` for the rest."""
     counts = np.bincount(obs_view_m, minlength=len(cams))

@@ -50,8 +50,9 @@ def offset_costs(xy_pvfk2: list[np.ndarray], conf_pvfk: list[np.ndarray], cams: 
     others = [[(u, shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan),
                 shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0)) for u in F]
               for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True)]  # the same for every candidate
-    # every candidate at once: the view's keypoints shifted by each (C, F, K, 2), against each other view's
-    dist_cs, ok_cs = [], []
+    # every candidate at once: the view's keypoints shifted by each (C, F, K, 2), against each other view's; per
+    # candidate only its valid distances are kept (a long capture's (C, F x K) arrays per person and view add up)
+    dist_c: list[list[np.ndarray]] = [[] for _ in candidates]
     for xy_vfk2, conf_vfk, shifted in zip(xy_pvfk2, conf_pvfk, others, strict=True):
         xa_cfk2 = np.stack([shift_frames(xy_vfk2[view], d, np.nan) for d in candidates])
         ca_cfk = np.stack([shift_frames(conf_vfk[view], d, 0.0) for d in candidates])
@@ -64,13 +65,12 @@ def offset_costs(xy_pvfk2: list[np.ndarray], conf_pvfk: list[np.ndarray], cams: 
             num = np.abs(np.sum(hb * lb, axis=-1))
             with np.errstate(divide="ignore", invalid="ignore"):
                 d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
-            dist_cs.append(d_cfk.reshape(len(candidates), -1))
-            ok_cs.append(ok.reshape(len(candidates), -1))
-    if dist_cs:
-        all_d, all_ok = np.concatenate(dist_cs, axis=1), np.concatenate(ok_cs, axis=1)
-        for c in range(len(candidates)):
-            if all_ok[c].sum() >= 20:
-                out[c] = float(np.median(all_d[c, all_ok[c]]))
+            for c, (d_fk, ok_fk) in enumerate(zip(d_cfk, ok, strict=True)):
+                dist_c[c].append(d_fk[ok_fk])
+    for c, dists in enumerate(dist_c):
+        all_d = np.concatenate(dists) if dists else np.zeros(0)
+        if len(all_d) >= 20:
+            out[c] = float(np.median(all_d))
     return out
 
 

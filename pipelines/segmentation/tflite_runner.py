@@ -61,7 +61,6 @@ class TfliteModel:
         cores = os.cpu_count() or 1
         self.num_threads = num_threads or (1 if self.lanes > 1 else min(2, cores))
         self._lanes = [_Lane() for _ in range(self.lanes)]
-        self._lock = self._lanes[0].lock
 
     def _get(self, lane: int = 0):  # noqa: ANN202 - ai_edge_litert.interpreter.Interpreter
         ln = self._lanes[lane]
