@@ -45,7 +45,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  every photo was processed and its outputs written
   {EXIT_INTERNAL}  internal error (rerun with --debug for the traceback)
   {EXIT_BAD_INPUT}  bad input or usage: nothing was written (a single photo that failed, or every photo failed)
-  {EXIT_SOME_FAILED}  several photos: some failed (one 'error: NAME: ...' line each), the others were written"""
+  {EXIT_SOME_FAILED}  several photos: some failed (one 'error: NAME: ...' line each), the others were written
+  130  interrupted (Ctrl-C): the photo being processed is not written, those finished before it are"""
 
 
 def _floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
@@ -416,7 +417,9 @@ VIDEO_EXIT_CODES_HELP = f"""exit codes:
   {EXIT_INTERNAL}  internal error (rerun with --debug for the traceback)
   {EXIT_BAD_INPUT}  bad input or usage: nothing was written (unreadable video, no frame decoded, bad option)
   {EXIT_SOME_FAILED}  the video ended early (truncated or damaged), or a prompt fell on nobody: the frames were
-     processed and written (the prompt is named)"""
+     processed and written (the prompt is named)
+  130  interrupted (Ctrl-C): the frames done are written, unless it came before the first frame (nothing
+     written) or was pressed twice while the outputs were written"""
 
 
 def add_video_parser(sub: argparse._SubParsersAction) -> None:

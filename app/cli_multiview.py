@@ -12,7 +12,8 @@ MULTIVIEW_HELP = """exit codes:
   0  the views were fused and the outputs written
   1  internal error (rerun with --debug for the traceback)
   2  bad input or usage: nothing was written (unreadable video, calibration that does not match, < 2 usable views)
-  3  written, but some views were left out or had problems (see the error lines)"""
+  3  written, but some views were left out or had problems (see the error lines)
+  130  interrupted (Ctrl-C): nothing written, unless pressed once while the outputs were written (they still are)"""
 
 
 def add_multiview_parser(sub: argparse._SubParsersAction) -> None:
