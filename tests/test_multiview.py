@@ -318,3 +318,23 @@ def test_bundle_adjustment_moves_a_perturbed_camera_back(cams: list[CalibratedCa
     np.testing.assert_allclose(schur.rotation_change_deg_v, ref.rotation_change_deg_v, atol=0.01)
     np.testing.assert_allclose(schur.translation_change_m_v, ref.translation_change_m_v, atol=1e-3)
     assert abs(schur.median_px_after - ref.median_px_after) < 0.01
+
+
+def test_bundle_adjustment_falls_back_to_scipy_on_a_singular_system(cams: list[CalibratedCamera], monkeypatch) -> None:  # noqa: ANN001
+    """A singular reduced camera system in the Schur solver still gives the refined cameras (scipy's)."""
+    from pipelines.multiview import refine
+
+    def singular(*args: object, **kwargs: object) -> np.ndarray:
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    xyz_n3 = _synthetic_points(100, seed=6)
+    n_v, n_p = len(cams), len(xyz_n3)
+    view_m, point_m = np.repeat(np.arange(n_v), n_p), np.tile(np.arange(n_p), n_v)
+    xy_m2 = np.concatenate([cam.project_world(xyz_n3) for cam in cams])
+    wrong = list(cams)
+    wrong[2] = _moved(cams[2], 1.5, 0.03)
+    start_n3 = triangulate_points(xy_m2.reshape(n_v, n_p, 2), np.ones((n_v, n_p)), wrong, distorted=False).xyz_n3
+    monkeypatch.setattr(refine, "schur_lm", singular)
+    out = refine.bundle_adjust(start_n3, view_m, point_m, xy_m2, np.ones(n_v * n_p), wrong, solver="schur")
+    assert out.median_px_before > 3.0 and out.median_px_after < 0.5
+    assert int(np.argmax(out.rotation_change_deg_v)) == 2 and out.rotation_change_deg_v[2] > 1.0

@@ -198,13 +198,17 @@ def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.n
     x0 = np.concatenate([np.zeros((n_v, 3)), C0, np.zeros((n_v, n_c - 6))], axis=1).ravel()
     x0 = np.concatenate([x0, xyz_n3.ravel()])
     err0 = np.linalg.norm(project(np.zeros((n_v, 3)), C0, xyz_n3) - obs_xy_m2, axis=1)
+    x1: np.ndarray | None = None
     if solver == "schur" and not intrinsics:
         def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             r = residuals(x)
             return r[:-7].reshape(-1, 2), r[-7:]
 
-        x1 = schur_lm(x0, split, blocks, obs_view_m, obs_point_m, n_v, loss_px=loss_px, max_iter=max_iter)
-    else:
+        try:
+            x1 = schur_lm(x0, split, blocks, obs_view_m, obs_point_m, n_v, loss_px=loss_px, max_iter=max_iter)
+        except np.linalg.LinAlgError:  # a singular reduced camera system: scipy's trust region handles it
+            x1 = None
+    if x1 is None:
         if intrinsics:  # finite differences on the sparsity pattern
             J = lil_matrix((2 * n_obs + 7, n_c * n_v + 3 * n_p), dtype=np.int8)
             rows = np.arange(n_obs)
