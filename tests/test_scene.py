@@ -255,30 +255,6 @@ def test_the_log_scale_model_reduces_a_smooth_warp_below_what_the_affine_field_d
     np.testing.assert_allclose(pred_hw[m], out.depth_m_hw[m], rtol=1e-4)
 
 
-@pytest.mark.parametrize("log_scale_kinds", [None, ()])
-def test_a_few_ground_pixels_none_within_tolerance_keep_the_global_fit(log_scale_kinds: tuple | None) -> None:
-    """No person anchor in the depth map and 4 ground pixels the global fit puts off the plane: the field's
-    passes find nothing (or little) to fit and the global fit is kept (before: ValueError 'blocks must be 2-D' / 'max()
-    arg is an empty sequence', which the scene stage showed as its note and left the scene out)."""
-    from pipelines.scene.refine import RefineOptions
-
-    scene = make_scene(np.random.default_rng(100), W, H)
-    depth_in = corrupt(scene.depth_m_hw, "metric", np.random.default_rng(1))
-    ground = fit_ground([scene.body])
-    assert ground is not None
-    full_hw = ground.depth_hw(scene.K_33, W, H)
-    gy, gx = np.nonzero(np.isfinite(full_hw) & ~scene.person_mask_hw)
-    few_hw = np.full((H, W), np.nan)
-    few_hw[gy[:4], gx[:4]] = full_hw[gy[:4], gx[:4]]
-    options = RefineOptions() if log_scale_kinds is None else RefineOptions(log_scale_kinds=log_scale_kinds)
-    out = refine_depth(depth_in, "metric", np.full((H, W), np.nan), ground_depth_m_hw=few_hw, options=options)
-    assert out.notes == ["no person anchors: scaled by the ground plane alone"]
-    global_hw = out.global_scale * depth_in + out.global_shift
-    ok = global_hw > 1e-6
-    assert ok.sum() > 1000 and np.isfinite(out.depth_m_hw[ok]).all()
-    assert abs(float(np.median(out.depth_m_hw[ok] / global_hw[ok])) - 1.0) < 0.01  # a pass may fit a little
-
-
 def test_disparity_input_is_refined_after_its_global_fit_in_disparity() -> None:
     """A warped disparity map (the inverse kind, as MiDaS-style networks give): the global scale and shift
     are fitted in disparity, then the log-scale model; that is closer to the truth than an older release's
@@ -494,3 +470,32 @@ def test_a_ground_plane_that_disagrees_with_the_person_does_not_move_the_person(
     assert any("disagreed with the people's scale" in n for n in out.notes)
     err_full_weight, _ = at_person(wrong, conflict=False)
     assert abs(err_full_weight) > 0.2
+
+
+@pytest.mark.parametrize("kind, n_floor", [("metric", 4), ("relative", 1000), ("inverse", None)])
+def test_the_ground_alone_that_cannot_scale_the_depth_says_so(kind: str, n_floor: int | None) -> None:
+    """No person anchor inside the depth map and too few floor pixels (the far floor's first rows), or an
+    'inverse' map: rather than depths of thousands of metres, a clear ValueError (the scene stage shows it as
+    its note); with the whole floor of a metric map, its depth is scaled by the plane (a note says so)."""
+    scene = make_scene(np.random.default_rng(100), W, H)
+    depth_in = corrupt(scene.depth_m_hw, kind, np.random.default_rng(2))
+    ground = fit_ground([scene.body])
+    assert ground is not None
+    full_hw = ground.depth_hw(scene.K_33, W, H)
+    gy, gx = np.nonzero(np.isfinite(full_hw) & ~scene.person_mask_hw)
+    few_hw = np.full((H, W), np.nan)
+    few_hw[gy[:n_floor], gx[:n_floor]] = full_hw[gy[:n_floor], gx[:n_floor]]
+    with pytest.raises(ValueError, match="ground plane alone cannot put it in metres"):
+        refine_depth(depth_in, kind, np.full((H, W), np.nan), ground_depth_m_hw=few_hw)
+
+
+def test_the_whole_floor_alone_scales_a_metric_depth() -> None:
+    scene = make_scene(np.random.default_rng(100), W, H)
+    depth_in = corrupt(scene.depth_m_hw, "metric", np.random.default_rng(2))
+    ground = fit_ground([scene.body])
+    assert ground is not None
+    floor_hw = np.where(scene.person_mask_hw, np.nan, ground.depth_hw(scene.K_33, W, H))
+    out = refine_depth(depth_in, "metric", np.full((H, W), np.nan), ground_depth_m_hw=floor_hw)
+    assert out.notes == ["no person anchors: scaled by the ground plane alone"]
+    ok = np.isfinite(out.depth_m_hw)
+    assert float(np.median(np.abs(out.depth_m_hw[ok] - scene.depth_m_hw[ok]) / scene.depth_m_hw[ok])) < 0.1

@@ -96,6 +96,12 @@ class RefineOptions:
     ground anchors alike (the previous release, and kind 'inverse', whose depth^2 term needs the far
     floor). Tuning seeds, AbsRel metric 0.0353 -> 0.0340, relative 0.0395 -> 0.0392 (0.01 / 0.03 / 0.3:
     0.0395 / 0.0394 / 0.0397); for 'inverse' 0.0422 -> 0.0438, so not there."""
+    ground_alone_max_miss: float = 0.2
+    """With no person anchor in the depth map, the ground plane alone scales it only when the result meets the
+    plane on its own floor pixels within this median relative miss; otherwise refine_depth raises ValueError
+    (a few floor pixels, or a narrow band of far ones, leave scale and shift unconstrained: tuning seeds
+    100-107 gave misses of 0.03-0.12 with a whole floor, and 0.4-99 with depths up to 6e5 m from 4-1000
+    pixels or an 'inverse' map)."""
     ground_conflict_scale: float | None = 0.2
     """How far the ground may disagree with the people before it is down-weighted (None: never, the
     previous release). The people's anchors are the primary metric evidence; the ground plane is only as
@@ -398,6 +404,12 @@ def refine_depth(
     pred_hw = scale_hw * d_hw + shift_hw
     depth_m = _to_depth(pred_hw, fk)
     depth_m = np.where(ok_hw, depth_m, np.nan).astype(np.float32)
+    if len(py) < 3:  # the ground alone: a few floor pixels, or a narrow band of them, leave the fit unconstrained
+        gy, gx = np.nonzero(ground_ok)
+        off = float(np.nanmedian(np.abs(depth_m[gy, gx] - ground_depth_m_hw[gy, gx]) / ground_depth_m_hw[gy, gx]))
+        if not off < opt.ground_alone_max_miss:
+            raise ValueError("no person anchor inside the depth map, and the ground plane alone cannot put it in "
+                             f"metres (the scaled depth misses the plane by {100 * off:.0f} % on the floor)")
 
     def rel_err(z_hw: np.ndarray) -> float:
         if len(py) == 0:
