@@ -141,3 +141,33 @@ def test_a_session_detects_the_photos_line_segments_once(pipeline, lunge_path, m
     pipeline.run(image_mode.LoadedImage(rgb_hw3=other, path=None, exif_focal_px=None, exif_note=None,
                                         warnings=[]), session=session)  # fmt: skip
     assert len(calls) == 2
+
+
+def test_a_failed_line_detection_in_the_worker_is_redone_and_tried_again(pipeline, lunge_path,
+                                                                                   monkeypatch) -> None:  # noqa: ANN001
+    """The photo still gets its bodies and its vanishing point (the scene stage detects the lines itself);
+    the next prompt edit of the session detects them again instead of repeating the failure."""
+    from pipelines.io.image_io import load_image
+    from pipelines.modes import image as image_mode
+    from pipelines.modes.image import ImageSession
+    from pipelines.types import Prompts
+
+    calls: list[int] = []
+    detect = image_mode.photo_line_segments
+
+    def fails_once(rgb_hw3: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 1:
+            raise cv2.error("LSD: out of memory")
+        return detect(rgb_hw3)
+
+    monkeypatch.setattr(image_mode, "photo_line_segments", fails_once)
+    photo = load_image(lunge_path)
+    session = ImageSession()
+    first = pipeline.run(photo, session=session)
+    assert first.people[0].body is not None and first.scene.ground.vanishing is not None
+    kp = first.people[0].detection.keypoints2d
+    knee = kp.xy_k2[kp.names.index("right_knee")]
+    second = pipeline.run(photo, prompts=Prompts(keypoints={"right_knee": (float(knee[0]) + 10, float(knee[1]))}),
+                          session=session)  # fmt: skip
+    assert len(calls) == 2 and second.scene.ground.vanishing is not None

@@ -255,6 +255,8 @@ class ImagePipeline:
         lines: Future | None = None
         if self.config.scene:
             lines = session.line_segments if session is not None else None
+            if lines is not None and lines.done() and lines.exception() is not None:
+                lines = None  # a failed detection is tried again, not repeated on every prompt edit
             if lines is None:
                 lines = self._line_segments_soon(rgb)
                 if session is not None:
@@ -361,10 +363,15 @@ class ImagePipeline:
 
     @staticmethod
     def _segments(lines: Future | None, people: list[PersonResult]) -> np.ndarray | None:
-        """The line segments for build_scene: waited for only when a body can use them (photo_ground)."""
+        """The line segments for build_scene: waited for only when a body can use them (photo_ground). When the
+        worker's detection failed, None: the scene stage detects them itself (and reports what fails there)."""
         if lines is None or not any(p.body is not None for p in people):
             return None
-        return lines.result()
+        try:
+            return lines.result()
+        except Exception as err:  # noqa: BLE001 - any failure in the worker: detected again in the scene stage
+            logging.getLogger(__name__).warning("line segments failed in the worker: %r", err)
+            return None
 
     def _line_segments_soon(self, rgb_hw3: np.ndarray) -> Future:
         """The photo's line segments for the scene's vanishing point (vanishing.photo_line_segments, OpenCV's
