@@ -123,9 +123,9 @@ def test_a_session_detects_the_photos_line_segments_once(pipeline, lunge_path, m
     calls: list[tuple[int, ...]] = []
     detect = image_mode.photo_line_segments
 
-    def counted(rgb_hw3: np.ndarray) -> np.ndarray:
+    def counted(rgb_hw3: np.ndarray, boxes_n4: np.ndarray | None = None) -> np.ndarray:
         calls.append(rgb_hw3.shape)
-        return detect(rgb_hw3)
+        return detect(rgb_hw3, boxes_n4)
 
     monkeypatch.setattr(image_mode, "photo_line_segments", counted)
     photo = load_image(lunge_path)
