@@ -367,8 +367,9 @@ class ImagePipeline:
     def _lines_started(self, lines: Future | None, rgb_hw3: np.ndarray, detections: list[PersonDetection],
                        session: ImageSession | None) -> Future | None:  # fmt: skip
         """`lines`, or (scene on, none yet for this image) the photo's line segments started now with the
-        detections' boxes (kept in the session)."""
-        if lines is not None or not self.config.scene:
+        detections' boxes (kept in the session). None when nobody was detected: no body to use them (a box
+        prompt's person has the scene stage detect them itself, photo_segments)."""
+        if lines is not None or not self.config.scene or not detections:
             return lines
         boxes_n4 = np.array([d.bbox_xyxy for d in detections], dtype=np.float64).reshape(-1, 4)
         lines = self._line_segments_soon(rgb_hw3, boxes_n4)
