@@ -194,10 +194,36 @@ def test_photo_ground_from_the_segments_the_image_mode_detects_in_its_worker_thr
     img = _room_image(T, seed=2)
     uv = np.stack([(K_33 @ p)[:2] / p[2] for p in bodies[0].joints.values()])
     people = [SimpleNamespace(detection=SimpleNamespace(bbox_xyxy=np.array([*uv.min(axis=0), *uv.max(axis=0)])))]
-    segments_n4 = ImagePipeline()._line_segments_soon(img).result(timeout=30)
-    np.testing.assert_array_equal(segments_n4, photo_line_segments(img))
+    boxes_n4 = np.array([p.detection.bbox_xyxy for p in people])
+    segments_n4 = ImagePipeline()._line_segments_soon(img, boxes_n4).result(timeout=30)
+    np.testing.assert_array_equal(segments_n4, photo_line_segments(img, boxes_n4))
     given = photo_ground(img, K_33, people, bodies, all_segments_n4=segments_n4)
     itself = photo_ground(img, K_33, people, bodies)
     assert given is not None and itself is not None and given.up_source == "vanishing_point"
     np.testing.assert_array_equal(given.normal_cam, itself.normal_cam)
     assert given.offset_m == itself.offset_m and given.vanishing == itself.vanishing
+
+
+def test_filling_the_people_before_the_lsd_keeps_a_real_frames_vanishing_point(segmenter, single_dir, cams) -> None:  # noqa: ANN001
+    """The photo mode fills the detected people's boxes with the mean grey before the LSD (their texture
+    costs time, their segments are dropped anyway): on a real frame (pose2sim_single cam03, frame 0, its
+    calibration) the vertical vanishing point is the one of the unfilled photo's segments, near the true up."""
+    from pipelines.multiview.video import read_frames
+    from pipelines.scene.vanishing import PEOPLE_PAD_FRAC, photo_line_segments, photo_segments
+
+    cam = next(c for c in cams if c.name == "cam03")
+    ((_, rgb),) = read_frames(single_dir / "cam03.mp4", [0])
+    h, w = rgb.shape[:2]
+    boxes_n4 = np.array([p.bbox_xyxy for p in segmenter.detect(rgb)]).reshape(-1, 4)
+    assert len(boxes_n4) >= 1
+    up_true_3 = cam.cam_T_world_44[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    tilt = np.radians(8.0)  # a bodies' up with a typical bias as the prior
+    prior_3 = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]]) @ up_true_3
+    unfilled_n4 = segments_off_mask(line_segments(rgb), boxes_mask(boxes_n4, w, h, PEOPLE_PAD_FRAC))
+    filled_n4 = photo_segments(rgb, boxes_n4, photo_line_segments(rgb, boxes_n4))
+    a = vertical_up([unfilled_n4], cam.camera.K_33, w, h, prior_3)
+    b = vertical_up([filled_n4], cam.camera.K_33, w, h, prior_3)
+    assert a is not None and b is not None and a.supported and b.supported
+    assert np.degrees(np.arccos(min(1.0, float(a.up_cam_3 @ b.up_cam_3)))) < 0.05
+    assert np.degrees(np.arccos(min(1.0, float(b.up_cam_3 @ up_true_3)))) < 1.5
+    assert abs(b.n_inliers - a.n_inliers) <= 2

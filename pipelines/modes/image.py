@@ -90,8 +90,9 @@ class ImageSession:
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
     line_segments: Future | None = None
-    """The image's line segments for the scene's vanishing point (prompt-independent; a Future of
-    vanishing.photo_line_segments, detected in a worker thread: prompt edits wait for no new detection)."""
+    """The image's line segments for the scene's vanishing point (prompt-independent: the detections' boxes
+    filled; a Future of vanishing.photo_line_segments, detected in a worker thread: prompt edits wait for no
+    new detection)."""
 
     def warm_start(self, person_id: int, detection: PersonDetection) -> FitState | Any | None:
         """The last fit of this person to start from, or None when it explained other keypoints: a box prompt
@@ -250,17 +251,12 @@ class ImagePipeline:
         if session is not None and session.image_key != key:
             session.image_key, session.detections, session.fits, session.focal_px = key, None, {}, None
             session.fitted_on, session.line_segments = {}, None
-        # The scene's line segments depend on the photo only: detected from the start, in a worker thread
-        # beside the detection and the fits (OpenCV's LSD releases the GIL), once per image of a session.
-        lines: Future | None = None
-        if self.config.scene:
-            lines = session.line_segments if session is not None else None
-            if lines is not None and lines.done() and lines.exception() is not None:
-                lines = None  # a failed detection is tried again, not repeated on every prompt edit
-            if lines is None:
-                lines = self._line_segments_soon(rgb)
-                if session is not None:
-                    session.line_segments = lines
+        # The scene's line segments depend on the photo and its detections only: detected once the people are
+        # found (their boxes filled first), in a worker thread beside the keypoints and the fits (OpenCV's LSD
+        # releases the GIL), once per image of a session.
+        lines: Future | None = session.line_segments if session is not None and self.config.scene else None
+        if lines is not None and lines.done() and lines.exception() is not None:
+            lines = None  # a failed detection is tried again, not repeated on every prompt edit
         if camera.source == "default" and session is not None and session.focal_px is not None:
             camera = Camera.from_focal(session.focal_px, w, h, "estimated")
         timings["camera"] = time.perf_counter() - t
@@ -277,11 +273,13 @@ class ImagePipeline:
             t = time.perf_counter()
             detections = self._get("segmentation").detect(rgb)
             timings["detect"] = time.perf_counter() - t
+            lines = self._lines_started(lines, rgb, detections, session)
             t = time.perf_counter()
             detections = self._get("keypoints").add_keypoints(rgb, detections)
             timings["keypoints"] = time.perf_counter() - t
             if session is not None:
                 session.detections = detections
+        lines = self._lines_started(lines, rgb, detections, session)
         t = time.perf_counter()
         people = self._get("segmentation").apply_prompts(rgb, detections, prompts)
         people = self._add_hands_to_prompted(rgb, detections, people)
@@ -373,18 +371,31 @@ class ImagePipeline:
             logging.getLogger(__name__).warning("line segments failed in the worker: %r", err)
             return None
 
-    def _line_segments_soon(self, rgb_hw3: np.ndarray) -> Future:
+    def _lines_started(self, lines: Future | None, rgb_hw3: np.ndarray, detections: list[PersonDetection],
+                       session: ImageSession | None) -> Future | None:  # fmt: skip
+        """`lines`, or (scene on, none yet for this image) the photo's line segments started now with the
+        detections' boxes (kept in the session). None when nobody was detected: no body to use them (a box
+        prompt's person has the scene stage detect them itself, photo_segments)."""
+        if lines is not None or not self.config.scene or not detections:
+            return lines
+        boxes_n4 = np.array([d.bbox_xyxy for d in detections], dtype=np.float64).reshape(-1, 4)
+        lines = self._line_segments_soon(rgb_hw3, boxes_n4)
+        if session is not None:
+            session.line_segments = lines
+        return lines
+
+    def _line_segments_soon(self, rgb_hw3: np.ndarray, boxes_n4: np.ndarray | None = None) -> Future:
         """The photo's line segments for the scene's vanishing point (vanishing.photo_line_segments, OpenCV's
-        LSD, which releases the GIL), detected in a daemon thread of this photo's while the people are found
-        and their bodies fitted (no pool left behind: a process may end without waiting for it, and an
-        abandoned run does not delay the next photo's)."""
+        LSD, which releases the GIL; `boxes_n4` the people's, filled first), detected in a daemon thread of this
+        photo's while the people's keypoints and bodies are fitted (no pool left behind: a process may end
+        without waiting for it, and an abandoned run does not delay the next photo's)."""
         future: Future = Future()
 
         def work() -> None:
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                future.set_result(photo_line_segments(rgb_hw3))
+                future.set_result(photo_line_segments(rgb_hw3, boxes_n4))
             except BaseException as err:  # read by the scene stage's result()
                 future.set_exception(err)
 

@@ -98,26 +98,41 @@ def line_segments(image: np.ndarray, max_side_px: int | None = None) -> np.ndarr
 
 PHOTO_MAX_SIDE_PX = 1920
 """A photo's segments are detected at most at this long side (LSD's time grows with the pixels: ~0.25-0.45 s
-of one core for 1-2.5 Mpx; the image mode runs it in a worker thread from the start of a run, beside the
-detection and the body fit, once per image of a session). Smaller was
+of one core for 1-2.5 Mpx; the image mode runs it in a worker thread once the people are detected, beside
+their keypoints and body fits, once per image of a session). Smaller was
 tried on pose2sim_single's tuning frames (1080x1920) and left out: from 1600 px down the per-photo
-vanishing points got worse against the calibration (README, "Speed: one photo")."""
+vanishing points got worse against the calibration; so did fewer rows only (0.5-0.8 of them), LSD's own
+scale 0.7, quant 3 and no refinement (README, "Speed: one photo")."""
 PEOPLE_PAD_FRAC = 0.15
 """The people's boxes are grown by this much on every side before their segments are dropped."""
+PEOPLE_FILL_PAD_FRAC = 0.10
+"""Before the LSD, the people's detection boxes grown by this much are filled with the photo's mean grey:
+their clothes' and limbs' texture is ~1/4 of the LSD's time on a full-body photo (lunge.jpg at 1280x1920:
+~230 -> ~170 ms of CPU), and no segment there is kept. The fill lies inside the PEOPLE_PAD_FRAC mask, so its
+own edges and the segments that run into it end there and are dropped as before; the kept segments and the
+vertical vanishing points on pose2sim_single's tuning frames are as without it (README, "Speed: one photo")."""
 
 
-def photo_line_segments(rgb_hw3: np.ndarray) -> np.ndarray:
-    """All the line segments (n, 4) of one photo, in its pixels (detected at most at PHOTO_MAX_SIDE_PX)."""
-    return line_segments(rgb_hw3, PHOTO_MAX_SIDE_PX)
+def photo_line_segments(rgb_hw3: np.ndarray, boxes_n4: np.ndarray | None = None) -> np.ndarray:
+    """All the line segments (n, 4) of one photo, in its pixels (detected at most at PHOTO_MAX_SIDE_PX).
+    `boxes_n4`: the people's boxes (x1, y1, x2, y2 pixels), grown by PEOPLE_FILL_PAD_FRAC and filled with the
+    mean grey first (segments there are left out anyway: photo_segments)."""
+    grey_hw = cv2.cvtColor(np.ascontiguousarray(rgb_hw3), cv2.COLOR_RGB2GRAY) if rgb_hw3.ndim == 3 else rgb_hw3
+    boxes_n4 = np.zeros((0, 4)) if boxes_n4 is None else np.asarray(boxes_n4, dtype=np.float64).reshape(-1, 4)
+    if len(boxes_n4):
+        h, w = grey_hw.shape[:2]
+        grey_hw = grey_hw.copy() if grey_hw is rgb_hw3 else grey_hw
+        grey_hw[boxes_mask(boxes_n4, w, h, PEOPLE_FILL_PAD_FRAC)] = int(round(float(grey_hw.mean())))
+    return line_segments(grey_hw, PHOTO_MAX_SIDE_PX)
 
 
 def photo_segments(rgb_hw3: np.ndarray, boxes_n4: np.ndarray, all_segments_n4: np.ndarray | None = None
                    ) -> np.ndarray:  # fmt: skip
     """The line segments (n, 4) of one photo off the people's boxes (x1, y1, x2, y2 pixels, grown by
-    PEOPLE_PAD_FRAC), in the photo's pixels. `all_segments_n4`: photo_line_segments(rgb_hw3) when already
-    detected (the image mode detects them while the bodies are fitted)."""
+    PEOPLE_PAD_FRAC), in the photo's pixels. `all_segments_n4`: photo_line_segments(rgb_hw3, boxes) when
+    already detected (the image mode detects them, with the detections' boxes, while the bodies are fitted)."""
     h, w = rgb_hw3.shape[:2]
-    segments_n4 = photo_line_segments(rgb_hw3) if all_segments_n4 is None else all_segments_n4
+    segments_n4 = photo_line_segments(rgb_hw3, boxes_n4) if all_segments_n4 is None else all_segments_n4
     return segments_off_mask(segments_n4, boxes_mask(np.asarray(boxes_n4).reshape(-1, 4), w, h, PEOPLE_PAD_FRAC))
 
 
