@@ -194,3 +194,31 @@ def test_a_person_with_broken_keypoints_does_not_cost_the_others_their_bodies(th
     assert len(warnings) == 1 and warnings[0].startswith("Person 1:")
     for i in (0, 2):
         assert fits[i].body.reprojection_px_mean < 8.0
+
+
+def test_rejected_steps_tried_at_once_give_the_one_by_one_fits(fitter: BodyFitter, three_people,
+                                                               monkeypatch) -> None:  # fmt: skip
+    """lm_batch gives the people whose first step fails all their further tries (damping x6 each) in one call.
+    On fits that reject steps (and stop when 5 fail), each person's result is still its own fit's, in the
+    same iterations: the speculative tries take, per person, the first improving step, as tried in turn."""
+    import pipelines.hmr.batch_fit as batch_fit
+
+    targets, K = three_people
+    opts = FitOptions(fit_focal=True, focal_prior_px=1300.0, pose_iters=8, shape_iters=6)
+    sizes: list[tuple[int, int]] = []
+    take = batch_fit.BatchProblem.take
+
+    def spy(self, sel):  # noqa: ANN001, ANN202
+        sizes.append((len(sel), len(np.unique(sel))))
+        return take(self, sel)
+
+    monkeypatch.setattr(batch_fit.BatchProblem, "take", spy)
+    bat = fitter.fit_many(targets, K, opts, [None] * len(targets))
+    assert any(n > u for n, u in sizes), "no speculative tries ran: the test does not test them"
+    monkeypatch.undo()
+    for tg, b in zip(targets, bat, strict=True):
+        s = fitter.fit(tg, K, opts)
+        assert b.iterations == s.iterations
+        assert np.abs(b.o_j3 - s.o_j3).max() < 1e-9  # metres
+        assert b.state.focal_px == pytest.approx(s.state.focal_px, rel=1e-9)
+        assert b.cost == pytest.approx(s.cost, rel=1e-9)

@@ -46,6 +46,8 @@ def test_fast_skinning_and_points_match_anny(fitter: BodyFitter) -> None:
     verts_np = body.skin(rest.coeffs_n, rest.heads_j3, G, o)
     assert verts_np.shape == (13718, 3)
     assert np.abs(verts_anny - verts_np).max() < 1e-6
+    some = np.array([5, 0, 13000])  # a subset of the vertices, in that order
+    assert np.abs(body.skin(rest.coeffs_n, rest.heads_j3, G, o, vertex_idx=some) - verts_np[some]).max() < 1e-12
     pm = fitter.point_model(("left_wrist", "right_knee", "left_hand_index_finger_tip"))
     x, _ = pm.evaluate(pm.rest_offsets(rest.coeffs_n, rest.heads_j3), G, o)
     names, joints = output_joints(body, verts_np)

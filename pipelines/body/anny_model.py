@@ -269,26 +269,21 @@ class AnnyBody:
             pair_da_np3=da,
         )
 
-    @cached_property
-    def _skin_sparse(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-vertex bone indices and weights (V, 9)."""
-        return self.tables.skin_idx_v9, self.tables.skin_w_v9
-
     def skin(self, coeffs_n: np.ndarray, heads_j3: np.ndarray, G_j33: np.ndarray, o_j3: np.ndarray,
              vertex_idx: np.ndarray | None = None, rest_v3: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Linear blend skinning in numpy: vertices (V, 3) for bone rotations G and posed heads o
         (the same result as Anny's forward in 'world-orient', without torch). `vertex_idx`: only
         those vertices, in that order (len(vertex_idx), 3); `rest_v3`: their rest positions when
         already known (rest_vertices(coeffs_n)[vertex_idx]: the shape is often held)."""
-        idx_v9, w_v9 = self._skin_sparse
-        if vertex_idx is not None:
-            idx_v9, w_v9 = idx_v9[vertex_idx], w_v9[vertex_idx]
+        W_vj = self._skin_weights_vj if vertex_idx is None else self._skin_weights_vj[vertex_idx]
         if rest_v3 is None:
             rest_v3 = self.rest_vertices(coeffs_n)
             rest_v3 = rest_v3 if vertex_idx is None else rest_v3[vertex_idx]
         t_j3 = o_j3 - np.einsum("jab,jb->ja", G_j33, heads_j3)
-        A_v33 = np.einsum("vk,vkab->vab", w_v9, G_j33[idx_v9])
-        t_v3 = np.einsum("vk,vka->va", w_v9, t_j3[idx_v9])
+        # The blend as sparse products (V, J) x (J, 9) and (J, 3): ~8x less work than gathering each vertex's
+        # 9 bones' (3, 3) matrices first; the same sums (a vertex's few bones) up to their order.
+        A_v33 = (W_vj @ G_j33.reshape(len(G_j33), 9)).reshape(-1, 3, 3)
+        t_v3 = W_vj @ t_j3
         return np.einsum("vab,vb->va", A_v33, rest_v3) + t_v3
 
     def _forward_world_orient(self, rest: RestState, G_j33: np.ndarray, root_pos_3: np.ndarray):  # noqa: ANN202

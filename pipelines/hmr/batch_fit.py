@@ -227,6 +227,33 @@ class BatchProblem:
 
     def build(self, st: BatchState, free_shape: bool, free_focal: bool, want_jac: bool):
         """Residuals (B, R) and, if asked, Jacobians (B, R, C) with _Problem.build's columns (masked per person)."""
+        r, J, prior, aux = self._build(st, free_shape, free_focal, want_jac, split_prior=False)
+        return r, J, aux
+
+    def normal_equations(self, st: BatchState, free_shape: bool, free_focal: bool):
+        """Residuals r (B, R), J^T J (B, C, C) and J^T r (B, C) of build's J (masked columns 0), and build's
+        aux. The pose prior's rows each turn one bone (3 columns): their share of J^T J is a 3x3 block per
+        prior bone, added as such instead of as 5 dense rows of C columns per bone in the product."""
+        r, J, (rp_bp5, jp_bp53, cols_p, k0), aux = self._build(st, free_shape, free_focal, True, split_prior=True)
+        r_dense = np.concatenate([r[:, :k0], r[:, k0 + rp_bp5[0].size :]], axis=1)  # J's rows
+        JtJ = J.transpose(0, 2, 1) @ J
+        g = (J.transpose(0, 2, 1) @ r_dense[..., None])[..., 0]
+        if len(cols_p):
+            idx = 3 * cols_p[:, None] + np.arange(3)  # (P, 3) the columns each prior bone turns
+            blocks = np.einsum("bpki,bpkj->bpij", jp_bp53, jp_bp53)
+            g_p = np.einsum("bpki,bpk->bpi", jp_bp53, rp_bp5)
+            if len(np.unique(cols_p)) == len(cols_p):
+                JtJ[:, idx[:, :, None], idx[:, None, :]] += blocks
+                g[:, idx] += g_p
+            else:
+                np.add.at(JtJ, (slice(None), idx[:, :, None], idx[:, None, :]), blocks)
+                np.add.at(g, (slice(None), idx), g_p)
+        return r, JtJ, g, aux
+
+    def _build(self, st: BatchState, free_shape: bool, free_focal: bool, want_jac: bool, split_prior: bool):
+        """build's residuals and Jacobian; with `split_prior` the Jacobian lacks the pose prior's rows, given
+        apart as (its residuals (B, P, 5), their Jacobian (B, P, 5, 3) with the columns masked, the active
+        bone of each prior bone (P,), the index of its first residual in r)."""
         o_opts = self.opts
         G, o = forward(self.skel, st.heads_bj3, st.local_bj33, st.root_b3)
         x, contrib = evaluate_b(self.pm, st.offs_bp3, G, o)
@@ -273,7 +300,17 @@ class BatchProblem:
         rp, Jp = prior_residuals_b(st.local_bj33, G, self.skel.parents, bones, self.prior_axis_ba3,
                                    self.prior_sig_axis, self.prior_sig_perp, self.prior_hinge)  # fmt: skip
         jp = Jp * rows[..., None] if want_jac else None
-        terms = [term_pose_prior_b(rp * rows, jp, self.prior_cols, n_a, n_cols)]
+        rp = rp * rows
+        prior = None
+        if split_prior:
+            n_b = len(rp)
+            cm = self.col_mask(free_shape, free_focal)
+            jp = jp * cm[:, : 3 * n_a].reshape(n_b, n_a, 3)[:, self.prior_cols, None, :]
+            prior = (rp.reshape(n_b, len(bones), -1), jp, self.prior_cols, sum(r_t.shape[1] for r_t in res))
+            res.append(rp.reshape(n_b, -1))
+            terms = []
+        else:
+            terms = [term_pose_prior_b(rp, jp, self.prior_cols, n_a, n_cols)]
         terms += terms_shape_focal_b(st.pheno_bp[:, self.shape_idx], f, 3 * n_a + 3, n_cols, o_opts, free_shape,
                                      free_focal, want_jac)  # fmt: skip
         for r_t, j_t in terms:
@@ -283,8 +320,9 @@ class BatchProblem:
         r = np.concatenate(res, axis=1)
         J = None
         if want_jac:
-            J = np.concatenate(jacs, axis=1) * self.col_mask(free_shape, free_focal)[:, None, :]
-        return r, J, (x, uv, G, o)
+            J = np.concatenate(jacs, axis=1)
+            J *= self.col_mask(free_shape, free_focal)[:, None, :]
+        return r, J, prior, (x, uv, G, o)
 
     def col_mask(self, free_shape: bool, free_focal: bool) -> np.ndarray:
         """(B, C) 1 for the columns each person fits (its own active bones), 0 for the union's others."""
@@ -320,6 +358,24 @@ class BatchProblem:
         return new
 
 
+MAX_TRIES = 5
+"""Steps tried per LM iteration and person before its phase ends (BodyFitter._lm's 5)."""
+
+
+def _try_steps(sub: BatchProblem, cur: BatchState, normal: tuple, pos: np.ndarray, lam_p: np.ndarray,
+               free_shape: bool, free_focal: bool) -> tuple[np.ndarray, BatchState]:  # fmt: skip
+    """LM steps of the people at positions `pos` of the batch (repeats allowed) with dampings lam_p, from
+    `normal` = (J^T J, J^T r, diag(J^T J), masked-column identity, G, cost): whether each lowers that person's
+    cost, and the candidate states."""
+    JtJ, g, diag, off, G, cost = normal
+    A = JtJ[pos] + (lam_p[:, None] * diag[pos] + off[pos])[:, :, None] * np.eye(JtJ.shape[1])
+    step = np.linalg.solve(A, -g[pos][..., None])[..., 0]
+    sub_p = sub.take(pos)
+    cand = sub_p.apply_update(cur.take(pos), G[pos], step, free_shape, free_focal)
+    r_new, _, _ = sub_p.build(cand, free_shape, free_focal, False)
+    return np.einsum("br,br->b", r_new, r_new) < cost[pos], cand
+
+
 def lm_batch(problem: BatchProblem, st: BatchState, n_iter: int, free_shape: bool, free_focal: bool
              ) -> tuple[BatchState, np.ndarray, np.ndarray]:  # fmt: skip
     """BodyFitter._lm for every person in lockstep (each its own damping, accept/reject and stop); returns
@@ -335,40 +391,50 @@ def lm_batch(problem: BatchProblem, st: BatchState, n_iter: int, free_shape: boo
             break
         n_done[sel] += 1
         sub, cur = problem.take(sel), st.take(sel)
-        r, J, (_, _, G, _) = sub.build(cur, free_shape, free_focal, True)
+        r, JtJ, g, (_, _, G, _) = sub.normal_equations(cur, free_shape, free_focal)
         cost = np.einsum("br,br->b", r, r)
-        JtJ = J.transpose(0, 2, 1) @ J
-        g = (J.transpose(0, 2, 1) @ r[..., None])[..., 0]
         off = 1.0 - sub.col_mask(free_shape, free_focal)  # masked columns: identity, step 0
         diag = np.einsum("bii->bi", JtJ) + 1e-9
         if free_focal:
             A_bcc = JtJ + (1e-9 * diag + off)[:, :, None] * np.eye(JtJ.shape[1])
+            e_c1 = np.zeros((JtJ.shape[1], 1))
+            e_c1[-1] = 1.0  # the last column of the inverse (the focal's): one solve, not a full inverse
             try:
-                focal_log_var[sel] = np.linalg.inv(A_bcc)[:, -1, -1]
+                focal_log_var[sel] = np.linalg.solve(A_bcc, e_c1)[:, -1, 0]
             except np.linalg.LinAlgError:  # one singular matrix fails the stack: each person on its own
                 for i, A_cc in zip(sel, A_bcc, strict=True):
                     try:
-                        focal_log_var[i] = np.linalg.inv(A_cc)[-1, -1]
+                        focal_log_var[i] = np.linalg.solve(A_cc, e_c1)[-1, 0]
                     except np.linalg.LinAlgError:
                         focal_log_var[i] = np.nan
-        pending = np.arange(len(sel))  # positions in sel still looking for a step
-        for _ in range(5):
-            lam_p = lam[sel[pending]]
-            A = JtJ[pending] + (lam_p[:, None] * diag[pending] + off[pending])[:, :, None] * np.eye(JtJ.shape[1])
-            step = np.linalg.solve(A, -g[pending][..., None])[..., 0]
-            base = cur.take(pending)
-            cand = sub.take(pending).apply_update(base, G[pending], step, free_shape, free_focal)
-            r_new, _, _ = sub.take(pending).build(cand, free_shape, free_focal, False)
-            c_new = np.einsum("br,br->b", r_new, r_new)
-            ok = c_new < cost[pending]
-            acc = pending[ok]
-            if len(acc):
-                st.put(sel[acc], cand.take(np.flatnonzero(ok)))
-                lam[sel[acc]] = np.maximum(lam[sel[acc]] / 3, 1e-7)
-            lam[sel[pending[~ok]]] *= 6
-            pending = pending[~ok]
-            if len(pending) == 0:
-                break
+        normal = (JtJ, g, diag, off, G, cost)
+        # Up to MAX_TRIES steps a person, the damping x6 after each rejected one. The first try for everyone;
+        # the people it fails are given all their remaining tries at once (one call for them all: at this size
+        # a call costs the same for 1 or 10 people), and each takes its first improving one, as in turn.
+        pending = np.arange(len(sel))  # positions in sel
+        ok, cand = _try_steps(sub, cur, normal, pending, lam[sel], free_shape, free_focal)
+        acc = pending[ok]
+        if len(acc):
+            st.put(sel[acc], cand.take(np.flatnonzero(ok)))
+            lam[sel[acc]] = np.maximum(lam[sel[acc]] / 3, 1e-7)
+        pending = pending[~ok]
+        if len(pending):
+            lam_tk = np.empty((MAX_TRIES - 1, len(pending)))
+            lam_k = lam[sel[pending]]
+            for k in range(MAX_TRIES - 1):
+                lam_k = lam_k * 6
+                lam_tk[k] = lam_k
+            pos = np.tile(pending, MAX_TRIES - 1)  # try-major: try k of pending person i at k * n + i
+            ok_all, cand_all = _try_steps(sub, cur, normal, pos, lam_tk.ravel(), free_shape, free_focal)
+            ok_tk = ok_all.reshape(MAX_TRIES - 1, len(pending))
+            found = ok_tk.any(axis=0)
+            first = ok_tk.argmax(axis=0)
+            if found.any():
+                i = np.flatnonzero(found)
+                st.put(sel[pending[i]], cand_all.take(first[i] * len(pending) + i))
+                lam[sel[pending[i]]] = np.maximum(lam_tk[first[i], i] / 3, 1e-7)
+            lam[sel[pending[~found]]] = lam_k[~found] * 6
+            pending = pending[~found]
         running[sel[pending]] = False  # no step improved: this person's phase ends
     return st, n_done, focal_log_var
 
