@@ -128,27 +128,6 @@ def test_landmarks_on_every_fourth_frame_run_the_model_less_and_stay_close() -> 
     assert np.median(np.linalg.norm(quarter.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]) < 2.0
 
 
-def test_a_span_where_the_person_moved_runs_the_model_on_its_middle_frame_first() -> None:
-    """detect_span with 3 skipped frames and a zero motion threshold: the model runs on the middle one (in the
-    region the frame before gives), then on each half's frame; every skipped frame gets the person, none
-    interpolated."""
-    pytest.importorskip("ai_edge_litert")
-    from pipelines.io.video_io import probe, read_video
-    from pipelines.multiview.views2d import make_view_detector
-
-    info = probe(_example_clip())
-    frames = list(read_video(info, end_s=4.5 / info.fps, max_side=320, keep_source=True, prefetch=0))
-    det = make_view_detector(model_threads=1, skip_motion=0.0, skip_span=4)
-    assert len(det.detect_frame(frames[0])) == 1 and det.can_skip(0) and det.can_skip(2) and not det.can_skip(3)
-    looked: list[int] = []  # frame indices, in the order the model first looks at them
-    region_landmarks = det._region_landmarks
-    det._region_landmarks = lambda f: looked.append(f.index) or region_landmarks(f)  # type: ignore[method-assign]
-    skipped, last = det.detect_span(frames[1:4], frames[4])
-    det.close()
-    assert [len(s) for s in skipped] == [1, 1, 1] and len(last) == 1 and det.interpolated == 0
-    assert looked == [4, 2, 1, 3] and det.frames_seen == 5  # the last frame, the middle one, then the halves
-
-
 def test_a_view_detector_started_over_gives_a_new_ones_tracks(monkeypatch: pytest.MonkeyPatch) -> None:
     """track_views keeps one detector per worker thread (its models made once) and restarts it for the next
     view: the same video twice, one view at a time, gives the same tracks to the bit as a fresh detector,

@@ -55,10 +55,9 @@ class MultiviewOptions:
     skip_span: int = 4
     """With skip_motion: the landmark model on every `skip_span`-th frame at most, the frames between
     interpolated linearly where nobody moved more than skip_motion between the two model runs
-    (LandmarkTrackingOptions.skip_span; where they moved more, the model on the middle frame and each half
-    again). 4 chosen on pose2sim_single (README, multi-view keypoints: 33 % fewer landmark runs than 2, the
-    fused reprojection within 0.06 px); 5 and 6 lost a frame or moved the keypoints further from the model's
-    own on every frame."""
+    (LandmarkTrackingOptions.skip_span). 4 chosen on pose2sim_single (README, multi-view keypoints: 27 % fewer
+    landmark runs than 2, the fused reprojection within 0.02 px); 6 runs the model more (more people move
+    more than skip_motion over 6 frames)."""
     threads: int = 2
     """Views processed at the same time (each with its own detector) when no shared detector is given."""
     person_height_m: float | None = None

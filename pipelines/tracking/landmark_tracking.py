@@ -153,10 +153,8 @@ class LandmarkTrackingDetector:
         can_skip): the last frame is tracked from the frame before the first; on the skipped ones, each
         person tracked on both sides gets the two sides' landmarks and confidences interpolated linearly
         (one skipped frame: their mean), unless they moved more than `skip_motion` of their region's size
-        (a confident landmark's displacement, the largest): then the model runs on the middle skipped frame
-        and each half is filled the same way; where they were lost on the last frame (or the middle frame's
-        look finds nobody) the model runs on the skipped frames one after the other, in the regions it would
-        have had. Each skipped
+        (a confident landmark's displacement, the largest) or were lost on the last frame: then the model
+        runs on the skipped frames too, one after the other, in the regions it would have had. Each skipped
         frame's list: the tracked people, in their order. Frames may be RGB images (`detect`'s) or decoded
         VideoFrames (`detect_frame`'s: an interpolated frame's pixels are then never made)."""
         before = list(self._tracked)
@@ -169,59 +167,32 @@ class LandmarkTrackingDetector:
                     for f in skipped]  # fmt: skip
         limit = float(self.options.skip_motion or 0.0)
         people: list[list[PersonDetection]] = [[] for _ in range(n)]
-        def landmarks_at(k: int, rect: RotatedRect) -> RegionLandmarks | None:
-            if landmarks_in[k] is None:
-                landmarks_in[k] = self._region_landmarks(skipped[k])
-            return landmarks_in[k](rect)  # type: ignore[misc]
-
-        def add(k: int, lm: RegionLandmarks) -> None:
-            conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
-            people[k].append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw[k]))
-
-        def chain(lo: int, hi: int, a: RegionLandmarks) -> None:
-            """The model on frames lo..hi-1 one after the other, each in the region the one before gives."""
-            rect = a.next_rect()
-            for k in range(lo, hi):
-                lm = landmarks_at(k, rect)
-                if lm is None:
-                    return  # lost: not on the later skipped frames either
-                add(k, lm)
-                rect = lm.next_rect()
-
-        def fill(lo: int, hi: int, a: RegionLandmarks, b: RegionLandmarks | None) -> None:
-            """Frames lo..hi-1 between `a` (the frame before lo) and `b` (frame hi; None: lost there):
-            interpolated where the person moved little between the two, else the model on the middle frame
-            (in the region `a` gives) and each half filled the same way."""
-            if lo >= hi:
-                return
-            if b is None:
-                chain(lo, hi, a)
-                return
-            conf_a_k = np.clip(a.visibility_k * a.presence_k, 0.0, 1.0)
-            conf_b_k = np.clip(b.visibility_k * b.presence_k, 0.0, 1.0)
-            sure = (conf_a_k >= 0.5) & (conf_b_k >= 0.5)
-            step_k = np.linalg.norm(b.xy_k2 - a.xy_k2, axis=1)[sure]
-            if step_k.size and float(step_k.max()) <= limit * a.rect.size_px:
-                self.interpolated += hi - lo
-                for k in range(lo, hi):
-                    w = (k - lo + 1) / (hi - lo + 1)
-                    people[k].append(detection_from_landmarks(
-                        (1 - w) * a.xy_k2 + w * b.xy_k2, (1 - w) * conf_a_k + w * conf_b_k,
-                        (1 - w) * a.world_k3 + w * b.world_k3, empty_hw[k]))  # fmt: skip
-                return
-            mid = (lo + hi - 1) // 2
-            lm = landmarks_at(mid, a.next_rect())
-            if lm is None:  # not where `a` leads on the middle frame: one frame after the other from `a`
-                if mid > lo:
-                    chain(lo, hi, a)
-                return
-            add(mid, lm)
-            fill(lo, mid, a, lm)
-            fill(mid + 1, hi, lm, b)
-
         for i, prev in enumerate(before):
             j = self._last_sources.index(i) if i in self._last_sources else None
-            fill(0, n, prev, None if j is None else self.last_regions[j])
+            conf_a_k = np.clip(prev.visibility_k * prev.presence_k, 0.0, 1.0)
+            if j is not None:
+                nxt = self.last_regions[j]
+                conf_b_k = np.clip(nxt.visibility_k * nxt.presence_k, 0.0, 1.0)
+                sure = (conf_a_k >= 0.5) & (conf_b_k >= 0.5)
+                step_k = np.linalg.norm(nxt.xy_k2 - prev.xy_k2, axis=1)[sure]
+                if step_k.size and float(step_k.max()) <= limit * prev.rect.size_px:
+                    self.interpolated += n
+                    for k in range(n):
+                        w = (k + 1) / (n + 1)
+                        people[k].append(detection_from_landmarks(
+                            (1 - w) * prev.xy_k2 + w * nxt.xy_k2, (1 - w) * conf_a_k + w * conf_b_k,
+                            (1 - w) * prev.world_k3 + w * nxt.world_k3, empty_hw[k]))  # fmt: skip
+                    continue
+            rect = prev.next_rect()
+            for k in range(n):
+                if landmarks_in[k] is None:
+                    landmarks_in[k] = self._region_landmarks(skipped[k])
+                lm = landmarks_in[k](rect)  # type: ignore[misc]
+                if lm is None:
+                    break  # lost: not on the later skipped frames either
+                conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
+                people[k].append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw[k]))
+                rect = lm.next_rect()
         return [[p for p in ps if p.score >= seg.min_person_score] for ps in people], after
 
     def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
