@@ -63,8 +63,8 @@ def test_view_detectors_use_one_model_thread_per_view_on_two_cores(monkeypatch: 
     original = views2d.make_view_detector
 
     def spy(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None,
-            skip_motion: float | None = None) -> object:  # fmt: skip
-        det = original(kind, max_people, model_threads, skip_motion)
+            skip_motion: float | None = None, skip_span: int = 2) -> object:  # fmt: skip
+        det = original(kind, max_people, model_threads, skip_motion, skip_span)
         made.append(det)
         raise RuntimeError("stop before decoding")
 
@@ -101,6 +101,59 @@ def test_landmarks_on_every_second_frame_interpolate_slow_motion_only() -> None:
     gap_px = np.linalg.norm(half.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]
     assert np.median(gap_px) < 2.0
     assert 0.0 < np.median(np.linalg.norm(zero.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]) < 2.0
+
+
+def _example_clip() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "examples" / "multiview" / "cam01.mp4"
+
+
+def test_landmarks_on_every_fourth_frame_run_the_model_less_and_stay_close() -> None:
+    """skip_span 4 (detect_span, the multi-view default): on the example clip the model runs on ~1 frame in 3
+    (the detector's frames 0, 10, 20 are never skipped), the frames between interpolated a median < 2 px from
+    what the model gives on them; the tracks of every frame are there."""
+    pytest.importorskip("ai_edge_litert")
+    from pipelines.io.video_io import probe
+    from pipelines.multiview.views2d import make_view_detector, track_view
+
+    info = probe(_example_clip())
+    runs = {}
+    for span in (1, 4):
+        det = make_view_detector(model_threads=1, skip_motion=None if span == 1 else 1e9, skip_span=span)
+        runs[span] = (track_view(info, "cam01", det, max_side=None, smooth=False), det.interpolated)
+        det.close()
+    (every, _), (quarter, n_quarter) = runs[1], runs[4]
+    assert 18 <= n_quarter <= 21  # 30 frames: 3 of every 4 between the detector's frames, none at the end
+    assert quarter.xy_tfk2.shape == every.xy_tfk2.shape
+    sure = (every.conf_tfk[0] > 0.5) & (quarter.conf_tfk[0] > 0.5)
+    assert np.median(np.linalg.norm(quarter.xy_tfk2[0] - every.xy_tfk2[0], axis=-1)[sure]) < 2.0
+
+
+def test_a_view_detector_started_over_gives_a_new_ones_tracks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """track_views keeps one detector per worker thread (its models made once) and restarts it for the next
+    view: the same video twice, one view at a time, gives the same tracks to the bit as a fresh detector,
+    and one detector was made. The lazy frames (detect_frame, the crops from the decoded frame under each
+    region) give the tracks of the whole downscaled frame (detect) to the bit."""
+    pytest.importorskip("ai_edge_litert")
+    from pipelines.io.video_io import probe
+    from pipelines.multiview import views2d
+
+    made = []
+    original = views2d.make_view_detector
+    monkeypatch.setattr(views2d, "make_view_detector", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
+    info = probe(_example_clip())
+    first, second = views2d.track_views([info, info], ["a", "b"], threads=1, skip_motion=0.1, skip_span=4,
+                                        n_frames=20, max_side=320)  # fmt: skip
+    assert len(made) == 1
+    np.testing.assert_array_equal(first.xy_tfk2, second.xy_tfk2)
+    np.testing.assert_array_equal(first.conf_tfk, second.conf_tfk)
+    det = original(model_threads=1, skip_motion=0.1, skip_span=4)
+    by_rgb = det.detect_frame
+    monkeypatch.setattr(det, "detect_frame", None)  # not callable: track_view hands RGB frames to detect
+    whole = views2d.track_view(info, "a", det, n_frames=20, max_side=320)
+    monkeypatch.setattr(det, "detect_frame", by_rgb)
+    det.close()
+    assert first.xy_tfk2.shape[0] >= 1 and np.isfinite(first.xy_tfk2).any()
+    np.testing.assert_array_equal(whole.xy_tfk2, first.xy_tfk2)
 
 
 def test_cli_refuses_a_negative_skip_motion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,10 +48,16 @@ class MultiviewOptions:
     """Per view: "tracking" = landmarks tracked between frames, the person detector every 10 frames (the
     video mode's); "image" = a full detection on every frame (the first slice's; slower)."""
     skip_motion: float | None = 0.1
-    """"tracking" detector: the landmark model on every 2nd frame only, the frames between given the mean of
-    their neighbours' landmarks where nobody moved more than this fraction of their region's size between
-    them (LandmarkTrackingOptions.skip_motion; None: the model on every frame). 0.1 chosen on
+    """"tracking" detector: the landmark model on every `skip_span`-th frame only, the frames between given
+    their neighbours' landmarks interpolated where nobody moved more than this fraction of their region's size
+    between them (LandmarkTrackingOptions.skip_motion; None: the model on every frame). 0.1 chosen on
     pose2sim_single (README, multi-view speed: ~20 % less CPU, the same fused reprojection)."""
+    skip_span: int = 4
+    """With skip_motion: the landmark model on every `skip_span`-th frame at most, the frames between
+    interpolated linearly where nobody moved more than skip_motion between the two model runs
+    (LandmarkTrackingOptions.skip_span). 4 chosen on pose2sim_single (README, multi-view keypoints: 27 % fewer
+    landmark runs than 2, the fused reprojection within 0.02 px); 6 runs the model more (more people move
+    more than skip_motion over 6 frames)."""
     threads: int = 2
     """Views processed at the same time (each with its own detector) when no shared detector is given."""
     person_height_m: float | None = None
@@ -191,6 +197,7 @@ def run_multiview(videos: list[Path], calib_path: Path | None, options: Multivie
         views = track_views(infos, [c.name for c in cams], detector=detector, kind=options.detector,
                             threads=options.threads, progress=say, n_frames=options.n_frames,
                             skip_motion=options.skip_motion if options.detector == "tracking" else None,
+                            skip_span=options.skip_span,
                             max_side=options.tracking_max_side if options.detector == "tracking" and detector is None
                             else options.max_side, on_frame=on_frame)  # fmt: skip
     else:

@@ -11,6 +11,7 @@ BlazePose order (33 points).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,11 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
     tracker = PersonTracker(max_age=15)
     smoothers: dict[int, CoordinateFilters] = {}
     per_frame: list[tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = []
-    frames = read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report)
+    # A detector that crops from the decoded frame (the landmark tracker's detect_frame) gets frames that
+    # keep it: only the pixels under the tracked regions are downscaled, the whole frame only where the person
+    # detector runs, nothing on interpolated frames (the same crops to the bit).
+    lazy = callable(getattr(detector, "detect_frame", None))
+    frames = read_video(info, stride=stride, end_s=end_s, max_side=max_side, report=report, keep_source=lazy)
     for frame, dets in _frame_detections(frames, detector):
         ids = tracker.update(dets)
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -95,37 +100,47 @@ def track_view(info: VideoInfo, name: str, detector: Any, *, n_frames: int | Non
 
 
 def _frame_detections(frames: Iterable[VideoFrame], detector: Any) -> Iterator[tuple[VideoFrame, list[Any]]]:
-    """Each frame with its people, in order; a detector with `can_skip` / `detect_pair` (the landmark
-    tracker with LandmarkTrackingOptions.skip_motion) gets the frames it may skip in pairs with the next."""
+    """Each frame with its people, in order; a detector with `can_skip` / `detect_span` (the landmark
+    tracker with LandmarkTrackingOptions.skip_motion) gets the frames it may skip with the next one after them;
+    one with `detect_frame` gets the decoded frames themselves (else their RGB pixels)."""
     can_skip = getattr(detector, "can_skip", None)
-    pending: VideoFrame | None = None
+    by_frame = callable(getattr(detector, "detect_frame", None))
+    detect = detector.detect_frame if by_frame else lambda f: detector.detect(f.rgb_hw3)
+    pixels = (lambda f: f) if by_frame else (lambda f: f.rgb_hw3)
+    pending: list[VideoFrame] = []
     for frame in frames:
-        if pending is not None:
-            first, second = detector.detect_pair(pending.rgb_hw3, frame.rgb_hw3)
-            yield pending, first
-            yield frame, second
-            pending = None
-        elif can_skip is not None and can_skip():
-            pending = frame
+        if can_skip is not None and can_skip(len(pending)):
+            pending.append(frame)
+        elif pending:
+            skipped, last = detector.detect_span([pixels(f) for f in pending], pixels(frame))
+            yield from zip(pending, skipped, strict=True)
+            yield frame, last
+            pending = []
         else:
-            yield frame, detector.detect(frame.rgb_hw3)
-    if pending is not None:  # the last frame
-        yield pending, detector.detect(pending.rgb_hw3)
+            yield frame, detect(frame)
+    if pending:  # the last frames
+        if len(pending) > 1:
+            skipped, last = detector.detect_span([pixels(f) for f in pending[:-1]], pixels(pending[-1]))
+            yield from zip(pending[:-1], skipped, strict=True)
+            yield pending[-1], last
+        else:
+            yield pending[0], detect(pending[0])
 
 
 def make_view_detector(kind: str = "tracking", max_people: int = 4, model_threads: int | None = None,
-                       skip_motion: float | None = None) -> Any:  # fmt: skip
+                       skip_motion: float | None = None, skip_span: int = 2) -> Any:  # fmt: skip
     """A person detector for one view's frames: "tracking" = BlazePose landmarks tracked from frame to frame,
     the person detector every 10 frames (pipelines.tracking.landmark_tracking, the video mode's default;
     crops cut with its exact 2:1 halving, LandmarkTrackingOptions.even_halving); "image" = the embedded
     segmenter's full single-pass detection on every frame (the first slice's). `model_threads`: threads of
-    each model's interpreter (None: the default); `skip_motion`: the tracker's landmark model on every 2nd
-    frame only, where people move less (LandmarkTrackingOptions.skip_motion; "tracking" only)."""
+    each model's interpreter (None: the default); `skip_motion`: the tracker's landmark model on every
+    `skip_span`-th frame only, where people move less (LandmarkTrackingOptions.skip_motion / skip_span;
+    "tracking" only)."""
     if kind == "tracking":
         from pipelines.tracking.landmark_tracking import LandmarkTrackingDetector, LandmarkTrackingOptions
 
         options = LandmarkTrackingOptions(max_people=max_people, landmark_threads=model_threads, even_halving=True,
-                                          skip_motion=skip_motion)  # fmt: skip
+                                          skip_motion=skip_motion, skip_span=skip_span)  # fmt: skip
         return LandmarkTrackingDetector(options)
     from pipelines.registry import create
 
@@ -134,13 +149,13 @@ def make_view_detector(kind: str = "tracking", max_people: int = 4, model_thread
 
 def track_views(infos: list[VideoInfo], names: list[str], *, detector: Any = None, kind: str = "tracking",
                 threads: int = 2, progress: Callable[[str], None] | None = None, skip_motion: float | None = None,
-                **kwargs: Any) -> list[ViewTracks]:  # fmt: skip
+                skip_span: int = 2, **kwargs: Any) -> list[ViewTracks]:  # fmt: skip
     """Every view's tracks. With `detector` (one shared stage): the views one after the other (its tracked
     people forgotten between views); else one detector of `kind` per view, `threads` views at a time (the
     decoders and the TFLite models release the GIL), each model on cores / (views at a time) threads (at
     most 2: one on this 2-core machine when two views run side by side, as they already fill both cores and a
     second interpreter thread only waits: ~15 % more CPU a landmark run; two for a single view).
-    `skip_motion`: make_view_detector's. `kwargs` go to track_view."""
+    `skip_motion`, `skip_span`: make_view_detector's. `kwargs` go to track_view."""
     say = progress or (lambda _msg: None)
     if detector is not None:
         out = []
@@ -154,21 +169,32 @@ def track_views(infos: list[VideoInfo], names: list[str], *, detector: Any = Non
 
     at_once = max(1, min(threads, len(infos)))
     model_threads = min(2, max(1, (os.cpu_count() or 1) // at_once))
+    # One detector per worker thread, started over for each of its views (`restart`: the same tracks as a
+    # new one) where it can be, so the models' interpreters are made once a thread, not once a view.
+    local = threading.local()
+    made: list[Any] = []
 
     def one(item: tuple[VideoInfo, str]) -> ViewTracks:
-        own = make_view_detector(kind, model_threads=model_threads, skip_motion=skip_motion)
-        try:
-            return track_view(item[0], item[1], own, **kwargs)
-        finally:
-            if hasattr(own, "close"):
-                own.close()
+        own = getattr(local, "detector", None)
+        if own is None or not hasattr(own, "restart"):
+            own = make_view_detector(kind, model_threads=model_threads, skip_motion=skip_motion, skip_span=skip_span)
+            local.detector = own
+            made.append(own)
+        else:
+            own.restart()
+        return track_view(item[0], item[1], own, **kwargs)
 
     say(f"keypoints and tracking: {len(infos)} views, {at_once} at a time")
-    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="view-keypoints") as pool:
-        futures = [pool.submit(one, item) for item in zip(infos, names, strict=True)]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    try:
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="view-keypoints") as pool:
+            futures = [pool.submit(one, item) for item in zip(infos, names, strict=True)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        for own in made:
+            if hasattr(own, "close"):
+                own.close()

@@ -23,6 +23,7 @@ CPU). The crops, hence the landmarks, are those of the whole downscaled frame, t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,9 +70,13 @@ class LandmarkTrackingOptions:
     not. On by default in the multi-view mode (README, multi-view speed); the video mode keeps the former
     crops."""
     skip_motion: float | None = None
-    """detect_pair (every 2nd frame, pipelines.multiview.views2d.track_view): a person tracked on both
-    neighbours of a skipped frame gets their mean landmarks there when no confident landmark moved more than
-    this fraction of the person's region size between them; else the model runs on it. None: every frame."""
+    """detect_span (up to skip_span - 1 frames skipped, pipelines.multiview.views2d.track_view): a person
+    tracked on both sides of the skipped frames gets their landmarks interpolated there when no confident
+    landmark moved more than this fraction of the person's region size between the two sides; else the model
+    runs on them. None: every frame."""
+    skip_span: int = 2
+    """With skip_motion: the landmark model on every `skip_span`-th frame at most (detect_span), the frames
+    between interpolated linearly; 2: every 2nd frame (detect_pair)."""
 
 
 @dataclass
@@ -110,6 +115,14 @@ class LandmarkTrackingDetector:
         """Forget the tracked people (a cut, a seek)."""
         self._tracked, self._last_sources = [], []
 
+    def restart(self) -> None:
+        """Start over for another video, as a new detector with these options would (tracked people, frame
+        count hence the person detector's schedule, counters), keeping the loaded models: their interpreters
+        cost ~0.1 CPU s to make (pipelines.multiview.views2d.track_views: one detector per worker thread)."""
+        self.reset()
+        self.frames_seen = self.detector_runs = self.interpolated = 0
+        self.last_regions = []
+
     def detect(self, image_rgb_hw3: np.ndarray) -> list[PersonDetection]:
         """The people in this frame (tracked ones first, in their order), [] when there is nobody."""
         image = as_rgb_uint8(image_rgb_hw3)
@@ -120,29 +133,40 @@ class LandmarkTrackingDetector:
         return self._segmenter()._landmarks_in(image, rect, self.options.min_presence,
                                                even_halving=self.options.even_halving)  # fmt: skip
 
-    def can_skip(self) -> bool:
-        """Whether the next frame may be left to detect_pair (LandmarkTrackingOptions.skip_motion): the
-        option is on, someone is tracked and the person detector is not due on it."""
-        due = self.frames_seen % max(1, self.options.redetect_every) == 0
-        return self.options.skip_motion is not None and bool(self._tracked) and not due
+    def can_skip(self, pending: int = 0) -> bool:
+        """Whether the next frame may be left to detect_span (LandmarkTrackingOptions.skip_motion), after
+        `pending` frames already left to it: the option is on, someone is tracked, fewer than skip_span - 1
+        frames are pending and the person detector is not due on this one."""
+        due = (self.frames_seen + pending) % max(1, self.options.redetect_every) == 0
+        return (self.options.skip_motion is not None and bool(self._tracked) and not due
+                and pending < max(1, self.options.skip_span) - 1)  # fmt: skip
 
-    def detect_pair(self, skipped_rgb_hw3: np.ndarray, next_rgb_hw3: np.ndarray
+    def detect_pair(self, skipped: np.ndarray | VideoFrame, following: np.ndarray | VideoFrame
                     ) -> tuple[list[PersonDetection], list[PersonDetection]]:  # fmt: skip
-        """The people of two consecutive frames, the landmark model run on the second only where it can be
-        (after can_skip): the second frame is tracked from the frame before the first; on the first, each
-        person tracked on both sides gets the mean of the two (landmarks, confidences), unless they moved
-        more than `skip_motion` of their region's size (a confident landmark's displacement, the largest)
-        or were lost on the second frame: then the model runs on the first frame too, in the region it
-        would have had. The first frame's list: the tracked people, in their order."""
+        """detect_span of one skipped frame: the people of the skipped frame and of the next one."""
+        (first,), second = self.detect_span([skipped], following)
+        return first, second
+
+    def detect_span(self, skipped: Sequence[np.ndarray | VideoFrame], following: np.ndarray | VideoFrame
+                    ) -> tuple[list[list[PersonDetection]], list[PersonDetection]]:  # fmt: skip
+        """The people of consecutive frames, the landmark model run on the last only where it can be (after
+        can_skip): the last frame is tracked from the frame before the first; on the skipped ones, each
+        person tracked on both sides gets the two sides' landmarks and confidences interpolated linearly
+        (one skipped frame: their mean), unless they moved more than `skip_motion` of their region's size
+        (a confident landmark's displacement, the largest) or were lost on the last frame: then the model
+        runs on the skipped frames too, one after the other, in the regions it would have had. Each skipped
+        frame's list: the tracked people, in their order. Frames may be RGB images (`detect`'s) or decoded
+        VideoFrames (`detect_frame`'s: an interpolated frame's pixels are then never made)."""
         before = list(self._tracked)
-        self.frames_seen += 1  # the skipped frame counts for redetect_every
-        after = self.detect(next_rgb_hw3)
-        image = None
+        n = len(skipped)
+        self.frames_seen += n  # the skipped frames count for redetect_every
+        after = self.detect_frame(following) if isinstance(following, VideoFrame) else self.detect(following)
+        landmarks_in: list[Callable[[RotatedRect], RegionLandmarks | None] | None] = [None] * n
         seg = self._segmenter()
-        shape_hw = np.shape(skipped_rgb_hw3)[:2]
-        empty_hw = np.broadcast_to(np.float32(0.0), shape_hw)
+        empty_hw = [np.broadcast_to(np.float32(0.0), f.shape_hw if isinstance(f, VideoFrame) else np.shape(f)[:2])
+                    for f in skipped]  # fmt: skip
         limit = float(self.options.skip_motion or 0.0)
-        people: list[PersonDetection] = []
+        people: list[list[PersonDetection]] = [[] for _ in range(n)]
         for i, prev in enumerate(before):
             j = self._last_sources.index(i) if i in self._last_sources else None
             conf_a_k = np.clip(prev.visibility_k * prev.presence_k, 0.0, 1.0)
@@ -152,25 +176,41 @@ class LandmarkTrackingDetector:
                 sure = (conf_a_k >= 0.5) & (conf_b_k >= 0.5)
                 step_k = np.linalg.norm(nxt.xy_k2 - prev.xy_k2, axis=1)[sure]
                 if step_k.size and float(step_k.max()) <= limit * prev.rect.size_px:
-                    self.interpolated += 1
-                    people.append(detection_from_landmarks((prev.xy_k2 + nxt.xy_k2) / 2, (conf_a_k + conf_b_k) / 2,
-                                                           (prev.world_k3 + nxt.world_k3) / 2, empty_hw))  # fmt: skip
+                    self.interpolated += n
+                    for k in range(n):
+                        w = (k + 1) / (n + 1)
+                        people[k].append(detection_from_landmarks(
+                            (1 - w) * prev.xy_k2 + w * nxt.xy_k2, (1 - w) * conf_a_k + w * conf_b_k,
+                            (1 - w) * prev.world_k3 + w * nxt.world_k3, empty_hw[k]))  # fmt: skip
                     continue
-            if image is None:
-                image = as_rgb_uint8(skipped_rgb_hw3)
-            lm = self._landmarks_in(image, prev.next_rect())
-            if lm is not None:
+            rect = prev.next_rect()
+            for k in range(n):
+                if landmarks_in[k] is None:
+                    landmarks_in[k] = self._region_landmarks(skipped[k])
+                lm = landmarks_in[k](rect)  # type: ignore[misc]
+                if lm is None:
+                    break  # lost: not on the later skipped frames either
                 conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
-                people.append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw))
-        return [p for p in people if p.score >= seg.min_person_score], after
+                people[k].append(detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, empty_hw[k]))
+                rect = lm.next_rect()
+        return [[p for p in ps if p.score >= seg.min_person_score] for ps in people], after
 
     def detect_frame(self, frame: VideoFrame) -> list[PersonDetection]:
         """`detect` on a decoded frame: the tracked regions cropped from its source frame (see the module
         docstring); the same people, in pixels of the processed frame."""
         if frame.source_bgr_hw3 is None or frame.scale == 1.0:
             return self.detect(frame.rgb_hw3)
-        return self._detect(frame.shape_hw, lambda rect: self._landmarks_from_source(frame, rect),
-                            lambda: frame.rgb_hw3)  # fmt: skip
+        return self._detect(frame.shape_hw, self._region_landmarks(frame), lambda: frame.rgb_hw3)
+
+    def _region_landmarks(self, image: np.ndarray | VideoFrame) -> Callable[[RotatedRect], RegionLandmarks | None]:
+        """The landmark model in a region of an RGB image, or of a decoded frame (cropped from its source
+        frame where it has one, as detect_frame)."""
+        if isinstance(image, VideoFrame):
+            if image.source_bgr_hw3 is not None and image.scale != 1.0:
+                return lambda rect: self._landmarks_from_source(image, rect)
+            image = image.rgb_hw3
+        rgb = as_rgb_uint8(image)
+        return lambda rect: self._landmarks_in(rgb, rect)
 
     def _landmarks_from_source(self, frame: VideoFrame, rect: RotatedRect) -> RegionLandmarks | None:
         """The landmark model in one region of the processed frame, its crop taken from the source frame
@@ -190,7 +230,7 @@ class LandmarkTrackingDetector:
         x0, y0, x1, y1 = rect.bounds_xyxy()
         window_rgb, ox, oy = frame.window_rgb(np.floor(x0) - 2, np.floor(y0) - 2, np.ceil(x1) + 2, np.ceil(y1) + 2)
         rect_w = RotatedRect((rect.center_xy[0] - ox, rect.center_xy[1] - oy), rect.size_px, rect.rotation_rad)
-        crop_rgb = crop_region(window_rgb, rect_w, INPUT_SIDE)
+        crop_rgb = crop_region(window_rgb, rect_w, INPUT_SIDE, even_halving=self.options.even_halving)
         # Decoded with the processed frame's rect: into its pixels.
         lm = self._segmenter().landmarks._decode(crop_rgb, rect, mirrored=False)
         return lm if lm.presence >= self.options.min_presence else None
@@ -228,4 +268,3 @@ class LandmarkTrackingDetector:
         """Free the models (a later call loads them again)."""
         if self._models is not None:
             self._models.close()
-
