@@ -112,13 +112,10 @@ def test_process_umask_reads_without_changing() -> None:
         os.umask(before)
 
 
-def test_a_session_detects_the_photos_line_segments_once(pipeline, lunge_path, monkeypatch) -> None:  # noqa: ANN001
-    """The segments depend on the photo only: a prompt edit reuses them (the scene stage waits for no new
-    detection); another photo in the same session gets its own."""
-    from pipelines.io.image_io import load_image
+@pytest.fixture
+def line_calls(monkeypatch) -> list[tuple[int, ...]]:  # noqa: ANN001
+    """The shapes of the photos whose line segments the image mode detects (its worker's calls, counted)."""
     from pipelines.modes import image as image_mode
-    from pipelines.modes.image import ImageSession
-    from pipelines.types import Prompts
 
     calls: list[tuple[int, ...]] = []
     detect = image_mode.photo_line_segments
@@ -128,6 +125,17 @@ def test_a_session_detects_the_photos_line_segments_once(pipeline, lunge_path, m
         return detect(rgb_hw3, boxes_n4)
 
     monkeypatch.setattr(image_mode, "photo_line_segments", counted)
+    return calls
+
+
+def test_a_session_detects_the_photos_line_segments_once(pipeline, lunge_path, line_calls) -> None:  # noqa: ANN001
+    """The segments depend on the photo only: a prompt edit reuses them (the scene stage waits for no new
+    detection); another photo in the same session gets its own."""
+    from pipelines.io.image_io import load_image
+    from pipelines.modes import image as image_mode
+    from pipelines.modes.image import ImageSession
+    from pipelines.types import Prompts
+
     photo = load_image(lunge_path)
     session = ImageSession()
     first = pipeline.run(photo, session=session)
@@ -135,12 +143,12 @@ def test_a_session_detects_the_photos_line_segments_once(pipeline, lunge_path, m
     knee = kp.xy_k2[kp.names.index("right_knee")]
     edit = Prompts(keypoints={"right_knee": (float(knee[0]) + 10, float(knee[1]))})
     second = pipeline.run(photo, prompts=edit, session=session)
-    assert len(calls) == 1 and session.line_segments is not None
+    assert len(line_calls) == 1 and session.line_segments is not None
     assert first.scene.ground.vanishing is not None and second.scene.ground.vanishing is not None
     other = np.ascontiguousarray(photo.rgb_hw3[:, ::-1])  # another photo in the same session: detected anew
     pipeline.run(image_mode.LoadedImage(rgb_hw3=other, path=None, exif_focal_px=None, exif_note=None,
                                         warnings=[]), session=session)  # fmt: skip
-    assert len(calls) == 2
+    assert len(line_calls) == 2
 
 
 def test_a_failed_line_detection_in_the_worker_is_redone_and_tried_again(pipeline, lunge_path,
@@ -173,22 +181,13 @@ def test_a_failed_line_detection_in_the_worker_is_redone_and_tried_again(pipelin
     assert len(calls) == 2 and second.scene.ground.vanishing is not None
 
 
-def test_a_photo_with_nobody_detects_no_line_segments(pipeline, monkeypatch) -> None:  # noqa: ANN001
+def test_a_photo_with_nobody_detects_no_line_segments(pipeline, line_calls) -> None:  # noqa: ANN001
     """The segments start once the people are detected: with nobody found no body can use them, so none are
     detected (the LSD is ~0.2 s of CPU), and the result says nobody was found."""
-    from pipelines.modes import image as image_mode
 
-    calls: list[tuple[int, ...]] = []
-    detect = image_mode.photo_line_segments
-
-    def counted(rgb_hw3: np.ndarray, boxes_n4: np.ndarray | None = None) -> np.ndarray:
-        calls.append(rgb_hw3.shape)
-        return detect(rgb_hw3, boxes_n4)
-
-    monkeypatch.setattr(image_mode, "photo_line_segments", counted)
     rgb = np.full((480, 640, 3), 128, np.uint8)
     rgb[100:400, 300:310] = 30  # a pole: a vertical line, no person
     result = pipeline.run_array(rgb)
     assert result.people == [] and any("No person" in w for w in result.warnings)
-    assert calls == []
+    assert line_calls == []
     assert result.scene is not None and result.scene.ground is None
