@@ -35,6 +35,11 @@ def test_calibration_without_a_camera_of_one_video_names_that_video(cams) -> Non
     with pytest.raises(UserFacingError, match=r"The videos cam01.mp4 and cam01.mp4 both name camera cam01"):
         mv_mode.match_cameras(videos[:1] * 2, cams, "Calib.qca.txt")
     assert [c.name for c in mv_mode.match_cameras(videos[:3], cams, "C")] == ["cam01", "cam02", "cam03"]
+    same = [videos[0], videos[1], videos[2], Path("/other/cam01.mp4")]  # as many videos as cameras, cam01 twice
+    with pytest.raises(UserFacingError, match=r"The videos cam01.mp4 and cam01.mp4 both name camera cam01"):
+        mv_mode.match_cameras(same, cams, "Calib.qca.txt")
+    unnamed = [Path(f"/clips/view_{k}.mp4") for k in "abcd"]  # no camera names: the calibration's order
+    assert [c.name for c in mv_mode.match_cameras(unnamed, cams, "C")] == [c.name for c in cams]
 
 
 def test_ui_upload_of_four_videos_with_a_three_camera_calibration(tmp_path: Path) -> None:

@@ -100,14 +100,14 @@ def match_cameras(videos: list[Path], cams: list[CalibratedCamera], calib_name: 
         by_name.append(max(hits, key=lambda c: len(c.name)) if hits else None)
     if all(c is not None for c in by_name) and len({c.name for c in by_name}) == len(videos):
         return by_name  # type: ignore[return-value]
+    named = [c.name if c is not None else None for c in by_name]
+    twice = [n for i, n in enumerate(named) if n is not None and n in named[:i]]
+    if twice:  # also with as many cameras as videos: the calibration's order would silently pair them otherwise
+        both = [v.name for v, c in zip(videos, by_name, strict=True) if c is not None and c.name == twice[0]]
+        raise UserFacingError(f"The videos {' and '.join(both)} both name camera {twice[0]} of the calibration "
+                              f"{calib_name}: give one video per camera.")  # fmt: skip
     if len(cams) != len(videos):
         names = [c.name for c in cams]
-        named = [c.name if c is not None else None for c in by_name]
-        twice = [n for i, n in enumerate(named) if n is not None and n in named[:i]]
-        if twice:
-            both = [v.name for v, c in zip(videos, by_name, strict=True) if c is not None and c.name == twice[0]]
-            raise UserFacingError(f"The videos {' and '.join(both)} both name camera {twice[0]} of the calibration "
-                                  f"{calib_name}: give one video per camera.")  # fmt: skip
         unmatched = [v.name for v, c in zip(videos, by_name, strict=True) if c is None]
         if len(unmatched) < len(videos):  # some videos name a camera, these do not
             raise UserFacingError(
