@@ -191,3 +191,18 @@ def test_a_photo_with_nobody_detects_no_line_segments(pipeline, line_calls) -> N
     assert result.people == [] and any("No person" in w for w in result.warnings)
     assert line_calls == []
     assert result.scene is not None and result.scene.ground is None
+
+
+def test_two_failing_writers_raise_the_first_and_log_the_other(tmp_path: Path, monkeypatch, caplog) -> None:  # noqa: ANN001
+    def overlay_fails(*args: object) -> None:
+        raise RuntimeError("overlay: no space left")
+
+    def recording_fails(*args: object) -> None:
+        raise OSError("recording: read-only file system")
+
+    monkeypatch.setattr(outputs, "_write_overlay", overlay_fails)
+    monkeypatch.setattr(outputs, "_write_rrd", recording_fails)
+    with pytest.raises(RuntimeError, match="overlay: no space left"):
+        write_outputs(tmp_path / "out", _frame([_person(0, (0.0, 0.0, 3.0))]))
+    assert "recording: read-only file system" in caplog.text
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

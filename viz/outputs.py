@@ -14,6 +14,7 @@ Layout of `out_dir`:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -122,9 +123,13 @@ def _write_all(tmp: Path, frame: FrameResult, image_path: str | Path | None, wri
         overlay = pool.submit(_write_overlay, tmp / "overlay.png", frame)
         recording = pool.submit(_write_rrd, tmp / "result.rrd", frame) if write_rrd else None
         names = _write_rest(tmp, frame, image_path)
-        overlay.result()
+        workers = [overlay] if recording is None else [overlay, recording]
+        errors = [err for err in (w.exception() for w in workers) if err is not None]
+        for err in errors[1:]:  # the first is raised; a second writer's failure is not lost silently
+            logging.getLogger(__name__).error("another output writer failed too: %r", err)
+        if errors:
+            raise errors[0]
         if recording is not None:
-            recording.result()
             names.insert(names.index("result.json"), "result.rrd")
     return [*names, "overlay.png"]
 
