@@ -15,14 +15,13 @@ import json
 import os
 import statistics
 import time
-import types
 
 
 def main(argv: list[str] | None = None) -> None:
-    import pipelines.modes.image as image_mode
     from bench.bench_crowds import ten_person_collage
+    from bench.bench_fit_speed import timed_runs
     from pipelines.io.image_io import LoadedImage
-    from pipelines.modes.image import ImagePipeline, ImageSession
+    from pipelines.modes.image import ImagePipeline
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -31,22 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe = ImagePipeline()
     pipe.warmup()
     image = LoadedImage(rgb_hw3=ten_person_collage(), path=None, exif_focal_px=None, exif_note=None, warnings=[])
-    pipe.run(image, session=ImageSession())
-    cpu_clock = types.SimpleNamespace(perf_counter=time.process_time)
-    rows = []
-    try:
-        for _ in range(args.repeats):
-            image_mode.time = time
-            c, t = time.process_time(), time.perf_counter()
-            frame = pipe.run(image, session=ImageSession())
-            row = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
-            row |= {f"{k}_wall": v for k, v in frame.timings_s.items()}
-            image_mode.time = cpu_clock
-            frame = pipe.run(image, session=ImageSession())
-            row |= {f"{k}_cpu": v for k, v in frame.timings_s.items()}
-            rows.append(row)
-    finally:
-        image_mode.time = time
+    rows, frame = timed_runs(pipe, image, args.repeats, time.process_time)
     med = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
     med |= {"bodies": sum(p.body is not None for p in frame.people), "load": round(os.getloadavg()[0], 1)}
     print(args.tag, json.dumps(med), flush=True)

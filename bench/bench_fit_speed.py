@@ -16,16 +16,17 @@ import os
 import statistics
 import time
 import types
+from collections.abc import Callable
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
     import cv2
 
-    import pipelines.modes.image as image_mode
     from bench.bench_crowds import ten_person_collage
     from bench.common import DATA_DIR
     from pipelines.io.image_io import LoadedImage, load_image
-    from pipelines.modes.image import ImagePipeline, ImageSession
+    from pipelines.modes.image import ImagePipeline
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -34,26 +35,40 @@ def main(argv: list[str] | None = None) -> None:
     lunge = cv2.resize(load_image(DATA_DIR / "images" / "lunge.jpg").rgb_hw3, (1280, 1920))
     pipe = ImagePipeline()
     pipe.warmup()
-    cpu_clock = types.SimpleNamespace(perf_counter=time.thread_time)
     for name, rgb in (("collage", ten_person_collage()), ("lunge 1280x1920", lunge)):
         image = LoadedImage(rgb_hw3=rgb, path=None, exif_focal_px=None, exif_note=None, warnings=[])
-        pipe.run(image, session=ImageSession())
-        rows = []
-        try:
-            for _ in range(args.repeats):
-                image_mode.time = time
-                c, t = time.process_time(), time.perf_counter()
-                frame = pipe.run(image, session=ImageSession())
-                wall, cpu, fit_wall = time.perf_counter() - t, time.process_time() - c, frame.timings_s["fit"]
-                image_mode.time = cpu_clock
-                frame = pipe.run(image, session=ImageSession())
-                rows.append({"wall_s": wall, "cpu_s": cpu, "fit_wall_s": fit_wall, "fit_cpu_s": frame.timings_s["fit"]})
-        finally:
-            image_mode.time = time
+        rows, frame = timed_runs(pipe, image, args.repeats, time.thread_time)
+        rows = [{"wall_s": r["wall"], "cpu_s": r["cpu"], "fit_wall_s": r["fit_wall"], "fit_cpu_s": r["fit_cpu"]}
+                for r in rows]  # fmt: skip
         med = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
         med |= {"bodies": sum(p.body is not None for p in frame.people), "load": round(os.getloadavg()[0], 1)}
         print(args.tag, name, json.dumps(med), flush=True)
 
+
+def timed_runs(pipe: Any, image: Any, repeats: int, cpu_clock: Callable[[], float]) -> tuple[list[dict], Any]:
+    """After one warm-up run, `repeats` pairs of runs of `image`, each in a fresh session: one on the wall clock
+    (its whole wall and process CPU, and each stage's wall: "<stage>_wall"), one with the pipeline's stage timer
+    read on `cpu_clock` ("<stage>_cpu"; time.thread_time: the main thread's, time.process_time: all threads').
+    Seconds; the rows and the last run's frame."""
+    import pipelines.modes.image as image_mode
+    from pipelines.modes.image import ImageSession
+
+    pipe.run(image, session=ImageSession())
+    stage_clock = types.SimpleNamespace(perf_counter=cpu_clock)
+    rows = []
+    try:
+        for _ in range(repeats):
+            image_mode.time = time
+            c, t = time.process_time(), time.perf_counter()
+            frame = pipe.run(image, session=ImageSession())
+            row = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
+            row |= {f"{k}_wall": v for k, v in frame.timings_s.items()}
+            image_mode.time = stage_clock
+            frame = pipe.run(image, session=ImageSession())
+            rows.append(row | {f"{k}_cpu": v for k, v in frame.timings_s.items()})
+    finally:
+        image_mode.time = time
+    return rows, frame
 
 if __name__ == "__main__":
     main()
