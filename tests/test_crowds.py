@@ -27,7 +27,7 @@ from pipelines.segmentation.pose_detector import (
 )
 from pipelines.segmentation.pose_landmarks import PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.roi import RotatedRect, crop_region, paste_region
-from pipelines.segmentation.tflite_runner import POSE_DETECTOR, POSE_LANDMARKS_FULL, TfliteModel
+from pipelines.segmentation.tflite_runner import POSE_DETECTOR, TfliteModel
 from pipelines.types import Keypoints2D, PersonDetection, Prompts
 
 
@@ -171,23 +171,6 @@ def test_detector_on_two_lanes_finds_what_one_finds_on_a_crowd_photo(labelled) -
         assert x.score == y.score and x.views == y.views and len(x.alternates) == len(y.alternates)
     serial.close()
     threaded.close()
-
-
-def test_a_mirror_pair_on_two_lanes_is_the_serial_average(lunge_path: Path) -> None:
-    """EmbeddedSegmenter(parallel_mirror=True): a mirror-averaged look runs both crops at once on two
-    lanes; the same landmarks as one after the other, and where the first look is below
-    `skip_mirror_below` the first look alone (the mirrored run is dropped)."""
-    rgb = _read_rgb(lunge_path)
-    rect = TiledPoseDetector().detect(rgb)[0].roi()
-    serial = PoseLandmarkModel()
-    paired = PoseLandmarkModel(pair_model=TfliteModel(POSE_LANDMARKS_FULL, lanes=2))
-    a, b = serial.run(rgb, rect, mirror_average=True), paired.run(rgb, rect, mirror_average=True)
-    assert a.presence == b.presence > 0.9
-    for attr in ("xy_k2", "visibility_k", "world_k3", "aux_xy_62", "mask_crop_hw"):
-        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
-    alone, skipped = serial.run(rgb, rect), paired.run(rgb, rect, mirror_average=True, skip_mirror_below=1.1)
-    np.testing.assert_array_equal(alone.xy_k2, skipped.xy_k2)
-    assert not np.array_equal(alone.xy_k2, a.xy_k2)  # the average is another answer than one look
 
 
 def test_tiled_path_agrees_with_mediapipes_own_on_one_person(segmenter: EmbeddedSegmenter, lunge_path: Path) -> None:
@@ -463,7 +446,6 @@ def test_the_mirrored_look_is_skipped_only_where_it_could_not_change_a_find(
 ) -> None:
     """A region whose first landmark run is below the presence threshold is rejected without running the
     mirrored crop (its average's presence could only be lower): fewer model runs, the same people."""
-    from pipelines.segmentation.pose_landmarks import PoseLandmarkModel
 
     gt, image = next((g, im) for g, im in labelled if g.rel_path == "mpii/004645041.jpg")  # a tuning photo
     runs = {"n": 0}

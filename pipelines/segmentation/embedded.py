@@ -19,7 +19,6 @@ the camera: his nose has z = +0.29 m (beyond the hips), his heels z = -0.09 m (n
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -43,7 +42,6 @@ from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their 
 )
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
 from pipelines.segmentation.roi import RotatedRect
-from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
 
 UNSURE_SCORE = 0.5
@@ -284,7 +282,6 @@ class EmbeddedSegmenter:
         prompt_refinements: int = 1,
         box_regions: tuple[tuple[float, float], ...] = ((1.25, 0.0),),
         paint_face_scale: float = 1.6,
-        parallel_mirror: bool = False,
     ) -> None:
         """Args:
             max_people: at most this many people per image (the best scores are kept).
@@ -322,10 +319,6 @@ class EmbeddedSegmenter:
                 degrees clockwise), after the detector's finds.
             paint_face_scale: radius / face width of the grey disc painted over another person's face
                 in a prompted box (`_unentangled`; `add_hidden` paints 1.6 too).
-            parallel_mirror: a mirror-averaged look runs its two crops at the same time on two 1-thread
-                interpreters (on 2 cores or more; the same landmarks). Off: at load 12 it was no faster
-                (lunge 1080p 495 against 464 ms of CPU, the collage 1405 against 1506 ms) and a quiet
-                machine to time it on was not to be had; one interpreter of 2 threads runs the pair.
         """
         check_model_files()
         self.max_people = max_people
@@ -350,8 +343,7 @@ class EmbeddedSegmenter:
         self.single_pass = single_pass
         self.tiles = tiles or TileSettings()
         self.detector = TiledPoseDetector(self.tiles)
-        pairs = parallel_mirror and (os.cpu_count() or 1) >= 2
-        self.landmarks = PoseLandmarkModel(pair_model=TfliteModel(POSE_LANDMARKS_FULL, lanes=2) if pairs else None)
+        self.landmarks = PoseLandmarkModel()
         self._task = LazyTask(
             lambda: create_pose_landmarker(
                 num_poses=self.max_people,

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.segmentation.roi import RotatedRect, crop_region, paste_region
-from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, Runner, TfliteModel
+from pipelines.segmentation.tflite_runner import POSE_LANDMARKS_FULL, TfliteModel
 
 INPUT_SIDE = 256
 NUM_LANDMARKS = 39
@@ -124,9 +124,6 @@ class PoseLandmarkModel:
     """BlazePose's landmark model on regions of an image."""
 
     model: TfliteModel = field(default_factory=lambda: TfliteModel(POSE_LANDMARKS_FULL))
-    pair_model: TfliteModel | None = None
-    """Lanes (1-thread interpreters) on which a mirror-averaged look runs its two crops at the same
-    time; None: both on `model`, one after the other."""
 
     def run(self, image_hw3: np.ndarray, rect: RotatedRect, mirror_average: bool = False,
             skip_mirror_below: float | None = None, even_halving: bool = False) -> RegionLandmarks:  # fmt: skip
@@ -136,25 +133,15 @@ class PoseLandmarkModel:
         the lower of the two, could only be lower: a caller that rejects below it decides the same).
         `even_halving`: the crop cut with crop_region's exact 2:1 halvings (see there)."""
         crop = crop_region(image_hw3, rect, INPUT_SIDE, even_halving=even_halving)
-        if mirror_average and self.pair_model is not None and self.pair_model.lanes > 1:
-            # Both crops at once, on two lanes; the mirrored one is dropped where a lone look would
-            # have stopped (the same result, one run of CPU spent for nothing).
-            looks = [(crop, False), (np.ascontiguousarray(crop[:, ::-1]), True)]
-            out, other = self.pair_model.map_lanes(lambda cm, run: self._decode(cm[0], rect, cm[1], run), looks)
-            if skip_mirror_below is not None and out.presence < skip_mirror_below:
-                return out
-            return mean_landmarks([out, other])
         out = self._decode(crop, rect, mirrored=False)
         if not mirror_average or (skip_mirror_below is not None and out.presence < skip_mirror_below):
             return out
         other = self._decode(np.ascontiguousarray(crop[:, ::-1]), rect, mirrored=True)
         return mean_landmarks([out, other])
 
-    def _decode(self, crop_hw3: np.ndarray, rect: RotatedRect, mirrored: bool, run: Runner | None = None
-                ) -> RegionLandmarks:  # fmt: skip
-        """Run the model on a crop of `rect` (mirrored left-right or not) and decode into the image
-        (`run`: the interpreter, default `model`'s)."""
-        raw_lm, raw_flag, raw_mask, raw_heatmap, raw_world = (run or self.model.run)(
+    def _decode(self, crop_hw3: np.ndarray, rect: RotatedRect, mirrored: bool) -> RegionLandmarks:
+        """Run the model on a crop of `rect` (mirrored left-right or not) and decode into the image."""
+        raw_lm, raw_flag, raw_mask, raw_heatmap, raw_world = self.model.run(
             (crop_hw3.astype(np.float32) / 255.0)[None]
         )
         lm = raw_lm.reshape(NUM_LANDMARKS, 5)
@@ -182,5 +169,3 @@ class PoseLandmarkModel:
 
     def close(self) -> None:
         self.model.close()
-        if self.pair_model is not None:
-            self.pair_model.close()
