@@ -338,3 +338,84 @@ def test_bundle_adjustment_falls_back_to_scipy_on_a_singular_system(cams: list[C
     out = refine.bundle_adjust(start_n3, view_m, point_m, xy_m2, np.ones(n_v * n_p), wrong, solver="schur")
     assert out.median_px_before > 3.0 and out.median_px_after < 0.5
     assert int(np.argmax(out.rotation_change_deg_v)) == 2 and out.rotation_change_deg_v[2] > 1.0
+
+
+# ---------------------------------------------------------------------------------------- time offsets
+
+
+def _moving_person(cams: list[CalibratedCamera], n_f: int, n_k: int, offsets_v: list[int], seed: int):  # noqa: ANN202
+    """One person's keypoints (views, F, K, 2) in undistorted pixels and confidences (views, F, K): joints
+    swaying smoothly, view v late by offsets_v[v] frames (sync.py's convention), 0.5 px noise, 5% unseen."""
+    rng = np.random.default_rng(seed)
+    t_f11 = np.arange(n_f + 20)[:, None, None] / 30.0
+    base = rng.uniform([-0.4, -0.4, 0.1], [0.4, 0.4, 1.7], (1, n_k, 3))
+    amp, freq, phase = (rng.uniform(lo, hi, (1, n_k, 3)) for lo, hi in ((0.05, 0.3), (0.3, 2.0), (0.0, 6.0)))
+    xyz_fk3 = base + amp * np.sin(2 * np.pi * freq * t_f11 + phase)
+    xy_vfk2 = np.stack([cam.project_world(xyz_fk3.reshape(-1, 3)).reshape(n_f + 20, n_k, 2)[10 - o : 10 - o + n_f]
+                        for cam, o in zip(cams, offsets_v, strict=True)])  # fmt: skip
+    xy_vfk2 += rng.normal(0, 0.5, xy_vfk2.shape)
+    xy_vfk2[rng.random(xy_vfk2.shape[:-1]) < 0.05] = np.nan
+    return xy_vfk2, rng.uniform(0.3, 1.0, xy_vfk2.shape[:-1])
+
+
+def _offset_costs_all_at_once(xy_pvfk2, conf_pvfk, cams, offsets_v, view, candidates):  # noqa: ANN001, ANN202
+    """The former offset_costs (every candidate over every frame at once), the reference for its results."""
+    from pipelines.multiview.associate import MIN_CONF, fundamental_33
+    from pipelines.multiview.sync import shift_frames
+
+    F = {u: fundamental_33(cams[view], cams[u]) for u in range(len(cams)) if u != view}
+    out = np.full(len(candidates), np.inf)
+    dist_c: list[list[np.ndarray]] = [[] for _ in candidates]
+    for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True):
+        xa = np.stack([shift_frames(xy_vfk2[view], d, np.nan) for d in candidates])
+        ok_a = np.stack([shift_frames(conf_vfk[view], d, 0.0) for d in candidates]) > MIN_CONF
+        ok_a &= np.isfinite(xa).all(-1)
+        ha = np.concatenate([np.nan_to_num(xa), np.ones((*xa.shape[:-1], 1))], axis=-1)
+        for u in F:
+            xb = shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan)
+            ok = ok_a & ((shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0) > MIN_CONF) & np.isfinite(xb).all(-1))
+            hb = np.concatenate([np.nan_to_num(xb), np.ones((*xb.shape[:-1], 1))], axis=-1)
+            lb, la = ha @ F[u].T, hb @ F[u]
+            num = np.abs(np.sum(hb * lb, axis=-1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
+            for c in range(len(candidates)):
+                dist_c[c].append(d_cfk[c][ok[c]])
+    for c, dists in enumerate(dist_c):
+        all_d = np.concatenate(dists)
+        if len(all_d) >= 20:
+            out[c] = float(np.median(all_d))
+    return out
+
+
+def test_offset_costs_equal_the_all_at_once_costs(cams: list[CalibratedCamera]) -> None:
+    """Frame blocks (sync.FRAME_BLOCK) and one candidate at a time give the very same costs, also with
+    fractional offsets of the other views and captures longer than a block."""
+    from pipelines.multiview import sync
+
+    people = [_moving_person(cams, n_f, 13, [0, 2, -1, 3], seed) for seed, n_f in ((1, 700), (2, 700))]
+    xy_p, conf_p = [p[0] for p in people], [p[1] for p in people]
+    assert sync.FRAME_BLOCK < 700
+    for offsets_v in (np.zeros(4), np.array([0.0, 2.3, -1.0, 2.6])):
+        for view in range(4):
+            costs = sync.offset_costs(xy_p, conf_p, cams, offsets_v, view, range(-6, 7))
+            np.testing.assert_array_equal(costs, _offset_costs_all_at_once(xy_p, conf_p, cams, offsets_v, view,
+                                                                           range(-6, 7)))  # fmt: skip
+
+
+def test_offset_costs_memory_stays_bounded_on_a_long_capture(cams: list[CalibratedCamera]) -> None:
+    """20k frames (11 min at 30 fps): the temporaries stay under the keypoints' own size (the all-at-once
+    version peaked at ~28 times it, 0.6 GB here, 1.2 GB with 33 joints)."""
+    import tracemalloc
+
+    from pipelines.multiview.sync import offset_costs
+
+    xy_vfk2, conf_vfk = _moving_person(cams, 20_000, 17, [0, 2, -1, 3], seed=3)
+    tracemalloc.start()
+    try:
+        costs = offset_costs([xy_vfk2], [conf_vfk], cams, np.array([0.0, 2.0, -1.0, 3.0]), 1, range(-6, 7))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < xy_vfk2.nbytes, f"peak {peak / 1e6:.0f} MB for {xy_vfk2.nbytes / 1e6:.0f} MB of keypoints"
+    assert int(np.argmin(costs)) == 8  # the true offset, 2
