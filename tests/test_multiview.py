@@ -419,3 +419,37 @@ def test_offset_costs_memory_stays_bounded_on_a_long_capture(cams: list[Calibrat
         tracemalloc.stop()
     assert peak < xy_vfk2.nbytes, f"peak {peak / 1e6:.0f} MB for {xy_vfk2.nbytes / 1e6:.0f} MB of keypoints"
     assert int(np.argmin(costs)) == 8  # the true offset, 2
+
+
+def test_bundle_adjustment_holds_a_camera_that_sees_nearly_one_point(cams: list[CalibratedCamera]) -> None:
+    """One camera whose 40 observations all see one spot (a 5 mm cluster) cannot be pinned: it is held as
+    calibrated and named in the warnings, and the rig still comes back (before, it drifted and took the
+    gauge with it: every camera turned by ~1-13 degrees and moved by up to a metre)."""
+    from pipelines.multiview.refine import bundle_adjust
+
+    rng = np.random.default_rng(7)
+    xyz_n3 = _synthetic_points(200, seed=7)
+    xyz_n3[:40] = xyz_n3[0] + rng.normal(0, 0.005, (40, 3))
+    seen_v = [np.arange(200)] * 3 + [np.arange(40)]  # cam04 sees only the cluster
+    view_m = np.concatenate([np.full(len(p), v) for v, p in enumerate(seen_v)])
+    point_m = np.concatenate(seen_v)
+    xy_m2 = np.concatenate([cam.project_world(xyz_n3[p]) for cam, p in zip(cams, seen_v, strict=True)])
+    xy_m2 += rng.normal(0, 1.0, xy_m2.shape)
+    w_vn = np.zeros((4, 200))
+    w_vn[view_m, point_m] = 1.0
+    xy_vn2 = np.zeros((4, 200, 2))
+    xy_vn2[view_m, point_m] = xy_m2
+    wrong = list(cams)
+    wrong[1] = _moved(cams[1], 2.0, 0.04)
+    start_n3 = triangulate_points(xy_vn2, w_vn, wrong, distorted=False).xyz_n3
+    for solver in ("schur", "scipy"):
+        out = bundle_adjust(start_n3, view_m, point_m, xy_m2, np.ones(len(view_m)), wrong, solver=solver)
+        np.testing.assert_array_equal(out.cams[3].cam_T_world_44, cams[3].cam_T_world_44)
+        assert out.median_px_after < 1.5 and out.rotation_change_deg_v[1] > 1.0
+        for v in (0, 2):  # the refined cameras' relative rotations as they were
+            rel_true = cams[1].cam_T_world_44[:3, :3] @ cams[v].cam_T_world_44[:3, :3].T
+            rel = out.cams[1].cam_T_world_44[:3, :3] @ out.cams[v].cam_T_world_44[:3, :3].T
+            assert np.degrees(Rotation.from_matrix(rel @ rel_true.T).magnitude()) < 0.25
+        assert max(out.rotation_change_deg_v[[0, 2]]) < 1.0 and max(out.translation_change_m_v[:3]) < 0.1
+        assert out.held_v is not None and out.held_v.tolist() == [False, False, False, True]
+        assert len(out.warnings) == 1 and "cam04" in out.warnings[0]

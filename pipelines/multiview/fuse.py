@@ -426,6 +426,8 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
             if np.allclose(new_offsets, offsets, atol=0.05):
                 break
             offsets = new_offsets
+        if report is not None:
+            warnings += report.warnings  # cameras held for a degenerate view of the people (the last round's)
     say("triangulating the people")
     final_outlier_px = options.refined_outlier_px if report is not None else options.outlier_px
     final = _triangulate_people(und_p, conf_p, offsets, cur_cams, final_outlier_px)
