@@ -453,3 +453,35 @@ def test_bundle_adjustment_holds_a_camera_that_sees_nearly_one_point(cams: list[
         assert max(out.rotation_change_deg_v[[0, 2]]) < 1.0 and max(out.translation_change_m_v[:3]) < 0.1
         assert out.held_v is not None and out.held_v.tolist() == [False, False, False, True]
         assert len(out.warnings) == 1 and "cam04" in out.warnings[0]
+
+
+# ---------------------------------------------------------------------------------------- skeleton check
+
+
+def test_bone_check_leaves_out_the_wrong_joint_only(cams: list[CalibratedCamera]) -> None:
+    """A wrong elbow goes without the right wrist beyond it (before, the wrist's only bone, implausible
+    through the elbow, took it too); a wrong wrist goes alone; a wrong knee and a wrong ankle both go."""
+    from pipelines.multiview.fuse import FUSED_JOINT_NAMES, consistent_bones
+    from pipelines.multiview.triangulate import TriangulationResult
+
+    joint_xz = {"shoulder": (0.2, 1.4), "elbow": (0.22, 1.1), "wrist": (0.24, 0.85), "hip": (0.12, 0.95),
+                "knee": (0.12, 0.5), "ankle": (0.12, 0.08)}  # fmt: skip
+    n_f, n_k, n_v = 12, len(FUSED_JOINT_NAMES), len(cams)
+    xyz_k3 = np.zeros((n_k, 3))
+    for k, name in enumerate(FUSED_JOINT_NAMES):
+        side, _, part = name.partition("_")
+        x, z = joint_xz.get(part, (0.0, 1.6))
+        xyz_k3[k] = (-x if side == "right" else x, 0.0, z)
+    xyz_fk3 = xyz_k3 + np.linspace(0, 0.5, n_f)[:, None, None] * np.array([0.0, 1.0, 0.0])  # walking along y
+    j = {name: FUSED_JOINT_NAMES.index(name) for name in FUSED_JOINT_NAMES}
+    xyz_fk3[3, j["left_elbow"], 0] += 0.4
+    xyz_fk3[6, j["right_wrist"], 0] -= 0.4
+    xyz_fk3[9, j["left_knee"], 0] += 0.5
+    xyz_fk3[9, j["left_ankle"], 0] += 1.5
+    res = TriangulationResult(xyz_fk3.reshape(-1, 3), np.zeros((n_v, n_f * n_k)), np.ones((n_v, n_f * n_k), bool))
+    no_views = np.zeros((n_v, n_f, n_k))  # nothing to triangulate again from: only the leaving out acts
+    out, check = consistent_bones(res, np.zeros((n_v, n_f, n_k, 2)), no_views, cams, 10.0, 0.3, 0.05)
+    gone_fk = np.isnan(out.xyz_n3.reshape(n_f, n_k, 3)).any(-1)
+    assert {(int(f), FUSED_JOINT_NAMES[k]) for f, k in zip(*np.nonzero(gone_fk), strict=True)} == {
+        (3, "left_elbow"), (6, "right_wrist"), (9, "left_knee"), (9, "left_ankle")}  # fmt: skip
+    assert check.dropped == 4 and not out.used_vn.reshape(n_v, n_f, n_k)[:, gone_fk].any()
