@@ -485,3 +485,37 @@ def test_bone_check_leaves_out_the_wrong_joint_only(cams: list[CalibratedCamera]
     assert {(int(f), FUSED_JOINT_NAMES[k]) for f, k in zip(*np.nonzero(gone_fk), strict=True)} == {
         (3, "left_elbow"), (6, "right_wrist"), (9, "left_knee"), (9, "left_ankle")}  # fmt: skip
     assert check.dropped == 4 and not out.used_vn.reshape(n_v, n_f, n_k)[:, gone_fk].any()
+
+
+# ---------------------------------------------------------------------------------------- keypoint scheduling
+
+
+@pytest.mark.parametrize("span", [2, 3, 4])
+def test_frame_detections_runs_the_model_once_a_span_also_at_the_end(span: int) -> None:
+    """Every frame comes out once, in order, with its people; the frames a skipping detector may skip go to
+    one detect_span call with the frame after them, and the last frames of the clip to one call too (their
+    last as the following frame), so the model runs on ceil(n / span) frames."""
+    from types import SimpleNamespace
+
+    from pipelines.multiview.views2d import _frame_detections
+
+    class Skipping:
+        def __init__(self) -> None:
+            self.model_frames: list[int] = []
+
+        def can_skip(self, pending: int = 0) -> bool:
+            return pending < span - 1
+
+        def detect(self, rgb: int) -> list[int]:
+            self.model_frames.append(rgb)
+            return [rgb]
+
+        def detect_span(self, skipped: list[int], following: int) -> tuple[list[list[int]], list[int]]:
+            return [[s] for s in skipped], self.detect(following)
+
+    for n in range(1, 3 * span + 2):
+        detector = Skipping()
+        out = [(f.rgb_hw3, people) for f, people in _frame_detections([SimpleNamespace(rgb_hw3=i) for i in range(n)],
+                                                                         detector)]  # fmt: skip
+        assert out == [(i, [i]) for i in range(n)]
+        assert detector.model_frames == sorted({min(i + span - 1, n - 1) for i in range(0, n, span)})
