@@ -460,7 +460,8 @@ def test_bundle_adjustment_holds_a_camera_that_sees_nearly_one_point(cams: list[
 
 def test_bone_check_leaves_out_the_wrong_joint_only(cams: list[CalibratedCamera]) -> None:
     """A wrong elbow goes without the right wrist beyond it (before, the wrist's only bone, implausible
-    through the elbow, took it too); a wrong wrist goes alone; a wrong knee and a wrong ankle both go."""
+    through the elbow, took it too); a wrong wrist goes alone; a wrong elbow with a wrist off its own track,
+    a wrong knee with a wrong ankle: both go."""
     from pipelines.multiview.fuse import FUSED_JOINT_NAMES, consistent_bones
     from pipelines.multiview.triangulate import TriangulationResult
 
@@ -476,6 +477,8 @@ def test_bone_check_leaves_out_the_wrong_joint_only(cams: list[CalibratedCamera]
     j = {name: FUSED_JOINT_NAMES.index(name) for name in FUSED_JOINT_NAMES}
     xyz_fk3[3, j["left_elbow"], 0] += 0.4
     xyz_fk3[6, j["right_wrist"], 0] -= 0.4
+    xyz_fk3[7, j["left_elbow"], 0] += 0.4
+    xyz_fk3[7, j["left_wrist"], 0] += 0.15  # within the arm's reach of the shoulder, off its track
     xyz_fk3[9, j["left_knee"], 0] += 0.5
     xyz_fk3[9, j["left_ankle"], 0] += 1.5
     res = TriangulationResult(xyz_fk3.reshape(-1, 3), np.zeros((n_v, n_f * n_k)), np.ones((n_v, n_f * n_k), bool))
@@ -483,8 +486,9 @@ def test_bone_check_leaves_out_the_wrong_joint_only(cams: list[CalibratedCamera]
     out, check = consistent_bones(res, np.zeros((n_v, n_f, n_k, 2)), no_views, cams, 10.0, 0.3, 0.05)
     gone_fk = np.isnan(out.xyz_n3.reshape(n_f, n_k, 3)).any(-1)
     assert {(int(f), FUSED_JOINT_NAMES[k]) for f, k in zip(*np.nonzero(gone_fk), strict=True)} == {
-        (3, "left_elbow"), (6, "right_wrist"), (9, "left_knee"), (9, "left_ankle")}  # fmt: skip
-    assert check.dropped == 4 and not out.used_vn.reshape(n_v, n_f, n_k)[:, gone_fk].any()
+        (3, "left_elbow"), (6, "right_wrist"), (7, "left_elbow"), (7, "left_wrist"), (9, "left_knee"),
+        (9, "left_ankle")}  # fmt: skip
+    assert check.dropped == 6 and not out.used_vn.reshape(n_v, n_f, n_k)[:, gone_fk].any()
 
 
 # ---------------------------------------------------------------------------------------- keypoint scheduling

@@ -310,8 +310,9 @@ def _blamed_joints(xyz_fk3: np.ndarray, a_b: np.ndarray, b_b: np.ndarray, median
     go first, then the bones are judged again without them. A wrong elbow (its two bones implausible) goes and
     the wrist beyond it, whose one bone was implausible only through the elbow, stays; a wrong wrist goes alone;
     two joints that only share one implausible bone (equal evidence) both go. A joint left without a known
-    bone this way also goes when it is farther from a joint two bones away (through the joint that went) than
-    the two bones reach: a wrong wrist beyond a wrong elbow."""
+    bone this way (an orphan: the wrist beyond an elbow that went) goes too unless its own track vouches for it:
+    the mean of its positions on the previous and the next frame (where it had no implausible bone) within its
+    bones' tolerance (the smallest); a wrong elbow often comes with a wrong wrist (a limb mistaken in two views)."""
     n_k = xyz_fk3.shape[1]
     incidence_bk = np.zeros((len(a_b), n_k), dtype=int)
     incidence_bk[np.arange(len(a_b)), a_b] = incidence_bk[np.arange(len(a_b)), b_b] = 1
@@ -332,20 +333,17 @@ def _blamed_joints(xyz_fk3: np.ndarray, a_b: np.ndarray, b_b: np.ndarray, median
             break
         drop_fk |= blamed_fk & (n_bad_fk == np.where(blamed_fk, n_bad_fk, 0).max(1, keepdims=True))
         n_bad_fk, n_known_fk = counts(drop_fk)
+    # an orphan stays only where its own track vouches for it (the frames either side, without implausible bones)
     orphan_fk = had_bad_fk & (n_known_fk == 0) & ~drop_fk & np.isfinite(xyz_fk3).all(-1)
-    reach_b = median_b + tol_b
-    bones = list(zip(a_b.tolist(), b_b.tolist(), strict=True))
-    for i, j in combinations(range(len(bones)), 2):  # two bones end-mid, mid-far: |end - far| <= their reach
-        mids = set(bones[i]) & set(bones[j])
-        if len(mids) != 1:
-            continue
-        mid = mids.pop()
-        p, q = sum(bones[i]) - mid, sum(bones[j]) - mid
-        dist_f = np.linalg.norm(xyz_fk3[:, p] - xyz_fk3[:, q], axis=-1)
-        with np.errstate(invalid="ignore"):
-            far_f = drop_fk[:, mid] & (dist_f > reach_b[i] + reach_b[j])  # NaN distances: not far
-        for end, other in ((p, q), (q, p)):
-            drop_fk[:, end] |= far_f & orphan_fk[:, end] & ~drop_fk[:, other]
+    trusted_fk3 = np.where(had_bad_fk[..., None], np.nan, xyz_fk3)
+    track_fk3 = np.full_like(xyz_fk3, np.nan)
+    track_fk3[1:-1] = 0.5 * (trusted_fk3[:-2] + trusted_fk3[2:])
+    tol_k = np.full(n_k, np.inf)
+    np.minimum.at(tol_k, a_b, tol_b)
+    np.minimum.at(tol_k, b_b, tol_b)
+    with np.errstate(invalid="ignore"):
+        vouched_fk = np.linalg.norm(xyz_fk3 - track_fk3, axis=-1) <= tol_k  # NaN (no trusted neighbour): not
+    drop_fk |= orphan_fk & ~vouched_fk
     return drop_fk
 
 
