@@ -389,13 +389,13 @@ def _offset_costs_all_at_once(xy_pvfk2, conf_pvfk, cams, offsets_v, view, candid
 
 
 def test_offset_costs_equal_the_all_at_once_costs(cams: list[CalibratedCamera]) -> None:
-    """Frame blocks (sync.FRAME_BLOCK) and one candidate at a time give the very same costs, also with
+    """Candidate groups and frame blocks (sync.CANDIDATE_FRAMES) give the very same costs, also with
     fractional offsets of the other views and captures longer than a block."""
     from pipelines.multiview import sync
 
     people = [_moving_person(cams, n_f, 13, [0, 2, -1, 3], seed) for seed, n_f in ((1, 700), (2, 700))]
     xy_p, conf_p = [p[0] for p in people], [p[1] for p in people]
-    assert sync.FRAME_BLOCK < 700
+    assert sync.CANDIDATE_FRAMES < 700 * 13
     for offsets_v in (np.zeros(4), np.array([0.0, 2.3, -1.0, 2.6])):
         for view in range(4):
             costs = sync.offset_costs(xy_p, conf_p, cams, offsets_v, view, range(-6, 7))

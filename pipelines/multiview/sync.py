@@ -19,8 +19,10 @@ import numpy as np
 from pipelines.multiview.associate import MIN_CONF, fundamental_33
 from pipelines.multiview.calibration import CalibratedCamera
 
-FRAME_BLOCK = 512
-"""Frames per block in offset_costs: its temporaries are a few MB per block, whatever the capture's length."""
+CANDIDATE_FRAMES = 2048
+"""offset_costs' work per pass: candidates x frames (a short clip: every candidate at once; a long one: one
+candidate at a time, over blocks of this many frames), which bounds its temporaries (a few MB) and the
+distances it keeps for the medians, whatever the capture's length."""
 
 
 def shift_frames(a_f: np.ndarray, offset: float, fill: float) -> np.ndarray:
@@ -54,38 +56,44 @@ def offset_costs(xy_pvfk2: list[np.ndarray], conf_pvfk: list[np.ndarray], cams: 
     """Median epipolar distance (px, associate.epipolar_px) of `view` against the others for each candidate
     offset (integers).
 
-    Memory: one candidate at a time, FRAME_BLOCK frames at a time, so the temporaries stay a few MB and only
-    one candidate's valid distances are kept for its median (at most the keypoints' own size), however long
-    the capture (all the candidates at once over all the frames reached ~1 GB near 20k frames)."""
+    Memory: the candidates in groups and the frames in blocks of CANDIDATE_FRAMES candidate-frames, so the
+    temporaries stay a few MB and only one group's valid distances are kept for their medians, however long
+    the capture (all the candidates over all the frames at once reached ~1 GB near 20k frames)."""
     n_views = len(cams)
     F = {u: fundamental_33(cams[view], cams[u]) for u in range(n_views) if u != view}
     out = np.full(len(candidates), np.inf)
-    for c, d in enumerate(candidates):
-        dists: list[np.ndarray] = []
+    n_frames = max([xy.shape[1] for xy in xy_pvfk2], default=1)
+    group = max(1, min(len(candidates), CANDIDATE_FRAMES // max(1, n_frames)))
+    block = max(1, CANDIDATE_FRAMES // group)
+    for g0 in range(0, len(candidates), group):
+        group_c = list(candidates[g0 : g0 + group])
+        dist_c: list[list[np.ndarray]] = [[] for _ in group_c]
         for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True):
-            n_frames = xy_vfk2.shape[1]
-            for f0 in range(0, n_frames, FRAME_BLOCK):
-                f1 = min(f0 + FRAME_BLOCK, n_frames)
-                xa_fk2 = _shifted_block(xy_vfk2[view], d, np.nan, f0, f1)
-                ok_a = (_shifted_block(conf_vfk[view], d, 0.0, f0, f1) > MIN_CONF) & np.isfinite(xa_fk2).all(-1)
+            for f0 in range(0, xy_vfk2.shape[1], block):
+                f1 = min(f0 + block, xy_vfk2.shape[1])
+                xa_cfk2 = np.stack([_shifted_block(xy_vfk2[view], d, np.nan, f0, f1) for d in group_c])
+                ca_cfk = np.stack([_shifted_block(conf_vfk[view], d, 0.0, f0, f1) for d in group_c])
+                ok_a = (ca_cfk > MIN_CONF) & np.isfinite(xa_cfk2).all(-1)
                 if not ok_a.any():
                     continue
-                ha = _homogeneous(xa_fk2)
+                ha = _homogeneous(xa_cfk2)
                 for u, F_33 in F.items():
                     xb_fk2 = _shifted_block(xy_vfk2[u], float(offsets_v[u]), np.nan, f0, f1)
                     cb_fk = _shifted_block(conf_vfk[u], float(offsets_v[u]), 0.0, f0, f1)
-                    ok = ok_a & (cb_fk > MIN_CONF) & np.isfinite(xb_fk2).all(-1)
+                    ok = ok_a & ((cb_fk > MIN_CONF) & np.isfinite(xb_fk2).all(-1))[None]
                     if not ok.any():
                         continue
                     hb = _homogeneous(xb_fk2)
-                    lb, la = ha @ F_33.T, hb @ F_33  # lines in b, in a (F, K, 3)
+                    lb, la = ha @ F_33.T, hb @ F_33  # lines in b (C, F, K, 3), in a (F, K, 3)
                     num = np.abs(np.sum(hb * lb, axis=-1))
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        d_fk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
-                    dists.append(d_fk[ok])
-        all_d = np.concatenate(dists) if dists else np.zeros(0)
-        if len(all_d) >= 20:
-            out[c] = float(np.median(all_d))
+                        d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
+                    for c, (d_fk, ok_fk) in enumerate(zip(d_cfk, ok, strict=True)):
+                        dist_c[c].append(d_fk[ok_fk])
+        for c, dists in enumerate(dist_c):
+            all_d = np.concatenate(dists) if dists else np.zeros(0)
+            if len(all_d) >= 20:
+                out[g0 + c] = float(np.median(all_d))
     return out
 
 
