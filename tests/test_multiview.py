@@ -338,3 +338,188 @@ def test_bundle_adjustment_falls_back_to_scipy_on_a_singular_system(cams: list[C
     out = refine.bundle_adjust(start_n3, view_m, point_m, xy_m2, np.ones(n_v * n_p), wrong, solver="schur")
     assert out.median_px_before > 3.0 and out.median_px_after < 0.5
     assert int(np.argmax(out.rotation_change_deg_v)) == 2 and out.rotation_change_deg_v[2] > 1.0
+
+
+# ---------------------------------------------------------------------------------------- time offsets
+
+
+def _moving_person(cams: list[CalibratedCamera], n_f: int, n_k: int, offsets_v: list[int], seed: int):  # noqa: ANN202
+    """One person's keypoints (views, F, K, 2) in undistorted pixels and confidences (views, F, K): joints
+    swaying smoothly, view v late by offsets_v[v] frames (sync.py's convention), 0.5 px noise, 5% unseen."""
+    rng = np.random.default_rng(seed)
+    t_f11 = np.arange(n_f + 20)[:, None, None] / 30.0
+    base = rng.uniform([-0.4, -0.4, 0.1], [0.4, 0.4, 1.7], (1, n_k, 3))
+    amp, freq, phase = (rng.uniform(lo, hi, (1, n_k, 3)) for lo, hi in ((0.05, 0.3), (0.3, 2.0), (0.0, 6.0)))
+    xyz_fk3 = base + amp * np.sin(2 * np.pi * freq * t_f11 + phase)
+    xy_vfk2 = np.stack([cam.project_world(xyz_fk3.reshape(-1, 3)).reshape(n_f + 20, n_k, 2)[10 - o : 10 - o + n_f]
+                        for cam, o in zip(cams, offsets_v, strict=True)])  # fmt: skip
+    xy_vfk2 += rng.normal(0, 0.5, xy_vfk2.shape)
+    xy_vfk2[rng.random(xy_vfk2.shape[:-1]) < 0.05] = np.nan
+    return xy_vfk2, rng.uniform(0.3, 1.0, xy_vfk2.shape[:-1])
+
+
+def _offset_costs_all_at_once(xy_pvfk2, conf_pvfk, cams, offsets_v, view, candidates):  # noqa: ANN001, ANN202
+    """The former offset_costs (every candidate over every frame at once), the reference for its results."""
+    from pipelines.multiview.associate import MIN_CONF, fundamental_33
+    from pipelines.multiview.sync import shift_frames
+
+    F = {u: fundamental_33(cams[view], cams[u]) for u in range(len(cams)) if u != view}
+    out = np.full(len(candidates), np.inf)
+    dist_c: list[list[np.ndarray]] = [[] for _ in candidates]
+    for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True):
+        xa = np.stack([shift_frames(xy_vfk2[view], d, np.nan) for d in candidates])
+        ok_a = np.stack([shift_frames(conf_vfk[view], d, 0.0) for d in candidates]) > MIN_CONF
+        ok_a &= np.isfinite(xa).all(-1)
+        ha = np.concatenate([np.nan_to_num(xa), np.ones((*xa.shape[:-1], 1))], axis=-1)
+        for u in F:
+            xb = shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan)
+            ok = ok_a & ((shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0) > MIN_CONF) & np.isfinite(xb).all(-1))
+            hb = np.concatenate([np.nan_to_num(xb), np.ones((*xb.shape[:-1], 1))], axis=-1)
+            lb, la = ha @ F[u].T, hb @ F[u]
+            num = np.abs(np.sum(hb * lb, axis=-1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
+            for c in range(len(candidates)):
+                dist_c[c].append(d_cfk[c][ok[c]])
+    for c, dists in enumerate(dist_c):
+        all_d = np.concatenate(dists)
+        if len(all_d) >= 20:
+            out[c] = float(np.median(all_d))
+    return out
+
+
+def test_offset_costs_equal_the_all_at_once_costs(cams: list[CalibratedCamera]) -> None:
+    """Candidate groups and frame blocks (sync.CANDIDATE_FRAMES) give the very same costs, also with
+    fractional offsets of the other views and captures longer than a block."""
+    from pipelines.multiview import sync
+
+    people = [_moving_person(cams, n_f, 13, [0, 2, -1, 3], seed) for seed, n_f in ((1, 700), (2, 700))]
+    xy_p, conf_p = [p[0] for p in people], [p[1] for p in people]
+    assert sync.CANDIDATE_FRAMES < 700 * 13
+    for offsets_v in (np.zeros(4), np.array([0.0, 2.3, -1.0, 2.6])):
+        for view in range(4):
+            costs = sync.offset_costs(xy_p, conf_p, cams, offsets_v, view, range(-6, 7))
+            np.testing.assert_array_equal(costs, _offset_costs_all_at_once(xy_p, conf_p, cams, offsets_v, view,
+                                                                           range(-6, 7)))  # fmt: skip
+
+
+def test_offset_costs_memory_stays_bounded_on_a_long_capture(cams: list[CalibratedCamera]) -> None:
+    """20k frames (11 min at 30 fps): the temporaries stay under the keypoints' own size (the all-at-once
+    version peaked at ~28 times it, 0.6 GB here, 1.2 GB with 33 joints)."""
+    import tracemalloc
+
+    from pipelines.multiview.sync import offset_costs
+
+    xy_vfk2, conf_vfk = _moving_person(cams, 20_000, 17, [0, 2, -1, 3], seed=3)
+    tracemalloc.start()
+    try:
+        costs = offset_costs([xy_vfk2], [conf_vfk], cams, np.array([0.0, 2.0, -1.0, 3.0]), 1, range(-6, 7))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < xy_vfk2.nbytes, f"peak {peak / 1e6:.0f} MB for {xy_vfk2.nbytes / 1e6:.0f} MB of keypoints"
+    assert int(np.argmin(costs)) == 8  # the true offset, 2
+
+
+def test_bundle_adjustment_holds_a_camera_that_sees_nearly_one_point(cams: list[CalibratedCamera]) -> None:
+    """One camera whose 40 observations all see one spot (a 5 mm cluster) cannot be pinned: it is held as
+    calibrated and named in the warnings, and the rig still comes back (before, it drifted and took the
+    gauge with it: every camera turned by ~1-13 degrees and moved by up to a metre)."""
+    from pipelines.multiview.refine import bundle_adjust
+
+    rng = np.random.default_rng(7)
+    xyz_n3 = _synthetic_points(200, seed=7)
+    xyz_n3[:40] = xyz_n3[0] + rng.normal(0, 0.005, (40, 3))
+    seen_v = [np.arange(200)] * 3 + [np.arange(40)]  # cam04 sees only the cluster
+    view_m = np.concatenate([np.full(len(p), v) for v, p in enumerate(seen_v)])
+    point_m = np.concatenate(seen_v)
+    xy_m2 = np.concatenate([cam.project_world(xyz_n3[p]) for cam, p in zip(cams, seen_v, strict=True)])
+    xy_m2 += rng.normal(0, 1.0, xy_m2.shape)
+    w_vn = np.zeros((4, 200))
+    w_vn[view_m, point_m] = 1.0
+    xy_vn2 = np.zeros((4, 200, 2))
+    xy_vn2[view_m, point_m] = xy_m2
+    wrong = list(cams)
+    wrong[1] = _moved(cams[1], 2.0, 0.04)
+    start_n3 = triangulate_points(xy_vn2, w_vn, wrong, distorted=False).xyz_n3
+    for solver in ("schur", "scipy"):
+        out = bundle_adjust(start_n3, view_m, point_m, xy_m2, np.ones(len(view_m)), wrong, solver=solver)
+        np.testing.assert_array_equal(out.cams[3].cam_T_world_44, cams[3].cam_T_world_44)
+        assert out.median_px_after < 1.5 and out.rotation_change_deg_v[1] > 1.0
+        for v in (0, 2):  # the refined cameras' relative rotations as they were
+            rel_true = cams[1].cam_T_world_44[:3, :3] @ cams[v].cam_T_world_44[:3, :3].T
+            rel = out.cams[1].cam_T_world_44[:3, :3] @ out.cams[v].cam_T_world_44[:3, :3].T
+            assert np.degrees(Rotation.from_matrix(rel @ rel_true.T).magnitude()) < 0.25
+        assert max(out.rotation_change_deg_v[[0, 2]]) < 1.0 and max(out.translation_change_m_v[:3]) < 0.1
+        assert out.held_v is not None and out.held_v.tolist() == [False, False, False, True]
+        assert len(out.warnings) == 1 and "cam04" in out.warnings[0]
+
+
+# ---------------------------------------------------------------------------------------- skeleton check
+
+
+def test_bone_check_leaves_out_the_wrong_joint_only(cams: list[CalibratedCamera]) -> None:
+    """A wrong elbow goes without the right wrist beyond it (before, the wrist's only bone, implausible
+    through the elbow, took it too); a wrong wrist goes alone; a wrong elbow with a wrist off its own track,
+    a wrong knee with a wrong ankle: both go."""
+    from pipelines.multiview.fuse import FUSED_JOINT_NAMES, consistent_bones
+    from pipelines.multiview.triangulate import TriangulationResult
+
+    joint_xz = {"shoulder": (0.2, 1.4), "elbow": (0.22, 1.1), "wrist": (0.24, 0.85), "hip": (0.12, 0.95),
+                "knee": (0.12, 0.5), "ankle": (0.12, 0.08)}  # fmt: skip
+    n_f, n_k, n_v = 12, len(FUSED_JOINT_NAMES), len(cams)
+    xyz_k3 = np.zeros((n_k, 3))
+    for k, name in enumerate(FUSED_JOINT_NAMES):
+        side, _, part = name.partition("_")
+        x, z = joint_xz.get(part, (0.0, 1.6))
+        xyz_k3[k] = (-x if side == "right" else x, 0.0, z)
+    xyz_fk3 = xyz_k3 + np.linspace(0, 0.5, n_f)[:, None, None] * np.array([0.0, 1.0, 0.0])  # walking along y
+    j = {name: FUSED_JOINT_NAMES.index(name) for name in FUSED_JOINT_NAMES}
+    xyz_fk3[3, j["left_elbow"], 0] += 0.4
+    xyz_fk3[6, j["right_wrist"], 0] -= 0.4
+    xyz_fk3[7, j["left_elbow"], 0] += 0.4
+    xyz_fk3[7, j["left_wrist"], 0] += 0.15  # within the arm's reach of the shoulder, off its track
+    xyz_fk3[9, j["left_knee"], 0] += 0.5
+    xyz_fk3[9, j["left_ankle"], 0] += 1.5
+    res = TriangulationResult(xyz_fk3.reshape(-1, 3), np.zeros((n_v, n_f * n_k)), np.ones((n_v, n_f * n_k), bool))
+    no_views = np.zeros((n_v, n_f, n_k))  # nothing to triangulate again from: only the leaving out acts
+    out, check = consistent_bones(res, np.zeros((n_v, n_f, n_k, 2)), no_views, cams, 10.0, 0.3, 0.05)
+    gone_fk = np.isnan(out.xyz_n3.reshape(n_f, n_k, 3)).any(-1)
+    assert {(int(f), FUSED_JOINT_NAMES[k]) for f, k in zip(*np.nonzero(gone_fk), strict=True)} == {
+        (3, "left_elbow"), (6, "right_wrist"), (7, "left_elbow"), (7, "left_wrist"), (9, "left_knee"),
+        (9, "left_ankle")}  # fmt: skip
+    assert check.dropped == 6 and not out.used_vn.reshape(n_v, n_f, n_k)[:, gone_fk].any()
+
+
+# ---------------------------------------------------------------------------------------- keypoint scheduling
+
+
+@pytest.mark.parametrize("span", [2, 3, 4])
+def test_frame_detections_runs_the_model_once_a_span_also_at_the_end(span: int) -> None:
+    """Every frame comes out once, in order, with its people; the frames a skipping detector may skip go to
+    one detect_span call with the frame after them, and the last frames of the clip to one call too (their
+    last as the following frame), so the model runs on ceil(n / span) frames."""
+    from types import SimpleNamespace
+
+    from pipelines.multiview.views2d import _frame_detections
+
+    class Skipping:
+        def __init__(self) -> None:
+            self.model_frames: list[int] = []
+
+        def can_skip(self, pending: int = 0) -> bool:
+            return pending < span - 1
+
+        def detect(self, rgb: int) -> list[int]:
+            self.model_frames.append(rgb)
+            return [rgb]
+
+        def detect_span(self, skipped: list[int], following: int) -> tuple[list[list[int]], list[int]]:
+            return [[s] for s in skipped], self.detect(following)
+
+    for n in range(1, 3 * span + 2):
+        detector = Skipping()
+        out = [(f.rgb_hw3, people) for f, people in _frame_detections([SimpleNamespace(rgb_hw3=i) for i in range(n)],
+                                                                         detector)]  # fmt: skip
+        assert out == [(i, [i]) for i in range(n)]
+        assert detector.model_frames == sorted({min(i + span - 1, n - 1) for i in range(0, n, span)})

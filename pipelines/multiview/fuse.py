@@ -226,8 +226,9 @@ def consistent_bones(res: TriangulationResult, xy_vfk2: np.ndarray, w_vfk: np.nd
     confident views (`w_vfk` > 0) whose views all reproject it within `outlier_px`; the subset with the fewest
     implausible bones around the joint (the neighbours as they are), then the most views, then the smallest mean
     error replaces it where it has fewer implausible bones than now. `passes` rounds (a joint fixed in one lets its
-    neighbour be judged in the next); then a joint all of whose bones are still implausible is left out (NaN, no
-    view used). Returns the new result (reprojection errors recomputed) and what changed."""
+    neighbour be judged in the next); then the joints that the still implausible bones blame are left out (NaN, no
+    view used; `_blamed_joints`: a wrong elbow, not the right wrist beyond it). Returns the new result
+    (reprojection errors recomputed) and what changed."""
     n_v, n_f, n_k = w_vfk.shape
     xyz_fk3 = res.xyz_n3.reshape(n_f, n_k, 3).copy()
     used_vfk = res.used_vn.reshape(n_v, n_f, n_k).copy()
@@ -291,16 +292,59 @@ def consistent_bones(res: TriangulationResult, xy_vfk2: np.ndarray, w_vfk: np.nd
         xyz_fk3[fs[new], ks[new]] = best_x[new]
         used_vfk[:, fs[new], ks[new]] = best_used[:, new]
         changed_fk[fs[new], ks[new]] = True
-    len_fb = lengths(xyz_fk3)
-    n_bad_fk = bad(len_fb).astype(int) @ incidence_bk
-    n_known_fk = np.isfinite(len_fb).astype(int) @ incidence_bk
-    drop_fk = (n_bad_fk > 0) & (n_bad_fk == n_known_fk)
+    drop_fk = _blamed_joints(xyz_fk3, a_b, b_b, median_b, tol_b)
     xyz_fk3[drop_fk] = np.nan
     used_vfk[:, drop_fk] = False
     check.retriangulated, check.dropped = int((changed_fk & ~drop_fk).sum()), int(drop_fk.sum())
     xyz_n3 = xyz_fk3.reshape(-1, 3)
     err_vn = _reproj_vn(xyz_n3, xy_vfk2.reshape(n_v, -1, 2), cams)
     return TriangulationResult(xyz_n3, err_vn, used_vfk.reshape(n_v, -1)), check
+
+
+def _blamed_joints(xyz_fk3: np.ndarray, a_b: np.ndarray, b_b: np.ndarray, median_b: np.ndarray,
+                   tol_b: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Bool (F, K): the joints to leave out for the implausible bones (joints a_b-b_b, length off their median
+    `median_b` by more than `tol_b`).
+
+    Per frame, greedily: of the joints all of whose known bones are implausible, those with the most such bones
+    go first, then the bones are judged again without them. A wrong elbow (its two bones implausible) goes and
+    the wrist beyond it, whose one bone was implausible only through the elbow, stays; a wrong wrist goes alone;
+    two joints that only share one implausible bone (equal evidence) both go. A joint left without a known
+    bone this way (an orphan: the wrist beyond an elbow that went) goes too unless its own track vouches for it:
+    the mean of its positions on the previous and the next frame (where it had no implausible bone) within its
+    bones' tolerance (the smallest); a wrong elbow often comes with a wrong wrist (a limb mistaken in two views)."""
+    n_k = xyz_fk3.shape[1]
+    incidence_bk = np.zeros((len(a_b), n_k), dtype=int)
+    incidence_bk[np.arange(len(a_b)), a_b] = incidence_bk[np.arange(len(a_b)), b_b] = 1
+
+    def counts(drop_fk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x_fk3 = np.where(drop_fk[..., None], np.nan, xyz_fk3)
+        len_fb = np.linalg.norm(x_fk3[:, a_b] - x_fk3[:, b_b], axis=-1)
+        with np.errstate(invalid="ignore"):  # NaN (a joint missing, a bone never seen): not implausible
+            bad_fb = np.abs(len_fb - median_b) > tol_b
+        return bad_fb.astype(int) @ incidence_bk, np.isfinite(len_fb).astype(int) @ incidence_bk
+
+    drop_fk = np.zeros(xyz_fk3.shape[:2], dtype=bool)
+    n_bad_fk, n_known_fk = counts(drop_fk)
+    had_bad_fk = n_bad_fk > 0
+    for _ in range(n_k):
+        blamed_fk = (n_bad_fk > 0) & (n_bad_fk == n_known_fk)
+        if not blamed_fk.any():
+            break
+        drop_fk |= blamed_fk & (n_bad_fk == np.where(blamed_fk, n_bad_fk, 0).max(1, keepdims=True))
+        n_bad_fk, n_known_fk = counts(drop_fk)
+    # an orphan stays only where its own track vouches for it (the frames either side, without implausible bones)
+    orphan_fk = had_bad_fk & (n_known_fk == 0) & ~drop_fk & np.isfinite(xyz_fk3).all(-1)
+    trusted_fk3 = np.where(had_bad_fk[..., None], np.nan, xyz_fk3)
+    track_fk3 = np.full_like(xyz_fk3, np.nan)
+    track_fk3[1:-1] = 0.5 * (trusted_fk3[:-2] + trusted_fk3[2:])
+    tol_k = np.full(n_k, np.inf)
+    np.minimum.at(tol_k, a_b, tol_b)
+    np.minimum.at(tol_k, b_b, tol_b)
+    with np.errstate(invalid="ignore"):
+        vouched_fk = np.linalg.norm(xyz_fk3 - track_fk3, axis=-1) <= tol_k  # NaN (no trusted neighbour): not
+    drop_fk |= orphan_fk & ~vouched_fk
+    return drop_fk
 
 
 def _reproj_vn(xyz_n3: np.ndarray, xy_vn2: np.ndarray, cams: list[CalibratedCamera]) -> np.ndarray:
@@ -426,6 +470,8 @@ def fuse_views(views: list[ViewTracks], cams: list[CalibratedCamera], options: F
             if np.allclose(new_offsets, offsets, atol=0.05):
                 break
             offsets = new_offsets
+        if report is not None:
+            warnings += report.warnings  # cameras held for a degenerate view of the people (the last round's)
     say("triangulating the people")
     final_outlier_px = options.refined_outlier_px if report is not None else options.outlier_px
     final = _triangulate_people(und_p, conf_p, offsets, cur_cams, final_outlier_px)

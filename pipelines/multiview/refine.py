@@ -45,6 +45,11 @@ class RefineReport:
     """The same after."""
     n_observations: int
     """Observations used."""
+    held_v: np.ndarray | None = None
+    """Per camera: True where it was held as given because its observations cannot pin its pose (too few,
+    too few distinct points, or all on nearly one point of its image: see `bundle_adjust`)."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """One line per camera held for a degenerate view of the points (for the run's warnings)."""
 
 
 def _skew(v_n3: np.ndarray) -> np.ndarray:
@@ -73,26 +78,44 @@ def _with_pose(cam: CalibratedCamera, R_33: np.ndarray, C_3: np.ndarray, K_33: n
 
 
 def bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,
-                  obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, min_obs: int = 30,
-                  **kwargs: float | bool | str) -> RefineReport:  # fmt: skip
-    """Refine the cameras with at least `min_obs` observations (the others are held: with nothing to
-    pin them they would take up the gauge); see `_bundle_adjust` for the rest."""
-    counts = np.bincount(obs_view_m, minlength=len(cams))
-    active = np.flatnonzero(counts >= min_obs)
+                  obs_w_m: np.ndarray, cams: list[CalibratedCamera], *, min_obs: int = 30, min_points: int = 6,
+                  min_spread_px: float = 5.0, **kwargs: float | bool | str) -> RefineReport:  # fmt: skip
+    """Refine the cameras that the observations can pin; see `_bundle_adjust` for the rest.
+
+    A camera is held as given (nothing to pin it, it would drift and take up the gauge: with one camera
+    seeing a single point, the whole rig turned by 13 degrees) when it has fewer than `min_obs`
+    observations, when they see fewer than `min_points` distinct points, or when its observed pixels lie
+    on nearly one point or one line of its image (the smaller standard deviation of their spread under
+    `min_spread_px`, a few times the keypoints' noise); the last two are reported in `warnings`."""
+    n_v = len(cams)
+    counts = np.bincount(obs_view_m, minlength=n_v)
+    held = counts < min_obs
+    notes = []
+    for v in np.flatnonzero(~held):
+        m = obs_view_m == v
+        n_points = len(np.unique(obs_point_m[m]))
+        spread_px = float(np.sqrt(max(np.linalg.eigvalsh(np.cov(obs_xy_m2[m].T))[0], 0.0)))
+        if n_points < min_points or spread_px < min_spread_px:
+            held[v] = True
+            notes.append(f"camera {cams[v].name}: its {counts[v]} observations see {n_points} distinct points "
+                         f"spread over {spread_px:.1f} px (standard deviation across its narrowest direction): "
+                         "too little to pin its pose, so the bundle adjustment holds it as calibrated.")  # fmt: skip
+    active = np.flatnonzero(~held)
     if len(active) < 2:
-        return RefineReport(list(cams), np.zeros(len(cams)), np.zeros(len(cams)), float("nan"), float("nan"), 0)
+        return RefineReport(list(cams), np.zeros(n_v), np.zeros(n_v), float("nan"), float("nan"), 0, held, notes)
     keep = np.isin(obs_view_m, active)
-    remap = -np.ones(len(cams), dtype=int)
+    remap = -np.ones(n_v, dtype=int)
     remap[active] = np.arange(len(active))
     # lsmr's many vector norms and products: OpenBLAS's thread pool makes each wait for its threads (5 ms a
     # norm on a busy machine, 90 % of the time); one thread is several times faster (as the body fit does).
     with _blas_controller().limit(limits=1, user_api="blas"):
         sub = _bundle_adjust(xyz_n3, remap[obs_view_m[keep]], obs_point_m[keep], obs_xy_m2[keep], obs_w_m[keep],
                              [cams[v] for v in active], **kwargs)  # fmt: skip
-    out_cams, rot, trans = list(cams), np.zeros(len(cams)), np.zeros(len(cams))
+    out_cams, rot, trans = list(cams), np.zeros(n_v), np.zeros(n_v)
     for i, v in enumerate(active):
         out_cams[v], rot[v], trans[v] = sub.cams[i], sub.rotation_change_deg_v[i], sub.translation_change_m_v[i]
-    return RefineReport(out_cams, rot, trans, sub.median_px_before, sub.median_px_after, sub.n_observations)
+    return RefineReport(out_cams, rot, trans, sub.median_px_before, sub.median_px_after, sub.n_observations, held,
+                        notes)  # fmt: skip
 
 
 def _bundle_adjust(xyz_n3: np.ndarray, obs_view_m: np.ndarray, obs_point_m: np.ndarray, obs_xy_m2: np.ndarray,

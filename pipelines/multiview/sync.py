@@ -19,58 +19,81 @@ import numpy as np
 from pipelines.multiview.associate import MIN_CONF, fundamental_33
 from pipelines.multiview.calibration import CalibratedCamera
 
+CANDIDATE_FRAMES = 2048
+"""offset_costs' work per pass: candidates x frames (a short clip: every candidate at once; a long one: one
+candidate at a time, over blocks of this many frames), which bounds its temporaries (a few MB) and the
+distances it keeps for the medians, whatever the capture's length."""
+
 
 def shift_frames(a_f: np.ndarray, offset: float, fill: float) -> np.ndarray:
     """out[f] = a[f + offset] along the first axis (frames outside are `fill`); a fractional offset
     interpolates linearly between the two nearest frames (for confidences, fill = 0: the smaller one)."""
+    return _shifted_block(a_f, offset, fill, 0, len(a_f))
+
+
+def _shifted_block(a_f: np.ndarray, offset: float, fill: float, f0: int, f1: int) -> np.ndarray:
+    """shift_frames(a_f, offset, fill)[f0:f1], without shifting the whole array."""
     base = int(np.floor(offset))
     frac = float(offset - base)
     if frac > 1e-6:
-        a0, a1 = shift_frames(a_f, base, fill), shift_frames(a_f, base + 1, fill)
+        a0, a1 = _shifted_block(a_f, base, fill, f0, f1), _shifted_block(a_f, base + 1, fill, f0, f1)
         if fill == 0.0:
             return np.minimum(a0, a1)
         return (1.0 - frac) * a0 + frac * a1
-    offset = base
-    out = np.full_like(a_f, fill)
-    n = len(a_f)
-    if offset >= 0:
-        out[: max(0, n - offset)] = a_f[offset:]
-    else:
-        out[-offset:] = a_f[: n + offset]
+    out = np.full((f1 - f0, *a_f.shape[1:]), fill, dtype=a_f.dtype)
+    lo, hi = max(f0 + base, 0), min(f1 + base, len(a_f))  # source frames of the block
+    if hi > lo:
+        out[lo - f0 - base : hi - f0 - base] = a_f[lo:hi]
     return out
+
+
+def _homogeneous(xy_fk2: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.nan_to_num(xy_fk2), np.ones((*xy_fk2.shape[:-1], 1))], axis=-1)
 
 
 def offset_costs(xy_pvfk2: list[np.ndarray], conf_pvfk: list[np.ndarray], cams: list[CalibratedCamera],
                  offsets_v: np.ndarray, view: int, candidates: Sequence[float]) -> np.ndarray:  # fmt: skip
     """Median epipolar distance (px, associate.epipolar_px) of `view` against the others for each candidate
-    offset (integers)."""
+    offset (integers).
+
+    Memory: the candidates in groups and the frames in blocks of CANDIDATE_FRAMES candidate-frames, so the
+    temporaries stay a few MB and only one group's valid distances are kept for their medians, however long
+    the capture (all the candidates over all the frames at once reached ~1 GB near 20k frames)."""
     n_views = len(cams)
     F = {u: fundamental_33(cams[view], cams[u]) for u in range(n_views) if u != view}
     out = np.full(len(candidates), np.inf)
-    others = [[(u, shift_frames(xy_vfk2[u], float(offsets_v[u]), np.nan),
-                shift_frames(conf_vfk[u], float(offsets_v[u]), 0.0)) for u in F]
-              for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True)]  # the same for every candidate
-    # every candidate at once: the view's keypoints shifted by each (C, F, K, 2), against each other view's; per
-    # candidate only its valid distances are kept (a long capture's (C, F x K) arrays per person and view add up)
-    dist_c: list[list[np.ndarray]] = [[] for _ in candidates]
-    for xy_vfk2, conf_vfk, shifted in zip(xy_pvfk2, conf_pvfk, others, strict=True):
-        xa_cfk2 = np.stack([shift_frames(xy_vfk2[view], d, np.nan) for d in candidates])
-        ca_cfk = np.stack([shift_frames(conf_vfk[view], d, 0.0) for d in candidates])
-        ok_a = (ca_cfk > MIN_CONF) & np.isfinite(xa_cfk2).all(-1)
-        ha = np.concatenate([np.nan_to_num(xa_cfk2), np.ones((*xa_cfk2.shape[:-1], 1))], axis=-1)
-        for u, xb, cb in shifted:
-            ok = ok_a & ((cb > MIN_CONF) & np.isfinite(xb).all(-1))[None]
-            hb = np.concatenate([np.nan_to_num(xb), np.ones((*xb.shape[:-1], 1))], axis=-1)
-            lb, la = ha @ F[u].T, hb @ F[u]  # lines in b (C, F, K, 3), in a (F, K, 3)
-            num = np.abs(np.sum(hb * lb, axis=-1))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
-            for c, (d_fk, ok_fk) in enumerate(zip(d_cfk, ok, strict=True)):
-                dist_c[c].append(d_fk[ok_fk])
-    for c, dists in enumerate(dist_c):
-        all_d = np.concatenate(dists) if dists else np.zeros(0)
-        if len(all_d) >= 20:
-            out[c] = float(np.median(all_d))
+    n_frames = max([xy.shape[1] for xy in xy_pvfk2], default=1)
+    group = max(1, min(len(candidates), CANDIDATE_FRAMES // max(1, n_frames)))
+    block = max(1, CANDIDATE_FRAMES // group)
+    for g0 in range(0, len(candidates), group):
+        group_c = list(candidates[g0 : g0 + group])
+        dist_c: list[list[np.ndarray]] = [[] for _ in group_c]
+        for xy_vfk2, conf_vfk in zip(xy_pvfk2, conf_pvfk, strict=True):
+            for f0 in range(0, xy_vfk2.shape[1], block):
+                f1 = min(f0 + block, xy_vfk2.shape[1])
+                xa_cfk2 = np.stack([_shifted_block(xy_vfk2[view], d, np.nan, f0, f1) for d in group_c])
+                ca_cfk = np.stack([_shifted_block(conf_vfk[view], d, 0.0, f0, f1) for d in group_c])
+                ok_a = (ca_cfk > MIN_CONF) & np.isfinite(xa_cfk2).all(-1)
+                if not ok_a.any():
+                    continue
+                ha = _homogeneous(xa_cfk2)
+                for u, F_33 in F.items():
+                    xb_fk2 = _shifted_block(xy_vfk2[u], float(offsets_v[u]), np.nan, f0, f1)
+                    cb_fk = _shifted_block(conf_vfk[u], float(offsets_v[u]), 0.0, f0, f1)
+                    ok = ok_a & ((cb_fk > MIN_CONF) & np.isfinite(xb_fk2).all(-1))[None]
+                    if not ok.any():
+                        continue
+                    hb = _homogeneous(xb_fk2)
+                    lb, la = ha @ F_33.T, hb @ F_33  # lines in b (C, F, K, 3), in a (F, K, 3)
+                    num = np.abs(np.sum(hb * lb, axis=-1))
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        d_cfk = 0.5 * (num / np.hypot(lb[..., 0], lb[..., 1]) + num / np.hypot(la[..., 0], la[..., 1]))
+                    for c, (d_fk, ok_fk) in enumerate(zip(d_cfk, ok, strict=True)):
+                        dist_c[c].append(d_fk[ok_fk])
+        for c, dists in enumerate(dist_c):
+            all_d = np.concatenate(dists) if dists else np.zeros(0)
+            if len(all_d) >= 20:
+                out[g0 + c] = float(np.median(all_d))
     return out
 
 
