@@ -173,6 +173,34 @@ def test_detector_on_two_lanes_finds_what_one_finds_on_a_crowd_photo(labelled) -
     threaded.close()
 
 
+def test_a_small_view_cut_from_a_resized_part_finds_what_the_whole_image_gives(labelled) -> None:  # noqa: ANN001
+    """A view in a small part of the image (a look behind a face, a prompt's square) is cut from that part
+    resized, not from the whole image resized: the same best head, within a few pixels; and the view on
+    the part itself, its candidates shifted back, gives what the view on the image gives."""
+    from pipelines.segmentation.pose_detector import SUB_IMAGE_MAX_SHARE, View, views_box
+
+    g, rgb = next((g, rgb) for g, rgb in labelled if g.rel_path.startswith("posetrack18/0034"))
+    h, w = rgb.shape[:2]
+    detector = TiledPoseDetector()
+    box = np.array([656.0, 270.0, 897.0, 537.0])  # the girl in the stands, an unlabelled person found there
+    side = 1.3 * float(max(box[2] - box[0], box[3] - box[1]))
+    cx, cy = (box[:2] + box[2:]) / 2
+    view = View(cx - side / 2, cy - side / 2, side)
+    x0, y0, x1, y1 = views_box([view], w, h, 2.0 * side / INPUT_SIDE)
+    assert (x1 - x0) * (y1 - y0) < SUB_IMAGE_MAX_SHARE * w * h  # the part's path is the one tested
+    boxes, _, scores = detector.detect_view(rgb, view)  # the whole image resized
+    part = detector.detect(rgb, [view])
+    best = int(np.argmax(scores))
+    assert part and part[0].score == pytest.approx(float(scores[best]), abs=0.05)
+    assert np.abs(part[0].face_xyxy - boxes[best]).max() < 0.02 * side
+    on_part = detector.detect(rgb[y0:y1, x0:x1], [View(view.x0 - x0, view.y0 - y0, side)])
+    assert len(on_part) == len(part)
+    for a, b in zip(on_part, part, strict=True):
+        np.testing.assert_allclose(a.shifted(x0, y0).face_xyxy, b.face_xyxy, atol=1e-6)
+        np.testing.assert_allclose(a.shifted(x0, y0).keypoints_42, b.keypoints_42, atol=1e-6)
+    detector.close()
+
+
 def test_tiled_path_agrees_with_mediapipes_own_on_one_person(segmenter: EmbeddedSegmenter, lunge_path: Path) -> None:
     image = _read_rgb(lunge_path)
     ours = segmenter.detect(image)

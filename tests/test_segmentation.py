@@ -262,3 +262,14 @@ def test_the_same_person_found_twice_is_reported_once(segmenter, lunge_rgb) -> N
     frame[:, x0 : x0 + small.shape[1]] = small
     people = segmenter.detect(frame)
     assert len(people) == 1
+
+
+def test_a_person_s_box_scans_only_their_region_and_is_the_whole_mask_s(lunge_people: list[PersonDetection]) -> None:
+    """The mask is 0 outside the landmark model's region, so the box scanned there is the whole mask's."""
+    from pipelines.segmentation.embedded import detection_from_landmarks
+
+    for p in lunge_people:
+        kp = p.keypoints2d
+        n = len(BLAZEPOSE_NAMES)
+        whole = detection_from_landmarks(kp.xy_k2[:n], kp.conf_k[:n], p.keypoints3d_hip.xyz_k3, p.mask_hw)
+        np.testing.assert_array_equal(whole.bbox_xyxy, p.bbox_xyxy)

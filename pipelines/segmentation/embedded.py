@@ -28,7 +28,8 @@ import numpy as np
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.mediapipe_models import LazyTask, as_rgb_uint8, check_model_files, create_pose_landmarker, to_mp_image
 from pipelines.registry import register
-from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View
+from pipelines.segmentation.pose_detector import INPUT_SIDE as DETECTOR_INPUT_SIDE
+from pipelines.segmentation.pose_detector import PoseCandidate, TiledPoseDetector, TileSettings, View, views_box
 from pipelines.segmentation.pose_landmarks import MIRROR_K, PoseLandmarkModel, RegionLandmarks
 from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their old home)
     FACE_LANDMARKS,
@@ -41,7 +42,7 @@ from pipelines.segmentation.prompts import (  # noqa: F401 - re-exported (their 
     validate_prompts,
 )
 from pipelines.segmentation.refine import GrabCutSettings, refine_mask_grabcut
-from pipelines.segmentation.roi import RotatedRect
+from pipelines.segmentation.roi import RotatedRect, region_box
 from pipelines.types import Keypoints2D, Keypoints3D, PersonDetection, Prompts
 
 UNSURE_SCORE = 0.5
@@ -54,16 +55,19 @@ people found are mapped back to the full image."""
 
 
 def bbox_from(
-    mask_hw: np.ndarray, xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0.5
+    mask_hw: np.ndarray, xy_k2: np.ndarray, conf_k: np.ndarray, min_conf: float = 0.5,
+    mask_box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Box (x0, y0, x1, y1) around the mask (> 0.5) and the confident keypoints, clipped to the image."""
+    """Box (x0, y0, x1, y1) around the mask (> 0.5) and the confident keypoints, clipped to the image.
+    `mask_box`: integer (x0, y0, x1, y1) outside which the mask is known to be 0 (only it is scanned)."""
     h, w = mask_hw.shape
     boxes = []
     if mask_hw.size and mask_hw.strides == (0, 0):  # one value broadcast (the tracker's empty mask): no scan
         rows, cols = (np.arange(h), np.arange(w)) if mask_hw[0, 0] > 0.5 else (np.zeros(0, int), np.zeros(0, int))
     else:
-        fg_hw = mask_hw > 0.5
-        rows, cols = np.flatnonzero(fg_hw.any(axis=1)), np.flatnonzero(fg_hw.any(axis=0))
+        bx0, by0, bx1, by1 = (0, 0, w, h) if mask_box is None else mask_box
+        fg_hw = mask_hw[by0:by1, bx0:bx1] > 0.5
+        rows, cols = np.flatnonzero(fg_hw.any(axis=1)) + by0, np.flatnonzero(fg_hw.any(axis=0)) + bx0
     if len(cols):
         boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
     good = (conf_k >= min_conf) & np.all(np.isfinite(xy_k2), axis=1)
@@ -114,15 +118,17 @@ def _two_faces(a: PersonDetection, b: PersonDetection) -> bool:
 
 
 def detection_from_landmarks(
-    xy_k2: np.ndarray, conf_k: np.ndarray, xyz_k3: np.ndarray, mask_hw: np.ndarray
+    xy_k2: np.ndarray, conf_k: np.ndarray, xyz_k3: np.ndarray, mask_hw: np.ndarray,
+    mask_box: tuple[int, int, int, int] | None = None,
 ) -> PersonDetection:
-    """A person from 33 BlazePose landmarks (pixels), their confidences, world landmarks and mask."""
+    """A person from 33 BlazePose landmarks (pixels), their confidences, world landmarks and mask
+    (`mask_box`: bbox_from's)."""
     h, w = mask_hw.shape
     in_image = (xy_k2[:, 0] >= 0) & (xy_k2[:, 0] <= w) & (xy_k2[:, 1] >= 0) & (xy_k2[:, 1] <= h)
     # Score: mean confidence of the landmarks inside the image (legs out of frame do not count).
     score = float(conf_k[in_image].mean()) if in_image.any() else float(conf_k.mean())
     return PersonDetection(
-        bbox_xyxy=bbox_from(mask_hw, xy_k2, conf_k * in_image),
+        bbox_xyxy=bbox_from(mask_hw, xy_k2, conf_k * in_image, mask_box=mask_box),
         score=float(np.clip(score, 0.0, 1.0)),
         mask_hw=mask_hw,
         keypoints2d=Keypoints2D(names=list(BLAZEPOSE_NAMES), xy_k2=xy_k2, conf_k=conf_k),
@@ -406,19 +412,32 @@ class EmbeddedSegmenter:
         over, it runs again on their region, and a candidate there whose landmarks hold (on the
         unpainted image, presence at least `min_behind_presence`) is appended to `found`."""
         faces = [_face_circle(lm) for lm in found]
+        h, w = image.shape[:2]
         for lm, face in zip(list(found), list(faces), strict=True):
             if len(found) >= max_people:
                 break
             if face is None or face[1] < self.min_behind_face_px:
                 continue  # seen from behind, or too small: no face of theirs hides anyone
-            painted = image.copy()
             centre = tuple(int(round(v)) for v in face[0])
-            cv2.circle(painted, centre, int(round(1.6 * face[1])), (127, 127, 127), -1)
+            radius = int(round(1.6 * face[1]))
             side = 1.2 * lm.rect.size_px
             cx, cy = lm.rect.center_xy
-            for cand in self.detector.detect(painted, [View(cx - side / 2, cy - side / 2, side)])[:2]:
+            view = View(cx - side / 2, cy - side / 2, side)
+            # The detector sees only the view: painted on a copy of the part of the image under it (the
+            # whole image painted only for a candidate's first look).
+            x0, y0, x1, y1 = views_box([view], w, h, 2.0 * side / DETECTOR_INPUT_SIDE)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            part = image[y0:y1, x0:x1].copy()
+            cv2.circle(part, (centre[0] - x0, centre[1] - y0), radius, (127, 127, 127), -1)
+            painted = None
+            for cand in self.detector.detect(part, [View(view.x0 - x0, view.y0 - y0, side)])[:2]:
+                cand = cand.shifted(x0, y0)
                 if _on_a_face(cand, faces):
                     continue  # a face already found (a neighbour's, or the painted one): no model run
+                if painted is None:
+                    painted = image.copy()
+                    cv2.circle(painted, centre, radius, (127, 127, 127), -1)
                 new = self._confirmed(image, cand.roi(), found, self.min_behind_presence, painted)
                 if new is not None:
                     found.append(new)
@@ -467,7 +486,7 @@ class EmbeddedSegmenter:
             keep[max(0, int(y0)) : int(np.ceil(y1)), max(0, int(x0)) : int(np.ceil(x1))] = True
             mask_hw[~keep] = 0.0
         conf_k = np.clip(lm.visibility_k * lm.presence_k, 0.0, 1.0)
-        return detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, mask_hw)
+        return detection_from_landmarks(lm.xy_k2, conf_k, lm.world_k3, mask_hw, region_box(lm.rect, shape_hw))
 
     def find_in_region(
         self, image_rgb_hw3: np.ndarray, box_xyxy: np.ndarray | None = None, point_xy: np.ndarray | None = None,

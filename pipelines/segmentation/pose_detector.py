@@ -69,6 +69,12 @@ class PoseCandidate:
     alternates: list[np.ndarray] = field(default_factory=list)
     """Keypoints (4, 2) of the same head found at other scales, best first (other regions to try)."""
 
+    def shifted(self, dx: float, dy: float) -> PoseCandidate:
+        """The same candidate in pixels of an image where the one it was found on starts at (dx, dy)."""
+        d_2 = np.array([dx, dy], dtype=np.float64)
+        return PoseCandidate(self.face_xyxy + np.tile(d_2, 2), self.keypoints_42 + d_2, self.score, self.views,
+                             [k + d_2 for k in self.alternates])  # fmt: skip
+
     def roi(self) -> RotatedRect:
         """Where the landmark model should look: BlazePose's region from the alignment keypoints."""
         return RotatedRect.from_alignment(self.keypoints_42[0], self.keypoints_42[1])
@@ -205,12 +211,34 @@ def scaled_for(image_hw3: np.ndarray, side_px: float, source_hw3: np.ndarray | N
     return cv2.resize(src, size_wh, interpolation=interp), scale
 
 
-def view_input(image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+Scaled = tuple[np.ndarray, float, tuple[int, int]]
+"""The image (or a part of it) resized for the views of one side: (resized pixels, scale = 224 / side,
+the image pixel (x, y) where the resized part starts)."""
+
+SUB_IMAGE_MAX_SHARE = 0.6
+"""Views of one side that lie in less than this share of the image (a look behind a face, a prompt's
+squares) are cut from a resized part of the image around them, not from the whole image resized."""
+
+
+def views_box(views: list[View], width: int, height: int, margin_px: float = 0.0) -> tuple[int, int, int, int]:
+    """Integer box (x0, y0, x1, y1) around the views grown by `margin_px`, clipped to the image."""
+    x0 = min(v.x0 for v in views) - margin_px
+    y0 = min(v.y0 for v in views) - margin_px
+    x1 = max(v.x0 + v.side_px for v in views) + margin_px
+    y1 = max(v.y0 + v.side_px for v in views) + margin_px
+    ix0, iy0 = int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.floor(y0), 0, height))
+    return ix0, iy0, int(np.clip(np.ceil(x1), ix0, width)), int(np.clip(np.ceil(y1), iy0, height))
+
+
+def view_input(image_hw3: np.ndarray, view: View, scaled: tuple[np.ndarray, float] | Scaled | None = None
+               ) -> np.ndarray:  # fmt: skip
     """The view as the detector's input: (1, 224, 224, 3) float32 in [-1, 1] (black outside the
-    image). `scaled`: the image already resized for this view's side (scaled_for), shared by tiles."""
-    small, scale = scaled if scaled is not None else scaled_for(image_hw3, view.side_px)
+    image). `scaled`: the image already resized for this view's side (scaled_for, or a part of it with
+    its offset: Scaled), shared by tiles."""
+    small, scale = scaled[:2] if scaled is not None else scaled_for(image_hw3, view.side_px)
+    off_x, off_y = scaled[2] if scaled is not None and len(scaled) > 2 else (0, 0)
     sh, sw = small.shape[:2]
-    ox, oy = round(view.x0 * scale), round(view.y0 * scale)  # the view's corner in the resized image
+    ox, oy = round((view.x0 - off_x) * scale), round((view.y0 - off_y) * scale)  # the view's corner in `small`
     sx0, sy0 = max(0, ox), max(0, oy)
     sx1, sy1 = min(sw, ox + INPUT_SIDE), min(sh, oy + INPUT_SIDE)
     canvas = np.zeros((INPUT_SIDE, INPUT_SIDE, 3), dtype=np.uint8)
@@ -231,34 +259,51 @@ class TiledPoseDetector:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """Detections in one view, in image pixels: (boxes (M, 4), keypoints (M, 4, 2), scores (M,))."""
         scaled = scaled if scaled is not None else scaled_for(image_hw3, view.side_px)
-        return self._decode_view(view, scaled[1], self.model.run(view_input(image_hw3, view, scaled)))
+        level: Scaled = (scaled[0], scaled[1], (0, 0))
+        return self._decode_view(view, level, self.model.run(view_input(image_hw3, view, level)))
 
-    def _decode_view(self, view: View, scale: float, raw: list[np.ndarray]
+    def _decode_view(self, view: View, level: Scaled, raw: list[np.ndarray]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-        """The model's outputs on one view (resized by `scale`) decoded into image pixels."""
+        """The model's outputs on one view (cut from `level`) decoded into image pixels."""
         raw_boxes, raw_scores = raw
         boxes, kps, scores = decode_detections(raw_boxes[0], raw_scores[0], self.settings.min_score)
-        # The input's pixel (0, 0) corner is the view's corner rounded in the resized image.
+        # The input's pixel (0, 0) corner is the view's corner rounded in the resized image (part).
+        _, scale, offset = level
         side = INPUT_SIDE / scale
-        origin = np.array([round(view.x0 * scale), round(view.y0 * scale)]) / scale
+        off = np.asarray(offset, dtype=np.float64)
+        origin = off + np.array([round((view.x0 - off[0]) * scale), round((view.y0 - off[1]) * scale)]) / scale
         boxes = boxes * side + np.tile(origin, 2)
         kps = kps * side + origin
         return boxes, kps, scores
+
+    def _levels(self, image_hw3: np.ndarray, views: list[View]) -> dict[float, Scaled]:
+        """The image resized once per views' side. A side whose views lie in a small part of the image
+        (SUB_IMAGE_MAX_SHARE) resizes only that part (with a 2 resized pixels' margin); the others the
+        whole image, each from the last (largest scale first)."""
+        h, w = image_hw3.shape[:2]
+        levels: dict[float, Scaled] = {}
+        previous = None
+        for side in sorted({v.side_px for v in views}):
+            x0, y0, x1, y1 = views_box([v for v in views if v.side_px == side], w, h, 2.0 * side / INPUT_SIDE)
+            if x1 > x0 and y1 > y0 and (x1 - x0) * (y1 - y0) < SUB_IMAGE_MAX_SHARE * w * h:
+                small, scale = scaled_for(image_hw3[y0:y1, x0:x1], side)
+                levels[side] = (small, scale, (x0, y0))
+                continue
+            small, scale = scaled_for(image_hw3, side, previous)
+            levels[side] = (small, scale, (0, 0))
+            previous = small
+        return levels
 
     def detect(self, image_hw3: np.ndarray, views: list[View] | None = None) -> list[PoseCandidate]:
         """People found in any view (default: the tiles of `settings`), merged, best first."""
         h, w = image_hw3.shape[:2]
         views = views if views is not None else tile_views(w, h, self.settings)
-        pyramid: dict[float, tuple[np.ndarray, float]] = {}
-        previous = None
-        for side in sorted({v.side_px for v in views}):  # largest scale first, each from the last
-            pyramid[side] = scaled_for(image_hw3, side, previous)
-            previous = pyramid[side][0]
+        levels = self._levels(image_hw3, views)
         # The views are independent: their inputs made here, the model runs shared out over its lanes (only
         # the runs: the lanes' threads hardly need the GIL), decoded here in the views' order.
-        inputs = [view_input(image_hw3, v, pyramid[v.side_px]) for v in views]
+        inputs = [view_input(image_hw3, v, levels[v.side_px]) for v in views]
         raws = self.model.map_lanes(lambda x, run: run(x), inputs)
-        found = [self._decode_view(v, pyramid[v.side_px][1], raw) for v, raw in zip(views, raws, strict=True)]
+        found = [self._decode_view(v, levels[v.side_px], raw) for v, raw in zip(views, raws, strict=True)]
         boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4))
         if not len(boxes):
             return []

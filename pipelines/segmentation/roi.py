@@ -111,16 +111,23 @@ def crop_region(image_hw3: np.ndarray, rect: RotatedRect, crop_side: int, even_h
     )  # fmt: skip
 
 
+def region_box(rect: RotatedRect, shape_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer box (x0, y0, x1, y1) around the turned square, clipped to an image of `shape_hw`: where
+    paste_region writes (it leaves 0 elsewhere)."""
+    h, w = shape_hw
+    x0, y0, x1, y1 = rect.bounds_xyxy()
+    ix0, iy0 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h))
+    return ix0, iy0, int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h))
+
+
 def paste_region(crop_hw: np.ndarray, rect: RotatedRect, shape_hw: tuple[int, int], floor: float | None = None
                  ) -> np.ndarray:  # fmt: skip
-    """A crop of the region (e.g. a mask) warped back into a float32 (H, W) image (0 outside it).
-    `floor`: values below it are set to 0 (only the region's box is scanned: the rest is 0)."""
+    """A crop of the region (e.g. a mask) warped back into a float32 (H, W) image (0 outside it:
+    outside region_box). `floor`: values below it are set to 0 (only the region's box is scanned)."""
     h, w = shape_hw
     crop_side = crop_hw.shape[0]
     out = np.zeros((h, w), dtype=np.float32)
-    x0, y0, x1, y1 = rect.bounds_xyxy()
-    ix0, iy0 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h))
-    ix1, iy1 = int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h))
+    ix0, iy0, ix1, iy1 = region_box(rect, shape_hw)
     if ix1 <= ix0 or iy1 <= iy0:
         return out
     M_23 = rect.img_from_crop_23(crop_side).copy()
