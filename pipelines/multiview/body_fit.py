@@ -37,7 +37,7 @@ from scipy.spatial.transform import Rotation
 
 from pipelines.body.anny_model import AnnyBody, RestState
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
-from pipelines.hmr.fit import FitOptions, FitState, FitTargets, _Problem, robust_sqrt_weight
+from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem, robust_sqrt_weight
 from pipelines.hmr.kinematics import PointModel, forward
 from pipelines.hmr.solver import BodyFitter
 from pipelines.multiview.calibration import CalibratedCamera
@@ -312,6 +312,10 @@ class _PersonFitter:
     def step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
         """Fit frame f warm-started from `warm` (pose and translation only; `iters` LM iterations, default
         BodyOptions.warm_pose_iters)."""
+        return self.step_report(f, warm, hmr_options, iters).state
+
+    def step_report(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitReport:
+        """`step`'s whole fit report (its 2D errors: `report_lost_sigmas`)."""
         tg, factory = self.targets(f)
         opts = self.fit_options(hmr_options)
         opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters if iters is None else iters, 0
@@ -321,8 +325,7 @@ class _PersonFitter:
             opts.sigma_3d_m = self.options.sigma_3d_m
         else:
             tg = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
-        return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
-
+        return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory)
 
     def keypoints(self, state: FitState) -> np.ndarray:
         """The body's points for FUSED_JOINT_NAMES (K, 3) in the fit frame, with the keypoint offsets if solved."""
@@ -346,7 +349,15 @@ class _PersonFitter:
         err = np.linalg.norm(uv - self.person.obs_xy_vfk2[v_idx, f, k_idx], axis=1) / self.sigma_v[v_idx]
         return float(np.median(err))
 
-    def fresh_step(self, f: int, pheno_p: np.ndarray, hmr_options: FitOptions) -> FitState:
+    def report_lost_sigmas(self, report: FitReport, f: int) -> float:
+        """lost_sigmas of a step's result from its own report (the same observations, in the same order, and the
+        same projection: the same value, without posing the body again)."""
+        v_idx = np.nonzero(self.w_vfk[:, f] > 0)[0]
+        if not len(v_idx):
+            return 0.0
+        return float(np.median(report.err_px_k / self.sigma_v[v_idx]))
+
+    def fresh_step(self, f: int, pheno_p: np.ndarray, hmr_options: FitOptions) -> FitReport:
         """Frame f fitted from scratch: initialised from its fused 3D joints (as the first frame) with the shape
         `pheno_p` held, then `first_pose_iters` LM iterations on every view."""
         tg, _ = self.targets(f)
@@ -354,24 +365,24 @@ class _PersonFitter:
         init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
         fresh = self.fitter.fit(tg, self.cams[self.ref].camera.K_33, init, None).state  # the 3D init
         fresh.pheno_p = pheno_p.copy()
-        return self.step(f, fresh, hmr_options, self.options.first_pose_iters)
+        return self.step_report(f, fresh, hmr_options, self.options.first_pose_iters)
 
     def tracked_step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
         """`step`, and where its result has lost the person (BodyOptions.reinit_sigmas): more iterations from it,
         and a fit initialised again from the fused 3D joints (the shape held), which replaces it only where its
         keypoints reproject clearly better (BodyOptions.reinit_ratio: a wrong fresh start, from fused joints
         that are themselves wrong, must not flip the body between frames)."""
-        out = self.step(f, warm, hmr_options, iters)
+        out = self.step_report(f, warm, hmr_options, iters)
         limit = self.options.reinit_sigmas
-        if limit <= 0 or self.lost_sigmas(out, f) <= limit:
-            return out
+        if limit <= 0 or self.report_lost_sigmas(out, f) <= limit:
+            return out.state
         self.n_reinit += 1
-        more = self.step(f, out, hmr_options, self.options.first_pose_iters)
-        lost = self.lost_sigmas(more, f)
+        more = self.step_report(f, out.state, hmr_options, self.options.first_pose_iters)
+        lost = self.report_lost_sigmas(more, f)
         if lost <= limit or self.options.reinit_ratio <= 0:
-            return more
+            return more.state
         fresh = self.fresh_step(f, warm.pheno_p, hmr_options)
-        return fresh if self.lost_sigmas(fresh, f) < self.options.reinit_ratio * lost else more
+        return fresh.state if self.report_lost_sigmas(fresh, f) < self.options.reinit_ratio * lost else more.state
 
     def solve_offsets(self, states: dict[int, FitState], frames: np.ndarray, n_iter: int = 2) -> np.ndarray:
         """The keypoint offsets (K, 3) (OffsetPoints: rest-pose axes of each keypoint's main bone, metres) that
