@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict] = {
     "every frame fitted": {"fit_every": 1, "offset_pose_iters": 3},
     "smoothing 0.1 s": {"smooth_s": 0.1},
     "no smoothing": {"smooth_s": 0.0},
+    "every iteration of a frame (no early stop)": {"stop_rel": 0.0},
+    "a frame's fit stopped at a 2 % gain": {"stop_rel": 0.02},
 }
 """BodyOptions variants of the synthetic runs."""
 

@@ -215,6 +215,30 @@ def test_fused_body_sits_at_the_keypoints_noise_floor(real_fusion, real_body) ->
     assert np.nanmedian(gap_mm) < 0.8 * np.nanmedian(tri_mm), (np.nanmedian(gap_mm), np.nanmedian(tri_mm))
 
 
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="no fork here")
+def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monkeypatch) -> None:  # noqa: ANN001
+    """Two people (the real one and a copy of it under another id, its frames shortened): fitted in a forked
+    process beside this one, each gets the body it gets one person after the other, in the fusion's order; a
+    forked process that dies without answering leaves its person to this process, with the same body."""
+    import pipelines.multiview.body_fit as body_fit
+
+    person = real_fusion.people[0]
+    joints = person.joints_fk3.copy()
+    joints[len(joints) // 2 :] = np.nan  # no body on the second half
+    other = dataclasses.replace(person, id=person.id + 7, joints_fk3=joints)
+    two = dataclasses.replace(real_fusion, people=[person, other])
+    alone = body_fit.fit_bodies(two, BodyOptions(processes=1), fps=60.0)
+    forked = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
+    monkeypatch.setattr(body_fit, "_forked_fit", lambda conn, index: __import__("os")._exit(1))
+    died = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
+    assert [b.id for b in alone] == [person.id, other.id] and len(alone[1].frames) < len(alone[0].frames)
+    for bodies in (forked, died):
+        assert [b.id for b in bodies] == [b.id for b in alone]
+        for a, b in zip(alone, bodies, strict=True):
+            assert np.array_equal(a.bone_rot_world_fj33, b.bone_rot_world_fj33)
+            assert np.array_equal(a.joints_world_fk3, b.joints_world_fk3) and a.median_reproj_px == b.median_reproj_px
+
+
 def test_default_tracking_reads_reduced_frames_and_answers_in_source_pixels(videos: list[Path],
                                                                           single_dir: Path) -> None:  # fmt: skip
     """The default per-view stage (landmark tracking) decodes the 1088x1920 videos at 960 px for speed; its

@@ -296,6 +296,9 @@ class _Problem:
         """Point index of each 2D observation row (None: one row per target point, in order); set by
         subclasses that see a point several times (pipelines.multiview.body_fit: once per camera)."""
         self._dc_rest: RestState | None = None
+        self.stop_rel = 0.0
+        """An LM phase stops early once an accepted step lowers the cost by less than this fraction of it (0 =
+        never: the phase's iterations run unless no step improves); set by pipelines.multiview.body_fit."""
         self.cxy = K_33[:2, 2].copy()
         self.lengths = LengthTerms.build(skel, body.bone_labels) if opts.sigma_length > 0 else None
         self.n_length = self.lengths.n_lengths if self.lengths is not None else 0

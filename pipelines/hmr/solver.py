@@ -164,28 +164,37 @@ class BodyFitter:
         phases = [(False, opts.pose_iters)]
         if opts.fit_shape or opts.fit_focal:
             phases.append((True, opts.shape_iters))
+        final = None
         for late, n_phase in phases:
             free_shape, free_focal = opts.fit_shape and late, opts.fit_focal and late
-            state, rest, n, var = self._lm(problem, state, rest, active, sub_aj, prior, shape_idx, n_phase,
-                                           free_shape, free_focal)  # fmt: skip
+            state, rest, n, var, last = self._lm(problem, state, rest, active, sub_aj, prior, shape_idx, n_phase,
+                                                 free_shape, free_focal)  # fmt: skip
             n_done += n
             focal_log_var = var if free_focal else focal_log_var
-        r, _, (x, uv, G, o) = problem.build(state, rest, active, sub_aj, prior, False, False, False)
+            # the last accepted step's residuals are the final state's, where they were built as below
+            final = last if not (free_shape or free_focal) else None
+        if final is None:
+            final = problem.build(state, rest, active, sub_aj, prior, False, False, False)
+        r, _, (x, uv, G, o) = final
         used = problem.sqrt_w2d > 0
         err = np.where(used, np.linalg.norm(uv - problem.xy_obs, axis=1), np.nan)
         return FitReport(state, rest, G, o, uv, err, n_done, float(r @ r), focal_log_var)
 
     def _lm(self, problem: _Problem, state: FitState, rest: RestState, active: np.ndarray, sub_aj: np.ndarray,
             prior: PriorTerms, shape_idx: list[int], n_iter: int, free_shape: bool, free_focal: bool
-            ) -> tuple[FitState, RestState, int, float | None]:  # fmt: skip
+            ) -> tuple[FitState, RestState, int, float | None, tuple | None]:  # fmt: skip
         """Up to n_iter Levenberg-Marquardt iterations (fewer when no step improves); returns the state, its
-        rest state, the iterations run and, with a free focal, the variance of log(focal)."""
+        rest state, the iterations run, with a free focal the variance of log(focal), and the build (without
+        Jacobian) of the returned state when the last iteration's step was accepted, else None (_fit reuses it
+        instead of building that state's residuals again)."""
         body = self.body
         lam = 1e-3
         focal_log_var = None
         n_done = 0
+        last = None
         for _ in range(n_iter):
             n_done += 1
+            last = None
             r, J, (_, _, G, _) = problem.build(state, rest, active, sub_aj, prior, free_shape, free_focal, True)
             cost = float(r @ r)
             JtJ = J.T @ J
@@ -202,15 +211,19 @@ class BodyFitter:
                 cand = apply_update(self.skel, state, G, active, step, shape_idx, free_shape, free_focal,
                                     problem.n_length)
                 cand_rest = body.rest_heads(cand.pheno_p) if free_shape else rest
-                r_new, _, _ = problem.build(cand, cand_rest, active, sub_aj, prior, free_shape, free_focal, False)
+                built = problem.build(cand, cand_rest, active, sub_aj, prior, free_shape, free_focal, False)
+                r_new = built[0]
                 if r_new @ r_new < cost:
-                    state, rest, cost = cand, cand_rest, float(r_new @ r_new)
+                    drop = cost - float(r_new @ r_new)
+                    state, rest, cost, last = cand, cand_rest, float(r_new @ r_new), built
                     lam = max(lam / 3, 1e-7)
                     break
                 lam *= 6
             else:
                 break
-        return state, rest, n_done, focal_log_var
+            if drop < problem.stop_rel * (cost + drop):  # _Problem.stop_rel: this step gained too little
+                break
+        return state, rest, n_done, focal_log_var, last
 
 
 __all__ = ["BodyFitter", "FitOptions", "FitState", "FitTargets", "FitReport", "RestState"]

@@ -26,16 +26,18 @@ Per person:
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing.connection import Connection
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from pipelines.body.anny_model import AnnyBody
+from pipelines.body.anny_model import AnnyBody, RestState
 from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
-from pipelines.hmr.fit import FitOptions, FitState, FitTargets, _Problem, robust_sqrt_weight
+from pipelines.hmr.fit import FitOptions, FitReport, FitState, FitTargets, _Problem, robust_sqrt_weight
 from pipelines.hmr.kinematics import PointModel, forward
 from pipelines.hmr.solver import BodyFitter
 from pipelines.multiview.calibration import CalibratedCamera
@@ -83,6 +85,12 @@ class BodyOptions:
     of a known motion with the keypoints' noise, bench/multiview_noise_floor.py, 7.1 -> 6.6 mm from the truth
     (i.i.d. noise) and 8.6 -> 8.2 mm (noise correlated over time as the real one); bodies stage about
     +0.1-0.3 CPU s per person and 100 frames)."""
+    stop_rel: float = 0.01
+    """A warm-started frame's fit stops once an LM step lowers its cost by less than this fraction
+    (MultiViewProblem.stop_rel; 0 = every iteration runs). 0.01 chosen on pose2sim_single (LM iterations with a
+    Jacobian over the sequence / body px): 0: 290 / 6.452, 0.002: 284 / 6.443, 0.005: 278 / 6.449, 0.01: 265 / 6.444,
+    0.02: 245 / 6.461; on its synthetic views (bench/multiview_noise_floor.py) 0 to 0.02 all 6.7 mm (i.i.d.) and
+    8.5-8.6 mm (correlated noise) from the truth."""
     loss_2d: str = "cauchy"
     """Robust loss of the views' 2D term (FitOptions.loss_2d): "cauchy" (redescending: during a fast motion a
     view's inlier keypoints can disagree with any body, and a keypoint far off stops pulling) or "huber" (the
@@ -105,6 +113,10 @@ class BodyOptions:
     """Temporal smoothing of the fitted motion: a zero-phase Savitzky-Golay window (seconds) over each bone's
     rotation and the root (the video mode's pipelines.tracking.track_smoothing, its polynomial order), the
     bodies posed again from them; 0 = off (also when fit_bodies is not told the frame rate)."""
+    processes: int = 2
+    """People fitted at the same time: this process and up to `processes - 1` forked ones (each person's fit is
+    single-threaded numpy, which holds the GIL, so threads would not help); 1 = one after the other. The same
+    bodies to the bit either way. Only where the platform forks (Linux); elsewhere one after the other."""
 
 
 @dataclass
@@ -193,13 +205,14 @@ class MultiViewProblem(_Problem):
     """The single-view fit's residuals with the 2D term over several cameras: observation row o is target
     point `obs_point[o]` seen by a camera with rotation R (fit frame -> that camera), translation t,
     focal lengths and principal point (undistorted pixels); `offset_k3`: the person's keypoint offsets
-    (OffsetPoints), None = none."""
+    (OffsetPoints), None = none; `stop_rel`: _Problem.stop_rel (BodyOptions.stop_rel)."""
 
     def __init__(self, body: AnnyBody, skel, pm, targets: FitTargets, K_33: np.ndarray,  # noqa: ANN001
                  opts: FitOptions, surface, *, obs_point_o: np.ndarray, xy_o2: np.ndarray, w_o: np.ndarray,  # noqa: ANN001
                  sigma_o: np.ndarray, R_o33: np.ndarray, t_o3: np.ndarray, fxy_o2: np.ndarray,
-                 cxy_o2: np.ndarray, offset_k3: np.ndarray | None = None) -> None:  # fmt: skip
+                 cxy_o2: np.ndarray, offset_k3: np.ndarray | None = None, stop_rel: float = 0.0) -> None:  # fmt: skip
         super().__init__(body, skel, pm, targets, K_33, opts, surface)
+        self.stop_rel = stop_rel
         if offset_k3 is not None:  # the person's keypoint offsets (BodyOptions.keypoint_offsets)
             self.pm = OffsetPoints(pm, offset_k3)
         self.obs_point = obs_point_o
@@ -246,6 +259,15 @@ class _PersonFitter:
         """The person's keypoint offsets once solved (OffsetPoints), None before."""
         self.n_reinit = 0
         """Frames found lost (tracked_step: beyond BodyOptions.reinit_sigmas after their warm-started fit)."""
+        self._rest: tuple[bytes, RestState] | None = None
+        """The last phenotype's rest state (`rest`): the shape is held after the first frame."""
+
+    def rest(self, pheno_p: np.ndarray) -> RestState:
+        """The body's rest state for `pheno_p` (the last one kept: the same arrays, not to be changed)."""
+        key = np.asarray(pheno_p, dtype=np.float64).tobytes()
+        if self._rest is None or self._rest[0] != key:
+            self._rest = (key, self.fitter.body.rest_heads(pheno_p))
+        return self._rest[1]
 
     def targets(self, f: int) -> tuple[FitTargets, Callable[..., _Problem]]:
         """The frame's targets (the fused joints, hip-centred in the reference camera, for the 3D init) and
@@ -290,20 +312,24 @@ class _PersonFitter:
     def step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
         """Fit frame f warm-started from `warm` (pose and translation only; `iters` LM iterations, default
         BodyOptions.warm_pose_iters)."""
+        return self.step_report(f, warm, hmr_options, iters).state
+
+    def step_report(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitReport:
+        """`step`'s whole fit report (its 2D errors: `report_lost_sigmas`)."""
         tg, factory = self.targets(f)
         opts = self.fit_options(hmr_options)
         opts.pose_iters, opts.shape_iters = self.options.warm_pose_iters if iters is None else iters, 0
         opts.fit_shape, opts.fit_focal = False, False
+        factory = partial(factory, stop_rel=self.options.stop_rel)
         if self.options.sigma_3d_m > 0:  # the fused joints as a target too
             opts.sigma_3d_m = self.options.sigma_3d_m
         else:
             tg = FitTargets(tg.names, tg.xy_k2, tg.conf_k, None)
-        return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory).state
-
+        return self.fitter.fit(tg, self.cams[self.ref].camera.K_33, opts, warm.copy(), problem_factory=factory)
 
     def keypoints(self, state: FitState) -> np.ndarray:
         """The body's points for FUSED_JOINT_NAMES (K, 3) in the fit frame, with the keypoint offsets if solved."""
-        rest = self.fitter.body.rest_heads(state.pheno_p)
+        rest = self.rest(state.pheno_p)
         pm = self.fitter.point_model(tuple(self.names))
         if self.offset_k3 is not None:
             pm = OffsetPoints(pm, self.offset_k3)
@@ -323,7 +349,15 @@ class _PersonFitter:
         err = np.linalg.norm(uv - self.person.obs_xy_vfk2[v_idx, f, k_idx], axis=1) / self.sigma_v[v_idx]
         return float(np.median(err))
 
-    def fresh_step(self, f: int, pheno_p: np.ndarray, hmr_options: FitOptions) -> FitState:
+    def report_lost_sigmas(self, report: FitReport, f: int) -> float:
+        """lost_sigmas of a step's result from its own report (the same observations, in the same order, and the
+        same projection: the same value, without posing the body again)."""
+        v_idx = np.nonzero(self.w_vfk[:, f] > 0)[0]
+        if not len(v_idx):
+            return 0.0
+        return float(np.median(report.err_px_k / self.sigma_v[v_idx]))
+
+    def fresh_step(self, f: int, pheno_p: np.ndarray, hmr_options: FitOptions) -> FitReport:
         """Frame f fitted from scratch: initialised from its fused 3D joints (as the first frame) with the shape
         `pheno_p` held, then `first_pose_iters` LM iterations on every view."""
         tg, _ = self.targets(f)
@@ -331,24 +365,24 @@ class _PersonFitter:
         init.pose_iters, init.shape_iters, init.fit_shape, init.fit_focal = 2, 0, False, False
         fresh = self.fitter.fit(tg, self.cams[self.ref].camera.K_33, init, None).state  # the 3D init
         fresh.pheno_p = pheno_p.copy()
-        return self.step(f, fresh, hmr_options, self.options.first_pose_iters)
+        return self.step_report(f, fresh, hmr_options, self.options.first_pose_iters)
 
     def tracked_step(self, f: int, warm: FitState, hmr_options: FitOptions, iters: int | None = None) -> FitState:
         """`step`, and where its result has lost the person (BodyOptions.reinit_sigmas): more iterations from it,
         and a fit initialised again from the fused 3D joints (the shape held), which replaces it only where its
         keypoints reproject clearly better (BodyOptions.reinit_ratio: a wrong fresh start, from fused joints
         that are themselves wrong, must not flip the body between frames)."""
-        out = self.step(f, warm, hmr_options, iters)
+        out = self.step_report(f, warm, hmr_options, iters)
         limit = self.options.reinit_sigmas
-        if limit <= 0 or self.lost_sigmas(out, f) <= limit:
-            return out
+        if limit <= 0 or self.report_lost_sigmas(out, f) <= limit:
+            return out.state
         self.n_reinit += 1
-        more = self.step(f, out, hmr_options, self.options.first_pose_iters)
-        lost = self.lost_sigmas(more, f)
+        more = self.step_report(f, out.state, hmr_options, self.options.first_pose_iters)
+        lost = self.report_lost_sigmas(more, f)
         if lost <= limit or self.options.reinit_ratio <= 0:
-            return more
+            return more.state
         fresh = self.fresh_step(f, warm.pheno_p, hmr_options)
-        return fresh if self.lost_sigmas(fresh, f) < self.options.reinit_ratio * lost else more
+        return fresh.state if self.report_lost_sigmas(fresh, f) < self.options.reinit_ratio * lost else more.state
 
     def solve_offsets(self, states: dict[int, FitState], frames: np.ndarray, n_iter: int = 2) -> np.ndarray:
         """The keypoint offsets (K, 3) (OffsetPoints: rest-pose axes of each keypoint's main bone, metres) that
@@ -520,7 +554,9 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
                progress: Callable[[str], None] | None = None, fps: float | None = None
                ) -> list[PersonBody]:  # fmt: skip
     """One body per fused person (see the module docstring); `hmr`: an embedded HMR stage (its body and
-    fitter; created when None); `fps`: the videos' frame rate (without it, no temporal smoothing)."""
+    fitter; created when None); `fps`: the videos' frame rate (without it, no temporal smoothing). With
+    BodyOptions.processes > 1 and several people, people are fitted in forked processes beside this one
+    (`_fit_people_forked`)."""
     options = options or BodyOptions()
     if not options.fit or not fusion.people:
         return []
@@ -529,12 +565,89 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
 
         hmr = create("hmr", "embedded")
     say = progress or (lambda _msg: None)
-    out = []
-    for person in fusion.people:
-        message = f"fitting the body of person {person.id}"
-        say(message)
-        fitted = fit_person(hmr.fitter, person, list(fusion.cams), options, hmr.options,
-                            partial(say, message), fps)  # fmt: skip
-        if fitted is not None:
-            out.append(fitted)
+    people = list(fusion.people)
+    fitted: dict[int, PersonBody | None] = {}
+    if options.processes > 1 and len(people) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        fitted = _fit_people_forked(hmr, people, list(fusion.cams), options, say, fps)
+    for i, person in enumerate(people):
+        if i not in fitted:  # one after the other (or a forked fit that did not come back: its error is raised here)
+            message = f"fitting the body of person {person.id}"
+            say(message)
+            fitted[i] = fit_person(hmr.fitter, person, list(fusion.cams), options, hmr.options,
+                                   partial(say, message), fps)  # fmt: skip
+    return [fitted[i] for i in range(len(people)) if fitted[i] is not None]
+
+
+_FORKED: tuple | None = None
+"""What a forked fit reads (fitter, people, cameras, options, hmr options, fps): set just before the fork, so that
+the children inherit the loaded body model instead of receiving it pickled."""
+
+
+def _forked_fit(conn: Connection, index: int) -> None:
+    """A forked process's work: fit person `index` of _FORKED and send the PersonBody back (None on any error:
+    the parent then fits that person itself, so a failure is raised there with its own traceback)."""
+    fitter, people, cams, options, hmr_options, fps = _FORKED  # type: ignore[misc]
+    try:
+        out: PersonBody | None = fit_person(fitter, people[index], cams, options, hmr_options, None, fps)
+        conn.send(("ok", out))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which fits this person again itself
+        conn.send(("failed", None))
+    finally:
+        conn.close()
+
+
+def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCamera], options: BodyOptions,  # noqa: ANN001
+                       say: Callable[[str], None], fps: float | None) -> dict[int, PersonBody | None]:  # fmt: skip
+    """People split into `options.processes` groups of about equal work (frames with a body, the largest
+    first): the first group fitted here, each other one person at a time in a forked process (started before
+    this process's own fits). Returns person index -> body for the people that came back; a child that failed
+    or died is left out (fit_bodies fits those people here). `say` (the progress callback, which may raise to
+    cancel) is called while waiting; on any exception the children are killed."""
+    global _FORKED
+    n_groups = min(options.processes, len(people))
+    load = [0] * n_groups
+    group = {}
+    for i in sorted(range(len(people)), key=lambda i: -int(people[i].frames_ok.sum())):
+        g = int(np.argmin(load))
+        group[i] = g
+        load[g] += int(people[i].frames_ok.sum())
+    ctx = multiprocessing.get_context("fork")
+    children: list[tuple[int, multiprocessing.process.BaseProcess, Connection]] = []
+    out: dict[int, PersonBody | None] = {}
+    try:
+        _FORKED = (hmr.fitter, people, cams, options, hmr.options, fps)
+        try:
+            for i in (i for i in range(len(people)) if group[i] > 0):
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_forked_fit, args=(send, i), daemon=True)
+                proc.start()
+                send.close()
+                children.append((i, proc, recv))
+        finally:
+            _FORKED = None
+        for i in (i for i in range(len(people)) if group[i] == 0):
+            message = f"fitting the body of person {people[i].id}"
+            say(message)
+            out[i] = fit_person(hmr.fitter, people[i], cams, options, hmr.options, partial(say, message), fps)
+        for i, proc, recv in children:
+            message = f"fitting the body of person {people[i].id}"
+            say(message)
+            while not recv.poll(0.1):
+                say(message)
+                if not proc.is_alive() and not recv.poll(0):
+                    break
+            else:
+                try:
+                    status, body = recv.recv()
+                except EOFError:  # the child died before sending
+                    status, body = "failed", None
+                if status == "ok":
+                    out[i] = body
+            proc.join()
+    finally:
+        for _, proc, recv in children:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+            recv.close()
     return out
