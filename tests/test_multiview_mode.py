@@ -219,7 +219,7 @@ def test_fused_body_sits_at_the_keypoints_noise_floor(real_fusion, real_body) ->
 def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monkeypatch) -> None:  # noqa: ANN001
     """Two people (the real one and a copy of it under another id, its frames shortened): fitted in a forked
     process beside this one, each gets the body it gets one person after the other, in the fusion's order; a
-    forked process that dies without answering leaves its person to this process, with the same body."""
+    forked process that dies without answering, or hangs, leaves its person to this process, with the same body."""
     import pipelines.multiview.body_fit as body_fit
 
     person = real_fusion.people[0]
@@ -231,8 +231,13 @@ def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monk
     forked = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
     monkeypatch.setattr(body_fit, "_forked_fit", lambda conn, index: __import__("os")._exit(1))
     died = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
+    # a forked process that hangs (a lock held at the fork, say) is killed after its time bound
+    monkeypatch.setattr(body_fit, "_forked_fit", lambda conn, indices: __import__("time").sleep(3600))
+    monkeypatch.setattr(body_fit, "FORKED_WAIT_FACTOR", 0.0)
+    monkeypatch.setattr(body_fit, "FORKED_WAIT_MIN_S", 0.5)
+    stuck = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
     assert [b.id for b in alone] == [person.id, other.id] and len(alone[1].frames) < len(alone[0].frames)
-    for bodies in (forked, died):
+    for bodies in (forked, died, stuck):
         assert [b.id for b in bodies] == [b.id for b in alone]
         for a, b in zip(alone, bodies, strict=True):
             assert np.array_equal(a.bone_rot_world_fj33, b.bone_rot_world_fj33)

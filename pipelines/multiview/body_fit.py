@@ -27,6 +27,7 @@ Per person:
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -583,67 +584,84 @@ _FORKED: tuple | None = None
 the children inherit the loaded body model instead of receiving it pickled."""
 
 
-def _forked_fit(conn: Connection, index: int) -> None:
-    """A forked process's work: fit person `index` of _FORKED and send the PersonBody back (None on any error:
-    the parent then fits that person itself, so a failure is raised there with its own traceback)."""
+def _forked_fit(conn: Connection, indices: list[int]) -> None:
+    """A forked process's work: fit the people `indices` of _FORKED one after the other and send each back as it
+    is done, (index, "ok", PersonBody), or (index, "failed", None) on an error: the parent then fits that person
+    itself, so a failure is raised there with its own traceback."""
     fitter, people, cams, options, hmr_options, fps = _FORKED  # type: ignore[misc]
     try:
-        out: PersonBody | None = fit_person(fitter, people[index], cams, options, hmr_options, None, fps)
-        conn.send(("ok", out))
-    except BaseException:  # noqa: BLE001 - reported to the parent, which fits this person again itself
-        conn.send(("failed", None))
+        for index in indices:
+            try:
+                out: PersonBody | None = fit_person(fitter, people[index], cams, options, hmr_options, None, fps)
+            except Exception:  # noqa: BLE001 - reported to the parent, which fits this person again itself
+                conn.send((index, "failed", None))
+            else:
+                conn.send((index, "ok", out))
     finally:
         conn.close()
+
+
+FORKED_WAIT_FACTOR = 3.0
+"""A forked group may take this many times as long as this process's own group, plus FORKED_WAIT_MIN_S, before
+it is taken for stuck (say, on a lock another thread held at the fork): it is killed and its people are fitted
+here. Not tuned: a group of equal work takes about 1x on a free core and 2x on a shared one."""
+FORKED_WAIT_MIN_S = 30.0
 
 
 def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCamera], options: BodyOptions,  # noqa: ANN001
                        say: Callable[[str], None], fps: float | None) -> dict[int, PersonBody | None]:  # fmt: skip
     """People split into `options.processes` groups of about equal work (frames with a body, the largest
-    first): the first group fitted here, each other one person at a time in a forked process (started before
-    this process's own fits). Returns person index -> body for the people that came back; a child that failed
-    or died is left out (fit_bodies fits those people here). `say` (the progress callback, which may raise to
-    cancel) is called while waiting; on any exception the children are killed."""
+    first): the first group fitted here, each other group in one forked process (started before this process's
+    own fits), its people one after the other. Returns person index -> body for the people that came back; the
+    people of a child that failed, died or outlived its time bound (FORKED_WAIT_FACTOR) are left out, and
+    fit_bodies fits them here. `say` (the progress callback, which may raise to cancel) is called while
+    waiting; on any exception the children are killed."""
     global _FORKED
     n_groups = min(options.processes, len(people))
     load = [0] * n_groups
-    group = {}
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
     for i in sorted(range(len(people)), key=lambda i: -int(people[i].frames_ok.sum())):
         g = int(np.argmin(load))
-        group[i] = g
+        groups[g].append(i)
         load[g] += int(people[i].frames_ok.sum())
     ctx = multiprocessing.get_context("fork")
-    children: list[tuple[int, multiprocessing.process.BaseProcess, Connection]] = []
+    children: list[tuple[list[int], multiprocessing.process.BaseProcess, Connection]] = []
     out: dict[int, PersonBody | None] = {}
     try:
         _FORKED = (hmr.fitter, people, cams, options, hmr.options, fps)
         try:
-            for i in (i for i in range(len(people)) if group[i] > 0):
+            for indices in groups[1:]:
                 recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_forked_fit, args=(send, i), daemon=True)
+                proc = ctx.Process(target=_forked_fit, args=(send, indices), daemon=True)
                 proc.start()
                 send.close()
-                children.append((i, proc, recv))
+                children.append((indices, proc, recv))
         finally:
             _FORKED = None
-        for i in (i for i in range(len(people)) if group[i] == 0):
+        t0 = time.perf_counter()
+        for i in groups[0]:
             message = f"fitting the body of person {people[i].id}"
             say(message)
             out[i] = fit_person(hmr.fitter, people[i], cams, options, hmr.options, partial(say, message), fps)
-        for i, proc, recv in children:
-            message = f"fitting the body of person {people[i].id}"
-            say(message)
-            while not recv.poll(0.1):
+        t1 = time.perf_counter()
+        deadline = t1 + FORKED_WAIT_FACTOR * (t1 - t0) + FORKED_WAIT_MIN_S
+        for indices, proc, recv in children:
+            for i in indices:
+                message = f"fitting the body of person {people[i].id}"
                 say(message)
-                if not proc.is_alive() and not recv.poll(0):
-                    break
-            else:
-                try:
-                    status, body = recv.recv()
-                except EOFError:  # the child died before sending
-                    status, body = "failed", None
-                if status == "ok":
-                    out[i] = body
-            proc.join()
+                while not recv.poll(0.1):
+                    say(message)
+                    if time.perf_counter() > deadline or (not proc.is_alive() and not recv.poll(0)):
+                        break
+                else:
+                    try:
+                        index, status, body = recv.recv()
+                    except EOFError:  # the child died before sending
+                        break
+                    if status == "ok":
+                        out[index] = body
+                    continue
+                break  # this child is done for (died or stuck): the people it did not send are fitted here
     finally:
         for _, proc, recv in children:
             if proc.is_alive():
@@ -651,3 +669,4 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
             proc.join()
             recv.close()
     return out
+
