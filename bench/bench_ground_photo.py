@@ -2,13 +2,13 @@
 
     python -m bench.bench_ground_photo --cache /tmp/ground_photo.pkl   # fits kept for reruns
 
-Every (view, frame) is one photo through the image pipeline (embedded backends, the calibrated focal given,
-as in the issue's real-data row); its people (detection boxes, keypoints, fitted meshes) and the photo's line
-segments (vanishing.photo_line_segments with the detection boxes, as the image mode detects them) are cached.
-The ground is then fitted on those fits by each method of `methods()` (main's photo ground, as
-`frame_scene.photo_ground` had it, and this branch's), against the calibration (world z up): the camera's
-height above the floor (pose2sim_single: above the lowest triangulated foot point, the treadmill's belt),
-pitch and roll.
+Every (view, frame) is one photo through the image pipeline (embedded backends), with the calibrated focal
+given (the issue's real-data row) and without one (the pipeline's own focal, the default path); its people
+(detection boxes, keypoints, fitted meshes) and the photo's line segments (vanishing.photo_line_segments
+with the detection boxes, as the image mode detects them) are cached. The ground is then fitted on those fits
+by each method of `methods()` (main's photo ground, as `frame_scene.photo_ground` had it, and this branch's),
+against the calibration (world z up): the camera's height above the floor (pose2sim_single: above the lowest
+triangulated foot point, the treadmill's belt), pitch and roll.
 
 The decomposition of each photo's height error (metres, signed, the method's own contacts):
 - "normal": the height with the method's normal minus the height with the true normal (the same bodies,
@@ -18,8 +18,9 @@ The decomposition of each photo's height error (metres, signed, the method's own
 - "feet": what is left, the true normal and the triangulated distances: which mesh points touch the floor.
 The three add up to the height error (the bodies left out for want of a match aside).
 
-Sets: pose2sim_single frames 0, 20, .., 80 is the tuning set (the constants were chosen there);
-pose2sim_multi frames 0, 20, .., 80 is held out.
+Sets: pose2sim_single frames 0, 20, .., 80 is the tuning set (the constants were chosen there, calibrated
+focal); pose2sim_single frames 10, 30, .., 90 (the same cameras) and pose2sim_multi frames 0, 20, .., 80 are
+held out.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pipelines.types import BodyFit, Keypoints2D, Keypoints3D, PersonDetection, 
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multiview"
 SETS = [("pose2sim_single", "tuning", list(range(0, 100, 20))),
+        ("pose2sim_single", "held-out frames", list(range(10, 100, 20))),
         ("pose2sim_multi", "held out", list(range(0, 100, 20)))]  # fmt: skip
 FOOT_NAMES = ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
 
@@ -77,6 +79,8 @@ class Capture:
     name: str
     role: str
     frames: list[int]
+    own_focal: bool
+    """True: the photos were fitted without a focal (the pipeline's own estimate, the default path)."""
     cams: list[CalibratedCamera]
     photos: dict[tuple[str, int], Photo]
     support_z: float
@@ -103,9 +107,9 @@ def _slim(p: PersonResult) -> PersonResult:
     return PersonResult(id=p.id, detection=det, body=body)
 
 
-def collect(data: Path, name: str, role: str, frames: list[int]) -> Capture:
-    """Every (view, frame) through the image pipeline with the calibrated focal; the people matched across
-    the views and triangulated."""
+def collect(data: Path, name: str, role: str, frames: list[int], own_focal: bool = False) -> Capture:
+    """Every (view, frame) through the image pipeline with the calibrated focal (`own_focal`: without one);
+    the people matched across the views and triangulated."""
     from pipelines.modes.image import ImagePipeline
     from pipelines.multiview.video import read_frames
     from pipelines.scene.vanishing import photo_line_segments
@@ -116,7 +120,7 @@ def collect(data: Path, name: str, role: str, frames: list[int]) -> Capture:
     for cam in cams:
         for index, rgb_hw3 in read_frames(data / f"{cam.name}.mp4", frames):
             cpu = time.process_time()
-            res = pipeline.run_array(rgb_hw3, focal_px=cam.camera.focal_px)
+            res = pipeline.run_array(rgb_hw3, focal_px=None if own_focal else cam.camera.focal_px)
             cpu = time.process_time() - cpu
             boxes = np.array([p.detection.bbox_xyxy for p in res.people], dtype=np.float64).reshape(-1, 4)
             h, w = rgb_hw3.shape[:2]
@@ -127,7 +131,7 @@ def collect(data: Path, name: str, role: str, frames: list[int]) -> Capture:
                 masks_hw=[np.packbits(np.asarray(p.detection.mask_hw) >= 0.5) if p.detection.mask_hw is not None
                           else None for p in res.people], fit_cpu_s=cpu)  # fmt: skip
             print(f"{name} {cam.name} frame {index}: {len(res.people)} people, {cpu:.1f} s CPU", flush=True)
-    cap = Capture(name=name, role=role, frames=frames, cams=cams, photos=photos, support_z=0.0)
+    cap = Capture(name=name, role=role, frames=frames, own_focal=own_focal, cams=cams, photos=photos, support_z=0.0)
     foot_ids = [BLAZEPOSE_NAMES.index(n) for n in FOOT_NAMES]
     lows = []
     for f in frames:
@@ -146,16 +150,18 @@ def collect(data: Path, name: str, role: str, frames: list[int]) -> Capture:
     return cap
 
 
-def load_captures(data: Path, cache: Path | None) -> list[Capture]:
+def load_captures(data: Path, cache: Path | None, own_focal: bool = True) -> list[Capture]:
+    """The sets of SETS with the calibrated focal, and (`own_focal`) without one; read from / kept in `cache`."""
     cached = pickle.loads(cache.read_bytes()) if cache and cache.is_file() else {}
     out = []
-    for name, role, frames in SETS:
-        key = f"{name}:{frames}"
-        if key not in cached:
-            cached[key] = collect(data / name, name, role, frames)
-            if cache:
-                cache.write_bytes(pickle.dumps(cached))
-        out.append(cached[key])
+    for own in (False, True) if own_focal else (False,):
+        for name, role, frames in SETS:
+            key = f"{name}:{frames}" + (":own focal" if own else "")
+            if key not in cached:
+                cached[key] = collect(data / name, name, role, frames, own)
+                if cache:
+                    cache.write_bytes(pickle.dumps(cached))
+            out.append(cached[key])
     return out
 
 
@@ -253,11 +259,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache", type=Path, default=None, help="pickle of the fitted photos (read if present)")
+    parser.add_argument("--calibrated-only", action="store_true", help="leave out the photos fitted without a focal")
     args = parser.parse_args(argv)
-    caps = load_captures(args.data, args.cache)
+    caps = load_captures(args.data, args.cache, own_focal=not args.calibrated_only)
     set_rows, view_rows = [], []
     for cap in caps:
-        label = f"{cap.name} {cap.frames[0]}, {cap.frames[1]}, .., {cap.frames[-1]} ({cap.role})"
+        label = (f"{cap.name} {cap.frames[0]}, {cap.frames[1]}, .., {cap.frames[-1]} ({cap.role}), "
+                 + ("own focal" if cap.own_focal else "calibrated focal"))
         for m in methods():
             errs = photo_errors(cap, m)
             sources = {s: sum(e.up_source == s for e in errs) for s in ("manhattan_frame", "vanishing_point", "bodies")}
