@@ -374,7 +374,7 @@ def test_cli_with_a_depth_file_writes_the_metric_depth_and_the_point_cloud(tmp_p
     result = json.loads((out / "result.json").read_text())
     assert set(result["ground"]) >= {"camera_height_m", "pitch_deg", "roll_deg", "normal_cam", "offset_m"}
     assert 0.3 < result["ground"]["camera_height_m"] < 3.0
-    assert result["ground"]["up_source"] in ("vanishing_point", "bodies")
+    assert result["ground"]["up_source"] in ("manhattan_frame", "vanishing_point", "bodies")
     assert f"up_source {result['ground']['up_source']}" in stdout
     # the person's anchors: the metric depth at the person agrees with the fitted body's distance
     hips = np.mean([result["people"][0]["joints3d_cam"][n] for n in ("left_hip", "right_hip")], axis=0)

@@ -12,6 +12,7 @@ from pipelines.scene.vanishing import (
     boxes_mask,
     fit_ground_with_vanishing,
     line_segments,
+    manhattan_frame,
     segments_off_mask,
     vertical_up,  # fmt: skip
 )
@@ -103,9 +104,9 @@ def test_segments_on_the_people_are_left_out() -> None:
 
 
 def test_photo_ground_takes_the_vanishing_point_with_the_peoples_boxes_masked() -> None:
-    """The photo mode's ground (pipelines.scene.frame_scene.photo_ground): the drawn room's vertical
-    vanishing point is its normal, not the bodies' up 5 degrees off; without it (up_from_scene=False)
-    the bodies' up."""
+    """The photo mode's ground (pipelines.scene.frame_scene.photo_ground): the drawn room's lines give its
+    normal (the Manhattan frame of the poles and the horizontal edges; manhattan=False: the vertical vanishing
+    point), not the bodies' up 5 degrees off; without them (up_from_scene=False) the bodies' up."""
     from types import SimpleNamespace
 
     from pipelines.scene.frame_scene import photo_ground
@@ -122,13 +123,17 @@ def test_photo_ground_takes_the_vanishing_point_with_the_peoples_boxes_masked() 
         cv2.rectangle(img, (x1 + 5, y1), (x2 - 5, y2), (20, 20, 20), 4)  # the person's edges: masked out
     people = [SimpleNamespace(detection=SimpleNamespace(bbox_xyxy=np.array(box))) for box in boxes]
     ground = photo_ground(img, K_33, people, bodies)
+    vertical = photo_ground(img, K_33, people, bodies, manhattan=False)
     bodies_only = photo_ground(img, K_33, people, bodies, up_from_scene=False)
-    assert ground is not None and bodies_only is not None
-    assert ground.up_source == "vanishing_point" and bodies_only.up_source == "bodies"
-    angle = np.degrees(np.arccos(np.clip(ground.normal_cam @ up_true, -1, 1)))
+    assert ground is not None and vertical is not None and bodies_only is not None
+    # 6 horizontal edges of two directions: under the Manhattan frame's gates, so the vertical vanishing point
+    assert ground.up_source == "vanishing_point" and not ground.vanishing["manhattan_frame"]["supported"]
+    assert vertical.up_source == "vanishing_point" and bodies_only.up_source == "bodies"
     angle_bodies = np.degrees(np.arccos(np.clip(bodies_only.normal_cam @ up_true, -1, 1)))
-    assert angle < 0.5 < 3.0 < angle_bodies
-    assert ground.camera_height_m == pytest.approx(1.6, abs=0.03)
+    for g in (ground, vertical):
+        angle = np.degrees(np.arccos(np.clip(g.normal_cam @ up_true, -1, 1)))
+        assert angle < 0.5 < 3.0 < angle_bodies
+        assert g.camera_height_m == pytest.approx(1.6, abs=0.03)
     assert photo_ground(img, K_33, [], []) is None  # nobody fitted: no ground
 
 
@@ -199,7 +204,7 @@ def test_photo_ground_from_the_segments_the_image_mode_detects_in_its_worker_thr
     np.testing.assert_array_equal(segments_n4, photo_line_segments(img, boxes_n4))
     given = photo_ground(img, K_33, people, bodies, all_segments_n4=segments_n4)
     itself = photo_ground(img, K_33, people, bodies)
-    assert given is not None and itself is not None and given.up_source == "vanishing_point"
+    assert given is not None and itself is not None and given.up_source != "bodies"
     np.testing.assert_array_equal(given.normal_cam, itself.normal_cam)
     assert given.offset_m == itself.offset_m and given.vanishing == itself.vanishing
 
@@ -227,3 +232,59 @@ def test_filling_the_people_before_the_lsd_keeps_a_real_frames_vanishing_point(s
     assert np.degrees(np.arccos(min(1.0, float(a.up_cam_3 @ b.up_cam_3)))) < 0.05
     assert np.degrees(np.arccos(min(1.0, float(b.up_cam_3 @ up_true_3)))) < 1.5
     assert abs(b.n_inliers - a.n_inliers) <= 2
+
+
+def _floor_image(T_44: np.ndarray, seed: int = 0, img: np.ndarray | None = None) -> np.ndarray:
+    """Grey image of a floor's lines (world x and y, z = 0: tiles, a mat's edges), drawn onto `img` (else
+    onto a blank one: no vertical line)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((H, W, 3), 190, np.uint8) if img is None else img
+    for k in range(16):
+        d = np.array([1.0, 0, 0]) if k % 2 else np.array([0, 1.0, 0])
+        p = np.array([rng.uniform(-2.5, 2.5), rng.uniform(2.5, 7.0), 0.0])
+        a, b = _project(T_44, p), _project(T_44, p + rng.uniform(1.0, 2.0) * d)
+        cv2.line(img, tuple(int(v) for v in a.round()), tuple(int(v) for v in b.round()), (40, 40, 40), 3, cv2.LINE_AA)
+    return img
+
+
+@pytest.mark.parametrize(("pitch", "roll"), [(20.0, 3.0), (30.0, -10.0)])
+def test_manhattan_frame_of_floor_lines_alone_gives_the_up(pitch: float, roll: float) -> None:
+    """Two horizontal vanishing points are the horizon: the floor's lines fix the up without any vertical
+    segment, which the vertical vanishing point cannot."""
+    T = camera_pose(1.6, pitch, roll)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    segments = line_segments(_floor_image(T))
+    frame = manhattan_frame([segments], K_33, W, H, up_true)
+    assert frame is not None and frame.supported
+    assert np.degrees(np.arccos(np.clip(frame.up_cam_3 @ up_true, -1, 1))) < 0.7
+    assert abs(pitch_deg(frame.up_cam_3) - pitch) < 0.7 and abs(roll_deg(frame.up_cam_3) - roll) < 0.7
+    assert np.allclose(frame.R_33.T @ frame.R_33, np.eye(3), atol=1e-9)
+    assert frame.n_inliers_3[frame.up_axis] <= 2  # the up comes from the two horizontal axes
+    vp = vertical_up([segments], K_33, W, H, up_true)
+    assert vp is None or not vp.supported
+
+
+def test_manhattan_up_is_the_axis_nearest_the_image_up_whatever_the_bodies_say() -> None:
+    """A body fitted tipped over (its up 40 degrees off) does not make a horizontal axis the up; the ground
+    with the Manhattan frame has the true normal and the feet's offset."""
+    T = camera_pose(1.6, 18.0, 5.0)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    people = [_person(T, (-0.5, 4.0), 40.0)]
+    segments = line_segments(_floor_image(T, seed=1, img=_room_image(T, seed=1)))
+    ground = fit_ground_with_vanishing([people], [segments], K_33, W, H, manhattan=True)
+    assert ground is not None and ground.up_source == "manhattan_frame"
+    assert np.degrees(np.arccos(np.clip(ground.normal_cam @ up_true, -1, 1))) < 0.5
+    assert ground.vanishing["manhattan_frame"]["angle_to_bodies_deg"] > 30.0
+
+
+def test_manhattan_frame_needs_two_supported_axes() -> None:
+    """Lines of one direction only (one vanishing point) leave the up free about it: not supported."""
+    T = camera_pose(1.6, 20.0, 3.0)
+    img = np.full((H, W, 3), 190, np.uint8)
+    rng = np.random.default_rng(4)
+    for _ in range(12):
+        p = np.array([rng.uniform(-2.5, 2.5), rng.uniform(2.5, 7.0), rng.uniform(0.0, 2.0)])
+        a, b = _project(T, p), _project(T, p + np.array([0.0, 1.5, 0.0]))
+        cv2.line(img, tuple(int(v) for v in a.round()), tuple(int(v) for v in b.round()), (40, 40, 40), 3, cv2.LINE_AA)
+    frame = manhattan_frame([line_segments(img)], K_33, W, H, T[:3, :3] @ np.array([0.0, 0.0, 1.0]))
+    assert frame is None or not frame.supported

@@ -105,18 +105,18 @@ def person_anchors(people: list[PersonResult], K_33: np.ndarray, width: int, hei
 
 
 def photo_ground(rgb_hw3: np.ndarray, K_33: np.ndarray, people: list[PersonResult], bodies: list[FootedBody],
-                 up_from_scene: bool = True, all_segments_n4: np.ndarray | None = None
+                 up_from_scene: bool = True, all_segments_n4: np.ndarray | None = None, manhattan: bool = True
                  ) -> GroundPlane | None:  # fmt: skip
-    """The photo's ground under the fitted bodies; with `up_from_scene`, its normal from the photo's
-    vertical vanishing point where that is well supported (pipelines.scene.vanishing; the people's boxes
-    masked out), else the bodies' up. `all_segments_n4`: the photo's line segments when already detected
-    (vanishing.photo_line_segments)."""
+    """The photo's ground under the fitted bodies; with `up_from_scene`, its normal from the photo's lines
+    where they support one (pipelines.scene.vanishing; the people's boxes masked out): the Manhattan frame's
+    up (with `manhattan`), else the vertical vanishing point, else the bodies' up. `all_segments_n4`: the
+    photo's line segments when already detected (vanishing.photo_line_segments)."""
     if not up_from_scene or not bodies:
         return fit_ground(bodies)
     h, w = rgb_hw3.shape[:2]
     boxes_n4 = np.array([p.detection.bbox_xyxy for p in people]).reshape(-1, 4)
     segments_n4 = photo_segments(rgb_hw3, boxes_n4, all_segments_n4)
-    return fit_ground_with_vanishing([bodies], [segments_n4], K_33, w, h)
+    return fit_ground_with_vanishing([bodies], [segments_n4], K_33, w, h, manhattan=manhattan)
 
 
 def build_scene(rgb_hw3: np.ndarray, K_33: np.ndarray, people: list[PersonResult],

@@ -103,8 +103,9 @@ class GroundPlane:
     source: str
     """How it was found, in words (e.g. 'feet of 1 person, body upright')."""
     up_source: str = "bodies"
-    """Where the normal came from: "bodies" (the bodies' up and their feet) or "vanishing_point" (the
-    scene's vertical vanishing point, pipelines.scene.vanishing; the feet fix only the offset)."""
+    """Where the normal came from: "bodies" (the bodies' up and their feet), "vanishing_point" (the
+    scene's vertical vanishing point, pipelines.scene.vanishing; the feet fix only the offset) or
+    "manhattan_frame" (the up axis of the photo's lines' Manhattan frame, vanishing.manhattan_frame)."""
     vanishing: dict | None = None
     """The vertical vanishing point's support (`VerticalVanishing.as_dict`), when one was looked for."""
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+_UP_SOURCES = {"vanishing_point": "vertical vanishing point", "manhattan_frame": "scene's lines (Manhattan frame)",
+               "bodies": "bodies"}
+
 
 def ground_summary(g) -> str:  # noqa: ANN001 - pipelines.scene.ground.GroundPlane
     """One line about the ground: the camera's height, pitch and roll above it."""
     return (f"  ground: camera {g.camera_height_m:.2f} m above it, pitch {g.pitch_deg:.1f} deg "
             f"(positive = looking down), roll {g.roll_deg:.1f} deg; up from the "
-            f"{'vertical vanishing point' if g.up_source == 'vanishing_point' else 'bodies'} "
+            f"{_UP_SOURCES.get(g.up_source, g.up_source)} "
             f"(up_source {g.up_source})")  # fmt: skip
 
 

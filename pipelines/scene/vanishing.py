@@ -241,6 +241,145 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
                              angle_to_bodies_deg=angle, supported=bool(ok))  # fmt: skip
 
 
+MANHATTAN_HYPOTHESES = 500
+"""RANSAC draws for the Manhattan frame: a direction from two segments, its best orthogonal pair from a histogram."""
+MANHATTAN_BIN_DEG = 0.5
+"""Bin width (degrees) of the histogram of the horizontal directions' angle about a hypothesis' axis (mod 90)."""
+MANHATTAN_MAX_SEGMENTS = 1500
+"""The longest this many segments are kept for the Manhattan frame (its RANSAC holds hypotheses x segments)."""
+IMAGE_UP_CAM_3 = np.array([0.0, -1.0, 0.0])
+"""The image's up in the OpenCV camera frame: the photo's prior for which axis of the Manhattan frame is the
+world's up (photos are upright once EXIF-rotated)."""
+
+
+@dataclass
+class ManhattanGates:
+    """When the Manhattan frame is trusted (chosen on pose2sim_single's tuning frames)."""
+
+    min_inliers: int = 5
+    """An axis is supported with at least this many inlier segments ..."""
+    min_length_diag: float = 0.1
+    """... of at least this total length (image diagonals, per frame)."""
+    min_axes: int = 2
+    """Supported axes needed: two orthogonal directions fix the frame, so the up too (even with no vertical
+    segment: two horizontal vanishing points are the horizon)."""
+
+
+@dataclass
+class ManhattanFrame:
+    """Three orthogonal scene directions (the vertical and two horizontal ones) from the line segments."""
+
+    R_33: np.ndarray
+    """Columns: the three unit directions (OpenCV camera frame), a rotation."""
+    up_axis: int
+    """The column that is the world's up (the one closest to the image's up)."""
+    up_cam_3: np.ndarray
+    """That column, signed towards the image's up."""
+    n_inliers_3: list[int]
+    """Inlier segments per axis."""
+    length_diag_3: list[float]
+    """Their total length per axis (image diagonals per frame)."""
+    angle_to_image_up_deg: float
+    angle_to_bodies_deg: float
+    supported: bool
+    """Whether it passed `ManhattanGates` (else the vertical vanishing point or the bodies' up)."""
+
+    def as_dict(self) -> dict:
+        return {"up_cam": [round(float(v), 6) for v in self.up_cam_3], "up_axis": self.up_axis,
+                "n_inliers": self.n_inliers_3, "inlier_length_diag": [round(v, 3) for v in self.length_diag_3],
+                "angle_to_image_up_deg": round(self.angle_to_image_up_deg, 3),
+                "angle_to_bodies_deg": round(self.angle_to_bodies_deg, 3), "supported": self.supported}  # fmt: skip
+
+
+def _so3_exp(w_3: np.ndarray) -> np.ndarray:
+    theta = float(np.linalg.norm(w_3))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = w_3 / theta
+    K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
+
+
+def manhattan_frame(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, height: int,
+                    bodies_up_cam_3: np.ndarray, gates: ManhattanGates | None = None, seed: int = 0
+                    ) -> ManhattanFrame | None:  # fmt: skip
+    """The Manhattan frame of the segments (n, 4) of one or several frames of one camera: the rotation whose
+    three axes explain the most segment length (a segment is an inlier of an axis when that direction is within
+    INLIER_DEG of its interpretation plane). RANSAC: an axis from two segments (length-weighted draws), its
+    two orthogonal axes from the mode of the other segments' horizontal directions about it (each segment's
+    plane meets the plane orthogonal to the axis in one direction; angles mod 90 degrees); then Gauss-Newton
+    on the rotation over the inliers. The up is the axis closest to the image's up (the sign too); None with
+    fewer than 3 segments."""
+    g = gates or ManhattanGates()
+    diag = float(np.hypot(width, height))
+    n_frames = max(len(segments), 1)
+    seg = np.concatenate([np.zeros((0, 4))] + [np.asarray(s, dtype=np.float64).reshape(-1, 4) for s in segments])
+    length_n = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
+    keep = length_n >= MIN_LENGTH_FRAC * diag
+    seg, length_n = seg[keep], length_n[keep]
+    if len(seg) > MANHATTAN_MAX_SEGMENTS:
+        top = np.argsort(-length_n)[:MANHATTAN_MAX_SEGMENTS]
+        seg, length_n = seg[top], length_n[top]
+    if len(seg) < 3:
+        return None
+    K_inv = np.linalg.inv(K_33)
+    n_n3 = unit_rows(np.cross(np.c_[seg[:, :2], np.ones(len(seg))] @ K_inv.T,
+                              np.c_[seg[:, 2:], np.ones(len(seg))] @ K_inv.T))  # fmt: skip
+    tol = np.sin(np.radians(INLIER_DEG))
+    rng = np.random.default_rng(seed)
+    pairs_m2 = _draw_pairs(rng, length_n / length_n.sum(), MANHATTAN_HYPOTHESES)
+    d_m3 = np.cross(n_n3[pairs_m2[:, 0]], n_n3[pairs_m2[:, 1]])
+    norm_m = np.linalg.norm(d_m3, axis=1)
+    d_m3 = d_m3[norm_m >= 1e-6] / norm_m[norm_m >= 1e-6, None]
+    if not len(d_m3):
+        return None
+    # an orthonormal basis (a, b) of the plane orthogonal to each hypothesis' axis
+    helper_m3 = np.where(np.abs(d_m3[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    a_m3 = unit_rows(np.cross(d_m3, helper_m3))
+    b_m3 = np.cross(d_m3, a_m3)
+    h_mn3 = np.cross(d_m3[:, None, :], n_n3[None, :, :])  # each segment's direction orthogonal to the axis
+    on_axis_mn = np.abs(d_m3 @ n_n3.T) < tol
+    usable_mn = ~on_axis_mn & (np.linalg.norm(h_mn3, axis=2) > 1e-6)
+    angle_mn = np.mod(np.degrees(np.arctan2(np.einsum("mnk,mk->mn", h_mn3, b_m3),
+                                            np.einsum("mnk,mk->mn", h_mn3, a_m3))), 90.0)  # fmt: skip
+    n_bins = int(round(90.0 / MANHATTAN_BIN_DEG))
+    bins_mn = np.minimum((angle_mn / MANHATTAN_BIN_DEG).astype(int), n_bins - 1)
+    hist_mb = np.zeros((len(d_m3), n_bins))
+    rows_u, cols_u = np.nonzero(usable_mn)
+    np.add.at(hist_mb, (rows_u, bins_mn[rows_u, cols_u]), length_n[cols_u])
+    smooth_mb = hist_mb + np.roll(hist_mb, 1, axis=1) + np.roll(hist_mb, -1, axis=1)
+    t_m = np.radians((np.argmax(smooth_mb, axis=1) + 0.5) * MANHATTAN_BIN_DEG)
+    d2_m3 = a_m3 * np.cos(t_m)[:, None] + b_m3 * np.sin(t_m)[:, None]
+    R_m33 = np.stack([d_m3, d2_m3, np.cross(d_m3, d2_m3)], axis=2)
+    inlier_mn = (np.abs(np.einsum("nk,mkc->mnc", n_n3, R_m33)) < tol).any(axis=2)
+    R = R_m33[int(np.argmax(inlier_mn @ length_n))]
+    for _ in range(REFINE_ROUNDS + 2):  # Gauss-Newton on R exp([w]x): residual n . (R e_c) per inlier
+        r_n3 = np.abs(n_n3 @ R)
+        c_n = np.argmin(r_n3, axis=1)
+        inl = np.flatnonzero(r_n3[np.arange(len(n_n3)), c_n] < tol)
+        if len(inl) < 4:
+            break
+        e_i3 = np.eye(3)[c_n[inl]]
+        sw_i = np.sqrt(length_n[inl])
+        J_i3 = np.cross(e_i3, n_n3[inl] @ R) * sw_i[:, None]
+        res_i = np.sum((n_n3[inl] @ R) * e_i3, axis=1) * sw_i
+        R = R @ _so3_exp(np.linalg.lstsq(J_i3, -res_i, rcond=None)[0])
+    r_n3 = np.abs(n_n3 @ R)
+    c_n = np.argmin(r_n3, axis=1)
+    inl_n = r_n3[np.arange(len(n_n3)), c_n] < tol
+    counts = [int((inl_n & (c_n == k)).sum()) for k in range(3)]
+    lengths = [float(length_n[inl_n & (c_n == k)].sum() / diag / n_frames) for k in range(3)]
+    k = int(np.argmax(np.abs(R.T @ IMAGE_UP_CAM_3)))
+    up = R[:, k] * (1.0 if R[:, k] @ IMAGE_UP_CAM_3 >= 0 else -1.0)
+    prior = unit_rows(np.asarray(bodies_up_cam_3, dtype=np.float64))
+    supported = sum(c >= g.min_inliers and ln >= g.min_length_diag for c, ln in zip(counts, lengths, strict=True))
+    return ManhattanFrame(
+        R_33=R, up_axis=k, up_cam_3=up, n_inliers_3=counts, length_diag_3=lengths,
+        angle_to_image_up_deg=float(np.degrees(np.arccos(np.clip(up @ IMAGE_UP_CAM_3, -1.0, 1.0)))),
+        angle_to_bodies_deg=float(np.degrees(np.arccos(np.clip(up @ prior, -1.0, 1.0)))),
+        supported=bool(supported >= g.min_axes))  # fmt: skip
+
+
 def boxes_mask(boxes_n4: np.ndarray, width: int, height: int, pad_frac: float = 0.1) -> np.ndarray:
     """(height, width) bool mask of the boxes (x1, y1, x2, y2 pixels), each grown by `pad_frac` of its size
     on every side (the people, whose limbs' edges are no vertical lines of the world)."""
@@ -255,18 +394,29 @@ def boxes_mask(boxes_n4: np.ndarray, width: int, height: int, pad_frac: float = 
 
 def fit_ground_with_vanishing(bodies_per_frame: Sequence[Sequence[FootedBody]],
                               segments_per_frame: Sequence[np.ndarray], K_33: np.ndarray, width: int, height: int,
-                              priors: GroundPriors | None = None,
-                              gates: VanishingGates | None = None) -> GroundPlane | None:  # fmt: skip
-    """The ground of one static camera's frames (one frame: lists of one) with the normal from the vertical
-    vanishing point of `segments_per_frame` (the people already masked out) when it is well supported, else
-    from the bodies (`up_source` says which); the feet fix the offset either way. None as
+                              priors: GroundPriors | None = None, gates: VanishingGates | None = None,
+                              manhattan: bool = False, manhattan_gates: ManhattanGates | None = None
+                              ) -> GroundPlane | None:  # fmt: skip
+    """The ground of one static camera's frames (one frame: lists of one) with the normal from the scene's
+    lines (`segments_per_frame`, the people already masked out) when they support one, else from the bodies
+    (`up_source` says which); the feet fix the offset either way. With `manhattan` (the photo mode) the
+    Manhattan frame's up (`manhattan_frame`) is tried first, then the vertical vanishing point. None as
     fit_ground_over_time."""
     ground = fit_ground_over_time(bodies_per_frame, priors)
     if ground is None:
         return None
+    frame = manhattan_frame(segments_per_frame, K_33, width, height, ground.normal_cam, manhattan_gates) \
+        if manhattan else None  # fmt: skip
     vp = vertical_up(segments_per_frame, K_33, width, height, ground.normal_cam, gates)
-    if vp is not None and vp.supported:
-        fixed = fit_ground_over_time(bodies_per_frame, priors, up_cam_3=vp.up_cam_3)
-        ground = fixed if fixed is not None else ground
+    candidates = [(f.up_cam_3, "manhattan_frame") for f in (frame,) if f is not None and f.supported]
+    candidates += [(v.up_cam_3, "vanishing_point") for v in (vp,) if v is not None and v.supported]
+    for up, source in candidates:  # the first whose plane has the camera above it
+        fixed = fit_ground_over_time(bodies_per_frame, priors, up_cam_3=up)
+        if fixed is not None:
+            ground = fixed
+            ground.up_source = source
+            break
     ground.vanishing = None if vp is None else vp.as_dict()
+    if manhattan:
+        ground.vanishing = {**(ground.vanishing or {}), "manhattan_frame": None if frame is None else frame.as_dict()}
     return ground
