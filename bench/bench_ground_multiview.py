@@ -242,6 +242,7 @@ def vp_errors(vf: ViewFrames, segs: list[np.ndarray], truth_z: float, own_focal:
 
 def _med(values: np.ndarray | list[float], signed: bool = False) -> str:
     v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
     if not v.size:
         return "–"
     return f"{np.median(v):+.1f}" if signed else f"{np.median(np.abs(v)):.1f}"

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.accuracy_lab3d import match_people
+from bench.bench_ground_multiview import _med
 from bench.common import machine_description, markdown_table
 from pipelines.keypoints.names import BLAZEPOSE_NAMES
 from pipelines.multiview.calibration import CalibratedCamera, load_qualisys_calibration
@@ -245,14 +246,6 @@ def photo_errors(cap: Capture, method: Method) -> list[PhotoError]:
             normal_cm=100 * (g.offset_m - g_true_up.offset_m), distance_cm=100 * (g_true_up.offset_m - h_ref),
             feet_cm=100 * (h_ref - h_t), cpu_ms=1000 * cpu))  # fmt: skip
     return out
-
-
-def _med(values: list[float], signed: bool = False) -> str:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if not v.size:
-        return "–"
-    return f"{np.median(v):+.1f}" if signed else f"{np.median(np.abs(v)):.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:

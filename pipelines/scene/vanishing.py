@@ -187,6 +187,15 @@ def _lsq_direction(n_n3: np.ndarray, w_n: np.ndarray) -> np.ndarray:
     return vecs[:, 0]
 
 
+def _long_segments(segments: list[np.ndarray], diag: float) -> tuple[np.ndarray, np.ndarray]:
+    """All frames' segments (N, 4: x1, y1, x2, y2 pixels) at least MIN_LENGTH_FRAC of the image diagonal `diag`
+    long, and their lengths (N,)."""
+    seg = np.concatenate([np.zeros((0, 4))] + [np.asarray(s, dtype=np.float64).reshape(-1, 4) for s in segments])
+    length_n = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
+    keep = length_n >= MIN_LENGTH_FRAC * diag
+    return seg[keep], length_n[keep]
+
+
 def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, height: int,
                 bodies_up_cam_3: np.ndarray, gates: VanishingGates | None = None, seed: int = 0
                 ) -> VerticalVanishing | None:  # fmt: skip
@@ -196,10 +205,7 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
     up_prior = np.asarray(bodies_up_cam_3, dtype=np.float64) / np.linalg.norm(bodies_up_cam_3)
     diag = float(np.hypot(width, height))
     n_frames = max(len(segments), 1)
-    seg = np.concatenate([np.zeros((0, 4))] + [np.asarray(s, dtype=np.float64).reshape(-1, 4) for s in segments])
-    length_n = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
-    keep = length_n >= MIN_LENGTH_FRAC * diag
-    seg, length_n = seg[keep], length_n[keep]
+    seg, length_n = _long_segments(segments, diag)
     keep = near_vertical(seg, K_33, up_prior, g.max_segment_deg)
     seg, length_n = seg[keep], length_n[keep]
     if len(seg) > MAX_SEGMENTS:
@@ -313,10 +319,7 @@ def manhattan_frame(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int
     g = gates or ManhattanGates()
     diag = float(np.hypot(width, height))
     n_frames = max(len(segments), 1)
-    seg = np.concatenate([np.zeros((0, 4))] + [np.asarray(s, dtype=np.float64).reshape(-1, 4) for s in segments])
-    length_n = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
-    keep = length_n >= MIN_LENGTH_FRAC * diag
-    seg, length_n = seg[keep], length_n[keep]
+    seg, length_n = _long_segments(segments, diag)
     if len(seg) > MANHATTAN_MAX_SEGMENTS:
         top = np.argsort(-length_n)[:MANHATTAN_MAX_SEGMENTS]
         seg, length_n = seg[top], length_n[top]
