@@ -187,6 +187,14 @@ def _lsq_direction(n_n3: np.ndarray, w_n: np.ndarray) -> np.ndarray:
     return vecs[:, 0]
 
 
+def _longest(seg: np.ndarray, length_n: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `n_max` longest segments (all where there are fewer) and their lengths."""
+    if len(seg) <= n_max:
+        return seg, length_n
+    top = np.argsort(-length_n)[:n_max]
+    return seg[top], length_n[top]
+
+
 def _long_segments(segments: list[np.ndarray], diag: float) -> tuple[np.ndarray, np.ndarray]:
     """All frames' segments (N, 4: x1, y1, x2, y2 pixels) at least MIN_LENGTH_FRAC of the image diagonal `diag`
     long, and their lengths (N,)."""
@@ -208,9 +216,7 @@ def vertical_up(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int, he
     seg, length_n = _long_segments(segments, diag)
     keep = near_vertical(seg, K_33, up_prior, g.max_segment_deg)
     seg, length_n = seg[keep], length_n[keep]
-    if len(seg) > MAX_SEGMENTS:
-        top = np.argsort(-length_n)[:MAX_SEGMENTS]
-        seg, length_n = seg[top], length_n[top]
+    seg, length_n = _longest(seg, length_n, MAX_SEGMENTS)
     if len(seg) < 2:
         return None
     K_inv = np.linalg.inv(K_33)
@@ -320,9 +326,7 @@ def manhattan_frame(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int
     diag = float(np.hypot(width, height))
     n_frames = max(len(segments), 1)
     seg, length_n = _long_segments(segments, diag)
-    if len(seg) > MANHATTAN_MAX_SEGMENTS:
-        top = np.argsort(-length_n)[:MANHATTAN_MAX_SEGMENTS]
-        seg, length_n = seg[top], length_n[top]
+    seg, length_n = _longest(seg, length_n, MANHATTAN_MAX_SEGMENTS)
     if len(seg) < 3:
         return None
     K_inv = np.linalg.inv(K_33)
