@@ -83,10 +83,9 @@ class ImageSession:
 
     image_key: str = ""
     detections: list[PersonDetection] | None = None
-    fits: dict[int, FitState | Any] = field(default_factory=dict)
-    """Per person, the last fit's state (the hmr backend's own type) to warm-start the next fit."""
-    fitted_on: dict[int, PersonDetection] = field(default_factory=dict)
-    """Per person, the detection that fit explained: a warm start holds only while it is the same (see warm_start)."""
+    fits: dict[int, tuple[PersonDetection, FitState | Any]] = field(default_factory=dict)
+    """Per person, the detection the last fit explained and that fit's state (the hmr backend's own type), to
+    warm-start the next fit: a warm start holds only while the detection is the same (see warm_start)."""
     focal_px: float | None = None
     """The focal found for this image when it was estimated (reused by prompt edits)."""
     line_segments: Future | None = None
@@ -100,15 +99,14 @@ class ImageSession:
         append a new person at an index that an earlier prompt's person had. Warm-started fits run fewer
         iterations (prompt edits), which do not bring a pose fitted to someone else's landmarks back:
         such a fit starts afresh from its own landmarks, as the first run did."""
-        done = self.fitted_on.get(person_id)
-        if done is None or not same_keypoints(done, detection):
+        done = self.fits.get(person_id)
+        if done is None or not same_keypoints(done[0], detection):
             return None
-        return self.fits.get(person_id)
+        return done[1]
 
     def remember(self, person_id: int, detection: PersonDetection, state: FitState | Any) -> None:
         """Keep a person's fit and the detection it explained (for warm_start)."""
-        self.fits[person_id] = state
-        self.fitted_on[person_id] = detection
+        self.fits[person_id] = (detection, state)
 
 
 def same_keypoints(a: PersonDetection, b: PersonDetection) -> bool:
@@ -250,7 +248,7 @@ class ImagePipeline:
         key = image_key(rgb)
         if session is not None and session.image_key != key:
             session.image_key, session.detections, session.fits, session.focal_px = key, None, {}, None
-            session.fitted_on, session.line_segments = {}, None
+            session.line_segments = None
         # The scene's line segments depend on the photo and its detections only: detected once the people are
         # found (their boxes filled first), in a worker thread beside the keypoints and the fits (OpenCV's LSD
         # releases the GIL), once per image of a session.
