@@ -523,3 +523,92 @@ def test_frame_detections_runs_the_model_once_a_span_also_at_the_end(span: int) 
                                                                          detector)]  # fmt: skip
         assert out == [(i, [i]) for i in range(n)]
         assert detector.model_frames == sorted({min(i + span - 1, n - 1) for i in range(0, n, span)})
+
+
+# ---------------------------------------------------------------------------------------- forked body fits
+
+
+def _fake_people(monkeypatch, fit):  # noqa: ANN001, ANN202
+    """fit_bodies over three fake people with `fit` as fit_person (no body model): its arguments."""
+    from types import SimpleNamespace
+
+    import pipelines.multiview.body_fit as body_fit
+
+    monkeypatch.setattr(body_fit, "fit_person", fit)
+    people = [SimpleNamespace(id=i, frames_ok=np.ones(10 + i, bool)) for i in range(3)]
+    return SimpleNamespace(people=people, cams=[]), SimpleNamespace(fitter=None, options=None)
+
+
+needs_fork = pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                                reason="no fork here")  # fmt: skip
+
+
+@needs_fork
+def test_forked_body_fit_that_cannot_start_leaves_its_people_to_this_process(monkeypatch) -> None:  # noqa: ANN001
+    """A fork that fails (no memory for it, too many processes) is no error: its people are fitted here."""
+    import multiprocessing.context
+
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id, __import__("os").getpid()))
+
+    def no_fork(self) -> None:  # noqa: ANN001
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_fork)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=3), hmr=hmr)
+    assert [b[:2] for b in out] == [("body", 0), ("body", 1), ("body", 2)]
+
+
+@needs_fork
+def test_forked_body_fit_that_dies_mid_message_leaves_its_people_to_this_process(monkeypatch) -> None:  # noqa: ANN001
+    """A child killed while it sends (the OOM killer, say) leaves a truncated message: its people are fitted
+    here, no error."""
+    import os
+    import struct
+
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
+
+    def truncated(conn, indices) -> None:  # noqa: ANN001
+        os.write(conn.fileno(), struct.pack("!i", 1000) + b"abc")
+        os._exit(1)
+
+    monkeypatch.setattr(body_fit, "_forked_fit", truncated)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert out == [("body", 0), ("body", 1), ("body", 2)]
+
+
+@needs_fork
+def test_forked_body_fit_ignores_ctrl_c_which_this_process_handles(monkeypatch) -> None:  # noqa: ANN001
+    """Ctrl-C reaches the whole process group: a child neither dies of it with a traceback of its own nor
+    leaves its people to be fitted again (this process, which kills its children on any exception, handles it)."""
+    import os
+    import signal
+
+    import pipelines.multiview.body_fit as body_fit
+
+    parent = os.getpid()
+
+    def fit(fitter, person, *a):  # noqa: ANN001, ANN202
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGINT)
+        return ("body", person.id, os.getpid() == parent)
+
+    fusion, hmr = _fake_people(monkeypatch, fit)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert [b[:2] for b in out] == [("body", 0), ("body", 1), ("body", 2)]
+    assert [b[2] for b in out] == [False, False, True]  # the child's people (the two smaller) from the child
+
+
+def test_people_are_fitted_one_after_the_other_where_the_platform_is_not_linux(monkeypatch) -> None:  # noqa: ANN001
+    """macOS offers fork too, but forking after its system frameworks (Accelerate, the Objective-C runtime)
+    are loaded may crash or hang the child: only Linux forks (BodyOptions.processes)."""
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
+    monkeypatch.setattr(body_fit, "_fit_people_forked", lambda *a: pytest.fail("forked"))
+    monkeypatch.setattr(body_fit.sys, "platform", "darwin")
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert out == [("body", 0), ("body", 1), ("body", 2)]

@@ -27,6 +27,8 @@ Per person:
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -568,7 +570,9 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     say = progress or (lambda _msg: None)
     people = list(fusion.people)
     fitted: dict[int, PersonBody | None] = {}
-    if options.processes > 1 and len(people) > 1 and "fork" in multiprocessing.get_all_start_methods():
+    # Linux only: macOS offers fork too, but a child forked after its system frameworks (Accelerate, the
+    # Objective-C runtime) are loaded may crash or hang
+    if options.processes > 1 and len(people) > 1 and sys.platform.startswith("linux"):
         fitted = _fit_people_forked(hmr, people, list(fusion.cams), options, say, fps)
     for i, person in enumerate(people):
         if i not in fitted:  # one after the other (or a forked fit that did not come back: its error is raised here)
@@ -589,6 +593,7 @@ def _forked_fit(conn: Connection, indices: list[int]) -> None:
     is done, (index, "ok", PersonBody), or (index, "failed", None) on an error: the parent then fits that person
     itself, so a failure is raised there with its own traceback."""
     fitter, people, cams, options, hmr_options, fps = _FORKED  # type: ignore[misc]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent kills its children
     try:
         for index in indices:
             try:
@@ -633,8 +638,13 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
             for indices in groups[1:]:
                 recv, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_forked_fit, args=(send, indices), daemon=True)
-                proc.start()
-                send.close()
+                try:
+                    proc.start()
+                except OSError:  # no fork (memory, process limits): this group's people are fitted here
+                    recv.close()
+                    break
+                finally:
+                    send.close()
                 children.append((indices, proc, recv))
         finally:
             _FORKED = None
@@ -656,7 +666,7 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
                 else:
                     try:
                         index, status, body = recv.recv()
-                    except EOFError:  # the child died before sending
+                    except (EOFError, OSError):  # the child died before sending, or while it sent
                         break
                     if status == "ok":
                         out[index] = body
