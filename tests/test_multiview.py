@@ -571,7 +571,7 @@ def test_forked_body_fit_that_dies_mid_message_leaves_its_people_to_this_process
 
     fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
 
-    def truncated(conn, indices) -> None:  # noqa: ANN001
+    def truncated(conn, indices, work) -> None:  # noqa: ANN001
         os.write(conn.fileno(), struct.pack("!i", 1000) + b"abc")
         os._exit(1)
 
@@ -643,3 +643,25 @@ def test_bone_check_keeps_a_joint_its_track_vouches_for_beside_a_bone_never_seen
             gone_fk[:, j["left_ankle"]] = False
         assert {(int(f), FUSED_JOINT_NAMES[k]) for f, k in zip(*np.nonzero(gone_fk), strict=True)} == {
             (5, "left_hip")}, ankle_seen
+
+
+@needs_fork
+def test_forked_body_fit_fits_its_own_people_while_another_run_forks_too(monkeypatch) -> None:  # noqa: ANN001
+    """Two runs at once (the app's two heavy jobs are threads of one process): what a child fits is what its own
+    run gave it, whatever the other run set up meanwhile (before, a module global read after the fork)."""
+    import multiprocessing.context
+    from types import SimpleNamespace
+
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
+    others = [SimpleNamespace(id=100 + i, frames_ok=np.ones(10, bool)) for i in range(3)]
+    real_start = multiprocessing.context.ForkProcess.start
+
+    def start_as_another_run_sets_up(self) -> None:  # noqa: ANN001
+        monkeypatch.setattr(body_fit, "_FORKED", (None, others, [], None, None, None), raising=False)
+        real_start(self)
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", start_as_another_run_sets_up)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert out == [("body", 0), ("body", 1), ("body", 2)]

@@ -583,16 +583,12 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     return [fitted[i] for i in range(len(people)) if fitted[i] is not None]
 
 
-_FORKED: tuple | None = None
-"""What a forked fit reads (fitter, people, cameras, options, hmr options, fps): set just before the fork, so that
-the children inherit the loaded body model instead of receiving it pickled."""
-
-
-def _forked_fit(conn: Connection, indices: list[int]) -> None:
-    """A forked process's work: fit the people `indices` of _FORKED one after the other and send each back as it
-    is done, (index, "ok", PersonBody), or (index, "failed", None) on an error: the parent then fits that person
-    itself, so a failure is raised there with its own traceback."""
-    fitter, people, cams, options, hmr_options, fps = _FORKED  # type: ignore[misc]
+def _forked_fit(conn: Connection, indices: list[int], work: tuple) -> None:
+    """A forked process's work: fit the people `indices` of `work` (fitter, people, cameras, options, hmr options,
+    fps: with fork, a Process's arguments are inherited, not pickled, so the loaded body model too) one after the
+    other and send each back as it is done, (index, "ok", PersonBody), or (index, "failed", None) on an error: the
+    parent then fits that person itself, so a failure is raised there with its own traceback."""
+    fitter, people, cams, options, hmr_options, fps = work
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent kills its children
     try:
         for index in indices:
@@ -621,7 +617,6 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
     people of a child that failed, died or outlived its time bound (FORKED_WAIT_FACTOR) are left out, and
     fit_bodies fits them here. `say` (the progress callback, which may raise to cancel) is called while
     waiting; on any exception the children are killed."""
-    global _FORKED
     n_groups = min(options.processes, len(people))
     load = [0] * n_groups
     groups: list[list[int]] = [[] for _ in range(n_groups)]
@@ -633,21 +628,19 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
     children: list[tuple[list[int], multiprocessing.process.BaseProcess, Connection]] = []
     out: dict[int, PersonBody | None] = {}
     try:
-        _FORKED = (hmr.fitter, people, cams, options, hmr.options, fps)
-        try:
-            for indices in groups[1:]:
-                recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_forked_fit, args=(send, indices), daemon=True)
-                try:
-                    proc.start()
-                except OSError:  # no fork (memory, process limits): this group's people are fitted here
-                    recv.close()
-                    break
-                finally:
-                    send.close()
-                children.append((indices, proc, recv))
-        finally:
-            _FORKED = None
+        # the work as the Process's arguments, not a module global: two runs at once (threads) must not mix
+        work = (hmr.fitter, people, cams, options, hmr.options, fps)
+        for indices in groups[1:]:
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_forked_fit, args=(send, indices, work), daemon=True)
+            try:
+                proc.start()
+            except OSError:  # no fork (memory, process limits): this group's people are fitted here
+                recv.close()
+                break
+            finally:
+                send.close()
+            children.append((indices, proc, recv))
         t0 = time.perf_counter()
         for i in groups[0]:
             message = f"fitting the body of person {people[i].id}"
