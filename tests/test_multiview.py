@@ -665,3 +665,19 @@ def test_forked_body_fit_fits_its_own_people_while_another_run_forks_too(monkeyp
     monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", start_as_another_run_sets_up)
     out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
     assert out == [("body", 0), ("body", 1), ("body", 2)]
+
+
+def _fit_three_fake_people() -> list:
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(pytest.MonkeyPatch(), lambda fitter, person, *a: ("body", person.id))
+    return body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+
+
+@needs_fork
+def test_body_fit_in_a_daemonic_process_fits_its_people_itself() -> None:
+    """A daemonic process (a multiprocessing.Pool's worker) may not have children: no fork there, no error."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_fit_three_fake_people) == [("body", 0), ("body", 1), ("body", 2)]

@@ -571,8 +571,9 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     people = list(fusion.people)
     fitted: dict[int, PersonBody | None] = {}
     # Linux only: macOS offers fork too, but a child forked after its system frameworks (Accelerate, the
-    # Objective-C runtime) are loaded may crash or hang
-    if options.processes > 1 and len(people) > 1 and sys.platform.startswith("linux"):
+    # Objective-C runtime) are loaded may crash or hang; a daemonic process (a Pool's worker) may have no children
+    if (options.processes > 1 and len(people) > 1 and sys.platform.startswith("linux")
+            and not multiprocessing.current_process().daemon):  # fmt: skip
         fitted = _fit_people_forked(hmr, people, list(fusion.cams), options, say, fps)
     for i, person in enumerate(people):
         if i not in fitted:  # one after the other (or a forked fit that did not come back: its error is raised here)
