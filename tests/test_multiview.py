@@ -523,3 +523,161 @@ def test_frame_detections_runs_the_model_once_a_span_also_at_the_end(span: int) 
                                                                          detector)]  # fmt: skip
         assert out == [(i, [i]) for i in range(n)]
         assert detector.model_frames == sorted({min(i + span - 1, n - 1) for i in range(0, n, span)})
+
+
+# ---------------------------------------------------------------------------------------- forked body fits
+
+
+def _fake_people(monkeypatch, fit):  # noqa: ANN001, ANN202
+    """fit_bodies over three fake people with `fit` as fit_person (no body model): its arguments."""
+    from types import SimpleNamespace
+
+    import pipelines.multiview.body_fit as body_fit
+
+    monkeypatch.setattr(body_fit, "fit_person", fit)
+    people = [SimpleNamespace(id=i, frames_ok=np.ones(10 + i, bool)) for i in range(3)]
+    return SimpleNamespace(people=people, cams=[]), SimpleNamespace(fitter=None, options=None)
+
+
+needs_fork = pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                                reason="no fork here")  # fmt: skip
+
+
+@needs_fork
+def test_forked_body_fit_that_cannot_start_leaves_its_people_to_this_process(monkeypatch) -> None:  # noqa: ANN001
+    """A fork that fails (no memory for it, too many processes) is no error: its people are fitted here."""
+    import multiprocessing.context
+
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id, __import__("os").getpid()))
+
+    def no_fork(self) -> None:  # noqa: ANN001
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_fork)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=3), hmr=hmr)
+    assert [b[:2] for b in out] == [("body", 0), ("body", 1), ("body", 2)]
+
+
+@needs_fork
+def test_forked_body_fit_that_dies_mid_message_leaves_its_people_to_this_process(monkeypatch) -> None:  # noqa: ANN001
+    """A child killed while it sends (the OOM killer, say) leaves a truncated message: its people are fitted
+    here, no error."""
+    import os
+    import struct
+
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
+
+    def truncated(conn, indices, work) -> None:  # noqa: ANN001
+        os.write(conn.fileno(), struct.pack("!i", 1000) + b"abc")
+        os._exit(1)
+
+    monkeypatch.setattr(body_fit, "_forked_fit", truncated)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert out == [("body", 0), ("body", 1), ("body", 2)]
+
+
+@needs_fork
+def test_forked_body_fit_ignores_ctrl_c_which_this_process_handles(monkeypatch) -> None:  # noqa: ANN001
+    """Ctrl-C reaches the whole process group: a child neither dies of it with a traceback of its own nor
+    leaves its people to be fitted again (this process, which kills its children on any exception, handles it)."""
+    import os
+    import signal
+
+    import pipelines.multiview.body_fit as body_fit
+
+    parent = os.getpid()
+
+    def fit(fitter, person, *a):  # noqa: ANN001, ANN202
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGINT)
+        return ("body", person.id, os.getpid() == parent)
+
+    fusion, hmr = _fake_people(monkeypatch, fit)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert [b[:2] for b in out] == [("body", 0), ("body", 1), ("body", 2)]
+    assert [b[2] for b in out] == [False, False, True]  # the child's people (the two smaller) from the child
+
+
+def test_people_are_fitted_one_after_the_other_where_the_platform_is_not_linux(monkeypatch) -> None:  # noqa: ANN001
+    """macOS offers fork too, but forking after its system frameworks (Accelerate, the Objective-C runtime)
+    are loaded may crash or hang the child: only Linux forks (BodyOptions.processes)."""
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
+    monkeypatch.setattr(body_fit, "_fit_people_forked", lambda *a: pytest.fail("forked"))
+    monkeypatch.setattr(body_fit.sys, "platform", "darwin")
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert out == [("body", 0), ("body", 1), ("body", 2)]
+
+
+def test_bone_check_keeps_a_joint_its_track_vouches_for_beside_a_bone_never_seen(cams: list[CalibratedCamera]
+                                                                                ) -> None:  # fmt: skip
+    """A wrong hip goes; the knee below it, its other bone never seen (the ankles out of the picture the whole
+    clip), stays where its own track vouches for it, as it does with the ankle seen."""
+    from pipelines.multiview.fuse import FUSED_JOINT_NAMES, consistent_bones
+    from pipelines.multiview.triangulate import TriangulationResult
+
+    joint_xz = {"shoulder": (0.2, 1.4), "elbow": (0.22, 1.1), "wrist": (0.24, 0.85), "hip": (0.12, 0.95),
+                "knee": (0.12, 0.5), "ankle": (0.12, 0.08)}  # fmt: skip
+    n_f, n_k, n_v = 12, len(FUSED_JOINT_NAMES), len(cams)
+    xyz_k3 = np.zeros((n_k, 3))
+    for k, name in enumerate(FUSED_JOINT_NAMES):
+        side, _, part = name.partition("_")
+        x, z = joint_xz.get(part, (0.0, 1.6))
+        xyz_k3[k] = (-x if side == "right" else x, 0.0, z)
+    j = {name: FUSED_JOINT_NAMES.index(name) for name in FUSED_JOINT_NAMES}
+    for ankle_seen in (True, False):
+        xyz_fk3 = xyz_k3 + np.linspace(0, 0.5, n_f)[:, None, None] * np.array([0.0, 1.0, 0.0])
+        xyz_fk3[5, j["left_hip"], 0] += 0.5
+        if not ankle_seen:
+            xyz_fk3[:, j["left_ankle"]] = np.nan
+        res = TriangulationResult(xyz_fk3.reshape(-1, 3), np.zeros((n_v, n_f * n_k)),
+                                  np.ones((n_v, n_f * n_k), bool))  # fmt: skip
+        out, _ = consistent_bones(res, np.zeros((n_v, n_f, n_k, 2)), np.zeros((n_v, n_f, n_k)), cams, 10.0, 0.3, 0.05)
+        gone_fk = np.isnan(out.xyz_n3.reshape(n_f, n_k, 3)).any(-1)
+        if not ankle_seen:
+            gone_fk[:, j["left_ankle"]] = False
+        assert {(int(f), FUSED_JOINT_NAMES[k]) for f, k in zip(*np.nonzero(gone_fk), strict=True)} == {
+            (5, "left_hip")}, ankle_seen
+
+
+@needs_fork
+def test_forked_body_fit_fits_its_own_people_while_another_run_forks_too(monkeypatch) -> None:  # noqa: ANN001
+    """Two runs at once (the app's two heavy jobs are threads of one process): what a child fits is what its own
+    run gave it, whatever the other run set up meanwhile (before, a module global read after the fork)."""
+    import multiprocessing.context
+    from types import SimpleNamespace
+
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(monkeypatch, lambda fitter, person, *a: ("body", person.id))
+    others = [SimpleNamespace(id=100 + i, frames_ok=np.ones(10, bool)) for i in range(3)]
+    real_start = multiprocessing.context.ForkProcess.start
+
+    def start_as_another_run_sets_up(self) -> None:  # noqa: ANN001
+        monkeypatch.setattr(body_fit, "_FORKED", (None, others, [], None, None, None), raising=False)
+        real_start(self)
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", start_as_another_run_sets_up)
+    out = body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+    assert out == [("body", 0), ("body", 1), ("body", 2)]
+
+
+def _fit_three_fake_people() -> list:
+    import pipelines.multiview.body_fit as body_fit
+
+    fusion, hmr = _fake_people(pytest.MonkeyPatch(), lambda fitter, person, *a: ("body", person.id))
+    return body_fit.fit_bodies(fusion, body_fit.BodyOptions(processes=2), hmr=hmr)
+
+
+@needs_fork
+def test_body_fit_in_a_daemonic_process_fits_its_people_itself() -> None:
+    """A daemonic process (a multiprocessing.Pool's worker) may not have children: no fork there, no error."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_fit_three_fake_people) == [("body", 0), ("body", 1), ("body", 2)]

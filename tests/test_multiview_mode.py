@@ -229,10 +229,10 @@ def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monk
     two = dataclasses.replace(real_fusion, people=[person, other])
     alone = body_fit.fit_bodies(two, BodyOptions(processes=1), fps=60.0)
     forked = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
-    monkeypatch.setattr(body_fit, "_forked_fit", lambda conn, index: __import__("os")._exit(1))
+    monkeypatch.setattr(body_fit, "_forked_fit", lambda *args: __import__("os")._exit(1))
     died = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
     # a forked process that hangs (a lock held at the fork, say) is killed after its time bound
-    monkeypatch.setattr(body_fit, "_forked_fit", lambda conn, indices: __import__("time").sleep(3600))
+    monkeypatch.setattr(body_fit, "_forked_fit", lambda *args: __import__("time").sleep(3600))
     monkeypatch.setattr(body_fit, "FORKED_WAIT_FACTOR", 0.0)
     monkeypatch.setattr(body_fit, "FORKED_WAIT_MIN_S", 0.5)
     stuck = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)

@@ -288,3 +288,36 @@ def test_manhattan_frame_needs_two_supported_axes() -> None:
         cv2.line(img, tuple(int(v) for v in a.round()), tuple(int(v) for v in b.round()), (40, 40, 40), 3, cv2.LINE_AA)
     frame = manhattan_frame([line_segments(img)], K_33, W, H, T[:3, :3] @ np.array([0.0, 0.0, 1.0]))
     assert frame is None or not frame.supported
+
+
+@pytest.mark.parametrize("pitch", [55.0, 65.0])
+def test_manhattan_up_of_a_camera_looking_steeply_down_is_the_vertical(pitch: float) -> None:
+    """Past 45 degrees of pitch the floor's line away from the camera is nearer the image's up than the
+    vertical is: the bodies' up (here right) decides together with it, so the up is not a horizontal axis."""
+    T = camera_pose(1.6, pitch, 3.0)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    y_c = 1.6 / np.tan(np.radians(pitch))  # where the optical axis meets the floor
+    rng = np.random.default_rng(2)
+    img = np.full((H, W, 3), 190, np.uint8)
+    for k in range(24):  # floor tiles' edges (world x and y) and short poles (world z) about that spot
+        d = np.eye(3)[k % 3]
+        p = np.array([rng.uniform(-1.2, 1.2), y_c + rng.uniform(-0.6, 0.6), 0.0])
+        a, b = _project(T, p), _project(T, p + rng.uniform(0.4, 0.8) * d)
+        cv2.line(img, tuple(int(v) for v in a.round()), tuple(int(v) for v in b.round()), (40, 40, 40), 3, cv2.LINE_AA)
+    frame = manhattan_frame([line_segments(img)], K_33, W, H, up_true)
+    assert frame is not None and frame.supported
+    assert np.degrees(np.arccos(np.clip(frame.up_cam_3 @ up_true, -1, 1))) < 1.0
+    ground = fit_ground_with_vanishing([[_person(T, (-0.3, y_c), 0.0)]], [line_segments(img)], K_33, W, H,
+                                       manhattan=True)  # fmt: skip
+    assert ground is not None and ground.up_source == "manhattan_frame"
+    assert np.degrees(np.arccos(np.clip(ground.normal_cam @ up_true, -1, 1))) < 1.0
+
+
+def test_manhattan_up_without_a_bodies_up_is_the_image_s() -> None:
+    """No bodies' up (NaN, zero): the axis nearest the image's up, as with one."""
+    T = camera_pose(1.6, 20.0, 3.0)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    segments = line_segments(_floor_image(T))
+    for prior in (np.full(3, np.nan), np.zeros(3)):
+        frame = manhattan_frame([segments], K_33, W, H, prior)
+        assert frame is not None and np.degrees(np.arccos(np.clip(frame.up_cam_3 @ up_true, -1, 1))) < 0.7

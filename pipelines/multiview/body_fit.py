@@ -27,6 +27,8 @@ Per person:
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -568,7 +570,10 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     say = progress or (lambda _msg: None)
     people = list(fusion.people)
     fitted: dict[int, PersonBody | None] = {}
-    if options.processes > 1 and len(people) > 1 and "fork" in multiprocessing.get_all_start_methods():
+    # Linux only: macOS offers fork too, but a child forked after its system frameworks (Accelerate, the
+    # Objective-C runtime) are loaded may crash or hang; a daemonic process (a Pool's worker) may have no children
+    if (options.processes > 1 and len(people) > 1 and sys.platform.startswith("linux")
+            and not multiprocessing.current_process().daemon):  # fmt: skip
         fitted = _fit_people_forked(hmr, people, list(fusion.cams), options, say, fps)
     for i, person in enumerate(people):
         if i not in fitted:  # one after the other (or a forked fit that did not come back: its error is raised here)
@@ -579,16 +584,13 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     return [fitted[i] for i in range(len(people)) if fitted[i] is not None]
 
 
-_FORKED: tuple | None = None
-"""What a forked fit reads (fitter, people, cameras, options, hmr options, fps): set just before the fork, so that
-the children inherit the loaded body model instead of receiving it pickled."""
-
-
-def _forked_fit(conn: Connection, indices: list[int]) -> None:
-    """A forked process's work: fit the people `indices` of _FORKED one after the other and send each back as it
-    is done, (index, "ok", PersonBody), or (index, "failed", None) on an error: the parent then fits that person
-    itself, so a failure is raised there with its own traceback."""
-    fitter, people, cams, options, hmr_options, fps = _FORKED  # type: ignore[misc]
+def _forked_fit(conn: Connection, indices: list[int], work: tuple) -> None:
+    """A forked process's work: fit the people `indices` of `work` (fitter, people, cameras, options, hmr options,
+    fps: with fork, a Process's arguments are inherited, not pickled, so the loaded body model too) one after the
+    other and send each back as it is done, (index, "ok", PersonBody), or (index, "failed", None) on an error: the
+    parent then fits that person itself, so a failure is raised there with its own traceback."""
+    fitter, people, cams, options, hmr_options, fps = work
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent kills its children
     try:
         for index in indices:
             try:
@@ -616,7 +618,6 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
     people of a child that failed, died or outlived its time bound (FORKED_WAIT_FACTOR) are left out, and
     fit_bodies fits them here. `say` (the progress callback, which may raise to cancel) is called while
     waiting; on any exception the children are killed."""
-    global _FORKED
     n_groups = min(options.processes, len(people))
     load = [0] * n_groups
     groups: list[list[int]] = [[] for _ in range(n_groups)]
@@ -628,16 +629,19 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
     children: list[tuple[list[int], multiprocessing.process.BaseProcess, Connection]] = []
     out: dict[int, PersonBody | None] = {}
     try:
-        _FORKED = (hmr.fitter, people, cams, options, hmr.options, fps)
-        try:
-            for indices in groups[1:]:
-                recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_forked_fit, args=(send, indices), daemon=True)
+        # the work as the Process's arguments, not a module global: two runs at once (threads) must not mix
+        work = (hmr.fitter, people, cams, options, hmr.options, fps)
+        for indices in groups[1:]:
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_forked_fit, args=(send, indices, work), daemon=True)
+            try:
                 proc.start()
+            except OSError:  # no fork (memory, process limits): this group's people are fitted here
+                recv.close()
+                break
+            finally:
                 send.close()
-                children.append((indices, proc, recv))
-        finally:
-            _FORKED = None
+            children.append((indices, proc, recv))
         t0 = time.perf_counter()
         for i in groups[0]:
             message = f"fitting the body of person {people[i].id}"
@@ -656,7 +660,7 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
                 else:
                     try:
                         index, status, body = recv.recv()
-                    except EOFError:  # the child died before sending
+                    except (EOFError, OSError):  # the child died before sending, or while it sent
                         break
                     if status == "ok":
                         out[index] = body

@@ -339,8 +339,8 @@ def _blamed_joints(xyz_fk3: np.ndarray, a_b: np.ndarray, b_b: np.ndarray, median
     track_fk3 = np.full_like(xyz_fk3, np.nan)
     track_fk3[1:-1] = 0.5 * (trusted_fk3[:-2] + trusted_fk3[2:])
     tol_k = np.full(n_k, np.inf)
-    np.minimum.at(tol_k, a_b, tol_b)
-    np.minimum.at(tol_k, b_b, tol_b)
+    np.fmin.at(tol_k, a_b, tol_b)  # fmin: a bone never seen (NaN tolerance) does not count
+    np.fmin.at(tol_k, b_b, tol_b)
     with np.errstate(invalid="ignore"):
         vouched_fk = np.linalg.norm(xyz_fk3 - track_fk3, axis=-1) <= tol_k  # NaN (no trusted neighbour): not
     drop_fk |= orphan_fk & ~vouched_fk

@@ -284,7 +284,7 @@ class ManhattanFrame:
     R_33: np.ndarray
     """Columns: the three unit directions (OpenCV camera frame), a rotation."""
     up_axis: int
-    """The column that is the world's up (the one closest to the image's up)."""
+    """The column that is the world's up (the one closest to the image's up and the bodies' up together)."""
     up_cam_3: np.ndarray
     """That column, signed towards the image's up."""
     n_inliers_3: list[int]
@@ -320,8 +320,8 @@ def manhattan_frame(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int
     INLIER_DEG of its interpretation plane). RANSAC: an axis from two segments (length-weighted draws), its
     two orthogonal axes from the mode of the other segments' horizontal directions about it (each segment's
     plane meets the plane orthogonal to the axis in one direction; angles mod 90 degrees); then Gauss-Newton
-    on the rotation over the inliers. The up is the axis closest to the image's up (the sign too); None with
-    fewer than 3 segments."""
+    on the rotation over the inliers. The up is the axis closest to the image's up and the bodies' up together
+    (the sign: towards the image's up); None with fewer than 3 segments."""
     g = gates or ManhattanGates()
     diag = float(np.hypot(width, height))
     n_frames = max(len(segments), 1)
@@ -376,9 +376,12 @@ def manhattan_frame(segments: Sequence[np.ndarray], K_33: np.ndarray, width: int
     inl_n = r_n3[np.arange(len(n_n3)), c_n] < tol
     counts = [int((inl_n & (c_n == k)).sum()) for k in range(3)]
     lengths = [float(length_n[inl_n & (c_n == k)].sum() / diag / n_frames) for k in range(3)]
-    k = int(np.argmax(np.abs(R.T @ IMAGE_UP_CAM_3)))
+    prior = unit_rows(np.nan_to_num(np.asarray(bodies_up_cam_3, dtype=np.float64)))  # none known: the image's
+    # the axis nearest the image's up and the bodies' up together: the image's up alone picks the floor's line
+    # away from the camera past 45 degrees of pitch, the bodies' alone a horizontal axis past 45 degrees of
+    # lean; together the vertical wins while pitch + lean stay under 90 degrees
+    k = int(np.argmax(np.abs(R.T @ IMAGE_UP_CAM_3) + np.abs(R.T @ prior)))
     up = R[:, k] * (1.0 if R[:, k] @ IMAGE_UP_CAM_3 >= 0 else -1.0)
-    prior = unit_rows(np.asarray(bodies_up_cam_3, dtype=np.float64))
     supported = sum(c >= g.min_inliers and ln >= g.min_length_diag for c, ln in zip(counts, lengths, strict=True))
     return ManhattanFrame(
         R_33=R, up_axis=k, up_cam_3=up, n_inliers_3=counts, length_diag_3=lengths,
