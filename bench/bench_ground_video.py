@@ -7,7 +7,9 @@ focal given, so only the ground is measured) tracks and fits the people; from th
 ground is fitted two ways: "previous video ground" (bench.ground_video_previous, the video mode's own
 fitter before the merge: the bodies' mean up as the normal, the densest layer of heel and toe points
 as the height) and "one ground" (pipelines.tracking.feet.tracks_ground -> pipelines.scene.ground: the
-fitter the photo uses, over every frame). Errors against the calibration (world z up): camera height
+fitter the photo uses, over every frame), then with the normal from the sampled frames' lines: their vertical
+vanishing point (main before the Manhattan frame), and their Manhattan frame first, else the vertical
+vanishing point (the video mode's default since wip21). Errors against the calibration (world z up): camera height
 (above the lowest triangulated foot point on pose2sim_single's treadmill, as bench.bench_ground_multiview;
 above z = 0 on pose2sim_multi), pitch and roll. pose2sim_single was the tuning data of
 pipelines.scene.ground; pose2sim_multi is held out.
@@ -102,8 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         support_z = SUPPORT_Z_SINGLE if name == "pose2sim_single" else 0.0
         base = "previous video ground (baseline)"
         vp_label = "one ground, vertical vanishing point where supported"
-        errs: dict[str, list[tuple[float, float, float]]] = {base: [], "one ground": [], vp_label: []}
-        took = 0
+        mf_label = "one ground, Manhattan frame, else vertical vanishing point (the video mode's default)"
+        errs: dict[str, list[tuple[float, float, float]]] = {base: [], "one ground": [], vp_label: [], mf_label: []}
+        took = took_mf = 0
         secs: dict[str, float] = {k: 0.0 for k in errs}
         n_frames = 0
         for cam in cams:
@@ -130,15 +133,22 @@ def main(argv: list[str] | None = None) -> None:
                     args.cache.write_bytes(pickle.dumps(cached))
             segs, size = cached[f"segments:{key}"]
             t = time.perf_counter()
-            vp = tracks_ground(joints, frames, segs, cam.camera.K_33, size)
+            vp = tracks_ground(joints, frames, segs, cam.camera.K_33, size, manhattan=False)
             secs[vp_label] += time.perf_counter() - t
             if vp is not None:
                 errs[vp_label].append(plane_errors(vp.normal_cam, vp.offset_m, cam, support_z))
                 took += vp.up_source == "vanishing_point"
+            t = time.perf_counter()
+            mf = tracks_ground(joints, frames, segs, cam.camera.K_33, size, manhattan=True)
+            secs[mf_label] += time.perf_counter() - t
+            if mf is not None:
+                errs[mf_label].append(plane_errors(mf.normal_cam, mf.offset_m, cam, support_z))
+                took_mf += mf.up_source != "bodies"
         for method, e in errs.items():
             a = np.abs(np.array(e)).reshape(-1, 3)
             per_view = " / ".join(f"{h:+.0f}" for h, _, _ in e)
             what = f"{method} ({took} of {len(e)} took it)" if method == vp_label else method
+            what = f"{method} ({took_mf} of {len(e)} took the lines)" if method == mf_label else what
             rows.append([f"{name} ({role}), {len(cams)} views, {n_frames} frames", what, str(len(e)),
                          f"{np.median(a[:, 0]):.1f}", per_view, f"{np.median(a[:, 1]):.1f}",
                          f"{np.median(a[:, 2]):.1f}",

@@ -321,3 +321,30 @@ def test_manhattan_up_without_a_bodies_up_is_the_image_s() -> None:
     for prior in (np.full(3, np.nan), np.zeros(3)):
         frame = manhattan_frame([segments], K_33, W, H, prior)
         assert frame is not None and np.degrees(np.arccos(np.clip(frame.up_cam_3 @ up_true, -1, 1))) < 0.7
+
+
+def test_video_ground_takes_the_pooled_manhattan_frame_where_the_vertical_vanishing_point_is_not_supported() -> None:
+    """The video mode's ground (tracking.feet.tracks_ground, its default): a static camera's sampled frames show
+    a floor's lines and no vertical line, which leaves the vertical vanishing point unsupported, and the tracked
+    person leans 6 degrees; the pooled Manhattan frame gives the true normal, the feet the height. Without it
+    (`manhattan=False`, the video mode before) the bodies' up is taken, 6 degrees off."""
+    from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
+    from pipelines.tracking.feet import tracks_ground
+
+    T = camera_pose(1.7, 22.0, 4.0)
+    up_true = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    rows = []
+    for i in range(20):
+        b = _person(T, (-1.0 + 0.1 * i, 3.5 + 0.05 * i), 6.0)
+        rows.append(np.stack([b.joints.get(n, b.joints["left_hip"]) for n in OUTPUT_JOINT_NAMES]))
+    joints_fk3, frames = np.stack(rows), list(range(20))
+    segs = [line_segments(_floor_image(T, seed=2))] * 4  # 4 sampled frames of a static camera
+    ground = tracks_ground([joints_fk3], [frames], segs, K_33, (W, H))
+    before = tracks_ground([joints_fk3], [frames], segs, K_33, (W, H), manhattan=False)
+    assert ground is not None and before is not None
+    assert ground.up_source == "manhattan_frame" and before.up_source == "bodies"
+    assert not ground.vanishing["supported"]  # the vertical vanishing point of the same segments
+    angle = np.degrees(np.arccos(np.clip(ground.normal_cam @ up_true, -1, 1)))
+    angle_before = np.degrees(np.arccos(np.clip(before.normal_cam @ up_true, -1, 1)))
+    assert angle < 0.7 < 3.0 < angle_before
+    assert ground.camera_height_m == pytest.approx(1.7, abs=0.04)

@@ -46,7 +46,7 @@ from viz.gltf_anim import write_animated_glb
 from viz.outputs import CAMERA_CONVENTION, commit_staging_dir, make_staging_dir
 
 VP_SAMPLE_S = 1.0
-"""A frame's line segments are kept for the ground's vertical vanishing point every this many seconds ..."""
+"""A frame's line segments are kept for the ground's up (Manhattan frame, vanishing point) every this many s ..."""
 VP_MAX_FRAMES = 10
 """... at most this many frames."""
 ANNY_UP_3 = np.array([0.0, 0.0, 1.0])
@@ -69,7 +69,7 @@ class VideoOutputs:
         self.logger = None
         self.scale = 1.0
         self.segments: list[np.ndarray] = []
-        """Line segments (off the people) of frames sampled every VP_SAMPLE_S, for the vanishing point."""
+        """Line segments (off the people) of frames sampled every VP_SAMPLE_S, for the ground's up from the lines."""
         self._segments_t = -np.inf
         self._segments_wh = (0, 0)
         if write_rrd:
@@ -85,7 +85,7 @@ class VideoOutputs:
 
     def _sample_segments(self, result: VideoFrameResult) -> None:
         """Keep the line segments of a frame every VP_SAMPLE_S (at most VP_MAX_FRAMES), the people's boxes
-        masked out: the ground's vertical vanishing point pools them (a static camera)."""
+        masked out: the ground's Manhattan frame and vertical vanishing point pool them (a static camera)."""
         if len(self.segments) >= VP_MAX_FRAMES or result.frame.time_s < self._segments_t + VP_SAMPLE_S:
             return
         rgb_hw3 = result.frame.rgb_hw3

@@ -50,13 +50,14 @@ class ContactOptions:
 
 def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequence[Sequence[int]] | None = None,
                   segments_per_frame: Sequence[np.ndarray] | None = None, K_33: np.ndarray | None = None,
-                  size_wh: tuple[int, int] | None = None) -> GroundPlane | None:  # fmt: skip
+                  size_wh: tuple[int, int] | None = None, manhattan: bool = True) -> GroundPlane | None:  # fmt: skip
     """The ground under every track's feet over the video (each track (F, K, 3) output joints, camera frame;
     `frames_per_track`: the video frame index of each row, so that people seen together count as one
     frame's people; at most MAX_FRAMES frames are used); None with fewer than MIN_FRAMES frames in all, or
     when no sensible plane is found. With `segments_per_frame` (line segments of sampled frames, the people
-    masked out; pixels of a `size_wh` image with intrinsics `K_33`) their pooled vertical vanishing point
-    gives the normal when well supported (pipelines.scene.vanishing)."""
+    masked out; pixels of a `size_wh` image with intrinsics `K_33`) the normal comes from their lines when
+    they support one (pipelines.scene.vanishing.fit_ground_with_vanishing): with `manhattan` (the default, as
+    the photo mode) their pooled Manhattan frame's up first, then their pooled vertical vanishing point."""
     tracks = [np.asarray(j, dtype=np.float64) for j in joints_per_track]
     if sum(len(j) for j in tracks) < MIN_FRAMES:
         return None
@@ -72,7 +73,8 @@ def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequ
     if len(frames) > MAX_FRAMES:
         frames = [frames[i] for i in np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)]
     if segments_per_frame is not None and K_33 is not None and size_wh is not None:
-        return fit_ground_with_vanishing([by_frame[f] for f in frames], segments_per_frame, K_33, *size_wh)
+        return fit_ground_with_vanishing([by_frame[f] for f in frames], segments_per_frame, K_33, *size_wh,
+                                         manhattan=manhattan)  # fmt: skip
     return fit_ground_over_time([by_frame[f] for f in frames])
 
 
