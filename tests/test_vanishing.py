@@ -323,11 +323,12 @@ def test_manhattan_up_without_a_bodies_up_is_the_image_s() -> None:
         assert frame is not None and np.degrees(np.arccos(np.clip(frame.up_cam_3 @ up_true, -1, 1))) < 0.7
 
 
-def test_video_ground_takes_the_pooled_manhattan_frame_where_the_vertical_vanishing_point_is_not_supported() -> None:
-    """The video mode's ground (tracking.feet.tracks_ground, its default): a static camera's sampled frames show
-    a floor's lines and no vertical line, which leaves the vertical vanishing point unsupported, and the tracked
-    person leans 6 degrees; the pooled Manhattan frame gives the true normal, the feet the height. Without it
-    (`manhattan=False`, the video mode before) the bodies' up is taken, 6 degrees off."""
+def test_video_ground_option_takes_the_manhattan_frame_where_the_vertical_vanishing_point_is_unsupported() -> None:
+    """The video ground's Manhattan option (tracking.feet.tracks_ground, manhattan=True): a static camera's
+    sampled frames show a floor's lines and no vertical line, which leaves the vertical vanishing point
+    unsupported, and the tracked person leans 6 degrees; the pooled Manhattan frame gives the true normal, the
+    feet the height. Without it (`manhattan=False`, the video mode's default) the bodies' up is taken, 6 degrees
+    off."""
     from pipelines.body.anny_points import OUTPUT_JOINT_NAMES
     from pipelines.tracking.feet import tracks_ground
 
@@ -339,8 +340,8 @@ def test_video_ground_takes_the_pooled_manhattan_frame_where_the_vertical_vanish
         rows.append(np.stack([b.joints.get(n, b.joints["left_hip"]) for n in OUTPUT_JOINT_NAMES]))
     joints_fk3, frames = np.stack(rows), list(range(20))
     segs = [line_segments(_floor_image(T, seed=2))] * 4  # 4 sampled frames of a static camera
-    ground = tracks_ground([joints_fk3], [frames], segs, K_33, (W, H))
-    before = tracks_ground([joints_fk3], [frames], segs, K_33, (W, H), manhattan=False)
+    ground = tracks_ground([joints_fk3], [frames], segs, K_33, (W, H), manhattan=True)
+    before = tracks_ground([joints_fk3], [frames], segs, K_33, (W, H))
     assert ground is not None and before is not None
     assert ground.up_source == "manhattan_frame" and before.up_source == "bodies"
     assert not ground.vanishing["supported"]  # the vertical vanishing point of the same segments

@@ -50,14 +50,15 @@ class ContactOptions:
 
 def tracks_ground(joints_per_track: Sequence[np.ndarray], frames_per_track: Sequence[Sequence[int]] | None = None,
                   segments_per_frame: Sequence[np.ndarray] | None = None, K_33: np.ndarray | None = None,
-                  size_wh: tuple[int, int] | None = None, manhattan: bool = True) -> GroundPlane | None:  # fmt: skip
+                  size_wh: tuple[int, int] | None = None, manhattan: bool = False) -> GroundPlane | None:  # fmt: skip
     """The ground under every track's feet over the video (each track (F, K, 3) output joints, camera frame;
     `frames_per_track`: the video frame index of each row, so that people seen together count as one
     frame's people; at most MAX_FRAMES frames are used); None with fewer than MIN_FRAMES frames in all, or
     when no sensible plane is found. With `segments_per_frame` (line segments of sampled frames, the people
     masked out; pixels of a `size_wh` image with intrinsics `K_33`) the normal comes from their lines when
-    they support one (pipelines.scene.vanishing.fit_ground_with_vanishing): with `manhattan` (the default, as
-    the photo mode) their pooled Manhattan frame's up first, then their pooled vertical vanishing point."""
+    they support one (pipelines.scene.vanishing.fit_ground_with_vanishing): with `manhattan` their pooled
+    Manhattan frame's up first (as the photo mode; off by default: better on the tuning capture, worse on the
+    held-out one, README issue 11), then their pooled vertical vanishing point."""
     tracks = [np.asarray(j, dtype=np.float64) for j in joints_per_track]
     if sum(len(j) for j in tracks) < MIN_FRAMES:
         return None
