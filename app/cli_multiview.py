@@ -95,7 +95,7 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
     from pipelines.modes.multiview import MultiviewOptions, run_multiview
     from pipelines.multiview.body_fit import BodyOptions
     from pipelines.multiview.fuse import FuseOptions
-    from viz.multiview_outputs import report_dict, write_outputs
+    from viz.multiview_outputs import OutputStaging, report_dict, write_outputs
 
     if args.frames is not None and args.frames < 1:
         raise UserFacingError(f"--frames must be at least 1; got {args.frames}.")
@@ -124,15 +124,26 @@ def run_multiview_cli(args: argparse.Namespace) -> int:
                                body=BodyOptions(fit=not args.no_body, fit_every=args.body_every),
                                person_height_m=args.person_height)  # fmt: skip
     preparing = prepare_outputs_in_background(rrd=not args.no_rrd)
-    with tqdm(disable=args.quiet, unit="frame", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
-        result = run_multiview(args.videos, calib, options, progress=bar.set_description,
-                               on_frame=lambda: bar.update(1))
-    preparing.join()  # done long before in a normal run; the writers never race with the imports
-    from app.ctrl_c import ctrl_c_deferred
+    # The files that need only the fusion are written while the bodies are fitted in forked processes
+    # (run_multiview's on_fused); the rest, and the move into place, after them.
+    staged = OutputStaging(args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
 
-    with ctrl_c_deferred("note: Ctrl-C: the fused views are being written first; press Ctrl-C again to stop now "
-                         "and write nothing.") as pressed:  # fmt: skip
-        written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz)
+    def write_fused(fused: object) -> None:
+        preparing.join()  # done long before in a normal run; the writers never race with the imports
+        staged.fused(fused)
+
+    try:
+        with tqdm(disable=args.quiet, unit="frame", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+            result = run_multiview(args.videos, calib, options, progress=bar.set_description,
+                                   on_frame=lambda: bar.update(1), on_fused=write_fused)  # fmt: skip
+        preparing.join()
+        from app.ctrl_c import ctrl_c_deferred
+
+        with ctrl_c_deferred("note: Ctrl-C: the fused views are being written first; press Ctrl-C again to stop "
+                             "now and write nothing.") as pressed:  # fmt: skip
+            written = write_outputs(result, args.out, rrd=not args.no_rrd, mesh_hz=args.mesh_hz, staged=staged)
+    finally:
+        staged.discard()  # nothing left once written; a run that stopped leaves no staging folder
     report = report_dict(result)
     print(f"{result.fusion.n_frames} frame(s) of {len(result.infos)} view(s) fused, {len(result.fusion.people)} "
           f"person(s); median reprojection {_or_none(report['median_reproj_px'], 'px')} (plain triangulation "

@@ -40,7 +40,9 @@ from pipelines.multiview.views2d import ViewTracks  # noqa: E402
 SPEED_SCRIPT = Path(__file__).resolve().parent / "multiview_speed.py"
 """The end-to-end run, started in a fresh process (also on the baseline checkout's code)."""
 SPEED_STAGES = ["keypoints", "association", "left/right", "time offsets", "bundle adjustment", "triangulation",
-                "bodies", "exports", "rrd"]  # fmt: skip
+                "bodies", "outputs beside bodies", "exports", "rrd"]  # fmt: skip
+"""Per stage; "outputs beside bodies" (the outputs that need only the fusion, written while the bodies are
+fitted in forked processes) lies within "bodies"."""
 CAPTURES = {"pose2sim_single": "tuning", "pose2sim_multi": "held out"}
 METHODS = {
     "plain triangulation (baseline)": FuseOptions(sync=False, refine=False, fix_left_right=False),

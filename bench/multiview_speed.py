@@ -8,8 +8,11 @@ API both have (run_multiview, write_outputs) and times the stages by wrapping th
 Stages (wall seconds): keypoints (decoding and the per-view landmark tracking, the views two at a time),
 association, left/right swaps, time offsets, bundle adjustment, triangulation (every robust triangulation
 of the people: the plain one, the ones the bundle adjustment starts from, the final one), bodies, exports
-(tracks, report, calibration, TRC, BVH, GLB, NPZ) and result.rrd. `--profile FILE`: also a cProfile of the
-main thread (the per-view tracking runs in worker threads and is not in it). Each stage is also timed in
+(tracks, report, calibration, TRC, BVH, GLB, NPZ) and result.rrd; where the code writes the outputs that need only
+the fusion while the bodies are fitted (viz.multiview_outputs.OutputStaging, run_multiview's on_fused), those are
+"outputs beside bodies" (within the bodies' time) and exports / rrd are the rest, after the bodies.
+`--profile FILE`: also a cProfile of the main thread (the per-view tracking runs in worker threads and is not
+in it). Each stage is also timed in
 CPU seconds of the whole process (every thread, and the body fit's forked processes): on a shared machine
 the wall time is mostly waiting for a core, the CPU time is the work.
 """
@@ -74,8 +77,15 @@ def run_once(capture: str, frames: int, body: bool) -> dict:
                                   "outputs": ("viz.multiview_outputs", "write_outputs")}.items():  # fmt: skip
         mod = importlib.import_module(module)
         setattr(mod, name, _timed(seconds, cpu, stage, getattr(mod, name)))
-    from viz.multiview_outputs import write_outputs
+    import viz.multiview_outputs as outputs
 
+    staging = getattr(outputs, "OutputStaging", None)  # as the CLI does (a checkout without it: all at the end)
+    if staging is not None:  # the outputs written beside the body fit (within its time), then the rest
+        from viz.multiview_log import MultiviewRecording
+
+        staging.fused = _timed(seconds, cpu, "outputs beside bodies", staging.fused)
+        for name in ("log_bodies", "close"):
+            setattr(MultiviewRecording, name, _timed(seconds, cpu, "rrd", getattr(MultiviewRecording, name)))
     try:  # as the CLI does (a checkout without it: nothing ahead)
         from app.cli_multiview import prepare_outputs_in_background
     except ImportError:
@@ -85,16 +95,27 @@ def run_once(capture: str, frames: int, body: bool) -> dict:
     load0 = os.getloadavg()[0]
     start, start_cpu = time.perf_counter(), cpu_time()
     preparing = None if prepare_outputs_in_background is None else prepare_outputs_in_background(rrd=True)
-    result = run_multiview(videos, folder / "Calib.qca.txt",
-                           MultiviewOptions(n_frames=frames, body=BodyOptions(fit=body)))  # fmt: skip
-    if preparing is not None:
-        preparing.join()
+    options = MultiviewOptions(n_frames=frames, body=BodyOptions(fit=body))
     with tempfile.TemporaryDirectory() as tmp:
-        write_outputs(result, Path(tmp) / "out")
+        if staging is None:
+            result = run_multiview(videos, folder / "Calib.qca.txt", options)
+            if preparing is not None:
+                preparing.join()
+            outputs.write_outputs(result, Path(tmp) / "out")
+        else:
+            staged = staging(Path(tmp) / "out")
+
+            def write_fused(fused) -> None:  # noqa: ANN001
+                preparing.join()
+                staged.fused(fused)
+
+            result = run_multiview(videos, folder / "Calib.qca.txt", options, on_fused=write_fused)
+            outputs.write_outputs(result, Path(tmp) / "out", staged=staged)
     wall, wall_cpu = time.perf_counter() - start, cpu_time() - start_cpu
     for d in (seconds, cpu):  # the outputs without the recording: the exports
         d["exports"] = d.pop("outputs", 0.0) - d.get("rrd", 0.0)
         d.setdefault("bodies", 0.0)
+        d.setdefault("outputs beside bodies", 0.0)
     f = result.fusion
     jumps = [_hip_jumps(p.joints_fk3) for p in f.people]
     return {"capture": capture, "frames": f.n_frames, "body": body, "wall_s": wall, "seconds": seconds,

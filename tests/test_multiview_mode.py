@@ -229,6 +229,16 @@ def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monk
     two = dataclasses.replace(real_fusion, people=[person, other])
     alone = body_fit.fit_bodies(two, BodyOptions(processes=1), fps=60.0)
     forked = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
+    # other work for this process (the outputs that need only the fusion) while the bodies are fitted: called
+    # once, with the people forked (this process fits the lighter group after it), or before the fits without
+    calls: list[int] = []
+    meanwhile_bodies = [body_fit.fit_bodies(two, BodyOptions(processes=n), fps=60.0,
+                                            meanwhile=lambda: calls.append(1)) for n in (2, 3, 1)]  # fmt: skip
+    assert calls == [1, 1, 1]
+    [one] = body_fit.fit_bodies(dataclasses.replace(real_fusion, people=[person]), BodyOptions(), fps=60.0,
+                                meanwhile=lambda: calls.append(2))  # fmt: skip
+    assert calls[-1] == 2 and np.array_equal(one.bone_rot_world_fj33, alone[0].bone_rot_world_fj33)
+    assert body_fit.fit_bodies(two, BodyOptions(fit=False), meanwhile=lambda: calls.append(3)) == [] and calls[-1] == 3
     monkeypatch.setattr(body_fit, "_forked_fit", lambda *args: __import__("os")._exit(1))
     died = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
     # a forked process that hangs (a lock held at the fork, say) is killed after its time bound
@@ -237,7 +247,7 @@ def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monk
     monkeypatch.setattr(body_fit, "FORKED_WAIT_MIN_S", 0.5)
     stuck = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
     assert [b.id for b in alone] == [person.id, other.id] and len(alone[1].frames) < len(alone[0].frames)
-    for bodies in (forked, died, stuck):
+    for bodies in (forked, died, stuck, *meanwhile_bodies):
         assert [b.id for b in bodies] == [b.id for b in alone]
         for a, b in zip(alone, bodies, strict=True):
             assert np.array_equal(a.bone_rot_world_fj33, b.bone_rot_world_fj33)
@@ -533,6 +543,41 @@ def test_cli_multiview_writes_every_output(videos: list[Path], tmp_path: Path,
     assert {"world/cams/cam01", "world/cams/cam01/image", "world/cams/cam04/image/fused/0",
             "world/people/0/skeleton", "world/people/0/mesh", "reproj/cam03", "reproj_body/cam03"} <= paths  # fmt: skip
     assert timeline_values(out / "result.rrd", "frame", "world/people/0/skeleton") == set(range(5))
+
+
+def test_outputs_staged_beside_the_bodies_are_the_outputs_written_at_the_end(
+        videos: list[Path], single_dir: Path, real_views: list[ViewTracks], tmp_path: Path) -> None:  # fmt: skip
+    """The CLI writes the files that need only the fusion while the bodies are fitted (run_multiview's on_fused,
+    OutputStaging), the rest after them: the same files as write_outputs at the end (result.rrd: the same
+    entities and frames), and nothing beside `out_dir` once done; a staging that is dropped leaves nothing."""
+    from viz.multiview_outputs import OutputStaging, write_outputs
+    from viz.rrd_read import entity_paths, timeline_values
+
+    staged = OutputStaging(tmp_path / "staged")
+    seen: list[int] = []
+
+    def on_fused(fused) -> None:  # noqa: ANN001 - MultiviewResult
+        seen.append(len(fused.bodies))
+        staged.fused(fused)
+
+    result = run_multiview(videos, single_dir / "Calib.qca.txt", MultiviewOptions(n_frames=N_FRAMES),
+                           views=real_views, on_fused=on_fused)  # fmt: skip
+    assert seen == [0] and len(result.bodies) == 1 and staged.tmp is not None
+    written = write_outputs(result, tmp_path / "staged", staged=staged)
+    plain = write_outputs(result, tmp_path / "plain")
+    assert [p.name for p in written] == [p.name for p in plain]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "staged"]
+    for a, b in zip(written, plain, strict=True):
+        if a.name == "result.rrd":
+            assert entity_paths(a) == entity_paths(b)
+            for entity in ("world/people/0/skeleton", "world/people/0/mesh", "reproj_body/cam02"):
+                assert timeline_values(a, "frame", entity) == timeline_values(b, "frame", entity)
+        else:
+            assert a.read_bytes() == b.read_bytes(), a.name
+    dropped = OutputStaging(tmp_path / "dropped")
+    dropped.fused(result)
+    dropped.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "staged"]
 
 
 def test_cli_multiview_bad_input(videos: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

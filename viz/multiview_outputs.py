@@ -20,6 +20,7 @@ Layout of `out_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -137,35 +138,90 @@ def _write_body(result: MultiviewResult, body, tmp: Path) -> list[str]:  # noqa:
     return [f"track_{body.id}.npz", f"track_{body.id}.glb"]
 
 
-def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = True,
-                  mesh_hz: float = 5.0) -> list[Path]:  # fmt: skip
-    """Write everything (see the module docstring); `mesh_hz`: full body meshes per second in result.rrd."""
-    out_dir = Path(out_dir)
-    tmp = make_staging_dir(out_dir)
-    try:
-        names = ["tracks.json", "report.json", "calibration.json"]
-        write_text_atomic(tmp / "tracks.json", json.dumps(tracks_dict(result)))
-        write_text_atomic(tmp / "report.json", json.dumps(report_dict(result), indent=1))
-        save_project_json(result.fusion.cams, tmp / "calibration.json",
-                          {"refined": result.fusion.refine is not None})  # fmt: skip
-        for p in result.fusion.people:
-            if not p.frames_ok.any():
-                continue
-            write_trc(tmp / f"track_{p.id}.trc", FUSED_JOINT_NAMES, p.joints_fk3, result.fps)
-            motion = skeleton_motion(p.joints_fk3)
-            write_bvh(tmp / f"track_{p.id}.bvh", BONE_NAMES, PARENTS, motion.rest_heads_b3,
-                      PSEUDO_CAM_T_WORLD_33 @ motion.rot_world_fb33, motion.root_world_f3 @ PSEUDO_CAM_T_WORLD_33.T,
-                      result.fps)  # fmt: skip
-            names += [f"track_{p.id}.trc", f"track_{p.id}.bvh"]
-        for body in result.bodies:
-            names += _write_body(result, body, tmp)
-        if rrd:
-            from viz.multiview_log import save_multiview_rrd
+class OutputStaging:
+    """write_outputs in two steps, for run_multiview's `on_fused`: `fused(result)` writes the files that need only
+    the fusion (calibration.json, each person's TRC and BVH, result.rrd's cameras, videos, keypoints and
+    skeletons) into a staging folder beside `out_dir` while the bodies are fitted in forked processes; then
+    `write_outputs(result, out_dir, staged=this)` writes the rest and moves the folder into place. The same files
+    as write_outputs alone. `discard()` removes what was staged (a run that stopped before its outputs)."""
 
-            save_multiview_rrd(result, tmp / "result.rrd", mesh_hz=mesh_hz)
-            names.append("result.rrd")
-        commit_staging_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out_dir / n for n in names]
+    def __init__(self, out_dir: str | Path, *, rrd: bool = True, mesh_hz: float = 5.0) -> None:
+        self.out_dir, self.rrd, self.mesh_hz = Path(out_dir), rrd, mesh_hz
+        self.tmp: Path | None = None
+        self.recording = None
+        self.names: list[str] = []
+        """The files written so far (relative to the staging folder)."""
+
+    def fused(self, result: MultiviewResult) -> None:
+        """The files that need only the fusion (once; a failure removes the staging folder and is raised)."""
+        if self.tmp is not None:
+            raise RuntimeError("OutputStaging.fused was already called")
+        self.tmp = tmp = make_staging_dir(self.out_dir)
+        try:
+            save_project_json(result.fusion.cams, tmp / "calibration.json",
+                              {"refined": result.fusion.refine is not None})  # fmt: skip
+            for p in result.fusion.people:
+                if not p.frames_ok.any():
+                    continue
+                write_trc(tmp / f"track_{p.id}.trc", FUSED_JOINT_NAMES, p.joints_fk3, result.fps)
+                motion = skeleton_motion(p.joints_fk3)
+                write_bvh(tmp / f"track_{p.id}.bvh", BONE_NAMES, PARENTS, motion.rest_heads_b3,
+                          PSEUDO_CAM_T_WORLD_33 @ motion.rot_world_fb33,
+                          motion.root_world_f3 @ PSEUDO_CAM_T_WORLD_33.T, result.fps)  # fmt: skip
+                self.names += [f"track_{p.id}.trc", f"track_{p.id}.bvh"]
+            if self.rrd:
+                from viz.multiview_log import MultiviewRecording
+
+                self.recording = MultiviewRecording(tmp / "result.rrd")
+                self.recording.log_fusion(result)
+        except BaseException:
+            self.discard()
+            raise
+
+    def finish(self, result: MultiviewResult) -> list[Path]:
+        """The rest (tracks.json and report.json, which name the bodies; the bodies' NPZ and GLB; result.rrd's
+        bodies), then the staging folder moved into place as `out_dir`; a failure removes it and is raised."""
+        if self.tmp is None:
+            self.fused(result)
+        tmp = self.tmp
+        assert tmp is not None
+        try:
+            write_text_atomic(tmp / "tracks.json", json.dumps(tracks_dict(result)))
+            write_text_atomic(tmp / "report.json", json.dumps(report_dict(result), indent=1))
+            names = ["tracks.json", "report.json", "calibration.json", *self.names]
+            for body in result.bodies:
+                names += _write_body(result, body, tmp)
+            if self.recording is not None:
+                self.recording.log_bodies(result, mesh_hz=self.mesh_hz)
+                self.recording.close()
+                self.recording = None
+                names.append("result.rrd")
+            commit_staging_dir(tmp, self.out_dir)
+            self.tmp = None
+        except BaseException:
+            self.discard()
+            raise
+        return [self.out_dir / n for n in names]
+
+    def discard(self) -> None:
+        """Remove the staging folder (nothing when none was made or it was moved into place)."""
+        if self.recording is not None:
+            recording, self.recording = self.recording, None
+            with contextlib.suppress(Exception):  # the folder goes anyway
+                recording.close()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def write_outputs(result: MultiviewResult, out_dir: str | Path, *, rrd: bool = True, mesh_hz: float = 5.0,
+                  staged: OutputStaging | None = None) -> list[Path]:  # fmt: skip
+    """Write everything (see the module docstring); `mesh_hz`: full body meshes per second in result.rrd.
+    `staged`: the files already written while the bodies were fitted (OutputStaging, its out_dir, rrd and
+    mesh_hz; they must match these)."""
+    if staged is None:
+        staged = OutputStaging(out_dir, rrd=rrd, mesh_hz=mesh_hz)
+    elif (staged.out_dir, staged.rrd, staged.mesh_hz) != (Path(out_dir), rrd, mesh_hz):
+        staged.discard()
+        raise ValueError("write_outputs: `staged` was made for another folder or other options")
+    return staged.finish(result)

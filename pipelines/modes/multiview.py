@@ -16,6 +16,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -184,11 +185,15 @@ def check_inputs(videos: list[Path], calib_path: Path | None
 def run_multiview(videos: list[Path], calib_path: Path | None, options: MultiviewOptions | None = None, *,
                   detector=None, progress: Callable[[str], None] | None = None,  # noqa: ANN001
                   on_frame: Callable[[], None] | None = None,
-                  views: list[ViewTracks] | None = None, hmr=None) -> MultiviewResult:  # noqa: ANN001 # fmt: skip
+                  views: list[ViewTracks] | None = None, hmr=None,  # noqa: ANN001
+                  on_fused: Callable[[MultiviewResult], None] | None = None) -> MultiviewResult:  # fmt: skip
     """Process a capture (see the module docstring). `detector`: one shared detection stage for every view,
     one view after the other (default: one per view, see MultiviewOptions.detector / threads). `views`
     (the per-view tracks of the same videos) skips the keypoint stage (tests and benches cache them);
-    `hmr`: the embedded HMR stage for the body fit (created when None)."""
+    `hmr`: the embedded HMR stage for the body fit (created when None). `on_fused`: called once with the
+    result before its bodies (`bodies` empty, `seconds` without "bodies"), while the bodies are fitted in
+    forked processes (fit_bodies' `meanwhile`: e.g. the outputs that need only the fusion,
+    viz.multiview_outputs.OutputStaging)."""
     options = options or MultiviewOptions()
     say = progress or (lambda _msg: None)
     infos, cams, notes = check_inputs([Path(v) for v in videos], None if calib_path is None else Path(calib_path))
@@ -220,8 +225,9 @@ def run_multiview(videos: list[Path], calib_path: Path | None, options: Multivie
     else:
         fusion = fuse_views(views, cams, options.fuse, fps=infos[0].fps, progress=say)
     t2 = time.perf_counter()
-    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say, fps=infos[0].fps)
-    t3 = time.perf_counter()
-    return MultiviewResult(infos, cams, views, fusion, infos[0].fps,
-                           {"keypoints": t1 - t0, "fusion": t2 - t1, "bodies": t3 - t2}, notes + fusion.warnings,
-                           bodies, report)  # fmt: skip
+    fused = MultiviewResult(infos, cams, views, fusion, infos[0].fps, {"keypoints": t1 - t0, "fusion": t2 - t1},
+                            notes + fusion.warnings, [], report)  # fmt: skip
+    meanwhile = None if on_fused is None else partial(on_fused, fused)
+    bodies = fit_bodies(fusion, options.body, hmr=hmr, progress=say, fps=infos[0].fps, meanwhile=meanwhile)
+    fused.seconds["bodies"] = time.perf_counter() - t2
+    return dataclasses.replace(fused, bodies=bodies)

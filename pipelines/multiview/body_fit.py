@@ -554,14 +554,19 @@ def fit_person(fitter: BodyFitter, person: FusedPerson, cams: list[CalibratedCam
 
 
 def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=None,  # noqa: ANN001
-               progress: Callable[[str], None] | None = None, fps: float | None = None
-               ) -> list[PersonBody]:  # fmt: skip
+               progress: Callable[[str], None] | None = None, fps: float | None = None,
+               meanwhile: Callable[[], None] | None = None) -> list[PersonBody]:  # fmt: skip
     """One body per fused person (see the module docstring); `hmr`: an embedded HMR stage (its body and
     fitter; created when None); `fps`: the videos' frame rate (without it, no temporal smoothing). With
     BodyOptions.processes > 1 and several people, people are fitted in forked processes beside this one
-    (`_fit_people_forked`)."""
+    (`_fit_people_forked`). `meanwhile`: other work for this process, called once (the outputs that need only
+    the fusion, pipelines.modes.multiview's `on_fused`): with forked processes while they fit (then also with
+    one person: it is fitted in a forked process), else before the fits (without bodies: at once). The same
+    bodies to the bit either way."""
     options = options or BodyOptions()
     if not options.fit or not fusion.people:
+        if meanwhile is not None:
+            meanwhile()
         return []
     if hmr is None:
         from pipelines.registry import create
@@ -572,9 +577,11 @@ def fit_bodies(fusion: FusionResult, options: BodyOptions | None = None, *, hmr=
     fitted: dict[int, PersonBody | None] = {}
     # Linux only: macOS offers fork too, but a child forked after its system frameworks (Accelerate, the
     # Objective-C runtime) are loaded may crash or hang; a daemonic process (a Pool's worker) may have no children
-    if (options.processes > 1 and len(people) > 1 and sys.platform.startswith("linux")
+    if (options.processes > 1 and (len(people) > 1 or meanwhile is not None) and sys.platform.startswith("linux")
             and not multiprocessing.current_process().daemon):  # fmt: skip
-        fitted = _fit_people_forked(hmr, people, list(fusion.cams), options, say, fps)
+        fitted = _fit_people_forked(hmr, people, list(fusion.cams), options, say, fps, meanwhile)
+    elif meanwhile is not None:
+        meanwhile()
     for i, person in enumerate(people):
         if i not in fitted:  # one after the other (or a forked fit that did not come back: its error is raised here)
             message = f"fitting the body of person {person.id}"
@@ -611,12 +618,14 @@ FORKED_WAIT_MIN_S = 30.0
 
 
 def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCamera], options: BodyOptions,  # noqa: ANN001
-                       say: Callable[[str], None], fps: float | None) -> dict[int, PersonBody | None]:  # fmt: skip
+                       say: Callable[[str], None], fps: float | None,
+                       meanwhile: Callable[[], None] | None = None) -> dict[int, PersonBody | None]:  # fmt: skip
     """People split into `options.processes` groups of about equal work (frames with a body, the largest
     first): the first group fitted here, each other group in one forked process (started before this process's
-    own fits), its people one after the other. Returns person index -> body for the people that came back; the
-    people of a child that failed, died or outlived its time bound (FORKED_WAIT_FACTOR) are left out, and
-    fit_bodies fits them here. `say` (the progress callback, which may raise to cancel) is called while
+    own fits), its people one after the other. With `meanwhile`, this process calls it first and then fits the
+    last (lightest) group, or none with one group (all forked). Returns person index -> body for the people that
+    came back; the people of a child that failed, died or outlived its time bound (FORKED_WAIT_FACTOR) are left
+    out, and fit_bodies fits them here. `say` (the progress callback, which may raise to cancel) is called while
     waiting; on any exception the children are killed."""
     n_groups = min(options.processes, len(people))
     load = [0] * n_groups
@@ -625,13 +634,17 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
         g = int(np.argmin(load))
         groups[g].append(i)
         load[g] += int(people[i].frames_ok.sum())
+    if meanwhile is None:
+        own, forked = groups[0], groups[1:]
+    else:  # this process has the other work: the lightest group (the last one filled), none when there is one
+        own, forked = (groups[-1], groups[:-1]) if n_groups > 1 else ([], groups)
     ctx = multiprocessing.get_context("fork")
     children: list[tuple[list[int], multiprocessing.process.BaseProcess, Connection]] = []
     out: dict[int, PersonBody | None] = {}
     try:
         # the work as the Process's arguments, not a module global: two runs at once (threads) must not mix
         work = (hmr.fitter, people, cams, options, hmr.options, fps)
-        for indices in groups[1:]:
+        for indices in forked:
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_forked_fit, args=(send, indices, work), daemon=True)
             try:
@@ -643,7 +656,9 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
                 send.close()
             children.append((indices, proc, recv))
         t0 = time.perf_counter()
-        for i in groups[0]:
+        if meanwhile is not None:
+            meanwhile()
+        for i in own:
             message = f"fitting the body of person {people[i].id}"
             say(message)
             out[i] = fit_person(hmr.fitter, people[i], cams, options, hmr.options, partial(say, message), fps)
