@@ -246,6 +246,10 @@ def test_people_fitted_in_forked_processes_get_the_same_bodies(real_fusion, monk
     monkeypatch.setattr(body_fit, "FORKED_WAIT_FACTOR", 0.0)
     monkeypatch.setattr(body_fit, "FORKED_WAIT_MIN_S", 0.5)
     stuck = body_fit.fit_bodies(two, BodyOptions(processes=2), fps=60.0)
+    monkeypatch.setattr(body_fit, "FORKED_FRAME_S", 0.0)  # one person forked beside `meanwhile`: bound by its frames
+    [stuck_one] = body_fit.fit_bodies(dataclasses.replace(real_fusion, people=[person]), BodyOptions(), fps=60.0,
+                                      meanwhile=lambda: None)  # fmt: skip
+    assert np.array_equal(stuck_one.bone_rot_world_fj33, alone[0].bone_rot_world_fj33)
     assert [b.id for b in alone] == [person.id, other.id] and len(alone[1].frames) < len(alone[0].frames)
     for bodies in (forked, died, stuck, *meanwhile_bodies):
         assert [b.id for b in bodies] == [b.id for b in alone]

@@ -615,6 +615,10 @@ FORKED_WAIT_FACTOR = 3.0
 it is taken for stuck (say, on a lock another thread held at the fork): it is killed and its people are fitted
 here. Not tuned: a group of equal work takes about 1x on a free core and 2x on a shared one."""
 FORKED_WAIT_MIN_S = 30.0
+FORKED_FRAME_S = 0.25
+"""With no group of its own (one person and `meanwhile`: this process only writes outputs), the time bound is this
+many seconds per frame of the forked people instead (plus FORKED_WAIT_MIN_S): ~10-25x a fitted frame's cost here
+(9-26 ms a frame on pose2sim_single / pose2sim_multi at load 1-3). Not tuned."""
 
 
 def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCamera], options: BodyOptions,  # noqa: ANN001
@@ -663,7 +667,11 @@ def _fit_people_forked(hmr, people: list[FusedPerson], cams: list[CalibratedCame
             say(message)
             out[i] = fit_person(hmr.fitter, people[i], cams, options, hmr.options, partial(say, message), fps)
         t1 = time.perf_counter()
-        deadline = t1 + FORKED_WAIT_FACTOR * (t1 - t0) + FORKED_WAIT_MIN_S
+        if own:
+            bound_s = FORKED_WAIT_FACTOR * (t1 - t0)
+        else:  # nothing fitted here to compare with
+            bound_s = FORKED_FRAME_S * sum(int(people[i].frames_ok.sum()) for group in forked for i in group)
+        deadline = t1 + bound_s + FORKED_WAIT_MIN_S
         for indices, proc, recv in children:
             for i in indices:
                 message = f"fitting the body of person {people[i].id}"
